@@ -1,0 +1,20 @@
+//! The pure core: refund statuses, gateway outcomes, the decision state machine and the
+//! backoff schedule. Nothing here reads a clock, touches the network or the ledger, or draws
+//! random numbers: time and jitter are arguments, so every rule is a table-testable function.
+
+pub mod backoff;
+pub mod decide;
+pub mod outcome;
+pub mod refund;
+pub mod time;
+
+pub use backoff::Schedule;
+pub use decide::{
+    Change, Decision, Discrepancy, DiscrepancyKind, Halt, Policy, RefundState, ReviewReason, decide,
+};
+pub use outcome::{ObservedRefund, OutcomeClass, QueryOutcome, RetryReason};
+pub use refund::{
+    Currency, FinalSource, FinalStatus, InvalidValue, NewRefund, OutRefundNo, RefundStatus,
+    validate_amount,
+};
+pub use time::{Clock, SystemClock, Timestamp, format_ts, parse_ts};

@@ -1,0 +1,164 @@
+//! What one `/refundQuery` attempt told us, as a typed value. The gateway module produces it
+//! from the raw HTTP exchange; `decide` consumes it.
+
+use std::fmt;
+
+use rust_decimal::Decimal;
+
+use super::refund::{Currency, RefundStatus};
+use super::time::Timestamp;
+
+/// The refund as a verified (signature-checked) answer described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedRefund {
+    /// `data.outRefundNo` as answered (may differ from what we asked: a discrepancy).
+    pub out_refund_no: String,
+    /// `data.refundTradeNo`.
+    pub refund_trade_no: Option<String>,
+    /// `data.refundAmount`, exact, from the raw JSON number text.
+    pub amount: Decimal,
+    /// `data.refundCurrency`.
+    pub currency: Currency,
+    /// `data.status`: the only field that decides the refund's state.
+    pub status: RefundStatus,
+    /// `data.refundFinishTime`, absent or empty while pending.
+    pub refund_finish_time: Option<Timestamp>,
+}
+
+/// Why an attempt is worth retrying without spending the refund's attempt budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetryReason {
+    /// Connect failure, reset, timeout, TLS error, oversized or unreadable body.
+    Transport,
+    /// A non-2xx HTTP status, or a redirect.
+    HttpStatus,
+    /// A body that is not the documented JSON shape.
+    Malformed,
+    /// `APPLY_SUCCESS` whose signature is missing or does not verify.
+    Unverified,
+    /// `SYSTEM_ERROR`
+    SystemError,
+    /// `REQUEST_TIMEOUT`
+    RequestTimeout,
+    /// `UNEXPECTED_ERROR`
+    UnexpectedError,
+    /// A code this build does not know. Treated as retryable and logged loudly.
+    UnknownCode,
+}
+
+impl RetryReason {
+    /// Stable snake_case name, used in logs and the attempt log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transport => "transport",
+            Self::HttpStatus => "http_status",
+            Self::Malformed => "malformed",
+            Self::Unverified => "unverified",
+            Self::SystemError => "system_error",
+            Self::RequestTimeout => "request_timeout",
+            Self::UnexpectedError => "unexpected_error",
+            Self::UnknownCode => "unknown_code",
+        }
+    }
+}
+
+/// The typed result of one `/refundQuery` attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryOutcome {
+    /// Verified `APPLY_SUCCESS` with `data.status` final.
+    Final(ObservedRefund),
+    /// Verified `APPLY_SUCCESS` with `data.status` `REFUND_PENDING`.
+    Pending(ObservedRefund),
+    /// `ORDER_NOT_EXIST` or `REFUND_NO_INVALID`: the gateway does not know the refund (yet).
+    Unknown {
+        /// The gateway code.
+        code: String,
+    },
+    /// Worth retrying later; says nothing about the refund.
+    Retryable {
+        /// Why.
+        reason: RetryReason,
+        /// Human detail for the attempt log (never a secret).
+        detail: String,
+    },
+    /// `TOO_MANY_REQUEST`: slow down; says nothing about the refund.
+    RateLimited,
+    /// `REQ_TIME_OVER_TIME` even after one immediate retry with a fresh `requestTime`.
+    ClockSkew,
+    /// A code that means our configuration is wrong (`SIGN_VERIFY_FAILED`, `MERCHANT_INVALID`,
+    /// `MERCHANT_APP_INVALID`, `PARAMS_INVALID`, `AUTHENTICATE_FAILED`, ...). Querying stops.
+    ConfigError {
+        /// The gateway code.
+        code: String,
+    },
+}
+
+impl QueryOutcome {
+    /// The coarse class written to the attempt log and to logs.
+    pub fn class(&self) -> OutcomeClass {
+        match self {
+            Self::Final(_) => OutcomeClass::Final,
+            Self::Pending(_) => OutcomeClass::Pending,
+            Self::Unknown { .. } => OutcomeClass::Unknown,
+            Self::Retryable { .. } => OutcomeClass::Retryable,
+            Self::RateLimited => OutcomeClass::RateLimited,
+            Self::ClockSkew => OutcomeClass::ClockSkew,
+            Self::ConfigError { .. } => OutcomeClass::ConfigError,
+        }
+    }
+}
+
+/// Outcome classes, as stored in `attempts.outcome` and logged as `outcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutcomeClass {
+    /// Verified final status.
+    Final,
+    /// Verified, still pending.
+    Pending,
+    /// Unknown at the gateway.
+    Unknown,
+    /// Retryable failure.
+    Retryable,
+    /// Rate limited.
+    RateLimited,
+    /// Clock skew.
+    ClockSkew,
+    /// Configuration error.
+    ConfigError,
+    /// A verified answer that contradicts the ledger (set by `decide`, not the gateway).
+    Mismatch,
+}
+
+impl OutcomeClass {
+    /// Every class, in display order.
+    pub const ALL: [OutcomeClass; 8] = [
+        Self::Final,
+        Self::Pending,
+        Self::Unknown,
+        Self::Retryable,
+        Self::RateLimited,
+        Self::ClockSkew,
+        Self::ConfigError,
+        Self::Mismatch,
+    ];
+
+    /// Stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Final => "final",
+            Self::Pending => "pending",
+            Self::Unknown => "unknown",
+            Self::Retryable => "retryable",
+            Self::RateLimited => "rate_limited",
+            Self::ClockSkew => "clock_skew",
+            Self::ConfigError => "config_error",
+            Self::Mismatch => "mismatch",
+        }
+    }
+}
+
+impl fmt::Display for OutcomeClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
