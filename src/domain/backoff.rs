@@ -73,3 +73,73 @@ impl Schedule {
         now + self.jittered(self.steady, unit)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::time::parse_ts;
+
+    fn mins(m: u64) -> Duration {
+        Duration::from_secs(m * 60)
+    }
+
+    #[test]
+    fn default_ladder_matches_the_policy() {
+        let s = Schedule::default();
+        let expected = [1, 5, 15, 60, 180, 360, 720, 1440, 1440, 1440];
+        for (i, want) in expected.iter().enumerate() {
+            assert_eq!(
+                s.delay_after(i as u32 + 1),
+                mins(*want),
+                "attempt {}",
+                i + 1
+            );
+        }
+        assert_eq!(s.delay_after(1000), mins(1440));
+        assert_eq!(s.grace, mins(10));
+    }
+
+    #[test]
+    fn first_query_waits_for_the_grace_window_without_jitter() {
+        let s = Schedule::default();
+        let created = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
+        assert_eq!(
+            s.first_query_at(created),
+            parse_ts("2026-11-25T10:10:00.000Z").unwrap()
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_its_band_and_is_centred() {
+        let s = Schedule::default();
+        let d = mins(60);
+        assert_eq!(s.jittered(d, 0.5), d);
+        assert_eq!(s.jittered(d, 0.0), mins(54));
+        assert_eq!(s.jittered(d, 1.0), mins(66));
+        for i in 0..100 {
+            let j = s.jittered(d, f64::from(i) / 100.0);
+            assert!(j >= mins(54) && j <= mins(66), "{j:?}");
+        }
+        // Out-of-range draws are clamped, never negative or unbounded.
+        assert_eq!(s.jittered(d, -3.0), mins(54));
+        assert_eq!(s.jittered(d, 7.0), mins(66));
+    }
+
+    #[test]
+    fn next_times_follow_the_ladder() {
+        let s = Schedule::default();
+        let now = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
+        assert_eq!(
+            s.next_after_attempt(3, now, 0.5),
+            parse_ts("2026-11-25T10:15:00.000Z").unwrap()
+        );
+        assert_eq!(
+            s.next_after_retry(now, 0.5),
+            parse_ts("2026-11-25T10:01:00.000Z").unwrap()
+        );
+        assert_eq!(
+            s.next_slow(now, 0.5),
+            parse_ts("2026-11-26T10:00:00.000Z").unwrap()
+        );
+    }
+}

@@ -151,6 +151,8 @@ pub enum Change {
         /// `refundFinishTime`, when the gateway gave one.
         refund_finish_time: Option<Timestamp>,
     },
+    /// Leave the row as it is (it is already final): only the attempt is recorded.
+    Keep,
     /// Keep the row pending and query again later.
     Reschedule {
         /// When to query next.
@@ -181,19 +183,26 @@ pub struct Decision {
     pub slow_down: bool,
 }
 
-/// Decides what one attempt's outcome does to a pending refund.
+/// Decides what one attempt's outcome does to a refund whose recorded status is `recorded`.
 ///
-/// `unit` is a uniform draw in [0, 1) used for jitter.
+/// The worker only queries pending refunds, but an operator's `query` may hit a final one, and
+/// a notification may finalize a refund while its query is in flight; for a final row nothing
+/// changes and any disagreement becomes a [`Discrepancy`]. `unit` is a uniform draw in [0, 1)
+/// used for jitter.
 pub fn decide(
+    recorded: RefundStatus,
     state: &RefundState,
     outcome: &QueryOutcome,
     now: Timestamp,
     unit: f64,
     policy: &Policy,
 ) -> Decision {
+    if let Some(final_status) = recorded.as_final() {
+        return decide_on_final(final_status, state, outcome);
+    }
     let schedule = &policy.schedule;
-    let not_counted = |class: OutcomeClass, next: Timestamp, halt: Option<Halt>, slow: bool| {
-        Decision {
+    let not_counted =
+        |class: OutcomeClass, next: Timestamp, halt: Option<Halt>, slow: bool| Decision {
             class,
             change: Change::Reschedule {
                 next_query_at: next,
@@ -205,8 +214,7 @@ pub fn decide(
             discrepancies: Vec::new(),
             halt,
             slow_down: slow,
-        }
-    };
+        };
     match outcome {
         QueryOutcome::Final(seen) | QueryOutcome::Pending(seen) => {
             let discrepancies = mismatches(state, seen);
@@ -315,6 +323,46 @@ pub fn decide(
     }
 }
 
+/// A final row never changes; a query can only confirm it or disagree with it.
+fn decide_on_final(recorded: FinalStatus, state: &RefundState, outcome: &QueryOutcome) -> Decision {
+    let mut discrepancies = Vec::new();
+    let observed = match outcome {
+        QueryOutcome::Final(seen) | QueryOutcome::Pending(seen) => {
+            discrepancies = mismatches(state, seen);
+            Some(seen.status.to_string())
+        }
+        QueryOutcome::Unknown { code } => Some(format!("unknown at gateway ({code})")),
+        _ => None,
+    };
+    if let Some(observed) = observed.filter(|o| o != recorded.as_str()) {
+        discrepancies.insert(
+            0,
+            Discrepancy {
+                kind: DiscrepancyKind::ConflictingFinal,
+                expected: recorded.to_string(),
+                observed,
+            },
+        );
+    }
+    let class = if discrepancies.is_empty() {
+        outcome.class()
+    } else {
+        OutcomeClass::Mismatch
+    };
+    let halt = match outcome {
+        QueryOutcome::ClockSkew => Some(Halt::ClockSkew),
+        QueryOutcome::ConfigError { code } => Some(Halt::ConfigError { code: code.clone() }),
+        _ => None,
+    };
+    Decision {
+        class,
+        change: Change::Keep,
+        discrepancies,
+        halt,
+        slow_down: matches!(outcome, QueryOutcome::RateLimited),
+    }
+}
+
 fn as_delta(d: Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
 }
@@ -345,4 +393,320 @@ fn mismatches(state: &RefundState, seen: &ObservedRefund) -> Vec<Discrepancy> {
         });
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::outcome::RetryReason;
+    use crate::domain::time::parse_ts;
+    use std::str::FromStr;
+
+    fn t(s: &str) -> Timestamp {
+        parse_ts(s).unwrap()
+    }
+
+    const CREATED: &str = "2026-11-25T10:00:00.000Z";
+    const NOW: &str = "2026-11-25T11:00:00.000Z";
+
+    fn state() -> RefundState {
+        RefundState {
+            out_refund_no: OutRefundNo::parse("R1").unwrap(),
+            refund_trade_no: None,
+            amount: Decimal::from_str("12.50").unwrap(),
+            currency: Currency::parse("USD").unwrap(),
+            created_at: t(CREATED),
+            attempts: 2,
+            unknown_since: None,
+            flagged: false,
+        }
+    }
+
+    fn seen(status: RefundStatus) -> ObservedRefund {
+        ObservedRefund {
+            out_refund_no: "R1".into(),
+            refund_trade_no: Some("T1".into()),
+            amount: Decimal::from_str("12.5").unwrap(),
+            currency: Currency::parse("USD").unwrap(),
+            status,
+            refund_finish_time: status.is_final().then(|| t("2026-11-25T10:30:00.000Z")),
+        }
+    }
+
+    fn outcomes() -> Vec<QueryOutcome> {
+        vec![
+            QueryOutcome::Final(seen(RefundStatus::Success)),
+            QueryOutcome::Final(seen(RefundStatus::Failed)),
+            QueryOutcome::Pending(seen(RefundStatus::Pending)),
+            QueryOutcome::Unknown {
+                code: "ORDER_NOT_EXIST".into(),
+            },
+            QueryOutcome::Retryable {
+                reason: RetryReason::Transport,
+                detail: "connection reset".into(),
+            },
+            QueryOutcome::RateLimited,
+            QueryOutcome::ClockSkew,
+            QueryOutcome::ConfigError {
+                code: "SIGN_VERIFY_FAILED".into(),
+            },
+        ]
+    }
+
+    fn run(recorded: RefundStatus, st: &RefundState, o: &QueryOutcome) -> Decision {
+        decide(recorded, st, o, t(NOW), 0.5, &Policy::default())
+    }
+
+    /// The whole matrix: every recorded status against every outcome class.
+    #[test]
+    fn every_status_times_every_outcome() {
+        let p = Policy::default();
+        let now = t(NOW);
+        for recorded in RefundStatus::ALL {
+            for o in outcomes() {
+                let d = run(recorded, &state(), &o);
+                let why = format!("{recorded} × {o:?}");
+                // Halts and slow-downs follow the outcome whatever the row says.
+                assert_eq!(
+                    d.halt.is_some(),
+                    matches!(
+                        o,
+                        QueryOutcome::ClockSkew | QueryOutcome::ConfigError { .. }
+                    ),
+                    "{why}"
+                );
+                assert_eq!(d.slow_down, o == QueryOutcome::RateLimited, "{why}");
+                if recorded.is_final() {
+                    // A final row never changes; disagreement is recorded, not applied.
+                    assert_eq!(d.change, Change::Keep, "{why}");
+                    let disagrees = match &o {
+                        QueryOutcome::Final(s) | QueryOutcome::Pending(s) => s.status != recorded,
+                        QueryOutcome::Unknown { .. } => true,
+                        _ => false,
+                    };
+                    assert_eq!(
+                        d.discrepancies
+                            .iter()
+                            .any(|x| x.kind == DiscrepancyKind::ConflictingFinal),
+                        disagrees,
+                        "{why}"
+                    );
+                    continue;
+                }
+                assert!(d.discrepancies.is_empty(), "{why}");
+                match (&o, &d.change) {
+                    (
+                        QueryOutcome::Final(s),
+                        Change::Finalize {
+                            status,
+                            refund_trade_no,
+                            refund_finish_time,
+                        },
+                    ) => {
+                        assert_eq!(status.status(), s.status, "{why}");
+                        assert_eq!(refund_trade_no.as_deref(), Some("T1"));
+                        assert!(refund_finish_time.is_some());
+                        assert_eq!(d.class, OutcomeClass::Final);
+                    }
+                    (
+                        QueryOutcome::Pending(_),
+                        Change::Reschedule {
+                            attempts,
+                            next_query_at,
+                            flag,
+                            unknown_since,
+                            ..
+                        },
+                    ) => {
+                        assert_eq!(*attempts, 3, "a verified answer counts");
+                        assert_eq!(*next_query_at, now + p.schedule.delay_after(3));
+                        assert_eq!(*flag, None);
+                        assert_eq!(*unknown_since, None);
+                    }
+                    (
+                        QueryOutcome::Unknown { .. },
+                        Change::Reschedule {
+                            attempts,
+                            unknown_since,
+                            flag,
+                            ..
+                        },
+                    ) => {
+                        assert_eq!(*attempts, 3, "{why}");
+                        assert_eq!(*unknown_since, Some(now), "{why}");
+                        assert_eq!(*flag, None);
+                    }
+                    (
+                        QueryOutcome::Retryable { .. } | QueryOutcome::RateLimited,
+                        Change::Reschedule {
+                            attempts,
+                            next_query_at,
+                            flag,
+                            ..
+                        },
+                    ) => {
+                        assert_eq!(*attempts, 2, "failures never spend the budget: {why}");
+                        assert_eq!(*next_query_at, now + p.schedule.retry);
+                        assert_eq!(*flag, None);
+                    }
+                    (
+                        QueryOutcome::ClockSkew | QueryOutcome::ConfigError { .. },
+                        Change::Reschedule {
+                            attempts,
+                            next_query_at,
+                            ..
+                        },
+                    ) => {
+                        assert_eq!(*attempts, 2, "{why}");
+                        assert_eq!(*next_query_at, now + p.halt_recheck);
+                    }
+                    (o, c) => panic!("unexpected change {c:?} for {o:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pending_past_72h_is_flagged_once_then_polled_slowly() {
+        let p = Policy::default();
+        let mut st = state();
+        let late = t(CREATED) + p.pending_flag_after;
+        let pending = QueryOutcome::Pending(seen(RefundStatus::Pending));
+        let d = decide(RefundStatus::Pending, &st, &pending, late, 0.5, &p);
+        let Change::Reschedule {
+            flag,
+            next_query_at,
+            ..
+        } = d.change
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!(flag, Some(ReviewReason::PendingTooLong));
+        assert_eq!(next_query_at, late + p.schedule.steady);
+        // Already flagged: no second flag, still polled at the slow cadence.
+        st.flagged = true;
+        let d = decide(RefundStatus::Pending, &st, &pending, late, 0.5, &p);
+        let Change::Reschedule {
+            flag,
+            next_query_at,
+            ..
+        } = d.change
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!(flag, None);
+        assert_eq!(next_query_at, late + p.schedule.steady);
+        // Just under the limit: normal ladder, no flag.
+        st.flagged = false;
+        let early = late - chrono::TimeDelta::seconds(1);
+        let d = decide(RefundStatus::Pending, &st, &pending, early, 0.5, &p);
+        let Change::Reschedule {
+            flag,
+            next_query_at,
+            ..
+        } = d.change
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!(flag, None);
+        assert_eq!(next_query_at, early + p.schedule.delay_after(3));
+    }
+
+    #[test]
+    fn unknown_for_24h_is_flagged_and_a_known_answer_clears_the_clock() {
+        let p = Policy::default();
+        let mut st = state();
+        let since = t(NOW);
+        st.unknown_since = Some(since);
+        let unknown = QueryOutcome::Unknown {
+            code: "REFUND_NO_INVALID".into(),
+        };
+        let later = since + p.unknown_flag_after;
+        let d = decide(RefundStatus::Pending, &st, &unknown, later, 0.5, &p);
+        let Change::Reschedule {
+            flag,
+            unknown_since,
+            next_query_at,
+            ..
+        } = d.change
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!(flag, Some(ReviewReason::UnknownTooLong));
+        assert_eq!(unknown_since, Some(since), "the clock keeps its start");
+        assert_eq!(next_query_at, later + p.schedule.steady);
+        let pending = QueryOutcome::Pending(seen(RefundStatus::Pending));
+        let d = decide(RefundStatus::Pending, &st, &pending, later, 0.5, &p);
+        let Change::Reschedule { unknown_since, .. } = d.change else {
+            panic!("{d:?}")
+        };
+        assert_eq!(unknown_since, None);
+    }
+
+    #[test]
+    fn a_mismatched_answer_is_recorded_flagged_and_never_applied() {
+        let cases: Vec<(fn(&mut ObservedRefund), DiscrepancyKind)> = vec![
+            (
+                |s| s.out_refund_no = "R2".into(),
+                DiscrepancyKind::RefundNoMismatch,
+            ),
+            (
+                |s| s.amount = Decimal::from_str("12.51").unwrap(),
+                DiscrepancyKind::AmountMismatch,
+            ),
+            (
+                |s| s.currency = Currency::parse("EUR").unwrap(),
+                DiscrepancyKind::CurrencyMismatch,
+            ),
+        ];
+        for (mutate, kind) in cases {
+            for status in RefundStatus::ALL {
+                let mut s = seen(status);
+                mutate(&mut s);
+                let o = if status.is_final() {
+                    QueryOutcome::Final(s)
+                } else {
+                    QueryOutcome::Pending(s)
+                };
+                let d = run(RefundStatus::Pending, &state(), &o);
+                assert_eq!(d.class, OutcomeClass::Mismatch);
+                assert_eq!(d.discrepancies.len(), 1);
+                assert_eq!(d.discrepancies[0].kind, kind);
+                let Change::Reschedule {
+                    flag,
+                    next_query_at,
+                    ..
+                } = d.change
+                else {
+                    panic!("mismatch must not finalize: {d:?}")
+                };
+                assert_eq!(flag, Some(ReviewReason::AnswerMismatch));
+                assert_eq!(next_query_at, t(NOW) + Policy::default().schedule.steady);
+            }
+        }
+    }
+
+    #[test]
+    fn amounts_compare_as_decimals_not_text() {
+        // 12.50 in the ledger and 12.5 on the wire are the same amount.
+        let d = run(
+            RefundStatus::Pending,
+            &state(),
+            &QueryOutcome::Final(seen(RefundStatus::Success)),
+        );
+        assert!(d.discrepancies.is_empty());
+        assert_eq!(d.class, OutcomeClass::Final);
+    }
+
+    #[test]
+    fn a_final_row_confirmed_by_the_query_records_no_discrepancy() {
+        let d = run(
+            RefundStatus::Failed,
+            &state(),
+            &QueryOutcome::Final(seen(RefundStatus::Failed)),
+        );
+        assert_eq!(d.change, Change::Keep);
+        assert!(d.discrepancies.is_empty());
+        assert_eq!(d.class, OutcomeClass::Final);
+    }
 }
