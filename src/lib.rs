@@ -6,5 +6,6 @@
 //! - [`gateway`]: the signed `/refundQuery` client, keys, and answer classification.
 //! - [`sandbox`]: a protocol-faithful simulated Checus gateway for tests, demo and benchmarks.
 
+pub mod config;
 pub mod domain;
 pub mod gateway;
