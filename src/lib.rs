@@ -9,3 +9,11 @@
 pub mod config;
 pub mod domain;
 pub mod gateway;
+pub mod cli;
+pub mod daemon;
+pub mod demo;
+pub mod import;
+pub mod ledger;
+pub mod report;
+pub mod sandbox;
+pub mod worker;

@@ -1,1 +1,487 @@
-fn main() {}
+//! The binary's edge: parse the command line, start logging, run the command, and map every
+//! error to a documented exit code. Errors are printed once, here, with their cause chain.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use futures_util::StreamExt;
+use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_tokio::Signals;
+use tokio_util::sync::CancellationToken;
+
+use checus_reconciler::cli::{Cli, Command, ConfigArgs, ExitCode, ImportFormat, LedgerArgs};
+use checus_reconciler::config::{Config, ConfigError, Environment, LogFormat, parse_duration};
+use checus_reconciler::daemon::{self, DaemonError, Reloader};
+use checus_reconciler::domain::{Clock, OutRefundNo, RefundStatus, SystemClock, parse_ts};
+use checus_reconciler::import::{self, RawRefund};
+use checus_reconciler::ledger::{Ledger, LedgerError, ListFilter};
+use checus_reconciler::{demo, report, sandbox};
+
+/// An error on its way out, with the exit code it maps to.
+struct Failure {
+    code: ExitCode,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    fn new(code: ExitCode, error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code,
+            error: error.into(),
+        }
+    }
+}
+
+type Outcome = Result<ExitCode, Failure>;
+
+fn ledger_failure(e: LedgerError) -> Failure {
+    let code = if e.is_refusal() {
+        ExitCode::Ledger
+    } else {
+        match e {
+            LedgerError::DuplicateRefund { .. } => ExitCode::Input,
+            _ => ExitCode::Failure,
+        }
+    };
+    Failure::new(code, e)
+}
+
+fn config_failure(e: ConfigError) -> Failure {
+    Failure::new(ExitCode::Config, e)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let env = Environment::capture();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("checus-reconciler: error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(ExitCode::Failure as u8);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli, env));
+    let code = match result {
+        Ok(code) => code,
+        Err(Failure { code, error }) => {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "checus-reconciler: error: {error}");
+            for cause in error.chain().skip(1) {
+                let _ = write!(stderr, ": {cause}");
+            }
+            let _ = writeln!(stderr);
+            code
+        }
+    };
+    std::process::ExitCode::from(code as u8)
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+fn load_config(path: &Path, env: &Environment) -> Result<Config, Failure> {
+    Config::load(path, env).map_err(config_failure)
+}
+
+fn resolve_ledger(args: &LedgerArgs, env: &Environment) -> Result<PathBuf, Failure> {
+    if let Some(p) = &args.ledger {
+        return Ok(p.clone());
+    }
+    match &args.config {
+        Some(c) => Ok(load_config(c, env)?.ledger_path),
+        None => Err(Failure::new(
+            ExitCode::Usage,
+            anyhow::anyhow!("name the ledger with --ledger PATH or --config FILE"),
+        )),
+    }
+}
+
+fn open_existing(args: &LedgerArgs, env: &Environment) -> Result<Ledger, Failure> {
+    let path = resolve_ledger(args, env)?;
+    Ledger::open_existing(&path).map_err(ledger_failure)
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Outcome {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::new(ExitCode::Failure, e))?;
+    println!("{text}");
+    Ok(ExitCode::Ok)
+}
+
+fn parse_refund_no(text: &str) -> Result<OutRefundNo, Failure> {
+    OutRefundNo::parse(text).map_err(|e| Failure::new(ExitCode::Input, e))
+}
+
+/// Shutdown on SIGTERM/SIGINT (the one place the token is cancelled), reload on SIGHUP.
+fn install_signals(
+    token: CancellationToken,
+    reload: Option<(tokio::sync::mpsc::Sender<Reloader>, Arc<dyn Fn() -> Reloader + Send + Sync>)>,
+) -> Result<(), Failure> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| Failure::new(ExitCode::Failure, e).context("installing signal handlers"))?;
+    tokio::spawn(async move {
+        while let Some(signal) = signals.next().await {
+            match signal {
+                SIGHUP => match &reload {
+                    Some((tx, make)) => {
+                        tracing::info!("SIGHUP received; reloading configuration");
+                        let _ = tx.send(make()).await;
+                    }
+                    None => tracing::info!("SIGHUP ignored by this command"),
+                },
+                _ => {
+                    tracing::info!(signal, "shutdown signal received");
+                    token.cancel();
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+impl Failure {
+    fn context(mut self, what: &'static str) -> Self {
+        self.error = self.error.context(what);
+        self
+    }
+}
+
+async fn dispatch(cli: Cli, env: Environment) -> Outcome {
+    let clock = SystemClock;
+    match cli.command {
+        Command::Init(args) => {
+            init_logging(LogFormat::Text, "warn");
+            let path = resolve_ledger(&args, &env)?;
+            let ledger = Ledger::open(&path).map_err(ledger_failure)?;
+            println!(
+                "ledger ready: {} (schema version {})",
+                path.display(),
+                ledger.schema_version().map_err(ledger_failure)?
+            );
+            Ok(ExitCode::Ok)
+        }
+        Command::CheckConfig(ConfigArgs { config }) => {
+            init_logging(LogFormat::Text, "warn");
+            let cfg = load_config(&config, &env)?;
+            let keys = cfg.keys.load().map_err(config_failure)?;
+            checus_reconciler::gateway::GatewayClient::new(
+                cfg.gateway.clone(),
+                keys.merchant.clone(),
+                keys.gateway.clone(),
+                Arc::new(SystemClock),
+            )
+            .map_err(|e| Failure::new(ExitCode::Config, e))?;
+            for w in &keys.warnings {
+                println!("warning: {w}");
+            }
+            println!(
+                "config ok: {} (ledger {}, gateway {})",
+                config.display(),
+                cfg.ledger_path.display(),
+                cfg.gateway.base_url
+            );
+            Ok(ExitCode::Ok)
+        }
+        Command::Run(ConfigArgs { config }) => {
+            let cfg = load_config(&config, &env)?;
+            init_logging(cfg.log.format, &cfg.log.level);
+            let keys = cfg.keys.load().map_err(config_failure)?;
+            let token = CancellationToken::new();
+            let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+            let make_reloader: Arc<dyn Fn() -> Reloader + Send + Sync> = {
+                let config = config.clone();
+                let env = env.clone();
+                Arc::new(move || {
+                    let (config, env) = (config.clone(), env.clone());
+                    Box::new(move || {
+                        let cfg = Config::load(&config, &env)?;
+                        let keys = cfg.keys.load()?;
+                        Ok((cfg, keys))
+                    }) as Reloader
+                })
+            };
+            install_signals(token.clone(), Some((reload_tx, make_reloader)))?;
+            daemon::run(
+                cfg,
+                keys,
+                Arc::new(SystemClock),
+                token,
+                reload_rx,
+                daemon::Hooks::default(),
+            )
+            .await
+            .map_err(|e| match e {
+                DaemonError::Ledger(e) => ledger_failure(e),
+                DaemonError::AlreadyRunning { .. } => Failure::new(ExitCode::Ledger, e),
+                DaemonError::Gateway(_) => Failure::new(ExitCode::Config, e),
+                other => Failure::new(ExitCode::Failure, other),
+            })?;
+            Ok(ExitCode::Ok)
+        }
+        Command::Status { ledger, json } => {
+            init_logging(LogFormat::Text, "warn");
+            let l = open_existing(&ledger, &env)?;
+            let summary = l.status(clock.now()).map_err(ledger_failure)?;
+            if json {
+                return print_json(&summary);
+            }
+            print!("{}", report::status_table(&summary));
+            Ok(ExitCode::Ok)
+        }
+        Command::List {
+            ledger,
+            status,
+            flagged,
+            since,
+            limit,
+            json,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            let since = since
+                .map(|s| parse_since(&s, clock.now()))
+                .transpose()
+                .map_err(|e| Failure::new(ExitCode::Usage, anyhow::anyhow!("--since: {e}")))?;
+            let l = open_existing(&ledger, &env)?;
+            let rows = l
+                .list(&ListFilter {
+                    status: status.map(RefundStatus::from),
+                    flagged: flagged.then_some(true),
+                    since,
+                    limit: Some(limit),
+                })
+                .map_err(ledger_failure)?;
+            if json {
+                return print_json(&rows);
+            }
+            print!("{}", report::refund_table(&rows));
+            Ok(ExitCode::Ok)
+        }
+        Command::Show {
+            ledger,
+            out_refund_no,
+            json,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            let no = parse_refund_no(&out_refund_no)?;
+            let l = open_existing(&ledger, &env)?;
+            let Some(detail) = l.show(&no).map_err(ledger_failure)? else {
+                return Err(Failure::new(
+                    ExitCode::NotFound,
+                    anyhow::anyhow!("refund {no} is not in the ledger {}", l.path().display()),
+                ));
+            };
+            if json {
+                return print_json(&detail);
+            }
+            print!("{}", report::detail(&detail));
+            Ok(ExitCode::Ok)
+        }
+        Command::Add {
+            ledger,
+            out_refund_no,
+            amount,
+            currency,
+            refund_trade_no,
+            out_trade_no,
+            status,
+            created_at,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            let raw = RawRefund {
+                out_refund_no,
+                amount,
+                currency,
+                refund_trade_no,
+                out_trade_no,
+                status: Some(RefundStatus::from(status).to_string()),
+                created_at,
+            };
+            let refund = raw
+                .validate(clock.now())
+                .map_err(|e| Failure::new(ExitCode::Input, e))?;
+            let path = resolve_ledger(&ledger, &env)?;
+            let l = Ledger::open(&path).map_err(ledger_failure)?;
+            l.insert_refund(&refund).map_err(ledger_failure)?;
+            println!(
+                "added {} {} {} ({})",
+                refund.out_refund_no, refund.amount, refund.currency, refund.status
+            );
+            Ok(ExitCode::Ok)
+        }
+        Command::Import {
+            ledger,
+            file,
+            format,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            let jsonl = match format {
+                Some(f) => f == ImportFormat::Jsonl,
+                None => matches!(
+                    file.extension().and_then(|e| e.to_str()),
+                    Some("jsonl" | "ndjson" | "json")
+                ),
+            };
+            let rows = import::parse_file(&file, jsonl, clock.now(), &mut |n| {
+                eprintln!("validated {n} rows");
+            })
+            .map_err(|e| Failure::new(ExitCode::Input, e))?;
+            let (lines, refunds): (Vec<u64>, Vec<_>) = rows.into_iter().unzip();
+            let path = resolve_ledger(&ledger, &env)?;
+            let mut l = Ledger::open(&path).map_err(ledger_failure)?;
+            let total = refunds.len();
+            let written = l
+                .import(&refunds, &mut |n| eprintln!("imported {n} of {total} rows"))
+                .map_err(|e| match e {
+                    LedgerError::DuplicateRefund {
+                        out_refund_no,
+                        index: Some(i),
+                    } => Failure::new(
+                        ExitCode::Input,
+                        anyhow::anyhow!(
+                            "{}:{}: outRefundNo: {out_refund_no} is already in the ledger; nothing was imported",
+                            file.display(),
+                            lines.get(i).copied().unwrap_or(0)
+                        ),
+                    ),
+                    other => ledger_failure(other),
+                })?;
+            println!("imported {written} refunds from {} into {}", file.display(), path.display());
+            Ok(ExitCode::Ok)
+        }
+        Command::Query {
+            config,
+            out_refund_no,
+            json,
+        } => {
+            let cfg = load_config(&config.config, &env)?;
+            init_logging(cfg.log.format, "warn");
+            let no = parse_refund_no(&out_refund_no)?;
+            let keys = cfg.keys.load().map_err(config_failure)?;
+            let ledger = Ledger::open_existing(&cfg.ledger_path).map_err(ledger_failure)?;
+            let client = checus_reconciler::gateway::GatewayClient::new(
+                cfg.gateway.clone(),
+                keys.merchant.clone(),
+                keys.gateway.clone(),
+                Arc::new(SystemClock),
+            )
+            .map_err(|e| Failure::new(ExitCode::Config, e))?;
+            let worker = checus_reconciler::worker::Worker::new(
+                checus_reconciler::worker::LedgerHandle::new(ledger),
+                client,
+                cfg.policy.clone(),
+                cfg.worker.clone(),
+                Arc::new(SystemClock),
+            );
+            let processed = worker.query_now(&no).await.map_err(|e| match e {
+                checus_reconciler::worker::WorkerError::NotFound(_) => {
+                    Failure::new(ExitCode::NotFound, e)
+                }
+                checus_reconciler::worker::WorkerError::Ledger(e) => ledger_failure(e),
+            })?;
+            let summary = report::QuerySummary::from_processed(&no, &processed);
+            if json {
+                return print_json(&summary);
+            }
+            print!("{}", summary.render());
+            Ok(ExitCode::Ok)
+        }
+        Command::Sandbox {
+            listen,
+            scripts,
+            latency,
+        } => {
+            init_logging(LogFormat::Text, "info");
+            if !listen.ip().is_loopback() {
+                return Err(Failure::new(
+                    ExitCode::Usage,
+                    anyhow::anyhow!("--listen {listen}: the sandbox serves loopback addresses only"),
+                ));
+            }
+            let latency = parse_duration(&latency)
+                .map_err(|e| Failure::new(ExitCode::Usage, anyhow::anyhow!("--latency: {e}")))?;
+            let scripts = match scripts {
+                None => Vec::new(),
+                Some(path) => {
+                    let file = std::fs::File::open(&path)
+                        .with_context(|| format!("{}", path.display()))
+                        .map_err(|e| Failure::new(ExitCode::Input, e))?;
+                    sandbox::parse_scripts_jsonl(std::io::BufReader::new(file))
+                        .map_err(|e| {
+                            Failure::new(ExitCode::Input, anyhow::anyhow!("{}: {e}", path.display()))
+                        })?
+                }
+            };
+            let mut options = sandbox::SandboxOptions::insecure_test(Arc::new(SystemClock));
+            options.listen = listen;
+            options.latency = latency;
+            let sb = sandbox::start(options)
+                .await
+                .map_err(|e| Failure::new(ExitCode::Failure, e).context("starting the sandbox"))?;
+            for (no, script) in scripts {
+                sb.script(&no, script);
+            }
+            let token = CancellationToken::new();
+            install_signals(token.clone(), None)?;
+            // The first stdout line is the readiness signal scripts wait for.
+            println!("sandbox listening on {}", sb.base_url());
+            token.cancelled().await;
+            sb.shutdown().await;
+            Ok(ExitCode::Ok)
+        }
+        Command::Demo {
+            dir,
+            refunds,
+            seed,
+            timeout_secs,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            let token = CancellationToken::new();
+            install_signals(token.clone(), None)?;
+            println!(
+                "demo: {refunds} refunds (seed {seed}) against the simulated Checus gateway on 127.0.0.1 ..."
+            );
+            let report = demo::run(
+                demo::DemoOptions {
+                    dir,
+                    refunds,
+                    seed,
+                    timeout: Duration::from_secs(timeout_secs),
+                },
+                token,
+            )
+            .await
+            .map_err(|e| Failure::new(ExitCode::Failure, e))?;
+            print!("{}", report::demo_summary(&report));
+            if report.matches_truth() {
+                Ok(ExitCode::Ok)
+            } else {
+                Ok(ExitCode::DemoMismatch)
+            }
+        }
+    }
+}
+
+/// `--since` takes an RFC 3339 time or a duration ago (`24h`).
+fn parse_since(text: &str, now: checus_reconciler::domain::Timestamp) -> Result<checus_reconciler::domain::Timestamp, String> {
+    if let Ok(t) = parse_ts(text) {
+        return Ok(t);
+    }
+    let ago = parse_duration(text).map_err(|_| format!("{text:?} is neither an RFC 3339 time nor a duration like 24h"))?;
+    let ago = chrono::TimeDelta::from_std(ago).map_err(|e| e.to_string())?;
+    Ok(now - ago)
+}

@@ -17,4 +17,4 @@ pub use refund::{
     Currency, FinalSource, FinalStatus, InvalidValue, NewRefund, OutRefundNo, RefundStatus,
     validate_amount,
 };
-pub use time::{Clock, SystemClock, Timestamp, format_ts, parse_ts};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp, format_ts, parse_ts};

@@ -1,0 +1,211 @@
+//! The command line, as clap definitions. The doc comments are the `--help` text; exit codes
+//! are a documented contract (README "Exit codes") and live in [`ExitCode`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Drives every pending Checus refund to a recorded, final outcome.
+#[derive(Debug, Parser)]
+#[command(name = "checus-reconciler", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the ledger is: `--ledger PATH`, or `ledger.path` from `--config FILE`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct LedgerArgs {
+    /// The config file (its ledger.path is used unless --ledger is given).
+    #[arg(long, short = 'c', env = "CHECUS_RECONCILER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The ledger file (overrides the config's ledger.path).
+    #[arg(long, value_name = "PATH")]
+    pub ledger: Option<PathBuf>,
+}
+
+/// The config file, required.
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArgs {
+    /// The config file.
+    #[arg(long, short = 'c', env = "CHECUS_RECONCILER_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the ledger file and apply schema.sql (idempotent).
+    Init(LedgerArgs),
+    /// Run the reconciliation daemon until SIGTERM/SIGINT (SIGHUP reloads the config).
+    Run(ConfigArgs),
+    /// Counts by status, due now, flagged, oldest pending, last sweep.
+    Status {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List refunds, newest first.
+    List {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// Only this status.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// Only refunds flagged for review.
+        #[arg(long)]
+        flagged: bool,
+        /// Only refunds created at or after this RFC 3339 time, or this long ago (e.g. 24h).
+        #[arg(long, value_name = "TIME|AGO")]
+        since: Option<String>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one refund: its row, every attempt and every discrepancy.
+    Show {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// The merchant's refund number.
+        out_refund_no: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Insert one refund (as the merchant's app would after calling /refund).
+    Add {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// The merchant's refund number (outRefundNo).
+        #[arg(long)]
+        out_refund_no: String,
+        /// Amount in major units, e.g. 12.50.
+        #[arg(long)]
+        amount: String,
+        /// ISO 4217 currency, e.g. USD.
+        #[arg(long)]
+        currency: String,
+        /// The gateway's refund number from the /refund answer.
+        #[arg(long)]
+        refund_trade_no: Option<String>,
+        /// The original order's merchant number.
+        #[arg(long)]
+        out_trade_no: Option<String>,
+        /// REFUND_PENDING (default), or REFUND_FAILED when /refund failed at once.
+        #[arg(long, value_enum, default_value_t = StatusArg::Pending)]
+        status: StatusArg,
+        /// When the refund was issued (RFC 3339); default now.
+        #[arg(long)]
+        created_at: Option<String>,
+    },
+    /// Import refunds from CSV or JSON lines: validated first, then written all-or-nothing.
+    Import {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// The file (.csv, or .jsonl/.ndjson).
+        file: PathBuf,
+        /// Override the format detected from the extension.
+        #[arg(long, value_enum)]
+        format: Option<ImportFormat>,
+    },
+    /// Query one refund at Checus now; the attempt is recorded like any other.
+    Query {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The merchant's refund number.
+        out_refund_no: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the config file and load the keys, then exit.
+    CheckConfig(ConfigArgs),
+    /// Serve the simulated Checus gateway on loopback (tests, demos, benchmarks).
+    Sandbox {
+        /// Address to listen on (loopback only).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Scripts, one JSON object per line.
+        #[arg(long, value_name = "FILE")]
+        scripts: Option<PathBuf>,
+        /// Latency added to every answer, e.g. 50ms.
+        #[arg(long, default_value = "0ms")]
+        latency: String,
+    },
+    /// Run the whole thing against the simulated gateway with short timings, then check it.
+    Demo {
+        /// Parent folder for the run's ledger (each run gets a fresh subfolder).
+        #[arg(long, default_value = "checus-demo")]
+        dir: PathBuf,
+        /// Refunds to seed.
+        #[arg(long, default_value_t = 300)]
+        refunds: usize,
+        /// Seed for the scripted outcomes.
+        #[arg(long, default_value_t = 20261125)]
+        seed: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
+    },
+}
+
+/// A status on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    /// REFUND_PENDING
+    #[value(name = "REFUND_PENDING", alias = "pending")]
+    Pending,
+    /// REFUND_SUCCESS
+    #[value(name = "REFUND_SUCCESS", alias = "success")]
+    Success,
+    /// REFUND_FAILED
+    #[value(name = "REFUND_FAILED", alias = "failed")]
+    Failed,
+}
+
+impl From<StatusArg> for crate::domain::RefundStatus {
+    fn from(s: StatusArg) -> Self {
+        match s {
+            StatusArg::Pending => Self::Pending,
+            StatusArg::Success => Self::Success,
+            StatusArg::Failed => Self::Failed,
+        }
+    }
+}
+
+/// Import file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// Comma-separated with a header row.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// Process exit codes: a contract with scripts and monitoring (README "Exit codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Success.
+    Ok = 0,
+    /// A runtime failure (I/O, the ledger failed mid-operation).
+    Failure = 1,
+    /// Bad command-line usage (clap).
+    Usage = 2,
+    /// The configuration or a key is invalid.
+    Config = 3,
+    /// The ledger was refused: missing, not a ledger, newer schema, or held by another daemon.
+    Ledger = 4,
+    /// Input data rejected (add/import): nothing was written.
+    Input = 5,
+    /// The named refund is not in the ledger.
+    NotFound = 6,
+    /// The demo's ledger disagrees with the sandbox's truth.
+    DemoMismatch = 7,
+}

@@ -1,0 +1,321 @@
+//! `checus-reconciler demo`: the whole product in one command. A fresh ledger, a few hundred
+//! refunds with scripted outcomes, the simulated gateway on 127.0.0.1, and the real daemon with
+//! short timings, run until every refund is final or flagged; then the ledger is checked
+//! against the sandbox's truth. Keys are the committed INSECURE test keys, used here only.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, KeySource, KeySources, LoadedKeys, LogFormat, LogSettings, WorkerSettings};
+use crate::domain::{
+    Clock, NewRefund, OutRefundNo, Policy, RefundStatus, Schedule, SystemClock, format_ts,
+};
+use crate::gateway::{GatewayKey, GatewaySettings, MerchantKey};
+use crate::ledger::{Ledger, LedgerError, ListFilter, NotificationRecord};
+use crate::sandbox::{self, Sandbox, SandboxOptions};
+
+/// Demo parameters.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Parent folder; each run gets a fresh `run-<time>/` inside it.
+    pub dir: PathBuf,
+    /// How many refunds to seed.
+    pub refunds: usize,
+    /// Seed for the scripted outcomes (printed, so a run can be repeated).
+    pub seed: u64,
+    /// Give up after this long.
+    pub timeout: Duration,
+}
+
+/// Why the demo could not run (a mismatch is not an error: it is in the report).
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Filesystem trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Ledger trouble.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The daemon failed to start.
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
+    /// The sandbox failed to start.
+    #[error("sandbox: {0}")]
+    Sandbox(std::io::Error),
+    /// The run did not settle in time.
+    #[error("demo did not settle within {0:?}")]
+    Timeout(Duration),
+}
+
+/// What the demo found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DemoReport {
+    /// The ledger file of this run.
+    pub ledger: PathBuf,
+    /// The seed used.
+    pub seed: u64,
+    /// Refunds seeded.
+    pub refunds: usize,
+    /// Final counts by status.
+    pub by_status: BTreeMap<String, u64>,
+    /// Pending refunds flagged for review.
+    pub flagged: u64,
+    /// Refunds finalized by the merchant app's notifications rather than a query.
+    pub finalized_by_notification: u64,
+    /// Discrepancies recorded (conflicting notifications sent on purpose).
+    pub discrepancies: u64,
+    /// Queries sent to the sandbox.
+    pub queries: u64,
+    /// Refunds whose ledger outcome disagrees with the sandbox's truth (must be empty).
+    pub mismatches: Vec<String>,
+    /// Wall time.
+    pub elapsed_ms: u128,
+}
+
+impl DemoReport {
+    /// True when the ledger matches the sandbox's truth for every refund.
+    pub fn matches_truth(&self) -> bool {
+        self.mismatches.is_empty()
+    }
+}
+
+/// The short timings the demo runs with: the real policy, compressed from hours to seconds.
+pub fn demo_policy() -> Policy {
+    let s = Duration::from_secs;
+    Policy {
+        schedule: Schedule {
+            grace: Duration::from_millis(500),
+            steps: vec![Duration::from_millis(300), Duration::from_millis(600), s(1), s(2)],
+            steady: s(3),
+            retry: Duration::from_millis(400),
+            jitter: 0.1,
+        },
+        pending_flag_after: s(8),
+        unknown_flag_after: s(4),
+        halt_recheck: s(2),
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
+    move |source| DemoError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Runs the demo end to end. `shutdown` cuts it short (Ctrl-C).
+pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoReport, DemoError> {
+    let started = std::time::Instant::now();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let run_dir = opts
+        .dir
+        .join(format!("run-{}", clock.now().format("%Y%m%dT%H%M%S%.3fZ")));
+    std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
+    let ledger_path = run_dir.join("ledger.sqlite");
+
+    let sb = sandbox::start(SandboxOptions::insecure_test(Arc::clone(&clock)))
+        .await
+        .map_err(DemoError::Sandbox)?;
+    let scripts = sandbox::mixed_scripts(opts.refunds, opts.seed, "DEMO-");
+
+    // Seed the ledger as the merchant's app would: one row per refund issued.
+    let mut ledger = Ledger::open(&ledger_path)?;
+    let now = clock.now();
+    let rows: Vec<NewRefund> = scripts
+        .iter()
+        .map(|(no, script)| NewRefund {
+            out_refund_no: OutRefundNo::parse(no).expect("generated refund numbers are valid"),
+            refund_trade_no: Some(script.refund_trade_no.clone()),
+            out_trade_no: Some(script.out_trade_no.clone()),
+            amount: script.amount,
+            currency: script.currency,
+            status: RefundStatus::Pending,
+            created_at: now,
+        })
+        .collect();
+    ledger.import(&rows, &mut |_| {})?;
+    for (no, script) in &scripts {
+        sb.script(no, script.clone());
+    }
+    // The merchant's app also receives some notifications: every tenth refund that will
+    // succeed gets its (agreeing) notification before the first query is due.
+    let mut notified = 0;
+    for (no, _) in scripts.iter().step_by(10) {
+        if let Some(status @ RefundStatus::Success) = sb.truth(no) {
+            let script = &scripts.iter().find(|(n, _)| n == no).expect("present").1;
+            ledger.record_notification(&NotificationRecord {
+                out_refund_no: no.clone(),
+                status: status.as_final().expect("final"),
+                refund_trade_no: Some(script.refund_trade_no.clone()),
+                amount: script.amount,
+                currency: script.currency,
+                refund_finish_time: Some(now),
+                notify_time: Some(now),
+            })?;
+            notified += 1;
+        }
+    }
+    drop(ledger);
+
+    let config = demo_config(&ledger_path, &sb);
+    let keys = LoadedKeys {
+        merchant: Arc::new(
+            MerchantKey::from_text(sandbox::test_keys::MERCHANT_PRIVATE_B64)
+                .expect("committed test key parses"),
+        ),
+        gateway: Arc::new(
+            GatewayKey::from_text(sandbox::test_keys::GATEWAY_PUBLIC_B64)
+                .expect("committed test key parses"),
+        ),
+        warnings: Vec::new(),
+    };
+
+    // Stop when nothing is left to do: every refund final, or pending and flagged.
+    let daemon_stop = shutdown.child_token();
+    let settled = CancellationToken::new();
+    let on_sweep = {
+        let path = ledger_path.clone();
+        let stop = daemon_stop.clone();
+        let settled = settled.clone();
+        let clock = Arc::clone(&clock);
+        move |_: &crate::worker::SweepReport| {
+            let open = Ledger::open_existing(&path)
+                .and_then(|l| l.status(clock.now()))
+                .map(|s| s.pending.saturating_sub(s.flagged));
+            if let Ok(0) = open {
+                settled.cancel();
+                stop.cancel();
+            }
+        }
+    };
+    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let hooks = crate::daemon::Hooks {
+        on_sweep: Some(Box::new(on_sweep)),
+        ..Default::default()
+    };
+    let daemon = crate::daemon::run(
+        config,
+        keys,
+        Arc::clone(&clock),
+        daemon_stop.clone(),
+        reload_rx,
+        hooks,
+    );
+    let timed_out = tokio::select! {
+        r = daemon => { r?; false }
+        () = tokio::time::sleep(opts.timeout) => { daemon_stop.cancel(); true }
+    };
+    if timed_out && !settled.is_cancelled() {
+        sb.shutdown().await;
+        return Err(DemoError::Timeout(opts.timeout));
+    }
+
+    // After the fact, the merchant's app receives a late, conflicting notification for one
+    // refund the query already finalized: it must be recorded as a discrepancy, not applied.
+    let ledger = Ledger::open_existing(&ledger_path)?;
+    let conflicting = scripts.iter().find(|(no, s)| {
+        sb.truth(no) == Some(RefundStatus::Success)
+            && !scripts.iter().step_by(10).any(|(n, _)| n == no)
+            && s.currency.as_str() != ""
+    });
+    if let Some((no, script)) = conflicting {
+        ledger.record_notification(&NotificationRecord {
+            out_refund_no: no.clone(),
+            status: crate::domain::FinalStatus::Failed,
+            refund_trade_no: Some(script.refund_trade_no.clone()),
+            amount: script.amount,
+            currency: script.currency,
+            refund_finish_time: Some(clock.now()),
+            notify_time: Some(clock.now()),
+        })?;
+    }
+
+    // Check every refund against the sandbox's truth.
+    let rows = ledger.list(&ListFilter {
+        limit: Some(usize::MAX),
+        ..Default::default()
+    })?;
+    let mut report = DemoReport {
+        ledger: ledger_path.clone(),
+        seed: opts.seed,
+        refunds: rows.len(),
+        by_status: BTreeMap::new(),
+        flagged: 0,
+        finalized_by_notification: 0,
+        discrepancies: ledger.status(clock.now())?.unresolved_discrepancies,
+        queries: sb.stats().requests,
+        mismatches: Vec::new(),
+        elapsed_ms: 0,
+    };
+    for row in &rows {
+        *report.by_status.entry(row.status.to_string()).or_default() += 1;
+        if row.final_source.as_deref() == Some("notification") {
+            report.finalized_by_notification += 1;
+        }
+        let truth = sb.truth(row.out_refund_no.as_str());
+        let ok = match truth {
+            Some(t) if t.is_final() => row.status == t,
+            // Never final at the gateway: the refund must be pending and flagged for a human.
+            _ => row.status == RefundStatus::Pending && row.review_flag,
+        };
+        if row.status == RefundStatus::Pending && row.review_flag {
+            report.flagged += 1;
+        }
+        if !ok {
+            report.mismatches.push(format!(
+                "{}: ledger {} (flagged: {}), sandbox truth {}",
+                row.out_refund_no,
+                row.status,
+                row.review_flag,
+                truth.map_or("never final".to_string(), |t| t.to_string())
+            ));
+        }
+    }
+    let _ = notified;
+    sb.shutdown().await;
+    report.elapsed_ms = started.elapsed().as_millis();
+    tracing::info!(at = %format_ts(clock.now()), "demo finished");
+    Ok(report)
+}
+
+fn demo_config(ledger_path: &Path, sb: &Sandbox) -> Config {
+    let gateway = GatewaySettings {
+        base_url: sb.base_url(),
+        app_id: sandbox::SANDBOX_APP_ID.to_owned(),
+        merchant_no: sandbox::SANDBOX_MERCHANT_NO.to_owned(),
+        version: crate::gateway::DEFAULT_VERSION.to_owned(),
+        key_version: "1".to_owned(),
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(2),
+        max_response_bytes: 64 * 1024,
+    };
+    Config {
+        ledger_path: ledger_path.to_owned(),
+        gateway,
+        keys: KeySources {
+            merchant_private_key: KeySource::File("testdata/INSECURE-test-keys/merchant_private.b64".into()),
+            gateway_public_key: KeySource::File("testdata/INSECURE-test-keys/gateway_public.b64".into()),
+        },
+        policy: demo_policy(),
+        worker: WorkerSettings {
+            sweep_cron: "* * * * * *".to_owned(),
+            concurrency: 16,
+            rate_per_second: 400.0,
+            batch_size: 1000,
+            shutdown_deadline: Duration::from_secs(5),
+        },
+        log: LogSettings {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        },
+    }
+}

@@ -1,0 +1,457 @@
+//! The real binary, in fresh temp dirs with a scrubbed environment: every subcommand, its
+//! output and its documented exit code.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_checus-reconciler");
+const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/INSECURE-test-keys");
+
+fn cmd(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    c
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    cmd(dir).args(args).output().expect("binary runs")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited, not signalled")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Copies the test keys with private permissions (git does not keep modes).
+fn keys_into(dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let private = dir.join("merchant_private.b64");
+    let public = dir.join("gateway_public.b64");
+    std::fs::copy(format!("{KEYS}/merchant_private.b64"), &private).unwrap();
+    std::fs::copy(format!("{KEYS}/gateway_public.b64"), &public).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (private, public)
+}
+
+fn write_config(dir: &Path, base_url: &str, extra: &str) -> PathBuf {
+    let (private, public) = keys_into(dir);
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[ledger]
+path = "{ledger}"
+
+[gateway]
+base_url = "{base_url}"
+app_id = "SANDBOX-APP"
+merchant_no = "SANDBOX-MERCHANT"
+request_timeout = "2s"
+
+[keys]
+merchant_private_key = "file:{private}"
+gateway_public_key = "file:{public}"
+{extra}"#,
+            ledger = dir.join("ledger.sqlite").display(),
+            private = private.display(),
+            public = public.display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A child process whose stdout/stderr lines arrive on a channel, killed on drop.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(mut c: Command) -> Self {
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Self {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle` (readiness), returning it.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line containing {needle:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> i32 {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while let Ok(line) = self.lines.try_recv() {
+                    self.seen.push(line);
+                }
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "did not exit within {within:?}; saw:\n{}",
+                self.seen.join("\n")
+            );
+            // Waiting on a process exit: poll try_wait.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `checus-reconciler sandbox` with scripts; returns it and its base URL.
+fn sandbox(dir: &Path, scripts: &str) -> (Proc, String) {
+    let file = dir.join("scripts.jsonl");
+    std::fs::write(&file, scripts).unwrap();
+    let mut c = cmd(dir);
+    c.args(["sandbox", "--scripts", file.to_str().unwrap()]);
+    let mut p = Proc::spawn(c);
+    let line = p.wait_for("sandbox listening on ");
+    let url = line
+        .split("sandbox listening on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned();
+    (p, url)
+}
+
+fn ledger_arg(dir: &Path) -> String {
+    dir.join("ledger.sqlite").display().to_string()
+}
+
+#[test]
+fn init_creates_a_versioned_ledger_and_is_idempotent() {
+    let d = tempfile::tempdir().unwrap();
+    let l = ledger_arg(d.path());
+    let o = run(d.path(), &["init", "--ledger", &l]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("schema version 1"));
+    let o = run(d.path(), &["init", "--ledger", &l]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let conn = rusqlite::Connection::open(&l).unwrap();
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 1);
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn ledgers_we_cannot_trust_are_refused_with_exit_4() {
+    let d = tempfile::tempdir().unwrap();
+    let junk = d.path().join("junk.sqlite");
+    std::fs::write(&junk, "this is not a database, it is a shopping list\n".repeat(200)).unwrap();
+    let o = run(d.path(), &["status", "--ledger", junk.to_str().unwrap()]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("junk.sqlite"), "{}", stderr(&o));
+
+    let newer = ledger_arg(d.path());
+    assert_eq!(code(&run(d.path(), &["init", "--ledger", &newer])), 0);
+    rusqlite::Connection::open(&newer)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    let o = run(d.path(), &["status", "--ledger", &newer]);
+    assert_eq!(code(&o), 4);
+    assert!(stderr(&o).contains("99"), "{}", stderr(&o));
+
+    let missing = d.path().join("nope.sqlite");
+    let o = run(d.path(), &["status", "--ledger", missing.to_str().unwrap()]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(!missing.exists(), "read-only commands never create a ledger");
+}
+
+#[test]
+fn add_show_list_status_round_trip() {
+    let d = tempfile::tempdir().unwrap();
+    let l = ledger_arg(d.path());
+    let o = run(
+        d.path(),
+        &[
+            "add", "--ledger", &l, "--out-refund-no", "R-CLI-1", "--amount", "12.50",
+            "--currency", "USD", "--out-trade-no", "O-1",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = run(
+        d.path(),
+        &[
+            "add", "--ledger", &l, "--out-refund-no", "R-CLI-2", "--amount", "15000",
+            "--currency", "IDR", "--status", "REFUND_FAILED",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // Duplicate: exit 5, names the refund.
+    let o = run(
+        d.path(),
+        &["add", "--ledger", &l, "--out-refund-no", "R-CLI-1", "--amount", "1", "--currency", "USD"],
+    );
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(stderr(&o).contains("R-CLI-1"));
+    // Bad amount: exit 5, names the field, writes nothing.
+    let o = run(
+        d.path(),
+        &["add", "--ledger", &l, "--out-refund-no", "R-CLI-3", "--amount", "1.005", "--currency", "USD"],
+    );
+    assert_eq!(code(&o), 5);
+    assert!(stderr(&o).contains("amount"), "{}", stderr(&o));
+
+    let o = run(d.path(), &["show", "--ledger", &l, "R-CLI-1", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["refund"]["amount"], "12.50", "amounts are exact decimal strings");
+    assert_eq!(v["refund"]["status"], "REFUND_PENDING");
+    let o = run(d.path(), &["show", "--ledger", &l, "R-NOPE"]);
+    assert_eq!(code(&o), 6);
+
+    let o = run(d.path(), &["list", "--ledger", &l, "--status", "REFUND_FAILED", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["out_refund_no"], "R-CLI-2");
+    assert_eq!(v[0]["final_source"], "refund_response");
+    let o = run(d.path(), &["list", "--ledger", &l]);
+    assert!(stdout(&o).contains("R-CLI-1") && stdout(&o).contains("R-CLI-2"));
+
+    let o = run(d.path(), &["status", "--ledger", &l, "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["pending"], 1);
+    assert_eq!(v["failed"], 1);
+    let o = run(d.path(), &["status", "--ledger", &l]);
+    assert!(stdout(&o).contains("REFUND_PENDING"), "{}", stdout(&o));
+}
+
+#[test]
+fn import_is_validated_and_all_or_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let l = ledger_arg(d.path());
+    let bad = d.path().join("refunds.csv");
+    std::fs::write(
+        &bad,
+        "out_refund_no,amount,currency\nR-I-1,10.00,USD\nR-I-2,abc,USD\nR-I-3,5,EUR\n",
+    )
+    .unwrap();
+    let o = run(d.path(), &["import", "--ledger", &l, bad.to_str().unwrap()]);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(stderr(&o).contains("refunds.csv:3: amount"), "{}", stderr(&o));
+    let dup = d.path().join("dup.jsonl");
+    std::fs::write(
+        &dup,
+        "{\"outRefundNo\":\"R-J-1\",\"amount\":10.10,\"currency\":\"USD\"}\n{\"outRefundNo\":\"R-J-1\",\"amount\":\"2\",\"currency\":\"USD\"}\n",
+    )
+    .unwrap();
+    let o = run(d.path(), &["import", "--ledger", &l, dup.to_str().unwrap()]);
+    assert_eq!(code(&o), 5);
+    assert!(stderr(&o).contains("dup.jsonl:2"), "{}", stderr(&o));
+
+    let good = d.path().join("good.jsonl");
+    let mut f = std::fs::File::create(&good).unwrap();
+    for i in 0..25 {
+        writeln!(f, "{{\"outRefundNo\":\"R-G-{i}\",\"amount\":10.10,\"currency\":\"USD\"}}").unwrap();
+    }
+    drop(f);
+    let o = run(d.path(), &["import", "--ledger", &l, good.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("imported 25"));
+    // A second import colliding with the ledger writes nothing, and says which line.
+    let clash = d.path().join("clash.csv");
+    std::fs::write(&clash, "outRefundNo,amount,currency\nR-NEW,1,USD\nR-G-3,1,USD\n").unwrap();
+    let o = run(d.path(), &["import", "--ledger", &l, clash.to_str().unwrap()]);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(stderr(&o).contains("clash.csv:3"), "{}", stderr(&o));
+    let o = run(d.path(), &["show", "--ledger", &l, "R-NEW"]);
+    assert_eq!(code(&o), 6, "nothing from the failed import was written");
+    let o = run(d.path(), &["show", "--ledger", &l, "R-G-0", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["refund"]["amount"], "10.10", "JSON numbers keep their exact text");
+}
+
+#[test]
+fn check_config_accepts_good_config_and_names_the_bad_key() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "http://127.0.0.1:9/aggregate-pay/api/gateway", "");
+    let o = run(d.path(), &["check-config", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("config ok"));
+
+    let bad = write_config(
+        d.path(),
+        "http://checus.example.com/aggregate-pay/api/gateway",
+        "",
+    );
+    let o = run(d.path(), &["check-config", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code(&o), 3);
+    assert!(stderr(&o).contains("gateway.base_url"), "{}", stderr(&o));
+
+    let unknown = write_config(d.path(), "http://127.0.0.1:9/x", "[worker]\nconcurency = 3\n");
+    let o = run(d.path(), &["check-config", "--config", unknown.to_str().unwrap()]);
+    assert_eq!(code(&o), 3);
+    assert!(stderr(&o).contains("concurency"), "{}", stderr(&o));
+
+    let missing = d.path().join("absent.toml");
+    let o = run(d.path(), &["check-config", "--config", missing.to_str().unwrap()]);
+    assert_eq!(code(&o), 3);
+    assert!(stderr(&o).contains("absent.toml"));
+}
+
+#[test]
+fn query_now_records_the_attempt_like_any_other() {
+    let d = tempfile::tempdir().unwrap();
+    let (_sb, url) = sandbox(
+        d.path(),
+        r#"{"outRefundNo":"R-Q-1","refundTradeNo":"T1","outTradeNo":"O1","amount":"12.50","currency":"USD","steps":["pending","success"]}"#,
+    );
+    let cfg = write_config(d.path(), &url, "");
+    let cfg = cfg.to_str().unwrap();
+    let o = run(
+        d.path(),
+        &["add", "--config", cfg, "--out-refund-no", "R-Q-1", "--amount", "12.50", "--currency", "USD"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = run(d.path(), &["query", "--config", cfg, "R-Q-1", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["outcome"], "pending");
+    let o = run(d.path(), &["query", "--config", cfg, "R-Q-1"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("REFUND_SUCCESS"), "{}", stdout(&o));
+    let o = run(d.path(), &["show", "--config", cfg, "R-Q-1", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["refund"]["status"], "REFUND_SUCCESS");
+    assert_eq!(v["attempts"].as_array().unwrap().len(), 2);
+    let o = run(d.path(), &["query", "--config", cfg, "R-Q-404"]);
+    assert_eq!(code(&o), 6);
+}
+
+#[test]
+fn the_daemon_reconciles_refuses_a_second_instance_and_drains_on_sigterm() {
+    let d = tempfile::tempdir().unwrap();
+    let mut scripts = String::new();
+    for i in 0..40 {
+        let last = if i % 4 == 0 { "failed" } else { "success" };
+        scripts.push_str(&format!(
+            "{{\"outRefundNo\":\"R-D-{i}\",\"refundTradeNo\":\"T{i}\",\"outTradeNo\":\"O{i}\",\"amount\":\"3.25\",\"currency\":\"USD\",\"steps\":[\"pending\",\"fault:http500\",\"{last}\"]}}\n"
+        ));
+    }
+    let (_sb, url) = sandbox(d.path(), &scripts);
+    let cfg = write_config(
+        d.path(),
+        &url,
+        "[schedule]\ngrace = \"0s\"\nbackoff = [\"200ms\"]\nretry = \"200ms\"\n\n[worker]\nsweep_cron = \"* * * * * *\"\nrate_per_second = 500.0\n\n[log]\nformat = \"json\"\n",
+    );
+    let cfg = cfg.to_str().unwrap();
+    let import = d.path().join("r.csv");
+    let mut csv = String::from("out_refund_no,amount,currency\n");
+    for i in 0..40 {
+        csv.push_str(&format!("R-D-{i},3.25,USD\n"));
+    }
+    std::fs::write(&import, csv).unwrap();
+    assert_eq!(code(&run(d.path(), &["import", "--config", cfg, import.to_str().unwrap()])), 0);
+
+    let mut c = cmd(d.path());
+    c.args(["run", "--config", cfg]);
+    let mut daemon = Proc::spawn(c);
+    daemon.wait_for("daemon ready");
+
+    // A second daemon on the same ledger refuses to start.
+    let o = run(d.path(), &["run", "--config", cfg]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("already running"), "{}", stderr(&o));
+
+    // Wait for the outcome, read through the CLI like an operator would.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = run(d.path(), &["status", "--config", cfg, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        if v["pending"] == 0 {
+            assert_eq!(v["succeeded"], 30);
+            assert_eq!(v["failed"], 10);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not settled: {v}");
+        daemon.wait_for("sweep finished");
+    }
+    daemon.signal("-TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)), 0);
+    // JSON logs: one "refund finalized" line per refund, failures at WARN.
+    let finalized: Vec<serde_json::Value> = daemon
+        .seen
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "refund finalized")
+        .collect();
+    assert_eq!(finalized.len(), 40);
+    for v in &finalized {
+        let failed = v["status"] == "REFUND_FAILED";
+        assert_eq!(v["level"], if failed { "WARN" } else { "INFO" }, "{v}");
+        assert!(v["out_refund_no"].as_str().unwrap().starts_with("R-D-"));
+    }
+    assert!(daemon.seen.iter().any(|l| l.contains("daemon stopped")));
+}
+
+#[test]
+fn demo_runs_end_to_end_and_matches_the_truth() {
+    let d = tempfile::tempdir().unwrap();
+    let o = run(d.path(), &["demo", "--dir", d.path().to_str().unwrap(), "--refunds", "80"]);
+    assert_eq!(code(&o), 0, "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("matches the sandbox's truth"), "{}", stdout(&o));
+}

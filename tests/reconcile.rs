@@ -1,0 +1,324 @@
+//! The library end to end: ledger → worker → signed query → sandbox on 127.0.0.1 → decision →
+//! ledger, with real RSA, a real SQLite file and a manual clock shared with the sandbox.
+
+mod common;
+
+use std::time::Duration;
+
+use checus_reconciler::domain::{Halt, RefundStatus};
+use checus_reconciler::ledger::NotificationRecord;
+use checus_reconciler::sandbox::{Fault, Step};
+use common::Harness;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn nothing_is_queried_inside_the_notification_grace_window() {
+    let h = Harness::new().await;
+    h.refund("R-GRACE", vec![Step::Success]);
+    let r = h.sweep().await;
+    assert_eq!(r.claimed, 0);
+    h.advance(h.policy.schedule.grace - Duration::from_secs(1));
+    assert_eq!(h.sweep().await.claimed, 0);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.sweep().await.finalized, 1);
+    assert_eq!(h.sandbox.queries_for("R-GRACE"), 1);
+}
+
+#[tokio::test]
+async fn pending_then_success_is_recorded_once_with_every_attempt() {
+    let h = Harness::new().await;
+    h.refund("R-OK", vec![Step::Pending, Step::Pending, Step::Success]);
+    h.step("R-OK").await;
+    let d = h.detail("R-OK");
+    assert_eq!(d.refund.status, RefundStatus::Pending);
+    assert_eq!(d.refund.attempts, 1);
+    // The ladder: 1 min after the first counted attempt, then 5 min.
+    assert_eq!(
+        d.refund.next_query_at.unwrap(),
+        h.clock_now() + Duration::from_secs(60)
+    );
+    h.step("R-OK").await;
+    assert_eq!(
+        h.detail("R-OK").refund.next_query_at.unwrap(),
+        h.clock_now() + Duration::from_secs(300)
+    );
+    let r = h.step("R-OK").await;
+    assert_eq!(r.finalized, 1);
+    let d = h.detail("R-OK");
+    assert_eq!(d.refund.status, RefundStatus::Success);
+    assert_eq!(d.refund.final_source.as_deref(), Some("query"));
+    assert_eq!(d.refund.refund_trade_no.as_deref(), Some("T-R-OK"));
+    assert!(d.refund.refund_finish_time.is_some());
+    assert_eq!(d.attempts.len(), 3);
+    let outcomes: Vec<_> = d.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["pending", "pending", "final"]);
+    assert!(d.attempts.iter().all(|a| a.http_status == Some(200)));
+    assert!(d.discrepancies.is_empty());
+    // Final: never claimed again.
+    h.advance(Duration::from_secs(30 * 24 * 3600));
+    assert_eq!(h.sweep().await.claimed, 0);
+    assert_eq!(h.sandbox.queries_for("R-OK"), 3);
+}
+
+#[tokio::test]
+async fn pending_then_failed_is_final_failed() {
+    let h = Harness::new().await;
+    h.refund("R-FAIL", vec![Step::Pending, Step::Failed]);
+    h.step("R-FAIL").await;
+    h.step("R-FAIL").await;
+    let d = h.detail("R-FAIL");
+    assert_eq!(d.refund.status, RefundStatus::Failed);
+    assert_eq!(d.refund.final_source.as_deref(), Some("query"));
+}
+
+#[tokio::test]
+async fn unknown_at_gateway_for_24h_is_flagged_and_still_polled() {
+    let h = Harness::new().await;
+    h.refund("R-UNK", vec![Step::Unknown]);
+    let mut steps = 0;
+    while !h.detail("R-UNK").refund.review_flag {
+        h.step("R-UNK").await;
+        steps += 1;
+        assert!(steps < 50, "never flagged");
+    }
+    let d = h.detail("R-UNK");
+    assert_eq!(d.refund.status, RefundStatus::Pending);
+    assert_eq!(d.refund.review_reason.as_deref(), Some("unknown_at_gateway_too_long"));
+    let first_unknown = d.attempts.first().unwrap().attempted_at;
+    assert!(d.refund.flagged_at.unwrap() - first_unknown >= chrono::TimeDelta::hours(24));
+    // Nothing is dropped: still scheduled, at the slow cadence.
+    let next = d.refund.next_query_at.expect("still scheduled");
+    assert_eq!(next, h.clock_now() + h.policy.schedule.steady);
+    let before = h.sandbox.queries_for("R-UNK");
+    h.step("R-UNK").await;
+    assert_eq!(h.sandbox.queries_for("R-UNK"), before + 1);
+}
+
+#[tokio::test]
+async fn pending_for_72h_is_flagged_and_still_polled() {
+    let h = Harness::new().await;
+    h.refund("R-SLOW", vec![Step::Pending]);
+    let mut steps = 0;
+    while !h.detail("R-SLOW").refund.review_flag {
+        h.step("R-SLOW").await;
+        steps += 1;
+        assert!(steps < 50, "never flagged");
+    }
+    let d = h.detail("R-SLOW");
+    assert_eq!(d.refund.review_reason.as_deref(), Some("pending_too_long"));
+    assert!(d.refund.flagged_at.unwrap() - d.refund.created_at >= chrono::TimeDelta::hours(72));
+    assert!(d.refund.next_query_at.is_some());
+}
+
+#[tokio::test]
+async fn transient_faults_are_retried_without_spending_attempts() {
+    let h = Harness::new().await;
+    h.refund(
+        "R-FAULTS",
+        vec![
+            Step::Fault(Fault::Http(500)),
+            Step::Fault(Fault::Http(503)),
+            Step::Fault(Fault::Reset),
+            Step::Fault(Fault::NotJson),
+            Step::Code("SYSTEM_ERROR".into()),
+            Step::Fault(Fault::TooManyRequests),
+            Step::Success,
+        ],
+    );
+    for _ in 0..7 {
+        h.step("R-FAULTS").await;
+    }
+    let d = h.detail("R-FAULTS");
+    assert_eq!(d.refund.status, RefundStatus::Success);
+    assert_eq!(d.attempts.len(), 7);
+    let outcomes: Vec<_> = d.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        ["retryable", "retryable", "retryable", "retryable", "retryable", "rate_limited", "final"]
+    );
+    assert_eq!(d.attempts[0].http_status, Some(500));
+    assert_eq!(d.attempts[4].gateway_code.as_deref(), Some("SYSTEM_ERROR"));
+    // Retries came after the short retry delay, not the ladder.
+    let gap = d.attempts[1].attempted_at - d.attempts[0].attempted_at;
+    assert_eq!(gap, chrono::TimeDelta::seconds(60));
+}
+
+#[tokio::test]
+async fn unverified_answers_never_finalize() {
+    for fault in [Fault::NoSignature, Fault::BadSignature, Fault::WrongKey] {
+        let h = Harness::new().await;
+        let no = format!("R-{fault:?}").replace(['(', ')'], "");
+        h.refund(&no, vec![Step::Fault(fault.clone())]);
+        for _ in 0..5 {
+            h.step(&no).await;
+        }
+        let d = h.detail(&no);
+        assert_eq!(d.refund.status, RefundStatus::Pending, "{fault:?}");
+        assert_eq!(d.refund.attempts, 0, "{fault:?}: unverified answers never count");
+        assert_eq!(d.attempts.len(), 5);
+        assert!(d.attempts.iter().all(|a| a.outcome == "retryable"), "{fault:?}");
+        assert!(d.attempts.iter().all(|a| a.data_status.is_none() || a.outcome == "retryable"));
+    }
+}
+
+#[tokio::test]
+async fn answers_that_contradict_the_ledger_are_recorded_not_applied() {
+    for (fault, kind) in [
+        (Fault::WrongAmount, "amount_mismatch"),
+        (Fault::WrongCurrency, "currency_mismatch"),
+        (Fault::WrongRefundNo, "refund_no_mismatch"),
+    ] {
+        let h = Harness::new().await;
+        h.refund("R-MIS", vec![Step::Fault(fault.clone())]);
+        h.step("R-MIS").await;
+        let d = h.detail("R-MIS");
+        assert_eq!(d.refund.status, RefundStatus::Pending, "{fault:?}");
+        assert!(d.refund.review_flag);
+        assert_eq!(d.refund.review_reason.as_deref(), Some("answer_mismatch"));
+        assert_eq!(d.discrepancies.len(), 1, "{fault:?}");
+        assert_eq!(d.discrepancies[0].kind, kind);
+        assert_eq!(d.attempts[0].outcome, "mismatch");
+    }
+}
+
+#[tokio::test]
+async fn a_configuration_error_halts_all_querying_until_a_probe_succeeds() {
+    let h = Harness::new().await;
+    for i in 0..20 {
+        h.refund(&format!("R-CFG-{i}"), vec![Step::Success]);
+    }
+    h.sandbox.set_global_fault(Some(Fault::Code("SIGN_VERIFY_FAILED".into())));
+    h.advance(h.policy.schedule.grace);
+    let r = h.sweep().await;
+    assert!(r.halted.is_some());
+    let sent = h.sandbox.stats().requests;
+    assert!(
+        sent <= 4,
+        "at most the in-flight queries (concurrency 4) may go out, not {sent}"
+    );
+    assert!(matches!(
+        h.worker.halted().unwrap().halt,
+        Halt::ConfigError { ref code } if code == "SIGN_VERIFY_FAILED"
+    ));
+    // Before the re-check interval nothing is sent at all.
+    h.advance(Duration::from_secs(60));
+    h.sweep().await;
+    assert_eq!(h.sandbox.stats().requests, sent);
+    // At the re-check, one probe: still failing, still halted.
+    h.advance(h.policy.halt_recheck);
+    h.sweep().await;
+    assert_eq!(h.sandbox.stats().requests, sent + 1);
+    assert!(h.worker.halted().is_some());
+    // The operator fixes it; the next probe succeeds and the backlog drains.
+    h.sandbox.set_global_fault(None);
+    h.advance(h.policy.halt_recheck);
+    let r = h.sweep().await;
+    assert!(r.halted.is_none());
+    assert!(h.worker.halted().is_none());
+    let l = h.ledger();
+    let s = l.status(h.clock_now()).unwrap();
+    assert_eq!(s.pending, 0, "{s:?}");
+    // No refund spent an attempt on the configuration error.
+    for i in 0..20 {
+        assert_eq!(h.detail(&format!("R-CFG-{i}")).refund.attempts, 1);
+    }
+}
+
+#[tokio::test]
+async fn clock_skew_is_retried_once_with_a_fresh_request_time_then_halts() {
+    let h = Harness::new().await;
+    h.refund("R-SKEW", vec![Step::Success]);
+    h.set_gateway_skew(Duration::from_secs(180));
+    h.step("R-SKEW").await;
+    let d = h.detail("R-SKEW");
+    assert_eq!(d.attempts.len(), 2, "the immediate retry is recorded too");
+    assert!(d.attempts.iter().all(|a| a.outcome == "clock_skew"));
+    assert!(matches!(h.worker.halted().unwrap().halt, Halt::ClockSkew));
+    assert_eq!(d.refund.attempts, 0);
+    // NTP fixed: the probe succeeds.
+    h.set_gateway_skew(Duration::ZERO);
+    h.advance(h.policy.halt_recheck);
+    h.sweep().await;
+    assert_eq!(h.detail("R-SKEW").refund.status, RefundStatus::Success);
+}
+
+async fn notification_during_query(agree: bool) -> Harness {
+    let h = Harness::new().await;
+    let script = h.refund(
+        "R-RACE",
+        vec![Step::Delay(Duration::from_millis(400), Box::new(Step::Success))],
+    );
+    h.advance(h.policy.schedule.grace);
+    let shutdown = CancellationToken::new();
+    let sweep = h.worker.sweep(&shutdown);
+    let notify = async {
+        // The query is in flight (the sandbox has it) when the merchant app records the
+        // notification through its own connection.
+        h.wait_for_queries("R-RACE", 1).await;
+        h.ledger()
+            .record_notification(&NotificationRecord {
+                out_refund_no: "R-RACE".into(),
+                status: if agree {
+                    checus_reconciler::domain::FinalStatus::Success
+                } else {
+                    checus_reconciler::domain::FinalStatus::Failed
+                },
+                refund_trade_no: Some(script.refund_trade_no.clone()),
+                amount: script.amount,
+                currency: script.currency,
+                refund_finish_time: Some(h.clock_now()),
+                notify_time: Some(h.clock_now()),
+            })
+            .unwrap();
+    };
+    let (r, ()) = tokio::join!(sweep, notify);
+    r.unwrap();
+    h
+}
+
+#[tokio::test]
+async fn a_notification_landing_mid_query_wins_and_an_agreeing_answer_adds_nothing() {
+    let h = notification_during_query(true).await;
+    let d = h.detail("R-RACE");
+    assert_eq!(d.refund.status, RefundStatus::Success);
+    assert_eq!(d.refund.final_source.as_deref(), Some("notification"));
+    assert!(d.refund.notified_at.is_some());
+    assert!(d.discrepancies.is_empty());
+    assert_eq!(d.attempts.len(), 1, "the query's attempt is still recorded");
+}
+
+#[tokio::test]
+async fn a_conflicting_notification_mid_query_is_kept_and_the_conflict_recorded() {
+    let h = notification_during_query(false).await;
+    let d = h.detail("R-RACE");
+    assert_eq!(d.refund.status, RefundStatus::Failed, "first final outcome stands");
+    assert_eq!(d.refund.final_source.as_deref(), Some("notification"));
+    assert_eq!(d.discrepancies.len(), 1);
+    assert_eq!(d.discrepancies[0].kind, "conflicting_final");
+    assert_eq!(d.discrepancies[0].source, "query");
+    assert_eq!(d.discrepancies[0].expected, "REFUND_FAILED");
+    assert_eq!(d.discrepancies[0].observed, "REFUND_SUCCESS");
+}
+
+#[tokio::test]
+async fn a_final_outcome_never_changes_even_through_direct_sql() {
+    let h = Harness::new().await;
+    h.refund("R-FINAL", vec![Step::Success]);
+    h.step("R-FINAL").await;
+    assert_eq!(h.detail("R-FINAL").refund.status, RefundStatus::Success);
+    let conn = rusqlite::Connection::open(&h.ledger_path).unwrap();
+    for sql in [
+        "UPDATE refunds SET status = 'REFUND_FAILED' WHERE out_refund_no = 'R-FINAL'",
+        "UPDATE refunds SET status = 'REFUND_PENDING', final_source = NULL, finalized_at = NULL WHERE out_refund_no = 'R-FINAL'",
+        "UPDATE refunds SET final_source = 'operator' WHERE out_refund_no = 'R-FINAL'",
+        "DELETE FROM refunds WHERE out_refund_no = 'R-FINAL'",
+        "UPDATE attempts SET outcome = 'pending'",
+        "DELETE FROM attempts",
+    ] {
+        let err = conn.execute(sql, []).unwrap_err().to_string();
+        assert!(err.contains("checus-reconciler"), "{sql}: {err}");
+    }
+    let d = h.detail("R-FINAL");
+    assert_eq!(d.refund.status, RefundStatus::Success);
+    assert_eq!(d.attempts.len(), 1);
+}
