@@ -4,5 +4,3 @@
 pub mod keys;
 
 pub use keys::{GatewayKey, KeyError, MerchantKey, PrivateKeyFormat, SignatureError};
-pub mod tmp_settings;
-pub use tmp_settings::{DEFAULT_VERSION, GatewaySettings};
