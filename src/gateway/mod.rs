@@ -2,5 +2,10 @@
 //! the classification of every answer into a typed [`crate::domain::QueryOutcome`].
 
 pub mod keys;
+pub mod settings;
 
 pub use keys::{GatewayKey, KeyError, MerchantKey, PrivateKeyFormat, SignatureError};
+pub use settings::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_VERSION, DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, DEFAULT_VERSION, GatewaySettings, SettingsError,
+};
