@@ -1,9 +1,11 @@
 //! The Checus side: keys and signatures, the `/refundQuery` envelope, the HTTP client, and
 //! the classification of every answer into a typed [`crate::domain::QueryOutcome`].
 
+pub mod envelope;
 pub mod keys;
 pub mod settings;
 
+pub use envelope::{SignedRequest, format_request_time, query_body, sign_query};
 pub use keys::{GatewayKey, KeyError, MerchantKey, PrivateKeyFormat, SignatureError};
 pub use settings::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_VERSION, DEFAULT_MAX_RESPONSE_BYTES,
