@@ -190,3 +190,104 @@ impl GatewayKey {
             .map_err(|_| SignatureError::Invalid)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MERCHANT_PRIVATE_PEM: &str =
+        include_str!("../../testdata/INSECURE-test-keys/merchant_private.pem");
+    const MERCHANT_PRIVATE_B64: &str =
+        include_str!("../../testdata/INSECURE-test-keys/merchant_private.b64");
+    const MERCHANT_PUBLIC_PEM: &str =
+        include_str!("../../testdata/INSECURE-test-keys/merchant_public.pem");
+    const MERCHANT_PUBLIC_B64: &str =
+        include_str!("../../testdata/INSECURE-test-keys/merchant_public.b64");
+    const STRANGER_PUBLIC_PEM: &str =
+        include_str!("../../testdata/INSECURE-test-keys/stranger_public.pem");
+
+    #[test]
+    fn pem_and_bare_base64_are_the_same_key() {
+        let body = br#"{"a":1}"#;
+        for private in [MERCHANT_PRIVATE_PEM, MERCHANT_PRIVATE_B64] {
+            let key = MerchantKey::from_text(private).unwrap();
+            assert_eq!(key.format(), PrivateKeyFormat::Pkcs8);
+            let sign = key.sign_b64(body);
+            for public in [MERCHANT_PUBLIC_PEM, MERCHANT_PUBLIC_B64] {
+                GatewayKey::from_text(public)
+                    .unwrap()
+                    .verify_b64(body, &sign)
+                    .unwrap();
+            }
+            key.public_key().verify_b64(body, &sign).unwrap();
+            assert_eq!(
+                GatewayKey::from_text(STRANGER_PUBLIC_PEM)
+                    .unwrap()
+                    .verify_b64(body, &sign),
+                Err(SignatureError::Invalid)
+            );
+        }
+        let spki = MerchantKey::from_text(MERCHANT_PRIVATE_B64)
+            .unwrap()
+            .public_key_spki_der();
+        assert_eq!(STANDARD.encode(spki), MERCHANT_PUBLIC_B64.trim());
+    }
+
+    #[test]
+    fn wrong_kinds_of_key_are_named() {
+        assert_eq!(
+            MerchantKey::from_text(MERCHANT_PUBLIC_B64).unwrap_err(),
+            KeyError::PublicGivenAsPrivate
+        );
+        assert_eq!(
+            GatewayKey::from_text(MERCHANT_PRIVATE_B64).unwrap_err(),
+            KeyError::PrivateGivenAsPublic
+        );
+        for garbage in [
+            "",
+            "   ",
+            "not base64 at all!",
+            "-----BEGIN PUBLIC KEY-----\nAAAA",
+        ] {
+            assert_eq!(
+                MerchantKey::from_text(garbage).unwrap_err(),
+                KeyError::NotBase64OrPem,
+                "{garbage:?}"
+            );
+        }
+        assert_eq!(
+            GatewayKey::from_text("AAAA").unwrap_err(),
+            KeyError::NotPublicKey
+        );
+        assert_eq!(
+            MerchantKey::from_text("AAAA").unwrap_err(),
+            KeyError::NotPrivateKey
+        );
+    }
+
+    #[test]
+    fn signatures_are_standard_base64_and_verification_is_strict() {
+        let key = MerchantKey::from_text(MERCHANT_PRIVATE_B64).unwrap();
+        let public = key.public_key();
+        let sign = key.sign_b64(b"body");
+        assert_eq!(sign.len(), 344);
+        assert!(sign.ends_with('='));
+        assert_eq!(
+            public.verify_b64(b"body", "not*base64"),
+            Err(SignatureError::NotBase64)
+        );
+        assert_eq!(public.verify_b64(b"body", ""), Err(SignatureError::Invalid));
+        assert_eq!(
+            public.verify_b64(b"body ", &sign),
+            Err(SignatureError::Invalid)
+        );
+    }
+
+    #[test]
+    fn debug_never_prints_key_material() {
+        let key = MerchantKey::from_text(MERCHANT_PRIVATE_B64).unwrap();
+        assert_eq!(format!("{key:?}"), "MerchantKey(<redacted>)");
+        let public = GatewayKey::from_text(MERCHANT_PUBLIC_B64).unwrap();
+        assert!(!format!("{public:?}").contains(&MERCHANT_PUBLIC_B64[30..60]));
+    }
+}

@@ -1,6 +1,23 @@
 //! The Checus side: keys and signatures, the `/refundQuery` envelope, the HTTP client, and
 //! the classification of every answer into a typed [`crate::domain::QueryOutcome`].
+//!
+//! - [`settings`]: validated client settings and their single set of defaults.
+//! - [`envelope`]: the exact request bytes, `requestTime`, and the signature over them.
+//! - [`classify`](mod@classify): raw answer (status, `sign`, body) to outcome; pure.
+//! - [`client`]: the async HTTP client that ties them together.
+//! - [`keys`]: RSA keys in the portal's formats.
 
+pub mod classify;
+pub mod client;
+pub mod envelope;
 pub mod keys;
+pub mod settings;
 
+pub use classify::{APPLY_SUCCESS, Classified, CodeClass, classify, classify_code, parse_amount};
+pub use client::{GatewayClient, GatewayError, QueryReport};
+pub use envelope::{SignedRequest, format_request_time, query_body, sign_query};
 pub use keys::{GatewayKey, KeyError, MerchantKey, PrivateKeyFormat, SignatureError};
+pub use settings::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_VERSION, DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, DEFAULT_VERSION, GatewaySettings, SettingsError,
+};
