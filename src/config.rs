@@ -248,19 +248,19 @@ fn default_version() -> String {
     crate::gateway::DEFAULT_VERSION.to_owned()
 }
 fn default_key_version() -> String {
-    "1".to_owned()
+    crate::gateway::DEFAULT_KEY_VERSION.to_owned()
 }
 fn default_connect_timeout() -> String {
-    "5s".to_owned()
+    fmt_d(crate::gateway::DEFAULT_CONNECT_TIMEOUT)
 }
 fn default_request_timeout() -> String {
-    "15s".to_owned()
+    fmt_d(crate::gateway::DEFAULT_REQUEST_TIMEOUT)
 }
 fn default_max_response_bytes() -> usize {
-    64 * 1024
+    crate::gateway::DEFAULT_MAX_RESPONSE_BYTES
 }
 fn fmt_d(d: Duration) -> String {
-    format!("{}s", d.as_secs())
+    format!("{}ms", d.as_millis())
 }
 fn d_grace() -> String {
     fmt_d(Schedule::default().grace)
@@ -559,19 +559,20 @@ impl RawConfig {
                 "must be at least 1024",
             ));
         }
-        let gateway = GatewaySettings {
-            base_url: g.base_url,
-            app_id: g.app_id,
-            merchant_no: g.merchant_no,
-            version: g.version,
-            key_version: g.key_version,
-            connect_timeout: positive_duration("gateway.connect_timeout", &g.connect_timeout)?,
-            request_timeout: positive_duration("gateway.request_timeout", &g.request_timeout)?,
-            max_response_bytes: g.max_response_bytes,
-        };
-        gateway.validate().map_err(|e| ConfigError::Invalid {
-            key: format!("gateway.{}", e.key()),
-            reason: e.to_string(),
+        let mut gateway = GatewaySettings::new(g.base_url, g.app_id, g.merchant_no);
+        gateway.version = g.version;
+        gateway.key_version = g.key_version;
+        gateway.connect_timeout = positive_duration("gateway.connect_timeout", &g.connect_timeout)?;
+        gateway.request_timeout = positive_duration("gateway.request_timeout", &g.request_timeout)?;
+        gateway.max_response_bytes = g.max_response_bytes;
+        // The gateway's own messages already start with the setting's name.
+        gateway.validate().map_err(|e| {
+            let text = e.to_string();
+            let prefix = format!("{}: ", e.setting());
+            ConfigError::Invalid {
+                key: format!("gateway.{}", e.setting()),
+                reason: text.strip_prefix(&prefix).unwrap_or(&text).to_owned(),
+            }
         })?;
 
         let s = self.schedule;

@@ -288,16 +288,13 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
 }
 
 fn demo_config(ledger_path: &Path, sb: &Sandbox) -> Config {
-    let gateway = GatewaySettings {
-        base_url: sb.base_url(),
-        app_id: sandbox::SANDBOX_APP_ID.to_owned(),
-        merchant_no: sandbox::SANDBOX_MERCHANT_NO.to_owned(),
-        version: crate::gateway::DEFAULT_VERSION.to_owned(),
-        key_version: "1".to_owned(),
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(2),
-        max_response_bytes: 64 * 1024,
-    };
+    let mut gateway = GatewaySettings::new(
+        sb.base_url(),
+        sandbox::SANDBOX_APP_ID,
+        sandbox::SANDBOX_MERCHANT_NO,
+    );
+    gateway.connect_timeout = Duration::from_secs(2);
+    gateway.request_timeout = Duration::from_secs(2);
     Config {
         ledger_path: ledger_path.to_owned(),
         gateway,
