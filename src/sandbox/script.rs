@@ -88,11 +88,6 @@ impl Fault {
         Fault::BadSignature,
         Fault::TooManyRequests,
     ];
-
-    /// True when the fault leaves the connection unusable (the sandbox closes it).
-    pub fn is_connection_fatal(&self) -> bool {
-        matches!(self, Fault::Reset | Fault::Hang)
-    }
 }
 
 /// Formats a duration the way the step spellings write it: whole seconds as `Ns`, else `Nms`.

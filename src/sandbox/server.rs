@@ -207,8 +207,24 @@ async fn write_response(
     stream.write_all(&bytes).await?;
     if !keep_alive {
         stream.shutdown().await?;
+        drain_before_close(stream).await;
     }
     Ok(())
+}
+
+/// Reads and discards what the client is still sending (say, the body of a refused 413
+/// request) until it closes, bounded in time and bytes. Closing a socket with unread input
+/// makes the kernel send an RST, which can destroy the answer before the client reads it.
+async fn drain_before_close(stream: &mut TcpStream) {
+    let mut scratch = [0u8; 8192];
+    let mut budget = 1024 * 1024usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while budget > 0 {
+        match tokio::time::timeout_at(deadline, stream.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => budget = budget.saturating_sub(n),
+            _ => break,
+        }
+    }
 }
 
 /// Routes, checks, plans (under the lock), waits, then renders (signing outside the lock).
