@@ -18,7 +18,7 @@ use super::protocol::{self, AnswerData, Expectations, Shape};
 use super::script::Fault;
 use super::state::{Plan, Planned, State};
 use super::{OVERSIZED_MIN_BYTES, QUERY_PATH};
-use crate::domain::{Clock, Currency};
+use crate::domain::{Clock, Currency, RefundStatus};
 use crate::gateway::{GatewayKey, MerchantKey};
 
 /// How long a keep-alive connection may sit idle between requests.
@@ -330,8 +330,8 @@ fn render(shared: &Shared, plan: Plan) -> Action {
                 let body = protocol::success_body(&data, Shape::Correct);
                 let mut other = data.clone();
                 other.status = match data.status {
-                    crate::domain::RefundStatus::Pending => crate::domain::RefundStatus::Success,
-                    _ => crate::domain::RefundStatus::Pending,
+                    RefundStatus::Pending => RefundStatus::Success,
+                    _ => RefundStatus::Pending,
                 };
                 let sign = gateway.sign_b64(&protocol::success_body(&other, Shape::Correct));
                 Response::json(body).with_header("sign", sign)
