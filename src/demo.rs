@@ -143,9 +143,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
         })
         .collect();
     ledger.import(&rows, &mut |_| {})?;
-    for (no, script) in &scripts {
-        sb.script(no, script.clone());
-    }
+    sb.script_many(scripts.iter().cloned())
+        .expect("generated scripts are valid");
     // The merchant's app also receives some notifications: every tenth refund that will
     // succeed gets its (agreeing) notification before the first query is due.
     let mut notified = 0;
@@ -169,11 +168,11 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
     let config = demo_config(&ledger_path, &sb);
     let keys = LoadedKeys {
         merchant: Arc::new(
-            MerchantKey::from_text(sandbox::test_keys::MERCHANT_PRIVATE_B64)
+            MerchantKey::from_text(sandbox::test_keys::INSECURE_MERCHANT_PRIVATE_B64)
                 .expect("committed test key parses"),
         ),
         gateway: Arc::new(
-            GatewayKey::from_text(sandbox::test_keys::GATEWAY_PUBLIC_B64)
+            GatewayKey::from_text(sandbox::test_keys::INSECURE_GATEWAY_PUBLIC_B64)
                 .expect("committed test key parses"),
         ),
         warnings: Vec::new(),
@@ -290,8 +289,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
 fn demo_config(ledger_path: &Path, sb: &Sandbox) -> Config {
     let mut gateway = GatewaySettings::new(
         sb.base_url(),
-        sandbox::SANDBOX_APP_ID,
-        sandbox::SANDBOX_MERCHANT_NO,
+        sandbox::TEST_APP_ID,
+        sandbox::TEST_MERCHANT_NO,
     );
     gateway.connect_timeout = Duration::from_secs(2);
     gateway.request_timeout = Duration::from_secs(2);

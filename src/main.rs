@@ -432,9 +432,8 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
             let sb = sandbox::start(options)
                 .await
                 .map_err(|e| Failure::new(ExitCode::Failure, e).context("starting the sandbox"))?;
-            for (no, script) in scripts {
-                sb.script(&no, script);
-            }
+            sb.script_many(scripts)
+                .map_err(|e| Failure::new(ExitCode::Input, e))?;
             let token = CancellationToken::new();
             install_signals(token.clone(), None)?;
             // The first stdout line is the readiness signal scripts wait for.

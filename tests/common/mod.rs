@@ -49,18 +49,18 @@ pub struct Harness {
 }
 
 pub fn merchant_key() -> Arc<MerchantKey> {
-    Arc::new(MerchantKey::from_text(sandbox::test_keys::MERCHANT_PRIVATE_B64).unwrap())
+    Arc::new(MerchantKey::from_text(sandbox::test_keys::INSECURE_MERCHANT_PRIVATE_B64).unwrap())
 }
 
 pub fn gateway_key() -> Arc<GatewayKey> {
-    Arc::new(GatewayKey::from_text(sandbox::test_keys::GATEWAY_PUBLIC_B64).unwrap())
+    Arc::new(GatewayKey::from_text(sandbox::test_keys::INSECURE_GATEWAY_PUBLIC_B64).unwrap())
 }
 
 pub fn settings_for(sb: &Sandbox) -> GatewaySettings {
     let mut s = GatewaySettings::new(
         sb.base_url(),
-        sandbox::SANDBOX_APP_ID.to_owned(),
-        sandbox::SANDBOX_MERCHANT_NO.to_owned(),
+        sandbox::TEST_APP_ID.to_owned(),
+        sandbox::TEST_MERCHANT_NO.to_owned(),
     );
     s.request_timeout = Duration::from_secs(2);
     s.connect_timeout = Duration::from_secs(1);
@@ -130,7 +130,7 @@ impl Harness {
             currency: Currency::parse("USD").unwrap(),
             steps,
         };
-        self.sandbox.script(no, script.clone());
+        self.sandbox.script(no, script.clone()).unwrap();
         self.ledger()
             .insert_refund(&NewRefund {
                 out_refund_no: OutRefundNo::parse(no).unwrap(),
