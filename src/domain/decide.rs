@@ -192,8 +192,8 @@ pub fn decide(
     policy: &Policy,
 ) -> Decision {
     let schedule = &policy.schedule;
-    let not_counted = |class: OutcomeClass, next: Timestamp, halt: Option<Halt>, slow: bool| {
-        Decision {
+    let not_counted =
+        |class: OutcomeClass, next: Timestamp, halt: Option<Halt>, slow: bool| Decision {
             class,
             change: Change::Reschedule {
                 next_query_at: next,
@@ -205,8 +205,7 @@ pub fn decide(
             discrepancies: Vec::new(),
             halt,
             slow_down: slow,
-        }
-    };
+        };
     match outcome {
         QueryOutcome::Final(seen) | QueryOutcome::Pending(seen) => {
             let discrepancies = mismatches(state, seen);

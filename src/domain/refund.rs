@@ -363,11 +363,16 @@ mod tests {
         let usd = Currency::parse("USD").unwrap();
         let idr = Currency::parse("IDR").unwrap();
         assert_eq!(validate_amount("12.50", usd).unwrap().to_string(), "12.50");
-        assert_eq!(validate_amount("12.500", usd).unwrap().to_string(), "12.500");
+        assert_eq!(
+            validate_amount("12.500", usd).unwrap().to_string(),
+            "12.500"
+        );
         assert!(validate_amount("12.505", usd).is_err());
         assert!(validate_amount("15000", idr).is_ok());
         assert!(validate_amount("15000.5", idr).is_err());
-        for bad in ["", "-1", "1e3", "0", "0.00", "abc", "1.", ".5", "1.2.3", " 1"] {
+        for bad in [
+            "", "-1", "1e3", "0", "0.00", "abc", "1.", ".5", "1.2.3", " 1",
+        ] {
             assert!(validate_amount(bad, usd).is_err(), "{bad:?} accepted");
         }
         assert!(Currency::parse("usd").is_err());

@@ -28,7 +28,9 @@ pub enum KeyError {
     )]
     PublicGivenAsPrivate,
     /// Decoded, but not an RSA SubjectPublicKeyInfo.
-    #[error("is not an RSA public key (expected X.509 SubjectPublicKeyInfo DER, as the Checus portal gives it)")]
+    #[error(
+        "is not an RSA public key (expected X.509 SubjectPublicKeyInfo DER, as the Checus portal gives it)"
+    )]
     NotPublicKey,
     /// A private key where the gateway public key was expected.
     #[error(
@@ -53,7 +55,10 @@ fn decode_der(text: &str) -> Result<(Vec<u8>, Option<String>), KeyError> {
     if let Some(rest) = trimmed.strip_prefix("-----BEGIN ") {
         let (label, body) = rest.split_once("-----").ok_or(KeyError::NotBase64OrPem)?;
         let end = format!("-----END {label}-----");
-        let body = body.split(end.as_str()).next().ok_or(KeyError::NotBase64OrPem)?;
+        let body = body
+            .split(end.as_str())
+            .next()
+            .ok_or(KeyError::NotBase64OrPem)?;
         if !trimmed.contains(&end) {
             return Err(KeyError::NotBase64OrPem);
         }
