@@ -2,7 +2,7 @@
 //! connection (WAL, busy timeout, `synchronous=FULL`, foreign keys), and apply the schema to a
 //! new or empty file in one transaction.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavior};
 
@@ -165,9 +165,9 @@ fn probe(conn: &Connection, path: &Path) -> Result<Found, LedgerError> {
 /// Applies the schema to an empty file in one IMMEDIATE transaction. Two processes opening
 /// the same new file race here; the loser re-probes under the lock and finds the winner's
 /// ledger.
-fn migrate(conn: &Connection, path: &PathBuf) -> Result<(), LedgerError> {
+fn migrate(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
     let setup = |step: &'static str| {
-        let path = path.clone();
+        let path = path.to_path_buf();
         move |source| LedgerError::Setup { path, step, source }
     };
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
