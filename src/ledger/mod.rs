@@ -14,6 +14,7 @@
 //! sweeps), `read.rs` (due work, status, list, show), `types.rs` (records and rows),
 //! `error.rs`, `contract.rs`/`contract.sql` (the merchant app's SQL).
 
+#![warn(missing_docs)]
 pub mod contract;
 mod error;
 mod open;

@@ -39,7 +39,10 @@ impl Ledger {
     /// Inserts all `rows` in ONE transaction: either every row is written or none is. A
     /// refund number already in the ledger or repeated within `rows` fails the whole import
     /// with [`LedgerError::DuplicateRefund`] naming its position. `progress` is called with
-    /// the number of rows inserted so far after every 10 000 rows. Returns the row count.
+    /// the number of rows inserted so far after every 10 000 rows (not after the last partial
+    /// batch); it runs inside the write transaction, so it must be quick (print, no I/O wait).
+    /// Returns the row count. This is the one deliberately long transaction: an import is
+    /// all-or-nothing by contract, and the merchant's app waits (busy timeout) meanwhile.
     pub fn import(
         &mut self,
         rows: &[NewRefund],
