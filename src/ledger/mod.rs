@@ -35,6 +35,7 @@ pub use types::{
     MAX_ERROR_CHARS, NotificationEffect, NotificationRecord, NotificationRow, RecordedKind,
     RefundDetail, RefundRow, StatusSummary, SweepCounts, SweepRow,
 };
+pub use write::IMPORT_PROGRESS_EVERY;
 
 use error::During;
 
