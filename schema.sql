@@ -1,0 +1,472 @@
+-- checus-reconciler ledger, schema version 1. The ONLY DDL of the project.
+--
+-- This file is embedded in the binary (src/ledger/open.rs) and applied, in one transaction,
+-- to a new or empty SQLite file. A file with any other `PRAGMA user_version` is refused.
+--
+-- The file is shared with the merchant's application and read by operators with `sqlite3`,
+-- so the rules that protect money live HERE, as CHECKs and triggers, and hold for every
+-- writer, not only for checus-reconciler:
+--   * a refund that reached REFUND_SUCCESS or REFUND_FAILED never changes its outcome;
+--   * out_refund_no, amount and currency of a refund never change; refunds are never deleted;
+--   * the attempt log is append-only; discrepancies and notifications are never deleted.
+--
+-- Conventions an operator can rely on:
+--   * Every instant is TEXT in UTC, `YYYY-MM-DDTHH:MM:SS.mmmZ`, e.g. 2026-11-25T20:58:27.123Z.
+--     That is exactly what strftime('%Y-%m-%dT%H:%M:%fZ','now') produces. The fixed width makes
+--     text order equal time order, so `<=` and indexes work on the text.
+--   * Amounts are exact decimal TEXT in major units ('12.50'), never REAL.
+--   * A CHECK whose expression is NULL passes, so a CHECK on a nullable column only applies
+--     once the column is set.
+--   * Every table is STRICT: a value of the wrong type is an error, not silently kept.
+--   * Trigger errors start with 'checus-reconciler:' so they are easy to recognise.
+
+-- ---------------------------------------------------------------------------------------------
+-- refunds: one row per refund the merchant issued. The merchant's app inserts; the daemon
+-- polls /refundQuery for the pending ones; notifications (below) finalize them too.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE refunds (
+    id                 INTEGER PRIMARY KEY,
+    -- The merchant's refund number (Checus `outRefundNo`): 1..64 printable ASCII, no spaces.
+    out_refund_no      TEXT    NOT NULL UNIQUE
+                       CHECK (length(out_refund_no) BETWEEN 1 AND 64
+                              AND out_refund_no NOT GLOB '*[^!-~]*'),
+    -- The gateway's refund number (`refundTradeNo`), once known.
+    refund_trade_no    TEXT    CHECK (length(refund_trade_no) BETWEEN 1 AND 64),
+    -- The original payment's merchant order number (`outTradeNo`).
+    out_trade_no       TEXT    CHECK (length(out_trade_no) BETWEEN 1 AND 64),
+    -- Refund amount in major units: a plain positive decimal ('12.50', '15000'); no sign, no
+    -- exponent, at most one dot, at least one non-zero digit, no leading or trailing dot.
+    amount             TEXT    NOT NULL
+                       CHECK (length(amount) BETWEEN 1 AND 28
+                              AND amount GLOB '[0-9]*' AND amount GLOB '*[0-9]'
+                              AND amount NOT GLOB '*[^0-9.]*' AND amount NOT GLOB '*.*.*'
+                              AND amount GLOB '*[1-9]*'),
+    -- ISO 4217 code, three upper-case letters.
+    currency           TEXT    NOT NULL CHECK (currency GLOB '[A-Z][A-Z][A-Z]'),
+    -- The refund's status. REFUND_PENDING until a final outcome is recorded; final is forever.
+    status             TEXT    NOT NULL DEFAULT 'REFUND_PENDING'
+                       CHECK (status IN ('REFUND_PENDING', 'REFUND_SUCCESS', 'REFUND_FAILED')),
+    -- When the refund was issued. The notification grace window counts from here.
+    created_at         TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                       CHECK (created_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    -- When the first notification that agreed with this row arrived (NULL: none yet).
+    notified_at        TEXT
+                       CHECK (notified_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    -- When the ledger recorded the final status (NULL while pending).
+    finalized_at       TEXT
+                       CHECK (finalized_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    -- Who told us the final status (NULL while pending):
+    --   notification    a verified refund result notification, inserted by the merchant's app
+    --   query           a verified /refundQuery answer, recorded by checus-reconciler
+    --   refund_response the synchronous /refund answer (only ever REFUND_FAILED)
+    --   operator        an audited operator decision
+    final_source       TEXT
+                       CHECK (final_source IN ('notification', 'query', 'refund_response', 'operator')),
+    -- The gateway's `refundFinishTime`, when it gave one.
+    refund_finish_time TEXT
+                       CHECK (refund_finish_time GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    -- When checus-reconciler queries this refund next. NULL on a pending row means "not
+    -- scheduled yet": the daemon sets it to created_at + the grace window. NULL once final.
+    next_query_at      TEXT
+                       CHECK (next_query_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    -- Counted query attempts (verified answers; transport errors and rate limits do not count).
+    attempts           INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    -- Since when the gateway has answered "unknown refund" without a break (NULL: it knows it).
+    unknown_since      TEXT
+                       CHECK (unknown_since GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    -- The latest query attempt: when, its outcome class, and its error text (never secrets).
+    -- The full history is in `attempts`.
+    last_attempt_at    TEXT
+                       CHECK (last_attempt_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    last_outcome       TEXT
+                       CHECK (last_outcome IN ('final', 'pending', 'unknown', 'retryable', 'rate_limited',
+                                               'clock_skew', 'config_error', 'mismatch')),
+    last_error         TEXT,
+    -- 1 when a human should look at this refund; why, and since when.
+    review_flag        INTEGER NOT NULL DEFAULT 0 CHECK (review_flag IN (0, 1)),
+    review_reason      TEXT
+                       CHECK (review_reason IN ('pending_too_long', 'unknown_at_gateway_too_long',
+                                                'answer_mismatch')),
+    flagged_at         TEXT
+                       CHECK (flagged_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+
+    -- pending <=> no final_source <=> no finalized_at.
+    CHECK ((status = 'REFUND_PENDING') = (final_source IS NULL)),
+    CHECK ((final_source IS NULL) = (finalized_at IS NULL)),
+    -- /refund never answers REFUND_SUCCESS synchronously (protocol fact sheet, section 6).
+    CHECK (final_source IS NOT 'refund_response' OR status = 'REFUND_FAILED'),
+    -- A flag always says why and since when.
+    CHECK ((review_flag = 1) = (review_reason IS NOT NULL)),
+    CHECK ((review_flag = 1) = (flagged_at IS NOT NULL))
+) STRICT;
+
+-- Due work: pending refunds by next query time. Only pending rows are in it, so finding what
+-- is due costs O(due), not O(ledger). Used by the worker's claim and by `next_due_at`.
+CREATE INDEX refunds_due ON refunds (next_query_at) WHERE status = 'REFUND_PENDING';
+-- Pending refunds the daemon has not scheduled yet (new rows from the merchant's app).
+CREATE INDEX refunds_unscheduled ON refunds (created_at)
+    WHERE status = 'REFUND_PENDING' AND next_query_at IS NULL;
+-- Counts of final refunds by status. Deliberately partial: an index led by `status` that also
+-- held pending rows would look cheaper than refunds_due to SQLite's planner (an equality on
+-- status), and the due query would silently become O(pending) instead of O(due).
+CREATE INDEX refunds_final ON refunds (status, created_at) WHERE status <> 'REFUND_PENDING';
+-- `list` in creation order, `list --since ...`.
+CREATE INDEX refunds_by_created ON refunds (created_at);
+-- Flagged refunds (few): the flagged count and `list --flagged`.
+CREATE INDEX refunds_flagged ON refunds (status, created_at) WHERE review_flag = 1;
+
+-- A refund's outcome is final: once status is REFUND_SUCCESS or REFUND_FAILED, no writer may
+-- change status, final_source, finalized_at or refund_finish_time. A later source that
+-- disagrees is recorded in `discrepancies` instead.
+CREATE TRIGGER refunds_final_status_is_immutable
+BEFORE UPDATE OF status, final_source, finalized_at, refund_finish_time ON refunds
+WHEN OLD.status <> 'REFUND_PENDING'
+ AND (NEW.status IS NOT OLD.status
+      OR NEW.final_source IS NOT OLD.final_source
+      OR NEW.finalized_at IS NOT OLD.finalized_at
+      OR NEW.refund_finish_time IS NOT OLD.refund_finish_time)
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: final refund status is immutable');
+END;
+
+-- What was refunded never changes.
+CREATE TRIGGER refunds_identity_is_immutable
+BEFORE UPDATE OF id, out_refund_no, amount, currency ON refunds
+WHEN NEW.id IS NOT OLD.id
+  OR NEW.out_refund_no IS NOT OLD.out_refund_no
+  OR NEW.amount IS NOT OLD.amount
+  OR NEW.currency IS NOT OLD.currency
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: out_refund_no, amount and currency of a refund are immutable');
+END;
+
+CREATE TRIGGER refunds_are_never_deleted
+BEFORE DELETE ON refunds
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: refunds are never deleted');
+END;
+
+-- `INSERT OR REPLACE` (and REPLACE INTO) would delete the existing row without firing the
+-- DELETE trigger above (SQLite fires delete triggers on REPLACE only with recursive_triggers
+-- on), wiping a final outcome. So a second insert of the same out_refund_no is refused
+-- before conflict resolution can run.
+CREATE TRIGGER refunds_insert_is_not_replace
+BEFORE INSERT ON refunds
+WHEN EXISTS (SELECT 1 FROM refunds WHERE out_refund_no = NEW.out_refund_no OR id = NEW.id)
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: refund already exists');
+END;
+
+-- ---------------------------------------------------------------------------------------------
+-- attempts: append-only log of every /refundQuery attempt, written by checus-reconciler.
+-- Never holds secrets: no keys, no signatures, no request bodies.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE attempts (
+    id            INTEGER PRIMARY KEY,
+    out_refund_no TEXT    NOT NULL REFERENCES refunds (out_refund_no),
+    attempted_at  TEXT    NOT NULL
+                  CHECK (attempted_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    -- What the attempt amounted to:
+    --   final         verified answer with a final status
+    --   pending       verified answer, still REFUND_PENDING
+    --   unknown       the gateway does not know the refund (ORDER_NOT_EXIST, REFUND_NO_INVALID)
+    --   retryable     transport error, HTTP error, bad or unverified body, gateway system error
+    --   rate_limited  TOO_MANY_REQUEST
+    --   clock_skew    the gateway says our clock is off
+    --   config_error  the gateway rejected our configuration (keys, appId, merchant number)
+    --   mismatch      a verified answer contradicted the ledger (see discrepancies)
+    outcome       TEXT    NOT NULL
+                  CHECK (outcome IN ('final', 'pending', 'unknown', 'retryable', 'rate_limited',
+                                     'clock_skew', 'config_error', 'mismatch')),
+    -- HTTP status, when a response arrived.
+    http_status   INTEGER CHECK (http_status BETWEEN 100 AND 599),
+    -- The gateway's `code`, e.g. APPLY_SUCCESS, when the body had one.
+    gateway_code  TEXT,
+    -- The answer's `data.status`, when a verified answer had one.
+    data_status   TEXT,
+    -- Round trip time in milliseconds.
+    latency_ms    INTEGER NOT NULL CHECK (latency_ms >= 0),
+    -- What went wrong, for humans (never secrets).
+    error         TEXT
+) STRICT;
+
+-- `show`: a refund's attempts in order.
+CREATE INDEX attempts_by_refund ON attempts (out_refund_no, id);
+
+CREATE TRIGGER attempts_are_append_only_no_update
+BEFORE UPDATE ON attempts
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: attempts are append-only');
+END;
+
+CREATE TRIGGER attempts_are_append_only_no_delete
+BEFORE DELETE ON attempts
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: attempts are append-only');
+END;
+
+CREATE TRIGGER attempts_insert_is_not_replace
+BEFORE INSERT ON attempts
+WHEN EXISTS (SELECT 1 FROM attempts WHERE id = NEW.id)
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: attempts are append-only');
+END;
+
+-- ---------------------------------------------------------------------------------------------
+-- discrepancies: disagreements between sources. Recorded, never applied: the refund row keeps
+-- what it had. resolved_* are for a later operator command.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE discrepancies (
+    id            INTEGER PRIMARY KEY,
+    -- No foreign key: an 'unknown_refund' row names a refund the ledger does not have.
+    out_refund_no TEXT    NOT NULL
+                  CHECK (length(out_refund_no) BETWEEN 1 AND 64
+                         AND out_refund_no NOT GLOB '*[^!-~]*'),
+    detected_at   TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                  CHECK (detected_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    -- Who disagreed with the ledger: 'query' (a verified /refundQuery answer),
+    -- 'notification' (a verified notification) or 'operator'.
+    source        TEXT    NOT NULL CHECK (source IN ('query', 'notification', 'operator')),
+    -- conflicting_final   a final status other than the recorded final status
+    -- refund_no_mismatch  the answer named another outRefundNo
+    -- amount_mismatch     the amount differs from the ledger's
+    -- currency_mismatch   the currency differs from the ledger's
+    -- unknown_refund      a notification about a refund the ledger does not have
+    kind          TEXT    NOT NULL
+                  CHECK (kind IN ('conflicting_final', 'refund_no_mismatch', 'amount_mismatch',
+                                  'currency_mismatch', 'unknown_refund')),
+    -- What the ledger holds, and what the source said.
+    expected      TEXT,
+    observed      TEXT,
+    -- Set once, together, by an operator who resolved it.
+    resolved_at   TEXT
+                  CHECK (resolved_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    resolved_by   TEXT,
+    resolution    TEXT,
+    CHECK ((resolved_at IS NULL) = (resolved_by IS NULL)),
+    CHECK ((resolved_at IS NULL) = (resolution IS NULL))
+) STRICT;
+
+CREATE INDEX discrepancies_by_refund ON discrepancies (out_refund_no, id);
+-- The unresolved count in `status` (few rows).
+CREATE INDEX discrepancies_unresolved ON discrepancies (detected_at) WHERE resolved_at IS NULL;
+
+-- What was detected never changes; a resolution is written once.
+CREATE TRIGGER discrepancies_are_immutable
+BEFORE UPDATE ON discrepancies
+WHEN NEW.id IS NOT OLD.id
+  OR NEW.out_refund_no IS NOT OLD.out_refund_no
+  OR NEW.detected_at IS NOT OLD.detected_at
+  OR NEW.source IS NOT OLD.source
+  OR NEW.kind IS NOT OLD.kind
+  OR NEW.expected IS NOT OLD.expected
+  OR NEW.observed IS NOT OLD.observed
+  OR OLD.resolved_at IS NOT NULL
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: discrepancies are immutable once recorded or resolved');
+END;
+
+CREATE TRIGGER discrepancies_are_never_deleted
+BEFORE DELETE ON discrepancies
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: discrepancies are never deleted');
+END;
+
+CREATE TRIGGER discrepancies_insert_is_not_replace
+BEFORE INSERT ON discrepancies
+WHEN EXISTS (SELECT 1 FROM discrepancies WHERE id = NEW.id)
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: discrepancies are immutable once recorded or resolved');
+END;
+
+-- ---------------------------------------------------------------------------------------------
+-- notifications: the merchant app's inbox and its whole write contract for results. The app
+-- INSERTs one row per VERIFIED refund result notification; the trigger below applies it to
+-- `refunds` in the same transaction and writes what it did into `effect`.
+--
+-- Amounts are compared exactly, as decimal text, never as REAL: both sides are plain decimals
+-- (the CHECKs guarantee it), so each is brought to a canonical form - leading zeros of the
+-- integer part removed, and only when there is a dot, trailing zeros of the fraction and then
+-- a bare trailing dot removed:
+--   CASE WHEN instr(x, '.') > 0 THEN rtrim(rtrim(ltrim(x, '0'), '0'), '.') ELSE ltrim(x, '0') END
+-- '10.00', '10' and '010.0' all become '10'; '0.50' and '.5' become '.5'; '100' stays '100'.
+-- Two plain decimals are equal as numbers exactly when their canonical forms are equal.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE notifications (
+    id                 INTEGER PRIMARY KEY,
+    -- data.outRefundNo
+    out_refund_no      TEXT NOT NULL
+                       CHECK (length(out_refund_no) BETWEEN 1 AND 64
+                              AND out_refund_no NOT GLOB '*[^!-~]*'),
+    -- data.status: notifications carry final statuses only.
+    status             TEXT NOT NULL CHECK (status IN ('REFUND_SUCCESS', 'REFUND_FAILED')),
+    -- data.refundTradeNo
+    refund_trade_no    TEXT CHECK (length(refund_trade_no) BETWEEN 1 AND 64),
+    -- data.refundAmount, as the exact number text of the JSON body, e.g. '12.50'.
+    amount             TEXT NOT NULL
+                       CHECK (length(amount) BETWEEN 1 AND 28
+                              AND amount GLOB '[0-9]*' AND amount GLOB '*[0-9]'
+                              AND amount NOT GLOB '*[^0-9.]*' AND amount NOT GLOB '*.*.*'
+                              AND amount GLOB '*[1-9]*'),
+    -- data.refundCurrency
+    currency           TEXT NOT NULL CHECK (currency GLOB '[A-Z][A-Z][A-Z]'),
+    -- data.refundFinishTime and notifyTime, converted to the ledger's UTC form.
+    refund_finish_time TEXT
+                       CHECK (refund_finish_time GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    notify_time        TEXT NOT NULL
+                       CHECK (notify_time GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    -- When the merchant's app stored it.
+    received_at        TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                       CHECK (received_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    -- Set by the trigger, never by the app:
+    --   finalized          the pending refund took this final status
+    --   already_final      the refund already had this status (duplicate delivery, or the
+    --                      daemon's query got there first); notified_at was set if empty
+    --   conflicting_final  the refund has the other final status: discrepancy, nothing changed
+    --   mismatch           amount or currency differ from the ledger: discrepancy, not applied
+    --   unknown_refund     the ledger has no such refund: discrepancy
+    effect             TEXT
+                       CHECK (effect IN ('finalized', 'already_final', 'conflicting_final',
+                                         'mismatch', 'unknown_refund'))
+) STRICT;
+
+CREATE INDEX notifications_by_refund ON notifications (out_refund_no, id);
+
+CREATE TRIGGER notifications_effect_is_set_by_the_ledger
+BEFORE INSERT ON notifications
+WHEN NEW.effect IS NOT NULL OR EXISTS (SELECT 1 FROM notifications WHERE id = NEW.id)
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: notifications are append-only and effect is set by the ledger');
+END;
+
+-- Only the apply trigger may write, and only `effect`, and only once.
+CREATE TRIGGER notifications_are_append_only_no_update
+BEFORE UPDATE ON notifications
+WHEN OLD.effect IS NOT NULL
+  OR NEW.id IS NOT OLD.id
+  OR NEW.out_refund_no IS NOT OLD.out_refund_no
+  OR NEW.status IS NOT OLD.status
+  OR NEW.refund_trade_no IS NOT OLD.refund_trade_no
+  OR NEW.amount IS NOT OLD.amount
+  OR NEW.currency IS NOT OLD.currency
+  OR NEW.refund_finish_time IS NOT OLD.refund_finish_time
+  OR NEW.notify_time IS NOT OLD.notify_time
+  OR NEW.received_at IS NOT OLD.received_at
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: notifications are append-only and effect is set by the ledger');
+END;
+
+CREATE TRIGGER notifications_are_never_deleted
+BEFORE DELETE ON notifications
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: notifications are append-only and effect is set by the ledger');
+END;
+
+-- Applies one notification, atomically with its INSERT. It first classifies the notification
+-- against the refund as it is now and stores that in `effect`; every later statement acts on
+-- that one classification, so the order of the statements cannot change the outcome.
+CREATE TRIGGER notifications_apply
+AFTER INSERT ON notifications
+BEGIN
+    UPDATE notifications
+       SET effect = coalesce(
+               (SELECT CASE
+                           WHEN r.currency <> NEW.currency
+                             OR (CASE WHEN instr(r.amount, '.') > 0
+                                      THEN rtrim(rtrim(ltrim(r.amount, '0'), '0'), '.')
+                                      ELSE ltrim(r.amount, '0') END)
+                             <> (CASE WHEN instr(NEW.amount, '.') > 0
+                                      THEN rtrim(rtrim(ltrim(NEW.amount, '0'), '0'), '.')
+                                      ELSE ltrim(NEW.amount, '0') END)
+                               THEN 'mismatch'
+                           WHEN r.status = 'REFUND_PENDING' THEN 'finalized'
+                           WHEN r.status = NEW.status THEN 'already_final'
+                           ELSE 'conflicting_final'
+                       END
+                  FROM refunds AS r
+                 WHERE r.out_refund_no = NEW.out_refund_no),
+               'unknown_refund')
+     WHERE id = NEW.id;
+
+    -- finalized: pending -> the notified final status.
+    UPDATE refunds
+       SET status = NEW.status,
+           final_source = 'notification',
+           finalized_at = NEW.received_at,
+           notified_at = NEW.received_at,
+           refund_finish_time = NEW.refund_finish_time,
+           refund_trade_no = coalesce(refund_trade_no, NEW.refund_trade_no),
+           next_query_at = NULL
+     WHERE out_refund_no = NEW.out_refund_no
+       AND status = 'REFUND_PENDING'
+       AND (SELECT effect FROM notifications WHERE id = NEW.id) = 'finalized';
+
+    -- already_final: a duplicate delivery only records that a notification arrived.
+    UPDATE refunds
+       SET notified_at = NEW.received_at
+     WHERE out_refund_no = NEW.out_refund_no
+       AND notified_at IS NULL
+       AND (SELECT effect FROM notifications WHERE id = NEW.id) = 'already_final';
+
+    -- conflicting_final: record, change nothing.
+    INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
+    SELECT NEW.out_refund_no, NEW.received_at, 'notification', 'conflicting_final', r.status, NEW.status
+      FROM refunds AS r
+     WHERE r.out_refund_no = NEW.out_refund_no
+       AND (SELECT effect FROM notifications WHERE id = NEW.id) = 'conflicting_final';
+
+    -- mismatch: one discrepancy per differing field, nothing applied.
+    INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
+    SELECT NEW.out_refund_no, NEW.received_at, 'notification', 'amount_mismatch', r.amount, NEW.amount
+      FROM refunds AS r
+     WHERE r.out_refund_no = NEW.out_refund_no
+       AND (SELECT effect FROM notifications WHERE id = NEW.id) = 'mismatch'
+       AND (CASE WHEN instr(r.amount, '.') > 0
+                 THEN rtrim(rtrim(ltrim(r.amount, '0'), '0'), '.')
+                 ELSE ltrim(r.amount, '0') END)
+        <> (CASE WHEN instr(NEW.amount, '.') > 0
+                 THEN rtrim(rtrim(ltrim(NEW.amount, '0'), '0'), '.')
+                 ELSE ltrim(NEW.amount, '0') END);
+
+    INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
+    SELECT NEW.out_refund_no, NEW.received_at, 'notification', 'currency_mismatch', r.currency, NEW.currency
+      FROM refunds AS r
+     WHERE r.out_refund_no = NEW.out_refund_no
+       AND (SELECT effect FROM notifications WHERE id = NEW.id) = 'mismatch'
+       AND r.currency <> NEW.currency;
+
+    -- unknown_refund: the ledger has nothing to compare with; keep what was said.
+    INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
+    SELECT NEW.out_refund_no, NEW.received_at, 'notification', 'unknown_refund', NULL,
+           NEW.status || ' ' || NEW.amount || ' ' || NEW.currency
+     WHERE (SELECT effect FROM notifications WHERE id = NEW.id) = 'unknown_refund';
+END;
+
+-- ---------------------------------------------------------------------------------------------
+-- sweeps: one row per worker sweep, for `status` and for operators. Operational statistics,
+-- not money: old rows may be deleted, but a finished sweep is never rewritten.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE sweeps (
+    id            INTEGER PRIMARY KEY,
+    started_at    TEXT    NOT NULL
+                  CHECK (started_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    -- NULL while running (or if the process died mid-sweep).
+    finished_at   TEXT
+                  CHECK (finished_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    -- Refunds taken from the due list, finalized, rescheduled, and attempts that failed.
+    claimed       INTEGER NOT NULL DEFAULT 0 CHECK (claimed >= 0),
+    finalized     INTEGER NOT NULL DEFAULT 0 CHECK (finalized >= 0),
+    rescheduled   INTEGER NOT NULL DEFAULT 0 CHECK (rescheduled >= 0),
+    failed        INTEGER NOT NULL DEFAULT 0 CHECK (failed >= 0),
+    -- Why the sweep stopped early (clock skew, configuration error, shutdown), if it did.
+    halted_reason TEXT
+) STRICT;
+
+CREATE TRIGGER sweeps_finished_are_immutable
+BEFORE UPDATE ON sweeps
+WHEN OLD.finished_at IS NOT NULL
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: a finished sweep is immutable');
+END;
+
+PRAGMA user_version = 1;

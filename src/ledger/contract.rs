@@ -1,0 +1,27 @@
+//! The merchant application's SQL contract: the exact statements its code (or an operator in
+//! the `sqlite3` shell) uses to add refunds and record verified notifications. The text lives
+//! in `contract.sql` so the README can copy it verbatim and the tests can execute it verbatim.
+
+/// The whole contract file, comments included.
+pub const CONTRACT_SQL: &str = include_str!("contract.sql");
+
+/// Names of the snippets in [`CONTRACT_SQL`], in file order.
+pub const SNIPPETS: [&str; 3] = [
+    "insert_refund",
+    "insert_failed_refund",
+    "record_notification",
+];
+
+const MARKER: &str = "-- contract: ";
+
+/// The text of one snippet: from its `-- contract: NAME` line (included) up to the next
+/// marker or the end of the file, with surrounding blank lines trimmed. `None` for an unknown
+/// name.
+pub fn snippet(name: &str) -> Option<&'static str> {
+    let start = CONTRACT_SQL.find(&format!("{MARKER}{name}\n"))?;
+    let rest = &CONTRACT_SQL[start..];
+    let end = rest[MARKER.len()..]
+        .find(MARKER)
+        .map_or(rest.len(), |i| i + MARKER.len());
+    Some(rest[..end].trim())
+}

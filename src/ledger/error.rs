@@ -1,0 +1,229 @@
+//! Ledger errors: one typed enum that keeps every SQLite cause as its source, plus the
+//! `is_busy` classifier the worker's retry logic obeys.
+
+use std::path::PathBuf;
+
+use rusqlite::ErrorCode;
+
+use crate::domain::{InvalidValue, OutRefundNo};
+
+/// Messages the schema's triggers raise. Kept here so the mapping to typed errors and the
+/// schema cannot drift apart silently (a unit test checks `schema.sql` contains each).
+pub(crate) mod trigger_msg {
+    /// `refunds_final_status_is_immutable`.
+    pub const FINAL_IMMUTABLE: &str = "checus-reconciler: final refund status is immutable";
+    /// `refunds_insert_is_not_replace`.
+    pub const REFUND_EXISTS: &str = "checus-reconciler: refund already exists";
+}
+
+/// Everything that can go wrong in the ledger.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// The file could not be opened or created (missing directory, permissions, a directory
+    /// in the way, ...).
+    #[error("cannot open ledger {}", path.display())]
+    Open {
+        /// The ledger path.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// `open_existing` was asked for a file that does not exist.
+    #[error("ledger {} does not exist", path.display())]
+    Missing {
+        /// The ledger path.
+        path: PathBuf,
+    },
+    /// The file exists but is not an SQLite database at all.
+    #[error("{} is not an SQLite database, so it is not a checus-reconciler ledger", path.display())]
+    NotSqlite {
+        /// The ledger path.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// An SQLite database that is not ours: it has tables but `user_version` 0, or claims our
+    /// version without our tables. It is left untouched.
+    #[error(
+        "{} is an SQLite database but not a checus-reconciler ledger \
+         (user_version {found}; a ledger has user_version {supported} and the ledger tables)",
+        path.display()
+    )]
+    NotALedger {
+        /// The ledger path.
+        path: PathBuf,
+        /// The file's `PRAGMA user_version`.
+        found: i32,
+        /// The version this build writes.
+        supported: i32,
+    },
+    /// The ledger was written by a newer checus-reconciler.
+    #[error(
+        "ledger {} has schema version {found}, newer than this build supports ({supported}); \
+         upgrade checus-reconciler",
+        path.display()
+    )]
+    SchemaTooNew {
+        /// The ledger path.
+        path: PathBuf,
+        /// The file's `PRAGMA user_version`.
+        found: i32,
+        /// The version this build reads and writes.
+        supported: i32,
+    },
+    /// A schema version this build has never known (negative, or otherwise not a version we
+    /// ever released).
+    #[error(
+        "ledger {} has unknown schema version {found}; this build supports version {supported}",
+        path.display()
+    )]
+    UnknownSchema {
+        /// The ledger path.
+        path: PathBuf,
+        /// The file's `PRAGMA user_version`.
+        found: i32,
+        /// The version this build reads and writes.
+        supported: i32,
+    },
+    /// The connection could not be set up (pragmas, schema creation).
+    #[error("cannot set up ledger {}: {step}", path.display())]
+    Setup {
+        /// The ledger path.
+        path: PathBuf,
+        /// Which step failed.
+        step: &'static str,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// SQLite refused WAL mode (for example on a file system without shared memory).
+    #[error("ledger {} cannot use WAL journal mode (SQLite kept {mode:?})", path.display())]
+    NotWal {
+        /// The ledger path.
+        path: PathBuf,
+        /// The journal mode SQLite reported instead.
+        mode: String,
+    },
+    /// A ledger statement failed.
+    #[error("ledger: {op} failed")]
+    Sqlite {
+        /// What the ledger was doing, e.g. "record attempt".
+        op: &'static str,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The refund number is already in the ledger (or twice in one import).
+    #[error("refund {out_refund_no} already exists in the ledger{}", at_row(*index))]
+    DuplicateRefund {
+        /// The duplicate refund number.
+        out_refund_no: OutRefundNo,
+        /// Position in the imported rows (0-based), for `import`.
+        index: Option<usize>,
+    },
+    /// A refund value the ledger will not store.
+    #[error("refund {out_refund_no} cannot be stored{}", at_row(*index))]
+    InvalidRefund {
+        /// The refund number.
+        out_refund_no: OutRefundNo,
+        /// Position in the imported rows (0-based), for `import`.
+        index: Option<usize>,
+        /// What is wrong.
+        #[source]
+        source: InvalidValue,
+    },
+    /// No such refund in the ledger.
+    #[error("refund {out_refund_no} is not in the ledger")]
+    NotFound {
+        /// The refund number.
+        out_refund_no: OutRefundNo,
+    },
+    /// The refund is final and the ledger refused to change its outcome.
+    #[error("refund {out_refund_no} is final; its outcome can no longer change")]
+    FinalImmutable {
+        /// The refund number.
+        out_refund_no: OutRefundNo,
+        /// The trigger's refusal.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// No such sweep.
+    #[error("sweep {id} is not in the ledger")]
+    SweepNotFound {
+        /// The sweep id.
+        id: i64,
+    },
+    /// A stored value does not parse. Never a panic: the row is reported, not guessed at.
+    #[error("ledger row {out_refund_no}: column {column} is corrupt: {detail}")]
+    CorruptRow {
+        /// The refund number as stored.
+        out_refund_no: String,
+        /// The column.
+        column: &'static str,
+        /// What is wrong with the value.
+        detail: String,
+    },
+}
+
+fn at_row(index: Option<usize>) -> String {
+    index.map(|i| format!(" (row {i})")).unwrap_or_default()
+}
+
+impl LedgerError {
+    /// True when SQLite reported the database busy or locked even after the busy timeout:
+    /// another writer held the lock for longer than 5 s. Worth retrying later.
+    pub fn is_busy(&self) -> bool {
+        let source = match self {
+            Self::Open { source, .. }
+            | Self::Setup { source, .. }
+            | Self::Sqlite { source, .. }
+            | Self::NotSqlite { source, .. } => source,
+            _ => return false,
+        };
+        is_busy_code(source)
+    }
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED (any extended code).
+pub(crate) fn is_busy_code(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// True when `e` is the RAISE of the trigger whose message is `msg`.
+pub(crate) fn is_trigger(e: &rusqlite::Error, msg: &str) -> bool {
+    match e {
+        rusqlite::Error::SqliteFailure(f, Some(text)) => {
+            f.code == ErrorCode::ConstraintViolation && text.contains(msg)
+        }
+        _ => false,
+    }
+}
+
+/// True when `e` is a UNIQUE or PRIMARY KEY violation.
+pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => {
+            f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        }
+        _ => false,
+    }
+}
+
+/// Attaches the operation to a rusqlite error.
+pub(crate) trait During<T> {
+    /// Wraps the error as [`LedgerError::Sqlite`] naming `op`.
+    fn during(self, op: &'static str) -> Result<T, LedgerError>;
+}
+
+impl<T> During<T> for Result<T, rusqlite::Error> {
+    fn during(self, op: &'static str) -> Result<T, LedgerError> {
+        self.map_err(|source| LedgerError::Sqlite { op, source })
+    }
+}

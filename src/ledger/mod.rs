@@ -1,0 +1,92 @@
+//! The SQLite ledger: every SQL statement of the project lives in this module (the DDL in
+//! `schema.sql`). One [`Ledger`] is one connection; rusqlite blocks, so callers run it on a
+//! blocking thread.
+//!
+//! The file is shared with the merchant's application, which writes to it concurrently. So:
+//! - every public method is one short, self-contained transaction, and write transactions
+//!   start with `BEGIN IMMEDIATE` (plus a 5 s busy timeout) so lock contention waits instead
+//!   of failing with "database is locked";
+//! - the rules that protect money (final is final, no deletes, append-only logs, how a
+//!   notification is applied) are CHECKs and triggers in the schema, so they bind every
+//!   writer, including the `sqlite3` shell; see [`contract`] for the merchant's SQL.
+//!
+//! Files: `open.rs` (open, version check, connection setup), `write.rs` (inserts, attempts,
+//! sweeps), `read.rs` (due work, status, list, show), `types.rs` (records and rows),
+//! `error.rs`, `contract.rs`/`contract.sql` (the merchant app's SQL).
+
+#![warn(missing_docs)]
+pub mod contract;
+mod error;
+mod open;
+mod read;
+mod types;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+pub use error::LedgerError;
+pub use types::{
+    Applied, AttemptRecord, AttemptRow, DiscrepancyRow, DiscrepancySource, ListFilter,
+    MAX_ERROR_CHARS, NotificationEffect, NotificationRecord, NotificationRow, RecordedKind,
+    RefundDetail, RefundRow, StatusSummary, SweepCounts, SweepRow,
+};
+pub use write::IMPORT_PROGRESS_EVERY;
+
+use error::During;
+
+/// The only DDL of the project, applied to new ledgers.
+pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
+
+/// The schema version this build reads and writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// How long a statement waits for another writer's lock before failing with SQLITE_BUSY.
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5000);
+
+/// An open ledger: one SQLite connection set up for WAL, `synchronous=FULL`, foreign keys and
+/// a busy timeout.
+#[derive(Debug)]
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Ledger {
+    /// The file this ledger was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction: the write lock is taken up front (waiting
+    /// up to the busy timeout), so the transaction can never fail half-way on lock upgrade.
+    /// Rolled back if `f` fails or panics.
+    fn write<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).during(op)?;
+        let out = f(&tx)?;
+        tx.commit().during(op)?;
+        Ok(out)
+    }
+
+    /// Runs `f` in one read transaction, so every statement sees the same snapshot.
+    fn read<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let tx =
+            Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred).during(op)?;
+        let out = f(&tx)?;
+        tx.commit().during(op)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,507 @@
+//! Reads: the due list and the next wake-up time for the worker, one refund's state, and the
+//! operator views (`status`, `list`, `show`). Multi-statement reads run in one read
+//! transaction so their numbers agree with each other.
+
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, Row, params, params_from_iter};
+
+use super::Ledger;
+use super::error::{During, LedgerError};
+use super::types::{
+    AttemptRow, Cell, DiscrepancyRow, ListFilter, NotificationRow, RefundDetail, RefundRow,
+    StatusSummary, SweepCounts, SweepRow, ts_text,
+};
+use crate::domain::{OutRefundNo, RefundState, RefundStatus, Timestamp};
+
+/// Every `refunds` column [`refund_row`] reads, in its order.
+const REFUND_COLUMNS: &str = "out_refund_no, refund_trade_no, out_trade_no, amount, currency, \
+    status, created_at, notified_at, finalized_at, final_source, refund_finish_time, \
+    next_query_at, attempts, unknown_since, last_attempt_at, last_outcome, last_error, \
+    review_flag, review_reason, flagged_at";
+
+/// The due query. `status = 'REFUND_PENDING'` must stay a literal: that is what lets SQLite
+/// prove the partial index `refunds_due` applies (a bound parameter would not).
+pub(crate) const DUE: &str = "\
+    SELECT out_refund_no, refund_trade_no, out_trade_no, amount, currency, status, created_at,
+           notified_at, finalized_at, final_source, refund_finish_time, next_query_at, attempts,
+           unknown_since, last_attempt_at, last_outcome, last_error, review_flag, review_reason,
+           flagged_at
+      FROM refunds
+     WHERE status = 'REFUND_PENDING' AND next_query_at <= ?1
+     ORDER BY next_query_at, id
+     LIMIT ?2";
+
+/// The earliest scheduled query, from `refunds_due` alone.
+pub(crate) const NEXT_DUE: &str = "\
+    SELECT next_query_at FROM refunds
+     WHERE status = 'REFUND_PENDING' AND next_query_at IS NOT NULL
+     ORDER BY next_query_at LIMIT 1";
+
+impl Ledger {
+    /// Pending refunds whose `next_query_at` is at or before `now`, most overdue first, at most
+    /// `limit`. Costs O(due): it walks the partial index `refunds_due`.
+    pub fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<RefundState>, LedgerError> {
+        const OP: &str = "list due refunds";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(DUE).during(OP)?;
+        let rows = stmt
+            .query_map(params![ts_text(now), limit], RawRefund::read)
+            .during(OP)?;
+        let mut out = Vec::new();
+        for raw in rows {
+            out.push(state_of(&raw.during(OP)?.parse()?));
+        }
+        Ok(out)
+    }
+
+    /// When the earliest pending refund is due (`None`: nothing scheduled). Index-only.
+    pub fn next_due_at(&self) -> Result<Option<Timestamp>, LedgerError> {
+        const OP: &str = "read next due time";
+        let text: Option<String> = self
+            .conn
+            .prepare_cached(NEXT_DUE)
+            .during(OP)?
+            .query_row([], |r| r.get(0))
+            .optional()
+            .during(OP)?;
+        text.map(|t| {
+            Cell {
+                out_refund_no: "(next due)",
+            }
+            .ts("next_query_at", &t)
+        })
+        .transpose()
+    }
+
+    /// One refund's status and the state `decide` works from.
+    pub fn state(
+        &self,
+        out_refund_no: &OutRefundNo,
+    ) -> Result<Option<(RefundStatus, RefundState)>, LedgerError> {
+        Ok(self
+            .refund(out_refund_no)?
+            .map(|row| (row.status, state_of(&row))))
+    }
+
+    /// The ledger at a glance. `now` decides what counts as due.
+    pub fn status(&self, now: Timestamp) -> Result<StatusSummary, LedgerError> {
+        const OP: &str = "read status";
+        self.read(OP, |tx| {
+            let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<u64, LedgerError> {
+                let n: i64 = tx.query_row(sql, p, |r| r.get(0)).during(OP)?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            };
+            let pending = count(
+                "SELECT count(*) FROM refunds WHERE status = 'REFUND_PENDING'",
+                &[],
+            )?;
+            let (mut succeeded, mut failed) = (0, 0);
+            {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT status, count(*) FROM refunds
+                          WHERE status <> 'REFUND_PENDING' GROUP BY status",
+                    )
+                    .during(OP)?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                    .during(OP)?;
+                for row in rows {
+                    let (status, n) = row.during(OP)?;
+                    let n = u64::try_from(n).unwrap_or(0);
+                    let cell = Cell {
+                        out_refund_no: "(status count)",
+                    };
+                    match cell.parse("status", &status)? {
+                        RefundStatus::Success => succeeded = n,
+                        RefundStatus::Failed => failed = n,
+                        RefundStatus::Pending => {}
+                    }
+                }
+            }
+            let due_now = count(
+                "SELECT count(*) FROM refunds WHERE status = 'REFUND_PENDING' AND next_query_at <= ?1",
+                &[&ts_text(now)],
+            )?;
+            let unscheduled = count(
+                "SELECT count(*) FROM refunds WHERE status = 'REFUND_PENDING' AND next_query_at IS NULL",
+                &[],
+            )?;
+            let flagged = count(
+                "SELECT count(*) FROM refunds WHERE review_flag = 1 AND status = 'REFUND_PENDING'",
+                &[],
+            )?;
+            // `+created_at` keeps SQLite from walking every refund in creation order looking
+            // for the first pending one; it scans the pending rows instead.
+            let oldest: Option<String> = tx
+                .query_row(
+                    "SELECT min(+created_at) FROM refunds WHERE status = 'REFUND_PENDING'",
+                    [],
+                    |r| r.get(0),
+                )
+                .during(OP)?;
+            let oldest_pending_created_at = Cell { out_refund_no: "(oldest pending)" }
+                .ts_opt("created_at", oldest.as_deref())?;
+            let unresolved_discrepancies = count(
+                "SELECT count(*) FROM discrepancies WHERE resolved_at IS NULL",
+                &[],
+            )?;
+            let last_sweep = tx
+                .query_row(
+                    "SELECT id, started_at, finished_at, claimed, finalized, rescheduled, failed,
+                            halted_reason
+                       FROM sweeps ORDER BY id DESC LIMIT 1",
+                    [],
+                    RawSweep::read,
+                )
+                .optional()
+                .during(OP)?
+                .map(RawSweep::parse)
+                .transpose()?;
+            Ok(StatusSummary {
+                pending,
+                succeeded,
+                failed,
+                due_now,
+                unscheduled,
+                flagged,
+                oldest_pending_created_at,
+                unresolved_discrepancies,
+                last_sweep,
+            })
+        })
+    }
+
+    /// Refunds matching `filter`, oldest first (by `created_at`, then insertion order).
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<RefundRow>, LedgerError> {
+        const OP: &str = "list refunds";
+        let mut sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE 1");
+        let mut args: Vec<Value> = Vec::new();
+        if let Some(status) = filter.status {
+            args.push(Value::Text(status.as_str().to_owned()));
+            sql.push_str(&format!(" AND status = ?{}", args.len()));
+        }
+        if let Some(flagged) = filter.flagged {
+            args.push(Value::Integer(i64::from(flagged)));
+            sql.push_str(&format!(" AND review_flag = ?{}", args.len()));
+        }
+        if let Some(since) = filter.since {
+            args.push(Value::Text(ts_text(since)));
+            sql.push_str(&format!(" AND created_at >= ?{}", args.len()));
+        }
+        args.push(Value::Integer(
+            i64::try_from(filter.limit).unwrap_or(i64::MAX),
+        ));
+        sql.push_str(&format!(" ORDER BY created_at, id LIMIT ?{}", args.len()));
+        let mut stmt = self.conn.prepare_cached(&sql).during(OP)?;
+        let rows = stmt
+            .query_map(params_from_iter(args), RawRefund::read)
+            .during(OP)?;
+        let mut out = Vec::new();
+        for raw in rows {
+            out.push(raw.during(OP)?.parse()?);
+        }
+        Ok(out)
+    }
+
+    /// One refund with its attempts, discrepancies and notifications, oldest first.
+    pub fn show(&self, out_refund_no: &OutRefundNo) -> Result<Option<RefundDetail>, LedgerError> {
+        const OP: &str = "show refund";
+        let no = out_refund_no.as_str();
+        self.read(OP, |tx| {
+            let Some(refund) = tx
+                .query_row(
+                    &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE out_refund_no = ?1"),
+                    [no],
+                    RawRefund::read,
+                )
+                .optional()
+                .during(OP)?
+            else {
+                return Ok(None);
+            };
+            let refund = refund.parse()?;
+            let cell = Cell { out_refund_no: no };
+
+            let mut attempts = Vec::new();
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id, out_refund_no, attempted_at, outcome, http_status, gateway_code,
+                            data_status, latency_ms, error
+                       FROM attempts WHERE out_refund_no = ?1 ORDER BY id",
+                )
+                .during(OP)?;
+            let rows = stmt
+                .query_map([no], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, i64>(7)?,
+                        r.get::<_, Option<String>>(8)?,
+                    ))
+                })
+                .during(OP)?;
+            for row in rows {
+                let (id, no_text, at, outcome, http, code, data_status, latency, error) =
+                    row.during(OP)?;
+                attempts.push(AttemptRow {
+                    id,
+                    out_refund_no: cell.parse("out_refund_no", &no_text)?,
+                    attempted_at: cell.ts("attempted_at", &at)?,
+                    outcome: cell.outcome("outcome", &outcome)?,
+                    http_status: http.map(|v| cell.int("http_status", v)).transpose()?,
+                    gateway_code: code,
+                    data_status,
+                    latency_ms: cell.int("latency_ms", latency)?,
+                    error,
+                });
+            }
+
+            let mut discrepancies = Vec::new();
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id, out_refund_no, detected_at, source, kind, expected, observed,
+                            resolved_at, resolved_by, resolution
+                       FROM discrepancies WHERE out_refund_no = ?1 ORDER BY id",
+                )
+                .during(OP)?;
+            let rows = stmt
+                .query_map([no], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                        r.get::<_, Option<String>>(8)?,
+                        r.get::<_, Option<String>>(9)?,
+                    ))
+                })
+                .during(OP)?;
+            for row in rows {
+                let (id, no_text, at, source, kind, expected, observed, r_at, r_by, resolution) =
+                    row.during(OP)?;
+                discrepancies.push(DiscrepancyRow {
+                    id,
+                    out_refund_no: cell.parse("out_refund_no", &no_text)?,
+                    detected_at: cell.ts("detected_at", &at)?,
+                    source: cell.parse("source", &source)?,
+                    kind: cell.parse("kind", &kind)?,
+                    expected,
+                    observed,
+                    resolved_at: cell.ts_opt("resolved_at", r_at.as_deref())?,
+                    resolved_by: r_by,
+                    resolution,
+                });
+            }
+
+            let mut notifications = Vec::new();
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id, out_refund_no, status, refund_trade_no, amount, currency,
+                            refund_finish_time, notify_time, received_at, effect
+                       FROM notifications WHERE out_refund_no = ?1 ORDER BY id",
+                )
+                .during(OP)?;
+            let rows = stmt
+                .query_map([no], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, String>(7)?,
+                        r.get::<_, String>(8)?,
+                        r.get::<_, Option<String>>(9)?,
+                    ))
+                })
+                .during(OP)?;
+            for row in rows {
+                let (
+                    id,
+                    no_text,
+                    status,
+                    trade_no,
+                    amount,
+                    currency,
+                    finish,
+                    notify,
+                    received,
+                    effect,
+                ) = row.during(OP)?;
+                notifications.push(NotificationRow {
+                    id,
+                    out_refund_no: cell.parse("out_refund_no", &no_text)?,
+                    status: cell.parse("status", &status)?,
+                    refund_trade_no: trade_no,
+                    amount: cell.amount("amount", &amount)?,
+                    currency: cell.parse("currency", &currency)?,
+                    refund_finish_time: cell.ts_opt("refund_finish_time", finish.as_deref())?,
+                    notify_time: cell.ts("notify_time", &notify)?,
+                    received_at: cell.ts("received_at", &received)?,
+                    effect: cell.parse_opt("effect", effect.as_deref())?,
+                });
+            }
+
+            Ok(Some(RefundDetail {
+                refund,
+                attempts,
+                discrepancies,
+                notifications,
+            }))
+        })
+    }
+
+    /// One refund row, typed.
+    fn refund(&self, out_refund_no: &OutRefundNo) -> Result<Option<RefundRow>, LedgerError> {
+        const OP: &str = "read refund";
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {REFUND_COLUMNS} FROM refunds WHERE out_refund_no = ?1"
+            ))
+            .during(OP)?
+            .query_row([out_refund_no.as_str()], RawRefund::read)
+            .optional()
+            .during(OP)?
+            .map(RawRefund::parse)
+            .transpose()
+    }
+}
+
+/// The state `decide` needs, from a full row.
+fn state_of(row: &RefundRow) -> RefundState {
+    RefundState {
+        out_refund_no: row.out_refund_no.clone(),
+        refund_trade_no: row.refund_trade_no.clone(),
+        amount: row.amount,
+        currency: row.currency,
+        created_at: row.created_at,
+        attempts: row.attempts,
+        unknown_since: row.unknown_since,
+        flagged: row.review_flag,
+    }
+}
+
+/// A `refunds` row as stored, before parsing. Reading the raw text first keeps SQLite errors
+/// (`Sqlite`) apart from bad values (`CorruptRow`).
+struct RawRefund {
+    text: [Option<String>; 20],
+    attempts: i64,
+    review_flag: i64,
+}
+
+impl RawRefund {
+    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        let mut text: [Option<String>; 20] = Default::default();
+        for (i, slot) in text.iter_mut().enumerate() {
+            if i != 12 && i != 17 {
+                *slot = r.get(i)?;
+            }
+        }
+        Ok(Self {
+            text,
+            attempts: r.get(12)?,
+            review_flag: r.get(17)?,
+        })
+    }
+
+    fn parse(self) -> Result<RefundRow, LedgerError> {
+        let t = &self.text;
+        let no = t[0].as_deref().unwrap_or("");
+        let c = Cell { out_refund_no: no };
+        let req = |i: usize, column: &'static str| -> Result<&str, LedgerError> {
+            t[i].as_deref().ok_or_else(|| LedgerError::CorruptRow {
+                out_refund_no: no.to_owned(),
+                column,
+                detail: "is NULL".to_owned(),
+            })
+        };
+        Ok(RefundRow {
+            out_refund_no: c.parse("out_refund_no", req(0, "out_refund_no")?)?,
+            refund_trade_no: t[1].clone(),
+            out_trade_no: t[2].clone(),
+            amount: c.amount("amount", req(3, "amount")?)?,
+            currency: c.parse("currency", req(4, "currency")?)?,
+            status: c.parse("status", req(5, "status")?)?,
+            created_at: c.ts("created_at", req(6, "created_at")?)?,
+            notified_at: c.ts_opt("notified_at", t[7].as_deref())?,
+            finalized_at: c.ts_opt("finalized_at", t[8].as_deref())?,
+            final_source: c.parse_opt("final_source", t[9].as_deref())?,
+            refund_finish_time: c.ts_opt("refund_finish_time", t[10].as_deref())?,
+            next_query_at: c.ts_opt("next_query_at", t[11].as_deref())?,
+            attempts: c.int("attempts", self.attempts)?,
+            unknown_since: c.ts_opt("unknown_since", t[13].as_deref())?,
+            last_attempt_at: c.ts_opt("last_attempt_at", t[14].as_deref())?,
+            last_outcome: t[15]
+                .as_deref()
+                .map(|o| c.outcome("last_outcome", o))
+                .transpose()?,
+            last_error: t[16].clone(),
+            review_flag: match self.review_flag {
+                0 => false,
+                1 => true,
+                other => {
+                    return Err(LedgerError::CorruptRow {
+                        out_refund_no: no.to_owned(),
+                        column: "review_flag",
+                        detail: format!("{other} is neither 0 nor 1"),
+                    });
+                }
+            },
+            review_reason: c.reason(t[18].as_deref())?,
+            flagged_at: c.ts_opt("flagged_at", t[19].as_deref())?,
+        })
+    }
+}
+
+/// A `sweeps` row as stored.
+struct RawSweep {
+    id: i64,
+    started_at: String,
+    finished_at: Option<String>,
+    counts: [i64; 4],
+    halted_reason: Option<String>,
+}
+
+impl RawSweep {
+    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            started_at: r.get(1)?,
+            finished_at: r.get(2)?,
+            counts: [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?],
+            halted_reason: r.get(7)?,
+        })
+    }
+
+    fn parse(self) -> Result<SweepRow, LedgerError> {
+        let label = format!("(sweep {})", self.id);
+        let c = Cell {
+            out_refund_no: &label,
+        };
+        let [claimed, finalized, rescheduled, failed] = self.counts;
+        Ok(SweepRow {
+            id: self.id,
+            started_at: c.ts("started_at", &self.started_at)?,
+            finished_at: c.ts_opt("finished_at", self.finished_at.as_deref())?,
+            counts: SweepCounts {
+                claimed: c.int("claimed", claimed)?,
+                finalized: c.int("finalized", finalized)?,
+                rescheduled: c.int("rescheduled", rescheduled)?,
+                failed: c.int("failed", failed)?,
+            },
+            halted_reason: self.halted_reason,
+        })
+    }
+}

@@ -1,0 +1,581 @@
+//! What goes into the ledger and what comes out: input records, row structs for the CLI and
+//! JSON output, and the strict text-to-type parsing that turns a bad stored value into
+//! [`LedgerError::CorruptRow`] instead of a panic or a guess.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::error::LedgerError;
+use crate::domain::{
+    Currency, DiscrepancyKind, FinalSource, FinalStatus, OutRefundNo, OutcomeClass, RefundStatus,
+    ReviewReason, Timestamp, format_ts, parse_ts,
+};
+
+/// One `/refundQuery` attempt, as the worker hands it to [`super::Ledger::record_attempt`].
+/// Its outcome class comes from the decision. Never put secrets in any field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// The refund that was queried.
+    pub out_refund_no: OutRefundNo,
+    /// When the attempt was made (the ledger's "now" for this attempt).
+    pub attempted_at: Timestamp,
+    /// HTTP status, when a response arrived.
+    pub http_status: Option<u16>,
+    /// The gateway's `code`, when the body had one.
+    pub gateway_code: Option<String>,
+    /// `data.status` of a verified answer.
+    pub data_status: Option<String>,
+    /// Round trip time.
+    pub latency: Duration,
+    /// What went wrong, for humans. Stored truncated to [`MAX_ERROR_CHARS`].
+    pub error: Option<String>,
+}
+
+/// Longest error text stored per attempt; longer text is cut at a character boundary.
+pub const MAX_ERROR_CHARS: usize = 2000;
+
+/// A verified refund result notification, as the merchant's app would insert it. Used by
+/// tests and the demo to play the merchant's app; the app itself uses the contract SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationRecord {
+    /// `data.outRefundNo`.
+    pub out_refund_no: OutRefundNo,
+    /// `data.status`: notifications carry final statuses only.
+    pub status: FinalStatus,
+    /// `data.refundTradeNo`.
+    pub refund_trade_no: Option<String>,
+    /// `data.refundAmount`, exact.
+    pub amount: Decimal,
+    /// `data.refundCurrency`.
+    pub currency: Currency,
+    /// `data.refundFinishTime`.
+    pub refund_finish_time: Option<Timestamp>,
+    /// `notifyTime`.
+    pub notify_time: Timestamp,
+}
+
+/// What [`super::Ledger::record_attempt`] did to the refund.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The pending refund took this final status (source `query`).
+    Finalized(FinalStatus),
+    /// Still pending; next query at `next_query_at`. `flagged` is the reason when this
+    /// attempt newly flagged the refund for review.
+    Rescheduled {
+        /// When the refund is due again.
+        next_query_at: Timestamp,
+        /// Set when this attempt flagged the refund (it was not flagged before).
+        flagged: Option<ReviewReason>,
+    },
+    /// Another writer (a notification) had already recorded this final status; only the
+    /// attempt was logged.
+    AlreadyFinal(FinalStatus),
+    /// The refund is final with another status: a `conflicting_final` discrepancy was
+    /// recorded and nothing changed.
+    Conflict {
+        /// What the ledger holds.
+        recorded: FinalStatus,
+        /// What the gateway answered.
+        observed: FinalStatus,
+    },
+    /// The answer contradicted the ledger: discrepancies recorded, refund rescheduled.
+    Mismatch {
+        /// Set when this attempt flagged the refund (it was not flagged before).
+        flagged: Option<ReviewReason>,
+    },
+}
+
+/// Counts a sweep reports when it finishes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SweepCounts {
+    /// Refunds taken from the due list.
+    pub claimed: u64,
+    /// Refunds finalized by this sweep.
+    pub finalized: u64,
+    /// Refunds rescheduled.
+    pub rescheduled: u64,
+    /// Attempts that failed (transport, gateway errors, ledger errors).
+    pub failed: u64,
+}
+
+/// Filter for [`super::Ledger::list`]. All conditions are combined with AND.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only this status.
+    pub status: Option<RefundStatus>,
+    /// Only flagged (`Some(true)`) or only unflagged (`Some(false)`) refunds.
+    pub flagged: Option<bool>,
+    /// Only refunds created at or after this instant.
+    pub since: Option<Timestamp>,
+    /// At most this many rows, oldest first.
+    pub limit: usize,
+}
+
+impl Default for ListFilter {
+    fn default() -> Self {
+        Self {
+            status: None,
+            flagged: None,
+            since: None,
+            limit: 100,
+        }
+    }
+}
+
+/// Who reported a discrepancy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DiscrepancySource {
+    /// A verified `/refundQuery` answer.
+    Query,
+    /// A verified notification (via the merchant's app).
+    Notification,
+    /// An operator.
+    Operator,
+}
+
+/// What kind of disagreement a discrepancy row records: the domain's kinds plus
+/// `unknown_refund`, which only the notification path produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordedKind {
+    /// One of the kinds `decide` reports.
+    Domain(DiscrepancyKind),
+    /// A notification about a refund the ledger does not have.
+    UnknownRefund,
+}
+
+/// What the notification trigger did with a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotificationEffect {
+    /// The pending refund took the notified final status.
+    Finalized,
+    /// The refund already had this final status; only `notified_at` was filled.
+    AlreadyFinal,
+    /// The refund has the other final status: discrepancy recorded, nothing changed.
+    ConflictingFinal,
+    /// Amount or currency differ from the ledger: discrepancy recorded, not applied.
+    Mismatch,
+    /// The ledger has no such refund: discrepancy recorded.
+    UnknownRefund,
+}
+
+/// `Display` and `FromStr` from an enum's `ALL` list and `as_str`, so the spelling lives in
+/// one exhaustive `match`.
+macro_rules! ledger_text {
+    ($ty:ty, $field:literal) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl FromStr for $ty {
+            type Err = crate::domain::InvalidValue;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::ALL
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| {
+                        crate::domain::InvalidValue::new($field, format!("unknown value {s:?}"))
+                    })
+            }
+        }
+    };
+}
+
+impl DiscrepancySource {
+    /// Every source.
+    pub const ALL: [Self; 3] = [Self::Query, Self::Notification, Self::Operator];
+
+    /// The spelling stored in `discrepancies.source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Query => "query",
+            Self::Notification => "notification",
+            Self::Operator => "operator",
+        }
+    }
+}
+ledger_text!(DiscrepancySource, "source");
+
+impl RecordedKind {
+    /// Every kind.
+    pub const ALL: [Self; 5] = [
+        Self::Domain(DiscrepancyKind::ConflictingFinal),
+        Self::Domain(DiscrepancyKind::RefundNoMismatch),
+        Self::Domain(DiscrepancyKind::AmountMismatch),
+        Self::Domain(DiscrepancyKind::CurrencyMismatch),
+        Self::UnknownRefund,
+    ];
+
+    /// The spelling stored in `discrepancies.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Domain(kind) => kind.as_str(),
+            Self::UnknownRefund => "unknown_refund",
+        }
+    }
+}
+ledger_text!(RecordedKind, "kind");
+
+impl NotificationEffect {
+    /// Every effect.
+    pub const ALL: [Self; 5] = [
+        Self::Finalized,
+        Self::AlreadyFinal,
+        Self::ConflictingFinal,
+        Self::Mismatch,
+        Self::UnknownRefund,
+    ];
+
+    /// The spelling stored in `notifications.effect`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Finalized => "finalized",
+            Self::AlreadyFinal => "already_final",
+            Self::ConflictingFinal => "conflicting_final",
+            Self::Mismatch => "mismatch",
+            Self::UnknownRefund => "unknown_refund",
+        }
+    }
+}
+ledger_text!(NotificationEffect, "effect");
+
+/// One `refunds` row, typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefundRow {
+    /// The merchant's refund number.
+    #[serde(serialize_with = "ser::display")]
+    pub out_refund_no: OutRefundNo,
+    /// The gateway's refund number, once known.
+    pub refund_trade_no: Option<String>,
+    /// The original payment's merchant order number.
+    pub out_trade_no: Option<String>,
+    /// Exact amount, serialized as a decimal string.
+    #[serde(serialize_with = "ser::display")]
+    pub amount: Decimal,
+    /// Currency.
+    #[serde(serialize_with = "ser::display")]
+    pub currency: Currency,
+    /// Status.
+    #[serde(serialize_with = "ser::display")]
+    pub status: RefundStatus,
+    /// When the refund was issued.
+    #[serde(serialize_with = "ser::ts")]
+    pub created_at: Timestamp,
+    /// When the first agreeing notification arrived.
+    #[serde(serialize_with = "ser::opt_ts")]
+    pub notified_at: Option<Timestamp>,
+    /// When the final status was recorded.
+    #[serde(serialize_with = "ser::opt_ts")]
+    pub finalized_at: Option<Timestamp>,
+    /// Who reported the final status.
+    #[serde(serialize_with = "ser::opt_display")]
+    pub final_source: Option<FinalSource>,
+    /// The gateway's `refundFinishTime`.
+    #[serde(serialize_with = "ser::opt_ts")]
+    pub refund_finish_time: Option<Timestamp>,
+    /// Next query time (`None`: not scheduled yet, or final).
+    #[serde(serialize_with = "ser::opt_ts")]
+    pub next_query_at: Option<Timestamp>,
+    /// Counted attempts.
+    pub attempts: u32,
+    /// Since when the gateway has not known the refund.
+    #[serde(serialize_with = "ser::opt_ts")]
+    pub unknown_since: Option<Timestamp>,
+    /// Latest attempt time.
+    #[serde(serialize_with = "ser::opt_ts")]
+    pub last_attempt_at: Option<Timestamp>,
+    /// Latest attempt outcome.
+    #[serde(serialize_with = "ser::opt_display")]
+    pub last_outcome: Option<OutcomeClass>,
+    /// Latest attempt error text.
+    pub last_error: Option<String>,
+    /// Flagged for review.
+    pub review_flag: bool,
+    /// Why it is flagged.
+    #[serde(serialize_with = "ser::opt_display")]
+    pub review_reason: Option<ReviewReason>,
+    /// Since when it is flagged.
+    #[serde(serialize_with = "ser::opt_ts")]
+    pub flagged_at: Option<Timestamp>,
+}
+
+/// One `attempts` row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptRow {
+    /// Row id (attempt order).
+    pub id: i64,
+    /// The refund queried.
+    #[serde(serialize_with = "ser::display")]
+    pub out_refund_no: OutRefundNo,
+    /// When.
+    #[serde(serialize_with = "ser::ts")]
+    pub attempted_at: Timestamp,
+    /// The outcome class.
+    #[serde(serialize_with = "ser::display")]
+    pub outcome: OutcomeClass,
+    /// HTTP status.
+    pub http_status: Option<u16>,
+    /// Gateway `code`.
+    pub gateway_code: Option<String>,
+    /// `data.status`.
+    pub data_status: Option<String>,
+    /// Round trip in milliseconds.
+    pub latency_ms: u64,
+    /// Error text.
+    pub error: Option<String>,
+}
+
+/// One `discrepancies` row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiscrepancyRow {
+    /// Row id.
+    pub id: i64,
+    /// The refund concerned (possibly one the ledger does not have).
+    #[serde(serialize_with = "ser::display")]
+    pub out_refund_no: OutRefundNo,
+    /// When it was detected.
+    #[serde(serialize_with = "ser::ts")]
+    pub detected_at: Timestamp,
+    /// Who disagreed.
+    #[serde(serialize_with = "ser::display")]
+    pub source: DiscrepancySource,
+    /// What kind of disagreement.
+    #[serde(serialize_with = "ser::display")]
+    pub kind: RecordedKind,
+    /// What the ledger holds.
+    pub expected: Option<String>,
+    /// What the source said.
+    pub observed: Option<String>,
+    /// When an operator resolved it.
+    #[serde(serialize_with = "ser::opt_ts")]
+    pub resolved_at: Option<Timestamp>,
+    /// Who resolved it.
+    pub resolved_by: Option<String>,
+    /// How.
+    pub resolution: Option<String>,
+}
+
+/// One `notifications` row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotificationRow {
+    /// Row id (arrival order).
+    pub id: i64,
+    /// `data.outRefundNo`.
+    #[serde(serialize_with = "ser::display")]
+    pub out_refund_no: OutRefundNo,
+    /// `data.status`.
+    #[serde(serialize_with = "ser::display")]
+    pub status: FinalStatus,
+    /// `data.refundTradeNo`.
+    pub refund_trade_no: Option<String>,
+    /// `data.refundAmount`, exact.
+    #[serde(serialize_with = "ser::display")]
+    pub amount: Decimal,
+    /// `data.refundCurrency`.
+    #[serde(serialize_with = "ser::display")]
+    pub currency: Currency,
+    /// `data.refundFinishTime`.
+    #[serde(serialize_with = "ser::opt_ts")]
+    pub refund_finish_time: Option<Timestamp>,
+    /// `notifyTime`.
+    #[serde(serialize_with = "ser::ts")]
+    pub notify_time: Timestamp,
+    /// When the merchant's app stored it.
+    #[serde(serialize_with = "ser::ts")]
+    pub received_at: Timestamp,
+    /// What the ledger did with it (`None` only if written by a pre-trigger tool).
+    #[serde(serialize_with = "ser::opt_display")]
+    pub effect: Option<NotificationEffect>,
+}
+
+/// One `sweeps` row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SweepRow {
+    /// Sweep id.
+    pub id: i64,
+    /// When it started.
+    #[serde(serialize_with = "ser::ts")]
+    pub started_at: Timestamp,
+    /// When it finished (`None`: running, or the process died).
+    #[serde(serialize_with = "ser::opt_ts")]
+    pub finished_at: Option<Timestamp>,
+    /// Its counts.
+    pub counts: SweepCounts,
+    /// Why it stopped early, if it did.
+    pub halted_reason: Option<String>,
+}
+
+/// A refund with its whole history, for `show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefundDetail {
+    /// The refund row.
+    pub refund: RefundRow,
+    /// Its attempts, oldest first.
+    pub attempts: Vec<AttemptRow>,
+    /// Its discrepancies, oldest first.
+    pub discrepancies: Vec<DiscrepancyRow>,
+    /// Notifications about it, oldest first.
+    pub notifications: Vec<NotificationRow>,
+}
+
+/// The ledger at a glance, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusSummary {
+    /// Refunds still `REFUND_PENDING`.
+    pub pending: u64,
+    /// Refunds `REFUND_SUCCESS`.
+    pub succeeded: u64,
+    /// Refunds `REFUND_FAILED`.
+    pub failed: u64,
+    /// Pending refunds due at the `now` given.
+    pub due_now: u64,
+    /// Pending refunds not scheduled yet.
+    pub unscheduled: u64,
+    /// Pending refunds flagged for review.
+    pub flagged: u64,
+    /// Creation time of the oldest pending refund.
+    #[serde(serialize_with = "ser::opt_ts")]
+    pub oldest_pending_created_at: Option<Timestamp>,
+    /// Discrepancies nobody has resolved yet (including unknown refunds).
+    pub unresolved_discrepancies: u64,
+    /// The latest sweep.
+    pub last_sweep: Option<SweepRow>,
+}
+
+/// Serde helpers: domain values serialize as their ledger text, never as floats or as
+/// chrono's own format.
+mod ser {
+    use std::fmt::Display;
+
+    use serde::Serializer;
+
+    use crate::domain::{Timestamp, format_ts};
+
+    pub fn display<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn opt_display<T: Display, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.collect_str(v),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn ts<S: Serializer>(v: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_ts(*v))
+    }
+
+    pub fn opt_ts<S: Serializer>(v: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_str(&format_ts(*v)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// Parses stored text, naming the refund and column when it does not parse.
+pub(crate) struct Cell<'a> {
+    /// The refund number as stored, for the error.
+    pub out_refund_no: &'a str,
+}
+
+impl Cell<'_> {
+    fn corrupt(&self, column: &'static str, detail: String) -> LedgerError {
+        LedgerError::CorruptRow {
+            out_refund_no: self.out_refund_no.to_owned(),
+            column,
+            detail,
+        }
+    }
+
+    /// Any `FromStr` value.
+    pub fn parse<T>(&self, column: &'static str, text: &str) -> Result<T, LedgerError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        text.parse()
+            .map_err(|e| self.corrupt(column, format!("{text:?}: {e}")))
+    }
+
+    /// An optional `FromStr` value.
+    pub fn parse_opt<T>(
+        &self,
+        column: &'static str,
+        text: Option<&str>,
+    ) -> Result<Option<T>, LedgerError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        text.map(|t| self.parse(column, t)).transpose()
+    }
+
+    /// A ledger timestamp.
+    pub fn ts(&self, column: &'static str, text: &str) -> Result<Timestamp, LedgerError> {
+        parse_ts(text).map_err(|e| self.corrupt(column, format!("{text:?}: {e}")))
+    }
+
+    /// An optional ledger timestamp.
+    pub fn ts_opt(
+        &self,
+        column: &'static str,
+        text: Option<&str>,
+    ) -> Result<Option<Timestamp>, LedgerError> {
+        text.map(|t| self.ts(column, t)).transpose()
+    }
+
+    /// An exact amount: plain decimal text only.
+    pub fn amount(&self, column: &'static str, text: &str) -> Result<Decimal, LedgerError> {
+        Decimal::from_str_exact(text).map_err(|e| self.corrupt(column, format!("{text:?}: {e}")))
+    }
+
+    /// An integer column that must fit `T`.
+    pub fn int<T: TryFrom<i64>>(&self, column: &'static str, v: i64) -> Result<T, LedgerError> {
+        T::try_from(v).map_err(|_| self.corrupt(column, format!("{v} is out of range")))
+    }
+
+    /// A review reason.
+    pub fn reason(&self, text: Option<&str>) -> Result<Option<ReviewReason>, LedgerError> {
+        text.map(|t| {
+            REVIEW_REASONS
+                .into_iter()
+                .find(|r| r.as_str() == t)
+                .ok_or_else(|| self.corrupt("review_reason", format!("unknown reason {t:?}")))
+        })
+        .transpose()
+    }
+
+    /// An outcome class.
+    pub fn outcome(&self, column: &'static str, text: &str) -> Result<OutcomeClass, LedgerError> {
+        OutcomeClass::ALL
+            .into_iter()
+            .find(|c| c.as_str() == text)
+            .ok_or_else(|| self.corrupt(column, format!("unknown outcome {text:?}")))
+    }
+}
+
+/// Every review reason (the domain has no list of them).
+const REVIEW_REASONS: [ReviewReason; 3] = [
+    ReviewReason::PendingTooLong,
+    ReviewReason::UnknownTooLong,
+    ReviewReason::AnswerMismatch,
+];
+
+/// Formats an instant for a bound parameter.
+pub(crate) fn ts_text(t: Timestamp) -> String {
+    format_ts(t)
+}
+
+/// Cuts `text` to at most [`MAX_ERROR_CHARS`] characters.
+pub(crate) fn clip_error(text: &str) -> &str {
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}

@@ -1,0 +1,395 @@
+//! Writes: new refunds (one or an all-or-nothing import), scheduling, the outcome of one
+//! query attempt, notifications (as the merchant's app would insert them) and sweeps. Each
+//! method is one short `BEGIN IMMEDIATE` transaction.
+
+use std::time::Duration;
+
+use rusqlite::{OptionalExtension, Statement, params};
+
+use super::Ledger;
+use super::error::{During, LedgerError, is_trigger, is_unique_violation, trigger_msg};
+use super::types::{
+    Applied, AttemptRecord, Cell, NotificationRecord, SweepCounts, clip_error, ts_text,
+};
+use crate::domain::{
+    Change, Decision, FinalSource, InvalidValue, NewRefund, OutcomeClass, RefundStatus, Timestamp,
+    validate_amount,
+};
+
+/// `import` reports progress after every this many rows.
+pub const IMPORT_PROGRESS_EVERY: usize = 10_000;
+
+const INSERT_REFUND: &str = "\
+    INSERT INTO refunds (out_refund_no, refund_trade_no, out_trade_no, amount, currency, status,
+                         created_at, final_source, finalized_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+impl Ledger {
+    /// Inserts one new refund. A final status (only `REFUND_FAILED` is possible: `/refund`
+    /// never answers success synchronously) is recorded with `final_source =
+    /// 'refund_response'` and `finalized_at = created_at`. `next_query_at` stays NULL until
+    /// [`Ledger::schedule_new`].
+    pub fn insert_refund(&self, r: &NewRefund) -> Result<(), LedgerError> {
+        self.write("insert refund", |tx| {
+            let mut stmt = tx.prepare_cached(INSERT_REFUND).during("insert refund")?;
+            insert_one(&mut stmt, r, None)
+        })
+    }
+
+    /// Inserts all `rows` in ONE transaction: either every row is written or none is. A
+    /// refund number already in the ledger or repeated within `rows` fails the whole import
+    /// with [`LedgerError::DuplicateRefund`] naming its position. `progress` is called with
+    /// the number of rows inserted so far after every 10 000 rows (not after the last partial
+    /// batch); it runs inside the write transaction, so it must be quick (print, no I/O wait).
+    /// Returns the row count. This is the one deliberately long transaction: an import is
+    /// all-or-nothing by contract, and the merchant's app waits (busy timeout) meanwhile.
+    pub fn import(
+        &mut self,
+        rows: &[NewRefund],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<usize, LedgerError> {
+        self.write("import refunds", |tx| {
+            let mut stmt = tx.prepare_cached(INSERT_REFUND).during("import refunds")?;
+            for (index, r) in rows.iter().enumerate() {
+                insert_one(&mut stmt, r, Some(index))?;
+                let done = index + 1;
+                if done % IMPORT_PROGRESS_EVERY == 0 {
+                    progress(done);
+                }
+            }
+            Ok(rows.len())
+        })
+    }
+
+    /// Schedules the first query of every pending refund that has none yet, at
+    /// `created_at + grace` (the notification grace window). Returns how many were scheduled.
+    /// Only unscheduled pending rows are visited (a partial index holds exactly those).
+    pub fn schedule_new(&self, grace: Duration) -> Result<usize, LedgerError> {
+        // SQLite's date arithmetic is in whole milliseconds, so this is exact.
+        let modifier = format!("+{}.{:03} seconds", grace.as_secs(), grace.subsec_millis());
+        self.write("schedule new refunds", |tx| {
+            tx.execute(SCHEDULE_NEW, [modifier])
+                .during("schedule new refunds")
+        })
+    }
+
+    /// Records one query attempt and applies `decision` to the refund, in one transaction:
+    /// the attempt row (outcome = `decision.class`), then the change as a compare-and-set on
+    /// `status = 'REFUND_PENDING'` (a notification may have finalized the refund since it was
+    /// claimed), then `decision.discrepancies` (source `query`).
+    ///
+    /// Discrepancies are recorded even when the refund went final meanwhile: they are
+    /// observations about the gateway's answer, never applied to the row.
+    pub fn record_attempt(
+        &mut self,
+        attempt: &AttemptRecord,
+        decision: &Decision,
+    ) -> Result<Applied, LedgerError> {
+        const OP: &str = "record attempt";
+        let no = attempt.out_refund_no.as_str();
+        let at = ts_text(attempt.attempted_at);
+        let class = decision.class.as_str();
+        let error = attempt.error.as_deref().map(clip_error);
+        self.write(OP, |tx| {
+            let current: Option<(String, i64)> = tx
+                .prepare_cached("SELECT status, review_flag FROM refunds WHERE out_refund_no = ?1")
+                .during(OP)?
+                .query_row([no], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .during(OP)?;
+            let Some((status_text, review_flag)) = current else {
+                return Err(LedgerError::NotFound {
+                    out_refund_no: attempt.out_refund_no.clone(),
+                });
+            };
+            let recorded: RefundStatus = Cell { out_refund_no: no }.parse("status", &status_text)?;
+
+            tx.prepare_cached(
+                "INSERT INTO attempts (out_refund_no, attempted_at, outcome, http_status, gateway_code,
+                                       data_status, latency_ms, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .during(OP)?
+            .execute(params![
+                no,
+                at,
+                class,
+                attempt.http_status,
+                attempt.gateway_code,
+                attempt.data_status,
+                i64::try_from(attempt.latency.as_millis()).unwrap_or(i64::MAX),
+                error,
+            ])
+            .during(OP)?;
+
+            let applied = match &decision.change {
+                Change::Finalize {
+                    status,
+                    refund_trade_no,
+                    refund_finish_time,
+                } => {
+                    let changed = tx
+                        .prepare_cached(
+                            "UPDATE refunds
+                                SET status = ?2, final_source = ?3, finalized_at = ?4,
+                                    refund_finish_time = ?5,
+                                    refund_trade_no = coalesce(refund_trade_no, ?6),
+                                    next_query_at = NULL, attempts = attempts + 1,
+                                    last_attempt_at = ?4, last_outcome = ?7, last_error = ?8
+                              WHERE out_refund_no = ?1 AND status = 'REFUND_PENDING'",
+                        )
+                        .during(OP)?
+                        .execute(params![
+                            no,
+                            status.as_str(),
+                            FinalSource::Query.as_str(),
+                            at,
+                            refund_finish_time.map(ts_text),
+                            refund_trade_no,
+                            class,
+                            error,
+                        ])
+                        .map_err(|source| final_or(source, attempt, OP))?;
+                    match (changed, recorded.as_final()) {
+                        (1, _) => Applied::Finalized(*status),
+                        (_, Some(held)) if held == *status => Applied::AlreadyFinal(held),
+                        (_, Some(held)) => {
+                            insert_discrepancy(
+                                tx,
+                                no,
+                                &at,
+                                "conflicting_final",
+                                held.as_str(),
+                                status.as_str(),
+                            )?;
+                            Applied::Conflict {
+                                recorded: held,
+                                observed: *status,
+                            }
+                        }
+                        // Pending under our IMMEDIATE lock, yet the CAS changed nothing: the
+                        // row is not what it claims to be.
+                        (_, None) => {
+                            return Err(LedgerError::CorruptRow {
+                                out_refund_no: no.to_owned(),
+                                column: "status",
+                                detail: "pending row refused a pending-only update".to_owned(),
+                            });
+                        }
+                    }
+                }
+                Change::Reschedule {
+                    next_query_at,
+                    attempts,
+                    unknown_since,
+                    refund_trade_no,
+                    flag,
+                } => match recorded.as_final() {
+                    Some(held) => Applied::AlreadyFinal(held),
+                    None => {
+                        let newly_flagged = flag.filter(|_| review_flag == 0);
+                        tx.prepare_cached(
+                            "UPDATE refunds
+                                SET next_query_at = ?2, attempts = ?3, unknown_since = ?4,
+                                    refund_trade_no = coalesce(refund_trade_no, ?5),
+                                    last_attempt_at = ?6, last_outcome = ?7, last_error = ?8,
+                                    review_flag = CASE WHEN ?9 IS NULL THEN review_flag ELSE 1 END,
+                                    review_reason = coalesce(?9, review_reason),
+                                    flagged_at = CASE WHEN ?9 IS NULL THEN flagged_at ELSE ?6 END
+                              WHERE out_refund_no = ?1 AND status = 'REFUND_PENDING'",
+                        )
+                        .during(OP)?
+                        .execute(params![
+                            no,
+                            ts_text(*next_query_at),
+                            attempts,
+                            unknown_since.map(ts_text),
+                            refund_trade_no,
+                            at,
+                            class,
+                            error,
+                            newly_flagged.map(|r| r.as_str()),
+                        ])
+                        .during(OP)?;
+                        if decision.class == OutcomeClass::Mismatch {
+                            Applied::Mismatch {
+                                flagged: newly_flagged,
+                            }
+                        } else {
+                            Applied::Rescheduled {
+                                next_query_at: *next_query_at,
+                                flagged: newly_flagged,
+                            }
+                        }
+                    }
+                },
+            };
+            for d in &decision.discrepancies {
+                insert_discrepancy(tx, no, &at, d.kind.as_str(), &d.expected, &d.observed)?;
+            }
+            Ok(applied)
+        })
+    }
+
+    /// Inserts a verified notification exactly as the merchant's app does; the schema's
+    /// trigger applies it (finalize, duplicate, conflict, mismatch, unknown refund).
+    pub fn record_notification(&self, n: &NotificationRecord) -> Result<(), LedgerError> {
+        const OP: &str = "record notification";
+        self.write(OP, |tx| {
+            tx.prepare_cached(
+                "INSERT INTO notifications (out_refund_no, status, refund_trade_no, amount, currency,
+                                            refund_finish_time, notify_time)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .during(OP)?
+            .execute(params![
+                n.out_refund_no.as_str(),
+                n.status.as_str(),
+                n.refund_trade_no,
+                n.amount.to_string(),
+                n.currency.as_str(),
+                n.refund_finish_time.map(ts_text),
+                ts_text(n.notify_time),
+            ])
+            .during(OP)?;
+            Ok(())
+        })
+    }
+
+    /// Records the start of a sweep; returns its id for [`Ledger::finish_sweep`].
+    pub fn begin_sweep(&self, started_at: Timestamp) -> Result<i64, LedgerError> {
+        const OP: &str = "begin sweep";
+        self.write(OP, |tx| {
+            tx.execute(
+                "INSERT INTO sweeps (started_at) VALUES (?1)",
+                [ts_text(started_at)],
+            )
+            .during(OP)?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    /// Records the end of a sweep with its counts and, if it stopped early, why.
+    pub fn finish_sweep(
+        &self,
+        id: i64,
+        finished_at: Timestamp,
+        counts: &SweepCounts,
+        halted: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        const OP: &str = "finish sweep";
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.write(OP, |tx| {
+            let changed = tx
+                .execute(
+                    "UPDATE sweeps SET finished_at = ?2, claimed = ?3, finalized = ?4,
+                            rescheduled = ?5, failed = ?6, halted_reason = ?7
+                      WHERE id = ?1",
+                    params![
+                        id,
+                        ts_text(finished_at),
+                        n(counts.claimed),
+                        n(counts.finalized),
+                        n(counts.rescheduled),
+                        n(counts.failed),
+                        halted,
+                    ],
+                )
+                .during(OP)?;
+            if changed == 0 {
+                return Err(LedgerError::SweepNotFound { id });
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The `schedule_new` statement; its plan is checked in the tests.
+pub(crate) const SCHEDULE_NEW: &str = "\
+    UPDATE refunds
+       SET next_query_at = strftime('%Y-%m-%dT%H:%M:%fZ', created_at, ?1)
+     WHERE status = 'REFUND_PENDING' AND next_query_at IS NULL";
+
+/// Validates and inserts one refund with the prepared [`INSERT_REFUND`].
+fn insert_one(
+    stmt: &mut Statement<'_>,
+    r: &NewRefund,
+    index: Option<usize>,
+) -> Result<(), LedgerError> {
+    let invalid = |source: InvalidValue| LedgerError::InvalidRefund {
+        out_refund_no: r.out_refund_no.clone(),
+        index,
+        source,
+    };
+    // The fields are public, so re-check what the ledger's CHECKs would refuse, and say why.
+    let amount = r.amount.to_string();
+    validate_amount(&amount, r.currency).map_err(invalid)?;
+    let (final_source, finalized_at) = match r.status {
+        RefundStatus::Pending => (None, None),
+        RefundStatus::Failed => (
+            Some(FinalSource::RefundResponse.as_str()),
+            Some(ts_text(r.created_at)),
+        ),
+        RefundStatus::Success => {
+            return Err(invalid(InvalidValue::new(
+                "status",
+                "a new refund is REFUND_PENDING or REFUND_FAILED; /refund never answers REFUND_SUCCESS",
+            )));
+        }
+    };
+    stmt.execute(params![
+        r.out_refund_no.as_str(),
+        r.refund_trade_no,
+        r.out_trade_no,
+        amount,
+        r.currency.as_str(),
+        r.status.as_str(),
+        ts_text(r.created_at),
+        final_source,
+        finalized_at,
+    ])
+    .map_err(|source| {
+        if is_trigger(&source, trigger_msg::REFUND_EXISTS) || is_unique_violation(&source) {
+            LedgerError::DuplicateRefund {
+                out_refund_no: r.out_refund_no.clone(),
+                index,
+            }
+        } else {
+            LedgerError::Sqlite {
+                op: "insert refund",
+                source,
+            }
+        }
+    })?;
+    Ok(())
+}
+
+fn insert_discrepancy(
+    tx: &rusqlite::Transaction<'_>,
+    no: &str,
+    at: &str,
+    kind: &str,
+    expected: &str,
+    observed: &str,
+) -> Result<(), LedgerError> {
+    tx.prepare_cached(
+        "INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
+         VALUES (?1, ?2, 'query', ?3, ?4, ?5)",
+    )
+    .during("record discrepancy")?
+    .execute(params![no, at, kind, expected, observed])
+    .during("record discrepancy")?;
+    Ok(())
+}
+
+/// Maps the final-is-final trigger to its typed error.
+fn final_or(source: rusqlite::Error, attempt: &AttemptRecord, op: &'static str) -> LedgerError {
+    if is_trigger(&source, trigger_msg::FINAL_IMMUTABLE) {
+        LedgerError::FinalImmutable {
+            out_refund_no: attempt.out_refund_no.clone(),
+            source,
+        }
+    } else {
+        LedgerError::Sqlite { op, source }
+    }
+}
