@@ -19,7 +19,12 @@ pub struct Cli {
 #[derive(Debug, Args, Clone, Default)]
 pub struct LedgerArgs {
     /// The config file (its ledger.path is used unless --ledger is given).
-    #[arg(long, short = 'c', env = "CHECUS_RECONCILER_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "CHECUS_RECONCILER_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
     /// The ledger file (overrides the config's ledger.path).
     #[arg(long, value_name = "PATH")]
@@ -30,7 +35,12 @@ pub struct LedgerArgs {
 #[derive(Debug, Args, Clone)]
 pub struct ConfigArgs {
     /// The config file.
-    #[arg(long, short = 'c', env = "CHECUS_RECONCILER_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "CHECUS_RECONCILER_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: PathBuf,
 }
 

@@ -51,7 +51,7 @@ pub enum DaemonError {
 }
 
 /// Re-reads the configuration for a SIGHUP reload.
-pub type Reloader = Box<dyn Fn() -> Result<(Config, LoadedKeys), ConfigError> + Send + Sync>;
+pub type Reloader = Arc<dyn Fn() -> Result<(Config, LoadedKeys), ConfigError> + Send + Sync>;
 
 /// Holds the exclusive daemon lock on `<ledger>.lock` for as long as it lives. The kernel
 /// drops the lock when the process dies, even by SIGKILL, so no stale lock survives a crash.
@@ -111,11 +111,14 @@ fn build_worker(
     ))
 }
 
+/// Called after every sweep with its report.
+pub type SweepHook = Box<dyn Fn(&SweepReport) + Send + Sync>;
+
 /// Hooks tests and the demo use to watch the daemon; production passes `Hooks::default()`.
 #[derive(Default)]
 pub struct Hooks {
     /// Called after every sweep with its report.
-    pub on_sweep: Option<Box<dyn Fn(&SweepReport) + Send + Sync>>,
+    pub on_sweep: Option<SweepHook>,
     /// Called once the daemon is ready (ledger open, lock held, scheduler running).
     pub on_ready: Option<Box<dyn FnOnce() + Send>>,
     /// Replaces the jitter draw (tests: no jitter).
@@ -283,7 +286,10 @@ pub async fn run(
     let outcome = match finished {
         Some(r) => r,
         None => {
-            info!(deadline_s = deadline.as_secs_f64(), "shutdown requested; draining in-flight queries");
+            info!(
+                deadline_s = deadline.as_secs_f64(),
+                "shutdown requested; draining in-flight queries"
+            );
             match tokio::time::timeout(deadline, &mut handle).await {
                 Ok(r) => r,
                 Err(_) => {

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, KeySource, KeySources, LoadedKeys, LogFormat, LogSettings, WorkerSettings};
+use crate::config::{
+    Config, KeySource, KeySources, LoadedKeys, LogFormat, LogSettings, WorkerSettings,
+};
 use crate::domain::{
     Clock, NewRefund, OutRefundNo, Policy, RefundStatus, Schedule, SystemClock, format_ts,
 };
@@ -94,7 +96,12 @@ pub fn demo_policy() -> Policy {
     Policy {
         schedule: Schedule {
             grace: Duration::from_millis(500),
-            steps: vec![Duration::from_millis(300), Duration::from_millis(600), s(1), s(2)],
+            steps: vec![
+                Duration::from_millis(300),
+                Duration::from_millis(600),
+                s(1),
+                s(2),
+            ],
             steady: s(3),
             retry: Duration::from_millis(400),
             jitter: 0.1,
@@ -152,13 +159,13 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
         if let Some(status @ RefundStatus::Success) = sb.truth(no) {
             let script = &scripts.iter().find(|(n, _)| n == no).expect("present").1;
             ledger.record_notification(&NotificationRecord {
-                out_refund_no: no.clone(),
+                out_refund_no: OutRefundNo::parse(no).expect("generated refund numbers are valid"),
                 status: status.as_final().expect("final"),
                 refund_trade_no: Some(script.refund_trade_no.clone()),
                 amount: script.amount,
                 currency: script.currency,
                 refund_finish_time: Some(now),
-                notify_time: Some(now),
+                notify_time: now,
             })?;
             notified += 1;
         }
@@ -228,19 +235,19 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
     });
     if let Some((no, script)) = conflicting {
         ledger.record_notification(&NotificationRecord {
-            out_refund_no: no.clone(),
+            out_refund_no: OutRefundNo::parse(no).expect("generated refund numbers are valid"),
             status: crate::domain::FinalStatus::Failed,
             refund_trade_no: Some(script.refund_trade_no.clone()),
             amount: script.amount,
             currency: script.currency,
             refund_finish_time: Some(clock.now()),
-            notify_time: Some(clock.now()),
+            notify_time: clock.now(),
         })?;
     }
 
     // Check every refund against the sandbox's truth.
     let rows = ledger.list(&ListFilter {
-        limit: Some(usize::MAX),
+        limit: usize::MAX,
         ..Default::default()
     })?;
     let mut report = DemoReport {
@@ -257,7 +264,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
     };
     for row in &rows {
         *report.by_status.entry(row.status.to_string()).or_default() += 1;
-        if row.final_source.as_deref() == Some("notification") {
+        if row.final_source == Some(crate::domain::FinalSource::Notification) {
             report.finalized_by_notification += 1;
         }
         let truth = sb.truth(row.out_refund_no.as_str());
@@ -298,8 +305,12 @@ fn demo_config(ledger_path: &Path, sb: &Sandbox) -> Config {
         ledger_path: ledger_path.to_owned(),
         gateway,
         keys: KeySources {
-            merchant_private_key: KeySource::File("testdata/INSECURE-test-keys/merchant_private.b64".into()),
-            gateway_public_key: KeySource::File("testdata/INSECURE-test-keys/gateway_public.b64".into()),
+            merchant_private_key: KeySource::File(
+                "testdata/INSECURE-test-keys/merchant_private.b64".into(),
+            ),
+            gateway_public_key: KeySource::File(
+                "testdata/INSECURE-test-keys/gateway_public.b64".into(),
+            ),
         },
         policy: demo_policy(),
         worker: WorkerSettings {

@@ -86,12 +86,15 @@ impl RawRefund {
                 InvalidValue::new("created_at", format!("{t:?} is not an RFC 3339 time: {e}"))
             })?,
         };
-        let opt = |field: &'static str, v: Option<String>| -> Result<Option<String>, InvalidValue> {
-            match v.filter(|s| !s.is_empty()) {
-                Some(s) if s.len() > 64 => Err(InvalidValue::new(field, "longer than 64 characters")),
-                other => Ok(other),
-            }
-        };
+        let opt =
+            |field: &'static str, v: Option<String>| -> Result<Option<String>, InvalidValue> {
+                match v.filter(|s| !s.is_empty()) {
+                    Some(s) if s.len() > 64 => {
+                        Err(InvalidValue::new(field, "longer than 64 characters"))
+                    }
+                    other => Ok(other),
+                }
+            };
         Ok(NewRefund {
             out_refund_no,
             refund_trade_no: opt("refundTradeNo", self.refund_trade_no)?,
@@ -287,7 +290,10 @@ fn parse_csv(
             status: get("status"),
             created_at: get("created_at"),
         };
-        out.push((line, raw.validate(now).map_err(|e| row_error(file, line, e))?));
+        out.push((
+            line,
+            raw.validate(now).map_err(|e| row_error(file, line, e))?,
+        ));
         if out.len() % 10_000 == 0 {
             progress(out.len());
         }

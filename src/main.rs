@@ -118,7 +118,8 @@ fn open_existing(args: &LedgerArgs, env: &Environment) -> Result<Ledger, Failure
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Outcome {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::new(ExitCode::Failure, e))?;
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| Failure::new(ExitCode::Failure, e))?;
     println!("{text}");
     Ok(ExitCode::Ok)
 }
@@ -130,7 +131,7 @@ fn parse_refund_no(text: &str) -> Result<OutRefundNo, Failure> {
 /// Shutdown on SIGTERM/SIGINT (the one place the token is cancelled), reload on SIGHUP.
 fn install_signals(
     token: CancellationToken,
-    reload: Option<(tokio::sync::mpsc::Sender<Reloader>, Arc<dyn Fn() -> Reloader + Send + Sync>)>,
+    reload: Option<(tokio::sync::mpsc::Sender<Reloader>, Reloader)>,
 ) -> Result<(), Failure> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| Failure::new(ExitCode::Failure, e).context("installing signal handlers"))?;
@@ -138,9 +139,9 @@ fn install_signals(
         while let Some(signal) = signals.next().await {
             match signal {
                 SIGHUP => match &reload {
-                    Some((tx, make)) => {
+                    Some((tx, reloader)) => {
                         tracing::info!("SIGHUP received; reloading configuration");
-                        let _ = tx.send(make()).await;
+                        let _ = tx.send(Arc::clone(reloader)).await;
                     }
                     None => tracing::info!("SIGHUP ignored by this command"),
                 },
@@ -170,8 +171,8 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
             let ledger = Ledger::open(&path).map_err(ledger_failure)?;
             println!(
                 "ledger ready: {} (schema version {})",
-                path.display(),
-                ledger.schema_version().map_err(ledger_failure)?
+                ledger.path().display(),
+                checus_reconciler::ledger::SCHEMA_VERSION
             );
             Ok(ExitCode::Ok)
         }
@@ -203,19 +204,15 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
             let keys = cfg.keys.load().map_err(config_failure)?;
             let token = CancellationToken::new();
             let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
-            let make_reloader: Arc<dyn Fn() -> Reloader + Send + Sync> = {
-                let config = config.clone();
-                let env = env.clone();
+            let reloader: Reloader = {
+                let (config, env) = (config.clone(), env.clone());
                 Arc::new(move || {
-                    let (config, env) = (config.clone(), env.clone());
-                    Box::new(move || {
-                        let cfg = Config::load(&config, &env)?;
-                        let keys = cfg.keys.load()?;
-                        Ok((cfg, keys))
-                    }) as Reloader
+                    let cfg = Config::load(&config, &env)?;
+                    let keys = cfg.keys.load()?;
+                    Ok((cfg, keys))
                 })
             };
-            install_signals(token.clone(), Some((reload_tx, make_reloader)))?;
+            install_signals(token.clone(), Some((reload_tx, reloader)))?;
             daemon::run(
                 cfg,
                 keys,
@@ -262,7 +259,7 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
                     status: status.map(RefundStatus::from),
                     flagged: flagged.then_some(true),
                     since,
-                    limit: Some(limit),
+                    limit,
                 })
                 .map_err(ledger_failure)?;
             if json {
@@ -360,7 +357,11 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
                     ),
                     other => ledger_failure(other),
                 })?;
-            println!("imported {written} refunds from {} into {}", file.display(), path.display());
+            println!(
+                "imported {written} refunds from {} into {}",
+                file.display(),
+                path.display()
+            );
             Ok(ExitCode::Ok)
         }
         Command::Query {
@@ -409,7 +410,9 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
             if !listen.ip().is_loopback() {
                 return Err(Failure::new(
                     ExitCode::Usage,
-                    anyhow::anyhow!("--listen {listen}: the sandbox serves loopback addresses only"),
+                    anyhow::anyhow!(
+                        "--listen {listen}: the sandbox serves loopback addresses only"
+                    ),
                 ));
             }
             let latency = parse_duration(&latency)
@@ -420,10 +423,9 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
                     let file = std::fs::File::open(&path)
                         .with_context(|| format!("{}", path.display()))
                         .map_err(|e| Failure::new(ExitCode::Input, e))?;
-                    sandbox::parse_scripts_jsonl(std::io::BufReader::new(file))
-                        .map_err(|e| {
-                            Failure::new(ExitCode::Input, anyhow::anyhow!("{}: {e}", path.display()))
-                        })?
+                    sandbox::parse_scripts_jsonl(std::io::BufReader::new(file)).map_err(|e| {
+                        Failure::new(ExitCode::Input, anyhow::anyhow!("{}: {e}", path.display()))
+                    })?
                 }
             };
             let mut options = sandbox::SandboxOptions::insecure_test(Arc::new(SystemClock));
@@ -476,11 +478,15 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
 }
 
 /// `--since` takes an RFC 3339 time or a duration ago (`24h`).
-fn parse_since(text: &str, now: checus_reconciler::domain::Timestamp) -> Result<checus_reconciler::domain::Timestamp, String> {
+fn parse_since(
+    text: &str,
+    now: checus_reconciler::domain::Timestamp,
+) -> Result<checus_reconciler::domain::Timestamp, String> {
     if let Ok(t) = parse_ts(text) {
         return Ok(t);
     }
-    let ago = parse_duration(text).map_err(|_| format!("{text:?} is neither an RFC 3339 time nor a duration like 24h"))?;
+    let ago = parse_duration(text)
+        .map_err(|_| format!("{text:?} is neither an RFC 3339 time nor a duration like 24h"))?;
     let ago = chrono::TimeDelta::from_std(ago).map_err(|e| e.to_string())?;
     Ok(now - ago)
 }

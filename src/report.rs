@@ -97,8 +97,16 @@ pub fn detail(d: &RefundDetail) -> String {
         let _ = writeln!(out, "{k:<20}{v}");
     };
     field(&mut out, "out_refund_no", r.out_refund_no.to_string());
-    field(&mut out, "refund_trade_no", r.refund_trade_no.clone().unwrap_or_else(|| "-".into()));
-    field(&mut out, "out_trade_no", r.out_trade_no.clone().unwrap_or_else(|| "-".into()));
+    field(
+        &mut out,
+        "refund_trade_no",
+        r.refund_trade_no.clone().unwrap_or_else(|| "-".into()),
+    );
+    field(
+        &mut out,
+        "out_trade_no",
+        r.out_trade_no.clone().unwrap_or_else(|| "-".into()),
+    );
     field(&mut out, "amount", format!("{} {}", r.amount, r.currency));
     field(&mut out, "status", r.status.to_string());
     field(&mut out, "created_at", format_ts(r.created_at));
@@ -201,7 +209,9 @@ impl QuerySummary {
     pub fn from_processed(no: &OutRefundNo, p: &Processed) -> Self {
         let ledger = match &p.applied {
             Applied::Finalized(s) => format!("finalized {s}"),
-            Applied::Rescheduled { flagged: Some(r), .. } => format!("rescheduled; flagged: {r}"),
+            Applied::Rescheduled {
+                flagged: Some(r), ..
+            } => format!("rescheduled; flagged: {r}"),
             Applied::Rescheduled { .. } => "rescheduled".into(),
             Applied::AlreadyFinal(s) => format!("already final: {s}"),
             Applied::Conflict { recorded, observed } => {
@@ -227,7 +237,12 @@ impl QuerySummary {
                 .decision
                 .discrepancies
                 .iter()
-                .map(|d| format!("{}: expected {} observed {}", d.kind, d.expected, d.observed))
+                .map(|d| {
+                    format!(
+                        "{}: expected {} observed {}",
+                        d.kind, d.expected, d.observed
+                    )
+                })
                 .collect(),
         }
     }
@@ -235,7 +250,11 @@ impl QuerySummary {
     /// For people.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "{}: {} ({})", self.out_refund_no, self.outcome, self.ledger);
+        let _ = writeln!(
+            out,
+            "{}: {} ({})",
+            self.out_refund_no, self.outcome, self.ledger
+        );
         let _ = writeln!(
             out,
             "  http={} code={} status={} latency={}ms{}",

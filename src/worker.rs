@@ -278,7 +278,10 @@ impl Inner {
         self.halt.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn sweep(self: &Arc<Self>, shutdown: &CancellationToken) -> Result<SweepReport, WorkerError> {
+    async fn sweep(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+    ) -> Result<SweepReport, WorkerError> {
         let started = self.clock.now();
         let grace = self.policy.schedule.grace;
         let batch = self.settings.batch_size;
@@ -430,7 +433,12 @@ impl Inner {
         })
     }
 
-    fn decide(&self, recorded: RefundStatus, state: &RefundState, report: &QueryReport) -> Decision {
+    fn decide(
+        &self,
+        recorded: RefundStatus,
+        state: &RefundState,
+        report: &QueryReport,
+    ) -> Decision {
         decide(
             recorded,
             state,
@@ -457,7 +465,10 @@ impl Inner {
             error: report.error.clone(),
         };
         let d = decision.clone();
-        let applied = self.ledger.call(move |l| l.record_attempt(&attempt, &d)).await?;
+        let applied = self
+            .ledger
+            .call(move |l| l.record_attempt(&attempt, &d))
+            .await?;
         log_applied(state, report, &decision, &applied);
         Ok(applied)
     }
@@ -537,9 +548,25 @@ fn log_applied(state: &RefundState, report: &QueryReport, decision: &Decision, a
         Applied::Finalized(status) => {
             let attempt = state.attempts + 1;
             if status.status() == RefundStatus::Failed {
-                warn!(out_refund_no = no, status = status.as_str(), source = "query", outcome, attempt, latency_ms, "refund finalized");
+                warn!(
+                    out_refund_no = no,
+                    status = status.as_str(),
+                    source = "query",
+                    outcome,
+                    attempt,
+                    latency_ms,
+                    "refund finalized"
+                );
             } else {
-                info!(out_refund_no = no, status = status.as_str(), source = "query", outcome, attempt, latency_ms, "refund finalized");
+                info!(
+                    out_refund_no = no,
+                    status = status.as_str(),
+                    source = "query",
+                    outcome,
+                    attempt,
+                    latency_ms,
+                    "refund finalized"
+                );
             }
         }
         Applied::Rescheduled {
@@ -564,17 +591,31 @@ fn log_applied(state: &RefundState, report: &QueryReport, decision: &Decision, a
                     next_query_at = %next,
                     "refund query failed; will retry"
                 ),
-                QueryOutcome::RateLimited => warn!(out_refund_no = no, outcome, attempt, next_query_at = %next, "refund query rate limited; will retry"),
-                _ => info!(out_refund_no = no, outcome, attempt, latency_ms, next_query_at = %next, "refund still pending"),
+                QueryOutcome::RateLimited => {
+                    warn!(out_refund_no = no, outcome, attempt, next_query_at = %next, "refund query rate limited; will retry")
+                }
+                _ => {
+                    info!(out_refund_no = no, outcome, attempt, latency_ms, next_query_at = %next, "refund still pending")
+                }
             }
         }
         Applied::Mismatch { flagged } => {
             if let Some(reason) = flagged {
-                error!(out_refund_no = no, reason = reason.as_str(), outcome, "refund flagged for review");
+                error!(
+                    out_refund_no = no,
+                    reason = reason.as_str(),
+                    outcome,
+                    "refund flagged for review"
+                );
             }
         }
         Applied::AlreadyFinal(status) => {
-            debug!(out_refund_no = no, status = status.as_str(), outcome, "refund already final");
+            debug!(
+                out_refund_no = no,
+                status = status.as_str(),
+                outcome,
+                "refund already final"
+            );
         }
         Applied::Conflict { recorded, observed } => {
             error!(

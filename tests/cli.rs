@@ -14,7 +14,9 @@ const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/INSECURE-test-
 
 fn cmd(dir: &Path) -> Command {
     let mut c = Command::new(BIN);
-    c.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    c.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     c
 }
 
@@ -59,6 +61,7 @@ base_url = "{base_url}"
 app_id = "SANDBOX-APP"
 merchant_no = "SANDBOX-MERCHANT"
 request_timeout = "2s"
+connect_timeout = "1s"
 
 [keys]
 merchant_private_key = "file:{private}"
@@ -118,7 +121,10 @@ impl Proc {
                         return line;
                     }
                 }
-                Err(_) => panic!("no line containing {needle:?}; saw:\n{}", self.seen.join("\n")),
+                Err(_) => panic!(
+                    "no line containing {needle:?}; saw:\n{}",
+                    self.seen.join("\n")
+                ),
             }
         }
     }
@@ -189,9 +195,13 @@ fn init_creates_a_versioned_ledger_and_is_idempotent() {
     let o = run(d.path(), &["init", "--ledger", &l]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let conn = rusqlite::Connection::open(&l).unwrap();
-    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(v, 1);
-    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "wal");
 }
 
@@ -199,7 +209,11 @@ fn init_creates_a_versioned_ledger_and_is_idempotent() {
 fn ledgers_we_cannot_trust_are_refused_with_exit_4() {
     let d = tempfile::tempdir().unwrap();
     let junk = d.path().join("junk.sqlite");
-    std::fs::write(&junk, "this is not a database, it is a shopping list\n".repeat(200)).unwrap();
+    std::fs::write(
+        &junk,
+        "this is not a database, it is a shopping list\n".repeat(200),
+    )
+    .unwrap();
     let o = run(d.path(), &["status", "--ledger", junk.to_str().unwrap()]);
     assert_eq!(code(&o), 4, "{}", stderr(&o));
     assert!(stderr(&o).contains("junk.sqlite"), "{}", stderr(&o));
@@ -217,7 +231,10 @@ fn ledgers_we_cannot_trust_are_refused_with_exit_4() {
     let missing = d.path().join("nope.sqlite");
     let o = run(d.path(), &["status", "--ledger", missing.to_str().unwrap()]);
     assert_eq!(code(&o), 4, "{}", stderr(&o));
-    assert!(!missing.exists(), "read-only commands never create a ledger");
+    assert!(
+        !missing.exists(),
+        "read-only commands never create a ledger"
+    );
 }
 
 #[test]
@@ -227,30 +244,68 @@ fn add_show_list_status_round_trip() {
     let o = run(
         d.path(),
         &[
-            "add", "--ledger", &l, "--out-refund-no", "R-CLI-1", "--amount", "12.50",
-            "--currency", "USD", "--out-trade-no", "O-1",
+            "add",
+            "--ledger",
+            &l,
+            "--out-refund-no",
+            "R-CLI-1",
+            "--amount",
+            "12.50",
+            "--currency",
+            "USD",
+            "--out-trade-no",
+            "O-1",
         ],
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let o = run(
         d.path(),
         &[
-            "add", "--ledger", &l, "--out-refund-no", "R-CLI-2", "--amount", "15000",
-            "--currency", "IDR", "--status", "REFUND_FAILED",
+            "add",
+            "--ledger",
+            &l,
+            "--out-refund-no",
+            "R-CLI-2",
+            "--amount",
+            "15000",
+            "--currency",
+            "IDR",
+            "--status",
+            "REFUND_FAILED",
         ],
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     // Duplicate: exit 5, names the refund.
     let o = run(
         d.path(),
-        &["add", "--ledger", &l, "--out-refund-no", "R-CLI-1", "--amount", "1", "--currency", "USD"],
+        &[
+            "add",
+            "--ledger",
+            &l,
+            "--out-refund-no",
+            "R-CLI-1",
+            "--amount",
+            "1",
+            "--currency",
+            "USD",
+        ],
     );
     assert_eq!(code(&o), 5, "{}", stderr(&o));
     assert!(stderr(&o).contains("R-CLI-1"));
     // Bad amount: exit 5, names the field, writes nothing.
     let o = run(
         d.path(),
-        &["add", "--ledger", &l, "--out-refund-no", "R-CLI-3", "--amount", "1.005", "--currency", "USD"],
+        &[
+            "add",
+            "--ledger",
+            &l,
+            "--out-refund-no",
+            "R-CLI-3",
+            "--amount",
+            "1.005",
+            "--currency",
+            "USD",
+        ],
     );
     assert_eq!(code(&o), 5);
     assert!(stderr(&o).contains("amount"), "{}", stderr(&o));
@@ -258,12 +313,25 @@ fn add_show_list_status_round_trip() {
     let o = run(d.path(), &["show", "--ledger", &l, "R-CLI-1", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v["refund"]["amount"], "12.50", "amounts are exact decimal strings");
+    assert_eq!(
+        v["refund"]["amount"], "12.50",
+        "amounts are exact decimal strings"
+    );
     assert_eq!(v["refund"]["status"], "REFUND_PENDING");
     let o = run(d.path(), &["show", "--ledger", &l, "R-NOPE"]);
     assert_eq!(code(&o), 6);
 
-    let o = run(d.path(), &["list", "--ledger", &l, "--status", "REFUND_FAILED", "--json"]);
+    let o = run(
+        d.path(),
+        &[
+            "list",
+            "--ledger",
+            &l,
+            "--status",
+            "REFUND_FAILED",
+            "--json",
+        ],
+    );
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1);
     assert_eq!(v[0]["out_refund_no"], "R-CLI-2");
@@ -292,7 +360,11 @@ fn import_is_validated_and_all_or_nothing() {
     .unwrap();
     let o = run(d.path(), &["import", "--ledger", &l, bad.to_str().unwrap()]);
     assert_eq!(code(&o), 5, "{}", stderr(&o));
-    assert!(stderr(&o).contains("refunds.csv:3: amount"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("refunds.csv:3: amount"),
+        "{}",
+        stderr(&o)
+    );
     let dup = d.path().join("dup.jsonl");
     std::fs::write(
         &dup,
@@ -306,30 +378,50 @@ fn import_is_validated_and_all_or_nothing() {
     let good = d.path().join("good.jsonl");
     let mut f = std::fs::File::create(&good).unwrap();
     for i in 0..25 {
-        writeln!(f, "{{\"outRefundNo\":\"R-G-{i}\",\"amount\":10.10,\"currency\":\"USD\"}}").unwrap();
+        writeln!(
+            f,
+            "{{\"outRefundNo\":\"R-G-{i}\",\"amount\":10.10,\"currency\":\"USD\"}}"
+        )
+        .unwrap();
     }
     drop(f);
-    let o = run(d.path(), &["import", "--ledger", &l, good.to_str().unwrap()]);
+    let o = run(
+        d.path(),
+        &["import", "--ledger", &l, good.to_str().unwrap()],
+    );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stdout(&o).contains("imported 25"));
     // A second import colliding with the ledger writes nothing, and says which line.
     let clash = d.path().join("clash.csv");
-    std::fs::write(&clash, "outRefundNo,amount,currency\nR-NEW,1,USD\nR-G-3,1,USD\n").unwrap();
-    let o = run(d.path(), &["import", "--ledger", &l, clash.to_str().unwrap()]);
+    std::fs::write(
+        &clash,
+        "outRefundNo,amount,currency\nR-NEW,1,USD\nR-G-3,1,USD\n",
+    )
+    .unwrap();
+    let o = run(
+        d.path(),
+        &["import", "--ledger", &l, clash.to_str().unwrap()],
+    );
     assert_eq!(code(&o), 5, "{}", stderr(&o));
     assert!(stderr(&o).contains("clash.csv:3"), "{}", stderr(&o));
     let o = run(d.path(), &["show", "--ledger", &l, "R-NEW"]);
     assert_eq!(code(&o), 6, "nothing from the failed import was written");
     let o = run(d.path(), &["show", "--ledger", &l, "R-G-0", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v["refund"]["amount"], "10.10", "JSON numbers keep their exact text");
+    assert_eq!(
+        v["refund"]["amount"], "10.10",
+        "JSON numbers keep their exact text"
+    );
 }
 
 #[test]
 fn check_config_accepts_good_config_and_names_the_bad_key() {
     let d = tempfile::tempdir().unwrap();
     let cfg = write_config(d.path(), "http://127.0.0.1:9/aggregate-pay/api/gateway", "");
-    let o = run(d.path(), &["check-config", "--config", cfg.to_str().unwrap()]);
+    let o = run(
+        d.path(),
+        &["check-config", "--config", cfg.to_str().unwrap()],
+    );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stdout(&o).contains("config ok"));
 
@@ -338,17 +430,30 @@ fn check_config_accepts_good_config_and_names_the_bad_key() {
         "http://checus.example.com/aggregate-pay/api/gateway",
         "",
     );
-    let o = run(d.path(), &["check-config", "--config", bad.to_str().unwrap()]);
+    let o = run(
+        d.path(),
+        &["check-config", "--config", bad.to_str().unwrap()],
+    );
     assert_eq!(code(&o), 3);
     assert!(stderr(&o).contains("gateway.base_url"), "{}", stderr(&o));
 
-    let unknown = write_config(d.path(), "http://127.0.0.1:9/x", "[worker]\nconcurency = 3\n");
-    let o = run(d.path(), &["check-config", "--config", unknown.to_str().unwrap()]);
+    let unknown = write_config(
+        d.path(),
+        "http://127.0.0.1:9/x",
+        "[worker]\nconcurency = 3\n",
+    );
+    let o = run(
+        d.path(),
+        &["check-config", "--config", unknown.to_str().unwrap()],
+    );
     assert_eq!(code(&o), 3);
     assert!(stderr(&o).contains("concurency"), "{}", stderr(&o));
 
     let missing = d.path().join("absent.toml");
-    let o = run(d.path(), &["check-config", "--config", missing.to_str().unwrap()]);
+    let o = run(
+        d.path(),
+        &["check-config", "--config", missing.to_str().unwrap()],
+    );
     assert_eq!(code(&o), 3);
     assert!(stderr(&o).contains("absent.toml"));
 }
@@ -364,7 +469,17 @@ fn query_now_records_the_attempt_like_any_other() {
     let cfg = cfg.to_str().unwrap();
     let o = run(
         d.path(),
-        &["add", "--config", cfg, "--out-refund-no", "R-Q-1", "--amount", "12.50", "--currency", "USD"],
+        &[
+            "add",
+            "--config",
+            cfg,
+            "--out-refund-no",
+            "R-Q-1",
+            "--amount",
+            "12.50",
+            "--currency",
+            "USD",
+        ],
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let o = run(d.path(), &["query", "--config", cfg, "R-Q-1", "--json"]);
@@ -389,7 +504,7 @@ fn the_daemon_reconciles_refuses_a_second_instance_and_drains_on_sigterm() {
     for i in 0..40 {
         let last = if i % 4 == 0 { "failed" } else { "success" };
         scripts.push_str(&format!(
-            "{{\"outRefundNo\":\"R-D-{i}\",\"refundTradeNo\":\"T{i}\",\"outTradeNo\":\"O{i}\",\"amount\":\"3.25\",\"currency\":\"USD\",\"steps\":[\"pending\",\"fault:http500\",\"{last}\"]}}\n"
+            "{{\"outRefundNo\":\"R-D-{i}\",\"refundTradeNo\":\"T{i}\",\"outTradeNo\":\"O{i}\",\"amount\":\"3.25\",\"currency\":\"USD\",\"steps\":[\"pending\",\"fault:http:500\",\"{last}\"]}}\n"
         ));
     }
     let (_sb, url) = sandbox(d.path(), &scripts);
@@ -405,7 +520,13 @@ fn the_daemon_reconciles_refuses_a_second_instance_and_drains_on_sigterm() {
         csv.push_str(&format!("R-D-{i},3.25,USD\n"));
     }
     std::fs::write(&import, csv).unwrap();
-    assert_eq!(code(&run(d.path(), &["import", "--config", cfg, import.to_str().unwrap()])), 0);
+    assert_eq!(
+        code(&run(
+            d.path(),
+            &["import", "--config", cfg, import.to_str().unwrap()]
+        )),
+        0
+    );
 
     let mut c = cmd(d.path());
     c.args(["run", "--config", cfg]);
@@ -451,7 +572,20 @@ fn the_daemon_reconciles_refuses_a_second_instance_and_drains_on_sigterm() {
 #[test]
 fn demo_runs_end_to_end_and_matches_the_truth() {
     let d = tempfile::tempdir().unwrap();
-    let o = run(d.path(), &["demo", "--dir", d.path().to_str().unwrap(), "--refunds", "80"]);
+    let o = run(
+        d.path(),
+        &[
+            "demo",
+            "--dir",
+            d.path().to_str().unwrap(),
+            "--refunds",
+            "80",
+        ],
+    );
     assert_eq!(code(&o), 0, "{}\n{}", stdout(&o), stderr(&o));
-    assert!(stdout(&o).contains("matches the sandbox's truth"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("matches the sandbox's truth"),
+        "{}",
+        stdout(&o)
+    );
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use checus_reconciler::domain::{Halt, RefundStatus};
+use checus_reconciler::domain::{FinalSource, Halt, OutcomeClass, RefundStatus, ReviewReason};
 use checus_reconciler::ledger::NotificationRecord;
 use checus_reconciler::sandbox::{Fault, Step};
 use common::Harness;
@@ -46,7 +46,7 @@ async fn pending_then_success_is_recorded_once_with_every_attempt() {
     assert_eq!(r.finalized, 1);
     let d = h.detail("R-OK");
     assert_eq!(d.refund.status, RefundStatus::Success);
-    assert_eq!(d.refund.final_source.as_deref(), Some("query"));
+    assert_eq!(d.refund.final_source, Some(FinalSource::Query));
     assert_eq!(d.refund.refund_trade_no.as_deref(), Some("T-R-OK"));
     assert!(d.refund.refund_finish_time.is_some());
     assert_eq!(d.attempts.len(), 3);
@@ -68,7 +68,7 @@ async fn pending_then_failed_is_final_failed() {
     h.step("R-FAIL").await;
     let d = h.detail("R-FAIL");
     assert_eq!(d.refund.status, RefundStatus::Failed);
-    assert_eq!(d.refund.final_source.as_deref(), Some("query"));
+    assert_eq!(d.refund.final_source, Some(FinalSource::Query));
 }
 
 #[tokio::test]
@@ -83,7 +83,7 @@ async fn unknown_at_gateway_for_24h_is_flagged_and_still_polled() {
     }
     let d = h.detail("R-UNK");
     assert_eq!(d.refund.status, RefundStatus::Pending);
-    assert_eq!(d.refund.review_reason.as_deref(), Some("unknown_at_gateway_too_long"));
+    assert_eq!(d.refund.review_reason, Some(ReviewReason::UnknownTooLong));
     let first_unknown = d.attempts.first().unwrap().attempted_at;
     assert!(d.refund.flagged_at.unwrap() - first_unknown >= chrono::TimeDelta::hours(24));
     // Nothing is dropped: still scheduled, at the slow cadence.
@@ -105,7 +105,7 @@ async fn pending_for_72h_is_flagged_and_still_polled() {
         assert!(steps < 50, "never flagged");
     }
     let d = h.detail("R-SLOW");
-    assert_eq!(d.refund.review_reason.as_deref(), Some("pending_too_long"));
+    assert_eq!(d.refund.review_reason, Some(ReviewReason::PendingTooLong));
     assert!(d.refund.flagged_at.unwrap() - d.refund.created_at >= chrono::TimeDelta::hours(72));
     assert!(d.refund.next_query_at.is_some());
 }
@@ -134,7 +134,15 @@ async fn transient_faults_are_retried_without_spending_attempts() {
     let outcomes: Vec<_> = d.attempts.iter().map(|a| a.outcome.as_str()).collect();
     assert_eq!(
         outcomes,
-        ["retryable", "retryable", "retryable", "retryable", "retryable", "rate_limited", "final"]
+        [
+            "retryable",
+            "retryable",
+            "retryable",
+            "retryable",
+            "retryable",
+            "rate_limited",
+            "final"
+        ]
     );
     assert_eq!(d.attempts[0].http_status, Some(500));
     assert_eq!(d.attempts[4].gateway_code.as_deref(), Some("SYSTEM_ERROR"));
@@ -154,10 +162,22 @@ async fn unverified_answers_never_finalize() {
         }
         let d = h.detail(&no);
         assert_eq!(d.refund.status, RefundStatus::Pending, "{fault:?}");
-        assert_eq!(d.refund.attempts, 0, "{fault:?}: unverified answers never count");
+        assert_eq!(
+            d.refund.attempts, 0,
+            "{fault:?}: unverified answers never count"
+        );
         assert_eq!(d.attempts.len(), 5);
-        assert!(d.attempts.iter().all(|a| a.outcome == "retryable"), "{fault:?}");
-        assert!(d.attempts.iter().all(|a| a.data_status.is_none() || a.outcome == "retryable"));
+        assert!(
+            d.attempts
+                .iter()
+                .all(|a| a.outcome == OutcomeClass::Retryable),
+            "{fault:?}"
+        );
+        assert!(
+            d.attempts
+                .iter()
+                .all(|a| a.data_status.is_none() || a.outcome == OutcomeClass::Retryable)
+        );
     }
 }
 
@@ -174,20 +194,20 @@ async fn answers_that_contradict_the_ledger_are_recorded_not_applied() {
         let d = h.detail("R-MIS");
         assert_eq!(d.refund.status, RefundStatus::Pending, "{fault:?}");
         assert!(d.refund.review_flag);
-        assert_eq!(d.refund.review_reason.as_deref(), Some("answer_mismatch"));
+        assert_eq!(d.refund.review_reason, Some(ReviewReason::AnswerMismatch));
         assert_eq!(d.discrepancies.len(), 1, "{fault:?}");
-        assert_eq!(d.discrepancies[0].kind, kind);
-        assert_eq!(d.attempts[0].outcome, "mismatch");
+        assert_eq!(d.discrepancies[0].kind.as_str(), kind);
+        assert_eq!(d.attempts[0].outcome, OutcomeClass::Mismatch);
     }
 }
 
 #[tokio::test]
 async fn a_configuration_error_halts_all_querying_until_a_probe_succeeds() {
-    let h = Harness::new().await;
+    // The gateway does not know this app id: MERCHANT_APP_INVALID on every query.
+    let h = Harness::with_settings(|s| s.app_id = "WRONG-APP".into()).await;
     for i in 0..20 {
         h.refund(&format!("R-CFG-{i}"), vec![Step::Success]);
     }
-    h.sandbox.set_global_fault(Some(Fault::Code("SIGN_VERIFY_FAILED".into())));
     h.advance(h.policy.schedule.grace);
     let r = h.sweep().await;
     assert!(r.halted.is_some());
@@ -198,7 +218,7 @@ async fn a_configuration_error_halts_all_querying_until_a_probe_succeeds() {
     );
     assert!(matches!(
         h.worker.halted().unwrap().halt,
-        Halt::ConfigError { ref code } if code == "SIGN_VERIFY_FAILED"
+        Halt::ConfigError { ref code } if code == "MERCHANT_APP_INVALID"
     ));
     // Before the re-check interval nothing is sent at all.
     h.advance(Duration::from_secs(60));
@@ -209,12 +229,15 @@ async fn a_configuration_error_halts_all_querying_until_a_probe_succeeds() {
     h.sweep().await;
     assert_eq!(h.sandbox.stats().requests, sent + 1);
     assert!(h.worker.halted().is_some());
-    // The operator fixes it; the next probe succeeds and the backlog drains.
-    h.sandbox.set_global_fault(None);
+    // The operator fixes the config and reloads: the halt carries over (no silent resume)
+    // until the next probe succeeds; then the backlog drains.
+    let fixed = h.new_worker(|_| {});
+    fixed.inherit_halt(&h.worker);
+    assert!(fixed.halted().is_some());
     h.advance(h.policy.halt_recheck);
-    let r = h.sweep().await;
+    let r = fixed.sweep(&CancellationToken::new()).await.unwrap();
     assert!(r.halted.is_none());
-    assert!(h.worker.halted().is_none());
+    assert!(fixed.halted().is_none());
     let l = h.ledger();
     let s = l.status(h.clock_now()).unwrap();
     assert_eq!(s.pending, 0, "{s:?}");
@@ -232,7 +255,11 @@ async fn clock_skew_is_retried_once_with_a_fresh_request_time_then_halts() {
     h.step("R-SKEW").await;
     let d = h.detail("R-SKEW");
     assert_eq!(d.attempts.len(), 2, "the immediate retry is recorded too");
-    assert!(d.attempts.iter().all(|a| a.outcome == "clock_skew"));
+    assert!(
+        d.attempts
+            .iter()
+            .all(|a| a.outcome == OutcomeClass::ClockSkew)
+    );
     assert!(matches!(h.worker.halted().unwrap().halt, Halt::ClockSkew));
     assert_eq!(d.refund.attempts, 0);
     // NTP fixed: the probe succeeds.
@@ -246,7 +273,10 @@ async fn notification_during_query(agree: bool) -> Harness {
     let h = Harness::new().await;
     let script = h.refund(
         "R-RACE",
-        vec![Step::Delay(Duration::from_millis(400), Box::new(Step::Success))],
+        vec![Step::Delay(
+            Duration::from_millis(400),
+            Box::new(Step::Success),
+        )],
     );
     h.advance(h.policy.schedule.grace);
     let shutdown = CancellationToken::new();
@@ -257,7 +287,7 @@ async fn notification_during_query(agree: bool) -> Harness {
         h.wait_for_queries("R-RACE", 1).await;
         h.ledger()
             .record_notification(&NotificationRecord {
-                out_refund_no: "R-RACE".into(),
+                out_refund_no: checus_reconciler::domain::OutRefundNo::parse("R-RACE").unwrap(),
                 status: if agree {
                     checus_reconciler::domain::FinalStatus::Success
                 } else {
@@ -267,7 +297,7 @@ async fn notification_during_query(agree: bool) -> Harness {
                 amount: script.amount,
                 currency: script.currency,
                 refund_finish_time: Some(h.clock_now()),
-                notify_time: Some(h.clock_now()),
+                notify_time: h.clock_now(),
             })
             .unwrap();
     };
@@ -281,7 +311,7 @@ async fn a_notification_landing_mid_query_wins_and_an_agreeing_answer_adds_nothi
     let h = notification_during_query(true).await;
     let d = h.detail("R-RACE");
     assert_eq!(d.refund.status, RefundStatus::Success);
-    assert_eq!(d.refund.final_source.as_deref(), Some("notification"));
+    assert_eq!(d.refund.final_source, Some(FinalSource::Notification));
     assert!(d.refund.notified_at.is_some());
     assert!(d.discrepancies.is_empty());
     assert_eq!(d.attempts.len(), 1, "the query's attempt is still recorded");
@@ -291,13 +321,23 @@ async fn a_notification_landing_mid_query_wins_and_an_agreeing_answer_adds_nothi
 async fn a_conflicting_notification_mid_query_is_kept_and_the_conflict_recorded() {
     let h = notification_during_query(false).await;
     let d = h.detail("R-RACE");
-    assert_eq!(d.refund.status, RefundStatus::Failed, "first final outcome stands");
-    assert_eq!(d.refund.final_source.as_deref(), Some("notification"));
+    assert_eq!(
+        d.refund.status,
+        RefundStatus::Failed,
+        "first final outcome stands"
+    );
+    assert_eq!(d.refund.final_source, Some(FinalSource::Notification));
     assert_eq!(d.discrepancies.len(), 1);
-    assert_eq!(d.discrepancies[0].kind, "conflicting_final");
-    assert_eq!(d.discrepancies[0].source, "query");
-    assert_eq!(d.discrepancies[0].expected, "REFUND_FAILED");
-    assert_eq!(d.discrepancies[0].observed, "REFUND_SUCCESS");
+    assert_eq!(d.discrepancies[0].kind.as_str(), "conflicting_final");
+    assert_eq!(d.discrepancies[0].source.as_str(), "query");
+    assert_eq!(
+        d.discrepancies[0].expected.as_deref(),
+        Some("REFUND_FAILED")
+    );
+    assert_eq!(
+        d.discrepancies[0].observed.as_deref(),
+        Some("REFUND_SUCCESS")
+    );
 }
 
 #[tokio::test]

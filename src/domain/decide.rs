@@ -645,7 +645,8 @@ mod tests {
 
     #[test]
     fn a_mismatched_answer_is_recorded_flagged_and_never_applied() {
-        let cases: Vec<(fn(&mut ObservedRefund), DiscrepancyKind)> = vec![
+        type Mutation = fn(&mut ObservedRefund);
+        let cases: Vec<(Mutation, DiscrepancyKind)> = vec![
             (
                 |s| s.out_refund_no = "R2".into(),
                 DiscrepancyKind::RefundNoMismatch,

@@ -173,6 +173,21 @@ fn at_row(index: Option<usize>) -> String {
 }
 
 impl LedgerError {
+    /// True when the ledger file itself was refused (missing, unopenable, not SQLite, not
+    /// ours, a schema this build does not know): the operator must act, retrying won't help.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Open { .. }
+                | Self::Missing { .. }
+                | Self::NotSqlite { .. }
+                | Self::NotALedger { .. }
+                | Self::SchemaTooNew { .. }
+                | Self::UnknownSchema { .. }
+                | Self::NotWal { .. }
+        )
+    }
+
     /// True when SQLite reported the database busy or locked even after the busy timeout:
     /// another writer held the lock for longer than 5 s. Worth retrying later.
     pub fn is_busy(&self) -> bool {

@@ -178,6 +178,27 @@ impl Ledger {
                         }
                     }
                 }
+                // `decide` keeps rows it saw final, and a final row never changes back, so
+                // only the attempt's bookkeeping is written.
+                Change::Keep => match recorded.as_final() {
+                    Some(held) => {
+                        tx.prepare_cached(
+                            "UPDATE refunds SET last_attempt_at = ?2, last_outcome = ?3, last_error = ?4
+                              WHERE out_refund_no = ?1",
+                        )
+                        .during(OP)?
+                        .execute(params![no, at, class, error])
+                        .during(OP)?;
+                        Applied::AlreadyFinal(held)
+                    }
+                    None => {
+                        return Err(LedgerError::CorruptRow {
+                            out_refund_no: no.to_owned(),
+                            column: "status",
+                            detail: "a row once seen final reads as pending".to_owned(),
+                        });
+                    }
+                },
                 Change::Reschedule {
                     next_query_at,
                     attempts,

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use checus_reconciler::config::WorkerSettings;
 use checus_reconciler::domain::{
-    Clock, Currency, ManualClock, NewRefund, OutRefundNo, Policy, RefundStatus, Timestamp,
-    parse_ts,
+    Clock, Currency, ManualClock, NewRefund, OutRefundNo, Policy, RefundStatus, Timestamp, parse_ts,
 };
 use checus_reconciler::gateway::{GatewayClient, GatewayKey, GatewaySettings, MerchantKey};
 use checus_reconciler::ledger::{Ledger, RefundDetail};
@@ -34,7 +33,9 @@ pub struct SkewedClock {
 impl Clock for SkewedClock {
     fn now(&self) -> Timestamp {
         self.base.now()
-            + chrono::TimeDelta::milliseconds(self.skew_ms.load(std::sync::atomic::Ordering::SeqCst))
+            + chrono::TimeDelta::milliseconds(
+                self.skew_ms.load(std::sync::atomic::Ordering::SeqCst),
+            )
     }
 }
 
@@ -119,6 +120,23 @@ impl Harness {
             worker,
             policy,
         }
+    }
+
+    /// Another worker on the same ledger and sandbox (as a SIGHUP reload would build).
+    pub fn new_worker(&self, tweak: impl FnOnce(&mut GatewaySettings)) -> Worker {
+        let mut settings = settings_for(&self.sandbox);
+        tweak(&mut settings);
+        let client =
+            GatewayClient::new(settings, merchant_key(), gateway_key(), self.clock.clone())
+                .unwrap();
+        Worker::new(
+            LedgerHandle::new(self.ledger()),
+            client,
+            self.policy.clone(),
+            worker_settings(),
+            self.clock.clone(),
+        )
+        .with_jitter(Arc::new(|| 0.5))
     }
 
     /// Adds a pending refund created now, and scripts the sandbox for it.
