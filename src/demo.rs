@@ -102,12 +102,14 @@ pub fn demo_policy() -> Policy {
                 s(1),
                 s(2),
             ],
-            steady: s(3),
+            steady: s(2),
             retry: Duration::from_millis(400),
             jitter: 0.1,
         },
-        pending_flag_after: s(8),
-        unknown_flag_after: s(4),
+        // Long enough that every scripted timeline that does end (at most four pending
+        // answers plus transient faults) ends before its refund could be flagged.
+        pending_flag_after: s(20),
+        unknown_flag_after: s(5),
         halt_recheck: s(2),
     }
 }
