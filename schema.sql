@@ -110,6 +110,9 @@ CREATE INDEX refunds_unscheduled ON refunds (created_at)
 -- held pending rows would look cheaper than refunds_due to SQLite's planner (an equality on
 -- status), and the due query would silently become O(pending) instead of O(due).
 CREATE INDEX refunds_final ON refunds (status, created_at) WHERE status <> 'REFUND_PENDING';
+-- Final refunds in the order they became final: the daemon logs one line for each final
+-- outcome it did not write itself (notifications, immediate /refund failures, operators).
+CREATE INDEX refunds_by_finalized ON refunds (finalized_at, id) WHERE finalized_at IS NOT NULL;
 -- `list` in creation order, `list --since ...`.
 CREATE INDEX refunds_by_created ON refunds (created_at);
 -- Flagged refunds (few): the flagged count and `list --flagged`.

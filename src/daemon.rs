@@ -145,11 +145,13 @@ pub async fn run(
     .await
     .expect("ledger open does not panic")?;
     let lock = DaemonLock::acquire(&path)?;
+    let watermark = ledger.finalized_watermark()?;
     let ledger = LedgerHandle::new(ledger);
     let mut worker = build_worker(&config, &keys, ledger.clone(), Arc::clone(&clock))?;
     if let Some(j) = hooks.jitter.clone() {
         worker = worker.with_jitter(j);
     }
+    worker.log_finalized_after(watermark);
 
     // The cron job only pokes the worker loop; the loop runs sweeps one at a time, so a sweep
     // can never overlap itself however slow it is. A full channel means a sweep is already

@@ -190,6 +190,9 @@ struct Inner {
     jitter: JitterSource,
     limiter: Arc<RateLimiter>,
     halt: Mutex<Option<HaltState>>,
+    /// The last refund finalized elsewhere that was logged: `None` until the first sweep
+    /// reads the ledger's current watermark (history before start-up is not re-logged).
+    logged_until: Mutex<Option<Option<(Timestamp, i64)>>>,
 }
 
 impl Worker {
@@ -211,6 +214,7 @@ impl Worker {
             jitter: Arc::new(rand::random::<f64>),
             limiter,
             halt: Mutex::new(None),
+            logged_until: Mutex::new(None),
         })
     }
 
@@ -228,10 +232,31 @@ impl Worker {
         Self::from_inner(inner)
     }
 
-    /// Carries the halt state over from a worker this one replaces (SIGHUP reload), so a
-    /// reload does not silently resume querying with the same bad configuration.
+    /// Carries state over from a worker this one replaces (SIGHUP reload): the halt, so a
+    /// reload does not silently resume querying with the same bad configuration, and the
+    /// log watermark, so no final outcome is logged twice or skipped.
     pub fn inherit_halt(&self, previous: &Worker) {
         *self.inner.halt_lock() = previous.halted();
+        let wm = *previous
+            .inner
+            .logged_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *self
+            .inner
+            .logged_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = wm;
+    }
+
+    /// Logs refunds finalized elsewhere only after this watermark (the daemon reads it when
+    /// it opens the ledger, so outcomes that land before the first sweep are still logged).
+    pub fn log_finalized_after(&self, watermark: Option<(Timestamp, i64)>) {
+        *self
+            .inner
+            .logged_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(watermark);
     }
 
     /// The ledger this worker writes to.
@@ -316,6 +341,7 @@ impl Inner {
         if scheduled > 0 {
             debug!(count = scheduled, "new refunds scheduled");
         }
+        self.log_finalized_elsewhere().await?;
         let now = self.clock.now();
         if let Some(h) = self.halted() {
             report.halted = Some(describe_halt(&h.halt));
@@ -471,6 +497,57 @@ impl Inner {
             .await?;
         log_applied(state, report, &decision, &applied);
         Ok(applied)
+    }
+
+    /// Logs one "refund finalized" line for each refund that became final without our query
+    /// (a notification, an immediate `/refund` failure, an operator), so the log has one line
+    /// per final outcome whoever wrote it.
+    async fn log_finalized_elsewhere(&self) -> Result<(), WorkerError> {
+        const BATCH: usize = 1000;
+        let known = *self.logged_until.lock().unwrap_or_else(|p| p.into_inner());
+        let mut after = match known {
+            Some(after) => after,
+            None => {
+                let start = self.ledger.call(|l| l.finalized_watermark()).await?;
+                *self.logged_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(start);
+                return Ok(());
+            }
+        };
+        loop {
+            let rows = self
+                .ledger
+                .call(move |l| l.finalized_elsewhere_since(after, BATCH))
+                .await?;
+            for (id, row) in &rows {
+                let source = row.final_source.map_or("", |s| s.as_str());
+                let no = row.out_refund_no.as_str();
+                let status = row.status.as_str();
+                if row.status == RefundStatus::Failed {
+                    warn!(
+                        out_refund_no = no,
+                        status,
+                        source,
+                        attempt = row.attempts,
+                        "refund finalized"
+                    );
+                } else {
+                    info!(
+                        out_refund_no = no,
+                        status,
+                        source,
+                        attempt = row.attempts,
+                        "refund finalized"
+                    );
+                }
+                if let Some(at) = row.finalized_at {
+                    after = Some((at, *id));
+                }
+            }
+            *self.logged_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(after);
+            if rows.len() < BATCH {
+                return Ok(());
+            }
+        }
     }
 
     fn enter_halt(&self, halt: &Halt, no: &OutRefundNo, report: &QueryReport) {

@@ -129,6 +129,14 @@ impl Proc {
         }
     }
 
+    /// Like `wait_for`, but an already-seen line counts too.
+    fn saw_or_wait(&mut self, needle: &str) -> String {
+        match self.seen.iter().find(|l| l.contains(needle)) {
+            Some(line) => line.clone(),
+            None => self.wait_for(needle),
+        }
+    }
+
     fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
@@ -538,19 +546,58 @@ fn the_daemon_reconciles_refuses_a_second_instance_and_drains_on_sigterm() {
     assert_eq!(code(&o), 4, "{}", stderr(&o));
     assert!(stderr(&o).contains("already running"), "{}", stderr(&o));
 
+    // The merchant's app writes through the documented SQL contract while the daemon runs:
+    // an immediate /refund failure, and a refund finalized by its notification. Each still
+    // gets its own "refund finalized" log line.
+    {
+        use checus_reconciler::ledger::contract::snippet;
+        let conn = rusqlite::Connection::open(d.path().join("ledger.sqlite")).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn.execute(
+            snippet("insert_failed_refund").unwrap(),
+            rusqlite::named_params! {":out_refund_no": "R-D-RR", ":refund_trade_no": None::<String>,
+            ":out_trade_no": "O-RR", ":amount": "9.99", ":currency": "USD"},
+        )
+        .unwrap();
+        conn.execute(
+            snippet("insert_refund").unwrap(),
+            rusqlite::named_params! {":out_refund_no": "R-D-NOTE", ":refund_trade_no": "T-NOTE",
+            ":out_trade_no": "O-NOTE", ":amount": "1.00", ":currency": "USD"},
+        )
+        .unwrap();
+        conn.execute(
+            snippet("record_notification").unwrap(),
+            rusqlite::named_params! {":out_refund_no": "R-D-NOTE", ":status": "REFUND_SUCCESS",
+            ":refund_trade_no": "T-NOTE", ":amount": "1.0", ":currency": "USD",
+            ":refund_finish_time": "2026-11-25T03:28:23.092Z",
+            ":notify_time": "2026-11-25T11:28:24.000+08:00"},
+        )
+        .unwrap();
+    }
+
     // Wait for the outcome, read through the CLI like an operator would.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let o = run(d.path(), &["status", "--config", cfg, "--json"]);
         let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
         if v["pending"] == 0 {
-            assert_eq!(v["succeeded"], 30);
-            assert_eq!(v["failed"], 10);
+            assert_eq!(v["succeeded"], 31);
+            assert_eq!(v["failed"], 11);
             break;
         }
         assert!(std::time::Instant::now() < deadline, "not settled: {v}");
         daemon.wait_for("sweep finished");
     }
+    daemon.saw_or_wait("\"R-D-NOTE\"");
+    // SIGHUP with a broken config is rejected and the daemon keeps running; a good one reloads.
+    let good = std::fs::read_to_string(cfg).unwrap();
+    std::fs::write(cfg, good.replace("[worker]", "[worker]\nbogus = 1")).unwrap();
+    daemon.signal("-HUP");
+    let line = daemon.wait_for("configuration reload rejected");
+    assert!(line.contains("bogus"), "{line}");
+    std::fs::write(cfg, &good).unwrap();
+    daemon.signal("-HUP");
+    daemon.wait_for("configuration reloaded");
     daemon.signal("-TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)), 0);
     // JSON logs: one "refund finalized" line per refund, failures at WARN.
@@ -560,11 +607,17 @@ fn the_daemon_reconciles_refuses_a_second_instance_and_drains_on_sigterm() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["message"] == "refund finalized")
         .collect();
-    assert_eq!(finalized.len(), 40);
+    assert_eq!(finalized.len(), 42);
     for v in &finalized {
         let failed = v["status"] == "REFUND_FAILED";
         assert_eq!(v["level"], if failed { "WARN" } else { "INFO" }, "{v}");
-        assert!(v["out_refund_no"].as_str().unwrap().starts_with("R-D-"));
+        let no = v["out_refund_no"].as_str().unwrap();
+        let source = match no {
+            "R-D-RR" => "refund_response",
+            "R-D-NOTE" => "notification",
+            _ => "query",
+        };
+        assert_eq!(v["source"], source, "{v}");
     }
     assert!(daemon.seen.iter().any(|l| l.contains("daemon stopped")));
 }

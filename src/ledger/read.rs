@@ -73,6 +73,65 @@ impl Ledger {
         .transpose()
     }
 
+    /// Refunds finalized by anyone but this daemon's queries (notifications, `/refund`
+    /// failures, operators) after the watermark `(finalized_at, id)`, oldest first, at most
+    /// `limit`. Returns each row with its id, the next watermark component.
+    pub fn finalized_elsewhere_since(
+        &self,
+        after: Option<(Timestamp, i64)>,
+        limit: usize,
+    ) -> Result<Vec<(i64, RefundRow)>, LedgerError> {
+        const OP: &str = "list refunds finalized elsewhere";
+        let (at, id) = after.map_or((String::new(), 0), |(t, id)| (ts_text(t), id));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {REFUND_COLUMNS}, id FROM refunds
+                  WHERE finalized_at IS NOT NULL
+                    AND (finalized_at > ?1 OR (finalized_at = ?1 AND id > ?2))
+                    AND final_source <> 'query'
+                  ORDER BY finalized_at, id
+                  LIMIT ?3"
+            ))
+            .during(OP)?;
+        let rows = stmt
+            .query_map(params![at, id, limit], |r| {
+                Ok((r.get::<_, i64>(20)?, RawRefund::read(r)?))
+            })
+            .during(OP)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, raw) = row.during(OP)?;
+            out.push((id, raw.parse()?));
+        }
+        Ok(out)
+    }
+
+    /// The newest finalization watermark `(finalized_at, id)`, so a starting daemon logs only
+    /// what becomes final from now on.
+    pub fn finalized_watermark(&self) -> Result<Option<(Timestamp, i64)>, LedgerError> {
+        const OP: &str = "read finalization watermark";
+        let row: Option<(String, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT finalized_at, id FROM refunds WHERE finalized_at IS NOT NULL
+                  ORDER BY finalized_at DESC, id DESC LIMIT 1",
+            )
+            .during(OP)?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .during(OP)?;
+        row.map(|(t, id)| {
+            Cell {
+                out_refund_no: "(watermark)",
+            }
+            .ts("finalized_at", &t)
+            .map(|t| (t, id))
+        })
+        .transpose()
+    }
+
     /// One refund's status and the state `decide` works from.
     pub fn state(
         &self,
