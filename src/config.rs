@@ -887,4 +887,164 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
         let e = c.keys.load().unwrap_err().to_string();
         assert!(e.contains("CREDENTIALS_DIRECTORY"), "{e}");
     }
+
+    fn test_key(name: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/testdata/INSECURE-test-keys/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    fn write_private(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    #[test]
+    fn keys_load_from_a_file_an_env_var_and_the_systemd_credentials_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let private = test_key("merchant_private.b64");
+        let public = test_key("gateway_public.pem");
+        write_private(dir.path(), "merchant-private-key", &private, 0o400);
+        write_private(dir.path(), "gateway-public-key", &public, 0o444);
+        // credential: (LoadCredential=) for both.
+        let env =
+            Environment::from_pairs([("CREDENTIALS_DIRECTORY", dir.path().display().to_string())]);
+        let c = Config::parse(
+            &MINIMAL.replace(
+                "file:/etc/checus-reconciler/gateway-public.key",
+                "credential:gateway-public-key",
+            ),
+            "t",
+            &env,
+        )
+        .unwrap();
+        let keys = c.keys.load().unwrap();
+        assert!(keys.warnings.is_empty(), "{:?}", keys.warnings);
+        let sig = keys.merchant.sign_b64(b"body");
+        // The merchant key verifies against its own public half: it really loaded.
+        keys.merchant
+            .public_key()
+            .verify_b64(b"body", &sig)
+            .unwrap();
+        // env: for the private key, file: for the public one.
+        let file = dir.path().join("gateway-public-key");
+        let env = Environment::from_pairs([("MERCHANT_KEY", private.as_str())]);
+        let text = MINIMAL
+            .replace("credential:merchant-private-key", "env:MERCHANT_KEY")
+            .replace(
+                "file:/etc/checus-reconciler/gateway-public.key",
+                &format!("file:{}", file.display()),
+            );
+        let keys = Config::parse(&text, "t", &env)
+            .unwrap()
+            .keys
+            .load()
+            .unwrap();
+        keys.merchant
+            .public_key()
+            .verify_b64(b"x", &keys.merchant.sign_b64(b"x"))
+            .unwrap();
+        // A missing env var is named.
+        let e = Config::parse(&text, "t", &Environment::default())
+            .unwrap()
+            .keys
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MERCHANT_KEY is not set"), "{e}");
+    }
+
+    #[test]
+    fn private_key_files_open_to_others_are_refused_and_group_access_warns() {
+        let dir = tempfile::tempdir().unwrap();
+        let private = test_key("merchant_private.b64");
+        let public = dir.path().join("pub.pem");
+        std::fs::write(&public, test_key("gateway_public.pem")).unwrap();
+        for (mode, refused, warned) in [
+            (0o600, false, false),
+            (0o640, false, true),
+            (0o644, true, false),
+            (0o606, true, false),
+        ] {
+            let key = write_private(dir.path(), &format!("k{mode:o}"), &private, mode);
+            let text = MINIMAL
+                .replace(
+                    "credential:merchant-private-key",
+                    &format!("file:{}", key.display()),
+                )
+                .replace(
+                    "file:/etc/checus-reconciler/gateway-public.key",
+                    &format!("file:{}", public.display()),
+                );
+            let result = parse(&text).unwrap().keys.load();
+            match result {
+                Err(e) => {
+                    assert!(refused, "mode {mode:o} refused: {e}");
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("chmod 600") && e.contains(&key.display().to_string()),
+                        "{e}"
+                    );
+                }
+                Ok(keys) => {
+                    assert!(!refused, "mode {mode:o} accepted");
+                    assert_eq!(
+                        !keys.warnings.is_empty(),
+                        warned,
+                        "mode {mode:o}: {:?}",
+                        keys.warnings
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pkcs1_private_keys_are_accepted_with_a_warning_and_public_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pkcs1 = std::process::Command::new("openssl")
+            .args(["rsa", "-traditional", "-in"])
+            .arg(format!(
+                "{}/testdata/INSECURE-test-keys/merchant_private.pem",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .output()
+            .unwrap();
+        assert!(pkcs1.status.success());
+        let pkcs1 = String::from_utf8(pkcs1.stdout).unwrap();
+        assert!(pkcs1.contains("BEGIN RSA PRIVATE KEY"));
+        let public = dir.path().join("pub.pem");
+        std::fs::write(&public, test_key("gateway_public.pem")).unwrap();
+        let load = |private_text: &str| {
+            let key = write_private(dir.path(), "k", private_text, 0o600);
+            let text = MINIMAL
+                .replace(
+                    "credential:merchant-private-key",
+                    &format!("file:{}", key.display()),
+                )
+                .replace(
+                    "file:/etc/checus-reconciler/gateway-public.key",
+                    &format!("file:{}", public.display()),
+                );
+            parse(&text).unwrap().keys.load()
+        };
+        let keys = load(&pkcs1).unwrap();
+        assert!(
+            keys.warnings.iter().any(|w| w.contains("PKCS#1")),
+            "{:?}",
+            keys.warnings
+        );
+        let e = load(&test_key("merchant_public.b64"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("keys.merchant_private_key:") && e.contains("public key"),
+            "{e}"
+        );
+    }
 }
