@@ -59,7 +59,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List refunds, newest first.
+    /// List refunds, oldest first.
     List {
         #[command(flatten)]
         ledger: LedgerArgs,
