@@ -520,25 +520,7 @@ impl Inner {
                 .await?;
             for (id, row) in &rows {
                 let source = row.final_source.map_or("", |s| s.as_str());
-                let no = row.out_refund_no.as_str();
-                let status = row.status.as_str();
-                if row.status == RefundStatus::Failed {
-                    warn!(
-                        out_refund_no = no,
-                        status,
-                        source,
-                        attempt = row.attempts,
-                        "refund finalized"
-                    );
-                } else {
-                    info!(
-                        out_refund_no = no,
-                        status,
-                        source,
-                        attempt = row.attempts,
-                        "refund finalized"
-                    );
-                }
+                log_finalized(row.out_refund_no.as_str(), row.status, source, row.attempts);
                 if let Some(at) = row.finalized_at {
                     after = Some((at, *id));
                 }
@@ -606,6 +588,29 @@ fn tally(report: &mut SweepReport, p: &Processed) {
     }
 }
 
+/// The one line every final outcome gets: INFO for success, WARN for REFUND_FAILED, so
+/// operators can follow failures by level or by field.
+fn log_finalized(no: &str, status: RefundStatus, source: &str, attempt: u32) {
+    let status_text = status.as_str();
+    if status == RefundStatus::Failed {
+        warn!(
+            out_refund_no = no,
+            status = status_text,
+            source,
+            attempt,
+            "refund finalized"
+        );
+    } else {
+        info!(
+            out_refund_no = no,
+            status = status_text,
+            source,
+            attempt,
+            "refund finalized"
+        );
+    }
+}
+
 /// One stable message per kind of result, with the same field names everywhere.
 fn log_applied(state: &RefundState, report: &QueryReport, decision: &Decision, applied: &Applied) {
     let no = state.out_refund_no.as_str();
@@ -623,28 +628,7 @@ fn log_applied(state: &RefundState, report: &QueryReport, decision: &Decision, a
     }
     match applied {
         Applied::Finalized(status) => {
-            let attempt = state.attempts + 1;
-            if status.status() == RefundStatus::Failed {
-                warn!(
-                    out_refund_no = no,
-                    status = status.as_str(),
-                    source = "query",
-                    outcome,
-                    attempt,
-                    latency_ms,
-                    "refund finalized"
-                );
-            } else {
-                info!(
-                    out_refund_no = no,
-                    status = status.as_str(),
-                    source = "query",
-                    outcome,
-                    attempt,
-                    latency_ms,
-                    "refund finalized"
-                );
-            }
+            log_finalized(no, status.status(), "query", state.attempts + 1);
         }
         Applied::Rescheduled {
             next_query_at,
