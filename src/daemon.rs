@@ -190,6 +190,7 @@ pub async fn run(
     }
 
     let deadline = config.worker.shutdown_deadline;
+    let stop_clock = Arc::clone(&clock);
     let loop_shutdown = shutdown.clone();
     let on_sweep = hooks.on_sweep;
     let jitter = hooks.jitter;
@@ -311,11 +312,7 @@ pub async fn run(
         std::panic::resume_unwind(e.into_panic());
     }
     let _ = scheduler.shutdown().await;
-    info!(at = %format_ts(clock_now()), "daemon stopped");
+    info!(at = %format_ts(stop_clock.now()), "daemon stopped");
     drop(lock);
     Ok(())
-}
-
-fn clock_now() -> Timestamp {
-    chrono::Utc::now()
 }
