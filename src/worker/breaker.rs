@@ -90,7 +90,8 @@ impl Breaker {
         self.open_until().is_some()
     }
 
-    /// Records one attempt's verdict (`outage` from [`is_outage`]) observed at `now`.
+    /// Records one attempt's verdict (`outage` from [`is_outage`]) observed at `now`. While
+    /// open, only an outage seen at or after the probe time (a failed probe) moves the probe.
     pub fn observe(&mut self, outage: bool, now: Timestamp) -> Option<Transition> {
         match (self.state, outage) {
             (State::Closed { .. }, false) => {
@@ -114,6 +115,8 @@ impl Breaker {
                     None
                 }
             }
+            // Stragglers that were in flight when the breaker opened change nothing.
+            (State::Open { next_probe_at, .. }, true) if now < next_probe_at => None,
             (State::Open { since, .. }, true) => {
                 let next_probe_at = now + self.probe_every;
                 self.state = State::Open {
@@ -200,6 +203,9 @@ mod tests {
                 next_probe_at: t0 + minute
             })
         );
+        assert_eq!(b.open_until(), Some(t0 + minute));
+        // Answers still in flight when it opened change nothing.
+        assert_eq!(b.observe(true, t0), None);
         assert_eq!(b.open_until(), Some(t0 + minute));
         let t1 = t0 + minute;
         assert_eq!(
