@@ -1,6 +1,10 @@
 //! One sweep: ledger → gateway → `domain::decide` → ledger. Bounded concurrency, a rate limit
 //! that backs off when Checus says TOO_MANY_REQUEST, and a global halt when Checus says our
 //! configuration (or our clock) is wrong, so a bad key never burns through the ledger.
+//! A circuit breaker ([`breaker`]) pauses querying while the gateway is down, deferring due
+//! refunds without spending their attempts, and catches up when a probe gets through.
+
+pub mod breaker;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -190,6 +194,8 @@ struct Inner {
     jitter: JitterSource,
     limiter: Arc<RateLimiter>,
     halt: Mutex<Option<HaltState>>,
+    /// Pauses querying while the gateway is unreachable (see [`breaker`]).
+    breaker: Mutex<breaker::Breaker>,
     /// The last refund finalized elsewhere that was logged: `None` until the first sweep
     /// reads the ledger's current watermark (history before start-up is not re-logged).
     logged_until: Mutex<Option<Option<(Timestamp, i64)>>>,
@@ -205,6 +211,7 @@ impl Worker {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let limiter = Arc::new(RateLimiter::new(settings.rate_per_second));
+        let breaker = Mutex::new(breaker::Breaker::new(policy.schedule.retry));
         Self::from_inner(Inner {
             ledger,
             client: Arc::new(client),
@@ -214,6 +221,7 @@ impl Worker {
             jitter: Arc::new(rand::random::<f64>),
             limiter,
             halt: Mutex::new(None),
+            breaker,
             logged_until: Mutex::new(None),
         })
     }
@@ -237,6 +245,10 @@ impl Worker {
     /// log watermark, so no final outcome is logged twice or skipped.
     pub fn inherit_halt(&self, previous: &Worker) {
         *self.inner.halt_lock() = previous.halted();
+        // An open breaker stays open: the gateway did not come back because of a reload.
+        if previous.inner.breaker_lock().is_open() {
+            *self.inner.breaker_lock() = *previous.inner.breaker_lock();
+        }
         let wm = *previous
             .inner
             .logged_until
@@ -267,6 +279,11 @@ impl Worker {
     /// The current halt, if querying is stopped.
     pub fn halted(&self) -> Option<HaltState> {
         self.inner.halted()
+    }
+
+    /// `Some(next_probe_at)` while the circuit breaker has querying paused.
+    pub fn paused_until(&self) -> Option<Timestamp> {
+        self.inner.breaker_lock().open_until()
     }
 
     /// The current query rate (queries per second).
@@ -303,6 +320,45 @@ impl Inner {
         self.halt.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn breaker_lock(&self) -> std::sync::MutexGuard<'_, breaker::Breaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn paused(&self) -> bool {
+        self.breaker_lock().is_open()
+    }
+
+    /// Feeds one attempt to the circuit breaker and logs any state change.
+    fn observe_gateway(&self, no: &OutRefundNo, report: &QueryReport) {
+        let outage = breaker::is_outage(&report.outcome, report.http_status);
+        let now = self.clock.now();
+        let transition = self.breaker_lock().observe(outage, now);
+        match transition {
+            Some(breaker::Transition::Opened {
+                consecutive,
+                next_probe_at,
+            }) => error!(
+                out_refund_no = %no,
+                consecutive_failures = consecutive,
+                error = report.error.as_deref().unwrap_or(""),
+                next_probe_at = %format_ts(next_probe_at),
+                "gateway unavailable; circuit breaker opened, querying paused and due refunds deferred"
+            ),
+            Some(breaker::Transition::StillOpen { next_probe_at }) => warn!(
+                out_refund_no = %no,
+                error = report.error.as_deref().unwrap_or(""),
+                next_probe_at = %format_ts(next_probe_at),
+                "gateway still unavailable; querying stays paused"
+            ),
+            Some(breaker::Transition::Closed { since }) => info!(
+                out_refund_no = %no,
+                paused_since = %format_ts(since),
+                "gateway reachable again; circuit breaker closed, catching up"
+            ),
+            None => {}
+        }
+    }
+
     async fn sweep(
         self: &Arc<Self>,
         shutdown: &CancellationToken,
@@ -326,6 +382,12 @@ impl Inner {
             .await?;
         result?;
         report.next_due_at = self.ledger.call(|l| l.next_due_at()).await?;
+        // Deferred refunds stay due; while the breaker is open the next sweep worth running
+        // is the probe, not the (past) due time, or the daemon would spin.
+        let paused_until = self.breaker_lock().open_until();
+        if let Some(probe) = paused_until {
+            report.next_due_at = Some(report.next_due_at.map_or(probe, |due| due.max(probe)));
+        }
         report.next_probe_at = self.halted().map(|h| h.next_probe_at);
         Ok(report)
     }
@@ -371,12 +433,32 @@ impl Inner {
                 }
             }
         }
+        let paused_until = self.breaker_lock().open_until();
+        if let Some(probe_at) = paused_until {
+            if now < probe_at {
+                return Ok(());
+            }
+            // Probe with a single due refund; any answer that shows the gateway is back
+            // closes the breaker (in `process`) and this sweep catches up below.
+            let due = self.ledger.call(move |l| l.due(now, 1)).await?;
+            let Some(state) = due.into_iter().next() else {
+                self.breaker_lock().postpone(now);
+                return Ok(());
+            };
+            report.claimed += 1;
+            let processed = self.process(RefundStatus::Pending, state).await?;
+            tally(report, &processed);
+            if self.paused() || processed.decision.halt.is_some() {
+                return Ok(());
+            }
+        }
         let due = self.ledger.call(move |l| l.due(now, batch)).await?;
         report.claimed += due.len() as u64;
         let semaphore = Arc::new(Semaphore::new(self.settings.concurrency));
         let mut tasks: JoinSet<Result<Option<Processed>, WorkerError>> = JoinSet::new();
         for state in due {
-            if shutdown.is_cancelled() || self.halted().is_some() {
+            // Refunds left undispatched stay due, untouched: deferred, no attempt spent.
+            if shutdown.is_cancelled() || self.halted().is_some() || self.paused() {
                 break;
             }
             let permit = tokio::select! {
@@ -391,8 +473,9 @@ impl Inner {
                     () = me.limiter.acquire() => {}
                     () = shutdown.cancelled() => return Ok(None),
                 }
-                // Re-check at the last moment: a sibling may have halted querying.
-                if me.halted().is_some() {
+                // Re-check at the last moment: a sibling may have halted querying, or
+                // tripped the circuit breaker.
+                if me.halted().is_some() || me.paused() {
                     return Ok(None);
                 }
                 me.process(RefundStatus::Pending, state).await.map(Some)
@@ -449,6 +532,7 @@ impl Inner {
         }
         let decision = self.decide(recorded, &state, &report);
         let applied = self.record(&state, &report, decision.clone()).await?;
+        self.observe_gateway(&state.out_refund_no, &report);
         if let Some(halt) = &decision.halt {
             self.enter_halt(halt, &state.out_refund_no, &report);
         }

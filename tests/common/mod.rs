@@ -2,6 +2,8 @@
 //! all on one manual clock so hours of schedule pass instantly.
 #![allow(dead_code)]
 
+pub mod proc;
+
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;

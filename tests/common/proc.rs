@@ -1,0 +1,437 @@
+//! Process-level harness for the reliability suites: the real binary in fresh temp dirs with a
+//! scrubbed environment, a child process whose output lines are readiness signals, an
+//! in-process sandbox on its own runtime (so its script state outlives daemon restarts), and
+//! read-only views of the ledger file taken the way an auditor would, with plain SQL.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use checus_reconciler::domain::SystemClock;
+use checus_reconciler::sandbox::{self, RefundScript, Sandbox, SandboxOptions, SandboxStats};
+
+/// The binary under test (the debug build nextest compiled).
+pub const BIN: &str = env!("CARGO_BIN_EXE_checus-reconciler");
+/// The INSECURE test keys the sandbox trusts.
+pub const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/INSECURE-test-keys");
+
+/// A command for the binary in `dir` with an empty environment (PATH only).
+pub fn cmd(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    c
+}
+
+/// Runs the binary to completion.
+pub fn run(dir: &Path, args: &[&str]) -> Output {
+    cmd(dir).args(args).output().expect("binary runs")
+}
+
+/// The exit code (panics if killed by a signal).
+pub fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited, not signalled")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Copies the test keys into `dir` with private permissions (git does not keep modes).
+pub fn keys_into(dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let private = dir.join("merchant_private.b64");
+    let public = dir.join("gateway_public.b64");
+    std::fs::copy(format!("{KEYS}/merchant_private.b64"), &private).unwrap();
+    std::fs::copy(format!("{KEYS}/gateway_public.b64"), &public).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (private, public)
+}
+
+/// The config text for a daemon on `dir/ledger.sqlite` against `base_url`, plus `extra` TOML.
+pub fn config_text(dir: &Path, base_url: &str, extra: &str) -> String {
+    let (private, public) = keys_into(dir);
+    format!(
+        r#"[ledger]
+path = "{ledger}"
+
+[gateway]
+base_url = "{base_url}"
+app_id = "SANDBOX-APP"
+merchant_no = "SANDBOX-MERCHANT"
+request_timeout = "2s"
+connect_timeout = "1s"
+
+[keys]
+merchant_private_key = "file:{private}"
+gateway_public_key = "file:{public}"
+{extra}"#,
+        ledger = dir.join("ledger.sqlite").display(),
+        private = private.display(),
+        public = public.display(),
+    )
+}
+
+/// Writes `dir/config.toml` (see [`config_text`]) and returns its path.
+pub fn write_config(dir: &Path, base_url: &str, extra: &str) -> PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config_text(dir, base_url, extra)).unwrap();
+    path
+}
+
+/// A fast schedule for daemons under test: no grace window, sub-second backoff, a sweep
+/// every second, JSON logs. `worker` is extra `[worker]` keys.
+pub fn fast_schedule(worker: &str) -> String {
+    format!(
+        "[schedule]\ngrace = \"0s\"\nbackoff = [\"50ms\", \"100ms\", \"200ms\"]\nretry = \"100ms\"\nsteady = \"1s\"\n\n\
+         [worker]\nsweep_cron = \"* * * * * *\"\n{worker}\n\n[log]\nformat = \"json\"\n"
+    )
+}
+
+/// A child process whose stdout/stderr lines arrive on a channel; killed on drop.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+}
+
+impl Proc {
+    pub fn spawn(mut c: Command) -> Self {
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Self {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line, or `None` if none arrives within `within` (or the process is gone).
+    pub fn next_line(&mut self, within: Duration) -> Option<String> {
+        match self.lines.recv_timeout(within) {
+            Ok(line) => {
+                self.seen.push(line.clone());
+                Some(line)
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Waits for a line containing `needle` (readiness), returning it.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_line(left) {
+                Some(line) if line.contains(needle) => return line,
+                Some(_) => {}
+                None => panic!(
+                    "no line containing {needle:?}; saw (last 40):\n{}",
+                    self.tail(40)
+                ),
+            }
+        }
+    }
+
+    /// Like `wait_for`, but an already-seen line counts too.
+    pub fn saw_or_wait(&mut self, needle: &str) -> String {
+        match self.seen.iter().find(|l| l.contains(needle)) {
+            Some(line) => line.clone(),
+            None => self.wait_for(needle),
+        }
+    }
+
+    /// The last `n` lines seen, for failure messages.
+    pub fn tail(&self, n: usize) -> String {
+        let from = self.seen.len().saturating_sub(n);
+        self.seen[from..].join("\n")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// SIGKILL, then reap, then collect whatever output was still in the pipes.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL delivered");
+        let status = self.child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "the process died of SIGKILL, not of something else: {status:?}\n{}",
+            self.tail(40)
+        );
+        self.drain();
+    }
+
+    /// Reads every line already in the pipes (the process has exited).
+    pub fn drain(&mut self) {
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+    }
+
+    /// Waits for the exit code; panics after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> i32 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.drain();
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "did not exit within {within:?}; saw (last 40):\n{}",
+                self.tail(40)
+            );
+            // Waiting on a process exit: poll try_wait (there is no readiness line for it).
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The JSON log lines seen so far.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.seen
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sandbox served from this test process on its own multi-thread runtime, on the system
+/// clock, so its scripts and counters survive any number of daemon restarts.
+pub struct LiveSandbox {
+    sandbox: Option<Sandbox>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl LiveSandbox {
+    pub fn start(scripts: Vec<(String, RefundScript)>) -> Self {
+        Self::start_with(scripts, |_| {})
+    }
+
+    pub fn start_with(
+        scripts: Vec<(String, RefundScript)>,
+        tweak: impl FnOnce(&mut SandboxOptions),
+    ) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut options = SandboxOptions::insecure_test(Arc::new(SystemClock));
+        tweak(&mut options);
+        let sandbox = rt.block_on(sandbox::start(options)).unwrap();
+        sandbox.script_many(scripts).unwrap();
+        Self {
+            sandbox: Some(sandbox),
+            rt,
+        }
+    }
+
+    pub fn get(&self) -> &Sandbox {
+        self.sandbox.as_ref().expect("running")
+    }
+
+    pub fn base_url(&self) -> String {
+        self.get().base_url()
+    }
+
+    pub fn stats(&self) -> SandboxStats {
+        self.get().stats()
+    }
+}
+
+impl Drop for LiveSandbox {
+    fn drop(&mut self) {
+        if let Some(sb) = self.sandbox.take() {
+            self.rt.block_on(sb.shutdown());
+        }
+    }
+}
+
+/// Writes `refunds.csv` for `import` (amount as exact text) and returns its path.
+pub fn import_csv(dir: &Path, scripts: &[(String, RefundScript)]) -> PathBuf {
+    let mut csv = String::from("out_refund_no,amount,currency,out_trade_no\n");
+    for (no, s) in scripts {
+        csv.push_str(&format!(
+            "{no},{},{},{}\n",
+            s.amount,
+            s.currency.as_str(),
+            s.out_trade_no
+        ));
+    }
+    let path = dir.join("refunds.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+/// A plain SQLite connection to the ledger, as the merchant's app or an auditor opens it.
+pub fn sql(path: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c
+}
+
+/// `PRAGMA integrity_check` (and foreign keys) on the file: `ok` or the problems.
+pub fn integrity(path: &Path) -> String {
+    let c = sql(path);
+    let ic: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    let fk: i64 = c
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    if fk == 0 {
+        ic
+    } else {
+        format!("{ic}; {fk} foreign key violations")
+    }
+}
+
+/// One refund row as an auditor compares it across snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundSnap {
+    pub status: String,
+    pub final_source: Option<String>,
+    pub finalized_at: Option<String>,
+    pub refund_finish_time: Option<String>,
+    pub attempts: i64,
+    pub review_flag: i64,
+}
+
+/// Every refund by number.
+pub fn refunds(path: &Path) -> BTreeMap<String, RefundSnap> {
+    let c = sql(path);
+    let mut stmt = c
+        .prepare(
+            "SELECT out_refund_no, status, final_source, finalized_at, refund_finish_time, attempts,
+                    review_flag FROM refunds",
+        )
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            RefundSnap {
+                status: r.get(1)?,
+                final_source: r.get(2)?,
+                finalized_at: r.get(3)?,
+                refund_finish_time: r.get(4)?,
+                attempts: r.get(5)?,
+                review_flag: r.get(6)?,
+            },
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// One attempt row, whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptSnap {
+    pub out_refund_no: String,
+    pub attempted_at: String,
+    pub outcome: String,
+    pub http_status: Option<i64>,
+    pub gateway_code: Option<String>,
+    pub data_status: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Every attempt row by id.
+pub fn attempts(path: &Path) -> BTreeMap<i64, AttemptSnap> {
+    let c = sql(path);
+    let mut stmt = c
+        .prepare(
+            "SELECT id, out_refund_no, attempted_at, outcome, http_status, gateway_code, data_status,
+                    error FROM attempts",
+        )
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            AttemptSnap {
+                out_refund_no: r.get(1)?,
+                attempted_at: r.get(2)?,
+                outcome: r.get(3)?,
+                http_status: r.get(4)?,
+                gateway_code: r.get(5)?,
+                data_status: r.get(6)?,
+                error: r.get(7)?,
+            },
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// `SELECT count(*) FROM <table> [WHERE ...]`.
+pub fn count(path: &Path, from: &str) -> i64 {
+    sql(path)
+        .query_row(&format!("SELECT count(*) FROM {from}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+/// A seed from `var`, or a fresh one; printed either way so a failure can be replayed.
+pub fn seed_from_env(var: &str) -> u64 {
+    let seed = std::env::var(var)
+        .ok()
+        .map(|s| {
+            s.parse()
+                .unwrap_or_else(|_| panic!("{var}={s} is not a u64"))
+        })
+        .unwrap_or_else(rand::random);
+    eprintln!("seed: {seed} (replay with {var}={seed})");
+    seed
+}
+
+/// A number from `var`, else `default`.
+pub fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
+    match std::env::var(var) {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("{var}={s} does not parse")),
+        Err(_) => default,
+    }
+}
