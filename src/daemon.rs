@@ -146,6 +146,10 @@ pub async fn run(
     .expect("ledger open does not panic")?;
     let lock = DaemonLock::acquire(&path)?;
     let watermark = ledger.finalized_watermark()?;
+    let closed = ledger.close_interrupted_sweeps(clock.now())?;
+    if closed > 0 {
+        warn!(count = closed, "closed sweep rows a previous run left open");
+    }
     let ledger = LedgerHandle::new(ledger);
     let mut worker = build_worker(&config, &keys, ledger.clone(), Arc::clone(&clock))?;
     if let Some(j) = hooks.jitter.clone() {
@@ -191,6 +195,7 @@ pub async fn run(
 
     let deadline = config.worker.shutdown_deadline;
     let stop_clock = Arc::clone(&clock);
+    let stop_ledger = ledger.clone();
     let loop_shutdown = shutdown.clone();
     let on_sweep = hooks.on_sweep;
     let jitter = hooks.jitter;
@@ -297,6 +302,18 @@ pub async fn run(
                 Ok(r) => r,
                 Err(_) => {
                     handle.abort();
+                    // The aborted sweep cannot finish its own row; close it so no row is
+                    // left half-written. Its ledger calls that already started complete
+                    // first: the ledger mutex serialises this after them.
+                    let closed = stop_ledger
+                        .call({
+                            let at = stop_clock.now();
+                            move |l| l.close_interrupted_sweeps(at)
+                        })
+                        .await;
+                    if let Err(e) = closed {
+                        error!(error = %e, "could not close the interrupted sweep row");
+                    }
                     warn!(
                         deadline_s = deadline.as_secs_f64(),
                         "drain deadline passed; abandoned in-flight queries are not recorded and will be re-queried"

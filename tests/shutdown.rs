@@ -137,6 +137,12 @@ fn a_gateway_hanging_past_the_deadline_is_abandoned_cleanly_and_requeried() {
     assert_eq!(integrity(&ledger), "ok");
     assert_eq!(count(&ledger, "attempts"), 0, "nothing half-recorded");
     assert_eq!(
+        count(&ledger, "sweeps WHERE finished_at IS NULL"),
+        0,
+        "the abandoned sweep's row is closed, not left half-written"
+    );
+    assert!(count(&ledger, "sweeps WHERE halted_reason LIKE 'interrupted:%'") >= 1);
+    assert_eq!(
         count(
             &ledger,
             "refunds WHERE status = 'REFUND_PENDING' AND attempts = 0"

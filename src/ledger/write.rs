@@ -290,6 +290,22 @@ impl Ledger {
         })
     }
 
+    /// Closes sweep rows left open by a daemon that stopped mid-sweep (a drain deadline
+    /// that passed, or a crash), so no row stays half-written. Only the lock holder calls
+    /// this, so no live sweep is closed. Returns how many rows it closed.
+    pub fn close_interrupted_sweeps(&self, at: Timestamp) -> Result<usize, LedgerError> {
+        const OP: &str = "close interrupted sweeps";
+        self.write(OP, |tx| {
+            tx.execute(
+                "UPDATE sweeps SET finished_at = ?1,
+                        halted_reason = 'interrupted: the daemon stopped before this sweep finished'
+                  WHERE finished_at IS NULL",
+                params![ts_text(at)],
+            )
+            .during(OP)
+        })
+    }
+
     /// Records the end of a sweep with its counts and, if it stopped early, why.
     pub fn finish_sweep(
         &self,
