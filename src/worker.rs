@@ -557,12 +557,15 @@ impl Inner {
             self.record(&state, &report, first).await?;
             report = self.client.query(&state.out_refund_no).await;
         }
-        drop(slot);
         let decision = self.decide(recorded, &state, &report);
+        // A halting answer keeps its slot until the halt is in force, so no sibling query
+        // slips out meanwhile (a bad key must not burn through the ledger).
+        let slot = slot.filter(|_| decision.halt.is_some());
         let applied = self.record(&state, &report, decision.clone()).await?;
         if let Some(halt) = &decision.halt {
             self.enter_halt(halt, &state.out_refund_no, &report);
         }
+        drop(slot);
         Ok(Processed {
             report,
             decision,
