@@ -178,6 +178,16 @@ impl Timed {
     }
 }
 
+impl Drop for Timed {
+    /// A scenario that fails part-way must not leave its daemon running.
+    fn drop(&mut self) {
+        if matches!(self.time.try_wait(), Ok(None)) {
+            signal(self.pid, "TERM");
+            let _ = self.time.wait();
+        }
+    }
+}
+
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(8)..].join("\n")
