@@ -200,8 +200,12 @@ pub async fn run(
     let on_sweep = hooks.on_sweep;
     let jitter = hooks.jitter;
     let mut current_config = config;
+    let totals = Arc::new(std::sync::Mutex::new(Totals::default()));
+    let work_totals = Arc::clone(&totals);
     let work = async move {
-        let mut wake_at: Option<Timestamp> = None;
+        // Sweep once at start: refunds already due (or due before the first cron tick) must
+        // not wait for the cron safety net, and the sweep tells us when to wake next.
+        let mut wake_at: Option<Timestamp> = Some(clock.now());
         let mut sweep_no: u64 = 0;
         loop {
             let sleep = wake_at.map(|t| {
@@ -256,6 +260,10 @@ pub async fn run(
             let span = info_span!("sweep", sweep = sweep_no);
             match worker.sweep(&loop_shutdown).instrument(span).await {
                 Ok(report) => {
+                    work_totals
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .add(&report);
                     if report.claimed > 0 || report.halted.is_some() {
                         info!(
                             sweep = sweep_no,
@@ -329,7 +337,40 @@ pub async fn run(
         std::panic::resume_unwind(e.into_panic());
     }
     let _ = scheduler.shutdown().await;
-    info!(at = %format_ts(stop_clock.now()), "daemon stopped");
+    let t = totals.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    info!(
+        at = %format_ts(stop_clock.now()),
+        sweeps = t.sweeps,
+        claimed = t.claimed,
+        queried = t.queried,
+        finalized = t.finalized,
+        rescheduled = t.rescheduled,
+        failed = t.failed,
+        "daemon stopped"
+    );
     drop(lock);
     Ok(())
+}
+
+/// What the daemon did over its life, logged with "daemon stopped" (benchmarks and operators
+/// read it; the per-sweep numbers are in the ledger's `sweeps` table).
+#[derive(Debug, Clone, Default)]
+struct Totals {
+    sweeps: u64,
+    claimed: u64,
+    queried: u64,
+    finalized: u64,
+    rescheduled: u64,
+    failed: u64,
+}
+
+impl Totals {
+    fn add(&mut self, r: &SweepReport) {
+        self.sweeps += 1;
+        self.claimed += r.claimed;
+        self.queried += r.queried;
+        self.finalized += r.finalized;
+        self.rescheduled += r.rescheduled;
+        self.failed += r.failed;
+    }
 }

@@ -9,7 +9,7 @@ pub mod breaker;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +40,37 @@ pub enum WorkerError {
 #[derive(Clone)]
 pub struct LedgerHandle {
     inner: Arc<Mutex<Ledger>>,
+    /// Attempts waiting for the next group commit (see [`LedgerHandle::record_attempt`]).
+    commits: Arc<Mutex<CommitQueue>>,
+}
+
+/// An attempt waiting to be committed, and who to tell once it is.
+type WaitingAttempt = (
+    AttemptRecord,
+    Decision,
+    oneshot::Sender<Result<Applied, LedgerError>>,
+);
+
+/// The group-commit queue. `flushing` is true while a blocking task owns the queue's draining;
+/// it is read and set under the same lock as `waiting`, so no attempt is ever left behind.
+#[derive(Default)]
+struct CommitQueue {
+    waiting: Vec<WaitingAttempt>,
+    flushing: bool,
+}
+
+/// Clears `flushing` when the flushing task ends, even by a panic; on a panic the attempts
+/// still waiting are dropped, so their callers fail instead of waiting forever.
+struct FlushGuard(Arc<Mutex<CommitQueue>>);
+
+impl Drop for FlushGuard {
+    fn drop(&mut self) {
+        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        q.flushing = false;
+        if std::thread::panicking() {
+            q.waiting.clear();
+        }
+    }
 }
 
 impl LedgerHandle {
@@ -47,7 +78,37 @@ impl LedgerHandle {
     pub fn new(ledger: Ledger) -> Self {
         Self {
             inner: Arc::new(Mutex::new(ledger)),
+            commits: Arc::default(),
         }
+    }
+
+    /// Records one attempt like [`Ledger::record_attempt`], with group commit: attempts that
+    /// complete while a commit is running are written together by the next one, in one
+    /// transaction (one fsync), each in its own savepoint. Returns only once this attempt is
+    /// committed (or failed), so nothing is logged or acted upon before it is durable, and
+    /// the compare-and-set on `REFUND_PENDING` is the same statement as before.
+    pub async fn record_attempt(
+        &self,
+        attempt: AttemptRecord,
+        decision: Decision,
+    ) -> Result<Applied, LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        let start_flush = {
+            let mut q = self.commits.lock().unwrap_or_else(|p| p.into_inner());
+            q.waiting.push((attempt, decision, tx));
+            !std::mem::replace(&mut q.flushing, true)
+        };
+        if start_flush {
+            let ledger = Arc::clone(&self.inner);
+            let commits = Arc::clone(&self.commits);
+            // Detached on purpose: the flush runs to completion even if this caller is
+            // dropped, because other callers' attempts ride in the same transaction.
+            drop(tokio::task::spawn_blocking(move || {
+                flush_commits(&ledger, commits)
+            }));
+        }
+        rx.await
+            .unwrap_or_else(|_| panic!("the ledger writer panicked while recording an attempt"))
     }
 
     /// Runs `f` on a blocking thread with exclusive use of the ledger.
@@ -67,6 +128,49 @@ impl LedgerHandle {
         match joined {
             Ok(result) => result,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
+
+/// Drains the commit queue: each round takes every waiting attempt and commits them in one
+/// transaction. If that transaction fails as a whole, each attempt is retried in its own
+/// transaction, so every caller gets exactly the result (and the error) it would have had
+/// without batching.
+fn flush_commits(ledger: &Mutex<Ledger>, commits: Arc<Mutex<CommitQueue>>) {
+    let guard = FlushGuard(commits);
+    let mut ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let batch = {
+            let mut q = guard.0.lock().unwrap_or_else(|p| p.into_inner());
+            if q.waiting.is_empty() {
+                q.flushing = false;
+                return;
+            }
+            std::mem::take(&mut q.waiting)
+        };
+        let mut records = Vec::with_capacity(batch.len());
+        let mut senders = Vec::with_capacity(batch.len());
+        for (attempt, decision, tx) in batch {
+            records.push((attempt, decision));
+            senders.push(tx);
+        }
+        let results = match records.as_slice() {
+            [(attempt, decision)] => vec![ledger.record_attempt(attempt, decision)],
+            _ => match ledger.record_attempts(&records) {
+                Ok(results) => results,
+                Err(e) => {
+                    warn!(error = %e, count = records.len(), "group commit failed; recording attempts one by one");
+                    records
+                        .iter()
+                        .map(|(a, d)| ledger.record_attempt(a, d))
+                        .collect()
+                }
+            },
+        };
+        for (tx, result) in senders.into_iter().zip(results) {
+            // A caller that went away (drain deadline) no longer waits; its attempt is
+            // committed all the same.
+            let _ = tx.send(result);
         }
     }
 }
@@ -303,7 +407,7 @@ impl Worker {
         let inner = &self.inner;
         let found = inner.ledger.call(move |l| l.state(&no)).await?;
         let (status, state) = found.ok_or_else(|| WorkerError::NotFound(out_refund_no.clone()))?;
-        let processed = inner.process(status, state).await?;
+        let processed = inner.process(status, state, None).await?;
         if processed.decision.halt.is_none() {
             inner.halt_lock().take();
         }
@@ -419,7 +523,7 @@ impl Inner {
                 return Ok(());
             };
             report.claimed += 1;
-            let processed = self.process(RefundStatus::Pending, state).await?;
+            let processed = self.process(RefundStatus::Pending, state, None).await?;
             tally(report, &processed);
             match &processed.decision.halt {
                 Some(_) => return Ok(()),
@@ -446,7 +550,7 @@ impl Inner {
                 return Ok(());
             };
             report.claimed += 1;
-            let processed = self.process(RefundStatus::Pending, state).await?;
+            let processed = self.process(RefundStatus::Pending, state, None).await?;
             tally(report, &processed);
             if self.paused() || processed.decision.halt.is_some() {
                 return Ok(());
@@ -468,7 +572,6 @@ impl Inner {
             let me = Arc::clone(self);
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
-                let _permit = permit;
                 tokio::select! {
                     () = me.limiter.acquire() => {}
                     () = shutdown.cancelled() => return Ok(None),
@@ -478,7 +581,9 @@ impl Inner {
                 if me.halted().is_some() || me.paused() {
                     return Ok(None);
                 }
-                me.process(RefundStatus::Pending, state).await.map(Some)
+                me.process(RefundStatus::Pending, state, Some(permit))
+                    .await
+                    .map(Some)
             });
         }
         let mut first_error = None;
@@ -513,10 +618,15 @@ impl Inner {
 
     /// Queries, decides and records one refund. A REQ_TIME_OVER_TIME answer is retried once at
     /// once with a fresh requestTime (both attempts are recorded); only a repeat halts.
+    ///
+    /// `slot` is the sweep's concurrency permit: it bounds queries in flight toward Checus, so
+    /// it is released as soon as the last answer is in, and the next query goes out while this
+    /// attempt waits for its (group) commit.
     async fn process(
         &self,
         recorded: RefundStatus,
         state: RefundState,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Result<Processed, WorkerError> {
         let mut report = self.client.query(&state.out_refund_no).await;
         if report.outcome == QueryOutcome::ClockSkew {
@@ -531,11 +641,15 @@ impl Inner {
             report = self.client.query(&state.out_refund_no).await;
         }
         let decision = self.decide(recorded, &state, &report);
+        // A halting answer keeps its slot until the halt is in force, so no sibling query
+        // slips out meanwhile (a bad key must not burn through the ledger).
+        let slot = slot.filter(|_| decision.halt.is_some());
         let applied = self.record(&state, &report, decision.clone()).await?;
         self.observe_gateway(&state.out_refund_no, &report);
         if let Some(halt) = &decision.halt {
             self.enter_halt(halt, &state.out_refund_no, &report);
         }
+        drop(slot);
         Ok(Processed {
             report,
             decision,
@@ -574,10 +688,9 @@ impl Inner {
             latency: report.latency,
             error: report.error.clone(),
         };
-        let d = decision.clone();
         let applied = self
             .ledger
-            .call(move |l| l.record_attempt(&attempt, &d))
+            .record_attempt(attempt, decision.clone())
             .await?;
         log_applied(state, report, &decision, &applied);
         Ok(applied)

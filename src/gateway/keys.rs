@@ -8,7 +8,7 @@ use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::PublicEncryptingKey;
 use aws_lc_rs::signature::{
-    KeyPair, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair, UnparsedPublicKey,
+    KeyPair, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -137,7 +137,8 @@ impl MerchantKey {
     /// The matching public key as a verifier.
     pub fn public_key(&self) -> GatewayKey {
         GatewayKey {
-            key: UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, self.public_key_spki_der()),
+            key: ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, self.public_key_spki_der())
+                .expect("the SPKI of our own RSA key pair parses"),
         }
     }
 }
@@ -145,7 +146,9 @@ impl MerchantKey {
 /// A public key that verifies signatures: the gateway's (for answers) or, in the sandbox,
 /// the merchant's (for requests).
 pub struct GatewayKey {
-    key: UnparsedPublicKey<Vec<u8>>,
+    /// Parsed once when the config is loaded: `UnparsedPublicKey` would re-parse the DER on
+    /// every verification, once per answer.
+    key: ParsedPublicKey,
 }
 
 impl fmt::Debug for GatewayKey {
@@ -170,9 +173,9 @@ impl GatewayKey {
     pub fn from_text(text: &str) -> Result<Self, KeyError> {
         let (der, _label) = decode_der(text)?;
         if PublicEncryptingKey::from_der(&der).is_ok() {
-            return Ok(Self {
-                key: UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, der),
-            });
+            let key = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, der)
+                .map_err(|_| KeyError::NotPublicKey)?;
+            return Ok(Self { key });
         }
         if RsaKeyPair::from_pkcs8(&der).is_ok() || RsaKeyPair::from_der(&der).is_ok() {
             return Err(KeyError::PrivateGivenAsPublic);
@@ -186,7 +189,7 @@ impl GatewayKey {
             .decode(sign_b64.trim().as_bytes())
             .map_err(|_| SignatureError::NotBase64)?;
         self.key
-            .verify(body, &sig)
+            .verify_sig(body, &sig)
             .map_err(|_| SignatureError::Invalid)
     }
 }

@@ -85,170 +85,44 @@ impl Ledger {
         attempt: &AttemptRecord,
         decision: &Decision,
     ) -> Result<Applied, LedgerError> {
-        const OP: &str = "record attempt";
-        let no = attempt.out_refund_no.as_str();
-        let at = ts_text(attempt.attempted_at);
-        let class = decision.class.as_str();
-        let error = attempt.error.as_deref().map(clip_error);
+        self.write(RECORD_ATTEMPT, |tx| apply_attempt(tx, attempt, decision))
+    }
+
+    /// Group commit: records every `(attempt, decision)` of `batch` exactly as
+    /// [`Ledger::record_attempt`] would, but in ONE transaction, so concurrent query
+    /// completions share one commit (one WAL fsync) instead of paying one each.
+    ///
+    /// Each record runs inside its own savepoint: one that fails (not found, a corrupt row, a
+    /// trigger) is rolled back alone and returns its own error, and the others still commit.
+    /// Nothing is durable, and no result may be acted upon, before this method returns `Ok`;
+    /// on `Err` (the transaction itself failed, e.g. `BEGIN`, `COMMIT` or a savepoint) none of
+    /// the batch was written.
+    pub fn record_attempts(
+        &mut self,
+        batch: &[(AttemptRecord, Decision)],
+    ) -> Result<Vec<Result<Applied, LedgerError>>, LedgerError> {
+        const OP: &str = RECORD_ATTEMPT;
         self.write(OP, |tx| {
-            let current: Option<(String, i64)> = tx
-                .prepare_cached("SELECT status, review_flag FROM refunds WHERE out_refund_no = ?1")
-                .during(OP)?
-                .query_row([no], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .during(OP)?;
-            let Some((status_text, review_flag)) = current else {
-                return Err(LedgerError::NotFound {
-                    out_refund_no: attempt.out_refund_no.clone(),
-                });
-            };
-            let recorded: RefundStatus = Cell { out_refund_no: no }.parse("status", &status_text)?;
-
-            tx.prepare_cached(
-                "INSERT INTO attempts (out_refund_no, attempted_at, outcome, http_status, gateway_code,
-                                       data_status, latency_ms, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .during(OP)?
-            .execute(params![
-                no,
-                at,
-                class,
-                attempt.http_status,
-                attempt.gateway_code,
-                attempt.data_status,
-                i64::try_from(attempt.latency.as_millis()).unwrap_or(i64::MAX),
-                error,
-            ])
-            .during(OP)?;
-
-            let applied = match &decision.change {
-                Change::Finalize {
-                    status,
-                    refund_trade_no,
-                    refund_finish_time,
-                } => {
-                    let changed = tx
-                        .prepare_cached(
-                            "UPDATE refunds
-                                SET status = ?2, final_source = ?3, finalized_at = ?4,
-                                    refund_finish_time = ?5,
-                                    refund_trade_no = coalesce(refund_trade_no, ?6),
-                                    next_query_at = NULL, attempts = attempts + 1,
-                                    last_attempt_at = ?4, last_outcome = ?7, last_error = ?8
-                              WHERE out_refund_no = ?1 AND status = 'REFUND_PENDING'",
-                        )
+            let mut out = Vec::with_capacity(batch.len());
+            for (attempt, decision) in batch {
+                tx.prepare_cached("SAVEPOINT record_attempt")
+                    .during(OP)?
+                    .execute([])
+                    .during(OP)?;
+                let result = apply_attempt(tx, attempt, decision);
+                if result.is_err() {
+                    tx.prepare_cached("ROLLBACK TO record_attempt")
                         .during(OP)?
-                        .execute(params![
-                            no,
-                            status.as_str(),
-                            FinalSource::Query.as_str(),
-                            at,
-                            refund_finish_time.map(ts_text),
-                            refund_trade_no,
-                            class,
-                            error,
-                        ])
-                        .map_err(|source| final_or(source, attempt, OP))?;
-                    match (changed, recorded.as_final()) {
-                        (1, _) => Applied::Finalized(*status),
-                        (_, Some(held)) if held == *status => Applied::AlreadyFinal(held),
-                        (_, Some(held)) => {
-                            insert_discrepancy(
-                                tx,
-                                no,
-                                &at,
-                                "conflicting_final",
-                                held.as_str(),
-                                status.as_str(),
-                            )?;
-                            Applied::Conflict {
-                                recorded: held,
-                                observed: *status,
-                            }
-                        }
-                        // Pending under our IMMEDIATE lock, yet the CAS changed nothing: the
-                        // row is not what it claims to be.
-                        (_, None) => {
-                            return Err(LedgerError::CorruptRow {
-                                out_refund_no: no.to_owned(),
-                                column: "status",
-                                detail: "pending row refused a pending-only update".to_owned(),
-                            });
-                        }
-                    }
+                        .execute([])
+                        .during(OP)?;
                 }
-                // `decide` keeps rows it saw final, and a final row never changes back, so
-                // only the attempt's bookkeeping is written.
-                Change::Keep => match recorded.as_final() {
-                    Some(held) => {
-                        tx.prepare_cached(
-                            "UPDATE refunds SET last_attempt_at = ?2, last_outcome = ?3, last_error = ?4
-                              WHERE out_refund_no = ?1",
-                        )
-                        .during(OP)?
-                        .execute(params![no, at, class, error])
-                        .during(OP)?;
-                        Applied::AlreadyFinal(held)
-                    }
-                    None => {
-                        return Err(LedgerError::CorruptRow {
-                            out_refund_no: no.to_owned(),
-                            column: "status",
-                            detail: "a row once seen final reads as pending".to_owned(),
-                        });
-                    }
-                },
-                Change::Reschedule {
-                    next_query_at,
-                    attempts,
-                    unknown_since,
-                    refund_trade_no,
-                    flag,
-                } => match recorded.as_final() {
-                    Some(held) => Applied::AlreadyFinal(held),
-                    None => {
-                        let newly_flagged = flag.filter(|_| review_flag == 0);
-                        tx.prepare_cached(
-                            "UPDATE refunds
-                                SET next_query_at = ?2, attempts = ?3, unknown_since = ?4,
-                                    refund_trade_no = coalesce(refund_trade_no, ?5),
-                                    last_attempt_at = ?6, last_outcome = ?7, last_error = ?8,
-                                    review_flag = CASE WHEN ?9 IS NULL THEN review_flag ELSE 1 END,
-                                    review_reason = coalesce(?9, review_reason),
-                                    flagged_at = CASE WHEN ?9 IS NULL THEN flagged_at ELSE ?6 END
-                              WHERE out_refund_no = ?1 AND status = 'REFUND_PENDING'",
-                        )
-                        .during(OP)?
-                        .execute(params![
-                            no,
-                            ts_text(*next_query_at),
-                            attempts,
-                            unknown_since.map(ts_text),
-                            refund_trade_no,
-                            at,
-                            class,
-                            error,
-                            newly_flagged.map(|r| r.as_str()),
-                        ])
-                        .during(OP)?;
-                        if decision.class == OutcomeClass::Mismatch {
-                            Applied::Mismatch {
-                                flagged: newly_flagged,
-                            }
-                        } else {
-                            Applied::Rescheduled {
-                                next_query_at: *next_query_at,
-                                flagged: newly_flagged,
-                            }
-                        }
-                    }
-                },
-            };
-            for d in &decision.discrepancies {
-                insert_discrepancy(tx, no, &at, d.kind.as_str(), &d.expected, &d.observed)?;
+                tx.prepare_cached("RELEASE record_attempt")
+                    .during(OP)?
+                    .execute([])
+                    .during(OP)?;
+                out.push(result);
             }
-            Ok(applied)
+            Ok(out)
         })
     }
 
@@ -399,6 +273,181 @@ fn insert_one(
         }
     })?;
     Ok(())
+}
+
+/// `record_attempt`'s operation name.
+const RECORD_ATTEMPT: &str = "record attempt";
+
+/// One attempt and its decision, inside the caller's transaction (see
+/// [`Ledger::record_attempt`]).
+fn apply_attempt(
+    tx: &rusqlite::Transaction<'_>,
+    attempt: &AttemptRecord,
+    decision: &Decision,
+) -> Result<Applied, LedgerError> {
+    const OP: &str = RECORD_ATTEMPT;
+    let no = attempt.out_refund_no.as_str();
+    let at = ts_text(attempt.attempted_at);
+    let class = decision.class.as_str();
+    let error = attempt.error.as_deref().map(clip_error);
+    let current: Option<(String, i64)> = tx
+        .prepare_cached("SELECT status, review_flag FROM refunds WHERE out_refund_no = ?1")
+        .during(OP)?
+        .query_row([no], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .during(OP)?;
+    let Some((status_text, review_flag)) = current else {
+        return Err(LedgerError::NotFound {
+            out_refund_no: attempt.out_refund_no.clone(),
+        });
+    };
+    let recorded: RefundStatus = Cell { out_refund_no: no }.parse("status", &status_text)?;
+
+    tx.prepare_cached(
+        "INSERT INTO attempts (out_refund_no, attempted_at, outcome, http_status, gateway_code,
+                                   data_status, latency_ms, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .during(OP)?
+    .execute(params![
+        no,
+        at,
+        class,
+        attempt.http_status,
+        attempt.gateway_code,
+        attempt.data_status,
+        i64::try_from(attempt.latency.as_millis()).unwrap_or(i64::MAX),
+        error,
+    ])
+    .during(OP)?;
+
+    let applied = match &decision.change {
+        Change::Finalize {
+            status,
+            refund_trade_no,
+            refund_finish_time,
+        } => {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE refunds
+                            SET status = ?2, final_source = ?3, finalized_at = ?4,
+                                refund_finish_time = ?5,
+                                refund_trade_no = coalesce(refund_trade_no, ?6),
+                                next_query_at = NULL, attempts = attempts + 1,
+                                last_attempt_at = ?4, last_outcome = ?7, last_error = ?8
+                          WHERE out_refund_no = ?1 AND status = 'REFUND_PENDING'",
+                )
+                .during(OP)?
+                .execute(params![
+                    no,
+                    status.as_str(),
+                    FinalSource::Query.as_str(),
+                    at,
+                    refund_finish_time.map(ts_text),
+                    refund_trade_no,
+                    class,
+                    error,
+                ])
+                .map_err(|source| final_or(source, attempt, OP))?;
+            match (changed, recorded.as_final()) {
+                (1, _) => Applied::Finalized(*status),
+                (_, Some(held)) if held == *status => Applied::AlreadyFinal(held),
+                (_, Some(held)) => {
+                    insert_discrepancy(
+                        tx,
+                        no,
+                        &at,
+                        "conflicting_final",
+                        held.as_str(),
+                        status.as_str(),
+                    )?;
+                    Applied::Conflict {
+                        recorded: held,
+                        observed: *status,
+                    }
+                }
+                // Pending under our IMMEDIATE lock, yet the CAS changed nothing: the
+                // row is not what it claims to be.
+                (_, None) => {
+                    return Err(LedgerError::CorruptRow {
+                        out_refund_no: no.to_owned(),
+                        column: "status",
+                        detail: "pending row refused a pending-only update".to_owned(),
+                    });
+                }
+            }
+        }
+        // `decide` keeps rows it saw final, and a final row never changes back, so
+        // only the attempt's bookkeeping is written.
+        Change::Keep => match recorded.as_final() {
+            Some(held) => {
+                tx.prepare_cached(
+                    "UPDATE refunds SET last_attempt_at = ?2, last_outcome = ?3, last_error = ?4
+                          WHERE out_refund_no = ?1",
+                )
+                .during(OP)?
+                .execute(params![no, at, class, error])
+                .during(OP)?;
+                Applied::AlreadyFinal(held)
+            }
+            None => {
+                return Err(LedgerError::CorruptRow {
+                    out_refund_no: no.to_owned(),
+                    column: "status",
+                    detail: "a row once seen final reads as pending".to_owned(),
+                });
+            }
+        },
+        Change::Reschedule {
+            next_query_at,
+            attempts,
+            unknown_since,
+            refund_trade_no,
+            flag,
+        } => match recorded.as_final() {
+            Some(held) => Applied::AlreadyFinal(held),
+            None => {
+                let newly_flagged = flag.filter(|_| review_flag == 0);
+                tx.prepare_cached(
+                    "UPDATE refunds
+                            SET next_query_at = ?2, attempts = ?3, unknown_since = ?4,
+                                refund_trade_no = coalesce(refund_trade_no, ?5),
+                                last_attempt_at = ?6, last_outcome = ?7, last_error = ?8,
+                                review_flag = CASE WHEN ?9 IS NULL THEN review_flag ELSE 1 END,
+                                review_reason = coalesce(?9, review_reason),
+                                flagged_at = CASE WHEN ?9 IS NULL THEN flagged_at ELSE ?6 END
+                          WHERE out_refund_no = ?1 AND status = 'REFUND_PENDING'",
+                )
+                .during(OP)?
+                .execute(params![
+                    no,
+                    ts_text(*next_query_at),
+                    attempts,
+                    unknown_since.map(ts_text),
+                    refund_trade_no,
+                    at,
+                    class,
+                    error,
+                    newly_flagged.map(|r| r.as_str()),
+                ])
+                .during(OP)?;
+                if decision.class == OutcomeClass::Mismatch {
+                    Applied::Mismatch {
+                        flagged: newly_flagged,
+                    }
+                } else {
+                    Applied::Rescheduled {
+                        next_query_at: *next_query_at,
+                        flagged: newly_flagged,
+                    }
+                }
+            }
+        },
+    };
+    for d in &decision.discrepancies {
+        insert_discrepancy(tx, no, &at, d.kind.as_str(), &d.expected, &d.observed)?;
+    }
+    Ok(applied)
 }
 
 fn insert_discrepancy(

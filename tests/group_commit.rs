@@ -1,0 +1,284 @@
+//! The speed work keeps the money rules: group commit records exactly what one transaction per
+//! attempt would (each attempt alone or not at all, CAS on pending, finals immutable), and the
+//! daemon's start-up sweep queries refunds already due without waiting for the cron tick.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use checus_reconciler::config::{Config, Environment};
+use checus_reconciler::daemon::{self, Hooks};
+use checus_reconciler::domain::{
+    Change, Clock, Currency, Decision, FinalStatus, NewRefund, OutRefundNo, OutcomeClass,
+    RefundStatus, SystemClock, Timestamp, parse_ts,
+};
+use checus_reconciler::ledger::{Applied, AttemptRecord, Ledger, LedgerError, NotificationRecord};
+use checus_reconciler::sandbox::{self, RefundScript, SandboxOptions, Step, test_keys};
+use checus_reconciler::worker::LedgerHandle;
+use rust_decimal::Decimal;
+use tokio_util::sync::CancellationToken;
+
+fn ts(text: &str) -> Timestamp {
+    parse_ts(text).unwrap()
+}
+
+fn no(text: &str) -> OutRefundNo {
+    OutRefundNo::parse(text).unwrap()
+}
+
+fn refund(n: &str, created_at: Timestamp) -> NewRefund {
+    NewRefund {
+        out_refund_no: no(n),
+        refund_trade_no: None,
+        out_trade_no: Some(format!("O-{n}")),
+        amount: Decimal::from_str("12.50").unwrap(),
+        currency: Currency::parse("USD").unwrap(),
+        status: RefundStatus::Pending,
+        created_at,
+    }
+}
+
+fn attempt(n: &str) -> AttemptRecord {
+    AttemptRecord {
+        out_refund_no: no(n),
+        attempted_at: ts("2026-01-01T00:15:00.000Z"),
+        http_status: Some(200),
+        gateway_code: Some("APPLY_SUCCESS".into()),
+        data_status: Some("REFUND_SUCCESS".into()),
+        latency: Duration::from_millis(42),
+        error: None,
+    }
+}
+
+fn finalize(status: FinalStatus) -> Decision {
+    Decision {
+        class: OutcomeClass::Final,
+        change: Change::Finalize {
+            status,
+            refund_trade_no: Some("T-Q".into()),
+            refund_finish_time: Some(ts("2026-01-01T00:20:00.000Z")),
+        },
+        discrepancies: Vec::new(),
+        halt: None,
+        slow_down: false,
+    }
+}
+
+fn reschedule() -> Decision {
+    Decision {
+        class: OutcomeClass::Pending,
+        change: Change::Reschedule {
+            next_query_at: ts("2026-01-01T00:16:00.000Z"),
+            attempts: 1,
+            unknown_since: None,
+            refund_trade_no: Some("T-Q".into()),
+            flag: None,
+        },
+        discrepancies: Vec::new(),
+        halt: None,
+        slow_down: false,
+    }
+}
+
+/// A ledger with R1, R2 pending and R3 already failed by a notification.
+fn seeded() -> (tempfile::TempDir, Ledger) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+    let created = ts("2026-01-01T00:00:00.000Z");
+    for n in ["R1", "R2", "R3"] {
+        ledger.insert_refund(&refund(n, created)).unwrap();
+    }
+    ledger
+        .record_notification(&NotificationRecord {
+            out_refund_no: no("R3"),
+            status: FinalStatus::Failed,
+            refund_trade_no: Some("T-R3".into()),
+            amount: Decimal::from_str("12.50").unwrap(),
+            currency: Currency::parse("USD").unwrap(),
+            refund_finish_time: None,
+            notify_time: ts("2026-01-01T00:05:00.000Z"),
+        })
+        .unwrap();
+    (dir, ledger)
+}
+
+fn batch() -> Vec<(AttemptRecord, Decision)> {
+    vec![
+        (attempt("R1"), finalize(FinalStatus::Success)),
+        (attempt("GHOST"), finalize(FinalStatus::Success)),
+        (attempt("R2"), reschedule()),
+        (attempt("R3"), finalize(FinalStatus::Success)),
+    ]
+}
+
+#[test]
+fn a_group_commit_records_exactly_what_one_transaction_per_attempt_would() {
+    let (_a, mut grouped) = seeded();
+    let (_b, mut single) = seeded();
+    let results = grouped.record_attempts(&batch()).unwrap();
+    let one_by_one: Vec<_> = batch()
+        .iter()
+        .map(|(a, d)| single.record_attempt(a, d))
+        .collect();
+
+    assert_eq!(results.len(), 4);
+    assert_eq!(
+        results[0].as_ref().unwrap(),
+        &Applied::Finalized(FinalStatus::Success)
+    );
+    // The unknown refund fails alone: its savepoint is rolled back, the others commit.
+    assert!(matches!(results[1], Err(LedgerError::NotFound { .. })));
+    assert!(matches!(
+        results[2].as_ref().unwrap(),
+        Applied::Rescheduled { .. }
+    ));
+    // A final status is never overwritten: the disagreement is recorded instead.
+    assert_eq!(
+        results[3].as_ref().unwrap(),
+        &Applied::Conflict {
+            recorded: FinalStatus::Failed,
+            observed: FinalStatus::Success
+        }
+    );
+    for (g, s) in results.iter().zip(&one_by_one) {
+        assert_eq!(g.as_ref().ok(), s.as_ref().ok());
+        assert_eq!(g.is_err(), s.is_err());
+    }
+    for n in ["R1", "R2", "R3"] {
+        let mut g = grouped.show(&no(n)).unwrap().unwrap();
+        let mut s = single.show(&no(n)).unwrap().unwrap();
+        // The notification trigger stamps its own wall-clock time in each ledger.
+        for d in [&mut g, &mut s] {
+            d.refund.notified_at = None;
+            d.refund.finalized_at = d.refund.finalized_at.filter(|_| n != "R3");
+        }
+        assert_eq!(g.refund, s.refund, "{n}");
+        assert_eq!(g.attempts.len(), 1, "{n}: one attempt row");
+        assert_eq!(
+            g.attempts.iter().map(|a| a.outcome).collect::<Vec<_>>(),
+            s.attempts.iter().map(|a| a.outcome).collect::<Vec<_>>()
+        );
+        assert_eq!(g.discrepancies.len(), s.discrepancies.len(), "{n}");
+    }
+    assert_eq!(
+        grouped.show(&no("R3")).unwrap().unwrap().refund.status,
+        RefundStatus::Failed
+    );
+    assert!(grouped.show(&no("GHOST")).unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_attempts_through_the_handle_are_each_committed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let ledger = Ledger::open(&path).unwrap();
+    let names: Vec<String> = (0..64).map(|i| format!("C{i:03}")).collect();
+    for n in &names {
+        ledger
+            .insert_refund(&refund(n, ts("2026-01-01T00:00:00.000Z")))
+            .unwrap();
+    }
+    let handle = LedgerHandle::new(ledger);
+    let record_all = |status: FinalStatus| {
+        let mut set = tokio::task::JoinSet::new();
+        for n in &names {
+            let (h, a) = (handle.clone(), attempt(n));
+            set.spawn(async move { h.record_attempt(a, finalize(status)).await });
+        }
+        set
+    };
+
+    let mut first = record_all(FinalStatus::Success);
+    while let Some(r) = first.join_next().await {
+        assert_eq!(
+            r.unwrap().unwrap(),
+            Applied::Finalized(FinalStatus::Success)
+        );
+    }
+    // A second wave that disagrees changes no final status; every attempt is still logged.
+    let mut second = record_all(FinalStatus::Failed);
+    while let Some(r) = second.join_next().await {
+        assert!(matches!(r.unwrap().unwrap(), Applied::Conflict { .. }));
+    }
+    let check = Ledger::open_existing(&path).unwrap();
+    for n in &names {
+        let d = check.show(&no(n)).unwrap().unwrap();
+        assert_eq!(d.refund.status, RefundStatus::Success, "{n}");
+        assert_eq!(d.attempts.len(), 2, "{n}: exactly one row per attempt");
+        assert_eq!(d.discrepancies.len(), 1, "{n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_queries_refunds_due_at_start_without_waiting_for_cron() {
+    let sb = sandbox::start(SandboxOptions::insecure_test(Arc::new(SystemClock)))
+        .await
+        .unwrap();
+    sb.script(
+        "DUE-AT-START",
+        RefundScript {
+            refund_trade_no: "T-DUE".into(),
+            out_trade_no: "O-DUE-AT-START".into(),
+            amount: Decimal::from_str("12.50").unwrap(),
+            currency: Currency::parse("USD").unwrap(),
+            steps: vec![Step::Success],
+        },
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    Ledger::open(&path)
+        .unwrap()
+        .insert_refund(&refund("DUE-AT-START", SystemClock.now()))
+        .unwrap();
+    // The cron safety net fires once a year: only the start-up sweep can query the refund.
+    let text = format!(
+        "[ledger]\npath = {path:?}\n\n[gateway]\nbase_url = {url:?}\napp_id = {app:?}\nmerchant_no = {merchant:?}\n\n\
+         [keys]\nmerchant_private_key = \"env:MERCHANT_KEY\"\ngateway_public_key = \"env:GATEWAY_KEY\"\n\n\
+         [schedule]\ngrace = \"0s\"\n\n[worker]\nsweep_cron = \"0 0 0 1 1 *\"\n",
+        path = path.display().to_string(),
+        url = sb.base_url(),
+        app = sandbox::TEST_APP_ID,
+        merchant = sandbox::TEST_MERCHANT_NO,
+    );
+    let env = Environment::from_pairs([
+        ("MERCHANT_KEY", test_keys::INSECURE_MERCHANT_PRIVATE_PEM),
+        ("GATEWAY_KEY", test_keys::INSECURE_GATEWAY_PUBLIC_PEM),
+    ]);
+    let config = Config::parse(&text, "test", &env).unwrap();
+    let keys = config.keys.load().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let hooks = Hooks {
+        on_sweep: Some(Box::new(move |r| {
+            let _ = tx.send(r.clone());
+        })),
+        ..Hooks::default()
+    };
+    let token = CancellationToken::new();
+    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let daemon = tokio::spawn(daemon::run(
+        config,
+        keys,
+        Arc::new(SystemClock),
+        token.clone(),
+        reload_rx,
+        hooks,
+    ));
+    // A deadline, not a synchronisation sleep: without the start-up sweep this would hang.
+    let first = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("no sweep within 30 s of start: the start-up sweep is missing")
+        .expect("a sweep report");
+    assert_eq!(first.claimed, 1);
+    assert_eq!(first.finalized, 1);
+    token.cancel();
+    daemon.await.unwrap().unwrap();
+    let d = Ledger::open_existing(&path)
+        .unwrap()
+        .show(&no("DUE-AT-START"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.refund.status, RefundStatus::Success);
+    assert_eq!(d.attempts.len(), 1);
+    sb.shutdown().await;
+}
