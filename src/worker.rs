@@ -36,6 +36,9 @@ pub enum WorkerError {
 #[derive(Clone)]
 pub struct LedgerHandle {
     inner: Arc<Mutex<Ledger>>,
+    /// Ledger calls completed, successful or not: the daemon's watchdog pings systemd during a
+    /// sweep only while this moves, so a worker stuck anywhere stops the pings.
+    completed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LedgerHandle {
@@ -43,7 +46,13 @@ impl LedgerHandle {
     pub fn new(ledger: Ledger) -> Self {
         Self {
             inner: Arc::new(Mutex::new(ledger)),
+            completed: Arc::default(),
         }
+    }
+
+    /// How many ledger calls have completed so far (a progress counter).
+    pub fn completed_calls(&self) -> u64 {
+        self.completed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs `f` on a blocking thread with exclusive use of the ledger.
@@ -53,11 +62,14 @@ impl LedgerHandle {
         R: Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        let completed = Arc::clone(&self.completed);
         let joined = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock leaves the connection usable: every ledger
             // method is one transaction, rolled back on unwind.
             let mut ledger = inner.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut ledger)
+            let out = f(&mut ledger);
+            completed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            out
         })
         .await;
         match joined {
