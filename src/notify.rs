@@ -91,6 +91,9 @@ impl Notifier {
             msg.push('\n');
         }
         let sock = UnixDatagram::unbound()?;
+        // Never block the work loop: a reader that does not keep up (a full datagram queue)
+        // costs one dropped notification (WouldBlock), never a stalled worker.
+        sock.set_nonblocking(true)?;
         let sent = match address {
             Address::Path(p) => sock.send_to(msg.as_bytes(), p)?,
             Address::Abstract(name) => {
@@ -189,6 +192,24 @@ mod tests {
         );
         let len = server.recv(&mut buf).unwrap();
         assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), "WATCHDOG=1\n");
+    }
+
+    #[test]
+    fn a_reader_that_does_not_keep_up_never_blocks_the_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let _server = UnixDatagram::bind(&path).unwrap();
+        let n = Notifier::to_path(&path, None);
+        // Far more than the kernel's datagram queue (net.unix.max_dgram_qlen, 10 by default):
+        // once it is full, sends fail with WouldBlock instead of waiting for the reader.
+        let results: Vec<_> = (0..1000)
+            .map(|_| n.notify(&[NotifyState::Watchdog]))
+            .collect();
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock))
+            .count();
+        assert!(refused > 0, "the queue never filled");
     }
 
     #[test]
