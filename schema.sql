@@ -8,7 +8,12 @@
 -- writer, not only for checus-reconciler:
 --   * a refund that reached REFUND_SUCCESS or REFUND_FAILED never changes its outcome;
 --   * out_refund_no, amount and currency of a refund never change; refunds are never deleted;
---   * the attempt log is append-only; discrepancies and notifications are never deleted.
+--   * the attempt log is append-only; discrepancies and notifications are never deleted;
+--   * the one exception to "never deleted" is an audited prune (table `prunes`): while a prune
+--     row is running, in the pruning transaction, the rows of final refunds finalized before its
+--     cutoff and with no unresolved discrepancy may be deleted, and nothing else;
+--   * an operator's decision (final_source 'operator') needs its audit row in
+--     `operator_actions` first, and an audit row is never changed or deleted.
 --
 -- Conventions an operator can rely on:
 --   * Every instant is TEXT in UTC, `YYYY-MM-DDTHH:MM:SS.mmmZ`, e.g. 2026-11-25T20:58:27.123Z.
@@ -143,10 +148,37 @@ BEGIN
     SELECT RAISE(ABORT, 'checus-reconciler: out_refund_no, amount and currency of a refund are immutable');
 END;
 
+-- Refunds are never deleted, except by a running audited prune (see `prunes`), and then only
+-- final refunds finalized before its cutoff with no unresolved discrepancy. coalesce(.., 0):
+-- with no running prune the condition is NULL, and NULL must mean "refused", not "allowed".
 CREATE TRIGGER refunds_are_never_deleted
 BEFORE DELETE ON refunds
+WHEN NOT coalesce((
+    OLD.status <> 'REFUND_PENDING'
+    AND OLD.finalized_at < (SELECT finalized_before FROM prunes WHERE state = 'running')
+    AND NOT EXISTS (SELECT 1 FROM discrepancies
+                     WHERE out_refund_no = OLD.out_refund_no AND resolved_at IS NULL)), 0)
 BEGIN
-    SELECT RAISE(ABORT, 'checus-reconciler: refunds are never deleted');
+    SELECT RAISE(ABORT, 'checus-reconciler: refunds are never deleted (only an audited prune removes old final refunds)');
+END;
+
+-- An operator decision is audited before it is applied: the `operator_actions` row of the
+-- resolve must already exist in the same transaction.
+CREATE TRIGGER refunds_operator_decision_is_audited
+BEFORE UPDATE OF final_source ON refunds
+WHEN NEW.final_source IS 'operator' AND OLD.status = 'REFUND_PENDING'
+ AND NOT EXISTS (SELECT 1 FROM operator_actions
+                  WHERE action = 'resolve' AND out_refund_no = NEW.out_refund_no
+                    AND to_status = NEW.status)
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: an operator decision needs its operator_actions audit row');
+END;
+
+CREATE TRIGGER refunds_operator_insert_is_audited
+BEFORE INSERT ON refunds
+WHEN NEW.final_source IS 'operator'
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: an operator decision needs its operator_actions audit row');
 END;
 
 -- `INSERT OR REPLACE` (and REPLACE INTO) would delete the existing row without firing the
@@ -190,7 +222,10 @@ CREATE TABLE attempts (
     -- Round trip time in milliseconds.
     latency_ms    INTEGER NOT NULL CHECK (latency_ms >= 0),
     -- What went wrong, for humans (never secrets).
-    error         TEXT
+    error         TEXT,
+    -- What the daemon decided from this attempt, for `explain`: 'finalize REFUND_SUCCESS',
+    -- 'reschedule 2026-11-25T21:00:00.000Z', '... flag pending_too_long', 'keep'.
+    decision      TEXT
 ) STRICT;
 
 -- `show`: a refund's attempts in order.
@@ -204,6 +239,10 @@ END;
 
 CREATE TRIGGER attempts_are_append_only_no_delete
 BEFORE DELETE ON attempts
+WHEN NOT coalesce((
+    SELECT r.status <> 'REFUND_PENDING'
+       AND r.finalized_at < (SELECT finalized_before FROM prunes WHERE state = 'running')
+      FROM refunds AS r WHERE r.out_refund_no = OLD.out_refund_no), 0)
 BEGIN
     SELECT RAISE(ABORT, 'checus-reconciler: attempts are append-only');
 END;
@@ -271,6 +310,11 @@ END;
 
 CREATE TRIGGER discrepancies_are_never_deleted
 BEFORE DELETE ON discrepancies
+WHEN NOT coalesce((
+    OLD.resolved_at IS NOT NULL
+    AND (SELECT r.status <> 'REFUND_PENDING'
+            AND r.finalized_at < (SELECT finalized_before FROM prunes WHERE state = 'running')
+           FROM refunds AS r WHERE r.out_refund_no = OLD.out_refund_no)), 0)
 BEGIN
     SELECT RAISE(ABORT, 'checus-reconciler: discrepancies are never deleted');
 END;
@@ -361,6 +405,10 @@ END;
 
 CREATE TRIGGER notifications_are_never_deleted
 BEFORE DELETE ON notifications
+WHEN NOT coalesce((
+    SELECT r.status <> 'REFUND_PENDING'
+       AND r.finalized_at < (SELECT finalized_before FROM prunes WHERE state = 'running')
+      FROM refunds AS r WHERE r.out_refund_no = OLD.out_refund_no), 0)
 BEGIN
     SELECT RAISE(ABORT, 'checus-reconciler: notifications are append-only and effect is set by the ledger');
 END;
@@ -470,6 +518,108 @@ BEFORE UPDATE ON sweeps
 WHEN OLD.finished_at IS NOT NULL
 BEGIN
     SELECT RAISE(ABORT, 'checus-reconciler: a finished sweep is immutable');
+END;
+
+-- ---------------------------------------------------------------------------------------------
+-- operator_actions: the audit log of every operator command that changes the ledger (resolve,
+-- retry-now, resolve-discrepancy, prune): who, when, why, and what it changed. Append-only.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE operator_actions (
+    id            INTEGER PRIMARY KEY,
+    at            TEXT NOT NULL
+                  CHECK (at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    -- Who: the operator's name (--by, else the login name).
+    actor         TEXT NOT NULL CHECK (length(actor) BETWEEN 1 AND 128),
+    action        TEXT NOT NULL
+                  CHECK (action IN ('resolve', 'retry_now', 'resolve_discrepancy', 'prune')),
+    -- The refund concerned (NULL for prune).
+    out_refund_no TEXT
+                  CHECK (length(out_refund_no) BETWEEN 1 AND 64
+                         AND out_refund_no NOT GLOB '*[^!-~]*'),
+    -- resolve: the status the operator decided.
+    to_status     TEXT CHECK (to_status IN ('REFUND_SUCCESS', 'REFUND_FAILED')),
+    -- Why, in the operator's words. Required for every action but retry-now.
+    reason        TEXT CHECK (length(reason) BETWEEN 1 AND 2000),
+    -- What the action changed, as JSON (the values it replaced).
+    detail        TEXT,
+    CHECK (action = 'retry_now' OR reason IS NOT NULL),
+    CHECK ((action = 'resolve') = (to_status IS NOT NULL))
+) STRICT;
+
+CREATE INDEX operator_actions_by_refund ON operator_actions (out_refund_no, id);
+
+CREATE TRIGGER operator_actions_are_append_only_no_update
+BEFORE UPDATE ON operator_actions
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: operator_actions are append-only');
+END;
+
+CREATE TRIGGER operator_actions_are_append_only_no_delete
+BEFORE DELETE ON operator_actions
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: operator_actions are append-only');
+END;
+
+CREATE TRIGGER operator_actions_insert_is_not_replace
+BEFORE INSERT ON operator_actions
+WHEN EXISTS (SELECT 1 FROM operator_actions WHERE id = NEW.id)
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: operator_actions are append-only');
+END;
+
+-- ---------------------------------------------------------------------------------------------
+-- prunes: the only path by which rows of refunds, attempts, notifications and discrepancies
+-- are ever deleted. `checus-reconciler prune` inserts a 'running' row, archives the rows it is
+-- about to delete to a file, deletes them and marks the row 'done' with its counts, all in ONE
+-- transaction: other connections never see a running prune. The delete triggers above allow
+-- a delete only while a prune is running, only of final refunds finalized before its cutoff
+-- with no unresolved discrepancy (and their attempts, notifications, resolved discrepancies).
+-- A prune row is never changed once done and never deleted.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE prunes (
+    id               INTEGER PRIMARY KEY,
+    started_at       TEXT NOT NULL CHECK (started_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    actor            TEXT NOT NULL CHECK (length(actor) BETWEEN 1 AND 128),
+    reason           TEXT NOT NULL CHECK (length(reason) BETWEEN 1 AND 2000),
+    -- Final refunds finalized strictly before this instant are removed.
+    finalized_before TEXT NOT NULL CHECK (finalized_before GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    -- Where the removed rows were archived (JSON lines) and the archive's SHA-256 (hex);
+    -- NULL when the operator chose --no-archive.
+    archive_path     TEXT,
+    archive_sha256   TEXT CHECK (archive_sha256 GLOB '[0-9a-f]*' AND length(archive_sha256) = 64),
+    state            TEXT NOT NULL CHECK (state IN ('running', 'done')),
+    -- Rows removed, set when done.
+    refunds          INTEGER CHECK (refunds >= 0),
+    attempts         INTEGER CHECK (attempts >= 0),
+    notifications    INTEGER CHECK (notifications >= 0),
+    discrepancies    INTEGER CHECK (discrepancies >= 0),
+    sweeps           INTEGER CHECK (sweeps >= 0),
+    CHECK ((state = 'done') = (refunds IS NOT NULL))
+) STRICT;
+
+CREATE TRIGGER prunes_start_running_one_at_a_time
+BEFORE INSERT ON prunes
+WHEN NEW.state IS NOT 'running'
+  OR EXISTS (SELECT 1 FROM prunes WHERE state = 'running' OR id = NEW.id)
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: a prune starts running, one at a time');
+END;
+
+CREATE TRIGGER prunes_done_are_immutable
+BEFORE UPDATE ON prunes
+WHEN OLD.state IS NOT 'running' OR NEW.state IS NOT 'done'
+  OR NEW.id IS NOT OLD.id OR NEW.started_at IS NOT OLD.started_at
+  OR NEW.actor IS NOT OLD.actor OR NEW.reason IS NOT OLD.reason
+  OR NEW.finalized_before IS NOT OLD.finalized_before
+  OR NEW.archive_path IS NOT OLD.archive_path OR NEW.archive_sha256 IS NOT OLD.archive_sha256
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: a prune is immutable once done');
+END;
+
+CREATE TRIGGER prunes_are_never_deleted
+BEFORE DELETE ON prunes
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: a prune is immutable once done');
 END;
 
 PRAGMA user_version = 1;

@@ -102,12 +102,15 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+    /// journald's native protocol, with every field queryable (`OUT_REFUND_NO=`, `STATUS=`).
+    /// Chosen automatically for `text` when stderr is the journal (`$JOURNAL_STREAM`).
+    Journald,
 }
 
 /// Logging settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogSettings {
-    /// Text or JSON.
+    /// Text, JSON or journald.
     pub format: LogFormat,
     /// A tracing filter, e.g. `info` or `checus_reconciler=debug`.
     pub level: String,

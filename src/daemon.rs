@@ -18,6 +18,7 @@ use crate::config::{Config, ConfigError, LoadedKeys};
 use crate::domain::{Clock, Timestamp, format_ts};
 use crate::gateway::{GatewayClient, GatewayError};
 use crate::ledger::{Ledger, LedgerError};
+use crate::notify::Notifier;
 use crate::worker::{LedgerHandle, SweepReport, Worker};
 
 /// Why the daemon could not start (once started, it only stops on `shutdown`).
@@ -123,6 +124,9 @@ pub struct Hooks {
     pub on_ready: Option<Box<dyn FnOnce() + Send>>,
     /// Replaces the jitter draw (tests: no jitter).
     pub jitter: Option<crate::worker::JitterSource>,
+    /// systemd notifications (`READY=1`, `STATUS=`, `WATCHDOG=1`); disabled by default. `main`
+    /// builds it from the environment systemd gives the service.
+    pub notify: Notifier,
 }
 
 /// Runs the daemon until `shutdown` is cancelled, then drains within the configured deadline.
@@ -189,6 +193,12 @@ pub async fn run(
         rate_per_second = config.worker.rate_per_second,
         "daemon ready"
     );
+    // Config validated (by the caller), ledger open, lock held, scheduler running: ready.
+    let notifier = hooks.notify;
+    notifier.ready(&format!(
+        "ready: ledger {}, waiting for the first sweep",
+        path.display()
+    ));
     if let Some(ready) = hooks.on_ready {
         ready();
     }
@@ -202,11 +212,20 @@ pub async fn run(
     let mut current_config = config;
     let totals = Arc::new(std::sync::Mutex::new(Totals::default()));
     let work_totals = Arc::clone(&totals);
+    let loop_notifier = notifier.clone();
     let work = async move {
+        let notifier = loop_notifier;
         // Sweep once at start: refunds already due (or due before the first cron tick) must
         // not wait for the cron safety net, and the sweep tells us when to wake next.
         let mut wake_at: Option<Timestamp> = Some(clock.now());
         let mut sweep_no: u64 = 0;
+        // WATCHDOG=1 comes from this loop only: between sweeps on every tick, during a sweep
+        // only while the worker makes progress (ledger calls complete). A hung loop or a hung
+        // sweep stops the pings, and systemd restarts the service after WatchdogSec=.
+        let watchdog_every = notifier.watchdog_interval();
+        let mut watchdog =
+            tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let sleep = wake_at.map(|t| {
                 let ms = (t - clock.now()).num_milliseconds().max(0) as u64;
@@ -255,10 +274,29 @@ pub async fn run(
                 }
                 Some(()) = poke_rx.recv() => {}
                 () = async { tokio::time::sleep(sleep.unwrap_or(Duration::MAX)).await }, if sleep.is_some() => {}
+                _ = watchdog.tick(), if watchdog_every.is_some() => {
+                    notifier.watchdog();
+                    continue;
+                }
             }
             sweep_no += 1;
             let span = info_span!("sweep", sweep = sweep_no);
-            match worker.sweep(&loop_shutdown).instrument(span).await {
+            let sweep = worker.sweep(&loop_shutdown).instrument(span);
+            tokio::pin!(sweep);
+            let mut progress = ledger.completed_calls();
+            let result = loop {
+                tokio::select! {
+                    r = &mut sweep => break r,
+                    _ = watchdog.tick(), if watchdog_every.is_some() => {
+                        let now = ledger.completed_calls();
+                        if now != progress {
+                            progress = now;
+                            notifier.watchdog();
+                        }
+                    }
+                }
+            };
+            match result {
                 Ok(report) => {
                     work_totals
                         .lock()
@@ -283,12 +321,17 @@ pub async fn run(
                         (Some(_), probe, _) => probe,
                         (None, _, next) => next,
                     };
+                    notifier.status(&sweep_status(&report, clock.now()));
                     if let Some(cb) = &on_sweep {
                         cb(&report);
                     }
                 }
                 Err(e) => {
                     error!(error = %e, "sweep failed; retrying at the next tick");
+                    notifier.status(&format!(
+                        "sweep failed at {}: {e}; retrying at the next tick",
+                        format_ts(clock.now())
+                    ));
                     wake_at = None;
                 }
             }
@@ -302,6 +345,7 @@ pub async fn run(
     let outcome = match finished {
         Some(r) => r,
         None => {
+            notifier.stopping();
             info!(
                 deadline_s = deadline.as_secs_f64(),
                 "shutdown requested; draining in-flight queries"
@@ -373,4 +417,28 @@ impl Totals {
         self.rescheduled += r.rescheduled;
         self.failed += r.failed;
     }
+}
+
+/// The one-line `STATUS=` systemd shows in `systemctl status` after a sweep.
+pub fn sweep_status(report: &SweepReport, now: Timestamp) -> String {
+    let mut line = format!(
+        "last sweep {}: claimed {}, finalized {}, rescheduled {}, flagged {}, failed {}",
+        format_ts(now),
+        report.claimed,
+        report.finalized,
+        report.rescheduled,
+        report.flagged,
+        report.failed
+    );
+    match (&report.halted, report.next_probe_at, report.next_due_at) {
+        (Some(h), probe, _) => {
+            line.push_str(&format!("; QUERYING HALTED: {h}"));
+            if let Some(p) = probe {
+                line.push_str(&format!("; probe at {}", format_ts(p)));
+            }
+        }
+        (None, _, Some(next)) => line.push_str(&format!("; next due {}", format_ts(next))),
+        (None, _, None) => line.push_str("; nothing pending"),
+    }
+    line
 }

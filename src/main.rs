@@ -13,7 +13,9 @@ use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
 use tokio_util::sync::CancellationToken;
 
-use checus_reconciler::cli::{Cli, Command, ConfigArgs, ExitCode, ImportFormat, LedgerArgs};
+use checus_reconciler::cli::{
+    Cli, Command, ConfigArgs, ExitCode, ExportFormat, ImportFormat, LedgerArgs, OperatorArgs,
+};
 use checus_reconciler::config::{Config, ConfigError, Environment, LogFormat, parse_duration};
 use checus_reconciler::daemon::{self, DaemonError, Reloader};
 use checus_reconciler::domain::{Clock, OutRefundNo, RefundStatus, SystemClock, parse_ts};
@@ -43,7 +45,12 @@ fn ledger_failure(e: LedgerError) -> Failure {
         ExitCode::Ledger
     } else {
         match e {
-            LedgerError::DuplicateRefund { .. } => ExitCode::Input,
+            LedgerError::DuplicateRefund { .. }
+            | LedgerError::AlreadyFinal { .. }
+            | LedgerError::TargetExists { .. } => ExitCode::Input,
+            LedgerError::NotFound { .. } | LedgerError::DiscrepancyNotOpen { .. } => {
+                ExitCode::NotFound
+            }
             _ => ExitCode::Failure,
         }
     };
@@ -84,23 +91,58 @@ fn main() -> std::process::ExitCode {
 }
 
 fn init_logging(format: LogFormat, level: &str) {
-    // The scheduler crate narrates its own start-up at INFO; keep it out unless asked for.
-    let level = if level.contains("tokio_cron_scheduler") {
-        level.to_owned()
-    } else {
-        format!("{level},tokio_cron_scheduler=warn")
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(&level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    // Operator commands log to stderr as asked; only `run` looks at $JOURNAL_STREAM.
+    checus_reconciler::logging::init(format, level, &Environment::default());
+}
+
+/// Who is acting, for the audit log: --by (or $CHECUS_RECONCILER_OPERATOR), else the login.
+fn actor(args: &OperatorArgs, env: &Environment) -> Result<String, Failure> {
+    let name = args
+        .by
+        .clone()
+        .or_else(|| {
+            ["SUDO_USER", "USER", "LOGNAME"]
+                .iter()
+                .find_map(|v| env.get(v).map(str::to_owned))
+        })
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    match name {
+        Some(n) if n.chars().count() <= 128 => Ok(n),
+        Some(_) => Err(Failure::new(
+            ExitCode::Usage,
+            anyhow::anyhow!("--by: at most 128 characters"),
+        )),
+        None => Err(Failure::new(
+            ExitCode::Usage,
+            anyhow::anyhow!("say who you are for the audit log with --by NAME"),
+        )),
+    }
+}
+
+/// A non-empty reason of at most 2000 characters (the audit log's limit).
+fn reason(text: &str) -> Result<&str, Failure> {
+    let t = text.trim();
+    if t.is_empty() || t.chars().count() > 2000 {
+        return Err(Failure::new(
+            ExitCode::Usage,
+            anyhow::anyhow!("--reason: 1 to 2000 characters"),
+        ));
+    }
+    Ok(t)
+}
+
+fn parse_ago(flag: &str, text: &str) -> Result<Duration, Failure> {
+    parse_duration(text).map_err(|e| Failure::new(ExitCode::Usage, anyhow::anyhow!("{flag}: {e}")))
+}
+
+fn since_arg(
+    flag: &str,
+    text: &str,
+    now: checus_reconciler::domain::Timestamp,
+) -> Result<checus_reconciler::domain::Timestamp, Failure> {
+    parse_since(text, now)
+        .map_err(|e| Failure::new(ExitCode::Usage, anyhow::anyhow!("{flag}: {e}")))
 }
 
 fn load_config(path: &Path, env: &Environment) -> Result<Config, Failure> {
@@ -208,7 +250,10 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
         }
         Command::Run(ConfigArgs { config }) => {
             let cfg = load_config(&config, &env)?;
-            init_logging(cfg.log.format, &cfg.log.level);
+            let sink = checus_reconciler::logging::init(cfg.log.format, &cfg.log.level, &env);
+            if let checus_reconciler::logging::Sink::TextAfterJournaldFailed(e) = &sink {
+                tracing::warn!(error = %e, "journald socket unavailable; logging text to stderr");
+            }
             let keys = cfg.keys.load().map_err(config_failure)?;
             let token = CancellationToken::new();
             let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
@@ -227,7 +272,10 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
                 Arc::new(SystemClock),
                 token,
                 reload_rx,
-                daemon::Hooks::default(),
+                daemon::Hooks {
+                    notify: checus_reconciler::notify::Notifier::from_env(&env),
+                    ..daemon::Hooks::default()
+                },
             )
             .await
             .map_err(|e| match e {
@@ -238,16 +286,290 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
             })?;
             Ok(ExitCode::Ok)
         }
-        Command::Status { ledger, json } => {
+        Command::Status {
+            ledger,
+            stale_after,
+            json,
+        } => {
             init_logging(LogFormat::Text, "warn");
+            let stale_after = parse_ago("--stale-after", &stale_after)?;
             let l = open_existing(&ledger, &env)?;
-            let summary = l.status(clock.now()).map_err(ledger_failure)?;
+            let health = l.health(clock.now(), stale_after).map_err(ledger_failure)?;
             if json {
-                return print_json(&summary);
+                print_json(&health)?;
+            } else {
+                print!("{}", report::health_table(&health));
             }
-            print!("{}", report::status_table(&summary));
+            Ok(if health.needs_human {
+                ExitCode::NeedsHuman
+            } else {
+                ExitCode::Ok
+            })
+        }
+        Command::Stuck {
+            ledger,
+            older_than,
+            limit,
+            json,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            let now = clock.now();
+            let cutoff = since_arg("--older-than", &older_than, now)?;
+            let l = open_existing(&ledger, &env)?;
+            let rows = l.stuck(cutoff, limit).map_err(ledger_failure)?;
+            if json {
+                return print_json(&rows);
+            }
+            print!("{}", report::stuck_table(&rows, now));
             Ok(ExitCode::Ok)
         }
+        Command::Failed {
+            ledger,
+            since,
+            limit,
+            json,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            let since = since_arg("--since", &since, clock.now())?;
+            let l = open_existing(&ledger, &env)?;
+            let rows = l.failed_since(since, limit).map_err(ledger_failure)?;
+            if json {
+                return print_json(&rows);
+            }
+            print!("{}", report::failed_table(&rows));
+            Ok(ExitCode::Ok)
+        }
+        Command::Explain {
+            ledger,
+            out_refund_no,
+            json,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            let no = parse_refund_no(&out_refund_no)?;
+            let l = open_existing(&ledger, &env)?;
+            let Some(t) = l.timeline(&no).map_err(ledger_failure)? else {
+                return Err(Failure::new(
+                    ExitCode::NotFound,
+                    anyhow::anyhow!("refund {no} is not in the ledger {}", l.path().display()),
+                ));
+            };
+            if json {
+                return print_json(&t);
+            }
+            print!("{}", report::timeline(&t));
+            Ok(ExitCode::Ok)
+        }
+        Command::RetryNow {
+            ledger,
+            out_refund_no,
+            all_flagged,
+            operator,
+            json,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            let by = actor(&operator, &env)?;
+            let l = open_existing(&ledger, &env)?;
+            let now = clock.now();
+            let done = match out_refund_no {
+                Some(no) if !all_flagged => {
+                    let no = parse_refund_no(&no)?;
+                    l.retry_now(&no, &by, now).map_err(ledger_failure)?;
+                    vec![no]
+                }
+                Some(_) => {
+                    return Err(Failure::new(
+                        ExitCode::Usage,
+                        anyhow::anyhow!("name one refund or --all-flagged, not both"),
+                    ));
+                }
+                None => l.retry_all_flagged(&by, now).map_err(ledger_failure)?,
+            };
+            let names: Vec<String> = done.iter().map(ToString::to_string).collect();
+            if json {
+                return print_json(&serde_json::json!({
+                    "due_at": checus_reconciler::domain::format_ts(now),
+                    "refunds": names,
+                }));
+            }
+            for n in &names {
+                println!("{n}: due now, backoff restarted");
+            }
+            println!(
+                "{} refunds due now; the running daemon queries them at its next sweep",
+                names.len()
+            );
+            Ok(ExitCode::Ok)
+        }
+        Command::Resolve {
+            ledger,
+            out_refund_no,
+            status,
+            reason: why,
+            operator,
+            json,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            let by = actor(&operator, &env)?;
+            let why = reason(&why)?;
+            let no = parse_refund_no(&out_refund_no)?;
+            let l = open_existing(&ledger, &env)?;
+            let row = l
+                .resolve(&no, status.into(), &by, why, clock.now())
+                .map_err(ledger_failure)?;
+            if json {
+                return print_json(&row);
+            }
+            println!(
+                "{}: {} (source operator, by {by}, recorded in operator_actions)",
+                row.out_refund_no, row.status
+            );
+            Ok(ExitCode::Ok)
+        }
+        Command::Discrepancies { ledger, all, json } => {
+            init_logging(LogFormat::Text, "warn");
+            let l = open_existing(&ledger, &env)?;
+            let rows = l.discrepancies(all).map_err(ledger_failure)?;
+            if json {
+                return print_json(&rows);
+            }
+            print!("{}", report::discrepancy_table(&rows));
+            Ok(ExitCode::Ok)
+        }
+        Command::ResolveDiscrepancy {
+            ledger,
+            id,
+            reason: why,
+            operator,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            let by = actor(&operator, &env)?;
+            let why = reason(&why)?;
+            let l = open_existing(&ledger, &env)?;
+            l.resolve_discrepancy(id, &by, why, clock.now())
+                .map_err(ledger_failure)?;
+            println!("discrepancy {id} resolved by {by}");
+            Ok(ExitCode::Ok)
+        }
+        Command::Export {
+            ledger,
+            since,
+            format,
+            output,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            let since = since_arg("--since", &since, clock.now())?;
+            let l = open_existing(&ledger, &env)?;
+            let rows = l.export_since(since).map_err(ledger_failure)?;
+            let sink: Box<dyn Write> = match &output {
+                Some(path) => Box::new(
+                    std::fs::File::options()
+                        .write(true)
+                        .create_new(true)
+                        .open(path)
+                        .with_context(|| format!("creating {}", path.display()))
+                        .map_err(|e| Failure::new(ExitCode::Input, e))?,
+                ),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let mut sink = std::io::BufWriter::new(sink);
+            let fail = |e: anyhow::Error| Failure::new(ExitCode::Failure, e);
+            match format {
+                ExportFormat::Csv => {
+                    let mut w = csv::Writer::from_writer(&mut sink);
+                    for r in &rows {
+                        w.serialize(r).map_err(|e| fail(e.into()))?;
+                    }
+                    w.flush().map_err(|e| fail(e.into()))?;
+                }
+                ExportFormat::Jsonl => {
+                    for r in &rows {
+                        serde_json::to_writer(&mut sink, r).map_err(|e| fail(e.into()))?;
+                        sink.write_all(b"\n").map_err(|e| fail(e.into()))?;
+                    }
+                }
+            }
+            sink.flush().map_err(|e| fail(e.into()))?;
+            if let Some(path) = output {
+                eprintln!("exported {} refunds to {}", rows.len(), path.display());
+            }
+            Ok(ExitCode::Ok)
+        }
+        Command::Prune {
+            ledger,
+            finalized_before,
+            dry_run,
+            archive,
+            no_archive: _,
+            reason: why,
+            operator,
+            json,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            let now = clock.now();
+            let cutoff = since_arg("--finalized-before", &finalized_before, now)?;
+            let l = open_existing(&ledger, &env)?;
+            let report = if dry_run {
+                checus_reconciler::ledger::PruneReport {
+                    prune_id: None,
+                    finalized_before: cutoff,
+                    counts: l.prune_plan(cutoff).map_err(ledger_failure)?,
+                    archive: None,
+                    archive_sha256: None,
+                    dry_run: true,
+                }
+            } else {
+                let by = actor(&operator, &env)?;
+                let why = reason(why.as_deref().unwrap_or(""))?;
+                // The audit row keeps an absolute path: a relative one means nothing later.
+                let archive = archive
+                    .map(|a| std::path::absolute(&a).map_err(|e| Failure::new(ExitCode::Usage, e)))
+                    .transpose()?;
+                l.prune(cutoff, &by, why, archive.as_deref(), now)
+                    .map_err(ledger_failure)?
+            };
+            if json {
+                return print_json(&report);
+            }
+            print!("{}", report::prune_summary(&report));
+            Ok(ExitCode::Ok)
+        }
+        Command::Backup { ledger, path, json } => {
+            init_logging(LogFormat::Text, "warn");
+            let l = open_existing(&ledger, &env)?;
+            let b = l.backup(&path).map_err(ledger_failure)?;
+            if json {
+                return print_json(&b);
+            }
+            println!(
+                "backup written: {} ({} bytes, {} refunds, integrity checked)",
+                b.path.display(),
+                b.bytes,
+                b.refunds
+            );
+            Ok(ExitCode::Ok)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "checus-reconciler", &mut std::io::stdout());
+            Ok(ExitCode::Ok)
+        }
+        Command::Manpage { out_dir } => {
+            use clap::CommandFactory;
+            let cmd = Cli::command();
+            let io = |e: std::io::Error| Failure::new(ExitCode::Failure, e);
+            match out_dir {
+                None => clap_mangen::Man::new(cmd)
+                    .render(&mut std::io::stdout())
+                    .map_err(io)?,
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir).map_err(io)?;
+                    clap_mangen::generate_to(cmd, &dir).map_err(io)?;
+                }
+            }
+            Ok(ExitCode::Ok)
+        }
+
         Command::List {
             ledger,
             status,

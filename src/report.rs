@@ -312,3 +312,179 @@ pub fn demo_summary(r: &DemoReport) -> String {
     }
     out
 }
+
+/// A duration in whole units for people: `3d4h`, `2h05m`, `45s`.
+pub fn age(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        s if s >= 86_400 => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+        s if s >= 3600 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// `status` for people: the counts, the worker, and what needs a human.
+pub fn health_table(h: &crate::ledger::Health) -> String {
+    let mut out = status_table(&h.summary);
+    let _ = writeln!(
+        out,
+        "{:<28}{}",
+        "worker",
+        match h.worker_idle_s {
+            Some(s) => format!("last active {} ago", age(s)),
+            None => "never ran".to_owned(),
+        }
+    );
+    if h.warnings.is_empty() {
+        let _ = writeln!(out, "\nOK: nothing needs a human");
+    } else {
+        let _ = writeln!(out, "\nNEEDS A HUMAN:");
+        for w in &h.warnings {
+            let _ = writeln!(out, "  [{}] {}", w.code, w.message);
+        }
+    }
+    out
+}
+
+/// `stuck` for people, ages counted at `now`.
+pub fn stuck_table(rows: &[RefundRow], now: crate::domain::Timestamp) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>14} {:<4} {:>8} {:>4} {:<13} {:<24} FLAG",
+        "OUT_REFUND_NO", "AMOUNT", "CUR", "AGE", "TRY", "LAST_OUTCOME", "NEXT_QUERY"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>14} {:<4} {:>8} {:>4} {:<13} {:<24} {}",
+            r.out_refund_no.as_str(),
+            r.amount.to_string(),
+            r.currency.as_str(),
+            age((now - r.created_at).num_seconds()),
+            r.attempts,
+            r.last_outcome.map_or("-", |o| o.as_str()),
+            opt_ts(r.next_query_at),
+            r.review_reason.map(|x| x.as_str()).unwrap_or("")
+        );
+    }
+    let _ = writeln!(out, "({} stuck refunds)", rows.len());
+    out
+}
+
+/// `failed` for people.
+pub fn failed_table(rows: &[RefundRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<24} {:>14} {:<4} {:<24} {:<15} {:>4} REFUND_TRADE_NO",
+        "OUT_REFUND_NO", "AMOUNT", "CUR", "FAILED_AT", "SOURCE", "TRY"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>14} {:<4} {:<24} {:<15} {:>4} {}",
+            r.out_refund_no.as_str(),
+            r.amount.to_string(),
+            r.currency.as_str(),
+            opt_ts(r.finalized_at),
+            r.final_source.map_or("-", |s| s.as_str()),
+            r.attempts,
+            r.refund_trade_no.as_deref().unwrap_or("-")
+        );
+    }
+    let _ = writeln!(out, "({} failed refunds)", rows.len());
+    out
+}
+
+/// `explain` for people.
+pub fn timeline(t: &crate::ledger::Timeline) -> String {
+    let r = &t.refund;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}  {} {}  {}{}",
+        r.out_refund_no,
+        r.amount,
+        r.currency,
+        r.status,
+        if r.review_flag {
+            format!(
+                "  FLAGGED ({})",
+                r.review_reason.map(|x| x.as_str()).unwrap_or("?")
+            )
+        } else {
+            String::new()
+        }
+    );
+    for e in &t.events {
+        let _ = writeln!(out, "  {}  {:<20} {}", format_ts(e.at), e.kind, e.summary);
+    }
+    out
+}
+
+/// `discrepancies` for people.
+pub fn discrepancy_table(rows: &[crate::ledger::OpenDiscrepancy]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>6} {:<24} {:<24} {:<13} {:<18} {:<16} {:<16} RESOLVED_BY",
+        "ID", "OUT_REFUND_NO", "DETECTED", "SOURCE", "KIND", "LEDGER", "OBSERVED"
+    );
+    for d in rows {
+        let _ = writeln!(
+            out,
+            "{:>6} {:<24} {:<24} {:<13} {:<18} {:<16} {:<16} {}",
+            d.id,
+            d.out_refund_no.as_str(),
+            format_ts(d.detected_at),
+            d.source,
+            d.kind,
+            d.expected.as_deref().unwrap_or("-"),
+            d.observed.as_deref().unwrap_or("-"),
+            d.resolved_by.as_deref().unwrap_or("-")
+        );
+    }
+    let _ = writeln!(out, "({} discrepancies)", rows.len());
+    out
+}
+
+/// `prune` for people.
+pub fn prune_summary(p: &crate::ledger::PruneReport) -> String {
+    let c = &p.counts;
+    let mut out = String::new();
+    let verb = if p.dry_run { "would remove" } else { "removed" };
+    let _ = writeln!(
+        out,
+        "prune of refunds finalized before {}: {verb} {} refunds, {} attempts, {} notifications, {} discrepancies, {} sweeps",
+        format_ts(p.finalized_before),
+        c.refunds,
+        c.attempts,
+        c.notifications,
+        c.discrepancies,
+        c.sweeps
+    );
+    if c.kept_unresolved > 0 {
+        let _ = writeln!(
+            out,
+            "kept {} old final refunds with unresolved discrepancies",
+            c.kept_unresolved
+        );
+    }
+    match (&p.archive, &p.archive_sha256) {
+        (Some(path), Some(sha)) => {
+            let _ = writeln!(out, "archive: {} (sha256 {sha})", path.display());
+        }
+        _ if p.dry_run => {
+            let _ = writeln!(out, "dry run: nothing was written");
+        }
+        _ => {
+            let _ = writeln!(out, "no archive was written (--no-archive)");
+        }
+    }
+    if let Some(id) = p.prune_id {
+        let _ = writeln!(out, "recorded as prune #{id} in the ledger's prunes table");
+    }
+    out
+}

@@ -42,6 +42,9 @@ pub struct LedgerHandle {
     inner: Arc<Mutex<Ledger>>,
     /// Attempts waiting for the next group commit (see [`LedgerHandle::record_attempt`]).
     commits: Arc<Mutex<CommitQueue>>,
+    /// Ledger calls completed, successful or not: the daemon's watchdog pings systemd during a
+    /// sweep only while this moves, so a worker stuck anywhere stops the pings.
+    completed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// An attempt waiting to be committed, and who to tell once it is.
@@ -79,7 +82,13 @@ impl LedgerHandle {
         Self {
             inner: Arc::new(Mutex::new(ledger)),
             commits: Arc::default(),
+            completed: Arc::default(),
         }
+    }
+
+    /// How many ledger calls have completed so far (a progress counter).
+    pub fn completed_calls(&self) -> u64 {
+        self.completed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Records one attempt like [`Ledger::record_attempt`], with group commit: attempts that
@@ -101,10 +110,11 @@ impl LedgerHandle {
         if start_flush {
             let ledger = Arc::clone(&self.inner);
             let commits = Arc::clone(&self.commits);
+            let completed = Arc::clone(&self.completed);
             // Detached on purpose: the flush runs to completion even if this caller is
             // dropped, because other callers' attempts ride in the same transaction.
             drop(tokio::task::spawn_blocking(move || {
-                flush_commits(&ledger, commits)
+                flush_commits(&ledger, commits, &completed)
             }));
         }
         rx.await
@@ -118,11 +128,14 @@ impl LedgerHandle {
         R: Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        let completed = Arc::clone(&self.completed);
         let joined = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock leaves the connection usable: every ledger
             // method is one transaction, rolled back on unwind.
             let mut ledger = inner.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut ledger)
+            let out = f(&mut ledger);
+            completed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            out
         })
         .await;
         match joined {
@@ -136,7 +149,11 @@ impl LedgerHandle {
 /// transaction. If that transaction fails as a whole, each attempt is retried in its own
 /// transaction, so every caller gets exactly the result (and the error) it would have had
 /// without batching.
-fn flush_commits(ledger: &Mutex<Ledger>, commits: Arc<Mutex<CommitQueue>>) {
+fn flush_commits(
+    ledger: &Mutex<Ledger>,
+    commits: Arc<Mutex<CommitQueue>>,
+    completed: &std::sync::atomic::AtomicU64,
+) {
     let guard = FlushGuard(commits);
     let mut ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
     loop {
@@ -167,6 +184,7 @@ fn flush_commits(ledger: &Mutex<Ledger>, commits: Arc<Mutex<CommitQueue>>) {
                 }
             },
         };
+        completed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for (tx, result) in senders.into_iter().zip(results) {
             // A caller that went away (drain deadline) no longer waits; its attempt is
             // committed all the same.

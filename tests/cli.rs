@@ -347,9 +347,11 @@ fn add_show_list_status_round_trip() {
     let o = run(d.path(), &["list", "--ledger", &l]);
     assert!(stdout(&o).contains("R-CLI-1") && stdout(&o).contains("R-CLI-2"));
 
+    // No daemon has ever swept this ledger: that needs a human, so status exits 8.
     let o = run(d.path(), &["status", "--ledger", &l, "--json"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&o), 8, "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["warnings"][0]["code"], "worker_never_ran");
     assert_eq!(v["pending"], 1);
     assert_eq!(v["failed"], 1);
     let o = run(d.path(), &["status", "--ledger", &l]);

@@ -156,6 +156,44 @@ pub enum LedgerError {
         /// The sweep id.
         id: i64,
     },
+    /// An operator command that needs a pending refund named a final one. Nothing was written:
+    /// a final outcome never changes.
+    #[error("refund {out_refund_no} is already final ({status}); a final outcome never changes")]
+    AlreadyFinal {
+        /// The refund number.
+        out_refund_no: OutRefundNo,
+        /// Its final status.
+        status: crate::domain::RefundStatus,
+    },
+    /// No such discrepancy, or it is already resolved.
+    #[error("discrepancy {id} is not in the ledger or is already resolved")]
+    DiscrepancyNotOpen {
+        /// The discrepancy id.
+        id: i64,
+    },
+    /// A file the ledger was asked to create (backup, prune archive) could not be written.
+    #[error("cannot write {}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A backup or archive target already exists; it is never overwritten.
+    #[error("{} already exists; it is never overwritten", path.display())]
+    TargetExists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The backup copy did not check out (integrity or schema version).
+    #[error("backup {} failed its check: {detail}", path.display())]
+    BackupCheck {
+        /// The backup file.
+        path: PathBuf,
+        /// What was wrong.
+        detail: String,
+    },
     /// A stored value does not parse. Never a panic: the row is reported, not guessed at.
     #[error("ledger row {out_refund_no}: column {column} is corrupt: {detail}")]
     CorruptRow {

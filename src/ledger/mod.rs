@@ -11,13 +11,15 @@
 //!   writer, including the `sqlite3` shell; see [`contract`] for the merchant's SQL.
 //!
 //! Files: `open.rs` (open, version check, connection setup), `write.rs` (inserts, attempts,
-//! sweeps), `read.rs` (due work, status, list, show), `types.rs` (records and rows),
+//! sweeps), `read.rs` (due work, status, list, show), `ops.rs` (operator commands: stuck,
+//! failed, explain, retry-now, resolve, export, prune, backup, health), `types.rs` (records and rows),
 //! `error.rs`, `contract.rs`/`contract.sql` (the merchant app's SQL).
 
 #![warn(missing_docs)]
 pub mod contract;
 mod error;
 mod open;
+mod ops;
 mod read;
 mod types;
 mod write;
@@ -30,6 +32,10 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use error::LedgerError;
+pub use ops::{
+    BackupReport, Health, HealthWarning, OpenDiscrepancy, PruneCounts, PruneReport, Timeline,
+    TimelineEvent,
+};
 pub use types::{
     Applied, AttemptRecord, AttemptRow, DiscrepancyRow, DiscrepancySource, ListFilter,
     MAX_ERROR_CHARS, NotificationEffect, NotificationRecord, NotificationRow, RecordedKind,

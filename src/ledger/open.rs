@@ -10,12 +10,14 @@ use super::error::LedgerError;
 use super::{BUSY_TIMEOUT, Ledger, SCHEMA_SQL, SCHEMA_VERSION};
 
 /// The tables a version-1 ledger must have.
-const LEDGER_TABLES: [&str; 5] = [
+const LEDGER_TABLES: [&str; 7] = [
     "refunds",
     "attempts",
     "discrepancies",
     "notifications",
     "sweeps",
+    "operator_actions",
+    "prunes",
 ];
 
 /// What the file is, judged before anything is written to it.
@@ -134,7 +136,8 @@ fn probe(conn: &Connection, path: &Path) -> Result<Found, LedgerError> {
             let tables: i64 = conn
                 .query_row(
                     "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN \
-                     ('refunds', 'attempts', 'discrepancies', 'notifications', 'sweeps')",
+                     ('refunds', 'attempts', 'discrepancies', 'notifications', 'sweeps', \
+                     'operator_actions', 'prunes')",
                     [],
                     |r| r.get(0),
                 )

@@ -14,7 +14,7 @@ use super::types::{
 use crate::domain::{OutRefundNo, RefundState, RefundStatus, Timestamp};
 
 /// Every `refunds` column [`refund_row`] reads, in its order.
-const REFUND_COLUMNS: &str = "out_refund_no, refund_trade_no, out_trade_no, amount, currency, \
+pub(super) const REFUND_COLUMNS: &str = "out_refund_no, refund_trade_no, out_trade_no, amount, currency, \
     status, created_at, notified_at, finalized_at, final_source, refund_finish_time, \
     next_query_at, attempts, unknown_since, last_attempt_at, last_outcome, last_error, \
     review_flag, review_reason, flagged_at";
@@ -454,14 +454,14 @@ fn state_of(row: &RefundRow) -> RefundState {
 
 /// A `refunds` row as stored, before parsing. Reading the raw text first keeps SQLite errors
 /// (`Sqlite`) apart from bad values (`CorruptRow`).
-struct RawRefund {
+pub(super) struct RawRefund {
     text: [Option<String>; 20],
     attempts: i64,
     review_flag: i64,
 }
 
 impl RawRefund {
-    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+    pub(super) fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
         let mut text: [Option<String>; 20] = Default::default();
         for (i, slot) in text.iter_mut().enumerate() {
             if i != 12 && i != 17 {
@@ -475,7 +475,7 @@ impl RawRefund {
         })
     }
 
-    fn parse(self) -> Result<RefundRow, LedgerError> {
+    pub(super) fn parse(self) -> Result<RefundRow, LedgerError> {
         let t = &self.text;
         let no = t[0].as_deref().unwrap_or("");
         let c = Cell { out_refund_no: no };

@@ -305,8 +305,8 @@ fn apply_attempt(
 
     tx.prepare_cached(
         "INSERT INTO attempts (out_refund_no, attempted_at, outcome, http_status, gateway_code,
-                                   data_status, latency_ms, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                   data_status, latency_ms, error, decision)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .during(OP)?
     .execute(params![
@@ -318,6 +318,7 @@ fn apply_attempt(
         attempt.data_status,
         i64::try_from(attempt.latency.as_millis()).unwrap_or(i64::MAX),
         error,
+        super::ops::decision_text(decision),
     ])
     .during(OP)?;
 
