@@ -338,9 +338,12 @@ pub async fn run(
         }
     };
     let mut handle = tokio::spawn(work);
+    // Shutdown is checked first: the work loop also ends on it, and an unbiased select could
+    // then take the "loop ended" branch and skip STOPPING=1 and the drain log.
     let finished = tokio::select! {
-        r = &mut handle => Some(r),
+        biased;
         () = shutdown.cancelled() => None,
+        r = &mut handle => Some(r),
     };
     let outcome = match finished {
         Some(r) => r,

@@ -577,12 +577,21 @@ impl Inner {
         let due = self.ledger.call(move |l| l.due(now, batch)).await?;
         report.claimed += due.len() as u64;
         let semaphore = Arc::new(Semaphore::new(self.settings.concurrency));
+        // Answers not yet committed are bounded too: a task holds one of these from dispatch
+        // until its attempt is committed, so at most `concurrency` queries are on the wire and
+        // at most as many more answers wait for the group commit. A crash can therefore cost
+        // at most 2 × concurrency answers (re-queried after restart), however slow the disk.
+        let uncommitted = Arc::new(Semaphore::new(2 * self.settings.concurrency));
         let mut tasks: JoinSet<Result<Option<Processed>, WorkerError>> = JoinSet::new();
         for state in due {
             // Refunds left undispatched stay due, untouched: deferred, no attempt spent.
             if shutdown.is_cancelled() || self.halted().is_some() || self.paused() {
                 break;
             }
+            let pending_commit = tokio::select! {
+                p = Arc::clone(&uncommitted).acquire_owned() => p.expect("semaphore is never closed"),
+                () = shutdown.cancelled() => break,
+            };
             let permit = tokio::select! {
                 p = Arc::clone(&semaphore).acquire_owned() => p.expect("semaphore is never closed"),
                 () = shutdown.cancelled() => break,
@@ -590,6 +599,7 @@ impl Inner {
             let me = Arc::clone(self);
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
+                let _pending_commit = pending_commit;
                 tokio::select! {
                     () = me.limiter.acquire() => {}
                     () = shutdown.cancelled() => return Ok(None),
@@ -659,11 +669,13 @@ impl Inner {
             report = self.client.query(&state.out_refund_no).await;
         }
         let decision = self.decide(recorded, &state, &report);
+        // The breaker hears of this answer before the slot is given back, so a query
+        // dispatched into the freed slot already sees an opened breaker.
+        self.observe_gateway(&state.out_refund_no, &report);
         // A halting answer keeps its slot until the halt is in force, so no sibling query
         // slips out meanwhile (a bad key must not burn through the ledger).
         let slot = slot.filter(|_| decision.halt.is_some());
         let applied = self.record(&state, &report, decision.clone()).await?;
-        self.observe_gateway(&state.out_refund_no, &report);
         if let Some(halt) = &decision.halt {
             self.enter_halt(halt, &state.out_refund_no, &report);
         }

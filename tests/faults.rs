@@ -92,11 +92,12 @@ fn logged(no: &str, message: &str) -> Value {
 // The matrix.
 // ---------------------------------------------------------------------------------------------
 
-/// A harness whose gateway timeout is short, so hangs and trickles end quickly.
+/// A harness whose gateway timeout is short, so hangs and trickles end quickly — but long
+/// enough that an answer's head always arrives first on a loaded 2-core CI machine.
 async fn harness() -> Harness {
     log_buffer();
     Harness::with_settings(|s| {
-        s.request_timeout = Duration::from_millis(600);
+        s.request_timeout = Duration::from_millis(1500);
         s.connect_timeout = Duration::from_millis(300);
     })
     .await
@@ -199,7 +200,7 @@ async fn connection_refused_is_retried_without_spending_attempts() {
 
 #[tokio::test]
 async fn slow_oversized_and_redirected_answers_are_retried() {
-    // Hang past the (600 ms) timeout, a body trickling slower than the timeout allows, a body
+    // Hang past the (1.5 s) timeout, a body trickling slower than the timeout allows, a body
     // over the size cap, and a redirect (never followed).
     assert_retried("fault:hang", "transport", None).await;
     assert_retried("fault:trickle:50ms", "transport", Some(200)).await;
