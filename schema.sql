@@ -94,6 +94,11 @@ CREATE TABLE refunds (
                                                 'answer_mismatch')),
     flagged_at         TEXT
                        CHECK (flagged_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    -- A final outcome waiting for its confirming query, from when: set when a notification
+    -- finalizes the refund (the daemon queries once, schedule.confirm_after later, and records
+    -- a discrepancy if Checus disagrees); NULL once confirmed, and for every other refund.
+    confirm_at         TEXT
+                       CHECK (confirm_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
 
     -- pending <=> no final_source <=> no finalized_at.
     CHECK ((status = 'REFUND_PENDING') = (final_source IS NULL)),
@@ -115,6 +120,8 @@ CREATE INDEX refunds_unscheduled ON refunds (created_at)
 -- held pending rows would look cheaper than refunds_due to SQLite's planner (an equality on
 -- status), and the due query would silently become O(pending) instead of O(due).
 CREATE INDEX refunds_final ON refunds (status, created_at) WHERE status <> 'REFUND_PENDING';
+-- Notification-finalized refunds waiting for their confirming query (few at a time).
+CREATE INDEX refunds_to_confirm ON refunds (confirm_at) WHERE confirm_at IS NOT NULL;
 -- Final refunds in the order they became final: the daemon logs one line for each final
 -- outcome it did not write itself (notifications, immediate /refund failures, operators).
 CREATE INDEX refunds_by_finalized ON refunds (finalized_at, id) WHERE finalized_at IS NOT NULL;
@@ -447,7 +454,8 @@ BEGIN
            notified_at = NEW.received_at,
            refund_finish_time = NEW.refund_finish_time,
            refund_trade_no = coalesce(refund_trade_no, NEW.refund_trade_no),
-           next_query_at = NULL
+           next_query_at = NULL,
+           confirm_at = NEW.received_at
      WHERE out_refund_no = NEW.out_refund_no
        AND status = 'REFUND_PENDING'
        AND (SELECT effect FROM notifications WHERE id = NEW.id) = 'finalized';

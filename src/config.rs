@@ -220,6 +220,8 @@ struct RawSchedule {
     unknown_flag_after: String,
     #[serde(default = "d_halt_recheck")]
     halt_recheck: String,
+    #[serde(default = "d_confirm_after")]
+    confirm_after: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -289,6 +291,9 @@ fn d_unknown_flag() -> String {
 fn d_halt_recheck() -> String {
     fmt_d(Policy::default().halt_recheck)
 }
+fn d_confirm_after() -> String {
+    fmt_d(Policy::default().confirm_after)
+}
 fn d_cron() -> String {
     "*/30 * * * * *".to_owned()
 }
@@ -322,6 +327,7 @@ impl Default for RawSchedule {
             pending_flag_after: d_pending_flag(),
             unknown_flag_after: d_unknown_flag(),
             halt_recheck: d_halt_recheck(),
+            confirm_after: d_confirm_after(),
         }
     }
 }
@@ -613,6 +619,7 @@ impl RawConfig {
                 &s.unknown_flag_after,
             )?,
             halt_recheck: positive_duration("schedule.halt_recheck", &s.halt_recheck)?,
+            confirm_after: duration("schedule.confirm_after", &s.confirm_after)?,
         };
 
         let w = self.worker;

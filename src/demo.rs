@@ -90,6 +90,10 @@ impl DemoReport {
     }
 }
 
+/// Every this many refunds, the demo's merchant app receives a notification (when the gateway
+/// already reports the refund successful).
+const NOTIFY_EVERY: usize = 3;
+
 /// The short timings the demo runs with: the real policy, compressed from hours to seconds.
 pub fn demo_policy() -> Policy {
     let s = Duration::from_secs;
@@ -110,6 +114,7 @@ pub fn demo_policy() -> Policy {
         // answers plus transient faults) ends before its refund could be flagged.
         pending_flag_after: s(20),
         unknown_flag_after: s(5),
+        confirm_after: s(1),
         halt_recheck: s(2),
     }
 }
@@ -154,12 +159,14 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
     ledger.import(&rows, &mut |_| {})?;
     sb.script_many(scripts.iter().cloned())
         .expect("generated scripts are valid");
-    // The merchant's app also receives some notifications: every tenth refund that will
-    // succeed gets its (agreeing) notification before the first query is due.
-    let mut notified = 0;
-    for (no, _) in scripts.iter().step_by(10) {
-        if let Some(status @ RefundStatus::Success) = sb.truth(no) {
-            let script = &scripts.iter().find(|(n, _)| n == no).expect("present").1;
+    // The merchant's app also receives some notifications: every third refund that the gateway
+    // already reports successful gets its (agreeing) notification before the first query is
+    // due. Its confirming query then agrees too. (A refund the sandbox still reports pending
+    // would make the confirmation a recorded disagreement: the sandbox's timelines advance per
+    // query, not with time.)
+    for (no, script) in scripts.iter().step_by(NOTIFY_EVERY) {
+        if script.steps.first() == Some(&crate::sandbox::Step::Success) {
+            let status = RefundStatus::Success;
             ledger.record_notification(&NotificationRecord {
                 out_refund_no: OutRefundNo::parse(no).expect("generated refund numbers are valid"),
                 status: status.as_final().expect("final"),
@@ -169,7 +176,6 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
                 refund_finish_time: Some(now),
                 notify_time: now,
             })?;
-            notified += 1;
         }
     }
     drop(ledger);
@@ -232,7 +238,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
     let ledger = Ledger::open_existing(&ledger_path)?;
     let conflicting = scripts.iter().find(|(no, s)| {
         sb.truth(no) == Some(RefundStatus::Success)
-            && !scripts.iter().step_by(10).any(|(n, _)| n == no)
+            && !scripts.iter().step_by(NOTIFY_EVERY).any(|(n, _)| n == no)
             && s.currency.as_str() != ""
     });
     if let Some((no, script)) = conflicting {
@@ -288,7 +294,6 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
             ));
         }
     }
-    let _ = notified;
     sb.shutdown().await;
     report.elapsed_ms = started.elapsed().as_millis();
     tracing::info!(at = %format_ts(clock.now()), "demo finished");

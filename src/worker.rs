@@ -574,7 +574,24 @@ impl Inner {
                 return Ok(());
             }
         }
-        let due = self.ledger.call(move |l| l.due(now, batch)).await?;
+        let confirm_after = self.policy.confirm_after;
+        let due = self
+            .ledger
+            .call(move |l| {
+                // Pending refunds first; then final outcomes from notifications waiting for
+                // their one confirming query (a contradiction becomes a discrepancy).
+                let mut due: Vec<(RefundStatus, RefundState)> = l
+                    .due(now, batch)?
+                    .into_iter()
+                    .map(|s| (RefundStatus::Pending, s))
+                    .collect();
+                let room = batch.saturating_sub(due.len());
+                if room > 0 {
+                    due.extend(l.due_confirmations(now, confirm_after, room)?);
+                }
+                Ok(due)
+            })
+            .await?;
         report.claimed += due.len() as u64;
         let semaphore = Arc::new(Semaphore::new(self.settings.concurrency));
         // Answers not yet committed are bounded too: a task holds one of these from dispatch
@@ -583,7 +600,7 @@ impl Inner {
         // at most 2 × concurrency answers (re-queried after restart), however slow the disk.
         let uncommitted = Arc::new(Semaphore::new(2 * self.settings.concurrency));
         let mut tasks: JoinSet<Result<Option<Processed>, WorkerError>> = JoinSet::new();
-        for state in due {
+        for (recorded, state) in due {
             // Refunds left undispatched stay due, untouched: deferred, no attempt spent.
             if shutdown.is_cancelled() || self.halted().is_some() || self.paused() {
                 break;
@@ -609,9 +626,7 @@ impl Inner {
                 if me.halted().is_some() || me.paused() {
                     return Ok(None);
                 }
-                me.process(RefundStatus::Pending, state, Some(permit))
-                    .await
-                    .map(Some)
+                me.process(recorded, state, Some(permit)).await.map(Some)
             });
         }
         let mut first_error = None;

@@ -362,3 +362,120 @@ async fn a_final_outcome_never_changes_even_through_direct_sql() {
     assert_eq!(d.refund.status, RefundStatus::Success);
     assert_eq!(d.attempts.len(), 1);
 }
+
+fn confirm_at(h: &Harness, no: &str) -> Option<String> {
+    rusqlite::Connection::open(&h.ledger_path)
+        .unwrap()
+        .query_row(
+            "SELECT confirm_at FROM refunds WHERE out_refund_no = ?1",
+            [no],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+fn notify(
+    h: &Harness,
+    no: &str,
+    script: &checus_reconciler::sandbox::RefundScript,
+    status: checus_reconciler::domain::FinalStatus,
+) {
+    h.ledger()
+        .record_notification(&NotificationRecord {
+            out_refund_no: checus_reconciler::domain::OutRefundNo::parse(no).unwrap(),
+            status,
+            refund_trade_no: Some(script.refund_trade_no.clone()),
+            amount: script.amount,
+            currency: script.currency,
+            refund_finish_time: Some(h.clock_now()),
+            notify_time: h.clock_now(),
+        })
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_notification_that_contradicts_the_gateway_is_caught_by_one_confirming_query() {
+    use checus_reconciler::domain::FinalStatus;
+    let h = Harness::new().await;
+    // The ledger stamps notifications with SQLite's own clock: run on the wall clock.
+    h.clock.set(chrono::Utc::now());
+    // The gateway says SUCCESS; a (verified) notification saying FAILED arrives first.
+    let script = h.refund("R-CONF-BAD", vec![Step::Success]);
+    notify(&h, "R-CONF-BAD", &script, FinalStatus::Failed);
+    // An agreeing notification for another refund.
+    let agree = h.refund("R-CONF-OK", vec![Step::Success]);
+    notify(&h, "R-CONF-OK", &agree, FinalStatus::Success);
+    assert!(confirm_at(&h, "R-CONF-BAD").is_some());
+    // Not before schedule.confirm_after.
+    h.advance(h.policy.confirm_after - Duration::from_secs(1));
+    h.sweep().await;
+    assert_eq!(h.sandbox.stats().requests, 0);
+    // (SQLite stamped the notifications a few ms after the clock was set.)
+    h.advance(Duration::from_secs(2));
+    let r = h.sweep().await;
+    assert_eq!(r.claimed, 2);
+    assert_eq!(h.sandbox.queries_for("R-CONF-BAD"), 1);
+    assert_eq!(h.sandbox.queries_for("R-CONF-OK"), 1);
+    // The notification's outcome stands; the contradiction is recorded, once.
+    let d = h.detail("R-CONF-BAD");
+    assert_eq!(d.refund.status, RefundStatus::Failed);
+    assert_eq!(d.refund.final_source, Some(FinalSource::Notification));
+    assert_eq!(d.discrepancies.len(), 1, "{:?}", d.discrepancies);
+    assert_eq!(d.discrepancies[0].kind.as_str(), "conflicting_final");
+    assert_eq!(d.discrepancies[0].source.as_str(), "query");
+    assert_eq!(
+        d.discrepancies[0].expected.as_deref(),
+        Some("REFUND_FAILED")
+    );
+    assert_eq!(
+        d.discrepancies[0].observed.as_deref(),
+        Some("REFUND_SUCCESS")
+    );
+    assert_eq!(d.attempts.len(), 1);
+    assert_eq!(d.attempts[0].outcome, OutcomeClass::Mismatch);
+    // The agreeing one is confirmed silently.
+    let d = h.detail("R-CONF-OK");
+    assert!(d.discrepancies.is_empty());
+    assert_eq!(d.refund.status, RefundStatus::Success);
+    // Confirmed once: never queried again.
+    assert_eq!(confirm_at(&h, "R-CONF-BAD"), None);
+    assert_eq!(confirm_at(&h, "R-CONF-OK"), None);
+    h.advance(Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(h.sweep().await.claimed, 0);
+    assert_eq!(h.sandbox.stats().requests, 2);
+}
+
+#[tokio::test]
+async fn a_confirmation_that_gets_no_answer_is_tried_again_and_a_query_never_starts_one() {
+    use checus_reconciler::domain::FinalStatus;
+    let h = Harness::new().await;
+    // The ledger stamps notifications with SQLite's own clock: run on the wall clock.
+    h.clock.set(chrono::Utc::now());
+    let script = h.refund(
+        "R-CONF-RETRY",
+        vec![Step::Fault(Fault::Http(503)), Step::Success],
+    );
+    notify(&h, "R-CONF-RETRY", &script, FinalStatus::Success);
+    // (SQLite stamped the notification a few ms after the clock was set.)
+    h.advance(h.policy.confirm_after + Duration::from_secs(1));
+    h.sweep().await;
+    assert_eq!(h.sandbox.queries_for("R-CONF-RETRY"), 1);
+    let again = confirm_at(&h, "R-CONF-RETRY").expect("still to confirm");
+    assert_eq!(
+        again,
+        checus_reconciler::domain::format_ts(h.clock_now() + h.policy.schedule.retry)
+    );
+    h.advance(h.policy.schedule.retry);
+    h.sweep().await;
+    assert_eq!(h.sandbox.queries_for("R-CONF-RETRY"), 2);
+    assert_eq!(confirm_at(&h, "R-CONF-RETRY"), None);
+    assert!(h.detail("R-CONF-RETRY").discrepancies.is_empty());
+    // A refund finalized by its own query has nothing to confirm.
+    h.refund("R-CONF-QUERY", vec![Step::Success]);
+    h.step("R-CONF-QUERY").await;
+    assert_eq!(
+        h.detail("R-CONF-QUERY").refund.status,
+        RefundStatus::Success
+    );
+    assert_eq!(confirm_at(&h, "R-CONF-QUERY"), None);
+}

@@ -23,6 +23,10 @@ pub struct Policy {
     pub unknown_flag_after: Duration,
     /// While querying is halted (configuration error, clock skew), how often to probe again.
     pub halt_recheck: Duration,
+    /// A refund finalized by a notification is confirmed with one query this long after:
+    /// a notification that contradicts the gateway then becomes a recorded discrepancy
+    /// instead of going unnoticed.
+    pub confirm_after: Duration,
 }
 
 impl Default for Policy {
@@ -32,6 +36,7 @@ impl Default for Policy {
             pending_flag_after: Duration::from_secs(72 * 3600),
             unknown_flag_after: Duration::from_secs(24 * 3600),
             halt_recheck: Duration::from_secs(5 * 60),
+            confirm_after: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -152,7 +157,11 @@ pub enum Change {
         refund_finish_time: Option<Timestamp>,
     },
     /// Leave the row as it is (it is already final): only the attempt is recorded.
-    Keep,
+    Keep {
+        /// When a pending confirmation of this final outcome should be tried again: `Some`
+        /// after an answer that said nothing (a failure), `None` once the gateway answered.
+        confirm_again_at: Option<Timestamp>,
+    },
     /// Keep the row pending and query again later.
     Reschedule {
         /// When to query next.
@@ -198,7 +207,7 @@ pub fn decide(
     policy: &Policy,
 ) -> Decision {
     if let Some(final_status) = recorded.as_final() {
-        return decide_on_final(final_status, state, outcome);
+        return decide_on_final(final_status, state, outcome, now, unit, policy);
     }
     let schedule = &policy.schedule;
     let not_counted =
@@ -324,7 +333,14 @@ pub fn decide(
 }
 
 /// A final row never changes; a query can only confirm it or disagree with it.
-fn decide_on_final(recorded: FinalStatus, state: &RefundState, outcome: &QueryOutcome) -> Decision {
+fn decide_on_final(
+    recorded: FinalStatus,
+    state: &RefundState,
+    outcome: &QueryOutcome,
+    now: Timestamp,
+    unit: f64,
+    policy: &Policy,
+) -> Decision {
     let mut discrepancies = Vec::new();
     let observed = match outcome {
         QueryOutcome::Final(seen) | QueryOutcome::Pending(seen) => {
@@ -354,9 +370,16 @@ fn decide_on_final(recorded: FinalStatus, state: &RefundState, outcome: &QueryOu
         QueryOutcome::ConfigError { code } => Some(Halt::ConfigError { code: code.clone() }),
         _ => None,
     };
+    // The gateway said something about the refund: the confirmation is done. Otherwise (a
+    // failure, a rate limit, a halt) it is tried again after the short retry delay.
+    let answered = matches!(
+        outcome,
+        QueryOutcome::Final(_) | QueryOutcome::Pending(_) | QueryOutcome::Unknown { .. }
+    );
+    let confirm_again_at = (!answered).then(|| policy.schedule.next_after_retry(now, unit));
     Decision {
         class,
-        change: Change::Keep,
+        change: Change::Keep { confirm_again_at },
         discrepancies,
         halt,
         slow_down: matches!(outcome, QueryOutcome::RateLimited),
@@ -478,7 +501,20 @@ mod tests {
                 assert_eq!(d.slow_down, o == QueryOutcome::RateLimited, "{why}");
                 if recorded.is_final() {
                     // A final row never changes; disagreement is recorded, not applied.
-                    assert_eq!(d.change, Change::Keep, "{why}");
+                    let answered = matches!(
+                        o,
+                        QueryOutcome::Final(_)
+                            | QueryOutcome::Pending(_)
+                            | QueryOutcome::Unknown { .. }
+                    );
+                    let again = (!answered).then(|| now + p.schedule.retry);
+                    assert_eq!(
+                        d.change,
+                        Change::Keep {
+                            confirm_again_at: again
+                        },
+                        "{why}"
+                    );
                     let disagrees = match &o {
                         QueryOutcome::Final(s) | QueryOutcome::Pending(s) => s.status != recorded,
                         QueryOutcome::Unknown { .. } => true,
@@ -706,7 +742,12 @@ mod tests {
             &state(),
             &QueryOutcome::Final(seen(RefundStatus::Failed)),
         );
-        assert_eq!(d.change, Change::Keep);
+        assert_eq!(
+            d.change,
+            Change::Keep {
+                confirm_again_at: None
+            }
+        );
         assert!(d.discrepancies.is_empty());
         assert_eq!(d.class, OutcomeClass::Final);
     }

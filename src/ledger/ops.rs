@@ -19,13 +19,20 @@ use super::Ledger;
 use super::error::{During, LedgerError, is_trigger, trigger_msg};
 use super::read::{REFUND_COLUMNS, RawRefund};
 use super::types::{Cell, RefundRow, StatusSummary, ts_text};
-use crate::domain::{Change, Decision, FinalStatus, OutRefundNo, RefundStatus, Timestamp};
+use crate::domain::{
+    Change, Decision, FinalStatus, OutRefundNo, RefundStatus, Timestamp, format_ts,
+};
 
 /// The text stored in `attempts.decision`: what the daemon decided from one attempt.
 pub(crate) fn decision_text(d: &Decision) -> String {
     match &d.change {
         Change::Finalize { status, .. } => format!("finalize {status}"),
-        Change::Keep => "keep (already final)".to_owned(),
+        Change::Keep {
+            confirm_again_at: None,
+        } => "keep (already final)".to_owned(),
+        Change::Keep {
+            confirm_again_at: Some(t),
+        } => format!("keep (already final); confirm again at {}", format_ts(*t)),
         Change::Reschedule {
             next_query_at,
             flag,

@@ -54,6 +54,42 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Refunds finalized by a notification whose confirming query is due: finalized at least
+    /// `confirm_after` before `now` and not pushed back past `now`, oldest first, at most
+    /// `limit`. Walks the partial index `refunds_to_confirm` (only unconfirmed rows).
+    pub fn due_confirmations(
+        &self,
+        now: Timestamp,
+        confirm_after: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<(RefundStatus, RefundState)>, LedgerError> {
+        const OP: &str = "list due confirmations";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let settled =
+            now - chrono::TimeDelta::from_std(confirm_after).unwrap_or(chrono::TimeDelta::MAX);
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {REFUND_COLUMNS} FROM refunds
+                  WHERE confirm_at IS NOT NULL AND confirm_at <= ?1 AND finalized_at <= ?2
+                  ORDER BY confirm_at, id
+                  LIMIT ?3"
+            ))
+            .during(OP)?;
+        let rows = stmt
+            .query_map(
+                params![ts_text(now), ts_text(settled), limit],
+                RawRefund::read,
+            )
+            .during(OP)?;
+        let mut out = Vec::new();
+        for raw in rows {
+            let row = raw.during(OP)?.parse()?;
+            out.push((row.status, state_of(&row)));
+        }
+        Ok(out)
+    }
+
     /// When the earliest pending refund is due (`None`: nothing scheduled). Index-only.
     pub fn next_due_at(&self) -> Result<Option<Timestamp>, LedgerError> {
         const OP: &str = "read next due time";

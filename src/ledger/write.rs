@@ -350,6 +350,14 @@ fn apply_attempt(
                     error,
                 ])
                 .map_err(|source| final_or(source, attempt, OP))?;
+            if changed == 0 && recorded.is_final() {
+                // A notification finalized the refund while this query was in flight: this
+                // verified final answer is its confirmation (agreeing, or recorded below).
+                tx.prepare_cached("UPDATE refunds SET confirm_at = NULL WHERE out_refund_no = ?1")
+                    .during(OP)?
+                    .execute([no])
+                    .during(OP)?;
+            }
             match (changed, recorded.as_final()) {
                 (1, _) => Applied::Finalized(*status),
                 (_, Some(held)) if held == *status => Applied::AlreadyFinal(held),
@@ -378,16 +386,19 @@ fn apply_attempt(
                 }
             }
         }
-        // `decide` keeps rows it saw final, and a final row never changes back, so
-        // only the attempt's bookkeeping is written.
-        Change::Keep => match recorded.as_final() {
+        // `decide` keeps rows it saw final, and a final row never changes back, so only
+        // the attempt's bookkeeping is written, and a pending confirmation is either done
+        // (the gateway answered) or pushed back (it did not). A query of a final refund
+        // that had no confirmation pending never starts one.
+        Change::Keep { confirm_again_at } => match recorded.as_final() {
             Some(held) => {
                 tx.prepare_cached(
-                    "UPDATE refunds SET last_attempt_at = ?2, last_outcome = ?3, last_error = ?4
+                    "UPDATE refunds SET last_attempt_at = ?2, last_outcome = ?3, last_error = ?4,
+                            confirm_at = CASE WHEN confirm_at IS NULL THEN NULL ELSE ?5 END
                           WHERE out_refund_no = ?1",
                 )
                 .during(OP)?
-                .execute(params![no, at, class, error])
+                .execute(params![no, at, class, error, confirm_again_at.map(ts_text)])
                 .during(OP)?;
                 Applied::AlreadyFinal(held)
             }
