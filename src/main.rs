@@ -167,11 +167,32 @@ fn open_existing(args: &LedgerArgs, env: &Environment) -> Result<Ledger, Failure
     Ledger::open_existing(&path).map_err(ledger_failure)
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> Outcome {
+fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Outcome {
     let text =
         serde_json::to_string_pretty(value).map_err(|e| Failure::new(ExitCode::Failure, e))?;
     println!("{text}");
     Ok(ExitCode::Ok)
+}
+
+/// Prints `value` as JSON for scripts, or rendered by `render` for people.
+fn emit<T: serde::Serialize + ?Sized>(
+    json: bool,
+    value: &T,
+    render: impl FnOnce(&T) -> String,
+) -> Outcome {
+    if json {
+        return print_json(value);
+    }
+    print!("{}", render(value));
+    Ok(ExitCode::Ok)
+}
+
+/// The refund is not in this ledger (exit 6).
+fn not_in_ledger(no: &OutRefundNo, l: &Ledger) -> Failure {
+    Failure::new(
+        ExitCode::NotFound,
+        anyhow::anyhow!("refund {no} is not in the ledger {}", l.path().display()),
+    )
 }
 
 fn parse_refund_no(text: &str) -> Result<OutRefundNo, Failure> {
@@ -333,11 +354,7 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
             let since = since_arg("--since", &since, clock.now())?;
             let l = open_existing(&ledger, &env)?;
             let rows = l.failed_since(since, limit).map_err(ledger_failure)?;
-            if json {
-                return print_json(&rows);
-            }
-            print!("{}", report::failed_table(&rows));
-            Ok(ExitCode::Ok)
+            emit(json, &rows, |v| report::failed_table(v))
         }
         Command::Explain {
             ledger,
@@ -348,16 +365,9 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
             let no = parse_refund_no(&out_refund_no)?;
             let l = open_existing(&ledger, &env)?;
             let Some(t) = l.timeline(&no).map_err(ledger_failure)? else {
-                return Err(Failure::new(
-                    ExitCode::NotFound,
-                    anyhow::anyhow!("refund {no} is not in the ledger {}", l.path().display()),
-                ));
+                return Err(not_in_ledger(&no, &l));
             };
-            if json {
-                return print_json(&t);
-            }
-            print!("{}", report::timeline(&t));
-            Ok(ExitCode::Ok)
+            emit(json, &t, report::timeline)
         }
         Command::RetryNow {
             ledger,
@@ -429,11 +439,7 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
             init_logging(LogFormat::Text, "warn");
             let l = open_existing(&ledger, &env)?;
             let rows = l.discrepancies(all).map_err(ledger_failure)?;
-            if json {
-                return print_json(&rows);
-            }
-            print!("{}", report::discrepancy_table(&rows));
-            Ok(ExitCode::Ok)
+            emit(json, &rows, |v| report::discrepancy_table(v))
         }
         Command::ResolveDiscrepancy {
             ledger,
@@ -527,11 +533,7 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
                 l.prune(cutoff, &by, why, archive.as_deref(), now)
                     .map_err(ledger_failure)?
             };
-            if json {
-                return print_json(&report);
-            }
-            print!("{}", report::prune_summary(&report));
-            Ok(ExitCode::Ok)
+            emit(json, &report, report::prune_summary)
         }
         Command::Backup { ledger, path, json } => {
             init_logging(LogFormat::Text, "warn");
@@ -592,11 +594,7 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
                     limit,
                 })
                 .map_err(ledger_failure)?;
-            if json {
-                return print_json(&rows);
-            }
-            print!("{}", report::refund_table(&rows));
-            Ok(ExitCode::Ok)
+            emit(json, &rows, |v| report::refund_table(v))
         }
         Command::Show {
             ledger,
@@ -607,16 +605,9 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
             let no = parse_refund_no(&out_refund_no)?;
             let l = open_existing(&ledger, &env)?;
             let Some(detail) = l.show(&no).map_err(ledger_failure)? else {
-                return Err(Failure::new(
-                    ExitCode::NotFound,
-                    anyhow::anyhow!("refund {no} is not in the ledger {}", l.path().display()),
-                ));
+                return Err(not_in_ledger(&no, &l));
             };
-            if json {
-                return print_json(&detail);
-            }
-            print!("{}", report::detail(&detail));
-            Ok(ExitCode::Ok)
+            emit(json, &detail, report::detail)
         }
         Command::Add {
             ledger,
