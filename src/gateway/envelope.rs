@@ -51,11 +51,20 @@ pub fn query_body(
     out_refund_no: &OutRefundNo,
     request_time: Timestamp,
 ) -> Vec<u8> {
-    let request_time = format_request_time(request_time);
+    envelope_bytes(settings, out_refund_no, &format_request_time(request_time))
+}
+
+/// [`query_body`] with `requestTime` already formatted, so [`sign_query`] formats it once for
+/// both the body and [`SignedRequest::request_time`].
+fn envelope_bytes(
+    settings: &GatewaySettings,
+    out_refund_no: &OutRefundNo,
+    request_time: &str,
+) -> Vec<u8> {
     let envelope = Envelope {
         version: &settings.version,
         key_version: &settings.key_version,
-        request_time: &request_time,
+        request_time,
         app_id: &settings.app_id,
         merchant_no: &settings.merchant_no,
         data: QueryData {
@@ -100,12 +109,13 @@ pub fn sign_query(
     request_time: Timestamp,
 ) -> SignedRequest {
     let started = Instant::now();
-    let body = query_body(settings, out_refund_no, request_time);
+    let request_time = format_request_time(request_time);
+    let body = envelope_bytes(settings, out_refund_no, &request_time);
     let sign = key.sign_b64(&body);
     SignedRequest {
         body,
         sign,
-        request_time: format_request_time(request_time),
+        request_time,
         signing: started.elapsed(),
     }
 }
