@@ -18,7 +18,9 @@ use serde::Serialize;
 use super::Ledger;
 use super::error::{During, LedgerError, is_trigger, trigger_msg};
 use super::read::{REFUND_COLUMNS, RawRefund};
-use super::types::{Cell, RefundRow, StatusSummary, ts_text};
+use super::types::{
+    AttemptRow, Cell, DiscrepancyRow, NotificationRow, RefundRow, StatusSummary, ts_text,
+};
 use crate::domain::{
     Change, Decision, FinalStatus, OutRefundNo, RefundStatus, Timestamp, format_ts,
 };
@@ -292,32 +294,20 @@ impl Ledger {
             }
             events.push((ev(refund.created_at, "created", created), 0, 0));
 
-            let mut stmt = tx
-                .prepare(
-                    "SELECT id, attempted_at, outcome, http_status, gateway_code, data_status,
-                            latency_ms, error, decision
-                       FROM attempts WHERE out_refund_no = ?1 ORDER BY id",
-                )
-                .during(OP)?;
-            let rows = stmt
-                .query_map([no], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Option<i64>>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                        r.get::<_, i64>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                        r.get::<_, Option<String>>(8)?,
-                    ))
-                })
-                .during(OP)?;
-            for row in rows {
-                let (id, at, outcome, http, code, data_status, latency, error, decision) =
-                    row.during(OP)?;
-                let at = cell.ts("attempted_at", &at)?;
+            for attempt in super::read::attempts_of(tx, no)? {
+                let AttemptRow {
+                    id,
+                    attempted_at: at,
+                    outcome,
+                    http_status: http,
+                    gateway_code: code,
+                    data_status,
+                    latency_ms: latency,
+                    error,
+                    decision,
+                    ..
+                } = attempt;
+                let outcome = outcome.as_str().to_owned();
                 let mut summary = format!("/refundQuery → {outcome}");
                 if let Some(h) = http {
                     summary.push_str(&format!(" http={h}"));
@@ -334,67 +324,43 @@ impl Ledger {
                 }
                 let mut e = ev(at, "query", summary);
                 e.outcome = Some(outcome);
-                e.latency_ms = Some(to_u64(latency));
+                e.latency_ms = Some(latency);
                 events.push((e, 2, id));
                 if let Some(d) = decision {
                     events.push((ev(at, "decision", d), 3, id));
                 }
             }
 
-            let mut stmt = tx
-                .prepare(
-                    "SELECT id, received_at, status, amount, currency, effect
-                       FROM notifications WHERE out_refund_no = ?1 ORDER BY id",
-                )
-                .during(OP)?;
-            let rows = stmt
-                .query_map([no], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                    ))
-                })
-                .during(OP)?;
-            for row in rows {
-                let (id, at, status, amount, currency, effect) = row.during(OP)?;
-                let at = cell.ts("received_at", &at)?;
+            for n in super::read::notifications_of(tx, no)? {
+                let NotificationRow {
+                    id,
+                    received_at: at,
+                    status,
+                    amount,
+                    currency,
+                    effect,
+                    ..
+                } = n;
                 let summary = format!(
                     "notification {status} {amount} {currency} → {}",
-                    effect.as_deref().unwrap_or("-")
+                    effect.map_or("-", |e| e.as_str())
                 );
                 events.push((ev(at, "notification", summary), 1, id));
             }
 
-            let mut stmt = tx
-                .prepare(
-                    "SELECT id, detected_at, source, kind, expected, observed, resolved_at,
-                            resolved_by, resolution
-                       FROM discrepancies WHERE out_refund_no = ?1 ORDER BY id",
-                )
-                .during(OP)?;
-            let rows = stmt
-                .query_map([no], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                        r.get::<_, Option<String>>(8)?,
-                    ))
-                })
-                .during(OP)?;
-            for row in rows {
-                let (id, at, source, kind, expected, observed, r_at, r_by, resolution) =
-                    row.during(OP)?;
-                let at = cell.ts("detected_at", &at)?;
+            for d in super::read::discrepancies_of(tx, no)? {
+                let DiscrepancyRow {
+                    id,
+                    detected_at: at,
+                    source,
+                    kind,
+                    expected,
+                    observed,
+                    resolved_at: r_at,
+                    resolved_by: r_by,
+                    resolution,
+                    ..
+                } = d;
                 let mut e = ev(
                     at,
                     "discrepancy",
@@ -408,7 +374,7 @@ impl Ledger {
                 events.push((e, 4, id));
                 if let Some(r_at) = r_at {
                     let mut e = ev(
-                        cell.ts("resolved_at", &r_at)?,
+                        r_at,
                         "discrepancy_resolved",
                         format!(
                             "discrepancy #{id} resolved: {}",

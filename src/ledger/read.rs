@@ -3,7 +3,7 @@
 //! transaction so their numbers agree with each other.
 
 use rusqlite::types::Value;
-use rusqlite::{OptionalExtension, Row, params, params_from_iter};
+use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
 
 use super::Ledger;
 use super::error::{During, LedgerError};
@@ -316,148 +316,14 @@ impl Ledger {
                 return Ok(None);
             };
             let refund = refund.parse()?;
-            let cell = Cell { out_refund_no: no };
-
-            let mut attempts = Vec::new();
-            let mut stmt = tx
-                .prepare(
-                    "SELECT id, out_refund_no, attempted_at, outcome, http_status, gateway_code,
-                            data_status, latency_ms, error
-                       FROM attempts WHERE out_refund_no = ?1 ORDER BY id",
-                )
-                .during(OP)?;
-            let rows = stmt
-                .query_map([no], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, Option<i64>>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                        r.get::<_, i64>(7)?,
-                        r.get::<_, Option<String>>(8)?,
-                    ))
-                })
-                .during(OP)?;
-            for row in rows {
-                let (id, no_text, at, outcome, http, code, data_status, latency, error) =
-                    row.during(OP)?;
-                attempts.push(AttemptRow {
-                    id,
-                    out_refund_no: cell.parse("out_refund_no", &no_text)?,
-                    attempted_at: cell.ts("attempted_at", &at)?,
-                    outcome: cell.outcome("outcome", &outcome)?,
-                    http_status: http.map(|v| cell.int("http_status", v)).transpose()?,
-                    gateway_code: code,
-                    data_status,
-                    latency_ms: cell.int("latency_ms", latency)?,
-                    error,
-                });
-            }
-
-            let mut discrepancies = Vec::new();
-            let mut stmt = tx
-                .prepare(
-                    "SELECT id, out_refund_no, detected_at, source, kind, expected, observed,
-                            resolved_at, resolved_by, resolution
-                       FROM discrepancies WHERE out_refund_no = ?1 ORDER BY id",
-                )
-                .during(OP)?;
-            let rows = stmt
-                .query_map([no], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                        r.get::<_, Option<String>>(8)?,
-                        r.get::<_, Option<String>>(9)?,
-                    ))
-                })
-                .during(OP)?;
-            for row in rows {
-                let (id, no_text, at, source, kind, expected, observed, r_at, r_by, resolution) =
-                    row.during(OP)?;
-                discrepancies.push(DiscrepancyRow {
-                    id,
-                    out_refund_no: cell.parse("out_refund_no", &no_text)?,
-                    detected_at: cell.ts("detected_at", &at)?,
-                    source: cell.parse("source", &source)?,
-                    kind: cell.parse("kind", &kind)?,
-                    expected,
-                    observed,
-                    resolved_at: cell.ts_opt("resolved_at", r_at.as_deref())?,
-                    resolved_by: r_by,
-                    resolution,
-                });
-            }
-
-            let mut notifications = Vec::new();
-            let mut stmt = tx
-                .prepare(
-                    "SELECT id, out_refund_no, status, refund_trade_no, amount, currency,
-                            refund_finish_time, notify_time, received_at, effect
-                       FROM notifications WHERE out_refund_no = ?1 ORDER BY id",
-                )
-                .during(OP)?;
-            let rows = stmt
-                .query_map([no], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                        r.get::<_, String>(7)?,
-                        r.get::<_, String>(8)?,
-                        r.get::<_, Option<String>>(9)?,
-                    ))
-                })
-                .during(OP)?;
-            for row in rows {
-                let (
-                    id,
-                    no_text,
-                    status,
-                    trade_no,
-                    amount,
-                    currency,
-                    finish,
-                    notify,
-                    received,
-                    effect,
-                ) = row.during(OP)?;
-                notifications.push(NotificationRow {
-                    id,
-                    out_refund_no: cell.parse("out_refund_no", &no_text)?,
-                    status: cell.parse("status", &status)?,
-                    refund_trade_no: trade_no,
-                    amount: cell.amount("amount", &amount)?,
-                    currency: cell.parse("currency", &currency)?,
-                    refund_finish_time: cell.ts_opt("refund_finish_time", finish.as_deref())?,
-                    notify_time: cell.ts("notify_time", &notify)?,
-                    received_at: cell.ts("received_at", &received)?,
-                    effect: cell.parse_opt("effect", effect.as_deref())?,
-                });
-            }
-
             Ok(Some(RefundDetail {
                 refund,
-                attempts,
-                discrepancies,
-                notifications,
+                attempts: attempts_of(tx, no)?,
+                discrepancies: discrepancies_of(tx, no)?,
+                notifications: notifications_of(tx, no)?,
             }))
         })
     }
-
     /// One refund row, typed.
     fn refund(&self, out_refund_no: &OutRefundNo) -> Result<Option<RefundRow>, LedgerError> {
         const OP: &str = "read refund";
@@ -599,4 +465,151 @@ impl RawSweep {
             halted_reason: self.halted_reason,
         })
     }
+}
+
+/// A refund's attempts, oldest first (`show`, `explain`).
+pub(super) fn attempts_of(tx: &Transaction<'_>, no: &str) -> Result<Vec<AttemptRow>, LedgerError> {
+    const OP: &str = "read attempts";
+    let cell = Cell { out_refund_no: no };
+    let mut attempts = Vec::new();
+    let mut stmt = tx
+        .prepare(
+            "SELECT id, out_refund_no, attempted_at, outcome, http_status, gateway_code,
+                    data_status, latency_ms, error, decision
+               FROM attempts WHERE out_refund_no = ?1 ORDER BY id",
+        )
+        .during(OP)?;
+    let rows = stmt
+        .query_map([no], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, Option<String>>(8)?,
+                r.get::<_, Option<String>>(9)?,
+            ))
+        })
+        .during(OP)?;
+    for row in rows {
+        let (id, no_text, at, outcome, http, code, data_status, latency, error, decision) =
+            row.during(OP)?;
+        attempts.push(AttemptRow {
+            id,
+            out_refund_no: cell.parse("out_refund_no", &no_text)?,
+            attempted_at: cell.ts("attempted_at", &at)?,
+            outcome: cell.outcome("outcome", &outcome)?,
+            http_status: http.map(|v| cell.int("http_status", v)).transpose()?,
+            gateway_code: code,
+            data_status,
+            latency_ms: cell.int("latency_ms", latency)?,
+            error,
+            decision,
+        });
+    }
+    Ok(attempts)
+}
+
+/// A refund's discrepancies, oldest first (`show`, `explain`).
+pub(super) fn discrepancies_of(
+    tx: &Transaction<'_>,
+    no: &str,
+) -> Result<Vec<DiscrepancyRow>, LedgerError> {
+    const OP: &str = "read discrepancies";
+    let cell = Cell { out_refund_no: no };
+    let mut discrepancies = Vec::new();
+    let mut stmt = tx
+        .prepare(
+            "SELECT id, out_refund_no, detected_at, source, kind, expected, observed,
+                    resolved_at, resolved_by, resolution
+               FROM discrepancies WHERE out_refund_no = ?1 ORDER BY id",
+        )
+        .during(OP)?;
+    let rows = stmt
+        .query_map([no], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
+                r.get::<_, Option<String>>(9)?,
+            ))
+        })
+        .during(OP)?;
+    for row in rows {
+        let (id, no_text, at, source, kind, expected, observed, r_at, r_by, resolution) =
+            row.during(OP)?;
+        discrepancies.push(DiscrepancyRow {
+            id,
+            out_refund_no: cell.parse("out_refund_no", &no_text)?,
+            detected_at: cell.ts("detected_at", &at)?,
+            source: cell.parse("source", &source)?,
+            kind: cell.parse("kind", &kind)?,
+            expected,
+            observed,
+            resolved_at: cell.ts_opt("resolved_at", r_at.as_deref())?,
+            resolved_by: r_by,
+            resolution,
+        });
+    }
+    Ok(discrepancies)
+}
+
+/// The notifications the merchant's app recorded for a refund, oldest first.
+pub(super) fn notifications_of(
+    tx: &Transaction<'_>,
+    no: &str,
+) -> Result<Vec<NotificationRow>, LedgerError> {
+    const OP: &str = "read notifications";
+    let cell = Cell { out_refund_no: no };
+    let mut notifications = Vec::new();
+    let mut stmt = tx
+        .prepare(
+            "SELECT id, out_refund_no, status, refund_trade_no, amount, currency,
+                    refund_finish_time, notify_time, received_at, effect
+               FROM notifications WHERE out_refund_no = ?1 ORDER BY id",
+        )
+        .during(OP)?;
+    let rows = stmt
+        .query_map([no], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, String>(7)?,
+                r.get::<_, String>(8)?,
+                r.get::<_, Option<String>>(9)?,
+            ))
+        })
+        .during(OP)?;
+    for row in rows {
+        let (id, no_text, status, trade_no, amount, currency, finish, notify, received, effect) =
+            row.during(OP)?;
+        notifications.push(NotificationRow {
+            id,
+            out_refund_no: cell.parse("out_refund_no", &no_text)?,
+            status: cell.parse("status", &status)?,
+            refund_trade_no: trade_no,
+            amount: cell.amount("amount", &amount)?,
+            currency: cell.parse("currency", &currency)?,
+            refund_finish_time: cell.ts_opt("refund_finish_time", finish.as_deref())?,
+            notify_time: cell.ts("notify_time", &notify)?,
+            received_at: cell.ts("received_at", &received)?,
+            effect: cell.parse_opt("effect", effect.as_deref())?,
+        });
+    }
+    Ok(notifications)
 }

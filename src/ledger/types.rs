@@ -327,6 +327,8 @@ pub struct AttemptRow {
     pub latency_ms: u64,
     /// Error text.
     pub error: Option<String>,
+    /// What the daemon decided from this attempt (`attempts.decision`).
+    pub decision: Option<String>,
 }
 
 /// One `discrepancies` row.
