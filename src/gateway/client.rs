@@ -24,6 +24,9 @@ use super::keys::{GatewayKey, MerchantKey};
 use super::settings::{GatewaySettings, SettingsError};
 use crate::domain::{Clock, OutRefundNo, QueryOutcome, RetryReason, Timestamp};
 
+/// How much later than reqwest's own total timeout the outer backstop fires.
+const BACKSTOP_MARGIN: Duration = Duration::from_millis(250);
+
 /// Why a [`GatewayClient`] could not be built. Nothing the gateway does at query time is an
 /// error; these are all configuration problems found at start-up, so none is retryable.
 #[derive(Debug, thiserror::Error)]
@@ -149,18 +152,17 @@ impl GatewayClient {
         );
         let started = Instant::now();
         // reqwest's total timeout already covers the body; this outer bound makes the
-        // guarantee independent of how any reqwest version scopes its timer.
-        let exchanged =
-            tokio::time::timeout(self.settings.request_timeout, self.exchange(signed)).await;
+        // guarantee independent of how any reqwest version scopes its timer. It is a backstop
+        // a little later than reqwest's own timer: with equal deadlines the two raced, and
+        // when the backstop won, an answer whose head had arrived lost its HTTP status.
+        let backstop = self.settings.request_timeout + BACKSTOP_MARGIN;
+        let exchanged = tokio::time::timeout(backstop, self.exchange(signed)).await;
         let latency = started.elapsed();
         let (http_status, result) = match exchanged {
             Ok(exchange) => exchange,
             Err(_elapsed) => (
                 None,
-                Err(format!(
-                    "timed out after {} ms",
-                    self.settings.request_timeout.as_millis()
-                )),
+                Err(format!("timed out after {} ms", backstop.as_millis())),
             ),
         };
         let classified = match result {
