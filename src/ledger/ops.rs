@@ -264,18 +264,9 @@ impl Ledger {
         const OP: &str = "explain refund";
         let no = out_refund_no.as_str();
         self.read(OP, |tx| {
-            let Some(refund) = tx
-                .query_row(
-                    &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE out_refund_no = ?1"),
-                    [no],
-                    RawRefund::read,
-                )
-                .optional()
-                .during(OP)?
-            else {
+            let Some(refund) = super::read::refund_of(tx, no)? else {
                 return Ok(None);
             };
-            let refund = refund.parse()?;
             let cell = Cell { out_refund_no: no };
             // (event, rank): rank orders events at the same instant the way they happened.
             let mut events: Vec<(TimelineEvent, u8, i64)> = Vec::new();

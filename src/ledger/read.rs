@@ -304,18 +304,9 @@ impl Ledger {
         const OP: &str = "show refund";
         let no = out_refund_no.as_str();
         self.read(OP, |tx| {
-            let Some(refund) = tx
-                .query_row(
-                    &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE out_refund_no = ?1"),
-                    [no],
-                    RawRefund::read,
-                )
-                .optional()
-                .during(OP)?
-            else {
+            let Some(refund) = refund_of(tx, no)? else {
                 return Ok(None);
             };
-            let refund = refund.parse()?;
             Ok(Some(RefundDetail {
                 refund,
                 attempts: attempts_of(tx, no)?,
@@ -326,17 +317,7 @@ impl Ledger {
     }
     /// One refund row, typed.
     fn refund(&self, out_refund_no: &OutRefundNo) -> Result<Option<RefundRow>, LedgerError> {
-        const OP: &str = "read refund";
-        self.conn
-            .prepare_cached(&format!(
-                "SELECT {REFUND_COLUMNS} FROM refunds WHERE out_refund_no = ?1"
-            ))
-            .during(OP)?
-            .query_row([out_refund_no.as_str()], RawRefund::read)
-            .optional()
-            .during(OP)?
-            .map(RawRefund::parse)
-            .transpose()
+        refund_of(&self.conn, out_refund_no.as_str())
     }
 }
 
@@ -612,4 +593,21 @@ pub(super) fn notifications_of(
         });
     }
     Ok(notifications)
+}
+
+/// One refund row by number, typed; `None` when the ledger has no such refund.
+pub(super) fn refund_of(
+    conn: &rusqlite::Connection,
+    no: &str,
+) -> Result<Option<RefundRow>, LedgerError> {
+    const OP: &str = "read refund";
+    conn.prepare_cached(&format!(
+        "SELECT {REFUND_COLUMNS} FROM refunds WHERE out_refund_no = ?1"
+    ))
+    .during(OP)?
+    .query_row([no], RawRefund::read)
+    .optional()
+    .during(OP)?
+    .map(RawRefund::parse)
+    .transpose()
 }
