@@ -242,7 +242,8 @@ impl Ledger {
         )
     }
 
-    fn query_refunds(
+    /// Runs a `SELECT {REFUND_COLUMNS} …` and parses every row (`list`, `stuck`, `failed`, …).
+    pub(super) fn query_refunds(
         &self,
         op: &'static str,
         sql: &str,

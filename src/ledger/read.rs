@@ -288,15 +288,7 @@ impl Ledger {
             i64::try_from(filter.limit).unwrap_or(i64::MAX),
         ));
         sql.push_str(&format!(" ORDER BY created_at, id LIMIT ?{}", args.len()));
-        let mut stmt = self.conn.prepare_cached(&sql).during(OP)?;
-        let rows = stmt
-            .query_map(params_from_iter(args), RawRefund::read)
-            .during(OP)?;
-        let mut out = Vec::new();
-        for raw in rows {
-            out.push(raw.during(OP)?.parse()?);
-        }
-        Ok(out)
+        self.query_refunds(OP, &sql, params_from_iter(args))
     }
 
     /// One refund with its attempts, discrepancies and notifications, oldest first.
