@@ -539,21 +539,29 @@ fn read_only(ledger: &Path) -> Result<Connection> {
 }
 
 fn wait_all_final(ledger: &Path, timeout: Duration) -> Result<()> {
+    // An O(1) probe, a few times a second: the harness shares the two cores with the daemon
+    // and the sandbox, and a count over the pending index every 50 ms took ~6 % of the
+    // machine during run 1 (perf), time the daemon then spent waiting to be scheduled.
     let conn = read_only(ledger)?;
     let started = Instant::now();
     loop {
-        let pending: i64 = conn.query_row(
-            "SELECT count(*) FROM refunds WHERE status = 'REFUND_PENDING'",
+        let any_pending: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM refunds WHERE status = 'REFUND_PENDING')",
             [],
             |r| r.get(0),
         )?;
-        if pending == 0 {
+        if !any_pending {
             return Ok(());
         }
         if started.elapsed() > timeout {
+            let pending: i64 = conn.query_row(
+                "SELECT count(*) FROM refunds WHERE status = 'REFUND_PENDING'",
+                [],
+                |r| r.get(0),
+            )?;
             bail!("{pending} refunds still pending after {timeout:?}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
