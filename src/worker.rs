@@ -3,13 +3,18 @@
 //! configuration (or our clock) is wrong, so a bad key never burns through the ledger.
 //! A circuit breaker ([`breaker`]) pauses querying while the gateway is down, deferring due
 //! refunds without spending their attempts, and catches up when a probe gets through.
+//! Answers reach the ledger through [`commit`]: ledger calls on blocking threads, and group
+//! commit for attempts.
 
 pub mod breaker;
+pub mod commit;
+
+pub use commit::LedgerHandle;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +26,7 @@ use crate::domain::{
     Timestamp, decide, format_ts,
 };
 use crate::gateway::{GatewayClient, QueryReport};
-use crate::ledger::{Applied, AttemptRecord, Ledger, LedgerError, SweepCounts};
+use crate::ledger::{Applied, AttemptRecord, LedgerError, SweepCounts};
 
 /// Errors a sweep or a single query can end with. Gateway trouble is never an error here: it
 /// is an outcome, recorded like any other.
@@ -33,164 +38,6 @@ pub enum WorkerError {
     /// `query` named a refund the ledger does not have.
     #[error("refund {0} is not in the ledger")]
     NotFound(OutRefundNo),
-}
-
-/// The ledger behind a mutex, used from async code through blocking threads only: rusqlite
-/// blocks, and a blocked async worker thread would stall every in-flight query.
-#[derive(Clone)]
-pub struct LedgerHandle {
-    inner: Arc<Mutex<Ledger>>,
-    /// Attempts waiting for the next group commit (see [`LedgerHandle::record_attempt`]).
-    commits: Arc<Mutex<CommitQueue>>,
-    /// Ledger calls completed, successful or not: the daemon's watchdog pings systemd during a
-    /// sweep only while this moves, so a worker stuck anywhere stops the pings.
-    completed: Arc<std::sync::atomic::AtomicU64>,
-}
-
-/// An attempt waiting to be committed, and who to tell once it is.
-type WaitingAttempt = (
-    AttemptRecord,
-    Decision,
-    oneshot::Sender<Result<Applied, LedgerError>>,
-);
-
-/// The group-commit queue. `flushing` is true while a blocking task owns the queue's draining;
-/// it is read and set under the same lock as `waiting`, so no attempt is ever left behind.
-#[derive(Default)]
-struct CommitQueue {
-    waiting: Vec<WaitingAttempt>,
-    flushing: bool,
-}
-
-/// Clears `flushing` when the flushing task ends, even by a panic; on a panic the attempts
-/// still waiting are dropped, so their callers fail instead of waiting forever.
-struct FlushGuard(Arc<Mutex<CommitQueue>>);
-
-impl Drop for FlushGuard {
-    fn drop(&mut self) {
-        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        q.flushing = false;
-        if std::thread::panicking() {
-            q.waiting.clear();
-        }
-    }
-}
-
-impl LedgerHandle {
-    /// Wraps an open ledger.
-    pub fn new(ledger: Ledger) -> Self {
-        Self {
-            inner: Arc::new(Mutex::new(ledger)),
-            commits: Arc::default(),
-            completed: Arc::default(),
-        }
-    }
-
-    /// How many ledger calls have completed so far (a progress counter).
-    pub fn completed_calls(&self) -> u64 {
-        self.completed.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Records one attempt like [`Ledger::record_attempt`], with group commit: attempts that
-    /// complete while a commit is running are written together by the next one, in one
-    /// transaction (one fsync), each in its own savepoint. Returns only once this attempt is
-    /// committed (or failed), so nothing is logged or acted upon before it is durable, and
-    /// the compare-and-set on `REFUND_PENDING` is the same statement as before.
-    pub async fn record_attempt(
-        &self,
-        attempt: AttemptRecord,
-        decision: Decision,
-    ) -> Result<Applied, LedgerError> {
-        let (tx, rx) = oneshot::channel();
-        let start_flush = {
-            let mut q = self.commits.lock().unwrap_or_else(|p| p.into_inner());
-            q.waiting.push((attempt, decision, tx));
-            !std::mem::replace(&mut q.flushing, true)
-        };
-        if start_flush {
-            let ledger = Arc::clone(&self.inner);
-            let commits = Arc::clone(&self.commits);
-            let completed = Arc::clone(&self.completed);
-            // Detached on purpose: the flush runs to completion even if this caller is
-            // dropped, because other callers' attempts ride in the same transaction.
-            drop(tokio::task::spawn_blocking(move || {
-                flush_commits(&ledger, commits, &completed)
-            }));
-        }
-        rx.await
-            .unwrap_or_else(|_| panic!("the ledger writer panicked while recording an attempt"))
-    }
-
-    /// Runs `f` on a blocking thread with exclusive use of the ledger.
-    pub async fn call<R, F>(&self, f: F) -> Result<R, LedgerError>
-    where
-        F: FnOnce(&mut Ledger) -> Result<R, LedgerError> + Send + 'static,
-        R: Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        let completed = Arc::clone(&self.completed);
-        let joined = tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock leaves the connection usable: every ledger
-            // method is one transaction, rolled back on unwind.
-            let mut ledger = inner.lock().unwrap_or_else(|p| p.into_inner());
-            let out = f(&mut ledger);
-            completed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            out
-        })
-        .await;
-        match joined {
-            Ok(result) => result,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
-}
-
-/// Drains the commit queue: each round takes every waiting attempt and commits them in one
-/// transaction. If that transaction fails as a whole, each attempt is retried in its own
-/// transaction, so every caller gets exactly the result (and the error) it would have had
-/// without batching.
-fn flush_commits(
-    ledger: &Mutex<Ledger>,
-    commits: Arc<Mutex<CommitQueue>>,
-    completed: &std::sync::atomic::AtomicU64,
-) {
-    let guard = FlushGuard(commits);
-    let mut ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
-    loop {
-        let batch = {
-            let mut q = guard.0.lock().unwrap_or_else(|p| p.into_inner());
-            if q.waiting.is_empty() {
-                q.flushing = false;
-                return;
-            }
-            std::mem::take(&mut q.waiting)
-        };
-        let mut records = Vec::with_capacity(batch.len());
-        let mut senders = Vec::with_capacity(batch.len());
-        for (attempt, decision, tx) in batch {
-            records.push((attempt, decision));
-            senders.push(tx);
-        }
-        let results = match records.as_slice() {
-            [(attempt, decision)] => vec![ledger.record_attempt(attempt, decision)],
-            _ => match ledger.record_attempts(&records) {
-                Ok(results) => results,
-                Err(e) => {
-                    warn!(error = %e, count = records.len(), "group commit failed; recording attempts one by one");
-                    records
-                        .iter()
-                        .map(|(a, d)| ledger.record_attempt(a, d))
-                        .collect()
-                }
-            },
-        };
-        completed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        for (tx, result) in senders.into_iter().zip(results) {
-            // A caller that went away (drain deadline) no longer waits; its attempt is
-            // committed all the same.
-            let _ = tx.send(result);
-        }
-    }
 }
 
 /// A token bucket of one: successive queries are spaced `1 / rate` apart. The rate halves on
@@ -675,6 +522,8 @@ impl Inner {
         state: RefundState,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Result<Processed, WorkerError> {
+        // Lets the group commit wait for this answer rather than commit without it.
+        let _coming = self.ledger.attempt_coming();
         let mut report = self.client.query(&state.out_refund_no).await;
         if report.outcome == QueryOutcome::ClockSkew {
             let first = self.decide(recorded, &state, &report);

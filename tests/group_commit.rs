@@ -1,6 +1,7 @@
 //! The speed work keeps the money rules: group commit records exactly what one transaction per
 //! attempt would (each attempt alone or not at all, CAS on pending, finals immutable), and the
 //! daemon's start-up sweep queries refunds already due without waiting for the cron tick.
+//! The writer waits for announced answers only until the batch is complete.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -207,6 +208,85 @@ async fn concurrent_attempts_through_the_handle_are_each_committed_once() {
         assert_eq!(d.attempts.len(), 2, "{n}: exactly one row per attempt");
         assert_eq!(d.discrepancies.len(), 1, "{n}");
     }
+}
+
+/// A handle over a ledger holding pending refunds `names`, whose writer would wait an hour
+/// for announced answers: only a complete batch (or its absence) can end the wait in time.
+fn patient_handle(names: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, LedgerHandle) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let ledger = Ledger::open(&path).unwrap();
+    for n in names {
+        ledger
+            .insert_refund(&refund(n, ts("2026-01-01T00:00:00.000Z")))
+            .unwrap();
+    }
+    let handle = LedgerHandle::new(ledger).with_gather_window(Duration::from_secs(3600));
+    (dir, path, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_answers_are_committed_together_in_one_transaction() {
+    let (_dir, path, handle) = patient_handle(&["G1", "G2", "G3"]);
+    let guards: Vec<_> = (0..3).map(|_| handle.attempt_coming()).collect();
+    let before = handle.completed_calls();
+    let mut set = tokio::task::JoinSet::new();
+    for n in ["G1", "G2", "G3"] {
+        let (h, a) = (handle.clone(), attempt(n));
+        set.spawn(async move { h.record_attempt(a, finalize(FinalStatus::Success)).await });
+    }
+    // The third answer completes the batch: all three land, in one commit, long before the
+    // hour-long window would have ended the wait.
+    while let Some(r) = set.join_next().await {
+        assert_eq!(
+            r.unwrap().unwrap(),
+            Applied::Finalized(FinalStatus::Success)
+        );
+    }
+    assert_eq!(
+        handle.completed_calls() - before,
+        1,
+        "one transaction for the batch"
+    );
+    drop(guards);
+    let check = Ledger::open_existing(&path).unwrap();
+    for n in ["G1", "G2", "G3"] {
+        assert_eq!(
+            check.show(&no(n)).unwrap().unwrap().refund.status,
+            RefundStatus::Success,
+            "{n}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_answer_and_an_answer_whose_sibling_gave_up_are_committed_without_waiting() {
+    let (_dir, _path, handle) = patient_handle(&["L1", "L2"]);
+    // Nothing else announced: committed at once (the test would hang for an hour otherwise).
+    assert_eq!(
+        handle
+            .record_attempt(attempt("L1"), finalize(FinalStatus::Success))
+            .await
+            .unwrap(),
+        Applied::Finalized(FinalStatus::Success)
+    );
+    // Two announced; one records, the other query ends without an answer (its guard drops):
+    // the batch is then complete and the recorded answer is committed.
+    let mine = handle.attempt_coming();
+    let sibling = handle.attempt_coming();
+    let h = handle.clone();
+    let recording = tokio::spawn(async move {
+        let applied = h
+            .record_attempt(attempt("L2"), finalize(FinalStatus::Failed))
+            .await;
+        drop(mine);
+        applied
+    });
+    drop(sibling);
+    assert_eq!(
+        recording.await.unwrap().unwrap(),
+        Applied::Finalized(FinalStatus::Failed)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
