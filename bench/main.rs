@@ -188,10 +188,10 @@ fn run_all(env: &Env, quick: bool, out: &Path, only: &[String]) -> Result<()> {
     let mut notes = Vec::new();
 
     eprintln!("== reference: RSA-2048 sign and verify, this thread's CPU");
-    let (sign_s, verify_s) = crypto_reference(2_000)?;
+    let (sign_s, verify_s) = crypto_reference(5, 500)?;
     let floor = sign_s + verify_s;
     notes.push(format!(
-        "Reference (same run): one RSA-2048 PKCS#1 v1.5 SHA-256 sign = {:.3} ms CPU, one verify = {:.3} ms CPU, floor per refund = {:.3} ms.",
+        "Reference (same run, median of 5 blocks of 500 signs and 2,500 verifies): one RSA-2048 PKCS#1 v1.5 SHA-256 sign = {:.3} ms CPU, one verify = {:.3} ms CPU, floor per refund = {:.3} ms.",
         sign_s * 1e3,
         verify_s * 1e3,
         floor * 1e3
@@ -199,12 +199,25 @@ fn run_all(env: &Env, quick: bool, out: &Path, only: &[String]) -> Result<()> {
 
     if want("1") {
         eprintln!("== 1. CPU per refund at 0 ms gateway latency");
-        let zero = daemon_run(env, "cpu-0ms", "0ms", sizes.cpu_refunds, 32)?;
-        let per = zero.time.cpu / zero.refunds as f64;
+        // Three runs, the median reported: one run is 7 to 9 s on a shared machine.
+        let mut runs = Vec::new();
+        for i in 1..=3 {
+            runs.push(daemon_run(
+                env,
+                &format!("cpu-0ms-{i}"),
+                "0ms",
+                sizes.cpu_refunds,
+                32,
+            )?);
+        }
+        let per_refund = |r: &DaemonRun| r.time.cpu / r.refunds as f64;
+        runs.sort_by(|a, b| per_refund(a).total_cmp(&per_refund(b)));
+        let zero = &runs[1];
+        let per = per_refund(zero);
         figures.push(Figure {
             id: "1",
             what: format!(
-                "Daemon CPU per reconciled refund ÷ (sign + verify), 0 ms latency, {} refunds",
+                "Daemon CPU per reconciled refund ÷ (sign + verify), 0 ms latency, {} refunds (median of 3 runs)",
                 zero.refunds
             ),
             target: "≤ 1.30×".into(),
@@ -217,14 +230,18 @@ fn run_all(env: &Env, quick: bool, out: &Path, only: &[String]) -> Result<()> {
             met: per / floor <= 1.30,
         });
         notes.push(format!(
-        "Run 1: {} refunds in {:.2} s of attempts ({:.0} queries/s), daemon CPU {:.2} s (user+sys over its whole {:.1} s life), peak RSS {:.1} MB.",
-        zero.refunds,
-        zero.span_s,
-        zero.rate(),
-        zero.time.cpu,
-        zero.time.wall,
-        zero.time.max_rss_kb as f64 / 1024.0
-    ));
+            "Run 1 (the median of three runs; all three: {}): {} refunds in {:.2} s of attempts ({:.0} queries/s), daemon CPU {:.2} s (user+sys over its whole {:.1} s life), peak RSS {:.1} MB.",
+            runs.iter()
+                .map(|r| format!("{:.3} ms", per_refund(r) * 1e3))
+                .collect::<Vec<_>>()
+                .join(", "),
+            zero.refunds,
+            zero.span_s,
+            zero.rate(),
+            zero.time.cpu,
+            zero.time.wall,
+            zero.time.max_rss_kb as f64 / 1024.0
+        ));
     }
 
     let mut fifty_run: Option<DaemonRun> = None;
@@ -410,8 +427,10 @@ struct Sizes {
     idle_window_s: u64,
 }
 
-/// CPU seconds of one sign and one verify, measured on this thread.
-fn crypto_reference(iterations: u32) -> Result<(f64, f64)> {
+/// CPU seconds of one sign and one verify, measured on this thread: the median over
+/// `blocks` blocks of `per_block` signs (and 5 × as many verifies), so one block slowed by a
+/// neighbour on the shared machine does not move the floor.
+fn crypto_reference(blocks: u32, per_block: u32) -> Result<(f64, f64)> {
     let merchant = MerchantKey::from_text(test_keys::INSECURE_MERCHANT_PRIVATE_PEM)?;
     let gateway_signer = MerchantKey::from_text(test_keys::INSECURE_GATEWAY_PRIVATE_PEM)?;
     let gateway = GatewayKey::from_text(test_keys::INSECURE_GATEWAY_PUBLIC_PEM)?;
@@ -422,19 +441,23 @@ fn crypto_reference(iterations: u32) -> Result<(f64, f64)> {
     for _ in 0..100 {
         std::hint::black_box(merchant.sign_b64(request));
     }
-    let t0 = thread_cpu();
-    for _ in 0..iterations {
-        std::hint::black_box(merchant.sign_b64(std::hint::black_box(request)));
+    let mut signs = Vec::new();
+    let mut verifies = Vec::new();
+    for _ in 0..blocks {
+        let t0 = thread_cpu();
+        for _ in 0..per_block {
+            std::hint::black_box(merchant.sign_b64(std::hint::black_box(request)));
+        }
+        signs.push((thread_cpu() - t0) / f64::from(per_block));
+        let t0 = thread_cpu();
+        for _ in 0..per_block * 5 {
+            gateway
+                .verify_b64(std::hint::black_box(answer), &answer_sign)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        verifies.push((thread_cpu() - t0) / f64::from(per_block * 5));
     }
-    let sign = (thread_cpu() - t0) / f64::from(iterations);
-    let t0 = thread_cpu();
-    for _ in 0..iterations * 5 {
-        gateway
-            .verify_b64(std::hint::black_box(answer), &answer_sign)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    let verify = (thread_cpu() - t0) / f64::from(iterations * 5);
-    Ok((sign, verify))
+    Ok((median(&mut signs), median(&mut verifies)))
 }
 
 /// A daemon run that reconciles `n` due refunds (each answered `success` at once).
