@@ -64,16 +64,18 @@ fn config_failure(e: ConfigError) -> Failure {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let env = Environment::capture();
-    // One async worker thread. The daemon's work is one RSA signature per query at a rate
-    // Checus limits (5/s by default); one thread signs ~2,200 queries/s (BENCHMARKS.md run 1),
-    // and a second one only added cross-thread wake-ups and contention with the host's other
-    // processes: 0.354 -> 0.343 ms of CPU per refund. SQLite still runs on the blocking pool,
-    // so a slow disk never stalls the queries in flight.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
+    // One async worker thread for the daemon and the other commands. The daemon's work is one
+    // RSA signature per query at a rate Checus limits (5/s by default); one thread signs about
+    // 2,200 queries/s (BENCHMARKS.md run 1), and a second only added cross-thread wake-ups
+    // and contention with the host's other processes: 0.354 -> 0.344 ms of CPU per refund.
+    // SQLite runs on the blocking pool, so a slow disk never stalls the queries in flight.
+    // The sandbox stands in for Checus and serves many clients at once: one worker per core
+    // (with one, it capped BENCHMARKS.md run 2 at 88 % of the ideal throughput).
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if !matches!(cli.command, Command::Sandbox { .. }) {
+        builder.worker_threads(1);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("checus-reconciler: error: cannot start the async runtime: {e}");
