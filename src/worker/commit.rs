@@ -108,16 +108,18 @@ impl Drop for Coming {
     }
 }
 
-/// Clears `flushing` when the flushing task ends, even by a panic; on a panic the attempts
-/// still waiting are dropped, so their callers fail instead of waiting forever.
+/// Clears `flushing` if the flushing task panics, and drops the attempts still waiting, so
+/// their callers fail instead of waiting forever. A normal end clears `flushing` in
+/// [`next_batch`], under the lock that saw the queue empty: clearing it again here could
+/// clear the flag of the next flusher, started meanwhile.
 struct FlushGuard(Arc<Commits>);
 
 impl Drop for FlushGuard {
     fn drop(&mut self) {
-        let mut q = self.0.lock();
-        q.flushing = false;
-        q.gathering = false;
         if std::thread::panicking() {
+            let mut q = self.0.lock();
+            q.flushing = false;
+            q.gathering = false;
             q.waiting.clear();
         }
     }
