@@ -230,7 +230,7 @@ fn run_all(env: &Env, quick: bool, out: &Path, only: &[String]) -> Result<()> {
             met: per / floor <= 1.30,
         });
         notes.push(format!(
-            "Run 1 (the median of three runs; all three: {}): {} refunds in {:.2} s of attempts ({:.0} queries/s), daemon CPU {:.2} s (user+sys over its whole {:.1} s life), peak RSS {:.1} MB.",
+            "Run 1 (the median of three runs; all three: {}): {} refunds in {:.2} s of attempts ({:.0} queries/s), daemon CPU {:.2} s (user+sys over its whole {:.1} s life), peak RSS {:.1} MB; the daemon's own counters: {} queried, {} finalized in {} sweeps.",
             runs.iter()
                 .map(|r| format!("{:.3} ms", per_refund(r) * 1e3))
                 .collect::<Vec<_>>()
@@ -240,7 +240,10 @@ fn run_all(env: &Env, quick: bool, out: &Path, only: &[String]) -> Result<()> {
             zero.rate(),
             zero.time.cpu,
             zero.time.wall,
-            zero.time.max_rss_kb as f64 / 1024.0
+            zero.time.max_rss_kb as f64 / 1024.0,
+            zero.totals.queried,
+            zero.totals.finalized,
+            zero.totals.sweeps
         ));
     }
 
@@ -264,12 +267,15 @@ fn run_all(env: &Env, quick: bool, out: &Path, only: &[String]) -> Result<()> {
             met: fifty.rate() / ideal >= 0.90,
         });
         notes.push(format!(
-        "Run 2: {} refunds in {:.2} s of attempts, daemon CPU {:.2} s ({:.3} ms per refund), peak RSS {:.1} MB.",
+        "Run 2: {} refunds in {:.2} s of attempts, daemon CPU {:.2} s ({:.3} ms per refund), peak RSS {:.1} MB; the daemon's own counters: {} queried, {} finalized in {} sweeps.",
         fifty.refunds,
         fifty.span_s,
         fifty.time.cpu,
         fifty.time.cpu / fifty.refunds as f64 * 1e3,
-        fifty.time.max_rss_kb as f64 / 1024.0
+        fifty.time.max_rss_kb as f64 / 1024.0,
+        fifty.totals.queried,
+        fifty.totals.finalized,
+        fifty.totals.sweeps
     ));
         fifty_run = Some(fifty);
     }
@@ -465,6 +471,8 @@ struct DaemonRun {
     refunds: usize,
     time: procs::TimeStats,
     span_s: f64,
+    /// The daemon's own counters, checked against the ledger.
+    totals: procs::DaemonTotals,
 }
 
 impl DaemonRun {
@@ -543,14 +551,26 @@ fn daemon_run(
     )?;
     daemon.wait_log("daemon ready", Duration::from_secs(30))?;
     wait_all_final(&ledger, Duration::from_secs(900))?;
+    let log = daemon.log.clone();
     let time = daemon.stop()?;
     drop(sandbox);
     let (first, last, count) = attempt_span(&ledger)?;
     anyhow::ensure!(count as usize == n, "{count} attempts for {n} refunds");
+    // The daemon's own counters must tell the same story as the ledger: one query and one
+    // final outcome per refund, none counted twice.
+    let totals = procs::daemon_totals(&log)?;
+    anyhow::ensure!(
+        totals.queried as usize == n && totals.finalized as usize == n,
+        "the daemon counted {} queries and {} finalized for {n} refunds ({})",
+        totals.queried,
+        totals.finalized,
+        log.display()
+    );
     Ok(DaemonRun {
         refunds: n,
         time,
         span_s: (last - first).as_seconds_f64(),
+        totals,
     })
 }
 

@@ -222,3 +222,39 @@ pub fn thread_cpu() -> f64 {
         .unwrap_or(0);
     ns as f64 / 1e9
 }
+
+/// The daemon's own counters over its life, from its `daemon stopped` log line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DaemonTotals {
+    pub sweeps: u64,
+    pub queried: u64,
+    pub finalized: u64,
+}
+
+/// Reads the `daemon stopped` line of a daemon's text log.
+pub fn daemon_totals(log: &Path) -> Result<DaemonTotals> {
+    let text = std::fs::read_to_string(log)?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("daemon stopped"))
+        .with_context(|| format!("no \"daemon stopped\" line in {}", log.display()))?;
+    let field = |name: &str| -> Result<u64> {
+        let key = format!(" {name}=");
+        let at = line
+            .find(&key)
+            .with_context(|| format!("no {name}= in {line:?}"))?;
+        let value: String = line[at + key.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        value
+            .parse()
+            .with_context(|| format!("{name}= in {line:?}"))
+    };
+    Ok(DaemonTotals {
+        sweeps: field("sweeps")?,
+        queried: field("queried")?,
+        finalized: field("finalized")?,
+    })
+}
