@@ -513,6 +513,61 @@ level = "info"
     )
 }
 
+/// A scenario's working folder: a fresh ledger of pending refunds due at `due`, each scripted
+/// to answer `success`, and the sandbox serving them after `latency`.
+struct Stage {
+    dir: PathBuf,
+    ledger: PathBuf,
+    sandbox: SandboxProc,
+}
+
+fn stage(
+    env: &Env,
+    name: &str,
+    now: Timestamp,
+    due: Vec<Timestamp>,
+    latency: &str,
+) -> Result<Stage> {
+    let dir = env.work.path().join(name);
+    std::fs::create_dir_all(&dir)?;
+    let ledger = dir.join("ledger.sqlite");
+    let n = due.len();
+    ledgergen::generate(
+        &ledger,
+        &ledgergen::Spec {
+            finals: 0,
+            pending_due: due,
+            now,
+        },
+        &mut |_| {},
+    )?;
+    let scripts = dir.join("scripts.jsonl");
+    std::fs::write(&scripts, ledgergen::success_scripts(n))?;
+    let sandbox = SandboxProc::start(&env.bin, &scripts, latency, &dir.join("sandbox.log"))?;
+    Ok(Stage {
+        dir,
+        ledger,
+        sandbox,
+    })
+}
+
+/// Starts the daemon on a stage with `concurrency` and waits until it is ready.
+fn start_daemon(env: &Env, stage: &Stage, concurrency: usize) -> Result<Timed> {
+    let config = stage.dir.join("config.toml");
+    std::fs::write(
+        &config,
+        config_text(env, &stage.ledger, &stage.sandbox.url, concurrency),
+    )?;
+    let mut daemon = Timed::start(
+        &env.bin,
+        &["run", "-c", config.to_str().context("path")?],
+        &stage.dir,
+        "daemon",
+    )?;
+    daemon.wait_log("daemon ready", Duration::from_secs(30))?;
+    Ok(daemon)
+}
+
 /// Generates a ledger of `n` pending refunds due now, serves scripts answering each with
 /// `success` after `latency`, runs the daemon until all are final, and stops it.
 fn daemon_run(
@@ -522,34 +577,18 @@ fn daemon_run(
     n: usize,
     concurrency: usize,
 ) -> Result<DaemonRun> {
-    let dir = env.work.path().join(name);
-    std::fs::create_dir_all(&dir)?;
-    let ledger = dir.join("ledger.sqlite");
     let now = Utc::now();
-    ledgergen::generate(
-        &ledger,
-        &ledgergen::Spec {
-            finals: 0,
-            pending_due: vec![now - TimeDelta::seconds(1); n],
-            now,
-        },
-        &mut |_| {},
+    let stage = stage(
+        env,
+        name,
+        now,
+        vec![now - TimeDelta::seconds(1); n],
+        latency,
     )?;
-    let scripts = dir.join("scripts.jsonl");
-    std::fs::write(&scripts, ledgergen::success_scripts(n))?;
-    let sandbox = SandboxProc::start(&env.bin, &scripts, latency, &dir.join("sandbox.log"))?;
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        config_text(env, &ledger, &sandbox.url, concurrency),
-    )?;
-    let mut daemon = Timed::start(
-        &env.bin,
-        &["run", "-c", config.to_str().context("path")?],
-        &dir,
-        "daemon",
-    )?;
-    daemon.wait_log("daemon ready", Duration::from_secs(30))?;
+    let daemon = start_daemon(env, &stage, concurrency)?;
+    let Stage {
+        ledger, sandbox, ..
+    } = stage;
     wait_all_final(&ledger, Duration::from_secs(900))?;
     let log = daemon.log.clone();
     let time = daemon.stop()?;
@@ -774,36 +813,17 @@ struct Latency {
 /// `n` refunds fall due evenly over `window_s` seconds, starting 3 s after the daemon is
 /// ready; measures from each due time to its query's `attempted_at`.
 fn latency_run(env: &Env, n: usize, window_s: u64) -> Result<Latency> {
-    let dir = env.work.path().join("latency");
-    std::fs::create_dir_all(&dir)?;
-    let ledger = dir.join("ledger.sqlite");
     let now = Utc::now();
     let start = now + TimeDelta::seconds(5);
     let step = window_s as f64 / n as f64;
     let due: Vec<Timestamp> = (0..n)
         .map(|i| start + TimeDelta::microseconds((i as f64 * step * 1e6) as i64))
         .collect();
-    ledgergen::generate(
-        &ledger,
-        &ledgergen::Spec {
-            finals: 0,
-            pending_due: due,
-            now,
-        },
-        &mut |_| {},
-    )?;
-    let scripts = dir.join("scripts.jsonl");
-    std::fs::write(&scripts, ledgergen::success_scripts(n))?;
-    let sandbox = SandboxProc::start(&env.bin, &scripts, "50ms", &dir.join("sandbox.log"))?;
-    let config = dir.join("config.toml");
-    std::fs::write(&config, config_text(env, &ledger, &sandbox.url, 32))?;
-    let mut daemon = Timed::start(
-        &env.bin,
-        &["run", "-c", config.to_str().context("path")?],
-        &dir,
-        "daemon",
-    )?;
-    daemon.wait_log("daemon ready", Duration::from_secs(30))?;
+    let stage = stage(env, "latency", now, due, "50ms")?;
+    let daemon = start_daemon(env, &stage, 32)?;
+    let Stage {
+        ledger, sandbox, ..
+    } = stage;
     if Utc::now() > start {
         bail!("the daemon took longer than 5 s to start; the run would measure start-up");
     }
@@ -842,22 +862,18 @@ struct Baseline {
 }
 
 fn baseline_run(env: &Env, n: usize) -> Result<Baseline> {
-    let dir = env.work.path().join("baseline");
-    std::fs::create_dir_all(&dir)?;
-    let ledger = dir.join("ledger.sqlite");
     let now = Utc::now();
-    ledgergen::generate(
-        &ledger,
-        &ledgergen::Spec {
-            finals: 0,
-            pending_due: vec![now - TimeDelta::seconds(1); n],
-            now,
-        },
-        &mut |_| {},
+    let Stage {
+        dir,
+        ledger,
+        sandbox,
+    } = stage(
+        env,
+        "baseline",
+        now,
+        vec![now - TimeDelta::seconds(1); n],
+        "50ms",
     )?;
-    let scripts = dir.join("scripts.jsonl");
-    std::fs::write(&scripts, ledgergen::success_scripts(n))?;
-    let sandbox = SandboxProc::start(&env.bin, &scripts, "50ms", &dir.join("sandbox.log"))?;
     let keys = env.work.path().join("keys");
     let script = env.repo.join("bench/baseline.py");
     let args = [
