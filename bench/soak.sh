@@ -16,5 +16,5 @@ export SOAK_REFUNDS="${SOAK_REFUNDS:-10000}"
 export SOAK_KILLS="${SOAK_KILLS:-100}"
 profile="${SOAK_PROFILE:-release}"
 # nextest only warns about slow tests (no kill timeout is configured), so the soak runs on.
-exec cargo nextest run --locked --cargo-profile "$profile" --test crash \
-  --run-ignored only --no-capture soak
+exec cargo nextest run --locked --cargo-profile "$profile" --test it \
+  --run-ignored only --no-capture crash::soak

@@ -1,14 +1,12 @@
 //! The library end to end: ledger → worker → signed query → sandbox on 127.0.0.1 → decision →
 //! ledger, with real RSA, a real SQLite file and a manual clock shared with the sandbox.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::Harness;
 use checus_reconciler::domain::{FinalSource, Halt, OutcomeClass, RefundStatus, ReviewReason};
 use checus_reconciler::ledger::NotificationRecord;
 use checus_reconciler::sandbox::{Fault, Step};
-use common::Harness;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]

@@ -3,13 +3,11 @@
 //! documented exit code (3 config, 4 ledger refused, 5 input rejected), and leaves the ledger
 //! untouched: not created, or byte-for-byte unchanged.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::proc::{KEYS, cmd, code, config_text, keys_into, run, stderr, stdout};
+use crate::common::proc::{KEYS, cmd, code, config_text, keys_into, run, stderr, stdout};
 
 /// Bad inputs tried (each case below counts one), printed for the README's figures.
 static TRIED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -225,7 +223,7 @@ fn init_as_unprivileged(dir: &Path, ledger: &Path) -> Output {
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
-            common::proc::BIN,
+            crate::common::proc::BIN,
         ]);
         c.current_dir(dir)
             .env_clear()
@@ -465,7 +463,7 @@ fn bad_import_rows_are_refused_with_exit_5_naming_file_line_and_field() {
         )),
         0
     );
-    let before = common::proc::count(&ledger, "refunds");
+    let before = crate::common::proc::count(&ledger, "refunds");
     std::fs::write(
         &file,
         "out_refund_no,amount,currency\nR-B,1.00,USD\nR-A,2.00,USD\n",
@@ -483,7 +481,7 @@ fn bad_import_rows_are_refused_with_exit_5_naming_file_line_and_field() {
     tried();
     assert_eq!(code(&o), 5, "{}", stderr(&o));
     assert!(stderr(&o).contains("ok.csv:3"), "{}", stderr(&o));
-    assert_eq!(common::proc::count(&ledger, "refunds"), before);
+    assert_eq!(crate::common::proc::count(&ledger, "refunds"), before);
     eprintln!(
         "bad input: {} cases in this test, each refused with its exit code, nothing written",
         TRIED.load(std::sync::atomic::Ordering::SeqCst)

@@ -7,18 +7,16 @@
 //! `CRASH_SEED=<n>` replays a run. The soak (`soak`, ignored by default) runs the same audit
 //! with more refunds and kills, round after round, for `SOAK_SECONDS` (see docs/reliability.md).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use checus_reconciler::domain::{Currency, RefundStatus};
-use checus_reconciler::sandbox::{RefundScript, Step};
-use common::proc::{
+use crate::common::proc::{
     AttemptSnap, LiveSandbox, Proc, RefundSnap, attempts, cmd, code, count, env_or, fast_schedule,
     import_csv, integrity, refunds, run, seed_from_env, stderr, write_config,
 };
+use checus_reconciler::domain::{Currency, RefundStatus};
+use checus_reconciler::sandbox::{RefundScript, Step};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};

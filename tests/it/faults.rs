@@ -5,17 +5,15 @@
 //! circuit breaker, TOO_MANY_REQUEST bursts and the rate limiter's recovery, and a mixed run
 //! of 1,000+ refunds with 30 % of answers faulty at random (`FAULT_SEED` replays it).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::common::Harness;
 use checus_reconciler::domain::{OutcomeClass, RefundStatus, ReviewReason};
 use checus_reconciler::ledger::RefundDetail;
 use checus_reconciler::sandbox::{Fault, Step};
-use common::Harness;
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
@@ -557,7 +555,7 @@ async fn a_gateway_outage_opens_the_breaker_defers_refunds_and_catches_up() {
 
 #[tokio::test]
 async fn mixed_run_with_30_percent_faulty_answers_ends_correct_or_flagged() {
-    let seed = common::proc::seed_from_env("FAULT_SEED");
+    let seed = crate::common::proc::seed_from_env("FAULT_SEED");
     let h = harness().await;
     // The realistic mix, with its TOO_MANY_REQUEST steps turned into SYSTEM_ERROR (the rate
     // limiter is covered above; here it would only slow the run down to its floor).
@@ -615,7 +613,7 @@ async fn mixed_run_with_30_percent_faulty_answers_ends_correct_or_flagged() {
     let details = loop {
         let r = h.sweep().await;
         sweeps += 1;
-        let open = common::proc::count(
+        let open = crate::common::proc::count(
             &h.ledger_path,
             "refunds WHERE status = 'REFUND_PENDING' AND review_flag = 0",
         );

@@ -4,18 +4,16 @@
 //! loaded keys, and the ledger file itself (attempt log included, WAL too) are all searched
 //! for the key, in base64 fragments, as DER bytes in hex and as Rust's Debug byte lists.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use checus_reconciler::config::{Config, Environment};
-use checus_reconciler::sandbox::{RefundScript, Step};
-use common::proc::{
+use crate::common::proc::{
     KEYS, LiveSandbox, Proc, cmd, code, config_text, count, import_csv, run, stderr, stdout,
     write_config,
 };
+use base64::Engine as _;
+use checus_reconciler::config::{Config, Environment};
+use checus_reconciler::sandbox::{RefundScript, Step};
 
 /// Every way a leak of the merchant private key could look: 20-character windows of its
 /// base64 text (skipping the ASN.1 header every PKCS#8 RSA key shares), 16-byte windows of
@@ -136,7 +134,7 @@ fn trace_logs_of_a_full_run_and_the_ledger_never_contain_the_private_key() {
     assert_no_key("check-config output", &(stdout(&cc) + &stderr(&cc)));
 
     // The attempt log and every other text in the ledger, through SQL and as raw bytes.
-    let conn = common::proc::sql(&ledger);
+    let conn = crate::common::proc::sql(&ledger);
     let mut dump = String::new();
     for table in [
         "refunds",

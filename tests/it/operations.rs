@@ -3,15 +3,13 @@
 //! code, systemd notifications on a socket of our own, journald fields on a journald socket of
 //! our own (in a private mount namespace), completions and man pages, and the watchdog.
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::proc::{BIN, KEYS, Proc, cmd, code, run, stderr, stdout, write_config};
+use crate::common::proc::{BIN, KEYS, Proc, cmd, code, run, stderr, stdout, write_config};
 
 fn json(o: &Output) -> serde_json::Value {
     serde_json::from_str(&stdout(o)).unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(o), stderr(o)))
@@ -975,11 +973,11 @@ async fn a_hung_work_loop_stops_the_watchdog_pings() {
     )
     .await
     .unwrap();
-    let mut worker = common::worker_settings();
+    let mut worker = crate::common::worker_settings();
     worker.sweep_cron = "* * * * * *".into();
     let config = Config {
         ledger_path: dir.path().join("ledger.sqlite"),
-        gateway: common::settings_for(&sb),
+        gateway: crate::common::settings_for(&sb),
         keys: KeySources {
             merchant_private_key: KeySource::File(format!("{KEYS}/merchant_private.b64").into()),
             gateway_public_key: KeySource::File(format!("{KEYS}/gateway_public.b64").into()),
@@ -992,8 +990,8 @@ async fn a_hung_work_loop_stops_the_watchdog_pings() {
         },
     };
     let keys = LoadedKeys {
-        merchant: common::merchant_key(),
-        gateway: common::gateway_key(),
+        merchant: crate::common::merchant_key(),
+        gateway: crate::common::gateway_key(),
         warnings: Vec::new(),
     };
     let sock_path = dir.path().join("notify.sock");

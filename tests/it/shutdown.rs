@@ -4,16 +4,14 @@
 //! (exit 0, nothing half-written, the refunds re-queried on the next start); and the systemd
 //! unit gives the daemon longer to stop than the deadline.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use checus_reconciler::config::{Config, Environment};
-use checus_reconciler::sandbox::{Fault, RefundScript, Step};
-use common::proc::{
+use crate::common::proc::{
     LiveSandbox, Proc, cmd, code, count, fast_schedule, import_csv, integrity, run, stderr,
     write_config,
 };
+use checus_reconciler::config::{Config, Environment};
+use checus_reconciler::sandbox::{Fault, RefundScript, Step};
 
 fn scripts(n: usize) -> Vec<(String, RefundScript)> {
     (0..n)

@@ -6,18 +6,16 @@
 //! discrepancy table. Then the single-daemon guard: a second daemon refuses, and SIGKILL of
 //! the first leaves no stale lock behind. `CONCURRENCY_SEED` replays a run.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use checus_reconciler::domain::RefundStatus;
-use checus_reconciler::ledger::contract::snippet;
-use checus_reconciler::sandbox::{RefundScript, Step};
-use common::proc::{
+use crate::common::proc::{
     LiveSandbox, Proc, cmd, code, count, fast_schedule, import_csv, integrity, refunds, run,
     seed_from_env, sql, stderr, write_config,
 };
+use checus_reconciler::domain::RefundStatus;
+use checus_reconciler::ledger::contract::snippet;
+use checus_reconciler::sandbox::{RefundScript, Step};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -1,13 +1,11 @@
 //! The real binary, in fresh temp dirs with a scrubbed environment: every subcommand, its
 //! output and its documented exit code.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use common::proc::{Proc, cmd, code, run, stderr, stdout, write_config};
+use crate::common::proc::{Proc, cmd, code, run, stderr, stdout, write_config};
 
 /// Starts `checus-reconciler sandbox` with scripts; returns it and its base URL.
 fn sandbox(dir: &Path, scripts: &str) -> (Proc, String) {
