@@ -224,18 +224,3 @@ fn error_text_is_clipped_at_a_character_boundary() {
     assert_eq!(types::clip_error(&long).chars().count(), MAX_ERROR_CHARS);
     assert_eq!(types::clip_error("short"), "short");
 }
-
-#[test]
-fn busy_and_locked_are_classified_as_busy() {
-    use rusqlite::ffi;
-    let err = |code| LedgerError::Sqlite {
-        op: "test",
-        source: rusqlite::Error::SqliteFailure(ffi::Error::new(code), None),
-    };
-    assert!(err(ffi::SQLITE_BUSY).is_busy());
-    assert!(err(ffi::SQLITE_LOCKED).is_busy());
-    assert!(err(ffi::SQLITE_BUSY_SNAPSHOT).is_busy());
-    assert!(!err(ffi::SQLITE_CONSTRAINT).is_busy());
-    let no = OutRefundNo::parse("R1").unwrap();
-    assert!(!LedgerError::NotFound { out_refund_no: no }.is_busy());
-}
