@@ -325,11 +325,11 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
             let l = open_existing(&ledger, &env)?;
             let health = l.health(clock.now(), stale_after).map_err(ledger_failure)?;
             if json {
-                print_json(&health)?;
+                print_json(&report::HealthView::new(&health))?;
             } else {
                 print!("{}", report::health_table(&health));
             }
-            Ok(if health.needs_human {
+            Ok(if health.needs_human() {
                 ExitCode::NeedsHuman
             } else {
                 ExitCode::Ok
@@ -375,7 +375,7 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
             let Some(t) = l.timeline(&no).map_err(ledger_failure)? else {
                 return Err(not_in_ledger(&no, &l));
             };
-            emit(json, &t, report::timeline)
+            emit(json, &report::TimelineView::new(&t), report::timeline)
         }
         Command::RetryNow {
             ledger,

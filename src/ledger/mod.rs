@@ -10,18 +10,32 @@
 //!   notification is applied) are CHECKs and triggers in the schema, so they bind every
 //!   writer, including the `sqlite3` shell; see [`contract`] for the merchant's SQL.
 //!
-//! Files: `open.rs` (open, version check, connection setup), `write.rs` (inserts, attempts,
-//! sweeps), `read.rs` (due work, status, list, show), `ops.rs` (operator commands: stuck,
-//! failed, explain, retry-now, resolve, export, prune, backup, health), `types.rs` (records and rows),
-//! `error.rs`, `contract.rs`/`contract.sql` (the merchant app's SQL).
+//! Files:
+//! - `open.rs`: open, version check, connection setup;
+//! - `write.rs`: inserts, attempts, sweeps; `read.rs`: due work, `status`, `list`, `show`;
+//! - `rows.rs`: how every table's rows are read (read the stored values, then parse them);
+//! - `types.rs`: records, typed rows, the enums stored as TEXT;
+//! - the operator commands: `views.rs` (`stuck`, `failed`, `export`, `discrepancies`),
+//!   `timeline.rs` (`explain`'s typed events), `operator.rs` (`retry-now`, `resolve`,
+//!   `resolve-discrepancy`), `prune.rs`, `backup.rs`, `health.rs` (`status`'s findings);
+//! - `error.rs`; `contract.rs`/`contract.sql` (the merchant app's SQL).
+//!
+//! The ledger stores and reads; it does not word anything for people. The CLI renders its
+//! values (`crate::report`).
 
 #![warn(missing_docs)]
+mod backup;
 pub mod contract;
 mod error;
+mod health;
 mod open;
-mod ops;
+mod operator;
+mod prune;
 mod read;
+mod rows;
+mod timeline;
 mod types;
+mod views;
 mod write;
 
 #[cfg(test)]
@@ -31,16 +45,17 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+pub use backup::BackupReport;
 pub use error::LedgerError;
-pub use ops::{
-    BackupReport, Health, HealthWarning, OpenDiscrepancy, PruneCounts, PruneReport, Timeline,
-    TimelineEvent,
-};
+pub use health::{Finding, Health};
+pub use prune::{PruneCounts, PruneReport};
+pub use timeline::{EventKind, Happened, Timeline, TimelineEvent};
 pub use types::{
-    Applied, AttemptRecord, AttemptRow, DiscrepancyRow, DiscrepancySource, ListFilter,
-    MAX_ERROR_CHARS, NotificationEffect, NotificationRecord, NotificationRow, RecordedKind,
-    RefundDetail, RefundRow, StatusSummary, SweepCounts, SweepRow,
+    Applied, AttemptRow, DiscrepancyRow, DiscrepancySource, HaltCode, ListFilter, MAX_ERROR_CHARS,
+    NotificationEffect, NotificationRecord, NotificationRow, OperatorAction, OperatorActionRow,
+    RecordedKind, RefundDetail, RefundRow, StatusSummary, SweepCounts, SweepRow,
 };
+pub use views::OpenDiscrepancy;
 pub use write::IMPORT_PROGRESS_EVERY;
 
 use error::During;

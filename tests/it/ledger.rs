@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use checus_reconciler::domain::{
     Change, Currency, Decision, Discrepancy, DiscrepancyKind, FinalSource, FinalStatus, NewRefund,
-    OutRefundNo, OutcomeClass, RefundStatus, ReviewReason, Timestamp, format_ts, parse_ts,
+    ObservedRefund, OutRefundNo, OutcomeClass, QueryOutcome, QueryReport, RefundStatus,
+    ReviewReason, Timestamp, format_ts, parse_ts,
 };
 use checus_reconciler::ledger::{
-    Applied, AttemptRecord, Ledger, LedgerError, ListFilter, NotificationEffect,
-    NotificationRecord, RecordedKind, SCHEMA_VERSION, SweepCounts, contract,
+    Applied, Ledger, LedgerError, ListFilter, NotificationEffect, NotificationRecord, RecordedKind,
+    SCHEMA_VERSION, SweepCounts, contract,
 };
 use rusqlite::Connection;
 use rust_decimal::Decimal;
@@ -54,9 +55,19 @@ fn note(n: &str, status: FinalStatus, amount: &str, currency: &str) -> Notificat
     }
 }
 
-fn attempt(n: &str, at: &str) -> AttemptRecord {
-    AttemptRecord {
+/// A verified REFUND_SUCCESS answer. The ledger logs the decision's outcome class and never
+/// reads `outcome`, so its amount need not match the refund's.
+fn attempt(n: &str, at: &str) -> QueryReport {
+    QueryReport {
         out_refund_no: no(n),
+        outcome: QueryOutcome::Final(ObservedRefund {
+            out_refund_no: n.to_owned(),
+            refund_trade_no: Some("T-Q".into()),
+            amount: Decimal::from_str("12.50").unwrap(),
+            currency: Currency::parse("USD").unwrap(),
+            status: RefundStatus::Success,
+            refund_finish_time: None,
+        }),
         attempted_at: ts(at),
         http_status: Some(200),
         gateway_code: Some("APPLY_SUCCESS".into()),

@@ -594,45 +594,69 @@ fn prune_archives_then_deletes_only_old_final_refunds_and_backup_is_consistent()
 #[test]
 fn status_names_each_condition_that_needs_a_human() {
     use checus_reconciler::ledger::{Ledger, SweepCounts};
+    use checus_reconciler::report::finding_message;
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("ledger.sqlite");
     let ledger = Ledger::open(&path).unwrap();
     let now = chrono::Utc::now();
     let stale = Duration::from_secs(300);
     let h = ledger.health(now, stale).unwrap();
-    assert!(h.needs_human);
-    assert_eq!(h.warnings[0].code, "worker_never_ran");
+    assert!(h.needs_human());
+    assert_eq!(h.findings[0].code(), "worker_never_ran");
 
     let id = ledger.begin_sweep(now).unwrap();
     ledger
         .finish_sweep(id, now, &SweepCounts::default(), None)
         .unwrap();
     let h = ledger.health(now, stale).unwrap();
-    assert!(!h.needs_human, "{h:?}");
+    assert!(!h.needs_human(), "{h:?}");
     assert_eq!(h.worker_idle_s, Some(0));
 
     let later = now + chrono::TimeDelta::minutes(6);
     let h = ledger.health(later, stale).unwrap();
-    assert_eq!(h.warnings[0].code, "worker_stale");
+    assert_eq!(h.findings[0].code(), "worker_stale");
 
-    for (halted, code) in [
+    // A halt is classified by `sweeps.halt_code` (written here as the worker would), never by
+    // the wording of `halted_reason`: an interrupted sweep's reason is no halt, and a reworded
+    // reason keeps its code.
+    let raw = outsider(&path);
+    for (halted, halt_code, codes) in [
         (
             "configuration rejected by Checus (SIGN_VERIFY_FAILED)",
-            "config_error",
+            Some("config_error"),
+            &["config_error"][..],
         ),
         (
             "clock skew: requestTime off by more than 2 minutes (check NTP)",
-            "clock_skew",
+            Some("clock_skew"),
+            &["clock_skew"],
+        ),
+        (
+            "the clock is off; check NTP",
+            Some("clock_skew"),
+            &["clock_skew"],
+        ),
+        (
+            "interrupted: the daemon stopped before this sweep finished",
+            None,
+            &[],
         ),
     ] {
         let id = ledger.begin_sweep(later).unwrap();
+        raw.execute(
+            "UPDATE sweeps SET halt_code = ?2 WHERE id = ?1",
+            rusqlite::params![id, halt_code],
+        )
+        .unwrap();
         ledger
             .finish_sweep(id, later, &SweepCounts::default(), Some(halted))
             .unwrap();
         let h = ledger.health(later, stale).unwrap();
-        let codes: Vec<&str> = h.warnings.iter().map(|w| w.code).collect();
-        assert_eq!(codes, [code], "{h:?}");
-        assert!(h.warnings[0].message.contains(halted));
+        let found: Vec<&str> = h.findings.iter().map(|f| f.code()).collect();
+        assert_eq!(found, codes, "{h:?}");
+        if let Some(f) = h.findings.first() {
+            assert_eq!(finding_message(f), format!("querying is halted: {halted}"));
+        }
     }
 }
 
