@@ -267,7 +267,7 @@ fn timeline_events_order_by_time_then_kind_then_row() {
         decision: String::new(),
     };
     let ev = |at, what| TimelineEvent { at, what };
-    let mut events = vec![
+    let mut events = [
         ev(
             later,
             Happened::Flagged(crate::domain::ReviewReason::PendingTooLong),
