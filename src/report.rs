@@ -19,7 +19,7 @@ fn opt_ts(t: Option<Timestamp>) -> String {
     t.map_or_else(|| "-".to_owned(), format_ts)
 }
 
-/// `status` for people.
+/// The counts and the last sweep, for people (the top of [`health_table`]).
 pub fn status_table(s: &StatusSummary) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{:<28}{:>10}", "REFUND_PENDING", s.pending);
@@ -187,7 +187,7 @@ pub fn detail(d: &RefundDetail) -> String {
 /// What `query` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct QuerySummary {
-    /// The refund.
+    /// The refund queried.
     pub out_refund_no: String,
     /// The attempt's outcome class.
     pub outcome: String,
@@ -197,11 +197,11 @@ pub struct QuerySummary {
     pub gateway_code: Option<String>,
     /// `data.status`, if verified.
     pub data_status: Option<String>,
-    /// Latency in milliseconds.
+    /// Time on the wire in milliseconds.
     pub latency_ms: u64,
-    /// Error text, if any.
+    /// What went wrong, when the answer was not a verified one.
     pub error: Option<String>,
-    /// What the ledger did.
+    /// What the ledger did with the attempt, in words.
     pub ledger: String,
     /// Next query time, if still pending.
     pub next_query_at: Option<String>,
@@ -252,7 +252,7 @@ impl QuerySummary {
         }
     }
 
-    /// For people.
+    /// `query` for people: the outcome and what the ledger did, then the answer's facts.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
