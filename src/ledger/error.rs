@@ -177,16 +177,16 @@ pub enum LedgerError {
     /// A file the ledger was asked to create (backup, prune archive) could not be written.
     #[error("cannot write {}", path.display())]
     File {
-        /// The file.
+        /// The file that could not be written.
         path: PathBuf,
-        /// Why.
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// A backup or archive target already exists; it is never overwritten.
     #[error("{} already exists; it is never overwritten", path.display())]
     TargetExists {
-        /// The file.
+        /// The existing file, left as it was.
         path: PathBuf,
     },
     /// The backup copy did not check out (integrity or schema version).
@@ -202,7 +202,7 @@ pub enum LedgerError {
     CorruptRow {
         /// The refund number as stored.
         out_refund_no: String,
-        /// The column.
+        /// The column whose value does not parse.
         column: &'static str,
         /// What is wrong with the value.
         detail: String,

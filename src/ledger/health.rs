@@ -14,7 +14,7 @@ use crate::domain::Timestamp;
 pub enum Finding {
     /// Pending refunds are flagged for review.
     FlaggedRefunds {
-        /// How many.
+        /// How many pending refunds are flagged.
         count: u64,
     },
     /// No sweep was ever recorded: the daemon may never have run on this ledger.
@@ -37,7 +37,7 @@ pub enum Finding {
     },
     /// Discrepancies are waiting for an operator.
     UnresolvedDiscrepancies {
-        /// How many.
+        /// How many discrepancies nobody has resolved.
         count: u64,
     },
 }

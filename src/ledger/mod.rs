@@ -20,8 +20,9 @@
 //!   `resolve-discrepancy`), `prune.rs`, `backup.rs`, `health.rs` (`status`'s findings);
 //! - `error.rs`; `contract.rs`/`contract.sql` (the merchant app's SQL).
 //!
-//! The ledger stores and reads; it does not word anything for people. The CLI renders its
-//! values (`crate::report`).
+//! The ledger stores and reads; it does not render. Timelines and health come back as typed
+//! values that the CLI words (`crate::report`); the only text made here is what columns store
+//! (`attempts.decision`, an interrupted sweep's `halted_reason`).
 
 #![warn(missing_docs)]
 mod backup;
