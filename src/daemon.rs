@@ -303,6 +303,7 @@ pub async fn run(
                         .unwrap_or_else(|p| p.into_inner())
                         .add(&report);
                     if report.claimed > 0 || report.halted.is_some() {
+                        let halted = report.halted.as_ref().map(ToString::to_string);
                         info!(
                             sweep = sweep_no,
                             claimed = report.claimed,
@@ -311,7 +312,7 @@ pub async fn run(
                             flagged = report.flagged,
                             failed = report.failed,
                             discrepancies = report.discrepancies,
-                            halted = report.halted.as_deref().unwrap_or(""),
+                            halted = halted.as_deref().unwrap_or(""),
                             "sweep finished"
                         );
                     } else {
