@@ -38,7 +38,7 @@ use rate::RateLimiter;
 /// is an outcome, recorded like any other.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// The ledger failed.
+    /// A ledger call failed; what the sweep did not record stays due and is queried again.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     /// `query` named a refund the ledger does not have.
@@ -59,7 +59,7 @@ pub struct SweepReport {
     pub rescheduled: u64,
     /// Refunds newly flagged for review.
     pub flagged: u64,
-    /// Discrepancies recorded.
+    /// Discrepancies recorded (answers that contradict what the ledger holds).
     pub discrepancies: u64,
     /// Attempts that failed retryably (transport, 5xx, unverified, rate limited, ...).
     pub failed: u64,
@@ -74,12 +74,9 @@ pub struct SweepReport {
     pub next_probe_at: Option<Timestamp>,
 }
 
-/// Serializes a halt as the text it had before halts were typed.
+/// Serializes a halt as its description (or null), as before halts were typed.
 fn halt_text<S: serde::Serializer>(halt: &Option<Halt>, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&format_args!(
-        "{}",
-        halt.as_ref().map(ToString::to_string).unwrap_or_default()
-    ))
+    serde::Serialize::serialize(&halt.as_ref().map(ToString::to_string), s)
 }
 
 /// What happened to one refund.
@@ -140,7 +137,7 @@ struct Inner {
 }
 
 impl Worker {
-    /// Builds a worker.
+    /// Builds a worker: running (no halt, breaker closed) at the configured rate.
     pub fn new(
         ledger: LedgerHandle,
         client: GatewayClient,

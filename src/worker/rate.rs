@@ -14,9 +14,12 @@ pub(super) struct RateLimiter {
     ceiling: f64,
 }
 
+/// The current rate and the next free slot, changed together under one lock.
 #[derive(Debug)]
 struct RateState {
+    /// Queries per second now, between the floor and the ceiling.
     rate: f64,
+    /// When the next query may go out.
     next_slot: Instant,
 }
 
@@ -24,6 +27,7 @@ impl RateLimiter {
     /// The slowest the limiter will go, however often Checus pushes back.
     const FLOOR: f64 = 0.2;
 
+    /// A limiter at `rate` queries per second, which is also its ceiling.
     pub(super) fn new(rate: f64) -> Self {
         Self {
             state: Mutex::new(RateState {
@@ -34,6 +38,7 @@ impl RateLimiter {
         }
     }
 
+    /// Waits for this query's slot.
     pub(super) async fn acquire(&self) {
         let slot = {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -49,18 +54,21 @@ impl RateLimiter {
         }
     }
 
+    /// Halves the rate (down to the floor) and returns it.
     pub(super) fn slow_down(&self) -> f64 {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.rate = (s.rate / 2.0).max(Self::FLOOR.min(self.ceiling));
         s.rate
     }
 
+    /// Raises the rate by a quarter (up to the ceiling) and returns it.
     pub(super) fn recover(&self) -> f64 {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.rate = (s.rate * 1.25).min(self.ceiling);
         s.rate
     }
 
+    /// The current rate.
     pub(super) fn rate(&self) -> f64 {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).rate
     }
