@@ -372,3 +372,48 @@ pub fn sweep_status(report: &SweepReport, now: Timestamp) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Halt, parse_ts};
+
+    #[test]
+    fn status_line_names_the_halt_or_the_next_due_time() {
+        let now = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
+        let later = parse_ts("2026-11-25T10:05:00.000Z").unwrap();
+        let counts = "last sweep 2026-11-25T10:00:00.000Z: claimed 3, finalized 1, \
+                      rescheduled 2, flagged 0, failed 1";
+        let report = SweepReport {
+            claimed: 3,
+            finalized: 1,
+            rescheduled: 2,
+            failed: 1,
+            ..SweepReport::default()
+        };
+        let halted = SweepReport {
+            halted: Some(Halt::ConfigError {
+                code: "SIGN_VERIFY_FAILED".into(),
+            }),
+            next_probe_at: Some(later),
+            next_due_at: Some(now),
+            ..report.clone()
+        };
+        let due = SweepReport {
+            next_due_at: Some(later),
+            ..report.clone()
+        };
+        let cases = [
+            (
+                halted,
+                "; QUERYING HALTED: configuration rejected by Checus (SIGN_VERIFY_FAILED); \
+                 probe at 2026-11-25T10:05:00.000Z",
+            ),
+            (due, "; next due 2026-11-25T10:05:00.000Z"),
+            (report, "; nothing pending"),
+        ];
+        for (report, tail) in cases {
+            assert_eq!(sweep_status(&report, now), format!("{counts}{tail}"));
+        }
+    }
+}
