@@ -39,9 +39,9 @@ pub enum DemoError {
     /// Filesystem trouble.
     #[error("{path}: {source}")]
     Io {
-        /// Where.
+        /// The file or folder the demo could not create or write.
         path: PathBuf,
-        /// Why.
+        /// The I/O error.
         source: std::io::Error,
     },
     /// Ledger trouble.
@@ -63,7 +63,7 @@ pub enum DemoError {
 pub struct DemoReport {
     /// The ledger file of this run.
     pub ledger: PathBuf,
-    /// The seed used.
+    /// The seed of the scripted outcomes; the same seed replays the same run.
     pub seed: u64,
     /// Refunds seeded.
     pub refunds: usize,
@@ -79,7 +79,7 @@ pub struct DemoReport {
     pub queries: u64,
     /// Refunds whose ledger outcome disagrees with the sandbox's truth (must be empty).
     pub mismatches: Vec<String>,
-    /// Wall time.
+    /// Wall-clock duration of the whole run, in milliseconds.
     pub elapsed_ms: u128,
 }
 
@@ -236,10 +236,9 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
     // After the fact, the merchant's app receives a late, conflicting notification for one
     // refund the query already finalized: it must be recorded as a discrepancy, not applied.
     let ledger = Ledger::open_existing(&ledger_path)?;
-    let conflicting = scripts.iter().find(|(no, s)| {
+    let conflicting = scripts.iter().find(|(no, _)| {
         sb.truth(no) == Some(RefundStatus::Success)
             && !scripts.iter().step_by(NOTIFY_EVERY).any(|(n, _)| n == no)
-            && s.currency.as_str() != ""
     });
     if let Some((no, script)) = conflicting {
         ledger.record_notification(&NotificationRecord {
@@ -300,6 +299,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
     Ok(report)
 }
 
+/// The daemon's config for the demo. Its keys are the compiled-in INSECURE test keys, which
+/// `run` parses and hands to the daemon as [`LoadedKeys`]; `KeySource::Embedded` says so.
 fn demo_config(ledger_path: &Path, sb: &Sandbox) -> Config {
     let mut gateway = GatewaySettings::new(
         sb.base_url(),
@@ -310,14 +311,16 @@ fn demo_config(ledger_path: &Path, sb: &Sandbox) -> Config {
     gateway.request_timeout = Duration::from_secs(2);
     Config {
         ledger_path: ledger_path.to_owned(),
-        gateway,
+        gateway: gateway
+            .validate()
+            .expect("the sandbox's loopback URL and test ids are valid settings"),
         keys: KeySources {
-            merchant_private_key: KeySource::File(
-                "testdata/INSECURE-test-keys/merchant_private.b64".into(),
-            ),
-            gateway_public_key: KeySource::File(
-                "testdata/INSECURE-test-keys/gateway_public.b64".into(),
-            ),
+            merchant_private_key: KeySource::Embedded {
+                name: "INSECURE_MERCHANT_PRIVATE_B64",
+            },
+            gateway_public_key: KeySource::Embedded {
+                name: "INSECURE_GATEWAY_PUBLIC_B64",
+            },
         },
         policy: demo_policy(),
         worker: WorkerSettings {

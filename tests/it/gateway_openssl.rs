@@ -83,7 +83,9 @@ fn client() -> GatewayClient {
             "https://p-gate-uat.checus.com/aggregate-pay/api/gateway",
             "app-interop",
             "M-interop",
-        ),
+        )
+        .validate()
+        .unwrap(),
         Arc::new(MerchantKey::from_text(&key_text("merchant_private.b64")).unwrap()),
         Arc::new(GatewayKey::from_text(&key_text("gateway_public.b64")).unwrap()),
         Arc::new(FixedClock(

@@ -977,7 +977,7 @@ async fn a_hung_work_loop_stops_the_watchdog_pings() {
     worker.sweep_cron = "* * * * * *".into();
     let config = Config {
         ledger_path: dir.path().join("ledger.sqlite"),
-        gateway: crate::common::settings_for(&sb),
+        gateway: crate::common::settings_for(&sb).validate().unwrap(),
         keys: KeySources {
             merchant_private_key: KeySource::File(format!("{KEYS}/merchant_private.b64").into()),
             gateway_public_key: KeySource::File(format!("{KEYS}/gateway_public.b64").into()),
