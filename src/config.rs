@@ -904,6 +904,64 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
     }
 
     #[test]
+    fn gateway_refusals_keep_the_settings_error_as_their_source() {
+        use std::error::Error as _;
+        for (edit, key) in [
+            (("app_id = \"APP1\"", "app_id = \" \""), "gateway.app_id"),
+            (
+                (
+                    "merchant_no = \"M1\"",
+                    "merchant_no = \"M1\"\nmax_response_bytes = 1023",
+                ),
+                "gateway.max_response_bytes",
+            ),
+            (
+                (
+                    "merchant_no = \"M1\"",
+                    "merchant_no = \"M1\"\nconnect_timeout = \"0s\"",
+                ),
+                "gateway.connect_timeout",
+            ),
+            (
+                ("https://p-gate-uat", "http://p-gate-uat"),
+                "gateway.base_url",
+            ),
+        ] {
+            let e = parse(&MINIMAL.replace(edit.0, edit.1)).unwrap_err();
+            let ConfigError::Gateway { key: got, source } = &e else {
+                panic!("{key}: {e:?}");
+            };
+            assert_eq!(got, key);
+            assert_eq!(format!("gateway.{}", source.setting()), key);
+            // The key once, then the reason once, as a printed cause chain shows them.
+            let chain = format!("{e}: {}", e.source().unwrap());
+            assert_eq!(chain.matches(source.setting()).count(), 1, "{chain}");
+        }
+    }
+
+    #[test]
+    fn the_example_config_shows_the_defaults() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.toml"))
+                .unwrap();
+        let example = parse(&text).unwrap();
+        assert_eq!(example.policy, Policy::default());
+        assert_eq!(example.worker, WorkerSettings::default());
+        assert_eq!(example.log, LogSettings::default());
+        let defaults = GatewaySettings::new(
+            example.gateway.base_url.clone(),
+            example.gateway.app_id.clone(),
+            example.gateway.merchant_no.clone(),
+        );
+        assert_eq!(*example.gateway, defaults);
+        // And leaving every optional key out gives the same values.
+        let minimal = parse(MINIMAL).unwrap();
+        assert_eq!(minimal.policy, example.policy);
+        assert_eq!(minimal.worker, example.worker);
+        assert_eq!(minimal.log, example.log);
+    }
+
+    #[test]
     fn environment_overrides_apply_once_and_unknown_ones_are_named() {
         let env = Environment::from_pairs([
             ("CHECUS_RECONCILER__GATEWAY__APP_ID", "FROM-ENV"),
@@ -1071,16 +1129,8 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
     #[test]
     fn pkcs1_private_keys_are_accepted_with_a_warning_and_public_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let pkcs1 = std::process::Command::new("openssl")
-            .args(["rsa", "-traditional", "-in"])
-            .arg(format!(
-                "{}/testdata/INSECURE-test-keys/merchant_private.pem",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .output()
-            .unwrap();
-        assert!(pkcs1.status.success());
-        let pkcs1 = String::from_utf8(pkcs1.stdout).unwrap();
+        // A committed fixture (made by `openssl rsa -traditional`), so no tool is needed here.
+        let pkcs1 = test_key("merchant_private_pkcs1.pem");
         assert!(pkcs1.contains("BEGIN RSA PRIVATE KEY"));
         let public = dir.path().join("pub.pem");
         std::fs::write(&public, test_key("gateway_public.pem")).unwrap();
