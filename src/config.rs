@@ -27,7 +27,9 @@ pub const ENV_PREFIX: &str = "CHECUS_RECONCILER__";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    // The I/O error is the source, not part of the message: printed as a cause chain, it then
+    // appears once.
+    #[error("cannot read config file {path}")]
     Read {
         /// The config file that could not be read.
         path: PathBuf,
