@@ -44,8 +44,8 @@ const MAX_APP_ID: usize = 64;
 const MAX_MERCHANT_NO: usize = 32;
 /// Longest `version` / `keyVersion` Checus accepts.
 const MAX_VERSION: usize = 8;
-/// Smallest answer-body cap accepted: a signed error answer alone needs a few hundred bytes, so
-/// a smaller cap would turn every answer into a transport failure.
+/// Smallest answer-body cap accepted (1 KiB): below it, ordinary answers could exceed the cap
+/// and queries would fail as transport errors.
 pub const MIN_RESPONSE_BYTES: usize = 1024;
 
 /// Everything the gateway client needs besides keys and a clock, as written (by config or by a
@@ -131,7 +131,7 @@ pub enum SettingsError {
         /// The rejected setting's name.
         setting: &'static str,
     },
-    /// A zero duration or size, which would make every query fail.
+    /// A zero timeout, which would make every query fail.
     #[error("must be greater than zero")]
     Zero {
         /// The rejected setting's name.
