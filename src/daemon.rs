@@ -268,7 +268,7 @@ pub async fn run(
                                 Err(e) => error!(error = %e, "configuration reload rejected; keeping the running configuration"),
                             }
                         }
-                        Err(e) => error!(error = %e, "configuration reload rejected; keeping the running configuration"),
+                        Err(e) => error!(error = %e.with_causes(), "configuration reload rejected; keeping the running configuration"),
                     }
                     continue;
                 }

@@ -344,6 +344,9 @@ fn query_now_records_the_attempt_like_any_other() {
 
 #[test]
 fn the_daemon_reconciles_refuses_a_second_instance_and_drains_on_sigterm() {
+    if !crate::common::tools::require_tool("kill") {
+        return;
+    }
     let d = tempfile::tempdir().unwrap();
     let mut scripts = String::new();
     for i in 0..40 {
