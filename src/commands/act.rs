@@ -41,7 +41,7 @@ pub fn retry_now(args: RetryNowArgs, env: &Environment) -> Outcome {
         "{} refunds due now; the running daemon queries them at its next sweep\n",
         names.len()
     ));
-    print(&text)?;
+    print(text)?;
     Ok(ExitCode::Ok)
 }
 
@@ -55,7 +55,7 @@ pub fn resolve(args: ResolveArgs, env: &Environment) -> Outcome {
     if args.json {
         print_json(&row)?;
     } else {
-        print(&format!(
+        print(format!(
             "{}: {} (source operator, by {by}, recorded in operator_actions)\n",
             row.out_refund_no, row.status
         ))?;
@@ -69,6 +69,6 @@ pub fn resolve_discrepancy(args: ResolveDiscrepancyArgs, env: &Environment) -> O
     let why = reason(&args.reason)?;
     let l = open_existing(&args.ledger, env)?;
     l.resolve_discrepancy(args.id, &by, why, SystemClock.now())?;
-    print(&format!("discrepancy {} resolved by {by}\n", args.id))?;
+    print(format!("discrepancy {} resolved by {by}\n", args.id))?;
     Ok(ExitCode::Ok)
 }

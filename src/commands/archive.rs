@@ -96,7 +96,7 @@ pub fn backup(args: BackupArgs, env: &Environment) -> Outcome {
     if args.json {
         print_json(&b)?;
     } else {
-        print(&format!(
+        print(format!(
             "backup written: {} ({} bytes, {} refunds, integrity checked)\n",
             b.path.display(),
             b.bytes,

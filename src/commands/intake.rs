@@ -26,7 +26,7 @@ pub fn add(args: AddArgs, env: &Environment) -> Outcome {
     let refund = raw.validate(SystemClock.now())?;
     let l = open_or_create(&args.ledger, env)?;
     l.insert_refund(&refund)?;
-    print(&format!(
+    print(format!(
         "added {} {} {} ({})\n",
         refund.out_refund_no, refund.amount, refund.currency, refund.status
     ))?;
@@ -67,7 +67,7 @@ pub fn import(args: ImportArgs, env: &Environment) -> Outcome {
             ),
             other => other.into(),
         })?;
-    print(&format!(
+    print(format!(
         "imported {written} refunds from {} into {}\n",
         file.display(),
         path.display()

@@ -16,7 +16,7 @@ use super::{Failure, Outcome};
 /// `init`: create the ledger (or open an existing one) at the current schema.
 pub fn init(args: LedgerArgs, env: &Environment) -> Outcome {
     let ledger = open_or_create(&args, env)?;
-    print(&format!(
+    print(format!(
         "ledger ready: {} (schema version {SCHEMA_VERSION})\n",
         ledger.path().display(),
     ))?;
@@ -45,6 +45,6 @@ pub fn check_config(args: ConfigArgs, env: &Environment) -> Outcome {
         cfg.ledger_path.display(),
         cfg.gateway.base_url
     ));
-    print(&text)?;
+    print(text)?;
     Ok(ExitCode::Ok)
 }

@@ -43,7 +43,7 @@ pub async fn sandbox(args: SandboxArgs) -> Outcome {
     let token = CancellationToken::new();
     signals::install(token.clone(), None)?;
     // The first stdout line is the readiness signal scripts wait for.
-    print(&format!("sandbox listening on {}\n", sb.base_url()))?;
+    print(format!("sandbox listening on {}\n", sb.base_url()))?;
     token.cancelled().await;
     sb.shutdown().await;
     Ok(ExitCode::Ok)
@@ -60,7 +60,7 @@ pub async fn demo(args: DemoArgs) -> Outcome {
         seed,
         timeout_secs,
     } = args;
-    print(&format!(
+    print(format!(
         "demo: {refunds} refunds (seed {seed}) against the simulated Checus gateway on 127.0.0.1 ...\n"
     ))?;
     let options = demo::DemoOptions {
@@ -70,7 +70,7 @@ pub async fn demo(args: DemoArgs) -> Outcome {
         timeout: Duration::from_secs(timeout_secs),
     };
     let report = demo::run(options, token).await?;
-    print(&report::demo_summary(&report))?;
+    print(report::demo_summary(&report))?;
     Ok(if report.matches_truth() {
         ExitCode::Ok
     } else {
