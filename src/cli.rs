@@ -578,3 +578,54 @@ pub enum ExitCode {
     /// error or clock skew, a stale worker, unresolved discrepancies).
     NeedsHuman = 8,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::parse_ts;
+
+    #[test]
+    fn the_clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn time_args_are_a_time_or_a_duration_ago() {
+        let now = parse_ts("2026-11-25T12:00:00Z").unwrap();
+        let cases = [
+            ("2026-11-24T07:00:00Z", "2026-11-24T07:00:00Z"),
+            ("24h", "2026-11-24T12:00:00Z"),
+            ("1h30m", "2026-11-25T10:30:00Z"),
+            ("0s", "2026-11-25T12:00:00Z"),
+        ];
+        for (text, want) in cases {
+            let got = TimeArg::parse(text).unwrap().resolve(now);
+            assert_eq!(got, parse_ts(want).unwrap(), "{text}");
+        }
+        for bad in ["", "yesterday", "24", "-1h", "2026-13-01T00:00:00Z"] {
+            let e = TimeArg::parse(bad).unwrap_err();
+            assert!(
+                e.contains("neither an RFC 3339 time nor a duration"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_duration_reaching_before_the_earliest_time_means_since_the_beginning() {
+        let now = parse_ts("2026-11-25T12:00:00Z").unwrap();
+        let got = TimeArg::parse("100000000000d").unwrap().resolve(now);
+        assert_eq!(got, chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    }
+
+    #[test]
+    fn add_offers_only_what_a_refund_answer_can_leave() {
+        let names: Vec<_> = AddStatusArg::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|v| v.get_name().to_owned())
+            .collect();
+        assert_eq!(names, ["REFUND_PENDING", "REFUND_FAILED"]);
+    }
+}
