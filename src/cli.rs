@@ -562,7 +562,8 @@ pub enum ExitCode {
     Ok = 0,
     /// A runtime failure (I/O, the ledger failed mid-operation).
     Failure = 1,
-    /// Bad command-line usage (clap).
+    /// Bad command-line usage: clap's own errors, and what clap cannot check (no --by name
+    /// found, an empty or too long --reason, no ledger named).
     Usage = 2,
     /// The configuration or a key is invalid.
     Config = 3,

@@ -38,8 +38,7 @@ pub async fn sandbox(args: SandboxArgs) -> Outcome {
     let sb = sandbox::start(options)
         .await
         .map_err(|e| Failure::new(ExitCode::Failure, e).context("starting the sandbox"))?;
-    sb.script_many(scripts)
-        .map_err(|e| Failure::new(ExitCode::Input, e))?;
+    sb.script_many(scripts)?;
     let token = CancellationToken::new();
     signals::install(token.clone(), None)?;
     // The first stdout line is the readiness signal scripts wait for.
