@@ -122,3 +122,90 @@ impl ExitCoded for std::io::Error {
         ExitCode::Failure
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use checus_reconciler::domain::{OutRefundNo, RefundStatus};
+
+    use super::*;
+
+    fn no() -> OutRefundNo {
+        OutRefundNo::parse("R-1").unwrap()
+    }
+
+    #[test]
+    fn ledger_errors_map_to_the_documented_exit_codes() {
+        let path = PathBuf::from("ledger.sqlite");
+        let cases: Vec<(LedgerError, ExitCode)> = vec![
+            (
+                LedgerError::Missing { path: path.clone() },
+                ExitCode::Ledger,
+            ),
+            (
+                LedgerError::SchemaTooNew {
+                    path: path.clone(),
+                    found: 2,
+                    supported: 1,
+                },
+                ExitCode::Ledger,
+            ),
+            (
+                LedgerError::DuplicateRefund {
+                    out_refund_no: no(),
+                    index: None,
+                },
+                ExitCode::Input,
+            ),
+            (
+                LedgerError::AlreadyFinal {
+                    out_refund_no: no(),
+                    status: RefundStatus::Success,
+                },
+                ExitCode::Input,
+            ),
+            (LedgerError::TargetExists { path }, ExitCode::Input),
+            (
+                LedgerError::NotFound {
+                    out_refund_no: no(),
+                },
+                ExitCode::NotFound,
+            ),
+            (
+                LedgerError::DiscrepancyNotOpen { id: 7 },
+                ExitCode::NotFound,
+            ),
+        ];
+        for (error, code) in cases {
+            let text = error.to_string();
+            assert_eq!(Failure::from(error).code, code, "{text}");
+        }
+    }
+
+    #[test]
+    fn wrapped_errors_keep_the_code_of_what_they_wrap() {
+        let refused = DaemonError::Ledger(LedgerError::Missing {
+            path: PathBuf::from("l"),
+        });
+        assert_eq!(refused.exit_code(), ExitCode::Ledger);
+        let running = DaemonError::AlreadyRunning {
+            path: PathBuf::from("l.lock"),
+        };
+        assert_eq!(running.exit_code(), ExitCode::Ledger);
+        assert_eq!(WorkerError::NotFound(no()).exit_code(), ExitCode::NotFound);
+        let duplicate = WorkerError::Ledger(LedgerError::DuplicateRefund {
+            out_refund_no: no(),
+            index: Some(3),
+        });
+        assert_eq!(duplicate.exit_code(), ExitCode::Input);
+    }
+
+    #[test]
+    fn the_cause_chain_is_kept_for_main_to_print() {
+        let f = Failure::new(ExitCode::Failure, std::io::Error::other("disk on fire"))
+            .context("starting the sandbox");
+        let chain: Vec<String> = f.error.chain().map(ToString::to_string).collect();
+        assert_eq!(chain, ["starting the sandbox", "disk on fire"]);
+    }
+}
