@@ -1,7 +1,14 @@
 //! One handler per command, grouped by family; [`run`] picks one with a single line per
 //! command. Every handler takes its typed args struct from `cli.rs` and returns an
 //! [`Outcome`]: the exit code, or a [`Failure`] that carries its own. Adding a command is one
-//! variant in `cli.rs`, one line in [`run`], and one function here.
+//! variant in `cli.rs`, one line in [`run`], and its handler in a module of its own (or of its
+//! family).
+//!
+//! Families: `setup` (init, check-config), `daemon` (run), `find` (read-only questions),
+//! `act` (audited actions on pending work), `intake` (add, import), `archive` (export, prune,
+//! backup), `query`, `simulate` (sandbox, demo), `packaging` (completions, man pages). Shared
+//! pieces: `args` (ledger, actor, reason), `output` (EPIPE-safe stdout), `failure` (exit
+//! codes), `signals`.
 //!
 //! This tree belongs to the binary, not the library: it is the edge where anyhow, stdout and
 //! exit codes live, and nothing else links it.
