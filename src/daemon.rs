@@ -91,7 +91,7 @@ impl DaemonLock {
 }
 
 /// Builds the worker for a configuration.
-fn build_worker(
+pub fn build_worker(
     config: &Config,
     keys: &LoadedKeys,
     ledger: LedgerHandle,

@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod decide;
+pub mod limits;
 pub mod outcome;
 pub mod refund;
 pub mod time;
