@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod decide;
 pub mod halt;
+pub mod limits;
 pub mod outcome;
 pub mod refund;
 pub mod time;

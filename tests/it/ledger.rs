@@ -518,6 +518,9 @@ fn params(values: &[(&str, Option<&str>)]) -> String {
 
 #[test]
 fn the_contract_sql_works_verbatim_in_the_sqlite3_shell() {
+    if !crate::common::tools::require_tool("sqlite3") {
+        return;
+    }
     let (dir, ledger) = new_ledger();
     let path = dir.path().join("ledger.sqlite");
 
