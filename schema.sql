@@ -518,7 +518,9 @@ CREATE TABLE sweeps (
     rescheduled   INTEGER NOT NULL DEFAULT 0 CHECK (rescheduled >= 0),
     failed        INTEGER NOT NULL DEFAULT 0 CHECK (failed >= 0),
     -- Why the sweep stopped early (clock skew, configuration error, shutdown), if it did.
-    halted_reason TEXT
+    halted_reason TEXT,
+    -- The halt in force when the sweep ended, as a stable code that `status` reads (NULL: none).
+    halt_code     TEXT CHECK (halt_code IN ('config_error', 'clock_skew'))
 ) STRICT;
 
 CREATE TRIGGER sweeps_finished_are_immutable

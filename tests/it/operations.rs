@@ -593,6 +593,7 @@ fn prune_archives_then_deletes_only_old_final_refunds_and_backup_is_consistent()
 
 #[test]
 fn status_names_each_condition_that_needs_a_human() {
+    use checus_reconciler::domain::Halt;
     use checus_reconciler::ledger::{Ledger, SweepCounts};
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("ledger.sqlite");
@@ -615,24 +616,23 @@ fn status_names_each_condition_that_needs_a_human() {
     let h = ledger.health(later, stale).unwrap();
     assert_eq!(h.warnings[0].code, "worker_stale");
 
-    for (halted, code) in [
+    for (halt, code) in [
         (
-            "configuration rejected by Checus (SIGN_VERIFY_FAILED)",
+            Halt::ConfigError {
+                code: "SIGN_VERIFY_FAILED".into(),
+            },
             "config_error",
         ),
-        (
-            "clock skew: requestTime off by more than 2 minutes (check NTP)",
-            "clock_skew",
-        ),
+        (Halt::ClockSkew, "clock_skew"),
     ] {
         let id = ledger.begin_sweep(later).unwrap();
         ledger
-            .finish_sweep(id, later, &SweepCounts::default(), Some(halted))
+            .finish_sweep(id, later, &SweepCounts::default(), Some(&halt))
             .unwrap();
         let h = ledger.health(later, stale).unwrap();
         let codes: Vec<&str> = h.warnings.iter().map(|w| w.code).collect();
         assert_eq!(codes, [code], "{h:?}");
-        assert!(h.warnings[0].message.contains(halted));
+        assert!(h.warnings[0].message.contains(&halt.to_string()));
     }
 }
 
