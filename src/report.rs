@@ -8,10 +8,10 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::demo::DemoReport;
-use crate::domain::{Change, OutRefundNo, Timestamp, format_ts};
+use crate::domain::{Change, HaltCode, OutRefundNo, Timestamp, format_ts};
 use crate::ledger::{
-    Applied, AttemptRow, Finding, HaltCode, Happened, Health, OpenDiscrepancy, RefundDetail,
-    RefundRow, StatusSummary, Timeline, TimelineEvent,
+    Applied, AttemptRow, Finding, Happened, Health, OpenDiscrepancy, RefundDetail, RefundRow,
+    StatusSummary, Timeline, TimelineEvent,
 };
 use crate::worker::Processed;
 

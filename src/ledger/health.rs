@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::Ledger;
 use super::error::LedgerError;
-use super::types::{HaltCode, StatusSummary};
-use crate::domain::Timestamp;
+use super::types::StatusSummary;
+use crate::domain::{HaltCode, Timestamp};
 
 /// Something that needs a human, as `status` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

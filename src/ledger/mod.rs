@@ -52,7 +52,7 @@ pub use health::{Finding, Health};
 pub use prune::{PruneCounts, PruneReport};
 pub use timeline::{EventKind, Happened, Timeline, TimelineEvent};
 pub use types::{
-    Applied, AttemptRow, DiscrepancyRow, DiscrepancySource, HaltCode, ListFilter, MAX_ERROR_CHARS,
+    Applied, AttemptRow, DiscrepancyRow, DiscrepancySource, ListFilter, MAX_ERROR_CHARS,
     NotificationEffect, NotificationRecord, NotificationRow, OperatorAction, OperatorActionRow,
     RecordedKind, RefundDetail, RefundRow, StatusSummary, SweepCounts, SweepRow,
 };

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::error::LedgerError;
 use crate::domain::{
-    Change, Currency, Decision, DiscrepancyKind, FinalSource, FinalStatus, Halt, OutRefundNo,
+    Change, Currency, Decision, DiscrepancyKind, FinalSource, FinalStatus, HaltCode, OutRefundNo,
     OutcomeClass, RefundStatus, ReviewReason, Timestamp, format_ts, parse_ts,
 };
 
@@ -143,16 +143,6 @@ pub enum NotificationEffect {
     UnknownRefund,
 }
 
-/// The halt in force when a sweep ended, as stored in `sweeps.halt_code`: the stable code
-/// `status` classifies a halted worker by (the sentence in `halted_reason` is for people).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HaltCode {
-    /// Checus rejected our configuration (`SIGN_VERIFY_FAILED`, `MERCHANT_INVALID`, ...).
-    ConfigError,
-    /// `REQ_TIME_OVER_TIME` again after a retry with a fresh `requestTime`: our clock is off.
-    ClockSkew,
-}
-
 /// What an operator did, as stored in `operator_actions.action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OperatorAction {
@@ -246,29 +236,6 @@ impl NotificationEffect {
     }
 }
 ledger_text!(NotificationEffect, "effect");
-
-impl HaltCode {
-    /// Every code.
-    pub const ALL: [Self; 2] = [Self::ConfigError, Self::ClockSkew];
-
-    /// The spelling stored in `sweeps.halt_code` and used as `status`'s finding code.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ConfigError => "config_error",
-            Self::ClockSkew => "clock_skew",
-        }
-    }
-}
-ledger_text!(HaltCode, "halt_code");
-
-impl From<&Halt> for HaltCode {
-    fn from(halt: &Halt) -> Self {
-        match halt {
-            Halt::ConfigError { .. } => Self::ConfigError,
-            Halt::ClockSkew => Self::ClockSkew,
-        }
-    }
-}
 
 impl OperatorAction {
     /// Every action.
