@@ -216,6 +216,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Upgrade an older ledger to this build's schema version: an online backup next to it
+    /// first (named in the output), then every migration in one transaction. `init` and `run`
+    /// do the same on their own; the read and operator commands refuse an older ledger (exit 4).
+    Migrate(MigrateArgs),
     /// Print a shell completion script (for packaging).
     #[command(hide = true)]
     Completions {
@@ -335,6 +339,19 @@ pub enum Command {
         #[arg(long, default_value_t = 120)]
         timeout_secs: u64,
     },
+}
+
+/// `migrate`: which ledger, and whether to only show the plan.
+#[derive(Debug, Args, Clone)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Print the migrations that would run, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A status on the command line.

@@ -543,6 +543,7 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
             };
             emit(json, &report, report::prune_summary)
         }
+        Command::Migrate(args) => migrate(args, &env),
         Command::Backup { ledger, path, json } => {
             init_logging(LogFormat::Text, "warn");
             let l = open_existing(&ledger, &env)?;
@@ -804,6 +805,53 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
             }
         }
     }
+}
+
+/// `migrate [--dry-run] [--json]`: upgrades an older ledger (backup first) or, with
+/// `--dry-run`, prints the migrations that would run and changes nothing. The work is in
+/// `ledger::migrate`; this only prints. Exit 4 when the ledger is refused or the migration
+/// failed (the ledger is then unchanged).
+fn migrate(args: checus_reconciler::cli::MigrateArgs, env: &Environment) -> Outcome {
+    use checus_reconciler::ledger::migrate::{self, MigrationReport};
+    init_logging(LogFormat::Text, "warn");
+    let path = resolve_ledger(&args.ledger, env)?;
+    let now = SystemClock.now();
+    let report = if args.dry_run {
+        migrate::plan(&path, now)
+    } else {
+        migrate::apply(&path, now)
+    }
+    .map_err(ledger_failure)?;
+    emit(args.json, &report, |r: &MigrationReport| {
+        let ledger = r.ledger.display();
+        if r.is_current() {
+            return format!(
+                "ledger {ledger} is at schema version {} already; nothing to do\n",
+                r.to
+            );
+        }
+        let mut out = format!("ledger {ledger}: schema version {} -> {}\n", r.from, r.to);
+        if let Some(b) = &r.backup {
+            let verb = if r.dry_run {
+                "would be copied to"
+            } else {
+                "copied to"
+            };
+            out += &format!("backup: {verb} {}\n", b.display());
+        }
+        for step in &r.steps {
+            out += &format!("{} ({} -> {}):\n", step.name, step.from, step.to);
+            for line in &step.summary {
+                out += &format!("  - {line}\n");
+            }
+        }
+        out += &if r.dry_run {
+            "dry run: nothing was changed; run without --dry-run to migrate\n".to_owned()
+        } else {
+            format!("migrated: ledger {ledger} is at schema version {}\n", r.to)
+        };
+        out
+    })
 }
 
 /// `--since` takes an RFC 3339 time or a duration ago (`24h`).
