@@ -272,7 +272,9 @@ fn backup_path(path: &Path, from: i32, now: Timestamp, attempt: u32) -> PathBuf 
 
 /// Copies the ledger with `VACUUM INTO` (a consistent snapshot that does not block writers)
 /// to a new file next to it, never overwriting one, and checks the copy: it opens, passes
-/// `quick_check` and has version `from`. The copy is as private as the ledger.
+/// `quick_check` and has version `from`. The copy is written as `<backup>.partial` and only
+/// linked to its `.bak` name once checked, so a crash mid-copy never leaves a `.bak` that is
+/// not a whole ledger. It is as private as the ledger.
 fn back_up(
     conn: &Connection,
     path: &Path,
@@ -287,15 +289,17 @@ fn back_up(
         }
         attempt += 1;
     };
-    let target = dest.to_str().ok_or_else(|| LedgerError::File {
-        path: dest.clone(),
+    let mut partial = dest.clone().into_os_string();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let target = partial.to_str().ok_or_else(|| LedgerError::File {
+        path: partial.clone(),
         source: std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "the backup path is not valid UTF-8",
         ),
     })?;
-    // VACUUM INTO refuses an existing non-empty file, so a name taken since the check above
-    // is an error, not an overwrite.
+    // VACUUM INTO refuses an existing non-empty file: never an overwrite.
     conn.execute("VACUUM INTO ?1", [target])
         .map_err(|source| LedgerError::MigrationFailed {
             path: path.to_owned(),
@@ -306,28 +310,41 @@ fn back_up(
             source: Box::new(source),
         })?;
     if let Ok(meta) = std::fs::metadata(path) {
-        let _ = std::fs::set_permissions(&dest, meta.permissions());
+        let _ = std::fs::set_permissions(&partial, meta.permissions());
     }
-    let check = |detail: String| LedgerError::BackupCheck {
+    check_backup(&partial, from)?;
+    // A hard link fails if the name is taken (no overwrite), where a rename would replace it.
+    let file_error = |source| LedgerError::File {
         path: dest.clone(),
+        source,
+    };
+    std::fs::hard_link(&partial, &dest).map_err(file_error)?;
+    std::fs::remove_file(&partial).map_err(file_error)?;
+    Ok(dest)
+}
+
+/// The copy at `copy` opens, passes `quick_check` and has schema version `from`.
+fn check_backup(copy: &Path, from: i32) -> Result<(), LedgerError> {
+    let check = |detail: String| LedgerError::BackupCheck {
+        path: copy.to_owned(),
         detail,
     };
-    let copy = Connection::open_with_flags(
-        &dest,
+    let conn = Connection::open_with_flags(
+        copy,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| check(e.to_string()))?;
-    let ok: String = copy
+    let ok: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(|e| check(e.to_string()))?;
     if ok != "ok" {
         return Err(check(format!("quick_check: {ok}")));
     }
-    let version: i32 = copy
+    let version: i32 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| check(e.to_string()))?;
     if version != from {
         return Err(check(format!("schema version {version}, expected {from}")));
     }
-    Ok(dest)
+    Ok(())
 }
