@@ -344,6 +344,7 @@ pub enum Command {
 /// `migrate`: which ledger, and whether to only show the plan.
 #[derive(Debug, Args, Clone)]
 pub struct MigrateArgs {
+    /// Where the ledger is.
     #[command(flatten)]
     pub ledger: LedgerArgs,
     /// Print the migrations that would run, and change nothing.

@@ -39,6 +39,62 @@ const UNCHANGED_TABLES: [&str; 6] = [
 const V1_SWEEP_COLUMNS: &str =
     "id, started_at, finished_at, claimed, finalized, rescheduled, failed, halted_reason";
 
+/// Set, the ledger suite's `new_ledger()` starts from [`empty_v1_ledger`] and lets
+/// `Ledger::open` migrate it, so every ledger test runs on a migrated ledger.
+pub const FROM_V1_ENV: &str = "CHECUS_IT_LEDGER_FROM_V1";
+
+/// Writes an empty ledger at `path` with the v1 schema exactly as the 626d081 release created
+/// it: the committed demo's sqlite_master, replayed in creation order, and user_version 1.
+pub fn empty_v1_ledger(path: &Path) {
+    let ddl: Vec<String> = rows(
+        Path::new(V1_DEMO),
+        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid",
+    )
+    .into_iter()
+    .map(|r| match &r[0] {
+        Value::Text(t) => format!("{t};"),
+        other => panic!("{other:?}"),
+    })
+    .collect();
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; BEGIN; {} PRAGMA user_version = 1; COMMIT;",
+        ddl.join("\n")
+    ))
+    .unwrap();
+}
+
+#[test]
+fn every_ledger_test_passes_on_a_migrated_v1_ledger() {
+    // The ledger suite again, in a child run of this test binary, each ledger made as v1.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["ledger::", "--test-threads", "2"])
+        .env(FROM_V1_ENV, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed = text
+        .lines()
+        .find_map(|l| l.strip_prefix("test result: ok. "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    assert!(passed >= 20, "the ledger suite ran: {text}");
+    // The hook really starts from v1: a ledger made by it migrates.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.sqlite");
+    empty_v1_ledger(&path);
+    assert_eq!(user_version(&path), 1);
+    drop(Ledger::open(&path).unwrap());
+    assert_eq!(schema(&path), fresh_schema(dir.path()));
+    assert_eq!(backups(&path).len(), 1);
+}
+
 /// A copy of the committed v1 ledger in `dir`.
 fn v1_copy(dir: &Path) -> PathBuf {
     let path = dir.join("ledger.sqlite");
