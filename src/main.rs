@@ -245,7 +245,8 @@ async fn dispatch(cli: Cli, env: Environment) -> Outcome {
     let clock = SystemClock;
     match cli.command {
         Command::Init(args) => {
-            init_logging(LogFormat::Text, "warn");
+            // info: a migration's "ledger migrated" line names the backup it took.
+            init_logging(LogFormat::Text, "info");
             let path = resolve_ledger(&args, &env)?;
             let ledger = Ledger::open(&path).map_err(ledger_failure)?;
             println!(
