@@ -163,8 +163,10 @@ pub fn apply(path: &Path, now: Timestamp) -> Result<MigrationReport, LedgerError
 
 /// Upgrades the ledger open on `conn` from version `from`: backup, then every migration in
 /// one `BEGIN IMMEDIATE` transaction. `None` when another process migrated it between the
-/// caller's probe and our lock. Foreign keys are off during the transaction, as SQLite's
-/// table-rebuild procedure asks (the pragma is a no-op inside one), and on again after.
+/// caller's probe and our lock. During the transaction foreign keys are off, as SQLite's
+/// table-rebuild procedure asks (the pragma is a no-op inside one), and `legacy_alter_table`
+/// is on, so renaming the old table away does not rewrite what refers to it by name (a view
+/// the merchant's app made on `sweeps` keeps meaning the new table). Both are restored after.
 pub(super) fn upgrade(
     conn: &Connection,
     path: &Path,
@@ -185,10 +187,14 @@ pub(super) fn upgrade(
     };
     conn.pragma_update(None, "foreign_keys", false)
         .map_err(failed("turn foreign keys off"))?;
+    conn.pragma_update(None, "legacy_alter_table", true)
+        .map_err(failed("turn legacy_alter_table on"))?;
     let result = migrate_in_one_transaction(conn, path, from, &backup);
-    let restored = conn.pragma_update(None, "foreign_keys", true);
+    let restored = conn
+        .pragma_update(None, "legacy_alter_table", false)
+        .and_then(|()| conn.pragma_update(None, "foreign_keys", true));
     let report = result?;
-    restored.map_err(failed("turn foreign keys on"))?;
+    restored.map_err(failed("restore foreign_keys and legacy_alter_table"))?;
     if let Some(r) = &report {
         tracing::info!(
             from = r.from,

@@ -353,6 +353,60 @@ fn every_rule_of_the_schema_still_holds_after_migrating() {
 }
 
 #[test]
+fn a_view_of_the_merchant_app_on_sweeps_survives_the_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = v1_copy(dir.path());
+    sql(&path)
+        .execute_batch("CREATE VIEW app_sweeps AS SELECT id, claimed FROM sweeps;")
+        .unwrap();
+    drop(Ledger::open(&path).unwrap());
+    assert_eq!(user_version(&path), 2);
+    let view = rows(
+        &path,
+        "SELECT sql FROM sqlite_master WHERE name = 'app_sweeps'",
+    );
+    assert_eq!(
+        view,
+        vec![vec![Value::Text(
+            "CREATE VIEW app_sweeps AS SELECT id, claimed FROM sweeps".into()
+        )]]
+    );
+    assert_eq!(
+        rows(&path, "SELECT count(*) FROM app_sweeps"),
+        vec![vec![Value::Integer(155)]]
+    );
+    assert_healthy(&path);
+}
+
+#[test]
+fn a_failed_migration_exits_4_with_the_cause_and_leaves_the_ledger_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = v1_copy(dir.path());
+    // A table in the way of the rebuild's temporary name makes step one fail.
+    sql(&path)
+        .execute_batch("CREATE TABLE sweeps_v1 (x); PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    let (before_schema, before) = (schema(&path), data(&path));
+    let o = run(dir.path(), &["migrate", "--ledger", path.to_str().unwrap()]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let err = stderr(&o);
+    for needle in [
+        "cannot migrate ledger",
+        "from schema version 1 to 2: 0002_sweeps_halt_code failed",
+        "the ledger is unchanged",
+        "backup taken first",
+        "sweeps_v1",
+    ] {
+        assert!(err.contains(needle), "{needle:?} in {err}");
+    }
+    assert_eq!(user_version(&path), 1);
+    assert_eq!(schema(&path), before_schema);
+    assert_eq!(data(&path), before);
+    assert_healthy(&path);
+    assert_eq!(backups(&path).len(), 1, "the backup stays");
+}
+
+#[test]
 fn halt_code_is_backfilled_from_the_halted_reason_text() {
     let dir = tempfile::tempdir().unwrap();
     let path = v1_copy(dir.path());

@@ -8,8 +8,9 @@
 -- purpose: the OLD table is renamed away and the new one is created under its final name.
 -- `ALTER TABLE new_sweeps RENAME TO sweeps` would store `CREATE TABLE "sweeps"` (SQLite quotes
 -- a renamed name), and a migrated ledger's sqlite_master must equal a fresh schema.sql
--- ledger's. Nothing refers to sweeps (no foreign key, view, or other table's trigger), so the
--- rename rewrites only its own trigger, which is dropped with it.
+-- ledger's. The runner turns `legacy_alter_table` on, so the rename rewrites no reference to
+-- sweeps elsewhere (a view the merchant's app may have made keeps naming sweeps, the new
+-- table); the old table's own trigger is dropped with it and created again below.
 --
 -- Each `-- step:` line is what `checus-reconciler migrate --dry-run` prints.
 
