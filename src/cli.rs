@@ -3,14 +3,18 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::parse_duration;
+use crate::domain::{Timestamp, parse_ts};
 
 /// Drives every pending Checus refund to a recorded, final outcome.
 #[derive(Debug, Parser)]
 #[command(name = "checus-reconciler", version, about, long_about = None)]
 pub struct Cli {
-    /// What to do.
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -31,10 +35,10 @@ pub struct LedgerArgs {
     pub ledger: Option<PathBuf>,
 }
 
-/// The config file, required.
+/// The config file, required (`run`, `query`, `check-config`).
 #[derive(Debug, Args, Clone)]
 pub struct ConfigArgs {
-    /// The config file.
+    /// The TOML config file: gateway, keys, ledger and worker settings.
     #[arg(
         long,
         short = 'c',
@@ -44,7 +48,7 @@ pub struct ConfigArgs {
     pub config: PathBuf,
 }
 
-/// Subcommands.
+/// The subcommands, one typed args struct each; `src/commands/` has one handler per variant.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the ledger file and apply schema.sql (idempotent).
@@ -54,295 +58,257 @@ pub enum Command {
     /// Counts by status, due now, flagged, oldest pending, last sweep, and what needs a human.
     /// Exits 8 when something does (flagged refunds, a halted worker, a stale worker,
     /// unresolved discrepancies), so a monitoring check can run it.
-    Status {
-        #[command(flatten)]
-        ledger: LedgerArgs,
-        /// Warn (and exit 8) when the worker has not swept for this long.
-        #[arg(long, default_value = "5m", value_name = "DURATION")]
-        stale_after: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(StatusArgs),
     /// Pending refunds created longer ago than --older-than, oldest first.
-    Stuck {
-        #[command(flatten)]
-        ledger: LedgerArgs,
-        /// Only refunds pending for at least this long, e.g. 2h.
-        #[arg(long, default_value = "2h", value_name = "DURATION")]
-        older_than: String,
-        /// At most this many rows.
-        #[arg(long, default_value_t = 1000)]
-        limit: usize,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Stuck(StuckArgs),
     /// Refunds that became REFUND_FAILED since a time, in the order they failed.
-    Failed {
-        #[command(flatten)]
-        ledger: LedgerArgs,
-        /// An RFC 3339 time, or this long ago (e.g. 24h).
-        #[arg(long, default_value = "24h", value_name = "TIME|AGO")]
-        since: String,
-        /// At most this many rows.
-        #[arg(long, default_value_t = 1000)]
-        limit: usize,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Failed(FailedArgs),
     /// One refund's history in time order: creation, notifications, each query with its
     /// outcome and latency, each decision, discrepancies, operator actions, the final outcome.
-    Explain {
-        #[command(flatten)]
-        ledger: LedgerArgs,
-        /// The merchant's refund number.
-        out_refund_no: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Explain(RefundArgs),
     /// Make a pending refund due now and restart its backoff (audited). The running daemon
     /// queries it at its next sweep.
-    #[command(group = clap::ArgGroup::new("which").required(true).args(["out_refund_no", "all_flagged"]))]
-    RetryNow {
-        #[command(flatten)]
-        ledger: LedgerArgs,
-        /// The merchant's refund number.
-        out_refund_no: Option<String>,
-        /// Every pending refund flagged for review.
-        #[arg(long)]
-        all_flagged: bool,
-        #[command(flatten)]
-        operator: OperatorArgs,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    RetryNow(RetryNowArgs),
     /// Operator override: record a final status for a still-pending refund, audited with who,
     /// when and why. A final refund is refused (exit 5): a final outcome never changes.
-    Resolve {
-        #[command(flatten)]
-        ledger: LedgerArgs,
-        /// The merchant's refund number.
-        out_refund_no: String,
-        /// The final status, as confirmed with Checus.
-        #[arg(long, value_enum)]
-        status: FinalStatusArg,
-        /// Why (kept in the audit log), e.g. a Checus support ticket.
-        #[arg(long)]
-        reason: String,
-        #[command(flatten)]
-        operator: OperatorArgs,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Resolve(ResolveArgs),
     /// Discrepancies between the ledger and Checus or notifications (unresolved ones unless --all).
-    Discrepancies {
-        #[command(flatten)]
-        ledger: LedgerArgs,
-        /// Include resolved ones.
-        #[arg(long)]
-        all: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Discrepancies(DiscrepanciesArgs),
     /// Mark a discrepancy resolved, audited with who, when and why. What was detected stays.
-    ResolveDiscrepancy {
-        #[command(flatten)]
-        ledger: LedgerArgs,
-        /// The discrepancy id (from `discrepancies` or `explain`).
-        id: i64,
-        /// How it was resolved.
-        #[arg(long)]
-        reason: String,
-        #[command(flatten)]
-        operator: OperatorArgs,
-    },
+    ResolveDiscrepancy(ResolveDiscrepancyArgs),
     /// Export refunds created since a time, with every column.
-    Export {
-        #[command(flatten)]
-        ledger: LedgerArgs,
-        /// An RFC 3339 time, or this long ago (e.g. 30d).
-        #[arg(long, value_name = "TIME|AGO")]
-        since: String,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
-        format: ExportFormat,
-        /// Write to this file (created new) instead of stdout.
-        #[arg(long, short = 'o', value_name = "FILE")]
-        output: Option<PathBuf>,
-    },
+    Export(ExportArgs),
     /// Remove final refunds finalized before a time (with their attempts, notifications and
     /// resolved discrepancies, and old sweeps): archived to a file first, then deleted in one
     /// audited transaction. Refunds with unresolved discrepancies are kept. Pending refunds are
     /// never touched.
-    #[command(group = clap::ArgGroup::new("mode").required(true).args(["dry_run", "archive", "no_archive"]))]
-    Prune {
-        #[command(flatten)]
-        ledger: LedgerArgs,
-        /// The cutoff: an RFC 3339 time, or this long ago (e.g. 400d).
-        #[arg(long, value_name = "TIME|AGO")]
-        finalized_before: String,
-        /// Only count what would be removed.
-        #[arg(long)]
-        dry_run: bool,
-        /// Archive the removed rows to this file (JSON lines, created new).
-        #[arg(long, value_name = "FILE")]
-        archive: Option<PathBuf>,
-        /// Delete without an archive.
-        #[arg(long)]
-        no_archive: bool,
-        /// Why (kept in the audit log); required unless --dry-run.
-        #[arg(long, required_unless_present = "dry_run")]
-        reason: Option<String>,
-        #[command(flatten)]
-        operator: OperatorArgs,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Prune(PruneArgs),
     /// An online, consistent copy of the ledger (SQLite VACUUM INTO), checked after writing.
     /// The daemon and the merchant's app keep running meanwhile.
-    Backup {
-        #[command(flatten)]
-        ledger: LedgerArgs,
-        /// The copy to create; never overwritten.
-        path: PathBuf,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Backup(BackupArgs),
     /// Upgrade an older ledger to this build's schema version: an online backup next to it
     /// first (named in the output), then every migration in one transaction. `init` and `run`
     /// do the same on their own; the read and operator commands refuse an older ledger (exit 4).
     Migrate(MigrateArgs),
     /// Print a shell completion script (for packaging).
     #[command(hide = true)]
-    Completions {
-        /// The shell.
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
+    Completions(CompletionsArgs),
     /// Write the man pages (for packaging): to --out-dir, or the main page to stdout.
     #[command(hide = true)]
-    Manpage {
-        /// Directory for checus-reconciler.1 and one page per subcommand.
-        #[arg(long, value_name = "DIR")]
-        out_dir: Option<PathBuf>,
-    },
+    Manpage(ManpageArgs),
     /// List refunds, oldest first.
-    List {
-        #[command(flatten)]
-        ledger: LedgerArgs,
-        /// Only this status.
-        #[arg(long, value_enum)]
-        status: Option<StatusArg>,
-        /// Only refunds flagged for review.
-        #[arg(long)]
-        flagged: bool,
-        /// Only refunds created at or after this RFC 3339 time, or this long ago (e.g. 24h).
-        #[arg(long, value_name = "TIME|AGO")]
-        since: Option<String>,
-        /// At most this many rows.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    List(ListArgs),
     /// Show one refund: its row, every attempt and every discrepancy.
-    Show {
-        #[command(flatten)]
-        ledger: LedgerArgs,
-        /// The merchant's refund number.
-        out_refund_no: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Show(RefundArgs),
     /// Insert one refund (as the merchant's app would after calling /refund).
-    Add {
-        #[command(flatten)]
-        ledger: LedgerArgs,
-        /// The merchant's refund number (outRefundNo).
-        #[arg(long)]
-        out_refund_no: String,
-        /// Amount in major units, e.g. 12.50.
-        #[arg(long)]
-        amount: String,
-        /// ISO 4217 currency, e.g. USD.
-        #[arg(long)]
-        currency: String,
-        /// The gateway's refund number from the /refund answer.
-        #[arg(long)]
-        refund_trade_no: Option<String>,
-        /// The original order's merchant number.
-        #[arg(long)]
-        out_trade_no: Option<String>,
-        /// REFUND_PENDING (default), or REFUND_FAILED when /refund failed at once.
-        #[arg(long, value_enum, default_value_t = StatusArg::Pending)]
-        status: StatusArg,
-        /// When the refund was issued (RFC 3339); default now.
-        #[arg(long)]
-        created_at: Option<String>,
-    },
+    Add(AddArgs),
     /// Import refunds from CSV or JSON lines: validated first, then written all-or-nothing.
-    Import {
-        #[command(flatten)]
-        ledger: LedgerArgs,
-        /// The file (.csv, or .jsonl/.ndjson).
-        file: PathBuf,
-        /// Override the format detected from the extension.
-        #[arg(long, value_enum)]
-        format: Option<ImportFormat>,
-    },
+    Import(ImportArgs),
     /// Query one refund at Checus now; the attempt is recorded like any other.
-    Query {
-        #[command(flatten)]
-        config: ConfigArgs,
-        /// The merchant's refund number.
-        out_refund_no: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Query(QueryArgs),
     /// Validate the config file and load the keys, then exit.
     CheckConfig(ConfigArgs),
     /// Serve the simulated Checus gateway on loopback (tests, demos, benchmarks).
-    Sandbox {
-        /// Address to listen on (loopback only).
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: SocketAddr,
-        /// Scripts, one JSON object per line.
-        #[arg(long, value_name = "FILE")]
-        scripts: Option<PathBuf>,
-        /// Latency added to every answer, e.g. 50ms.
-        #[arg(long, default_value = "0ms")]
-        latency: String,
-    },
+    Sandbox(SandboxArgs),
     /// Run the whole thing against the simulated gateway with short timings, then check it.
-    Demo {
-        /// Parent folder for the run's ledger (each run gets a fresh subfolder).
-        #[arg(long, default_value = "checus-demo")]
-        dir: PathBuf,
-        /// Refunds to seed.
-        #[arg(long, default_value_t = 300)]
-        refunds: usize,
-        /// Seed for the scripted outcomes.
-        #[arg(long, default_value_t = 20261125)]
-        seed: u64,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 120)]
-        timeout_secs: u64,
-    },
+    Demo(DemoArgs),
+}
+
+/// `status`: the ledger and how long a silent worker counts as stale.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Warn (and exit 8) when the worker has not swept for this long.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub stale_after: Duration,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `stuck`: pending refunds older than a cutoff.
+#[derive(Debug, Args)]
+pub struct StuckArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Only refunds pending for at least this long, e.g. 2h.
+    #[arg(long, default_value = "2h", value_name = "DURATION", value_parser = TimeArg::parse)]
+    pub older_than: TimeArg,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `failed`: refunds that failed since a time.
+#[derive(Debug, Args)]
+pub struct FailedArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// An RFC 3339 time, or this long ago (e.g. 24h).
+    #[arg(long, default_value = "24h", value_name = "TIME|AGO", value_parser = TimeArg::parse)]
+    pub since: TimeArg,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `explain` and `show`: one refund, by its merchant number.
+#[derive(Debug, Args)]
+pub struct RefundArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// The merchant's refund number.
+    pub out_refund_no: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `retry-now`: one refund, or every flagged one.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["out_refund_no", "all_flagged"]))]
+pub struct RetryNowArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// The merchant's refund number.
+    pub out_refund_no: Option<String>,
+    /// Every pending refund flagged for review.
+    #[arg(long)]
+    pub all_flagged: bool,
+    /// Who is acting, for the audit log.
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `resolve`: the refund, its final status, and the audited why and who.
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// The merchant's refund number.
+    pub out_refund_no: String,
+    /// The final status, as confirmed with Checus.
+    #[arg(long, value_enum)]
+    pub status: FinalStatusArg,
+    /// Why (kept in the audit log), e.g. a Checus support ticket.
+    #[arg(long)]
+    pub reason: String,
+    /// Who is acting, for the audit log.
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `discrepancies`: which ones to list.
+#[derive(Debug, Args)]
+pub struct DiscrepanciesArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Include resolved ones.
+    #[arg(long)]
+    pub all: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `resolve-discrepancy`: the discrepancy and the audited why and who.
+#[derive(Debug, Args)]
+pub struct ResolveDiscrepancyArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// The discrepancy id (from `discrepancies` or `explain`).
+    pub id: i64,
+    /// How it was resolved.
+    #[arg(long)]
+    pub reason: String,
+    /// Who is acting, for the audit log.
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+}
+
+/// `export`: which refunds, in which format, to where.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// An RFC 3339 time, or this long ago (e.g. 30d).
+    #[arg(long, value_name = "TIME|AGO", value_parser = TimeArg::parse)]
+    pub since: TimeArg,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+    pub format: ExportFormat,
+    /// Write to this file (created new) instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `prune`: the cutoff, the mode (dry run, archive, or neither), and the audited why and who.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("mode").required(true).args(["dry_run", "archive", "no_archive"]))]
+pub struct PruneArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// The cutoff: an RFC 3339 time, or this long ago (e.g. 400d).
+    #[arg(long, value_name = "TIME|AGO", value_parser = TimeArg::parse)]
+    pub finalized_before: TimeArg,
+    /// Only count what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Archive the removed rows to this file (JSON lines, created new).
+    #[arg(long, value_name = "FILE")]
+    pub archive: Option<PathBuf>,
+    /// Delete without an archive.
+    #[arg(long)]
+    pub no_archive: bool,
+    /// Why (kept in the audit log); required unless --dry-run.
+    #[arg(long, required_unless_present = "dry_run")]
+    pub reason: Option<String>,
+    /// Who is acting, for the audit log.
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `backup`: where the copy goes.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// The copy to create; never overwritten.
+    pub path: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `migrate`: which ledger, and whether to only show the plan.
-#[derive(Debug, Args, Clone)]
+#[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// Where the ledger is.
     #[command(flatten)]
@@ -355,18 +321,199 @@ pub struct MigrateArgs {
     pub json: bool,
 }
 
-/// A status on the command line.
+/// `completions`: the shell to write a script for.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to write the completion script for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `manpage`: stdout, or a directory for every page.
+#[derive(Debug, Args)]
+pub struct ManpageArgs {
+    /// Directory for checus-reconciler.1 and one page per subcommand.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+}
+
+/// `list`: the filters.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Only this status.
+    #[arg(long, value_enum)]
+    pub status: Option<StatusArg>,
+    /// Only refunds flagged for review.
+    #[arg(long)]
+    pub flagged: bool,
+    /// Only refunds created at or after this RFC 3339 time, or this long ago (e.g. 24h).
+    #[arg(long, value_name = "TIME|AGO", value_parser = TimeArg::parse)]
+    pub since: Option<TimeArg>,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `add`: one refund's fields, as text; validated by the same rules as `import`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// The merchant's refund number (outRefundNo).
+    #[arg(long)]
+    pub out_refund_no: String,
+    /// Amount in major units, e.g. 12.50.
+    #[arg(long)]
+    pub amount: String,
+    /// ISO 4217 currency, e.g. USD.
+    #[arg(long)]
+    pub currency: String,
+    /// The gateway's refund number from the /refund answer.
+    #[arg(long)]
+    pub refund_trade_no: Option<String>,
+    /// The original order's merchant number.
+    #[arg(long)]
+    pub out_trade_no: Option<String>,
+    /// REFUND_PENDING (default), or REFUND_FAILED when /refund failed at once.
+    #[arg(long, value_enum, default_value_t = AddStatusArg::Pending)]
+    pub status: AddStatusArg,
+    /// When the refund was issued (RFC 3339); default now.
+    #[arg(long)]
+    pub created_at: Option<String>,
+}
+
+/// `import`: the file and, optionally, its format.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// The file (.csv, or .jsonl/.ndjson).
+    pub file: PathBuf,
+    /// Override the format detected from the extension.
+    #[arg(long, value_enum)]
+    pub format: Option<ImportFormat>,
+}
+
+/// `query`: the config (for the gateway and the ledger) and the refund.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The config file: the gateway, the keys and the ledger.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The merchant's refund number.
+    pub out_refund_no: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sandbox`: where to listen, what to script, how slow to answer.
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Address to listen on (loopback only).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Scripts, one JSON object per line.
+    #[arg(long, value_name = "FILE")]
+    pub scripts: Option<PathBuf>,
+    /// Latency added to every answer, e.g. 50ms.
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    pub latency: Duration,
+}
+
+/// `demo`: where, how many refunds, which seed, how long at most.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Parent folder for the run's ledger (each run gets a fresh subfolder).
+    #[arg(long, default_value = "checus-demo")]
+    pub dir: PathBuf,
+    /// Refunds to seed.
+    #[arg(long, default_value_t = 300)]
+    pub refunds: usize,
+    /// Seed for the scripted outcomes.
+    #[arg(long, default_value_t = 20261125)]
+    pub seed: u64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_secs: u64,
+}
+
+/// A point in time on the command line: an RFC 3339 time, or a duration before "now".
+/// Parsed by clap (so a bad value exits 2 with clap's message) and resolved against the
+/// clock when the command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeArg {
+    /// This exact time.
+    At(Timestamp),
+    /// This long before the command runs.
+    Ago(Duration),
+}
+
+impl TimeArg {
+    /// Parses `2026-11-25T07:00:00Z` or `24h` (the units of [`parse_duration`]).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Ok(t) = parse_ts(text) {
+            return Ok(Self::At(t));
+        }
+        parse_duration(text)
+            .map(Self::Ago)
+            .map_err(|_| format!("{text:?} is neither an RFC 3339 time nor a duration like 24h"))
+    }
+
+    /// The time this names when the command runs at `now`. A duration reaching back before
+    /// the earliest representable time means "since the beginning".
+    pub fn resolve(self, now: Timestamp) -> Timestamp {
+        match self {
+            Self::At(t) => t,
+            Self::Ago(d) => chrono::TimeDelta::from_std(d)
+                .ok()
+                .and_then(|d| now.checked_sub_signed(d))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+        }
+    }
+}
+
+/// Any refund status, as `list --status` filters on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StatusArg {
-    /// REFUND_PENDING
+    /// Not final yet: the daemon keeps querying it
     #[value(name = "REFUND_PENDING", alias = "pending")]
     Pending,
-    /// REFUND_SUCCESS
+    /// Final: Checus paid the refund
     #[value(name = "REFUND_SUCCESS", alias = "success")]
     Success,
-    /// REFUND_FAILED
+    /// Final: the refund failed
     #[value(name = "REFUND_FAILED", alias = "failed")]
     Failed,
+}
+
+/// The statuses `add` accepts: what a /refund answer can leave. REFUND_SUCCESS never comes
+/// from /refund, so it is not offered (clap refuses it with exit 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AddStatusArg {
+    /// /refund accepted it: the daemon queries it until it is final
+    #[value(name = "REFUND_PENDING", alias = "pending")]
+    Pending,
+    /// /refund failed at once: recorded final, source refund_response
+    #[value(name = "REFUND_FAILED", alias = "failed")]
+    Failed,
+}
+
+impl From<AddStatusArg> for crate::domain::RefundStatus {
+    fn from(s: AddStatusArg) -> Self {
+        match s {
+            AddStatusArg::Pending => Self::Pending,
+            AddStatusArg::Failed => Self::Failed,
+        }
+    }
 }
 
 impl From<StatusArg> for crate::domain::RefundStatus {
@@ -379,7 +526,8 @@ impl From<StatusArg> for crate::domain::RefundStatus {
     }
 }
 
-/// Who is acting, for the audit log.
+/// Who is acting, for the audit log (`--by`, at most
+/// [`MAX_ACTOR_CHARS`](crate::domain::limits::MAX_ACTOR_CHARS) characters).
 #[derive(Debug, Args, Clone, Default)]
 pub struct OperatorArgs {
     /// Your name for the audit log (default: $SUDO_USER, else $USER, else $LOGNAME).
@@ -387,13 +535,13 @@ pub struct OperatorArgs {
     pub by: Option<String>,
 }
 
-/// A final status on the command line.
+/// A final status, as `resolve --status` records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FinalStatusArg {
-    /// REFUND_SUCCESS
+    /// Checus paid the refund
     #[value(name = "REFUND_SUCCESS", alias = "success")]
     Success,
-    /// REFUND_FAILED
+    /// The refund failed
     #[value(name = "REFUND_FAILED", alias = "failed")]
     Failed,
 }
@@ -407,7 +555,7 @@ impl From<FinalStatusArg> for crate::domain::FinalStatus {
     }
 }
 
-/// Export formats.
+/// How `export` writes the rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
     /// Comma-separated with a header row.
@@ -416,7 +564,7 @@ pub enum ExportFormat {
     Jsonl,
 }
 
-/// Import file formats.
+/// How `import` reads the file, when its extension does not say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ImportFormat {
     /// Comma-separated with a header row.
@@ -428,11 +576,12 @@ pub enum ImportFormat {
 /// Process exit codes: a contract with scripts and monitoring (README "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
-    /// Success.
+    /// The command did what was asked (`status`: nothing needs a human).
     Ok = 0,
     /// A runtime failure (I/O, the ledger failed mid-operation).
     Failure = 1,
-    /// Bad command-line usage (clap).
+    /// Bad command-line usage: clap's own errors, and what clap cannot check (no --by name
+    /// found, an empty or too long --reason, no ledger named).
     Usage = 2,
     /// The configuration or a key is invalid.
     Config = 3,
@@ -447,4 +596,55 @@ pub enum ExitCode {
     /// `status`: something needs a human (flagged refunds, querying halted by a configuration
     /// error or clock skew, a stale worker, unresolved discrepancies).
     NeedsHuman = 8,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::parse_ts;
+
+    #[test]
+    fn the_clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn time_args_are_a_time_or_a_duration_ago() {
+        let now = parse_ts("2026-11-25T12:00:00Z").unwrap();
+        let cases = [
+            ("2026-11-24T07:00:00Z", "2026-11-24T07:00:00Z"),
+            ("24h", "2026-11-24T12:00:00Z"),
+            ("1h30m", "2026-11-25T10:30:00Z"),
+            ("0s", "2026-11-25T12:00:00Z"),
+        ];
+        for (text, want) in cases {
+            let got = TimeArg::parse(text).unwrap().resolve(now);
+            assert_eq!(got, parse_ts(want).unwrap(), "{text}");
+        }
+        for bad in ["", "yesterday", "24", "-1h", "2026-13-01T00:00:00Z"] {
+            let e = TimeArg::parse(bad).unwrap_err();
+            assert!(
+                e.contains("neither an RFC 3339 time nor a duration"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_duration_reaching_before_the_earliest_time_means_since_the_beginning() {
+        let now = parse_ts("2026-11-25T12:00:00Z").unwrap();
+        let got = TimeArg::parse("100000000000d").unwrap().resolve(now);
+        assert_eq!(got, chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    }
+
+    #[test]
+    fn add_offers_only_what_a_refund_answer_can_leave() {
+        let names: Vec<_> = AddStatusArg::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|v| v.get_name().to_owned())
+            .collect();
+        assert_eq!(names, ["REFUND_PENDING", "REFUND_FAILED"]);
+    }
 }

@@ -1,6 +1,13 @@
 //! Configuration: TOML text, then environment overrides, then one validation pass into typed
 //! values. Parsing takes strings and an explicit environment, so it is tested without files;
-//! after start-up nothing reads environment variables again. Defaults live here and only here.
+//! after start-up nothing reads environment variables again.
+//!
+//! Each default is written once, on the type that owns the value: the schedule and policy in
+//! [`Schedule::default`] and [`Policy::default`], the gateway's in the `DEFAULT_*` constants of
+//! [`crate::gateway::settings`], the worker's and the log's in [`WorkerSettings::default`] and
+//! [`LogSettings::default`]. The raw TOML structs below take their defaults from those and
+//! write no value of their own. Rules work the same way: the gateway settings' rules live in
+//! [`GatewaySettings::validate`], and a refusal is wrapped here as [`ConfigError::Gateway`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::{Policy, Schedule};
-use crate::gateway::GatewaySettings;
+use crate::gateway::{GatewaySettings, SettingsError, ValidGatewaySettings};
 
 /// Prefix of environment variables that override config keys:
 /// `CHECUS_RECONCILER__GATEWAY__APP_ID` overrides `gateway.app_id`.
@@ -20,11 +27,13 @@ pub const ENV_PREFIX: &str = "CHECUS_RECONCILER__";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    // The I/O error is the source, not part of the message: printed as a cause chain, it then
+    // appears once.
+    #[error("cannot read config file {path}")]
     Read {
-        /// The file.
+        /// The config file that could not be read.
         path: PathBuf,
-        /// Why.
+        /// The I/O error reading it.
         source: std::io::Error,
     },
     /// TOML syntax, unknown key, missing key or wrong type.
@@ -38,22 +47,45 @@ pub enum ConfigError {
     /// An environment override that maps to no key or does not parse.
     #[error("environment variable {var}: {reason}")]
     Env {
-        /// The variable.
+        /// The `CHECUS_RECONCILER__*` variable at fault.
         var: String,
-        /// Why.
+        /// What is wrong with it.
         reason: String,
     },
     /// A value that parsed but is not acceptable.
     #[error("{key}: {reason}")]
     Invalid {
+        /// The dotted key, e.g. `worker.concurrency`.
+        key: String,
+        /// What is wrong with the value.
+        reason: String,
+    },
+    /// A `[gateway]` value that the gateway settings' own rules refuse. The message is the key;
+    /// the reason is the source, so a printed cause chain says it once.
+    #[error("{key}")]
+    Gateway {
         /// The dotted key, e.g. `gateway.base_url`.
         key: String,
-        /// Why.
-        reason: String,
+        /// The settings' refusal, which names the setting.
+        #[source]
+        source: SettingsError,
     },
 }
 
 impl ConfigError {
+    /// The message and every cause after it, `: `-joined, for a log field: `main` prints the
+    /// cause chain itself, a log line does not.
+    pub fn with_causes(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
+
     fn invalid(key: &str, reason: impl Into<String>) -> Self {
         Self::Invalid {
             key: key.to_owned(),
@@ -67,15 +99,15 @@ impl ConfigError {
 pub struct Config {
     /// The ledger file.
     pub ledger_path: PathBuf,
-    /// How to reach Checus.
-    pub gateway: GatewaySettings,
+    /// How to reach Checus, already checked by the gateway settings' rules.
+    pub gateway: ValidGatewaySettings,
     /// Where the keys come from (loaded by [`KeySources::load`]; material is never kept here).
     pub keys: KeySources,
     /// The decision policy (schedule, escalation).
     pub policy: Policy,
     /// Worker limits and timings.
     pub worker: WorkerSettings,
-    /// Logging.
+    /// Log format and filter.
     pub log: LogSettings,
 }
 
@@ -92,6 +124,21 @@ pub struct WorkerSettings {
     pub batch_size: usize,
     /// How long SIGTERM may take to drain in-flight queries.
     pub shutdown_deadline: Duration,
+}
+
+impl Default for WorkerSettings {
+    /// The documented defaults (`examples/config.toml`): a safety-net sweep every 30 s, 8
+    /// queries in flight, 5 queries/s (well under what Checus tolerates), 500 refunds per sweep,
+    /// and 10 s to drain, which leaves margin under the unit's `TimeoutStopSec=30s`.
+    fn default() -> Self {
+        Self {
+            sweep_cron: "*/30 * * * * *".to_owned(),
+            concurrency: 8,
+            rate_per_second: 5.0,
+            batch_size: 500,
+            shutdown_deadline: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Log output format.
@@ -116,6 +163,16 @@ pub struct LogSettings {
     pub level: String,
 }
 
+impl Default for LogSettings {
+    /// Text lines at `info`.
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
 /// Where one key comes from. Key *material* never lives in `Config`.
 #[derive(Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -135,6 +192,13 @@ pub enum KeySource {
         /// `$CREDENTIALS_DIRECTORY` as it was at start-up.
         dir: Option<PathBuf>,
     },
+    /// A key compiled into the binary (the INSECURE test keys of the demo), which its user
+    /// parses itself and hands over as [`LoadedKeys`]. No config text can name it, and
+    /// [`KeySources::load`] refuses it: it records where the keys came from, nothing more.
+    Embedded {
+        /// What the key is, for `Debug` (never the material).
+        name: &'static str,
+    },
 }
 
 impl fmt::Debug for KeySource {
@@ -143,6 +207,7 @@ impl fmt::Debug for KeySource {
             Self::File(p) => write!(f, "file:{}", p.display()),
             Self::Env { var, .. } => write!(f, "env:{var}"),
             Self::Credential { name, .. } => write!(f, "credential:{name}"),
+            Self::Embedded { name } => write!(f, "embedded:{name}"),
         }
     }
 }
@@ -248,7 +313,8 @@ struct RawLog {
     level: String,
 }
 
-// The one place defaults are written. Durations are text so the TOML reads like the docs.
+// The raw structs' defaults, all taken from the types that own the values (see the module
+// docs). Durations are text so the TOML reads like the docs.
 fn default_version() -> String {
     crate::gateway::DEFAULT_VERSION.to_owned()
 }
@@ -295,25 +361,25 @@ fn d_confirm_after() -> String {
     fmt_d(Policy::default().confirm_after)
 }
 fn d_cron() -> String {
-    "*/30 * * * * *".to_owned()
+    WorkerSettings::default().sweep_cron
 }
 fn d_concurrency() -> usize {
-    8
+    WorkerSettings::default().concurrency
 }
 fn d_rate() -> f64 {
-    5.0
+    WorkerSettings::default().rate_per_second
 }
 fn d_batch() -> usize {
-    500
+    WorkerSettings::default().batch_size
 }
 fn d_deadline() -> String {
-    "10s".to_owned()
+    fmt_d(WorkerSettings::default().shutdown_deadline)
 }
 fn d_format() -> LogFormat {
-    LogFormat::Text
+    LogSettings::default().format
 }
 fn d_level() -> String {
-    "info".to_owned()
+    LogSettings::default().level
 }
 
 impl Default for RawSchedule {
@@ -551,104 +617,9 @@ impl RawConfig {
         if self.ledger.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("ledger.path", "is empty"));
         }
-        let g = self.gateway;
-        for (key, value) in [
-            ("gateway.app_id", &g.app_id),
-            ("gateway.merchant_no", &g.merchant_no),
-            ("gateway.version", &g.version),
-            ("gateway.key_version", &g.key_version),
-        ] {
-            if value.trim().is_empty() {
-                return Err(ConfigError::invalid(key, "is empty"));
-            }
-        }
-        if g.max_response_bytes < 1024 {
-            return Err(ConfigError::invalid(
-                "gateway.max_response_bytes",
-                "must be at least 1024",
-            ));
-        }
-        let mut gateway = GatewaySettings::new(g.base_url, g.app_id, g.merchant_no);
-        gateway.version = g.version;
-        gateway.key_version = g.key_version;
-        gateway.connect_timeout = positive_duration("gateway.connect_timeout", &g.connect_timeout)?;
-        gateway.request_timeout = positive_duration("gateway.request_timeout", &g.request_timeout)?;
-        gateway.max_response_bytes = g.max_response_bytes;
-        // The gateway's own messages already start with the setting's name.
-        gateway.validate().map_err(|e| {
-            let text = e.to_string();
-            let prefix = format!("{}: ", e.setting());
-            ConfigError::Invalid {
-                key: format!("gateway.{}", e.setting()),
-                reason: text.strip_prefix(&prefix).unwrap_or(&text).to_owned(),
-            }
-        })?;
-
-        let s = self.schedule;
-        if s.backoff.is_empty() {
-            return Err(ConfigError::invalid(
-                "schedule.backoff",
-                "needs at least one step",
-            ));
-        }
-        let steps = s
-            .backoff
-            .iter()
-            .map(|t| positive_duration("schedule.backoff", t))
-            .collect::<Result<Vec<_>, _>>()?;
-        if !(0.0..=0.5).contains(&s.jitter) || s.jitter.is_nan() {
-            return Err(ConfigError::invalid(
-                "schedule.jitter",
-                "must be a fraction between 0 and 0.5",
-            ));
-        }
-        let policy = Policy {
-            schedule: Schedule {
-                grace: duration("schedule.grace", &s.grace)?,
-                steps,
-                steady: positive_duration("schedule.steady", &s.steady)?,
-                retry: positive_duration("schedule.retry", &s.retry)?,
-                jitter: s.jitter,
-            },
-            pending_flag_after: positive_duration(
-                "schedule.pending_flag_after",
-                &s.pending_flag_after,
-            )?,
-            unknown_flag_after: positive_duration(
-                "schedule.unknown_flag_after",
-                &s.unknown_flag_after,
-            )?,
-            halt_recheck: positive_duration("schedule.halt_recheck", &s.halt_recheck)?,
-            confirm_after: duration("schedule.confirm_after", &s.confirm_after)?,
-        };
-
-        let w = self.worker;
-        validate_cron("worker.sweep_cron", &w.sweep_cron)?;
-        if w.concurrency == 0 || w.concurrency > 1024 {
-            return Err(ConfigError::invalid(
-                "worker.concurrency",
-                "must be between 1 and 1024",
-            ));
-        }
-        if !(w.rate_per_second > 0.0 && w.rate_per_second.is_finite()) {
-            return Err(ConfigError::invalid(
-                "worker.rate_per_second",
-                "must be a positive number",
-            ));
-        }
-        if w.batch_size == 0 {
-            return Err(ConfigError::invalid(
-                "worker.batch_size",
-                "must be at least 1",
-            ));
-        }
-        let worker = WorkerSettings {
-            sweep_cron: w.sweep_cron,
-            concurrency: w.concurrency,
-            rate_per_second: w.rate_per_second,
-            batch_size: w.batch_size,
-            shutdown_deadline: positive_duration("worker.shutdown_deadline", &w.shutdown_deadline)?,
-        };
+        let gateway = self.gateway.validate()?;
+        let policy = self.schedule.validate()?;
+        let worker = self.worker.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid("log.level", e.to_string()));
         }
@@ -673,6 +644,98 @@ impl RawConfig {
                 format: self.log.format,
                 level: self.log.level,
             },
+        })
+    }
+}
+
+impl RawGateway {
+    /// Parses the duration texts and hands everything to the settings' own rules, which are
+    /// the only ones: their refusal comes back typed, under its `gateway.` key.
+    fn validate(self) -> Result<ValidGatewaySettings, ConfigError> {
+        let mut gateway = GatewaySettings::new(self.base_url, self.app_id, self.merchant_no);
+        gateway.version = self.version;
+        gateway.key_version = self.key_version;
+        gateway.connect_timeout = duration("gateway.connect_timeout", &self.connect_timeout)?;
+        gateway.request_timeout = duration("gateway.request_timeout", &self.request_timeout)?;
+        gateway.max_response_bytes = self.max_response_bytes;
+        gateway.validate().map_err(|source| ConfigError::Gateway {
+            key: format!("gateway.{}", source.setting()),
+            source,
+        })
+    }
+}
+
+impl RawSchedule {
+    fn validate(self) -> Result<Policy, ConfigError> {
+        if self.backoff.is_empty() {
+            return Err(ConfigError::invalid(
+                "schedule.backoff",
+                "needs at least one step",
+            ));
+        }
+        let steps = self
+            .backoff
+            .iter()
+            .map(|t| positive_duration("schedule.backoff", t))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !(0.0..=0.5).contains(&self.jitter) || self.jitter.is_nan() {
+            return Err(ConfigError::invalid(
+                "schedule.jitter",
+                "must be a fraction between 0 and 0.5",
+            ));
+        }
+        Ok(Policy {
+            schedule: Schedule {
+                grace: duration("schedule.grace", &self.grace)?,
+                steps,
+                steady: positive_duration("schedule.steady", &self.steady)?,
+                retry: positive_duration("schedule.retry", &self.retry)?,
+                jitter: self.jitter,
+            },
+            pending_flag_after: positive_duration(
+                "schedule.pending_flag_after",
+                &self.pending_flag_after,
+            )?,
+            unknown_flag_after: positive_duration(
+                "schedule.unknown_flag_after",
+                &self.unknown_flag_after,
+            )?,
+            halt_recheck: positive_duration("schedule.halt_recheck", &self.halt_recheck)?,
+            confirm_after: duration("schedule.confirm_after", &self.confirm_after)?,
+        })
+    }
+}
+
+impl RawWorker {
+    fn validate(self) -> Result<WorkerSettings, ConfigError> {
+        validate_cron("worker.sweep_cron", &self.sweep_cron)?;
+        if self.concurrency == 0 || self.concurrency > 1024 {
+            return Err(ConfigError::invalid(
+                "worker.concurrency",
+                "must be between 1 and 1024",
+            ));
+        }
+        if !(self.rate_per_second > 0.0 && self.rate_per_second.is_finite()) {
+            return Err(ConfigError::invalid(
+                "worker.rate_per_second",
+                "must be a positive number",
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(ConfigError::invalid(
+                "worker.batch_size",
+                "must be at least 1",
+            ));
+        }
+        Ok(WorkerSettings {
+            sweep_cron: self.sweep_cron,
+            concurrency: self.concurrency,
+            rate_per_second: self.rate_per_second,
+            batch_size: self.batch_size,
+            shutdown_deadline: positive_duration(
+                "worker.shutdown_deadline",
+                &self.shutdown_deadline,
+            )?,
         })
     }
 }
@@ -714,6 +777,12 @@ impl KeySource {
                     )
                 })?;
                 dir.join(name)
+            }
+            Self::Embedded { name } => {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("embedded:{name} is loaded by the caller, not from config"),
+                ));
             }
         };
         let meta = std::fs::metadata(&path).map_err(|e| {
@@ -847,6 +916,65 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
         );
         let level = format!("{MINIMAL}\n[log]\nlevel = \"info,,=[\"\n");
         assert!(err(&level).starts_with("log.level:"), "{}", err(&level));
+    }
+
+    #[test]
+    fn gateway_refusals_keep_the_settings_error_as_their_source() {
+        use std::error::Error as _;
+        for (edit, key) in [
+            (("app_id = \"APP1\"", "app_id = \" \""), "gateway.app_id"),
+            (
+                (
+                    "merchant_no = \"M1\"",
+                    "merchant_no = \"M1\"\nmax_response_bytes = 1023",
+                ),
+                "gateway.max_response_bytes",
+            ),
+            (
+                (
+                    "merchant_no = \"M1\"",
+                    "merchant_no = \"M1\"\nconnect_timeout = \"0s\"",
+                ),
+                "gateway.connect_timeout",
+            ),
+            (
+                ("https://p-gate-uat", "http://p-gate-uat"),
+                "gateway.base_url",
+            ),
+        ] {
+            let e = parse(&MINIMAL.replace(edit.0, edit.1)).unwrap_err();
+            let ConfigError::Gateway { key: got, source } = &e else {
+                panic!("{key}: {e:?}");
+            };
+            assert_eq!(got, key);
+            assert_eq!(format!("gateway.{}", source.setting()), key);
+            // The key once, then the reason once, as a printed cause chain shows them.
+            let chain = e.with_causes();
+            assert_eq!(chain, format!("{e}: {}", e.source().unwrap()));
+            assert_eq!(chain.matches(source.setting()).count(), 1, "{chain}");
+        }
+    }
+
+    #[test]
+    fn the_example_config_shows_the_defaults() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config.toml"))
+                .unwrap();
+        let example = parse(&text).unwrap();
+        assert_eq!(example.policy, Policy::default());
+        assert_eq!(example.worker, WorkerSettings::default());
+        assert_eq!(example.log, LogSettings::default());
+        let defaults = GatewaySettings::new(
+            example.gateway.base_url.clone(),
+            example.gateway.app_id.clone(),
+            example.gateway.merchant_no.clone(),
+        );
+        assert_eq!(*example.gateway, defaults);
+        // And leaving every optional key out gives the same values.
+        let minimal = parse(MINIMAL).unwrap();
+        assert_eq!(minimal.policy, example.policy);
+        assert_eq!(minimal.worker, example.worker);
+        assert_eq!(minimal.log, example.log);
     }
 
     #[test]
@@ -1017,16 +1145,8 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
     #[test]
     fn pkcs1_private_keys_are_accepted_with_a_warning_and_public_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let pkcs1 = std::process::Command::new("openssl")
-            .args(["rsa", "-traditional", "-in"])
-            .arg(format!(
-                "{}/testdata/INSECURE-test-keys/merchant_private.pem",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .output()
-            .unwrap();
-        assert!(pkcs1.status.success());
-        let pkcs1 = String::from_utf8(pkcs1.stdout).unwrap();
+        // A committed fixture (made by `openssl rsa -traditional`), so no tool is needed here.
+        let pkcs1 = test_key("merchant_private_pkcs1.pem");
         assert!(pkcs1.contains("BEGIN RSA PRIVATE KEY"));
         let public = dir.path().join("pub.pem");
         std::fs::write(&public, test_key("gateway_public.pem")).unwrap();

@@ -14,11 +14,12 @@ use crate::config::{
     Config, KeySource, KeySources, LoadedKeys, LogFormat, LogSettings, WorkerSettings,
 };
 use crate::domain::{
-    Clock, NewRefund, OutRefundNo, Policy, RefundStatus, Schedule, SystemClock, format_ts,
+    Clock, NewRefund, OutRefundNo, Policy, RefundStatus, Schedule, SystemClock, Timestamp,
+    format_ts,
 };
 use crate::gateway::{GatewayKey, GatewaySettings, MerchantKey};
 use crate::ledger::{Ledger, LedgerError, ListFilter, NotificationRecord};
-use crate::sandbox::{self, Sandbox, SandboxOptions};
+use crate::sandbox::{self, RefundScript, Sandbox, SandboxOptions};
 
 /// Demo parameters.
 #[derive(Debug, Clone)]
@@ -39,9 +40,9 @@ pub enum DemoError {
     /// Filesystem trouble.
     #[error("{path}: {source}")]
     Io {
-        /// Where.
+        /// The file or folder the demo could not create or write.
         path: PathBuf,
-        /// Why.
+        /// The I/O error.
         source: std::io::Error,
     },
     /// Ledger trouble.
@@ -63,7 +64,7 @@ pub enum DemoError {
 pub struct DemoReport {
     /// The ledger file of this run.
     pub ledger: PathBuf,
-    /// The seed used.
+    /// The seed of the scripted outcomes; the same seed replays the same run.
     pub seed: u64,
     /// Refunds seeded.
     pub refunds: usize,
@@ -79,7 +80,7 @@ pub struct DemoReport {
     pub queries: u64,
     /// Refunds whose ledger outcome disagrees with the sandbox's truth (must be empty).
     pub mismatches: Vec<String>,
-    /// Wall time.
+    /// Wall-clock duration of the whole run, in milliseconds.
     pub elapsed_ms: u128,
 }
 
@@ -126,6 +127,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
     }
 }
 
+/// The refunds of one demo run and their scripted outcomes, by refund number.
+type Scripts = Vec<(String, RefundScript)>;
+
 /// Runs the demo end to end. `shutdown` cuts it short (Ctrl-C).
 pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoReport, DemoError> {
     let started = std::time::Instant::now();
@@ -140,10 +144,35 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
         .await
         .map_err(DemoError::Sandbox)?;
     let scripts = sandbox::mixed_scripts(opts.refunds, opts.seed, "DEMO-");
+    seed_ledger(&ledger_path, &sb, &scripts, clock.now())?;
 
-    // Seed the ledger as the merchant's app would: one row per refund issued.
-    let mut ledger = Ledger::open(&ledger_path)?;
-    let now = clock.now();
+    let config = demo_config(&ledger_path, &sb);
+    let settled = run_until_settled(config, demo_keys(), &clock, &shutdown, opts.timeout).await?;
+    if !settled {
+        sb.shutdown().await;
+        return Err(DemoError::Timeout(opts.timeout));
+    }
+
+    let ledger = Ledger::open_existing(&ledger_path)?;
+    send_conflicting_notification(&ledger, &sb, &scripts, clock.now())?;
+    let mut report = check_against_truth(&ledger, &sb, clock.now())?;
+    report.ledger = ledger_path;
+    report.seed = opts.seed;
+    sb.shutdown().await;
+    report.elapsed_ms = started.elapsed().as_millis();
+    tracing::info!(at = %format_ts(clock.now()), "demo finished");
+    Ok(report)
+}
+
+/// Seeds the ledger as the merchant's app would: one row per refund issued, plus the
+/// notifications that app receives. Also hands the scripts to the sandbox.
+fn seed_ledger(
+    ledger_path: &Path,
+    sb: &Sandbox,
+    scripts: &Scripts,
+    now: Timestamp,
+) -> Result<(), DemoError> {
+    let mut ledger = Ledger::open(ledger_path)?;
     let rows: Vec<NewRefund> = scripts
         .iter()
         .map(|(no, script)| NewRefund {
@@ -178,10 +207,12 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
             })?;
         }
     }
-    drop(ledger);
+    Ok(())
+}
 
-    let config = demo_config(&ledger_path, &sb);
-    let keys = LoadedKeys {
+/// The compiled-in INSECURE test keys, parsed (what [`KeySource::Embedded`] stands for).
+fn demo_keys() -> LoadedKeys {
+    LoadedKeys {
         merchant: Arc::new(
             MerchantKey::from_text(sandbox::test_keys::INSECURE_MERCHANT_PRIVATE_B64)
                 .expect("committed test key parses"),
@@ -191,16 +222,25 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
                 .expect("committed test key parses"),
         ),
         warnings: Vec::new(),
-    };
+    }
+}
 
-    // Stop when nothing is left to do: every refund final, or pending and flagged.
+/// Runs the real daemon until nothing is left to do (every refund final, or pending and
+/// flagged), `shutdown` fires, or `timeout` passes. False when it timed out unsettled.
+async fn run_until_settled(
+    config: Config,
+    keys: LoadedKeys,
+    clock: &Arc<dyn Clock>,
+    shutdown: &CancellationToken,
+    timeout: Duration,
+) -> Result<bool, DemoError> {
     let daemon_stop = shutdown.child_token();
     let settled = CancellationToken::new();
     let on_sweep = {
-        let path = ledger_path.clone();
+        let path = config.ledger_path.clone();
         let stop = daemon_stop.clone();
         let settled = settled.clone();
-        let clock = Arc::clone(&clock);
+        let clock = Arc::clone(clock);
         move |_: &crate::worker::SweepReport| {
             let open = Ledger::open_existing(&path)
                 .and_then(|l| l.status(clock.now()))
@@ -219,27 +259,29 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
     let daemon = crate::daemon::run(
         config,
         keys,
-        Arc::clone(&clock),
+        Arc::clone(clock),
         daemon_stop.clone(),
         reload_rx,
         hooks,
     );
     let timed_out = tokio::select! {
         r = daemon => { r?; false }
-        () = tokio::time::sleep(opts.timeout) => { daemon_stop.cancel(); true }
+        () = tokio::time::sleep(timeout) => { daemon_stop.cancel(); true }
     };
-    if timed_out && !settled.is_cancelled() {
-        sb.shutdown().await;
-        return Err(DemoError::Timeout(opts.timeout));
-    }
+    Ok(!timed_out || settled.is_cancelled())
+}
 
-    // After the fact, the merchant's app receives a late, conflicting notification for one
-    // refund the query already finalized: it must be recorded as a discrepancy, not applied.
-    let ledger = Ledger::open_existing(&ledger_path)?;
-    let conflicting = scripts.iter().find(|(no, s)| {
+/// After the fact, the merchant's app receives a late, conflicting notification for one
+/// refund the query already finalized: it must be recorded as a discrepancy, not applied.
+fn send_conflicting_notification(
+    ledger: &Ledger,
+    sb: &Sandbox,
+    scripts: &Scripts,
+    now: Timestamp,
+) -> Result<(), DemoError> {
+    let conflicting = scripts.iter().find(|(no, _)| {
         sb.truth(no) == Some(RefundStatus::Success)
             && !scripts.iter().step_by(NOTIFY_EVERY).any(|(n, _)| n == no)
-            && s.currency.as_str() != ""
     });
     if let Some((no, script)) = conflicting {
         ledger.record_notification(&NotificationRecord {
@@ -248,24 +290,32 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
             refund_trade_no: Some(script.refund_trade_no.clone()),
             amount: script.amount,
             currency: script.currency,
-            refund_finish_time: Some(clock.now()),
-            notify_time: clock.now(),
+            refund_finish_time: Some(now),
+            notify_time: now,
         })?;
     }
+    Ok(())
+}
 
-    // Check every refund against the sandbox's truth.
+/// Checks every refund in the ledger against the sandbox's truth. The caller fills in the
+/// ledger path, the seed and the elapsed time.
+fn check_against_truth(
+    ledger: &Ledger,
+    sb: &Sandbox,
+    now: Timestamp,
+) -> Result<DemoReport, DemoError> {
     let rows = ledger.list(&ListFilter {
         limit: usize::MAX,
         ..Default::default()
     })?;
     let mut report = DemoReport {
-        ledger: ledger_path.clone(),
-        seed: opts.seed,
+        ledger: PathBuf::new(),
+        seed: 0,
         refunds: rows.len(),
         by_status: BTreeMap::new(),
         flagged: 0,
         finalized_by_notification: 0,
-        discrepancies: ledger.status(clock.now())?.unresolved_discrepancies,
+        discrepancies: ledger.status(now)?.unresolved_discrepancies,
         queries: sb.stats().requests,
         mismatches: Vec::new(),
         elapsed_ms: 0,
@@ -294,12 +344,11 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
             ));
         }
     }
-    sb.shutdown().await;
-    report.elapsed_ms = started.elapsed().as_millis();
-    tracing::info!(at = %format_ts(clock.now()), "demo finished");
     Ok(report)
 }
 
+/// The daemon's config for the demo. Its keys are the compiled-in INSECURE test keys, which
+/// `run` parses and hands to the daemon as [`LoadedKeys`]; `KeySource::Embedded` says so.
 fn demo_config(ledger_path: &Path, sb: &Sandbox) -> Config {
     let mut gateway = GatewaySettings::new(
         sb.base_url(),
@@ -310,14 +359,16 @@ fn demo_config(ledger_path: &Path, sb: &Sandbox) -> Config {
     gateway.request_timeout = Duration::from_secs(2);
     Config {
         ledger_path: ledger_path.to_owned(),
-        gateway,
+        gateway: gateway
+            .validate()
+            .expect("the sandbox's loopback URL and test ids are valid settings"),
         keys: KeySources {
-            merchant_private_key: KeySource::File(
-                "testdata/INSECURE-test-keys/merchant_private.b64".into(),
-            ),
-            gateway_public_key: KeySource::File(
-                "testdata/INSECURE-test-keys/gateway_public.b64".into(),
-            ),
+            merchant_private_key: KeySource::Embedded {
+                name: "INSECURE_MERCHANT_PRIVATE_B64",
+            },
+            gateway_public_key: KeySource::Embedded {
+                name: "INSECURE_GATEWAY_PUBLIC_B64",
+            },
         },
         policy: demo_policy(),
         worker: WorkerSettings {

@@ -30,6 +30,10 @@ pub struct Policy {
 }
 
 impl Default for Policy {
+    /// The documented defaults, written only here (config and `examples/config.toml` follow
+    /// them; a test in `config.rs` ties the example to this): the [`Schedule::default`]
+    /// ladder, a review flag after 72 h pending or 24 h unknown to the gateway, a probe every
+    /// 5 min while halted, and a confirming query 10 min after a notification.
     fn default() -> Self {
         Self {
             schedule: Schedule::default(),
@@ -124,7 +128,7 @@ impl fmt::Display for DiscrepancyKind {
 /// One disagreement to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discrepancy {
-    /// What kind.
+    /// Which two accounts disagree (and so how the discrepancy is filed).
     pub kind: DiscrepancyKind,
     /// What the ledger holds.
     pub expected: String,

@@ -4,6 +4,8 @@
 
 pub mod backoff;
 pub mod decide;
+pub mod halt;
+pub mod limits;
 pub mod outcome;
 pub mod refund;
 pub mod time;
@@ -12,6 +14,7 @@ pub use backoff::Schedule;
 pub use decide::{
     Change, Decision, Discrepancy, DiscrepancyKind, Halt, Policy, RefundState, ReviewReason, decide,
 };
+pub use halt::HaltCode;
 pub use outcome::{ObservedRefund, OutcomeClass, QueryOutcome, RetryReason};
 pub use refund::{
     Currency, FinalSource, FinalStatus, InvalidValue, NewRefund, OutRefundNo, RefundStatus,

@@ -15,25 +15,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
-use reqwest::{Url, redirect};
+use reqwest::redirect;
 use tokio::time::Instant;
 
 use super::classify::{Classified, classify};
 use super::envelope::{SignedRequest, sign_query};
 use super::keys::{GatewayKey, MerchantKey};
-use super::settings::{GatewaySettings, SettingsError};
+use super::settings::{GatewaySettings, ValidGatewaySettings};
 use crate::domain::{Clock, OutRefundNo, QueryOutcome, RetryReason, Timestamp};
 
 /// How much later than reqwest's own total timeout the outer backstop fires.
 const BACKSTOP_MARGIN: Duration = Duration::from_millis(250);
 
 /// Why a [`GatewayClient`] could not be built. Nothing the gateway does at query time is an
-/// error; these are all configuration problems found at start-up, so none is retryable.
+/// error, and the settings were checked before (they arrive as [`ValidGatewaySettings`]), so
+/// what is left is the local TLS stack; it is found at start-up and is not retryable.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// A setting is unusable.
-    #[error("gateway settings: {0}")]
-    Settings(#[from] SettingsError),
     /// The HTTP client (TLS stack) could not be initialised.
     #[error("cannot build the HTTP client")]
     HttpClient(#[source] reqwest::Error),
@@ -62,9 +60,8 @@ pub struct QueryReport {
 
 /// The signed `/refundQuery` client. Cheap to share behind an `Arc`; `query` takes `&self`.
 pub struct GatewayClient {
-    settings: GatewaySettings,
-    /// `base_url` + `/refundQuery`, validated once.
-    query_url: Url,
+    /// Checked once, before the client existed; `query_url` comes from here.
+    settings: ValidGatewaySettings,
     /// One client for the process: its pool is what makes connection reuse happen.
     http: reqwest::Client,
     merchant_key: Arc<MerchantKey>,
@@ -76,8 +73,8 @@ pub struct GatewayClient {
 impl fmt::Debug for GatewayClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GatewayClient")
-            .field("query_url", &self.query_url.as_str())
-            .field("settings", &self.settings)
+            .field("query_url", &self.settings.query_url().as_str())
+            .field("settings", &*self.settings)
             .field("merchant_key", &"<redacted>")
             .field("gateway_key", &"<redacted>")
             .finish_non_exhaustive()
@@ -85,15 +82,14 @@ impl fmt::Debug for GatewayClient {
 }
 
 impl GatewayClient {
-    /// Validates `settings` and builds the HTTP client. No network traffic happens here.
+    /// Builds the HTTP client for settings that [`GatewaySettings::validate`] accepted. No
+    /// network traffic happens here.
     pub fn new(
-        settings: GatewaySettings,
+        settings: ValidGatewaySettings,
         merchant_key: Arc<MerchantKey>,
         gateway_key: Arc<GatewayKey>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, GatewayError> {
-        settings.validate()?;
-        let query_url = settings.query_url()?;
         let mut builder = reqwest::Client::builder()
             .tls_backend_rustls()
             .tls_version_min(reqwest::tls::Version::TLS_1_2)
@@ -109,7 +105,6 @@ impl GatewayClient {
         let http = builder.build().map_err(GatewayError::HttpClient)?;
         Ok(Self {
             settings,
-            query_url,
             http,
             merchant_key,
             gateway_key,
@@ -208,7 +203,7 @@ impl GatewayClient {
     async fn exchange(&self, signed: SignedRequest) -> (Option<u16>, Result<RawAnswer, String>) {
         let sent = self
             .http
-            .post(self.query_url.clone())
+            .post(self.settings.query_url().clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header("sign", signed.sign)
             .body(signed.body)

@@ -1,7 +1,7 @@
 //! The Checus side: keys and signatures, the `/refundQuery` envelope, the HTTP client, and
 //! the classification of every answer into a typed [`crate::domain::QueryOutcome`].
 //!
-//! - [`settings`]: validated client settings and their single set of defaults.
+//! - [`settings`]: the client's settings: their one set of defaults and their one set of rules.
 //! - [`envelope`]: the exact request bytes, `requestTime`, and the signature over them.
 //! - [`classify`](mod@classify): raw answer (status, `sign`, body) to outcome; pure.
 //! - [`client`]: the async HTTP client that ties them together.
@@ -19,5 +19,6 @@ pub use envelope::{SignedRequest, format_request_time, query_body, sign_query};
 pub use keys::{GatewayKey, KeyError, MerchantKey, PrivateKeyFormat, SignatureError};
 pub use settings::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_VERSION, DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, DEFAULT_VERSION, GatewaySettings, SettingsError,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, DEFAULT_VERSION, GatewaySettings,
+    MIN_RESPONSE_BYTES, SettingsError, ValidGatewaySettings,
 };

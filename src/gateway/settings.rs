@@ -1,6 +1,8 @@
 //! The gateway client's settings: where to send `/refundQuery`, who we are, the envelope's
-//! version strings, and the HTTP limits. Defaults live here and only here; `validate` is the one
-//! place that decides whether a set of settings is usable, and names the setting it rejects.
+//! version strings, and the HTTP limits. This file is the one home of their defaults (the
+//! `DEFAULT_*` constants) and of their rules: [`GatewaySettings::validate`] is the only code that
+//! decides whether a set of settings is usable, and the [`ValidGatewaySettings`] it returns is
+//! what the client takes, so nothing downstream checks them again.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -42,9 +44,13 @@ const MAX_APP_ID: usize = 64;
 const MAX_MERCHANT_NO: usize = 32;
 /// Longest `version` / `keyVersion` Checus accepts.
 const MAX_VERSION: usize = 8;
+/// Smallest answer-body cap accepted (1 KiB): below it, ordinary answers could exceed the cap
+/// and queries would fail as transport errors.
+pub const MIN_RESPONSE_BYTES: usize = 1024;
 
-/// Everything the gateway client needs besides keys and a clock. Contains no secrets, so the
-/// derived `Debug` is safe to log.
+/// Everything the gateway client needs besides keys and a clock, as written (by config or by a
+/// test): plain data, not yet checked. [`GatewaySettings::validate`] turns it into
+/// [`ValidGatewaySettings`]. Contains no secrets, so the derived `Debug` is safe to log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewaySettings {
     /// Gateway base URL without the endpoint, e.g.
@@ -70,22 +76,24 @@ pub struct GatewaySettings {
     pub user_agent: String,
 }
 
-/// A setting that cannot be used. Every variant names the setting.
+/// A setting that cannot be used. Every variant carries the setting's name ([`Self::setting`]);
+/// the message says what is wrong with it, so a caller prefixes the name the way its user knows
+/// it (config names it `gateway.<setting>`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
     /// Not a parseable absolute URL.
-    #[error("{setting}: not a valid URL: {source}")]
+    #[error("not a valid URL")]
     InvalidUrl {
-        /// The setting.
+        /// The rejected setting's name.
         setting: &'static str,
         /// Why the URL parser refused it.
         #[source]
         source: url::ParseError,
     },
     /// A URL the client refuses to send signed requests to.
-    #[error("{setting}: {reason}")]
+    #[error("{reason}")]
     UnsupportedUrl {
-        /// The setting.
+        /// The rejected setting's name.
         setting: &'static str,
         /// What is wrong with it.
         reason: &'static str,
@@ -93,46 +101,54 @@ pub enum SettingsError {
     /// `http://` to a host that is not loopback: signed requests would cross the network in
     /// clear text.
     #[error(
-        "{setting}: http:// is only allowed to a loopback host (127.0.0.0/8, ::1, localhost); use https:// for {host}"
+        "http:// is only allowed to a loopback host (127.0.0.0/8, ::1, localhost); use https:// for {host}"
     )]
     InsecureScheme {
-        /// The setting.
+        /// The rejected setting's name.
         setting: &'static str,
         /// The offending host.
         host: String,
     },
     /// An empty value.
-    #[error("{setting}: must not be empty")]
+    #[error("must not be empty")]
     Empty {
-        /// The setting.
+        /// The rejected setting's name.
         setting: &'static str,
     },
     /// Longer than the gateway accepts.
-    #[error("{setting}: is {len} characters long; at most {max} are allowed")]
+    #[error("is {len} characters long; at most {max} are allowed")]
     TooLong {
-        /// The setting.
+        /// The rejected setting's name.
         setting: &'static str,
-        /// Its length.
+        /// Its length in characters.
         len: usize,
-        /// The limit.
+        /// The most characters accepted.
         max: usize,
     },
     /// Contains a control character (would corrupt a header or a log line).
-    #[error("{setting}: contains a control character")]
+    #[error("contains a control character")]
     ControlCharacter {
-        /// The setting.
+        /// The rejected setting's name.
         setting: &'static str,
     },
-    /// A zero duration or size, which would make every query fail.
-    #[error("{setting}: must be greater than zero")]
+    /// A zero timeout, which would make every query fail.
+    #[error("must be greater than zero")]
     Zero {
-        /// The setting.
+        /// The rejected setting's name.
         setting: &'static str,
+    },
+    /// Below the smallest value that can work.
+    #[error("must be at least {min}")]
+    TooSmall {
+        /// The rejected setting's name.
+        setting: &'static str,
+        /// The smallest accepted value.
+        min: usize,
     },
     /// The connect timeout exceeds the total timeout, so it could never take effect.
-    #[error("{setting}: must not exceed request_timeout")]
+    #[error("must not exceed request_timeout")]
     ConnectExceedsTotal {
-        /// The setting.
+        /// The rejected setting's name.
         setting: &'static str,
     },
 }
@@ -148,6 +164,7 @@ impl SettingsError {
             | Self::TooLong { setting, .. }
             | Self::ControlCharacter { setting }
             | Self::Zero { setting }
+            | Self::TooSmall { setting, .. }
             | Self::ConnectExceedsTotal { setting } => setting,
         }
     }
@@ -174,9 +191,11 @@ impl GatewaySettings {
         }
     }
 
-    /// Checks every setting without touching the network; the first problem found is returned.
-    pub fn validate(&self) -> Result<(), SettingsError> {
-        self.query_url()?;
+    /// Checks every setting without touching the network and returns them as
+    /// [`ValidGatewaySettings`]; the first problem found is returned instead. This is the one
+    /// place these rules live: config maps its keys onto [`GatewaySettings`] and calls this.
+    pub fn validate(self) -> Result<ValidGatewaySettings, SettingsError> {
+        let query_url = query_url(&self.base_url)?;
         check_text("app_id", &self.app_id, MAX_APP_ID)?;
         check_text("merchant_no", &self.merchant_no, MAX_MERCHANT_NO)?;
         check_text("version", &self.version, MAX_VERSION)?;
@@ -196,9 +215,10 @@ impl GatewaySettings {
                 setting: "connect_timeout",
             });
         }
-        if self.max_response_bytes == 0 {
-            return Err(SettingsError::Zero {
+        if self.max_response_bytes < MIN_RESPONSE_BYTES {
+            return Err(SettingsError::TooSmall {
                 setting: "max_response_bytes",
+                min: MIN_RESPONSE_BYTES,
             });
         }
         if self.user_agent.is_empty() {
@@ -211,63 +231,94 @@ impl GatewaySettings {
                 setting: "user_agent",
             });
         }
-        Ok(())
+        Ok(ValidGatewaySettings {
+            settings: self,
+            query_url,
+        })
     }
+}
 
-    /// The full `/refundQuery` URL, after checking `base_url`.
-    pub fn query_url(&self) -> Result<Url, SettingsError> {
-        const SETTING: &str = "base_url";
-        let url = Url::parse(self.base_url.trim()).map_err(|source| SettingsError::InvalidUrl {
-            setting: SETTING,
-            source,
-        })?;
-        if !url.username().is_empty() || url.password().is_some() {
-            // Credentials in a URL end up in logs and error messages.
-            return Err(SettingsError::UnsupportedUrl {
-                setting: SETTING,
-                reason: "must not contain a user name or password",
-            });
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            // The client appends `/refundQuery`; a query or fragment would end up before it.
-            return Err(SettingsError::UnsupportedUrl {
-                setting: SETTING,
-                reason: "must not contain a query (?...) or fragment (#...)",
-            });
-        }
-        let host = url.host().ok_or(SettingsError::UnsupportedUrl {
-            setting: SETTING,
-            reason: "has no host",
-        })?;
-        match url.scheme() {
-            "https" => {}
-            "http" if is_loopback(&host) => {}
-            "http" => {
-                return Err(SettingsError::InsecureScheme {
-                    setting: SETTING,
-                    host: host.to_string(),
-                });
-            }
-            _ => {
-                return Err(SettingsError::UnsupportedUrl {
-                    setting: SETTING,
-                    reason: "must start with https:// (or http:// to a loopback host)",
-                });
-            }
-        }
-        let path = format!("{}/refundQuery", url.path().trim_end_matches('/'));
-        let mut query_url = url;
-        query_url.set_path(&path);
-        Ok(query_url)
+/// Gateway settings that passed [`GatewaySettings::validate`], with the `/refundQuery` URL
+/// built once. The only way to make one is `validate`, so holding one means every rule held;
+/// it reads as [`GatewaySettings`] through `Deref` and cannot be changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidGatewaySettings {
+    /// The settings, exactly as validated.
+    settings: GatewaySettings,
+    /// `base_url` + `/refundQuery`.
+    query_url: Url,
+}
+
+impl ValidGatewaySettings {
+    /// The full `/refundQuery` URL.
+    pub fn query_url(&self) -> &Url {
+        &self.query_url
     }
 
     /// True when `base_url` points at this machine (the simulated gateway in tests and demos).
     pub fn is_loopback(&self) -> bool {
-        Url::parse(self.base_url.trim())
-            .ok()
-            .and_then(|u| u.host().map(|h| is_loopback(&h)))
-            .unwrap_or(false)
+        self.query_url.host().is_some_and(|h| is_loopback(&h))
     }
+
+    /// The plain settings, e.g. to change one and validate again.
+    pub fn into_inner(self) -> GatewaySettings {
+        self.settings
+    }
+}
+
+impl std::ops::Deref for ValidGatewaySettings {
+    type Target = GatewaySettings;
+
+    fn deref(&self) -> &GatewaySettings {
+        &self.settings
+    }
+}
+
+/// The full `/refundQuery` URL for `base_url`, or why `base_url` is refused.
+fn query_url(base_url: &str) -> Result<Url, SettingsError> {
+    const SETTING: &str = "base_url";
+    let url = Url::parse(base_url.trim()).map_err(|source| SettingsError::InvalidUrl {
+        setting: SETTING,
+        source,
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // Credentials in a URL end up in logs and error messages.
+        return Err(SettingsError::UnsupportedUrl {
+            setting: SETTING,
+            reason: "must not contain a user name or password",
+        });
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        // The client appends `/refundQuery`; a query or fragment would end up before it.
+        return Err(SettingsError::UnsupportedUrl {
+            setting: SETTING,
+            reason: "must not contain a query (?...) or fragment (#...)",
+        });
+    }
+    let host = url.host().ok_or(SettingsError::UnsupportedUrl {
+        setting: SETTING,
+        reason: "has no host",
+    })?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&host) => {}
+        "http" => {
+            return Err(SettingsError::InsecureScheme {
+                setting: SETTING,
+                host: host.to_string(),
+            });
+        }
+        _ => {
+            return Err(SettingsError::UnsupportedUrl {
+                setting: SETTING,
+                reason: "must start with https:// (or http:// to a loopback host)",
+            });
+        }
+    }
+    let path = format!("{}/refundQuery", url.path().trim_end_matches('/'));
+    let mut query_url = url;
+    query_url.set_path(&path);
+    Ok(query_url)
 }
 
 /// Loopback by address, or the literal name `localhost` (which resolves to loopback by
@@ -280,9 +331,9 @@ fn is_loopback(host: &url::Host<&str>) -> bool {
     }
 }
 
-/// Non-empty, at most `max` characters, no control characters.
+/// Not blank, at most `max` characters, no control characters.
 fn check_text(setting: &'static str, value: &str, max: usize) -> Result<(), SettingsError> {
-    if value.is_empty() {
+    if value.trim().is_empty() {
         return Err(SettingsError::Empty { setting });
     }
     let len = value.chars().count();
@@ -309,7 +360,14 @@ mod tests {
         assert_eq!(s.version, "1.4");
         assert_eq!(s.key_version, "1");
         assert_eq!(s.request_timeout, Duration::from_secs(15));
-        assert!(s.validate().is_ok());
+        let valid = s.validate().unwrap();
+        assert!(!valid.is_loopback());
+        assert!(
+            with_url("http://[::1]:9/gw")
+                .validate()
+                .unwrap()
+                .is_loopback()
+        );
     }
 
     #[test]
@@ -319,14 +377,15 @@ mod tests {
             "https://p-gate-uat.checus.com/aggregate-pay/api/gateway/",
         ] {
             assert_eq!(
-                with_url(base).query_url().unwrap().as_str(),
+                with_url(base).validate().unwrap().query_url().as_str(),
                 "https://p-gate-uat.checus.com/aggregate-pay/api/gateway/refundQuery"
             );
         }
         assert_eq!(
             with_url("http://127.0.0.1:8080")
-                .query_url()
+                .validate()
                 .unwrap()
+                .query_url()
                 .as_str(),
             "http://127.0.0.1:8080/refundQuery"
         );
@@ -380,7 +439,10 @@ mod tests {
             let err = with_url(url).validate().unwrap_err();
             assert!(expected(&err), "{url}: unexpected {err:?}");
             assert_eq!(err.setting(), "base_url");
-            assert!(err.to_string().starts_with("base_url: "), "{err}");
+            assert!(
+                !err.to_string().contains("base_url"),
+                "named once, by the caller: {err}"
+            );
         }
     }
 
@@ -388,8 +450,9 @@ mod tests {
     fn every_other_setting_is_named_when_rejected() {
         let ok = with_url("https://checus.com/gw");
         type Mutate = fn(&mut GatewaySettings);
-        let cases: [(&str, Mutate); 11] = [
+        let cases: [(&str, Mutate); 13] = [
             ("app_id", |s| s.app_id.clear()),
+            ("app_id", |s| s.app_id = "  ".into()),
             ("app_id", |s| s.app_id = "a".repeat(65)),
             ("merchant_no", |s| s.merchant_no = "M\n1".into()),
             ("merchant_no", |s| s.merchant_no.clear()),
@@ -401,6 +464,9 @@ mod tests {
                 s.connect_timeout = s.request_timeout + Duration::from_secs(1)
             }),
             ("max_response_bytes", |s| s.max_response_bytes = 0),
+            ("max_response_bytes", |s| {
+                s.max_response_bytes = MIN_RESPONSE_BYTES - 1
+            }),
             ("user_agent", |s| s.user_agent = "ua\r\nx: y".into()),
         ];
         for (setting, mutate) in cases {
@@ -408,7 +474,6 @@ mod tests {
             mutate(&mut s);
             let err = s.validate().unwrap_err();
             assert_eq!(err.setting(), setting, "{err}");
-            assert!(err.to_string().starts_with(setting), "{err}");
         }
     }
 }

@@ -12,8 +12,8 @@ use super::types::{
     Applied, AttemptRecord, Cell, NotificationRecord, SweepCounts, clip_error, ts_text,
 };
 use crate::domain::{
-    Change, Decision, FinalSource, InvalidValue, NewRefund, OutcomeClass, RefundStatus, Timestamp,
-    validate_amount,
+    Change, Decision, FinalSource, Halt, InvalidValue, NewRefund, OutcomeClass, RefundStatus,
+    Timestamp, validate_amount,
 };
 
 /// `import` reports progress after every this many rows.
@@ -180,21 +180,25 @@ impl Ledger {
         })
     }
 
-    /// Records the end of a sweep with its counts and, if it stopped early, why.
+    /// Records the end of a sweep with its counts and the halt in force when it ended, if
+    /// any: its stable code in `halt_code` (what `status` reads) and its description in
+    /// `halted_reason` (for operators reading the table).
     pub fn finish_sweep(
         &self,
         id: i64,
         finished_at: Timestamp,
         counts: &SweepCounts,
-        halted: Option<&str>,
+        halt: Option<&Halt>,
     ) -> Result<(), LedgerError> {
         const OP: &str = "finish sweep";
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let reason = halt.map(Halt::to_string);
+        let code = halt.map(|h| h.code().as_str());
         self.write(OP, |tx| {
             let changed = tx
                 .execute(
                     "UPDATE sweeps SET finished_at = ?2, claimed = ?3, finalized = ?4,
-                            rescheduled = ?5, failed = ?6, halted_reason = ?7
+                            rescheduled = ?5, failed = ?6, halted_reason = ?7, halt_code = ?8
                       WHERE id = ?1",
                     params![
                         id,
@@ -203,7 +207,8 @@ impl Ledger {
                         n(counts.finalized),
                         n(counts.rescheduled),
                         n(counts.failed),
-                        halted,
+                        reason,
+                        code,
                     ],
                 )
                 .during(OP)?;

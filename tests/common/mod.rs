@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod proc;
+pub mod tools;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -102,8 +103,13 @@ impl Harness {
         let ledger = Ledger::open(&ledger_path).unwrap();
         let mut settings = settings_for(&sb);
         tweak(&mut settings);
-        let client =
-            GatewayClient::new(settings, merchant_key(), gateway_key(), clock.clone()).unwrap();
+        let client = GatewayClient::new(
+            settings.validate().unwrap(),
+            merchant_key(),
+            gateway_key(),
+            clock.clone(),
+        )
+        .unwrap();
         let policy = Policy::default();
         let worker = Worker::new(
             LedgerHandle::new(ledger),
@@ -128,9 +134,13 @@ impl Harness {
     pub fn new_worker(&self, tweak: impl FnOnce(&mut GatewaySettings)) -> Worker {
         let mut settings = settings_for(&self.sandbox);
         tweak(&mut settings);
-        let client =
-            GatewayClient::new(settings, merchant_key(), gateway_key(), self.clock.clone())
-                .unwrap();
+        let client = GatewayClient::new(
+            settings.validate().unwrap(),
+            merchant_key(),
+            gateway_key(),
+            self.clock.clone(),
+        )
+        .unwrap();
         Worker::new(
             LedgerHandle::new(self.ledger()),
             client,

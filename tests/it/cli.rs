@@ -344,6 +344,9 @@ fn query_now_records_the_attempt_like_any_other() {
 
 #[test]
 fn the_daemon_reconciles_refuses_a_second_instance_and_drains_on_sigterm() {
+    if !crate::common::tools::require_tool("kill") {
+        return;
+    }
     let d = tempfile::tempdir().unwrap();
     let mut scripts = String::new();
     for i in 0..40 {
@@ -477,5 +480,135 @@ fn demo_runs_end_to_end_and_matches_the_truth() {
         stdout(&o).contains("matches the sandbox's truth"),
         "{}",
         stdout(&o)
+    );
+}
+
+/// Imports `n` pending refunds into a fresh ledger in `dir`; returns the ledger path.
+fn ledger_with_refunds(dir: &Path, n: usize) -> String {
+    let l = ledger_arg(dir);
+    let file = dir.join("many.csv");
+    let mut text = String::from("out_refund_no,amount,currency\n");
+    for i in 0..n {
+        text.push_str(&format!("R-PIPE-{i:06},10.00,USD\n"));
+    }
+    std::fs::write(&file, text).unwrap();
+    let o = run(dir, &["import", "--ledger", &l, file.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    l
+}
+
+/// Runs the binary with stdout on a pipe whose reader takes `lines` lines, then closes it
+/// (what `| head -N` does); returns the exit code and stderr.
+fn run_into_early_close(dir: &Path, args: &[&str], lines: usize) -> (i32, String) {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let mut child = cmd(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    for _ in 0..lines {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "a line");
+    }
+    drop(reader);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    (status.code().expect("exited, not signalled"), err)
+}
+
+#[test]
+fn a_reader_that_closes_early_is_a_normal_end() {
+    let d = tempfile::tempdir().unwrap();
+    // Far more than a pipe buffer (64 KiB), so the writer is still writing when the reader
+    // goes: the write fails with EPIPE, which must end the command quietly, not panic.
+    let l = ledger_with_refunds(d.path(), 3000);
+    for args in [
+        vec!["list", "--ledger", &l, "--limit", "5000"],
+        vec!["list", "--ledger", &l, "--limit", "5000", "--json"],
+        vec!["export", "--ledger", &l, "--since", "1d"],
+    ] {
+        let (code, err) = run_into_early_close(d.path(), &args, 1);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn status_is_synchronous_and_keeps_its_exit_code_when_stdout_closes() {
+    let d = tempfile::tempdir().unwrap();
+    let l = ledger_with_refunds(d.path(), 1);
+    // No daemon ever swept this ledger: status says so with exit 8, whether or not anyone
+    // reads what it prints.
+    let o = run(d.path(), &["status", "--ledger", &l]);
+    assert_eq!(code(&o), 8, "{}", stderr(&o));
+    assert!(stdout(&o).contains("REFUND_PENDING"), "{}", stdout(&o));
+    let (code, err) = run_into_early_close(d.path(), &["status", "--ledger", &l], 0);
+    assert_eq!(code, 8, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn times_durations_and_add_statuses_are_checked_by_clap_with_exit_2() {
+    let d = tempfile::tempdir().unwrap();
+    let l = ledger_arg(d.path());
+    for (args, flag) in [
+        (
+            vec!["list", "--ledger", &l, "--since", "yesterday"],
+            "--since",
+        ),
+        (
+            vec!["status", "--ledger", &l, "--stale-after", "5 min"],
+            "--stale-after",
+        ),
+        (
+            vec!["stuck", "--ledger", &l, "--older-than", "2x"],
+            "--older-than",
+        ),
+        (
+            vec![
+                "prune",
+                "--ledger",
+                &l,
+                "--finalized-before",
+                "soon",
+                "--dry-run",
+            ],
+            "--finalized-before",
+        ),
+        (vec!["sandbox", "--latency", "fast"], "--latency"),
+        (
+            vec![
+                "add",
+                "--ledger",
+                &l,
+                "--out-refund-no",
+                "R-1",
+                "--amount",
+                "1",
+                "--currency",
+                "USD",
+                "--status",
+                "REFUND_SUCCESS",
+            ],
+            "--status",
+        ),
+    ] {
+        let o = run(d.path(), &args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(flag), "{args:?}: {}", stderr(&o));
+    }
+    assert!(
+        !d.path().join("ledger.sqlite").exists(),
+        "nothing was created"
     );
 }

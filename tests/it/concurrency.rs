@@ -43,6 +43,9 @@ fn other(status: RefundStatus) -> RefundStatus {
 
 #[test]
 fn a_second_writer_at_200_writes_per_second_loses_nothing_and_conflicts_are_recorded() {
+    if !crate::common::tools::require_tool("kill") {
+        return;
+    }
     let seed = seed_from_env("CONCURRENCY_SEED");
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();

@@ -358,6 +358,9 @@ fn report(label: &str, seed: u64, f: &Figures) {
 
 #[test]
 fn sigkill_at_random_moments_loses_nothing_and_finalizes_nothing_wrongly() {
+    if !crate::common::tools::require_tool("kill") {
+        return;
+    }
     let seed = seed_from_env("CRASH_SEED");
     let f = crash_run(2000, 24, seed);
     assert!(f.kills() >= 20);
@@ -373,6 +376,9 @@ fn sigkill_at_random_moments_loses_nothing_and_finalizes_nothing_wrongly() {
 #[test]
 #[ignore = "soak: long; run with bench/soak.sh"]
 fn soak() {
+    if !crate::common::tools::require_tool("kill") {
+        return;
+    }
     let seed = seed_from_env("SOAK_SEED");
     let seconds: u64 = env_or("SOAK_SECONDS", 600);
     let refunds: usize = env_or("SOAK_REFUNDS", 10_000);

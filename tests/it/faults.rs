@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::common::Harness;
-use checus_reconciler::domain::{OutcomeClass, RefundStatus, ReviewReason};
+use checus_reconciler::domain::{Halt, OutcomeClass, RefundStatus, ReviewReason};
 use checus_reconciler::ledger::RefundDetail;
 use checus_reconciler::sandbox::{Fault, Step};
 use serde_json::Value;
@@ -329,7 +329,10 @@ async fn every_configuration_code_halts_querying_without_spending_attempts() {
         // Only `no` is due: it halts querying.
         h.advance(h.policy.schedule.grace - Duration::from_secs(60));
         let r = h.sweep().await;
-        assert!(r.halted.as_deref().unwrap_or("").contains(code), "{r:?}");
+        assert!(
+            matches!(&r.halted, Some(Halt::ConfigError { code: c }) if c == code),
+            "{r:?}"
+        );
         // `other` falls due while halted, before the next probe: not queried.
         h.advance(Duration::from_secs(120));
         let r = h.sweep().await;

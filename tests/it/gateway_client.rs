@@ -16,8 +16,8 @@ use checus_reconciler::domain::{
     Clock, OutRefundNo, QueryOutcome, RefundStatus, RetryReason, Timestamp, parse_ts,
 };
 use checus_reconciler::gateway::{
-    GatewayClient, GatewayError, GatewayKey, GatewaySettings, MerchantKey, QueryReport,
-    SettingsError, format_request_time,
+    GatewayClient, GatewayKey, GatewaySettings, MerchantKey, QueryReport, SettingsError,
+    format_request_time,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -308,7 +308,7 @@ fn settings(base_url: &str) -> GatewaySettings {
 
 fn client_with(settings: GatewaySettings, clock: Arc<dyn Clock>) -> GatewayClient {
     GatewayClient::new(
-        settings,
+        settings.validate().unwrap(),
         Arc::new(MerchantKey::from_text(&key_text("merchant_private.b64")).unwrap()),
         Arc::new(GatewayKey::from_text(&key_text("gateway_public.b64")).unwrap()),
         clock,
@@ -718,17 +718,9 @@ fn plain_http_to_a_non_loopback_host_is_refused_before_any_network() {
         "http://192.0.2.1/gw",
         "http://localhost.example/gw",
     ] {
-        let err = GatewayClient::new(
-            settings(url),
-            Arc::new(MerchantKey::from_text(&key_text("merchant_private.b64")).unwrap()),
-            Arc::new(GatewayKey::from_text(&key_text("gateway_public.b64")).unwrap()),
-            SteppingClock::new(START, 1),
-        )
-        .unwrap_err();
-        match err {
-            GatewayError::Settings(SettingsError::InsecureScheme { setting, .. }) => {
-                assert_eq!(setting, "base_url")
-            }
+        // The settings' own rules refuse it, so no client (and no connection) can exist.
+        match settings(url).validate().unwrap_err() {
+            SettingsError::InsecureScheme { setting, .. } => assert_eq!(setting, "base_url"),
             other => panic!("{url}: {other:?}"),
         }
     }

@@ -523,6 +523,9 @@ fn params(values: &[(&str, Option<&str>)]) -> String {
 
 #[test]
 fn the_contract_sql_works_verbatim_in_the_sqlite3_shell() {
+    if !crate::common::tools::require_tool("sqlite3") {
+        return;
+    }
     let (dir, ledger) = new_ledger();
     let path = dir.path().join("ledger.sqlite");
 
@@ -1053,7 +1056,7 @@ fn status_summarizes_the_ledger_and_sweeps() {
             id,
             ts("2026-01-04T00:00:01.000Z"),
             &counts,
-            Some("clock_skew"),
+            Some(&checus_reconciler::domain::Halt::ClockSkew),
         )
         .unwrap();
     assert!(matches!(
@@ -1084,7 +1087,10 @@ fn status_summarizes_the_ledger_and_sweeps() {
     let sweep = s.last_sweep.unwrap();
     assert_eq!(sweep.id, id);
     assert_eq!(sweep.counts, counts);
-    assert_eq!(sweep.halted_reason.as_deref(), Some("clock_skew"));
+    assert_eq!(
+        sweep.halted_reason.as_deref(),
+        Some("clock skew: requestTime off by more than 2 minutes (check NTP)")
+    );
     assert_eq!(sweep.finished_at, Some(ts("2026-01-04T00:00:01.000Z")));
 }
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::common::Harness;
+use crate::common::proc::count;
 use checus_reconciler::domain::{FinalSource, Halt, OutcomeClass, RefundStatus, ReviewReason};
 use checus_reconciler::ledger::NotificationRecord;
 use checus_reconciler::sandbox::{Fault, Step};
@@ -218,6 +219,10 @@ async fn a_configuration_error_halts_all_querying_until_a_probe_succeeds() {
         h.worker.halted().unwrap().halt,
         Halt::ConfigError { ref code } if code == "MERCHANT_APP_INVALID"
     ));
+    // The sweep row carries the halt's stable code, which `status` reads, and its sentence.
+    let halted_rows = "sweeps WHERE halt_code = 'config_error' \
+                       AND halted_reason = 'configuration rejected by Checus (MERCHANT_APP_INVALID)'";
+    assert_eq!(count(&h.ledger_path, halted_rows), 1);
     // Before the re-check interval nothing is sent at all.
     h.advance(Duration::from_secs(60));
     h.sweep().await;
@@ -236,6 +241,12 @@ async fn a_configuration_error_halts_all_querying_until_a_probe_succeeds() {
     let r = fixed.sweep(&CancellationToken::new()).await.unwrap();
     assert!(r.halted.is_none());
     assert!(fixed.halted().is_none());
+    let last_code = "sweeps WHERE id = (SELECT max(id) FROM sweeps) AND halt_code IS NULL";
+    assert_eq!(
+        count(&h.ledger_path, last_code),
+        1,
+        "the resumed sweep ended unhalted"
+    );
     let l = h.ledger();
     let s = l.status(h.clock_now()).unwrap();
     assert_eq!(s.pending, 0, "{s:?}");
@@ -259,6 +270,10 @@ async fn clock_skew_is_retried_once_with_a_fresh_request_time_then_halts() {
             .all(|a| a.outcome == OutcomeClass::ClockSkew)
     );
     assert!(matches!(h.worker.halted().unwrap().halt, Halt::ClockSkew));
+    assert_eq!(
+        count(&h.ledger_path, "sweeps WHERE halt_code = 'clock_skew'"),
+        1
+    );
     assert_eq!(d.refund.attempts, 0);
     // NTP fixed: the probe succeeds.
     h.set_gateway_skew(Duration::ZERO);

@@ -1090,8 +1090,7 @@ async fn run_until_serves_until_told_to_stop() {
 #[tokio::test]
 async fn openssl_agrees_with_the_sandbox() {
     use std::process::Command;
-    if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("openssl not installed; skipping the cross-check");
+    if !crate::common::tools::require_tool("openssl") {
         return;
     }
     let (sandbox, _clock) = start().await;

@@ -66,6 +66,9 @@ fn file_text(path: &Path) -> String {
 
 #[test]
 fn trace_logs_of_a_full_run_and_the_ledger_never_contain_the_private_key() {
+    if !crate::common::tools::require_tool("kill") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let scripts: Vec<(String, RefundScript)> = (0..30)

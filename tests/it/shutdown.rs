@@ -38,6 +38,9 @@ fn start(d: &std::path::Path, sandbox: &LiveSandbox, n: usize, worker: &str) -> 
 
 #[test]
 fn sigterm_under_full_load_drains_within_the_deadline_and_records_every_answer() {
+    if !crate::common::tools::require_tool("kill") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Every answer takes 300 ms, so all 32 slots are busy when SIGTERM lands.
@@ -106,6 +109,9 @@ fn sigterm_under_full_load_drains_within_the_deadline_and_records_every_answer()
 
 #[test]
 fn a_gateway_hanging_past_the_deadline_is_abandoned_cleanly_and_requeried() {
+    if !crate::common::tools::require_tool("kill") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let sandbox = LiveSandbox::start(scripts(20));

@@ -1,38 +1,44 @@
 //! One sweep: ledger → gateway → `domain::decide` → ledger. Bounded concurrency, a rate limit
-//! that backs off when Checus says TOO_MANY_REQUEST, and a global halt when Checus says our
-//! configuration (or our clock) is wrong, so a bad key never burns through the ledger.
-//! A circuit breaker ([`breaker`]) pauses querying while the gateway is down, deferring due
-//! refunds without spending their attempts, and catches up when a probe gets through.
+//! ([`rate`]) that backs off when Checus says TOO_MANY_REQUEST, and a global halt ([`halt`])
+//! when Checus says our configuration (or our clock) is wrong, so a bad key never burns through
+//! the ledger. A circuit breaker ([`breaker`]) pauses querying while the gateway is down,
+//! deferring due refunds without spending their attempts. Both pauses are lifted the same way:
+//! one probe query per interval ([`Inner::pass`]), and the sweep catches up when it gets through.
 //! Answers reach the ledger through [`commit`]: ledger calls on blocking threads, and group
 //! commit for attempts.
 
 pub mod breaker;
 pub mod commit;
+pub mod halt;
+mod log;
+mod rate;
 
 pub use commit::LedgerHandle;
+pub use halt::HaltState;
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::WorkerSettings;
 use crate::domain::{
-    Change, Clock, Decision, Halt, OutRefundNo, Policy, QueryOutcome, RefundState, RefundStatus,
-    Timestamp, decide, format_ts,
+    Clock, Decision, Halt, OutRefundNo, Policy, QueryOutcome, RefundState, RefundStatus, Timestamp,
+    decide, format_ts,
 };
 use crate::gateway::{GatewayClient, QueryReport};
 use crate::ledger::{Applied, AttemptRecord, LedgerError, SweepCounts};
+
+use log::{log_applied, log_finalized};
+use rate::RateLimiter;
 
 /// Errors a sweep or a single query can end with. Gateway trouble is never an error here: it
 /// is an outcome, recorded like any other.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// The ledger failed.
+    /// A ledger call failed; what the sweep did not record stays due and is queried again.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     /// `query` named a refund the ledger does not have.
@@ -40,81 +46,10 @@ pub enum WorkerError {
     NotFound(OutRefundNo),
 }
 
-/// A token bucket of one: successive queries are spaced `1 / rate` apart. The rate halves on
-/// TOO_MANY_REQUEST and creeps back up toward the configured ceiling on quiet sweeps.
-#[derive(Debug)]
-struct RateLimiter {
-    state: Mutex<RateState>,
-    ceiling: f64,
-}
-
-#[derive(Debug)]
-struct RateState {
-    rate: f64,
-    next_slot: Instant,
-}
-
-impl RateLimiter {
-    /// The slowest the limiter will go, however often Checus pushes back.
-    const FLOOR: f64 = 0.2;
-
-    fn new(rate: f64) -> Self {
-        Self {
-            state: Mutex::new(RateState {
-                rate,
-                next_slot: Instant::now(),
-            }),
-            ceiling: rate,
-        }
-    }
-
-    async fn acquire(&self) {
-        let slot = {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            let slot = s.next_slot.max(now);
-            s.next_slot = slot + Duration::from_secs_f64(1.0 / s.rate);
-            slot
-        };
-        // A slot already due needs no timer: registering one costs two timer-wheel locks per
-        // query, which at a high configured rate is every query.
-        if slot > Instant::now() {
-            tokio::time::sleep_until(slot).await;
-        }
-    }
-
-    fn slow_down(&self) -> f64 {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.rate = (s.rate / 2.0).max(Self::FLOOR.min(self.ceiling));
-        s.rate
-    }
-
-    fn recover(&self) -> f64 {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.rate = (s.rate * 1.25).min(self.ceiling);
-        s.rate
-    }
-
-    fn rate(&self) -> f64 {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).rate
-    }
-}
-
-/// Why querying is halted and when to probe again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HaltState {
-    /// Why.
-    pub halt: Halt,
-    /// Since when.
-    pub since: Timestamp,
-    /// When the next probe query may go out.
-    pub next_probe_at: Timestamp,
-}
-
 /// What one sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SweepReport {
-    /// Refunds claimed as due.
+    /// Refunds claimed as due (probes included).
     pub claimed: u64,
     /// Queries sent (including the immediate clock-skew retry).
     pub queried: u64,
@@ -124,18 +59,24 @@ pub struct SweepReport {
     pub rescheduled: u64,
     /// Refunds newly flagged for review.
     pub flagged: u64,
-    /// Discrepancies recorded.
+    /// Discrepancies recorded (answers that contradict what the ledger holds).
     pub discrepancies: u64,
     /// Attempts that failed retryably (transport, 5xx, unverified, rate limited, ...).
     pub failed: u64,
-    /// Querying is halted, and why.
-    pub halted: Option<String>,
+    /// The halt in force when the sweep ended (serialized as its description).
+    #[serde(serialize_with = "halt_text")]
+    pub halted: Option<Halt>,
     /// The earliest `next_query_at` still pending after the sweep.
     #[serde(skip)]
     pub next_due_at: Option<Timestamp>,
     /// When a halted worker will probe next.
     #[serde(skip)]
     pub next_probe_at: Option<Timestamp>,
+}
+
+/// Serializes a halt as its description (or null), as before halts were typed.
+fn halt_text<S: serde::Serializer>(halt: &Option<Halt>, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&halt.as_ref().map(ToString::to_string), s)
 }
 
 /// What happened to one refund.
@@ -152,6 +93,27 @@ pub struct Processed {
 /// Draws the jitter unit. A seam so tests can make schedules exact.
 pub type JitterSource = Arc<dyn Fn() -> f64 + Send + Sync>;
 
+/// How far the "refund finalized" log of outcomes written elsewhere (notifications, operators)
+/// has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum LogWatermark {
+    /// Not read yet: the first sweep reads the ledger's current watermark, so history from
+    /// before start-up is not re-logged.
+    #[default]
+    Unread,
+    /// Logged up to this `(finalized_at, id)`; `None`: nothing was final when it was read.
+    After(Option<(Timestamp, i64)>),
+}
+
+/// The two pauses that stop querying until a probe gets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    /// Checus rejected our configuration or our clock ([`halt`]).
+    Halt,
+    /// The gateway is unreachable ([`breaker`]).
+    Breaker,
+}
+
 /// The reconciliation worker. One per daemon; sweeps are run one at a time by its owner.
 pub struct Worker {
     inner: Arc<Inner>,
@@ -166,16 +128,16 @@ struct Inner {
     clock: Arc<dyn Clock>,
     jitter: JitterSource,
     limiter: Arc<RateLimiter>,
-    halt: Mutex<Option<HaltState>>,
+    /// Stops all querying while Checus rejects our configuration or clock (see [`halt`]).
+    halt: Mutex<halt::Halting>,
     /// Pauses querying while the gateway is unreachable (see [`breaker`]).
     breaker: Mutex<breaker::Breaker>,
-    /// The last refund finalized elsewhere that was logged: `None` until the first sweep
-    /// reads the ledger's current watermark (history before start-up is not re-logged).
-    logged_until: Mutex<Option<Option<(Timestamp, i64)>>>,
+    /// The last refund finalized elsewhere that was logged.
+    logged_until: Mutex<LogWatermark>,
 }
 
 impl Worker {
-    /// Builds a worker.
+    /// Builds a worker: running (no halt, breaker closed) at the configured rate.
     pub fn new(
         ledger: LedgerHandle,
         client: GatewayClient,
@@ -185,6 +147,7 @@ impl Worker {
     ) -> Self {
         let limiter = Arc::new(RateLimiter::new(settings.rate_per_second));
         let breaker = Mutex::new(breaker::Breaker::new(policy.schedule.retry));
+        let halt = Mutex::new(halt::Halting::new(policy.halt_recheck));
         Self::from_inner(Inner {
             ledger,
             client: Arc::new(client),
@@ -193,9 +156,9 @@ impl Worker {
             clock,
             jitter: Arc::new(rand::random::<f64>),
             limiter,
-            halt: Mutex::new(None),
+            halt,
             breaker,
-            logged_until: Mutex::new(None),
+            logged_until: Mutex::new(LogWatermark::Unread),
         })
     }
 
@@ -214,34 +177,24 @@ impl Worker {
     }
 
     /// Carries state over from a worker this one replaces (SIGHUP reload): the halt, so a
-    /// reload does not silently resume querying with the same bad configuration, and the
-    /// log watermark, so no final outcome is logged twice or skipped.
+    /// reload does not silently resume querying with the same bad configuration, an open
+    /// breaker, and the log watermark, so no final outcome is logged twice or skipped.
     pub fn inherit_halt(&self, previous: &Worker) {
-        *self.inner.halt_lock() = previous.halted();
+        let halted = previous.inner.halt_lock().clone();
+        self.inner.halt_lock().carry_over(&halted);
         // An open breaker stays open: the gateway did not come back because of a reload.
-        if previous.inner.breaker_lock().is_open() {
-            *self.inner.breaker_lock() = *previous.inner.breaker_lock();
+        let breaker = *previous.inner.breaker_lock();
+        if breaker.is_open() {
+            *self.inner.breaker_lock() = breaker;
         }
-        let wm = *previous
-            .inner
-            .logged_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        *self
-            .inner
-            .logged_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = wm;
+        let watermark = *previous.inner.watermark_lock();
+        *self.inner.watermark_lock() = watermark;
     }
 
     /// Logs refunds finalized elsewhere only after this watermark (the daemon reads it when
     /// it opens the ledger, so outcomes that land before the first sweep are still logged).
     pub fn log_finalized_after(&self, watermark: Option<(Timestamp, i64)>) {
-        *self
-            .inner
-            .logged_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(watermark);
+        *self.inner.watermark_lock() = LogWatermark::After(watermark);
     }
 
     /// The ledger this worker writes to.
@@ -271,6 +224,7 @@ impl Worker {
     }
 
     /// Queries one refund now, whatever its schedule, and records the attempt like any other.
+    /// An answer that is not a halt lifts a halt (silently: the operator asked for it).
     pub async fn query_now(&self, out_refund_no: &OutRefundNo) -> Result<Processed, WorkerError> {
         let no = out_refund_no.clone();
         let inner = &self.inner;
@@ -278,27 +232,42 @@ impl Worker {
         let (status, state) = found.ok_or_else(|| WorkerError::NotFound(out_refund_no.clone()))?;
         let processed = inner.process(status, state, None).await?;
         if processed.decision.halt.is_none() {
-            inner.halt_lock().take();
+            inner.halt_lock().resume();
         }
         Ok(processed)
     }
 }
 
+/// A sweep's claimed work: the status each refund had when claimed, and its state.
+type Claimed = Vec<(RefundStatus, RefundState)>;
+
+/// The tasks of a sweep's dispatched queries (`None`: not sent after all).
+type Dispatched = JoinSet<Result<Option<Processed>, WorkerError>>;
+
 impl Inner {
     fn halted(&self) -> Option<HaltState> {
-        self.halt_lock().clone()
+        self.halt_lock().current().cloned()
     }
 
-    fn halt_lock(&self) -> std::sync::MutexGuard<'_, Option<HaltState>> {
+    fn halt_lock(&self) -> MutexGuard<'_, halt::Halting> {
         self.halt.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn breaker_lock(&self) -> std::sync::MutexGuard<'_, breaker::Breaker> {
+    fn breaker_lock(&self) -> MutexGuard<'_, breaker::Breaker> {
         self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn watermark_lock(&self) -> MutexGuard<'_, LogWatermark> {
+        self.logged_until.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn paused(&self) -> bool {
         self.breaker_lock().is_open()
+    }
+
+    /// Whether either pause stops new queries now.
+    fn is_stopped(&self) -> bool {
+        self.halted().is_some() || self.paused()
     }
 
     /// Feeds one attempt to the circuit breaker and logs any state change.
@@ -337,11 +306,11 @@ impl Inner {
         shutdown: &CancellationToken,
     ) -> Result<SweepReport, WorkerError> {
         let started = self.clock.now();
-        let grace = self.policy.schedule.grace;
-        let batch = self.settings.batch_size;
         let sweep_id = self.ledger.call(move |l| l.begin_sweep(started)).await?;
         let mut report = SweepReport::default();
-        let result = self.sweep_inner(shutdown, grace, batch, &mut report).await;
+        let result = self.sweep_inner(shutdown, &mut report).await;
+        // The sweep row records the halt in force when the sweep ended, whichever way it ended.
+        report.halted = self.halted().map(|h| h.halt);
         let finished = self.clock.now();
         let counts = SweepCounts {
             claimed: report.claimed,
@@ -351,7 +320,7 @@ impl Inner {
         };
         let halted = report.halted.clone();
         self.ledger
-            .call(move |l| l.finish_sweep(sweep_id, finished, &counts, halted.as_deref()))
+            .call(move |l| l.finish_sweep(sweep_id, finished, &counts, halted.as_ref()))
             .await?;
         result?;
         report.next_due_at = self.ledger.call(|l| l.next_due_at()).await?;
@@ -361,77 +330,105 @@ impl Inner {
         if let Some(probe) = paused_until {
             report.next_due_at = Some(report.next_due_at.map_or(probe, |due| due.max(probe)));
         }
-        report.next_probe_at = self.halted().map(|h| h.next_probe_at);
+        report.next_probe_at = self.halt_lock().halted_until();
         Ok(report)
     }
 
     async fn sweep_inner(
         self: &Arc<Self>,
         shutdown: &CancellationToken,
-        grace: Duration,
-        batch: usize,
         report: &mut SweepReport,
     ) -> Result<(), WorkerError> {
+        let grace = self.policy.schedule.grace;
         let scheduled = self.ledger.call(move |l| l.schedule_new(grace)).await?;
         if scheduled > 0 {
             debug!(count = scheduled, "new refunds scheduled");
         }
         self.log_finalized_elsewhere().await?;
         let now = self.clock.now();
-        if let Some(h) = self.halted() {
-            report.halted = Some(describe_halt(&h.halt));
-            if now < h.next_probe_at {
-                return Ok(());
-            }
-            // Probe with a single due refund; only an answer that is not a halt resumes.
-            let due = self.ledger.call(move |l| l.due(now, 1)).await?;
-            let Some(state) = due.into_iter().next() else {
-                if let Some(h) = self.halt_lock().as_mut() {
-                    h.next_probe_at = now + self.policy.halt_recheck;
-                }
-                return Ok(());
-            };
-            report.claimed += 1;
-            let processed = self.process(RefundStatus::Pending, state, None).await?;
-            tally(report, &processed);
-            match &processed.decision.halt {
-                Some(_) => return Ok(()),
-                None => {
-                    let h = self.halt_lock().take();
-                    report.halted = None;
-                    info!(
-                        halted_since = h.map(|h| format_ts(h.since)).unwrap_or_default(),
-                        "querying resumed"
-                    );
-                }
-            }
+        // A halt is probed first: while Checus rejects us, whether the gateway is up is moot.
+        if !self.pass(Pause::Halt, now, report).await?
+            || !self.pass(Pause::Breaker, now, report).await?
+        {
+            return Ok(());
         }
-        let paused_until = self.breaker_lock().open_until();
-        if let Some(probe_at) = paused_until {
-            if now < probe_at {
-                return Ok(());
-            }
-            // Probe with a single due refund; any answer that shows the gateway is back
-            // closes the breaker (in `process`) and this sweep catches up below.
-            let due = self.ledger.call(move |l| l.due(now, 1)).await?;
-            let Some(state) = due.into_iter().next() else {
-                self.breaker_lock().postpone(now);
-                return Ok(());
-            };
-            report.claimed += 1;
-            let processed = self.process(RefundStatus::Pending, state, None).await?;
-            tally(report, &processed);
-            if self.paused() || processed.decision.halt.is_some() {
-                return Ok(());
-            }
+        let due = self.claim_due(now).await?;
+        report.claimed += due.len() as u64;
+        let tasks = self.dispatch(due, shutdown).await;
+        let result = self.collect(tasks, report).await;
+        if result.slowed {
+            let rate = self.limiter.slow_down();
+            warn!(rate_per_second = rate, "gateway rate limited; slowing down");
+        } else if report.claimed > 0 {
+            self.limiter.recover();
         }
+        match result.first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// When `pause` lets its next probe out; `None`: not paused.
+    fn probe_at(&self, pause: Pause) -> Option<Timestamp> {
+        match pause {
+            Pause::Halt => self.halt_lock().halted_until(),
+            Pause::Breaker => self.breaker_lock().open_until(),
+        }
+    }
+
+    /// Whether the sweep may go past `pause`: it is not in force, or its probe got through.
+    /// The one probe routine for both pauses: at the probe time, one due refund is queried
+    /// (and recorded like any other); with none due, the probe is pushed out one interval.
+    /// Only an answer that is not a halt lifts the halt; the breaker closes (in `process`) on
+    /// any answer that shows the gateway is back.
+    async fn pass(
+        &self,
+        pause: Pause,
+        now: Timestamp,
+        report: &mut SweepReport,
+    ) -> Result<bool, WorkerError> {
+        let Some(probe_at) = self.probe_at(pause) else {
+            return Ok(true);
+        };
+        if now < probe_at {
+            return Ok(false);
+        }
+        let due = self.ledger.call(move |l| l.due(now, 1)).await?;
+        let Some(state) = due.into_iter().next() else {
+            match pause {
+                Pause::Halt => self.halt_lock().postpone(now),
+                Pause::Breaker => self.breaker_lock().postpone(now),
+            }
+            return Ok(false);
+        };
+        report.claimed += 1;
+        let processed = self.process(RefundStatus::Pending, state, None).await?;
+        tally(report, &processed);
+        if processed.decision.halt.is_some() {
+            return Ok(false);
+        }
+        match pause {
+            Pause::Halt => {
+                let resumed = self.halt_lock().resume();
+                if let Some(since) = resumed {
+                    info!(halted_since = format_ts(since), "querying resumed");
+                }
+                Ok(true)
+            }
+            Pause::Breaker => Ok(!self.paused()),
+        }
+    }
+
+    /// Claims the sweep's batch: pending refunds first; then final outcomes from
+    /// notifications waiting for their one confirming query (a contradiction becomes a
+    /// discrepancy).
+    async fn claim_due(&self, now: Timestamp) -> Result<Claimed, WorkerError> {
+        let batch = self.settings.batch_size;
         let confirm_after = self.policy.confirm_after;
         let due = self
             .ledger
             .call(move |l| {
-                // Pending refunds first; then final outcomes from notifications waiting for
-                // their one confirming query (a contradiction becomes a discrepancy).
-                let mut due: Vec<(RefundStatus, RefundState)> = l
+                let mut due: Claimed = l
                     .due(now, batch)?
                     .into_iter()
                     .map(|s| (RefundStatus::Pending, s))
@@ -443,17 +440,22 @@ impl Inner {
                 Ok(due)
             })
             .await?;
-        report.claimed += due.len() as u64;
+        Ok(due)
+    }
+
+    /// Sends the claimed queries, `concurrency` at a time at the limiter's rate, until the
+    /// batch is done, `shutdown` fires, or a pause stops querying.
+    async fn dispatch(self: &Arc<Self>, due: Claimed, shutdown: &CancellationToken) -> Dispatched {
         let semaphore = Arc::new(Semaphore::new(self.settings.concurrency));
         // Answers not yet committed are bounded too: a task holds one of these from dispatch
         // until its attempt is committed, so at most `concurrency` queries are on the wire and
         // at most as many more answers wait for the group commit. A crash can therefore cost
         // at most 2 × concurrency answers (re-queried after restart), however slow the disk.
         let uncommitted = Arc::new(Semaphore::new(2 * self.settings.concurrency));
-        let mut tasks: JoinSet<Result<Option<Processed>, WorkerError>> = JoinSet::new();
+        let mut tasks = Dispatched::new();
         for (recorded, state) in due {
             // Refunds left undispatched stay due, untouched: deferred, no attempt spent.
-            if shutdown.is_cancelled() || self.halted().is_some() || self.paused() {
+            if shutdown.is_cancelled() || self.is_stopped() {
                 break;
             }
             let pending_commit = tokio::select! {
@@ -474,40 +476,34 @@ impl Inner {
                 }
                 // Re-check at the last moment: a sibling may have halted querying, or
                 // tripped the circuit breaker.
-                if me.halted().is_some() || me.paused() {
+                if me.is_stopped() {
                     return Ok(None);
                 }
                 me.process(recorded, state, Some(permit)).await.map(Some)
             });
         }
-        let mut first_error = None;
-        let mut slowed = false;
+        tasks
+    }
+
+    /// Waits for every dispatched query and tallies it; a panic in one is re-raised here.
+    async fn collect(&self, mut tasks: Dispatched, report: &mut SweepReport) -> Collected {
+        let mut out = Collected::default();
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok(Ok(Some(processed))) => {
-                    slowed |= processed.decision.slow_down;
+                    out.slowed |= processed.decision.slow_down;
                     tally(report, &processed);
                 }
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => {
                     error!(error = %e, "refund attempt not recorded");
-                    first_error.get_or_insert(e);
+                    out.first_error.get_or_insert(e);
                 }
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(_) => {}
             }
         }
-        if slowed {
-            let rate = self.limiter.slow_down();
-            warn!(rate_per_second = rate, "gateway rate limited; slowing down");
-        } else if report.claimed > 0 {
-            self.limiter.recover();
-        }
-        report.halted = self.halted().map(|h| describe_halt(&h.halt));
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        out
     }
 
     /// Queries, decides and records one refund. A REQ_TIME_OVER_TIME answer is retried once at
@@ -599,12 +595,12 @@ impl Inner {
     /// per final outcome whoever wrote it.
     async fn log_finalized_elsewhere(&self) -> Result<(), WorkerError> {
         const BATCH: usize = 1000;
-        let known = *self.logged_until.lock().unwrap_or_else(|p| p.into_inner());
+        let known = *self.watermark_lock();
         let mut after = match known {
-            Some(after) => after,
-            None => {
+            LogWatermark::After(after) => after,
+            LogWatermark::Unread => {
                 let start = self.ledger.call(|l| l.finalized_watermark()).await?;
-                *self.logged_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(start);
+                *self.watermark_lock() = LogWatermark::After(start);
                 return Ok(());
             }
         };
@@ -620,44 +616,37 @@ impl Inner {
                     after = Some((at, *id));
                 }
             }
-            *self.logged_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(after);
+            *self.watermark_lock() = LogWatermark::After(after);
             if rows.len() < BATCH {
                 return Ok(());
             }
         }
     }
 
+    /// Puts a halting answer's halt in force and logs it.
     fn enter_halt(&self, halt: &Halt, no: &OutRefundNo, report: &QueryReport) {
         let now = self.clock.now();
-        let mut guard = self.halt_lock();
-        let first = guard.is_none();
-        let since = guard.as_ref().map_or(now, |h| h.since);
-        *guard = Some(HaltState {
-            halt: halt.clone(),
-            since,
-            next_probe_at: now + self.policy.halt_recheck,
-        });
-        drop(guard);
-        let what = describe_halt(halt);
-        if first {
-            error!(
+        let transition = self.halt_lock().enter(halt.clone(), now);
+        match transition {
+            halt::Transition::Halted => error!(
                 out_refund_no = %no,
                 gateway_code = report.gateway_code.as_deref().unwrap_or(""),
-                reason = %what,
+                reason = %halt,
                 recheck_in_s = self.policy.halt_recheck.as_secs(),
                 "querying halted: fix the configuration; the daemon keeps running and re-checks periodically"
-            );
-        } else {
-            error!(reason = %what, "querying still halted");
+            ),
+            halt::Transition::StillHalted => error!(reason = %halt, "querying still halted"),
         }
     }
 }
 
-fn describe_halt(h: &Halt) -> String {
-    match h {
-        Halt::ConfigError { code } => format!("configuration rejected by Checus ({code})"),
-        Halt::ClockSkew => "clock skew: requestTime off by more than 2 minutes (check NTP)".into(),
-    }
+/// What collecting a sweep's dispatched queries found beyond the tallies.
+#[derive(Default)]
+struct Collected {
+    /// Checus asked us to slow down.
+    slowed: bool,
+    /// The first attempt that could not be recorded (the sweep fails with it).
+    first_error: Option<WorkerError>,
 }
 
 fn tally(report: &mut SweepReport, p: &Processed) {
@@ -680,108 +669,5 @@ fn tally(report: &mut SweepReport, p: &Processed) {
         QueryOutcome::Retryable { .. } | QueryOutcome::RateLimited
     ) {
         report.failed += 1;
-    }
-}
-
-/// The one line every final outcome gets: INFO for success, WARN for REFUND_FAILED, so
-/// operators can follow failures by level or by field.
-fn log_finalized(no: &str, status: RefundStatus, source: &str, attempt: u32) {
-    let status_text = status.as_str();
-    if status == RefundStatus::Failed {
-        warn!(
-            out_refund_no = no,
-            status = status_text,
-            source,
-            attempt,
-            "refund finalized"
-        );
-    } else {
-        info!(
-            out_refund_no = no,
-            status = status_text,
-            source,
-            attempt,
-            "refund finalized"
-        );
-    }
-}
-
-/// One stable message per kind of result, with the same field names everywhere.
-fn log_applied(state: &RefundState, report: &QueryReport, decision: &Decision, applied: &Applied) {
-    let no = state.out_refund_no.as_str();
-    let outcome = decision.class.as_str();
-    let latency_ms = report.latency.as_millis() as u64;
-    for d in &decision.discrepancies {
-        error!(
-            out_refund_no = no,
-            kind = d.kind.as_str(),
-            expected = %d.expected,
-            observed = %d.observed,
-            source = "query",
-            "discrepancy recorded"
-        );
-    }
-    match applied {
-        Applied::Finalized(status) => {
-            log_finalized(no, status.status(), "query", state.attempts + 1);
-        }
-        Applied::Rescheduled {
-            next_query_at,
-            flagged,
-        } => {
-            let (attempt, next) = match &decision.change {
-                Change::Reschedule { attempts, .. } => (*attempts, format_ts(*next_query_at)),
-                _ => (state.attempts, format_ts(*next_query_at)),
-            };
-            if let Some(reason) = flagged {
-                error!(out_refund_no = no, reason = reason.as_str(), outcome, attempt, next_query_at = %next, "refund flagged for review");
-            }
-            match &report.outcome {
-                QueryOutcome::Retryable { reason, .. } => warn!(
-                    out_refund_no = no,
-                    outcome,
-                    reason = reason.as_str(),
-                    error = report.error.as_deref().unwrap_or(""),
-                    http_status = report.http_status.unwrap_or(0),
-                    attempt,
-                    next_query_at = %next,
-                    "refund query failed; will retry"
-                ),
-                QueryOutcome::RateLimited => {
-                    warn!(out_refund_no = no, outcome, attempt, next_query_at = %next, "refund query rate limited; will retry")
-                }
-                _ => {
-                    info!(out_refund_no = no, outcome, attempt, latency_ms, next_query_at = %next, "refund still pending")
-                }
-            }
-        }
-        Applied::Mismatch { flagged } => {
-            if let Some(reason) = flagged {
-                error!(
-                    out_refund_no = no,
-                    reason = reason.as_str(),
-                    outcome,
-                    "refund flagged for review"
-                );
-            }
-        }
-        Applied::AlreadyFinal(status) => {
-            debug!(
-                out_refund_no = no,
-                status = status.as_str(),
-                outcome,
-                "refund already final"
-            );
-        }
-        Applied::Conflict { recorded, observed } => {
-            error!(
-                out_refund_no = no,
-                kind = "conflicting_final",
-                expected = recorded.as_str(),
-                observed = observed.as_str(),
-                source = "query",
-                "discrepancy recorded"
-            );
-        }
     }
 }

@@ -1,0 +1,90 @@
+//! Turning the arguments many commands share into values: which ledger, who is acting, why,
+//! which refund. Checks clap cannot make (a name from the environment, a trimmed reason) are
+//! made here, once, against the limits schema.sql also enforces.
+
+use std::path::{Path, PathBuf};
+
+use checus_reconciler::cli::{ExitCode, LedgerArgs, OperatorArgs};
+use checus_reconciler::config::{Config, Environment};
+use checus_reconciler::domain::OutRefundNo;
+use checus_reconciler::domain::limits::{MAX_ACTOR_CHARS, MAX_REASON_CHARS};
+use checus_reconciler::ledger::Ledger;
+
+use super::Failure;
+
+/// Loads and validates the config file (exit 3 when it is invalid).
+pub fn load_config(path: &Path, env: &Environment) -> Result<Config, Failure> {
+    Ok(Config::load(path, env)?)
+}
+
+/// The ledger path: `--ledger`, else the config's `ledger.path`.
+pub fn resolve_ledger(args: &LedgerArgs, env: &Environment) -> Result<PathBuf, Failure> {
+    if let Some(p) = &args.ledger {
+        return Ok(p.clone());
+    }
+    match &args.config {
+        Some(c) => Ok(load_config(c, env)?.ledger_path),
+        None => Err(Failure::usage(
+            "name the ledger with --ledger PATH or --config FILE",
+        )),
+    }
+}
+
+/// Opens a ledger that must already exist (read-only commands never create one).
+pub fn open_existing(args: &LedgerArgs, env: &Environment) -> Result<Ledger, Failure> {
+    let path = resolve_ledger(args, env)?;
+    Ok(Ledger::open_existing(&path)?)
+}
+
+/// Opens the ledger, creating it when it does not exist yet.
+pub fn open_or_create(args: &LedgerArgs, env: &Environment) -> Result<Ledger, Failure> {
+    let path = resolve_ledger(args, env)?;
+    Ok(Ledger::open(&path)?)
+}
+
+/// Who is acting, for the audit log: --by (or $CHECUS_RECONCILER_OPERATOR), else the login.
+pub fn actor(args: &OperatorArgs, env: &Environment) -> Result<String, Failure> {
+    let name = args
+        .by
+        .clone()
+        .or_else(|| {
+            ["SUDO_USER", "USER", "LOGNAME"]
+                .iter()
+                .find_map(|v| env.get(v).map(str::to_owned))
+        })
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    match name {
+        Some(n) if n.chars().count() <= MAX_ACTOR_CHARS => Ok(n),
+        Some(_) => Err(Failure::usage(format!(
+            "--by: at most {MAX_ACTOR_CHARS} characters"
+        ))),
+        None => Err(Failure::usage(
+            "say who you are for the audit log with --by NAME",
+        )),
+    }
+}
+
+/// A non-empty reason of at most [`MAX_REASON_CHARS`] characters (the audit log's limit).
+pub fn reason(text: &str) -> Result<&str, Failure> {
+    let t = text.trim();
+    if t.is_empty() || t.chars().count() > MAX_REASON_CHARS {
+        return Err(Failure::usage(format!(
+            "--reason: 1 to {MAX_REASON_CHARS} characters"
+        )));
+    }
+    Ok(t)
+}
+
+/// A refund number from the command line (exit 5 when it cannot be one).
+pub fn refund_no(text: &str) -> Result<OutRefundNo, Failure> {
+    Ok(OutRefundNo::parse(text)?)
+}
+
+/// The refund is not in this ledger (exit 6).
+pub fn not_in_ledger(no: &OutRefundNo, l: &Ledger) -> Failure {
+    Failure::new(
+        ExitCode::NotFound,
+        anyhow::anyhow!("refund {no} is not in the ledger {}", l.path().display()),
+    )
+}

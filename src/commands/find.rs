@@ -1,0 +1,83 @@
+//! Read-only questions to the ledger: `status`, `list`, `show`, `stuck`, `failed`, `explain`,
+//! `discrepancies`. None of them creates or changes a ledger.
+
+use checus_reconciler::cli::{
+    DiscrepanciesArgs, ExitCode, FailedArgs, ListArgs, RefundArgs, StatusArgs, StuckArgs,
+};
+use checus_reconciler::config::Environment;
+use checus_reconciler::domain::{Clock, RefundStatus, SystemClock};
+use checus_reconciler::ledger::ListFilter;
+use checus_reconciler::report;
+
+use super::Outcome;
+use super::args::{not_in_ledger, open_existing, refund_no};
+use super::output::emit;
+
+/// `status`: the health summary; exit 8 when something needs a human.
+pub fn status(args: StatusArgs, env: &Environment) -> Outcome {
+    let l = open_existing(&args.ledger, env)?;
+    let health = l.health(SystemClock.now(), args.stale_after)?;
+    emit(args.json, &health, report::health_table)?;
+    Ok(if health.needs_human {
+        ExitCode::NeedsHuman
+    } else {
+        ExitCode::Ok
+    })
+}
+
+/// `stuck`: pending refunds created before the cutoff, oldest first.
+pub fn stuck(args: StuckArgs, env: &Environment) -> Outcome {
+    let now = SystemClock.now();
+    let cutoff = args.older_than.resolve(now);
+    let l = open_existing(&args.ledger, env)?;
+    let rows = l.stuck(cutoff, args.limit)?;
+    emit(args.json, &rows, |v| report::stuck_table(v, now))
+}
+
+/// `failed`: refunds that became REFUND_FAILED since a time.
+pub fn failed(args: FailedArgs, env: &Environment) -> Outcome {
+    let since = args.since.resolve(SystemClock.now());
+    let l = open_existing(&args.ledger, env)?;
+    let rows = l.failed_since(since, args.limit)?;
+    emit(args.json, &rows, |v| report::failed_table(v))
+}
+
+/// `explain`: one refund's history in time order.
+pub fn explain(args: RefundArgs, env: &Environment) -> Outcome {
+    let no = refund_no(&args.out_refund_no)?;
+    let l = open_existing(&args.ledger, env)?;
+    let Some(t) = l.timeline(&no)? else {
+        return Err(not_in_ledger(&no, &l));
+    };
+    emit(args.json, &t, report::timeline)
+}
+
+/// `discrepancies`: unresolved ones, or all with `--all`.
+pub fn discrepancies(args: DiscrepanciesArgs, env: &Environment) -> Outcome {
+    let l = open_existing(&args.ledger, env)?;
+    let rows = l.discrepancies(args.all)?;
+    emit(args.json, &rows, |v| report::discrepancy_table(v))
+}
+
+/// `list`: refunds matching the filters, oldest first.
+pub fn list(args: ListArgs, env: &Environment) -> Outcome {
+    let since = args.since.map(|s| s.resolve(SystemClock.now()));
+    let l = open_existing(&args.ledger, env)?;
+    let rows = l.list(&ListFilter {
+        status: args.status.map(RefundStatus::from),
+        flagged: args.flagged.then_some(true),
+        since,
+        limit: args.limit,
+    })?;
+    emit(args.json, &rows, |v| report::refund_table(v))
+}
+
+/// `show`: one refund with its attempts and discrepancies.
+pub fn show(args: RefundArgs, env: &Environment) -> Outcome {
+    let no = refund_no(&args.out_refund_no)?;
+    let l = open_existing(&args.ledger, env)?;
+    let Some(detail) = l.show(&no)? else {
+        return Err(not_in_ledger(&no, &l));
+    };
+    emit(args.json, &detail, report::detail)
+}

@@ -1,0 +1,76 @@
+//! Putting refunds into the ledger the way the merchant's app would: `add` one, or `import` a
+//! file. Input is validated by `import::RawRefund` (one rule set for both), then written; a
+//! rejected input writes nothing (exit 5).
+
+use checus_reconciler::cli::{AddArgs, ExitCode, ImportArgs, ImportFormat};
+use checus_reconciler::config::Environment;
+use checus_reconciler::domain::{Clock, RefundStatus, SystemClock};
+use checus_reconciler::import::{self, RawRefund};
+use checus_reconciler::ledger::{Ledger, LedgerError};
+
+use super::args::{open_or_create, resolve_ledger};
+use super::output::print;
+use super::{Failure, Outcome};
+
+/// `add`: validate one refund and insert it.
+pub fn add(args: AddArgs, env: &Environment) -> Outcome {
+    let raw = RawRefund {
+        out_refund_no: args.out_refund_no,
+        amount: args.amount,
+        currency: args.currency,
+        refund_trade_no: args.refund_trade_no,
+        out_trade_no: args.out_trade_no,
+        status: Some(RefundStatus::from(args.status).to_string()),
+        created_at: args.created_at,
+    };
+    let refund = raw.validate(SystemClock.now())?;
+    let l = open_or_create(&args.ledger, env)?;
+    l.insert_refund(&refund)?;
+    print(format!(
+        "added {} {} {} ({})\n",
+        refund.out_refund_no, refund.amount, refund.currency, refund.status
+    ))?;
+    Ok(ExitCode::Ok)
+}
+
+/// `import`: validate every row of the file, then write them all in one transaction.
+pub fn import(args: ImportArgs, env: &Environment) -> Outcome {
+    let file = args.file;
+    let jsonl = match args.format {
+        Some(f) => f == ImportFormat::Jsonl,
+        None => matches!(
+            file.extension().and_then(|e| e.to_str()),
+            Some("jsonl" | "ndjson" | "json")
+        ),
+    };
+    let rows = import::parse_file(&file, jsonl, SystemClock.now(), &mut |n| {
+        eprintln!("validated {n} rows");
+    })?;
+    let (lines, refunds): (Vec<u64>, Vec<_>) = rows.into_iter().unzip();
+    let path = resolve_ledger(&args.ledger, env)?;
+    let mut l = Ledger::open(&path)?;
+    let total = refunds.len();
+    let written = l
+        .import(&refunds, &mut |n| eprintln!("imported {n} of {total} rows"))
+        .map_err(|e| match e {
+            // The ledger knows the row's index; the operator needs the file's line.
+            LedgerError::DuplicateRefund {
+                out_refund_no,
+                index: Some(i),
+            } => Failure::new(
+                ExitCode::Input,
+                anyhow::anyhow!(
+                    "{}:{}: outRefundNo: {out_refund_no} is already in the ledger; nothing was imported",
+                    file.display(),
+                    lines.get(i).copied().unwrap_or(0)
+                ),
+            ),
+            other => other.into(),
+        })?;
+    print(format!(
+        "imported {written} refunds from {} into {}\n",
+        file.display(),
+        path.display()
+    ))?;
+    Ok(ExitCode::Ok)
+}

@@ -1,0 +1,419 @@
+//! The long-running daemon, in named steps: [`Daemon::start`] opens the ledger, takes the
+//! single-daemon lock ([`lock`]) and starts the scheduler (tokio-cron-scheduler as the safety
+//! net); [`Daemon::run`] runs the sweep loop ([`sweeps`]: sweeps with their watchdog, plus a
+//! wake-up at the earliest `next_query_at`, and SIGHUP reloads between sweeps) until `shutdown`
+//! fires, then drains within a deadline and stops the parts.
+//! `shutdown` is created by the caller and cancelled only by the caller's signal handler (or a
+//! test): this is the one shutdown path. Every ledger call and file read runs on the blocking
+//! pool, never on an async worker thread.
+
+mod lock;
+mod sweeps;
+
+pub use lock::DaemonLock;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinHandle};
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, ConfigError, LoadedKeys};
+use crate::domain::{Clock, Timestamp, format_ts};
+use crate::gateway::{GatewayClient, GatewayError};
+use crate::ledger::{Ledger, LedgerError};
+use crate::notify::Notifier;
+use crate::worker::{JitterSource, LedgerHandle, SweepReport, Worker};
+
+use sweeps::{SweepLoop, Totals};
+
+/// Why the daemon could not start (once started, it only stops on `shutdown`).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The ledger could not be opened.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// Another daemon holds the ledger.
+    #[error(
+        "another checus-reconciler daemon is already running on this ledger (lock held on {path}); stop it first"
+    )]
+    AlreadyRunning {
+        /// The lock file the other daemon holds.
+        path: PathBuf,
+    },
+    /// The lock file could not be created.
+    #[error("cannot create lock file {path}: {source}")]
+    Lock {
+        /// The lock file that could not be opened or locked.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The gateway client could not be built from the configuration.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// The scheduler failed to start.
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+}
+
+/// Re-reads the configuration for a SIGHUP reload. It reads files, so the daemon calls it on
+/// the blocking pool.
+pub type Reloader = Arc<dyn Fn() -> Result<(Config, LoadedKeys), ConfigError> + Send + Sync>;
+
+/// Builds the worker for a configuration: the gateway client from its settings and keys, and
+/// the worker on `ledger`. The daemon and the CLI's `query` both build theirs here.
+pub fn build_worker(
+    config: &Config,
+    keys: &LoadedKeys,
+    ledger: LedgerHandle,
+    clock: Arc<dyn Clock>,
+) -> Result<Worker, DaemonError> {
+    let client = GatewayClient::new(
+        config.gateway.clone(),
+        Arc::clone(&keys.merchant),
+        Arc::clone(&keys.gateway),
+        Arc::clone(&clock),
+    )?;
+    Ok(Worker::new(
+        ledger,
+        client,
+        config.policy.clone(),
+        config.worker.clone(),
+        clock,
+    ))
+}
+
+/// Called after every sweep with its report. It may block: the daemon calls it on the
+/// blocking pool, and the sweep loop waits for it.
+pub type SweepHook = Box<dyn Fn(&SweepReport) + Send + Sync>;
+
+/// Hooks tests and the demo use to watch the daemon; production passes `Hooks::default()`.
+#[derive(Default)]
+pub struct Hooks {
+    /// Called after every sweep with its report.
+    pub on_sweep: Option<SweepHook>,
+    /// Called once the daemon is ready (ledger open, lock held, scheduler running).
+    pub on_ready: Option<Box<dyn FnOnce() + Send>>,
+    /// Replaces the jitter draw (tests: no jitter).
+    pub jitter: Option<JitterSource>,
+    /// systemd notifications (`READY=1`, `STATUS=`, `WATCHDOG=1`); disabled by default. `main`
+    /// builds it from the environment systemd gives the service.
+    pub notify: Notifier,
+}
+
+/// Runs the daemon until `shutdown` is cancelled, then drains within the configured deadline.
+pub async fn run(
+    config: Config,
+    keys: LoadedKeys,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+    reload: mpsc::Receiver<Reloader>,
+    hooks: Hooks,
+) -> Result<(), DaemonError> {
+    Daemon::start(config, keys, clock, hooks)
+        .await?
+        .run(shutdown, reload)
+        .await
+}
+
+/// A started daemon: the parts running, and the sweep loop ready to go.
+pub struct Daemon {
+    /// Ledger, lock, scheduler: what start-up set up and [`Parts::stop`] takes down.
+    parts: Parts,
+    /// The sweep loop, moved onto its own task by [`Daemon::run`].
+    sweeps: SweepLoop,
+}
+
+/// What the daemon runs besides the sweep loop, and needs again to drain and stop.
+struct Parts {
+    /// Held until the daemon has stopped, so no second daemon sweeps this ledger meanwhile.
+    lock: DaemonLock,
+    /// The cron safety net; it pokes the sweep loop, and is shut down last.
+    scheduler: JobScheduler,
+    /// Closes the sweep row of a sweep abandoned at the drain deadline.
+    ledger: LedgerHandle,
+    /// Stamps the closed row and "daemon stopped".
+    clock: Arc<dyn Clock>,
+    /// Says `STOPPING=1` when the drain begins.
+    notifier: Notifier,
+    /// How long in-flight queries get to finish after `shutdown`.
+    deadline: Duration,
+    /// Shared with the sweep loop, which may be aborted: read for "daemon stopped".
+    totals: Arc<Mutex<Totals>>,
+}
+
+/// What the start-up's blocking part hands back.
+struct Opened {
+    lock: DaemonLock,
+    ledger: LedgerHandle,
+    worker: Worker,
+}
+
+impl Daemon {
+    /// Starts the parts: opens the ledger and takes the lock, builds the worker, starts the
+    /// scheduler, then says "daemon ready" (log, `READY=1`, `on_ready`).
+    pub async fn start(
+        config: Config,
+        keys: LoadedKeys,
+        clock: Arc<dyn Clock>,
+        hooks: Hooks,
+    ) -> Result<Self, DaemonError> {
+        for w in &keys.warnings {
+            warn!(warning = %w, "key warning");
+        }
+        let opened = open(&config, &keys, &clock, hooks.jitter.clone()).await?;
+        let (poke_tx, poke_rx) = mpsc::channel::<()>(1);
+        let scheduler = start_scheduler(&config.worker.sweep_cron, poke_tx).await?;
+        info!(
+            ledger = %config.ledger_path.display(),
+            lock = %opened.lock.path().display(),
+            gateway = %config.gateway.base_url,
+            sweep_cron = %config.worker.sweep_cron,
+            concurrency = config.worker.concurrency,
+            rate_per_second = config.worker.rate_per_second,
+            "daemon ready"
+        );
+        // Config validated (by the caller), ledger open, lock held, scheduler running: ready.
+        let notifier = hooks.notify;
+        notifier.ready(&format!(
+            "ready: ledger {}, waiting for the first sweep",
+            config.ledger_path.display()
+        ));
+        if let Some(ready) = hooks.on_ready {
+            ready();
+        }
+        let totals = Arc::new(Mutex::new(Totals::default()));
+        let deadline = config.worker.shutdown_deadline;
+        let sweeps = SweepLoop {
+            worker: opened.worker,
+            ledger: opened.ledger.clone(),
+            clock: Arc::clone(&clock),
+            config,
+            jitter: hooks.jitter,
+            on_sweep: hooks.on_sweep.map(Arc::from),
+            notifier: notifier.clone(),
+            totals: Arc::clone(&totals),
+            poke: poke_rx,
+        };
+        let parts = Parts {
+            lock: opened.lock,
+            scheduler,
+            ledger: opened.ledger,
+            clock,
+            notifier,
+            deadline,
+            totals,
+        };
+        Ok(Self { parts, sweeps })
+    }
+
+    /// Runs the sweep loop until `shutdown` fires, drains, and stops the parts.
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        reload: mpsc::Receiver<Reloader>,
+    ) -> Result<(), DaemonError> {
+        let Self { parts, sweeps } = self;
+        let mut handle = tokio::spawn(sweeps.run(shutdown.clone(), reload));
+        // Shutdown is checked first: the work loop also ends on it, and an unbiased select could
+        // then take the "loop ended" branch and skip STOPPING=1 and the drain log.
+        let finished = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => None,
+            r = &mut handle => Some(r),
+        };
+        let outcome = match finished {
+            Some(r) => r,
+            None => parts.drain(&mut handle).await,
+        };
+        if let Err(e) = outcome
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
+        parts.stop().await;
+        Ok(())
+    }
+}
+
+impl Parts {
+    /// Lets in-flight queries finish within the deadline; past it, abandons them and closes
+    /// the abandoned sweep's row.
+    async fn drain(&self, handle: &mut JoinHandle<()>) -> Result<(), JoinError> {
+        self.notifier.stopping();
+        let deadline = self.deadline;
+        info!(
+            deadline_s = deadline.as_secs_f64(),
+            "shutdown requested; draining in-flight queries"
+        );
+        if let Ok(r) = tokio::time::timeout(deadline, &mut *handle).await {
+            return r;
+        }
+        handle.abort();
+        // The aborted sweep cannot finish its own row; close it so no row is left
+        // half-written. Its ledger calls that already started complete first: the ledger
+        // mutex serialises this after them.
+        let at = self.clock.now();
+        let closed = self
+            .ledger
+            .call(move |l| l.close_interrupted_sweeps(at))
+            .await;
+        if let Err(e) = closed {
+            error!(error = %e, "could not close the interrupted sweep row");
+        }
+        warn!(
+            deadline_s = deadline.as_secs_f64(),
+            "drain deadline passed; abandoned in-flight queries are not recorded and will be re-queried"
+        );
+        Ok(())
+    }
+
+    /// Stops the parts: the scheduler, then logs the totals, then releases the lock.
+    async fn stop(mut self) {
+        let _ = self.scheduler.shutdown().await;
+        let t = self
+            .totals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        info!(
+            at = %format_ts(self.clock.now()),
+            sweeps = t.sweeps,
+            claimed = t.claimed,
+            queried = t.queried,
+            finalized = t.finalized,
+            rescheduled = t.rescheduled,
+            failed = t.failed,
+            "daemon stopped"
+        );
+        drop(self.lock);
+    }
+}
+
+/// Opens the ledger, takes the lock, closes sweep rows a previous run left open and builds
+/// the worker, all on the blocking pool (SQLite, the lock file and the TLS set-up block).
+async fn open(
+    config: &Config,
+    keys: &LoadedKeys,
+    clock: &Arc<dyn Clock>,
+    jitter: Option<JitterSource>,
+) -> Result<Opened, DaemonError> {
+    let (config, keys, clock) = (config.clone(), keys.clone(), Arc::clone(clock));
+    let opening = tokio::task::spawn_blocking(move || {
+        let path = &config.ledger_path;
+        let ledger = Ledger::open(path)?;
+        let lock = DaemonLock::acquire(path)?;
+        let watermark = ledger.finalized_watermark()?;
+        let closed = ledger.close_interrupted_sweeps(clock.now())?;
+        if closed > 0 {
+            warn!(count = closed, "closed sweep rows a previous run left open");
+        }
+        let ledger = LedgerHandle::new(ledger);
+        let mut worker = build_worker(&config, &keys, ledger.clone(), clock)?;
+        if let Some(j) = jitter {
+            worker = worker.with_jitter(j);
+        }
+        worker.log_finalized_after(watermark);
+        Ok(Opened {
+            lock,
+            ledger,
+            worker,
+        })
+    });
+    match opening.await {
+        Ok(opened) => opened,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// Starts the cron safety net. The job only pokes the sweep loop; the loop runs sweeps one at
+/// a time, so a sweep can never overlap itself however slow it is. A full channel means a
+/// sweep is already queued, and the poke is coalesced.
+async fn start_scheduler(cron: &str, poke: mpsc::Sender<()>) -> Result<JobScheduler, DaemonError> {
+    let failed = |e: tokio_cron_scheduler::JobSchedulerError| DaemonError::Scheduler(e.to_string());
+    let scheduler = JobScheduler::new().await.map_err(failed)?;
+    let job = Job::new_async(cron, move |_, _| {
+        let poke = poke.clone();
+        Box::pin(async move {
+            let _ = poke.try_send(());
+        })
+    })
+    .map_err(failed)?;
+    scheduler.add(job).await.map_err(failed)?;
+    scheduler.start().await.map_err(failed)?;
+    Ok(scheduler)
+}
+
+/// The one-line `STATUS=` systemd shows in `systemctl status` after a sweep.
+pub fn sweep_status(report: &SweepReport, now: Timestamp) -> String {
+    let mut line = format!(
+        "last sweep {}: claimed {}, finalized {}, rescheduled {}, flagged {}, failed {}",
+        format_ts(now),
+        report.claimed,
+        report.finalized,
+        report.rescheduled,
+        report.flagged,
+        report.failed
+    );
+    match (&report.halted, report.next_probe_at, report.next_due_at) {
+        (Some(h), probe, _) => {
+            line.push_str(&format!("; QUERYING HALTED: {h}"));
+            if let Some(p) = probe {
+                line.push_str(&format!("; probe at {}", format_ts(p)));
+            }
+        }
+        (None, _, Some(next)) => line.push_str(&format!("; next due {}", format_ts(next))),
+        (None, _, None) => line.push_str("; nothing pending"),
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Halt, parse_ts};
+
+    #[test]
+    fn status_line_names_the_halt_or_the_next_due_time() {
+        let now = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
+        let later = parse_ts("2026-11-25T10:05:00.000Z").unwrap();
+        let counts = "last sweep 2026-11-25T10:00:00.000Z: claimed 3, finalized 1, \
+                      rescheduled 2, flagged 0, failed 1";
+        let report = SweepReport {
+            claimed: 3,
+            finalized: 1,
+            rescheduled: 2,
+            failed: 1,
+            ..SweepReport::default()
+        };
+        let halted = SweepReport {
+            halted: Some(Halt::ConfigError {
+                code: "SIGN_VERIFY_FAILED".into(),
+            }),
+            next_probe_at: Some(later),
+            next_due_at: Some(now),
+            ..report.clone()
+        };
+        let due = SweepReport {
+            next_due_at: Some(later),
+            ..report.clone()
+        };
+        let cases = [
+            (
+                halted,
+                "; QUERYING HALTED: configuration rejected by Checus (SIGN_VERIFY_FAILED); \
+                 probe at 2026-11-25T10:05:00.000Z",
+            ),
+            (due, "; next due 2026-11-25T10:05:00.000Z"),
+            (report, "; nothing pending"),
+        ];
+        for (report, tail) in cases {
+            assert_eq!(sweep_status(&report, now), format!("{counts}{tail}"));
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The daemon's sweep loop: waits for the next thing to do (a sweep falling due, a cron poke,
+//! a SIGHUP reload, a watchdog tick, shutdown), runs sweeps one at a time under the watchdog,
+//! and applies reloads between sweeps. `WATCHDOG=1` comes from this loop only.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use super::{DaemonError, Reloader, build_worker, sweep_status};
+use crate::config::{Config, ConfigError, LoadedKeys};
+use crate::domain::{Clock, Timestamp, format_ts};
+use crate::notify::Notifier;
+use crate::worker::{JitterSource, LedgerHandle, SweepReport, Worker, WorkerError};
+
+/// What the daemon did over its life, logged with "daemon stopped" (benchmarks and operators
+/// read it; the per-sweep numbers are in the ledger's `sweeps` table).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Totals {
+    pub(super) sweeps: u64,
+    pub(super) claimed: u64,
+    pub(super) queried: u64,
+    pub(super) finalized: u64,
+    pub(super) rescheduled: u64,
+    pub(super) failed: u64,
+}
+
+impl Totals {
+    fn add(&mut self, r: &SweepReport) {
+        self.sweeps += 1;
+        self.claimed += r.claimed;
+        self.queried += r.queried;
+        self.finalized += r.finalized;
+        self.rescheduled += r.rescheduled;
+        self.failed += r.failed;
+    }
+}
+
+/// The sweep hook, shareable with the blocking thread that calls it.
+type SharedHook = Arc<dyn Fn(&SweepReport) + Send + Sync>;
+
+/// The loop's state; [`super::Daemon::start`] builds it, [`SweepLoop::run`] consumes it.
+pub(super) struct SweepLoop {
+    /// The worker of the running configuration; a reload replaces it.
+    pub(super) worker: Worker,
+    /// The ledger, for the watchdog's progress count and the reloaded worker.
+    pub(super) ledger: LedgerHandle,
+    /// When the next sweep falls due, and the time in `STATUS=`.
+    pub(super) clock: Arc<dyn Clock>,
+    /// The running configuration (its ledger path is the open ledger's, whatever a reload says).
+    pub(super) config: Config,
+    /// The tests' jitter override, applied to every worker this loop builds.
+    pub(super) jitter: Option<JitterSource>,
+    /// Called after each successful sweep, on the blocking pool.
+    pub(super) on_sweep: Option<SharedHook>,
+    /// `STATUS=` after each sweep and `WATCHDOG=1` pings.
+    pub(super) notifier: Notifier,
+    /// Shared with the daemon, which logs them at the end even if this loop was aborted.
+    pub(super) totals: Arc<Mutex<Totals>>,
+    /// Pokes from the cron safety net (capacity 1: pokes while a sweep is queued coalesce).
+    pub(super) poke: mpsc::Receiver<()>,
+}
+
+/// What the loop does next.
+enum Event {
+    /// `shutdown` fired.
+    Stop,
+    /// SIGHUP: re-read the configuration.
+    Reload(Reloader),
+    /// Run a sweep (it fell due, or the cron poked).
+    Sweep,
+    /// Between sweeps: tell systemd the loop is alive.
+    Ping,
+}
+
+/// A rejected reload: the configuration did not load, or no worker could be built from it.
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    /// The config or key files did not load or validate.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The gateway client could not be built from the new configuration.
+    #[error(transparent)]
+    Worker(#[from] DaemonError),
+}
+
+/// The watchdog timer: its ticks exist only when systemd asked for a watchdog.
+struct Watchdog {
+    /// Half of `WatchdogSec=`; `None`: no watchdog, and the timer never fires.
+    every: Option<Duration>,
+    timer: Interval,
+}
+
+impl Watchdog {
+    fn new(every: Option<Duration>) -> Self {
+        let mut timer = tokio::time::interval(every.unwrap_or(Duration::from_secs(3600)));
+        timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self { every, timer }
+    }
+
+    /// The next tick; never, without a watchdog.
+    async fn tick(&mut self) {
+        match self.every {
+            Some(_) => {
+                self.timer.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl SweepLoop {
+    /// Runs until `shutdown` fires. Sweeps once at start: refunds already due (or due before
+    /// the first cron tick) must not wait for the cron safety net, and the sweep says when to
+    /// wake next.
+    pub(super) async fn run(
+        mut self,
+        shutdown: CancellationToken,
+        mut reload: mpsc::Receiver<Reloader>,
+    ) {
+        let mut wake_at = Some(self.clock.now());
+        let mut sweep_no: u64 = 0;
+        // WATCHDOG=1 comes from this loop only: between sweeps on every tick, during a sweep
+        // only while the worker makes progress (ledger calls complete). A hung loop or a hung
+        // sweep stops the pings, and systemd restarts the service after WatchdogSec=.
+        let mut watchdog = Watchdog::new(self.notifier.watchdog_interval());
+        loop {
+            match self
+                .next_event(wake_at, &shutdown, &mut reload, &mut watchdog)
+                .await
+            {
+                Event::Stop => break,
+                Event::Reload(reloader) => self.apply_reload(reloader).await,
+                Event::Ping => self.notifier.watchdog(),
+                Event::Sweep => {
+                    sweep_no += 1;
+                    let result = self.sweep_watched(sweep_no, &shutdown, &mut watchdog).await;
+                    wake_at = self.after_sweep(sweep_no, result).await;
+                }
+            }
+        }
+    }
+
+    /// Waits for the next event. Shutdown wins over everything, then a reload, so a reload
+    /// is applied before the sweep it may affect.
+    async fn next_event(
+        &mut self,
+        wake_at: Option<Timestamp>,
+        shutdown: &CancellationToken,
+        reload: &mut mpsc::Receiver<Reloader>,
+        watchdog: &mut Watchdog,
+    ) -> Event {
+        let sleep = wake_at.map(|t| {
+            let ms = (t - self.clock.now()).num_milliseconds().max(0) as u64;
+            // Wake a hair late so the refund is due by the time we look.
+            Duration::from_millis(ms + 5)
+        });
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => Event::Stop,
+            Some(reloader) = reload.recv() => Event::Reload(reloader),
+            Some(()) = self.poke.recv() => Event::Sweep,
+            () = tokio::time::sleep(sleep.unwrap_or(Duration::MAX)), if sleep.is_some() => Event::Sweep,
+            () = watchdog.tick() => Event::Ping,
+        }
+    }
+
+    /// Runs one sweep in its span; while it runs, pings the watchdog only when the worker
+    /// made progress since the last tick.
+    async fn sweep_watched(
+        &self,
+        sweep_no: u64,
+        shutdown: &CancellationToken,
+        watchdog: &mut Watchdog,
+    ) -> Result<SweepReport, WorkerError> {
+        let span = info_span!("sweep", sweep = sweep_no);
+        let sweep = self.worker.sweep(shutdown).instrument(span);
+        tokio::pin!(sweep);
+        let mut progress = self.ledger.completed_calls();
+        loop {
+            tokio::select! {
+                r = &mut sweep => return r,
+                () = watchdog.tick() => {
+                    let now = self.ledger.completed_calls();
+                    if now != progress {
+                        progress = now;
+                        self.notifier.watchdog();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Logs and reports a finished sweep (totals, `STATUS=`, the hook) and returns when to
+    /// wake next: the halt's probe while halted, else the next refund due (`None`: the
+    /// cron's next tick).
+    async fn after_sweep(
+        &self,
+        sweep_no: u64,
+        result: Result<SweepReport, WorkerError>,
+    ) -> Option<Timestamp> {
+        let report = match result {
+            Ok(report) => report,
+            Err(e) => {
+                error!(error = %e, "sweep failed; retrying at the next tick");
+                self.notifier.status(&format!(
+                    "sweep failed at {}: {e}; retrying at the next tick",
+                    format_ts(self.clock.now())
+                ));
+                return None;
+            }
+        };
+        self.totals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(&report);
+        if report.claimed > 0 || report.halted.is_some() {
+            let halted = report.halted.as_ref().map(ToString::to_string);
+            info!(
+                sweep = sweep_no,
+                claimed = report.claimed,
+                finalized = report.finalized,
+                rescheduled = report.rescheduled,
+                flagged = report.flagged,
+                failed = report.failed,
+                discrepancies = report.discrepancies,
+                halted = halted.as_deref().unwrap_or(""),
+                "sweep finished"
+            );
+        } else {
+            debug!(sweep = sweep_no, "sweep finished");
+        }
+        let wake_at = match (&report.halted, report.next_probe_at, report.next_due_at) {
+            (Some(_), probe, _) => probe,
+            (None, _, next) => next,
+        };
+        self.notifier
+            .status(&sweep_status(&report, self.clock.now()));
+        if let Some(hook) = &self.on_sweep {
+            let hook = Arc::clone(hook);
+            let called = tokio::task::spawn_blocking(move || hook(&report)).await;
+            if let Err(e) = called
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+        wake_at
+    }
+
+    /// Applies a SIGHUP reload between sweeps: the new configuration and keys are read and a
+    /// worker built on the blocking pool, and the new worker takes over the old one's halt,
+    /// breaker and log watermark. A rejected reload keeps everything running as it was, and
+    /// logs one ERROR line with the whole cause chain.
+    async fn apply_reload(&mut self, reloader: Reloader) {
+        let (ledger, clock, jitter) = (
+            self.ledger.clone(),
+            Arc::clone(&self.clock),
+            self.jitter.clone(),
+        );
+        let in_use = self.config.ledger_path.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let (mut config, keys) = reloader()?;
+            if config.ledger_path != in_use {
+                warn!(
+                    configured = %config.ledger_path.display(),
+                    in_use = %in_use.display(),
+                    "ledger.path changes need a restart; keeping the open ledger"
+                );
+            }
+            config.ledger_path = in_use;
+            let mut worker = build_worker(&config, &keys, ledger, clock)?;
+            if let Some(j) = jitter {
+                worker = worker.with_jitter(j);
+            }
+            Ok::<_, ReloadError>((config, keys, worker))
+        })
+        .await;
+        let (config, keys, worker) = match loaded {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(e)) => {
+                error!(
+                    error = %one_line_chain(&e),
+                    "configuration reload rejected; keeping the running configuration"
+                );
+                return;
+            }
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        self.take_over(config, &keys, worker);
+    }
+
+    /// Puts a reloaded configuration's worker in charge.
+    fn take_over(&mut self, config: Config, keys: &LoadedKeys, worker: Worker) {
+        worker.inherit_halt(&self.worker);
+        self.worker = worker;
+        for warning in &keys.warnings {
+            warn!(warning = %warning, "key warning");
+        }
+        if config.worker.sweep_cron != self.config.worker.sweep_cron
+            || config.log != self.config.log
+        {
+            warn!("worker.sweep_cron and [log] changes need a restart");
+        }
+        self.config = config;
+        info!("configuration reloaded");
+    }
+}
+
+/// An error and its causes on one line, each cause once: a cause whose text the line already
+/// shows (an error that prints its source) is not repeated, and line breaks in a message (a
+/// TOML parser's snippet) become spaces, so one rejected reload is one log line.
+fn one_line_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read {0}: {1}")]
+    struct Prints(&'static str, #[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reload failed")]
+    struct Wraps(#[source] std::io::Error);
+
+    #[test]
+    fn a_chain_is_one_line_and_names_each_cause_once() {
+        let io = || std::io::Error::other("no such file");
+        assert_eq!(
+            one_line_chain(&Prints("a.toml", io())),
+            "cannot read a.toml: no such file"
+        );
+        assert_eq!(one_line_chain(&Wraps(io())), "reload failed: no such file");
+        let toml = ConfigError::Parse {
+            origin: "a.toml".into(),
+            message:
+                "TOML parse error at line 2\n  |\n2 | bogus = 1\n  | ^^^^^\nunknown field `bogus`\n"
+                    .into(),
+        };
+        let line = one_line_chain(&toml);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("unknown field `bogus`"), "{line}");
+    }
+}
