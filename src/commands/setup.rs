@@ -50,7 +50,11 @@ fn migration_text(r: &MigrationReport) -> String {
     }
     let mut out = format!("ledger {ledger}: schema version {} -> {}\n", r.from, r.to);
     if let Some(b) = &r.backup {
-        let verb = if r.dry_run { "would be copied to" } else { "copied to" };
+        let verb = if r.dry_run {
+            "would be copied to"
+        } else {
+            "copied to"
+        };
         out += &format!("backup: {verb} {}\n", b.display());
     }
     for step in &r.steps {
