@@ -10,7 +10,8 @@
 //!   notification is applied) are CHECKs and triggers in the schema, so they bind every
 //!   writer, including the `sqlite3` shell; see [`contract`] for the merchant's SQL.
 //!
-//! Files: `open.rs` (open, version check, connection setup), `write.rs` (inserts, attempts,
+//! Files: `open.rs` (open, version check, connection setup), `migrate.rs` and `migrations/`
+//! (upgrading an older ledger: backup, one transaction per upgrade), `write.rs` (inserts, attempts,
 //! sweeps), `read.rs` (due work, status, list, show), `ops.rs` (operator commands: stuck,
 //! failed, explain, retry-now, resolve, export, prune, backup, health), `types.rs` (records and rows),
 //! `error.rs`, `contract.rs`/`contract.sql` (the merchant app's SQL).
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 pub mod contract;
 mod error;
+pub mod migrate;
 mod open;
 mod ops;
 mod read;
@@ -49,7 +51,8 @@ use error::During;
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The schema version this build reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 1;
+/// Older ledgers are migrated to it (see [`migrate`]).
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// How long a statement waits for another writer's lock before failing with SQLITE_BUSY.
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5000);
