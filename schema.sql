@@ -1,7 +1,9 @@
--- checus-reconciler ledger, schema version 1. The ONLY DDL of the project.
+-- checus-reconciler ledger, schema version 2. The ONLY DDL of the project.
 --
 -- This file is embedded in the binary (src/ledger/open.rs) and applied, in one transaction,
--- to a new or empty SQLite file. A file with any other `PRAGMA user_version` is refused.
+-- to a new or empty SQLite file. An older ledger is upgraded by the migrations in
+-- src/ledger/migrations/ (one file per version, e.g. 0002_*.sql takes version 1 to 2), which
+-- must leave exactly the schema this file creates; a newer or unknown version is refused.
 --
 -- The file is shared with the merchant's application and read by operators with `sqlite3`,
 -- so the rules that protect money live HERE, as CHECKs and triggers, and hold for every
@@ -632,4 +634,4 @@ BEGIN
     SELECT RAISE(ABORT, 'checus-reconciler: a prune is immutable once done');
 END;
 
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;

@@ -86,6 +86,10 @@ pub enum Command {
     /// An online, consistent copy of the ledger (SQLite VACUUM INTO), checked after writing.
     /// The daemon and the merchant's app keep running meanwhile.
     Backup(BackupArgs),
+    /// Upgrade an older ledger to this build's schema version: an online backup next to it
+    /// first (named in the output), then every migration in one transaction. `init` and `run`
+    /// do the same on their own; the read and operator commands refuse an older ledger (exit 4).
+    Migrate(MigrateArgs),
     /// Print a shell completion script (for packaging).
     #[command(hide = true)]
     Completions(CompletionsArgs),
@@ -298,6 +302,20 @@ pub struct BackupArgs {
     pub ledger: LedgerArgs,
     /// The copy to create; never overwritten.
     pub path: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `migrate`: which ledger, and whether to only show the plan.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Print the migrations that would run, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -146,8 +146,27 @@ mod tests {
             (
                 LedgerError::SchemaTooNew {
                     path: path.clone(),
-                    found: 2,
-                    supported: 1,
+                    found: 3,
+                    supported: 2,
+                },
+                ExitCode::Ledger,
+            ),
+            (
+                LedgerError::NeedsMigration {
+                    path: path.clone(),
+                    found: 1,
+                    supported: 2,
+                },
+                ExitCode::Ledger,
+            ),
+            (
+                LedgerError::MigrationFailed {
+                    path: path.clone(),
+                    from: 1,
+                    to: 2,
+                    step: "0002_sweeps_halt_code",
+                    backup: None,
+                    source: Box::new(rusqlite::Error::InvalidQuery),
                 },
                 ExitCode::Ledger,
             ),

@@ -4,7 +4,7 @@
 //! variant in `cli.rs`, one line in [`run`], and its handler in a module of its own (or of its
 //! family).
 //!
-//! Families: `setup` (init, check-config), `daemon` (run), `find` (read-only questions),
+//! Families: `setup` (init, check-config, migrate), `daemon` (run), `find` (read-only questions),
 //! `act` (audited actions on pending work), `intake` (add, import), `archive` (export, prune,
 //! backup), `query`, `simulate` (sandbox, demo), `packaging` (completions, man pages). Shared
 //! pieces: `args` (ledger, actor, reason), `output` (EPIPE-safe stdout), `failure` (exit
@@ -57,6 +57,7 @@ pub fn run(command: Command, env: Environment) -> Outcome {
         C::Export(a) => archive::export(a, &env),
         C::Prune(a) => archive::prune(a, &env),
         C::Backup(a) => archive::backup(a, &env),
+        C::Migrate(a) => setup::migrate(a, &env),
         C::Query(a) => block_on(Threads::One, query::query(a, env)),
         C::Sandbox(a) => block_on(Threads::PerCore, simulate::sandbox(a)),
         C::Demo(a) => block_on(Threads::One, simulate::demo(a)),
@@ -70,7 +71,8 @@ pub fn run(command: Command, env: Environment) -> Outcome {
 pub fn log_level(command: &Command) -> Option<&'static str> {
     match command {
         Command::Run(_) | Command::Query(_) | Command::Completions(_) | Command::Manpage(_) => None,
-        Command::Sandbox(_) => Some("info"),
+        // init: a migration's "ledger migrated" line names the backup it took.
+        Command::Sandbox(_) | Command::Init(_) => Some("info"),
         _ => Some("warn"),
     }
 }

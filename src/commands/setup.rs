@@ -1,16 +1,17 @@
-//! Setting up: `init` creates the ledger, `check-config` proves a config file and its keys
-//! are usable before the daemon is started with them.
+//! Setting up: `init` creates the ledger, `migrate` upgrades an older one, `check-config`
+//! proves a config file and its keys are usable before the daemon is started with them.
 
 use std::sync::Arc;
 
-use checus_reconciler::cli::{ConfigArgs, ExitCode, LedgerArgs};
+use checus_reconciler::cli::{ConfigArgs, ExitCode, LedgerArgs, MigrateArgs};
 use checus_reconciler::config::Environment;
-use checus_reconciler::domain::SystemClock;
+use checus_reconciler::domain::{Clock, SystemClock};
 use checus_reconciler::gateway::GatewayClient;
 use checus_reconciler::ledger::SCHEMA_VERSION;
+use checus_reconciler::ledger::migrate::{self, MigrationReport};
 
-use super::args::{load_config, open_or_create};
-use super::output::print;
+use super::args::{load_config, open_or_create, resolve_ledger};
+use super::output::{emit, print};
 use super::{Failure, Outcome};
 
 /// `init`: create the ledger (or open an existing one) at the current schema.
@@ -21,6 +22,53 @@ pub fn init(args: LedgerArgs, env: &Environment) -> Outcome {
         ledger.path().display(),
     ))?;
     Ok(ExitCode::Ok)
+}
+
+/// `migrate [--dry-run] [--json]`: upgrades an older ledger (backup first) or, with
+/// `--dry-run`, prints the migrations that would run and changes nothing. The work is in
+/// `ledger::migrate`; this only prints. Exit 4 when the ledger is refused or the migration
+/// failed (the ledger is then unchanged).
+pub fn migrate(args: MigrateArgs, env: &Environment) -> Outcome {
+    let path = resolve_ledger(&args.ledger, env)?;
+    let now = SystemClock.now();
+    let report = if args.dry_run {
+        migrate::plan(&path, now)?
+    } else {
+        migrate::apply(&path, now)?
+    };
+    emit(args.json, &report, migration_text)
+}
+
+/// A migration report for people: the versions, the backup, each migration's steps.
+fn migration_text(r: &MigrationReport) -> String {
+    let ledger = r.ledger.display();
+    if r.is_current() {
+        return format!(
+            "ledger {ledger} is at schema version {} already; nothing to do\n",
+            r.to
+        );
+    }
+    let mut out = format!("ledger {ledger}: schema version {} -> {}\n", r.from, r.to);
+    if let Some(b) = &r.backup {
+        let verb = if r.dry_run {
+            "would be copied to"
+        } else {
+            "copied to"
+        };
+        out += &format!("backup: {verb} {}\n", b.display());
+    }
+    for step in &r.steps {
+        out += &format!("{} ({} -> {}):\n", step.name, step.from, step.to);
+        for line in &step.summary {
+            out += &format!("  - {line}\n");
+        }
+    }
+    out += &if r.dry_run {
+        "dry run: nothing was changed; run without --dry-run to migrate\n".to_owned()
+    } else {
+        format!("migrated: ledger {ledger} is at schema version {}\n", r.to)
+    };
+    out
 }
 
 /// `check-config`: load the config and the keys, and build the gateway client from them.

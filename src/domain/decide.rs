@@ -230,85 +230,9 @@ pub fn decide(
         };
     match outcome {
         QueryOutcome::Final(seen) | QueryOutcome::Pending(seen) => {
-            let discrepancies = mismatches(state, seen);
-            let attempts = state.attempts.saturating_add(1);
-            if !discrepancies.is_empty() {
-                return Decision {
-                    class: OutcomeClass::Mismatch,
-                    change: Change::Reschedule {
-                        next_query_at: schedule.next_slow(now, unit),
-                        attempts,
-                        unknown_since: None,
-                        refund_trade_no: None,
-                        flag: (!state.flagged).then_some(ReviewReason::AnswerMismatch),
-                    },
-                    discrepancies,
-                    halt: None,
-                    slow_down: false,
-                };
-            }
-            let refund_trade_no = seen.refund_trade_no.clone().filter(|s| !s.is_empty());
-            match seen.status.as_final() {
-                Some(status) => Decision {
-                    class: OutcomeClass::Final,
-                    change: Change::Finalize {
-                        status,
-                        refund_trade_no,
-                        refund_finish_time: seen.refund_finish_time,
-                    },
-                    discrepancies: Vec::new(),
-                    halt: None,
-                    slow_down: false,
-                },
-                None => {
-                    debug_assert_eq!(seen.status, RefundStatus::Pending);
-                    let overdue = now - state.created_at >= as_delta(policy.pending_flag_after);
-                    let flag = (overdue && !state.flagged).then_some(ReviewReason::PendingTooLong);
-                    let next_query_at = if overdue || state.flagged {
-                        schedule.next_slow(now, unit)
-                    } else {
-                        schedule.next_after_attempt(attempts, now, unit)
-                    };
-                    Decision {
-                        class: OutcomeClass::Pending,
-                        change: Change::Reschedule {
-                            next_query_at,
-                            attempts,
-                            unknown_since: None,
-                            refund_trade_no,
-                            flag,
-                        },
-                        discrepancies: Vec::new(),
-                        halt: None,
-                        slow_down: false,
-                    }
-                }
-            }
+            decide_on_answer(state, seen, now, unit, policy)
         }
-        QueryOutcome::Unknown { .. } => {
-            let attempts = state.attempts.saturating_add(1);
-            let since = state.unknown_since.unwrap_or(now);
-            let overdue = now - since >= as_delta(policy.unknown_flag_after);
-            let flag = (overdue && !state.flagged).then_some(ReviewReason::UnknownTooLong);
-            let next_query_at = if overdue || state.flagged {
-                schedule.next_slow(now, unit)
-            } else {
-                schedule.next_after_attempt(attempts, now, unit)
-            };
-            Decision {
-                class: OutcomeClass::Unknown,
-                change: Change::Reschedule {
-                    next_query_at,
-                    attempts,
-                    unknown_since: Some(since),
-                    refund_trade_no: None,
-                    flag,
-                },
-                discrepancies: Vec::new(),
-                halt: None,
-                slow_down: false,
-            }
-        }
+        QueryOutcome::Unknown { .. } => decide_on_unknown(state, now, unit, policy),
         QueryOutcome::Retryable { .. } => not_counted(
             OutcomeClass::Retryable,
             schedule.next_after_retry(now, unit),
@@ -333,6 +257,101 @@ pub fn decide(
             Some(Halt::ConfigError { code: code.clone() }),
             false,
         ),
+    }
+}
+
+/// A verified answer with a status for a pending refund: a mismatch is recorded and slows the
+/// refund down, a final status finalizes it, and a pending one moves it along the ladder (or
+/// flags it once it has been pending for `pending_flag_after`).
+fn decide_on_answer(
+    state: &RefundState,
+    seen: &ObservedRefund,
+    now: Timestamp,
+    unit: f64,
+    policy: &Policy,
+) -> Decision {
+    let schedule = &policy.schedule;
+    let discrepancies = mismatches(state, seen);
+    let attempts = state.attempts.saturating_add(1);
+    if !discrepancies.is_empty() {
+        return Decision {
+            class: OutcomeClass::Mismatch,
+            change: Change::Reschedule {
+                next_query_at: schedule.next_slow(now, unit),
+                attempts,
+                unknown_since: None,
+                refund_trade_no: None,
+                flag: (!state.flagged).then_some(ReviewReason::AnswerMismatch),
+            },
+            discrepancies,
+            halt: None,
+            slow_down: false,
+        };
+    }
+    let refund_trade_no = seen.refund_trade_no.clone().filter(|s| !s.is_empty());
+    match seen.status.as_final() {
+        Some(status) => Decision {
+            class: OutcomeClass::Final,
+            change: Change::Finalize {
+                status,
+                refund_trade_no,
+                refund_finish_time: seen.refund_finish_time,
+            },
+            discrepancies: Vec::new(),
+            halt: None,
+            slow_down: false,
+        },
+        None => {
+            debug_assert_eq!(seen.status, RefundStatus::Pending);
+            let overdue = now - state.created_at >= as_delta(policy.pending_flag_after);
+            let flag = (overdue && !state.flagged).then_some(ReviewReason::PendingTooLong);
+            let next_query_at = if overdue || state.flagged {
+                schedule.next_slow(now, unit)
+            } else {
+                schedule.next_after_attempt(attempts, now, unit)
+            };
+            Decision {
+                class: OutcomeClass::Pending,
+                change: Change::Reschedule {
+                    next_query_at,
+                    attempts,
+                    unknown_since: None,
+                    refund_trade_no,
+                    flag,
+                },
+                discrepancies: Vec::new(),
+                halt: None,
+                slow_down: false,
+            }
+        }
+    }
+}
+
+/// An answer that says nothing about the refund: counted, and flagged once the refund has
+/// been unknown for `unknown_flag_after`.
+fn decide_on_unknown(state: &RefundState, now: Timestamp, unit: f64, policy: &Policy) -> Decision {
+    let schedule = &policy.schedule;
+    let attempts = state.attempts.saturating_add(1);
+    let since = state.unknown_since.unwrap_or(now);
+    let overdue = now - since >= as_delta(policy.unknown_flag_after);
+    let flag = (overdue && !state.flagged).then_some(ReviewReason::UnknownTooLong);
+    let next_query_at = if overdue || state.flagged {
+        schedule.next_slow(now, unit)
+    } else {
+        schedule.next_after_attempt(attempts, now, unit)
+    };
+    Decision {
+        class: OutcomeClass::Unknown,
+        change: Change::Reschedule {
+            next_query_at,
+            attempts,
+            unknown_since: Some(since),
+            refund_trade_no: None,
+            flag,
+        },
+        discrepancies: Vec::new(),
+        halt: None,
+        slow_down: false,
     }
 }
 

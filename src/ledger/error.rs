@@ -91,6 +91,68 @@ pub enum LedgerError {
         /// The version this build reads and writes.
         supported: i32,
     },
+    /// The ledger has an older schema version that this build can migrate, and the command
+    /// only opens ledgers as they are (the read and operator commands): the operator runs
+    /// `checus-reconciler migrate` (or `init`, or restarts the daemon) first.
+    #[error(
+        "ledger {} has schema version {found}, older than this build's ({supported}); \
+         upgrade it first with `checus-reconciler migrate --ledger {}` (`init` and `run` \
+         upgrade it too)",
+        path.display(),
+        path.display()
+    )]
+    NeedsMigration {
+        /// The ledger path.
+        path: PathBuf,
+        /// The file's `PRAGMA user_version`.
+        found: i32,
+        /// The version this build reads and writes.
+        supported: i32,
+    },
+    /// Upgrading an older ledger failed. The migration runs in one transaction, which rolled
+    /// back: the ledger is exactly as it was.
+    #[error(
+        "cannot migrate ledger {} from schema version {from} to {to}: {step} failed; the \
+         ledger is unchanged{}",
+        path.display(),
+        backup_note(backup.as_deref())
+    )]
+    MigrationFailed {
+        /// The ledger path.
+        path: PathBuf,
+        /// The version the ledger has.
+        from: i32,
+        /// The version the migration was heading for.
+        to: i32,
+        /// What failed: "back up", a migration's name (e.g. `0002_sweeps_halt_code`), "commit".
+        step: &'static str,
+        /// The backup taken before migrating, once it exists.
+        backup: Option<PathBuf>,
+        /// What SQLite said (boxed: this variant would otherwise make every ledger `Result`
+        /// larger, clippy::result_large_err).
+        #[source]
+        source: Box<rusqlite::Error>,
+    },
+    /// A migration ran but its result failed the check before commit (a foreign key that no
+    /// longer resolves); it was rolled back, so the ledger is exactly as it was.
+    #[error(
+        "cannot migrate ledger {} from schema version {from} to {to}: {detail}; the ledger is \
+         unchanged{}",
+        path.display(),
+        backup_note(Some(backup))
+    )]
+    MigrationCheckFailed {
+        /// The ledger path.
+        path: PathBuf,
+        /// The version the ledger has.
+        from: i32,
+        /// The version the migration was heading for.
+        to: i32,
+        /// The backup taken before migrating.
+        backup: PathBuf,
+        /// What the check found.
+        detail: String,
+    },
     /// The connection could not be set up (pragmas, schema creation).
     #[error("cannot set up ledger {}: {step}", path.display())]
     Setup {
@@ -209,13 +271,20 @@ pub enum LedgerError {
     },
 }
 
+fn backup_note(backup: Option<&std::path::Path>) -> String {
+    backup
+        .map(|b| format!(" (backup taken first: {})", b.display()))
+        .unwrap_or_default()
+}
+
 fn at_row(index: Option<usize>) -> String {
     index.map(|i| format!(" (row {i})")).unwrap_or_default()
 }
 
 impl LedgerError {
     /// True when the ledger file itself was refused (missing, unopenable, not SQLite, not
-    /// ours, a schema this build does not know): the operator must act, retrying won't help.
+    /// ours, a schema this build does not know, one that needs or failed a migration): the
+    /// operator must act, retrying won't help (exit 4).
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
@@ -225,6 +294,9 @@ impl LedgerError {
                 | Self::NotALedger { .. }
                 | Self::SchemaTooNew { .. }
                 | Self::UnknownSchema { .. }
+                | Self::NeedsMigration { .. }
+                | Self::MigrationFailed { .. }
+                | Self::MigrationCheckFailed { .. }
                 | Self::NotWal { .. }
         )
     }

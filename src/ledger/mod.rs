@@ -11,7 +11,8 @@
 //!   writer, including the `sqlite3` shell; see [`contract`] for the merchant's SQL.
 //!
 //! Files:
-//! - `open.rs`: open, version check, connection setup;
+//! - `open.rs`: open, version check, connection setup; `migrate.rs` and `migrations/`:
+//!   upgrading an older ledger (backup, one transaction per upgrade);
 //! - `write.rs`: inserts, attempts, sweeps; `read.rs`: due work, `status`, `list`, `show`;
 //! - `rows.rs`: how every table's rows are read (read the stored values, then parse them);
 //! - `types.rs`: records, typed rows, the enums stored as TEXT;
@@ -29,6 +30,7 @@ mod backup;
 pub mod contract;
 mod error;
 mod health;
+pub mod migrate;
 mod open;
 mod operator;
 mod prune;
@@ -65,7 +67,8 @@ use error::During;
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The schema version this build reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 1;
+/// Older ledgers are migrated to it (see [`migrate`]).
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// How long a statement waits for another writer's lock before failing with SQLITE_BUSY.
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5000);

@@ -308,7 +308,7 @@ fn ledgers_that_cannot_be_used_are_refused_with_exit_4_and_left_untouched() {
     );
     {
         let conn = rusqlite::Connection::open(&junk).unwrap();
-        conn.execute_batch("PRAGMA user_version = 2; PRAGMA wal_checkpoint(TRUNCATE);")
+        conn.execute_batch("PRAGMA user_version = 3; PRAGMA wal_checkpoint(TRUNCATE);")
             .unwrap();
     }
     let before = digest(&junk);
@@ -319,7 +319,7 @@ fn ledgers_that_cannot_be_used_are_refused_with_exit_4_and_left_untouched() {
         let o = run(d, &args);
         tried();
         assert_eq!(code(&o), 4, "{args:?}: {}", stderr(&o));
-        assert!(stderr(&o).contains('2'), "{}", stderr(&o));
+        assert!(stderr(&o).contains('3'), "{}", stderr(&o));
         assert!(stderr(&o).contains("ledger.sqlite"), "{}", stderr(&o));
         assert_eq!(digest(&junk), before, "{args:?} changed the file");
     }

@@ -15,6 +15,7 @@ mod gateway_client;
 mod gateway_openssl;
 mod group_commit;
 mod ledger;
+mod migrate;
 mod operations;
 mod reconcile;
 mod sandbox;

@@ -1,0 +1,356 @@
+//! Upgrading an older ledger to this build's schema version, in place and online.
+//!
+//! `schema.sql` is always the whole current DDL for a new ledger; each later version comes
+//! with one SQL file in `migrations/` that takes a ledger from the version before. An upgrade:
+//! 1. copies the ledger next to itself (`VACUUM INTO`, online: the daemon's and the app's
+//!    readers and writers carry on) to `<ledger>.v<from>.<UTC time>.bak`, never overwriting,
+//!    and checks the copy;
+//! 2. runs every migration it needs and sets `user_version` in ONE `BEGIN IMMEDIATE`
+//!    transaction, so a crash or SIGKILL leaves either the old ledger or the new one (WAL
+//!    commit is atomic), and a failure rolls back to the old one. The merchant's app waits
+//!    on its busy timeout meanwhile: a rebuild of a sweeps table of 200,000 rows holds the
+//!    lock well under its 5 s (tests/it/migrate.rs writes alongside one);
+//! 3. logs "ledger migrated" with `from`, `to` and `backup`.
+//!
+//! `rusqlite_migration` does the `user_version` bookkeeping, but does not fit: every release
+//! pins an older rusqlite (2.5.0 wants 0.39, 2.6.0 wants 0.40 and Rust 1.95 > our 1.89) and
+//! two `libsqlite3-sys` cannot link; we also need the backup and the dry-run plan around it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use serde::Serialize;
+
+use super::error::LedgerError;
+use super::open::{Found, probe};
+use super::{BUSY_TIMEOUT, Ledger, SCHEMA_VERSION};
+use crate::domain::Timestamp;
+
+/// The oldest schema version this build can migrate from.
+pub const OLDEST_MIGRATABLE: i32 = 1;
+
+/// One migration: the SQL that takes a ledger from version `to - 1` to `to`.
+struct Migration {
+    /// The version it leaves.
+    to: i32,
+    /// The file name without `.sql`.
+    name: &'static str,
+    /// The statements, run in the upgrade's one transaction.
+    sql: &'static str,
+}
+
+/// Every migration, oldest first, one per version after [`OLDEST_MIGRATABLE`]. The last one
+/// must leave exactly what `schema.sql` creates (tests/it/migrate.rs compares sqlite_master).
+const MIGRATIONS: [Migration; 1] = [Migration {
+    to: 2,
+    name: "0002_sweeps_halt_code",
+    sql: include_str!("migrations/0002_sweeps_halt_code.sql"),
+}];
+
+/// One migration of a plan or a report.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationStep {
+    /// The migration's file name without `.sql`, e.g. `0002_sweeps_halt_code`.
+    pub name: &'static str,
+    /// The schema version it starts from.
+    pub from: i32,
+    /// The schema version it leaves.
+    pub to: i32,
+    /// What it does, one line per statement (its SQL file's `-- step:` comments).
+    pub summary: Vec<&'static str>,
+    /// The SQL it runs, as in `src/ledger/migrations/`.
+    pub sql: &'static str,
+}
+
+/// What `migrate` did, or with `--dry-run` would do.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationReport {
+    /// The ledger file.
+    pub ledger: PathBuf,
+    /// Its schema version before.
+    pub from: i32,
+    /// Its schema version after (this build's [`SCHEMA_VERSION`]).
+    pub to: i32,
+    /// True when nothing was changed because only a plan was asked for.
+    pub dry_run: bool,
+    /// The copy taken before migrating (with `dry_run`: where it would go); `None` when the
+    /// ledger was already current and nothing was copied.
+    pub backup: Option<PathBuf>,
+    /// The migrations, in the order they run; empty when the ledger is already current.
+    pub steps: Vec<MigrationStep>,
+}
+
+impl MigrationReport {
+    /// True when the ledger already had this build's schema version: nothing to do.
+    pub fn is_current(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    fn current(path: &Path, dry_run: bool) -> Self {
+        Self {
+            ledger: path.to_owned(),
+            from: SCHEMA_VERSION,
+            to: SCHEMA_VERSION,
+            dry_run,
+            backup: None,
+            steps: Vec::new(),
+        }
+    }
+}
+
+/// The migrations that take a ledger of version `from` to [`SCHEMA_VERSION`].
+fn steps_from(from: i32) -> Vec<MigrationStep> {
+    MIGRATIONS
+        .iter()
+        .filter(|m| m.to > from)
+        .map(|m| MigrationStep {
+            name: m.name,
+            from: m.to - 1,
+            to: m.to,
+            summary: m
+                .sql
+                .lines()
+                .filter_map(|l| l.strip_prefix("-- step: "))
+                .collect(),
+            sql: m.sql,
+        })
+        .collect()
+}
+
+/// `migrate --dry-run`: what [`apply`] would do to the ledger at `path`, judged through a
+/// read-only connection, so the file is not changed. Refuses what `open` refuses: a missing
+/// file, a file that is not a ledger, a newer or unknown schema version.
+pub fn plan(path: &Path, now: Timestamp) -> Result<MigrationReport, LedgerError> {
+    Ledger::refuse_missing(path)?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|source| LedgerError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|source| LedgerError::Setup {
+            path: path.to_owned(),
+            step: "set busy_timeout",
+            source,
+        })?;
+    match probe(&conn, path)? {
+        Found::Empty => Err(LedgerError::NotALedger {
+            path: path.to_owned(),
+            found: 0,
+            supported: SCHEMA_VERSION,
+        }),
+        Found::Ledger { version } if version == SCHEMA_VERSION => {
+            Ok(MigrationReport::current(path, true))
+        }
+        Found::Ledger { version } => Ok(MigrationReport {
+            ledger: path.to_owned(),
+            from: version,
+            to: SCHEMA_VERSION,
+            dry_run: true,
+            backup: Some(backup_path(path, version, now, 0)),
+            steps: steps_from(version),
+        }),
+    }
+}
+
+/// `migrate`: migrates the ledger at `path` if it is older (backup first), or reports that it
+/// is current. Refuses a missing file, a file that is not a ledger, a newer or unknown schema.
+pub fn apply(path: &Path, now: Timestamp) -> Result<MigrationReport, LedgerError> {
+    let (_ledger, report) = Ledger::open_and_migrate(path, now)?;
+    Ok(report.unwrap_or_else(|| MigrationReport::current(path, false)))
+}
+
+/// Upgrades the ledger open on `conn` from version `from`: backup, then every migration in
+/// one `BEGIN IMMEDIATE` transaction. `None` when another process migrated it between the
+/// caller's probe and our lock. During the transaction foreign keys are off, as SQLite's
+/// table-rebuild procedure asks (the pragma is a no-op inside one), and `legacy_alter_table`
+/// is on, so renaming the old table away does not rewrite what refers to it by name (a view
+/// the merchant's app made on `sweeps` keeps meaning the new table). Both are restored after.
+pub(super) fn upgrade(
+    conn: &Connection,
+    path: &Path,
+    from: i32,
+    now: Timestamp,
+) -> Result<Option<MigrationReport>, LedgerError> {
+    let backup = back_up(conn, path, from, now)?;
+    let failed = |step: &'static str| {
+        let (path, backup) = (path.to_owned(), backup.clone());
+        move |source| LedgerError::MigrationFailed {
+            path,
+            from,
+            to: SCHEMA_VERSION,
+            step,
+            backup: Some(backup),
+            source: Box::new(source),
+        }
+    };
+    conn.pragma_update(None, "foreign_keys", false)
+        .map_err(failed("turn foreign keys off"))?;
+    conn.pragma_update(None, "legacy_alter_table", true)
+        .map_err(failed("turn legacy_alter_table on"))?;
+    let result = migrate_in_one_transaction(conn, path, from, &backup);
+    let restored = conn
+        .pragma_update(None, "legacy_alter_table", false)
+        .and_then(|()| conn.pragma_update(None, "foreign_keys", true));
+    let report = result?;
+    restored.map_err(failed("restore foreign_keys and legacy_alter_table"))?;
+    if let Some(r) = &report {
+        tracing::info!(
+            from = r.from,
+            to = r.to,
+            backup = %backup.display(),
+            "ledger migrated"
+        );
+    }
+    Ok(report)
+}
+
+/// Runs the migrations the ledger needs, the `user_version` updates and the foreign key check
+/// in one IMMEDIATE transaction. Dropping the transaction on any error rolls it all back.
+fn migrate_in_one_transaction(
+    conn: &Connection,
+    path: &Path,
+    probed: i32,
+    backup: &Path,
+) -> Result<Option<MigrationReport>, LedgerError> {
+    let failed = |from: i32, step: &'static str| {
+        let (path, backup) = (path.to_owned(), backup.to_owned());
+        move |source| LedgerError::MigrationFailed {
+            path,
+            from,
+            to: SCHEMA_VERSION,
+            step,
+            backup: Some(backup),
+            source: Box::new(source),
+        }
+    };
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+        .map_err(failed(probed, "begin the migration transaction"))?;
+    // Look again under the write lock: another process (the daemon, `init`) may have
+    // migrated the ledger since our first look.
+    let from = match probe(&tx, path)? {
+        Found::Ledger { version } if version < SCHEMA_VERSION => version,
+        _ => return Ok(None),
+    };
+    let steps = steps_from(from);
+    for m in MIGRATIONS.iter().filter(|m| m.to > from) {
+        tx.execute_batch(m.sql).map_err(failed(from, m.name))?;
+        tx.pragma_update(None, "user_version", m.to)
+            .map_err(failed(from, m.name))?;
+    }
+    let dangling: i64 = tx
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .map_err(failed(from, "foreign key check"))?;
+    if dangling > 0 {
+        return Err(LedgerError::MigrationCheckFailed {
+            path: path.to_owned(),
+            from,
+            to: SCHEMA_VERSION,
+            backup: backup.to_owned(),
+            detail: format!("{dangling} rows fail PRAGMA foreign_key_check"),
+        });
+    }
+    tx.commit().map_err(failed(from, "commit"))?;
+    Ok(Some(MigrationReport {
+        ledger: path.to_owned(),
+        from,
+        to: SCHEMA_VERSION,
+        dry_run: false,
+        backup: Some(backup.to_owned()),
+        steps,
+    }))
+}
+
+/// `<ledger>.v<from>.<UTC time>.bak` next to the ledger; `attempt` > 0 adds `-<attempt>`
+/// before `.bak`, for the rare name that is already taken.
+fn backup_path(path: &Path, from: i32, now: Timestamp, attempt: u32) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(format!(".v{from}.{}", now.format("%Y%m%dT%H%M%S%.3fZ")));
+    if attempt > 0 {
+        name.push(format!("-{attempt}"));
+    }
+    name.push(".bak");
+    PathBuf::from(name)
+}
+
+/// Copies the ledger with `VACUUM INTO` (a consistent snapshot that does not block writers)
+/// to a new file next to it, never overwriting one, and checks the copy: it opens, passes
+/// `quick_check` and has version `from`. The copy is written as `<backup>.partial` and only
+/// linked to its `.bak` name once checked, so a crash mid-copy never leaves a `.bak` that is
+/// not a whole ledger. It is as private as the ledger.
+fn back_up(
+    conn: &Connection,
+    path: &Path,
+    from: i32,
+    now: Timestamp,
+) -> Result<PathBuf, LedgerError> {
+    let mut attempt = 0;
+    let dest = loop {
+        let candidate = backup_path(path, from, now, attempt);
+        if !candidate.exists() {
+            break candidate;
+        }
+        attempt += 1;
+    };
+    let mut partial = dest.clone().into_os_string();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let target = partial.to_str().ok_or_else(|| LedgerError::File {
+        path: partial.clone(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the backup path is not valid UTF-8",
+        ),
+    })?;
+    // VACUUM INTO refuses an existing non-empty file: never an overwrite.
+    conn.execute("VACUUM INTO ?1", [target])
+        .map_err(|source| LedgerError::MigrationFailed {
+            path: path.to_owned(),
+            from,
+            to: SCHEMA_VERSION,
+            step: "back up",
+            backup: None,
+            source: Box::new(source),
+        })?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(&partial, meta.permissions());
+    }
+    check_backup(&partial, from)?;
+    // A hard link fails if the name is taken (no overwrite), where a rename would replace it.
+    let file_error = |source| LedgerError::File {
+        path: dest.clone(),
+        source,
+    };
+    std::fs::hard_link(&partial, &dest).map_err(file_error)?;
+    std::fs::remove_file(&partial).map_err(file_error)?;
+    Ok(dest)
+}
+
+/// The copy at `copy` opens, passes `quick_check` and has schema version `from`.
+fn check_backup(copy: &Path, from: i32) -> Result<(), LedgerError> {
+    let check = |detail: String| LedgerError::BackupCheck {
+        path: copy.to_owned(),
+        detail,
+    };
+    let conn = Connection::open_with_flags(
+        copy,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| check(e.to_string()))?;
+    let ok: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| check(e.to_string()))?;
+    if ok != "ok" {
+        return Err(check(format!("quick_check: {ok}")));
+    }
+    let version: i32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| check(e.to_string()))?;
+    if version != from {
+        return Err(check(format!("schema version {version}, expected {from}")));
+    }
+    Ok(())
+}
