@@ -1,20 +1,25 @@
 //! Human-readable renderings for the CLI: tables for people (`--json` gives the same data to
-//! scripts). Pure functions from ledger values to text.
+//! scripts). Pure functions from ledger values to text. The ledger returns typed values
+//! (timeline events, health findings); every sentence about them is written here, and the
+//! `*View` types carry those sentences into `--json`.
 
 use std::fmt::Write;
 
 use serde::Serialize;
 
 use crate::demo::DemoReport;
-use crate::domain::{Change, OutRefundNo, format_ts};
-use crate::ledger::{Applied, RefundDetail, RefundRow, StatusSummary};
+use crate::domain::{Change, HaltCode, OutRefundNo, Timestamp, format_ts};
+use crate::ledger::{
+    Applied, AttemptRow, Finding, Happened, Health, OpenDiscrepancy, RefundDetail, RefundRow,
+    StatusSummary, Timeline, TimelineEvent,
+};
 use crate::worker::Processed;
 
-fn opt_ts(t: Option<crate::domain::Timestamp>) -> String {
+fn opt_ts(t: Option<Timestamp>) -> String {
     t.map_or_else(|| "-".to_owned(), format_ts)
 }
 
-/// `status` for people.
+/// The counts and the last sweep, for people (the top of [`health_table`]).
 pub fn status_table(s: &StatusSummary) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{:<28}{:>10}", "REFUND_PENDING", s.pending);
@@ -182,7 +187,7 @@ pub fn detail(d: &RefundDetail) -> String {
 /// What `query` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct QuerySummary {
-    /// The refund.
+    /// The refund queried.
     pub out_refund_no: String,
     /// The attempt's outcome class.
     pub outcome: String,
@@ -192,11 +197,11 @@ pub struct QuerySummary {
     pub gateway_code: Option<String>,
     /// `data.status`, if verified.
     pub data_status: Option<String>,
-    /// Latency in milliseconds.
+    /// Time on the wire in milliseconds.
     pub latency_ms: u64,
-    /// Error text, if any.
+    /// What went wrong, when the answer was not a verified one.
     pub error: Option<String>,
-    /// What the ledger did.
+    /// What the ledger did with the attempt, in words.
     pub ledger: String,
     /// Next query time, if still pending.
     pub next_query_at: Option<String>,
@@ -247,7 +252,7 @@ impl QuerySummary {
         }
     }
 
-    /// For people.
+    /// `query` for people: the outcome and what the ledger did, then the answer's facts.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -325,7 +330,7 @@ pub fn age(seconds: i64) -> String {
 }
 
 /// `status` for people: the counts, the worker, and what needs a human.
-pub fn health_table(h: &crate::ledger::Health) -> String {
+pub fn health_table(h: &Health) -> String {
     let mut out = status_table(&h.summary);
     let _ = writeln!(
         out,
@@ -336,19 +341,94 @@ pub fn health_table(h: &crate::ledger::Health) -> String {
             None => "never ran".to_owned(),
         }
     );
-    if h.warnings.is_empty() {
+    if h.findings.is_empty() {
         let _ = writeln!(out, "\nOK: nothing needs a human");
     } else {
         let _ = writeln!(out, "\nNEEDS A HUMAN:");
-        for w in &h.warnings {
-            let _ = writeln!(out, "  [{}] {}", w.code, w.message);
+        for f in &h.findings {
+            let _ = writeln!(out, "  [{}] {}", f.code(), finding_message(f));
         }
     }
     out
 }
 
+/// One finding in words, with the hint of what to run or check.
+pub fn finding_message(f: &Finding) -> String {
+    match f {
+        Finding::FlaggedRefunds { count } => {
+            format!("{count} pending refunds are flagged for review (see `stuck`, `explain`)")
+        }
+        Finding::WorkerNeverRan => {
+            "the worker has never swept this ledger: is the daemon running?".to_owned()
+        }
+        Finding::WorkerStale {
+            last_active,
+            idle_s,
+            stale_after_s,
+        } => format!(
+            "the worker last ran {} ({idle_s}s ago, more than {stale_after_s}s): is the daemon running?",
+            format_ts(*last_active)
+        ),
+        Finding::Halted { code, reason } => format!(
+            "querying is halted: {}",
+            reason.as_deref().unwrap_or(match code {
+                HaltCode::ConfigError => "configuration rejected by Checus",
+                HaltCode::ClockSkew => "clock skew",
+            })
+        ),
+        Finding::UnresolvedDiscrepancies { count } => format!(
+            "{count} discrepancies are unresolved (see `discrepancies`, `resolve-discrepancy`)"
+        ),
+    }
+}
+
+/// `status --json`: the counts flattened, the worker, and each finding as `{code, message}`.
+#[derive(Debug, Serialize)]
+pub struct HealthView<'a> {
+    /// The counts.
+    #[serde(flatten)]
+    pub summary: &'a StatusSummary,
+    /// Seconds since the worker last started or finished a sweep (`None`: never ran).
+    pub worker_idle_s: Option<i64>,
+    /// The threshold past which the worker counts as stale, in seconds.
+    pub stale_after_s: u64,
+    /// What needs a human, in words.
+    pub warnings: Vec<Warning>,
+    /// True when any warning is present (`status` then exits 8).
+    pub needs_human: bool,
+}
+
+/// One finding for scripts.
+#[derive(Debug, Serialize)]
+pub struct Warning {
+    /// [`Finding::code`].
+    pub code: &'static str,
+    /// [`finding_message`].
+    pub message: String,
+}
+
+impl<'a> HealthView<'a> {
+    /// Words `h`'s findings.
+    pub fn new(h: &'a Health) -> Self {
+        Self {
+            summary: &h.summary,
+            worker_idle_s: h.worker_idle_s,
+            stale_after_s: h.stale_after_s,
+            warnings: h
+                .findings
+                .iter()
+                .map(|f| Warning {
+                    code: f.code(),
+                    message: finding_message(f),
+                })
+                .collect(),
+            needs_human: h.needs_human(),
+        }
+    }
+}
+
 /// `stuck` for people, ages counted at `now`.
-pub fn stuck_table(rows: &[RefundRow], now: crate::domain::Timestamp) -> String {
+pub fn stuck_table(rows: &[RefundRow], now: Timestamp) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -398,9 +478,9 @@ pub fn failed_table(rows: &[RefundRow]) -> String {
     out
 }
 
-/// `explain` for people.
-pub fn timeline(t: &crate::ledger::Timeline) -> String {
-    let r = &t.refund;
+/// `explain` for people: the refund's head line, then one line per event.
+pub fn timeline(v: &TimelineView<'_>) -> String {
+    let r = v.refund;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -418,14 +498,171 @@ pub fn timeline(t: &crate::ledger::Timeline) -> String {
             String::new()
         }
     );
-    for e in &t.events {
+    for e in &v.events {
         let _ = writeln!(out, "  {}  {:<20} {}", format_ts(e.at), e.kind, e.summary);
     }
     out
 }
 
+/// A timeline in words: what `explain` prints, and (as JSON) what `explain --json` prints.
+#[derive(Debug, Serialize)]
+pub struct TimelineView<'a> {
+    /// The refund as it is now.
+    pub refund: &'a RefundRow,
+    /// Its events, oldest first.
+    pub events: Vec<EventView>,
+}
+
+/// One event in words, with the facts scripts filter on.
+#[derive(Debug, Serialize)]
+pub struct EventView {
+    /// When it happened (for `next_query`: when it will).
+    #[serde(serialize_with = "ser_ts")]
+    pub at: Timestamp,
+    /// [`EventKind::as_str`].
+    pub kind: &'static str,
+    /// One line for people.
+    pub summary: String,
+    /// `query`: the outcome class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
+    /// `query`: time on the wire in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// `operator`, `discrepancy_resolved`: the operator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// `discrepancy`, `discrepancy_resolved`: its id, for `resolve-discrepancy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discrepancy_id: Option<i64>,
+}
+
+fn ser_ts<S: serde::Serializer>(v: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_ts(*v))
+}
+
+impl<'a> TimelineView<'a> {
+    /// Words every event of `t`.
+    pub fn new(t: &'a Timeline) -> Self {
+        Self {
+            refund: &t.refund,
+            events: t.events.iter().map(event_view).collect(),
+        }
+    }
+}
+
+fn event_view(e: &TimelineEvent) -> EventView {
+    let mut v = EventView {
+        at: e.at,
+        kind: e.what.kind().as_str(),
+        summary: event_summary(&e.what),
+        outcome: None,
+        latency_ms: None,
+        actor: None,
+        discrepancy_id: None,
+    };
+    match &e.what {
+        Happened::Queried(a) => {
+            v.outcome = Some(a.outcome.as_str());
+            v.latency_ms = Some(a.latency_ms);
+        }
+        Happened::DiscrepancyDetected(d) => v.discrepancy_id = Some(d.id),
+        Happened::DiscrepancyResolved(d) => {
+            v.discrepancy_id = Some(d.id);
+            v.actor = d.resolved_by.clone();
+        }
+        Happened::OperatorActed(o) => v.actor = Some(o.actor.clone()),
+        _ => {}
+    }
+    v
+}
+
+/// One event in one line.
+fn event_summary(what: &Happened) -> String {
+    match what {
+        Happened::Created {
+            amount,
+            currency,
+            refund_trade_no,
+        } => {
+            let mut s = format!("refund issued: {amount} {currency}");
+            if let Some(t) = refund_trade_no {
+                let _ = write!(s, ", refundTradeNo {t}");
+            }
+            s
+        }
+        Happened::Notified(n) => format!(
+            "notification {} {} {} → {}",
+            n.status,
+            n.amount,
+            n.currency,
+            n.effect.map_or("-", |e| e.as_str())
+        ),
+        Happened::Queried(a) => query_summary(a),
+        Happened::Decided { decision, .. } => decision.clone(),
+        Happened::DiscrepancyDetected(d) => format!(
+            "discrepancy #{} {} from {}: ledger has {}, {} said {}",
+            d.id,
+            d.kind,
+            d.source,
+            d.expected.as_deref().unwrap_or("-"),
+            d.source,
+            d.observed.as_deref().unwrap_or("-")
+        ),
+        Happened::Flagged(reason) => format!("flagged for review: {}", reason.as_str()),
+        Happened::DiscrepancyResolved(d) => format!(
+            "discrepancy #{} resolved: {}",
+            d.id,
+            d.resolution.as_deref().unwrap_or("")
+        ),
+        Happened::OperatorActed(o) => {
+            let mut s = format!(
+                "operator {}: {}",
+                o.actor,
+                o.action.as_str().replace('_', "-")
+            );
+            if let Some(status) = o.to_status {
+                let _ = write!(s, " → {status}");
+            }
+            if let Some(r) = &o.reason {
+                let _ = write!(s, ", reason: {r}");
+            }
+            if let Some(d) = &o.detail {
+                let _ = write!(s, " (was {d})");
+            }
+            s
+        }
+        Happened::Finalized { status, source } => {
+            format!("final: {status} (source {})", source.as_str())
+        }
+        Happened::NextQueryDue { scheduled: true } => "next /refundQuery due".to_owned(),
+        Happened::NextQueryDue { scheduled: false } => {
+            "not scheduled yet (the daemon schedules it at its next sweep)".to_owned()
+        }
+    }
+}
+
+/// A query event: outcome, what the answer said, latency and any error.
+fn query_summary(a: &AttemptRow) -> String {
+    let mut s = format!("/refundQuery → {}", a.outcome.as_str());
+    if let Some(h) = a.http_status {
+        let _ = write!(s, " http={h}");
+    }
+    if let Some(c) = &a.gateway_code {
+        let _ = write!(s, " code={c}");
+    }
+    if let Some(d) = &a.data_status {
+        let _ = write!(s, " status={d}");
+    }
+    let _ = write!(s, " in {} ms", a.latency_ms);
+    if let Some(e) = &a.error {
+        let _ = write!(s, ": {e}");
+    }
+    s
+}
+
 /// `discrepancies` for people.
-pub fn discrepancy_table(rows: &[crate::ledger::OpenDiscrepancy]) -> String {
+pub fn discrepancy_table(rows: &[OpenDiscrepancy]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -439,8 +676,8 @@ pub fn discrepancy_table(rows: &[crate::ledger::OpenDiscrepancy]) -> String {
             d.id,
             d.out_refund_no.as_str(),
             format_ts(d.detected_at),
-            d.source,
-            d.kind,
+            d.source.as_str(),
+            d.kind.as_str(),
             d.expected.as_deref().unwrap_or("-"),
             d.observed.as_deref().unwrap_or("-"),
             d.resolved_by.as_deref().unwrap_or("-")

@@ -17,8 +17,10 @@ use super::output::emit;
 pub fn status(args: StatusArgs, env: &Environment) -> Outcome {
     let l = open_existing(&args.ledger, env)?;
     let health = l.health(SystemClock.now(), args.stale_after)?;
-    emit(args.json, &health, report::health_table)?;
-    Ok(if health.needs_human {
+    emit(args.json, &report::HealthView::new(&health), |_| {
+        report::health_table(&health)
+    })?;
+    Ok(if health.needs_human() {
         ExitCode::NeedsHuman
     } else {
         ExitCode::Ok
@@ -49,7 +51,7 @@ pub fn explain(args: RefundArgs, env: &Environment) -> Outcome {
     let Some(t) = l.timeline(&no)? else {
         return Err(not_in_ledger(&no, &l));
     };
-    emit(args.json, &t, report::timeline)
+    emit(args.json, &report::TimelineView::new(&t), report::timeline)
 }
 
 /// `discrepancies`: unresolved ones, or all with `--all`.

@@ -2,6 +2,7 @@
 //! backoff schedule. Nothing here reads a clock, touches the network or the ledger, or draws
 //! random numbers: time and jitter are arguments, so every rule is a table-testable function.
 
+pub mod attempt;
 pub mod backoff;
 pub mod decide;
 pub mod halt;
@@ -10,6 +11,7 @@ pub mod outcome;
 pub mod refund;
 pub mod time;
 
+pub use attempt::QueryReport;
 pub use backoff::Schedule;
 pub use decide::{
     Change, Decision, Discrepancy, DiscrepancyKind, Halt, Policy, RefundState, ReviewReason, decide,

@@ -1,7 +1,8 @@
 //! The async `/refundQuery` client: one signed POST per [`GatewayClient::query`], a bounded
 //! read of the answer, and [`classify`] to turn it into a [`QueryOutcome`]. Every failure,
-//! whatever the gateway or the network does, comes back as an outcome in a [`QueryReport`];
-//! only construction can fail.
+//! whatever the gateway or the network does, comes back as an outcome in a [`QueryReport`] (the
+//! domain's attempt type, which the worker hands on to the ledger as is); only construction can
+//! fail.
 //!
 //! HTTP choices: rustls only (reqwest's `rustls` feature, aws-lc-rs provider, TLS 1.2+);
 //! redirects are never followed (a signed body must not be replayed to wherever a `Location`
@@ -22,7 +23,7 @@ use super::classify::{Classified, classify};
 use super::envelope::{SignedRequest, sign_query};
 use super::keys::{GatewayKey, MerchantKey};
 use super::settings::{GatewaySettings, ValidGatewaySettings};
-use crate::domain::{Clock, OutRefundNo, QueryOutcome, RetryReason, Timestamp};
+use crate::domain::{Clock, OutRefundNo, QueryOutcome, QueryReport, RetryReason};
 
 /// How much later than reqwest's own total timeout the outer backstop fires.
 const BACKSTOP_MARGIN: Duration = Duration::from_millis(250);
@@ -35,27 +36,6 @@ pub enum GatewayError {
     /// The HTTP client (TLS stack) could not be initialised.
     #[error("cannot build the HTTP client")]
     HttpClient(#[source] reqwest::Error),
-}
-
-/// What one `/refundQuery` attempt produced, for `decide` and for the attempt log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryReport {
-    /// The typed outcome.
-    pub outcome: QueryOutcome,
-    /// When the attempt was made (the injected clock's `now`, also the `requestTime` sent).
-    pub attempted_at: Timestamp,
-    /// The HTTP status, if an answer's head arrived.
-    pub http_status: Option<u16>,
-    /// The answer's `code`, if the body had one.
-    pub gateway_code: Option<String>,
-    /// The verified answer's `data.status` text, if any.
-    pub data_status: Option<String>,
-    /// Time on the wire: from sending the request to the last byte of the answer (or the
-    /// failure). Excludes building and signing the envelope.
-    pub latency: Duration,
-    /// Short human text for the attempt log when the outcome is not a verified answer. Never
-    /// contains key material or the signature.
-    pub error: Option<String>,
 }
 
 /// The signed `/refundQuery` client. Cheap to share behind an `Arc`; `query` takes `&self`.
@@ -188,6 +168,7 @@ impl GatewayClient {
             "refund query answered"
         );
         QueryReport {
+            out_refund_no: out_refund_no.clone(),
             outcome: classified.outcome,
             attempted_at,
             http_status,

@@ -13,8 +13,10 @@ pub mod envelope;
 pub mod keys;
 pub mod settings;
 
+/// The client's answer is the domain's attempt type; re-exported where `query` returns it.
+pub use crate::domain::QueryReport;
 pub use classify::{APPLY_SUCCESS, Classified, CodeClass, classify, classify_code, parse_amount};
-pub use client::{GatewayClient, GatewayError, QueryReport};
+pub use client::{GatewayClient, GatewayError};
 pub use envelope::{SignedRequest, format_request_time, query_body, sign_query};
 pub use keys::{GatewayKey, KeyError, MerchantKey, PrivateKeyFormat, SignatureError};
 pub use settings::{

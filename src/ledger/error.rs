@@ -1,5 +1,8 @@
-//! Ledger errors: one typed enum that keeps every SQLite cause as its source, plus the
-//! `is_busy` classifier the worker's retry logic obeys.
+//! Ledger errors: one typed enum that keeps every SQLite cause as its source (`Sqlite` names
+//! the operation), plus the `is_refusal` classifier the binary maps to its "ledger refused"
+//! exit code. There is no busy classifier: a statement that still finds the file locked after
+//! the busy timeout fails like any other, and the daemon retries every failed sweep alike, at
+//! its next tick.
 
 use std::path::PathBuf;
 
@@ -236,16 +239,16 @@ pub enum LedgerError {
     /// A file the ledger was asked to create (backup, prune archive) could not be written.
     #[error("cannot write {}", path.display())]
     File {
-        /// The file.
+        /// The file that could not be written.
         path: PathBuf,
-        /// Why.
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// A backup or archive target already exists; it is never overwritten.
     #[error("{} already exists; it is never overwritten", path.display())]
     TargetExists {
-        /// The file.
+        /// The existing file, left as it was.
         path: PathBuf,
     },
     /// The backup copy did not check out (integrity or schema version).
@@ -261,7 +264,7 @@ pub enum LedgerError {
     CorruptRow {
         /// The refund number as stored.
         out_refund_no: String,
-        /// The column.
+        /// The column whose value does not parse.
         column: &'static str,
         /// What is wrong with the value.
         detail: String,
@@ -297,28 +300,6 @@ impl LedgerError {
                 | Self::NotWal { .. }
         )
     }
-
-    /// True when SQLite reported the database busy or locked even after the busy timeout:
-    /// another writer held the lock for longer than 5 s. Worth retrying later.
-    pub fn is_busy(&self) -> bool {
-        let source = match self {
-            Self::Open { source, .. }
-            | Self::Setup { source, .. }
-            | Self::Sqlite { source, .. }
-            | Self::NotSqlite { source, .. } => source,
-            Self::MigrationFailed { source, .. } => source.as_ref(),
-            _ => return false,
-        };
-        is_busy_code(source)
-    }
-}
-
-/// SQLITE_BUSY or SQLITE_LOCKED (any extended code).
-pub(crate) fn is_busy_code(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-    )
 }
 
 /// True when `e` is the RAISE of the trigger whose message is `msg`.

@@ -10,20 +10,35 @@
 //!   notification is applied) are CHECKs and triggers in the schema, so they bind every
 //!   writer, including the `sqlite3` shell; see [`contract`] for the merchant's SQL.
 //!
-//! Files: `open.rs` (open, version check, connection setup), `migrate.rs` and `migrations/`
-//! (upgrading an older ledger: backup, one transaction per upgrade), `write.rs` (inserts, attempts,
-//! sweeps), `read.rs` (due work, status, list, show), `ops.rs` (operator commands: stuck,
-//! failed, explain, retry-now, resolve, export, prune, backup, health), `types.rs` (records and rows),
-//! `error.rs`, `contract.rs`/`contract.sql` (the merchant app's SQL).
+//! Files:
+//! - `open.rs`: open, version check, connection setup; `migrate.rs` and `migrations/`:
+//!   upgrading an older ledger (backup, one transaction per upgrade);
+//! - `write.rs`: inserts, attempts, sweeps; `read.rs`: due work, `status`, `list`, `show`;
+//! - `rows.rs`: how every table's rows are read (read the stored values, then parse them);
+//! - `types.rs`: records, typed rows, the enums stored as TEXT;
+//! - the operator commands: `views.rs` (`stuck`, `failed`, `export`, `discrepancies`),
+//!   `timeline.rs` (`explain`'s typed events), `operator.rs` (`retry-now`, `resolve`,
+//!   `resolve-discrepancy`), `prune.rs`, `backup.rs`, `health.rs` (`status`'s findings);
+//! - `error.rs`; `contract.rs`/`contract.sql` (the merchant app's SQL).
+//!
+//! The ledger stores and reads; it does not render. Timelines and health come back as typed
+//! values that the CLI words (`crate::report`); the only text made here is what columns store
+//! (`attempts.decision`, an interrupted sweep's `halted_reason`).
 
 #![warn(missing_docs)]
+mod backup;
 pub mod contract;
 mod error;
+mod health;
 pub mod migrate;
 mod open;
-mod ops;
+mod operator;
+mod prune;
 mod read;
+mod rows;
+mod timeline;
 mod types;
+mod views;
 mod write;
 
 #[cfg(test)]
@@ -33,16 +48,17 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+pub use backup::BackupReport;
 pub use error::LedgerError;
-pub use ops::{
-    BackupReport, Health, HealthWarning, OpenDiscrepancy, PruneCounts, PruneReport, Timeline,
-    TimelineEvent,
-};
+pub use health::{Finding, Health};
+pub use prune::{PruneCounts, PruneReport};
+pub use timeline::{EventKind, Happened, Timeline, TimelineEvent};
 pub use types::{
-    Applied, AttemptRecord, AttemptRow, DiscrepancyRow, DiscrepancySource, ListFilter,
-    MAX_ERROR_CHARS, NotificationEffect, NotificationRecord, NotificationRow, RecordedKind,
-    RefundDetail, RefundRow, StatusSummary, SweepCounts, SweepRow,
+    Applied, AttemptRow, DiscrepancyRow, DiscrepancySource, ListFilter, MAX_ERROR_CHARS,
+    NotificationEffect, NotificationRecord, NotificationRow, OperatorAction, OperatorActionRow,
+    RecordedKind, RefundDetail, RefundRow, StatusSummary, SweepCounts, SweepRow,
 };
+pub use views::OpenDiscrepancy;
 pub use write::IMPORT_PROGRESS_EVERY;
 
 use error::During;

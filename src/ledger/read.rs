@@ -3,21 +3,22 @@
 //! transaction so their numbers agree with each other.
 
 use rusqlite::types::Value;
-use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
+use rusqlite::{OptionalExtension, Transaction, params, params_from_iter};
 
 use super::Ledger;
 use super::error::{During, LedgerError};
+use super::rows::{
+    RawAttempt, RawDiscrepancy, RawNotification, RawOperatorAction, RawRefund, RawRow, RawSweep,
+    select,
+};
 use super::types::{
-    AttemptRow, Cell, DiscrepancyRow, ListFilter, NotificationRow, RefundDetail, RefundRow,
-    StatusSummary, SweepCounts, SweepRow, ts_text,
+    AttemptRow, Cell, DiscrepancyRow, ListFilter, NotificationRow, OperatorActionRow, RefundDetail,
+    RefundRow, StatusSummary, limit_arg, ts_text,
 };
 use crate::domain::{OutRefundNo, RefundState, RefundStatus, Timestamp};
 
-/// Every `refunds` column [`refund_row`] reads, in its order.
-pub(super) const REFUND_COLUMNS: &str = "out_refund_no, refund_trade_no, out_trade_no, amount, currency, \
-    status, created_at, notified_at, finalized_at, final_source, refund_finish_time, \
-    next_query_at, attempts, unknown_since, last_attempt_at, last_outcome, last_error, \
-    review_flag, review_reason, flagged_at";
+/// Every `refunds` column [`RawRefund`] reads, in its order.
+pub(super) const REFUND_COLUMNS: &str = RawRefund::COLUMNS;
 
 /// The due query. `status = 'REFUND_PENDING'` must stay a literal: that is what lets SQLite
 /// prove the partial index `refunds_due` applies (a bound parameter would not).
@@ -42,16 +43,9 @@ impl Ledger {
     /// `limit`. Costs O(due): it walks the partial index `refunds_due`.
     pub fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<RefundState>, LedgerError> {
         const OP: &str = "list due refunds";
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut stmt = self.conn.prepare_cached(DUE).during(OP)?;
-        let rows = stmt
-            .query_map(params![ts_text(now), limit], RawRefund::read)
-            .during(OP)?;
-        let mut out = Vec::new();
-        for raw in rows {
-            out.push(state_of(&raw.during(OP)?.parse()?));
-        }
-        Ok(out)
+        let rows =
+            select::<RawRefund>(&self.conn, OP, DUE, params![ts_text(now), limit_arg(limit)])?;
+        Ok(rows.iter().map(state_of).collect())
     }
 
     /// Refunds finalized by a notification whose confirming query is due: finalized at least
@@ -64,30 +58,20 @@ impl Ledger {
         limit: usize,
     ) -> Result<Vec<(RefundStatus, RefundState)>, LedgerError> {
         const OP: &str = "list due confirmations";
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let settled =
             now - chrono::TimeDelta::from_std(confirm_after).unwrap_or(chrono::TimeDelta::MAX);
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
+        let rows = select::<RawRefund>(
+            &self.conn,
+            OP,
+            &format!(
                 "SELECT {REFUND_COLUMNS} FROM refunds
                   WHERE confirm_at IS NOT NULL AND confirm_at <= ?1 AND finalized_at <= ?2
                   ORDER BY confirm_at, id
                   LIMIT ?3"
-            ))
-            .during(OP)?;
-        let rows = stmt
-            .query_map(
-                params![ts_text(now), ts_text(settled), limit],
-                RawRefund::read,
-            )
-            .during(OP)?;
-        let mut out = Vec::new();
-        for raw in rows {
-            let row = raw.during(OP)?.parse()?;
-            out.push((row.status, state_of(&row)));
-        }
-        Ok(out)
+            ),
+            params![ts_text(now), ts_text(settled), limit_arg(limit)],
+        )?;
+        Ok(rows.iter().map(|row| (row.status, state_of(row))).collect())
     }
 
     /// When the earliest pending refund is due (`None`: nothing scheduled). Index-only.
@@ -119,7 +103,6 @@ impl Ledger {
     ) -> Result<Vec<(i64, RefundRow)>, LedgerError> {
         const OP: &str = "list refunds finalized elsewhere";
         let (at, id) = after.map_or((String::new(), 0), |(t, id)| (ts_text(t), id));
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
@@ -132,7 +115,7 @@ impl Ledger {
             ))
             .during(OP)?;
         let rows = stmt
-            .query_map(params![at, id, limit], |r| {
+            .query_map(params![at, id, limit_arg(limit)], |r| {
                 Ok((r.get::<_, i64>(20)?, RawRefund::read(r)?))
             })
             .during(OP)?;
@@ -243,9 +226,10 @@ impl Ledger {
             )?;
             let last_sweep = tx
                 .query_row(
-                    "SELECT id, started_at, finished_at, claimed, finalized, rescheduled, failed,
-                            halted_reason
-                       FROM sweeps ORDER BY id DESC LIMIT 1",
+                    &format!(
+                        "SELECT {} FROM sweeps ORDER BY id DESC LIMIT 1",
+                        RawSweep::COLUMNS
+                    ),
                     [],
                     RawSweep::read,
                 )
@@ -284,11 +268,9 @@ impl Ledger {
             args.push(Value::Text(ts_text(since)));
             sql.push_str(&format!(" AND created_at >= ?{}", args.len()));
         }
-        args.push(Value::Integer(
-            i64::try_from(filter.limit).unwrap_or(i64::MAX),
-        ));
+        args.push(Value::Integer(limit_arg(filter.limit)));
         sql.push_str(&format!(" ORDER BY created_at, id LIMIT ?{}", args.len()));
-        self.query_refunds(OP, &sql, params_from_iter(args))
+        select::<RawRefund>(&self.conn, OP, &sql, params_from_iter(args))
     }
 
     /// One refund with its attempts, discrepancies and notifications, oldest first.
@@ -327,164 +309,13 @@ fn state_of(row: &RefundRow) -> RefundState {
     }
 }
 
-/// A `refunds` row as stored, before parsing. Reading the raw text first keeps SQLite errors
-/// (`Sqlite`) apart from bad values (`CorruptRow`).
-pub(super) struct RawRefund {
-    text: [Option<String>; 20],
-    attempts: i64,
-    review_flag: i64,
-}
-
-impl RawRefund {
-    pub(super) fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
-        let mut text: [Option<String>; 20] = Default::default();
-        for (i, slot) in text.iter_mut().enumerate() {
-            if i != 12 && i != 17 {
-                *slot = r.get(i)?;
-            }
-        }
-        Ok(Self {
-            text,
-            attempts: r.get(12)?,
-            review_flag: r.get(17)?,
-        })
-    }
-
-    pub(super) fn parse(self) -> Result<RefundRow, LedgerError> {
-        let t = &self.text;
-        let no = t[0].as_deref().unwrap_or("");
-        let c = Cell { out_refund_no: no };
-        let req = |i: usize, column: &'static str| -> Result<&str, LedgerError> {
-            t[i].as_deref().ok_or_else(|| LedgerError::CorruptRow {
-                out_refund_no: no.to_owned(),
-                column,
-                detail: "is NULL".to_owned(),
-            })
-        };
-        Ok(RefundRow {
-            out_refund_no: c.parse("out_refund_no", req(0, "out_refund_no")?)?,
-            refund_trade_no: t[1].clone(),
-            out_trade_no: t[2].clone(),
-            amount: c.amount("amount", req(3, "amount")?)?,
-            currency: c.parse("currency", req(4, "currency")?)?,
-            status: c.parse("status", req(5, "status")?)?,
-            created_at: c.ts("created_at", req(6, "created_at")?)?,
-            notified_at: c.ts_opt("notified_at", t[7].as_deref())?,
-            finalized_at: c.ts_opt("finalized_at", t[8].as_deref())?,
-            final_source: c.parse_opt("final_source", t[9].as_deref())?,
-            refund_finish_time: c.ts_opt("refund_finish_time", t[10].as_deref())?,
-            next_query_at: c.ts_opt("next_query_at", t[11].as_deref())?,
-            attempts: c.int("attempts", self.attempts)?,
-            unknown_since: c.ts_opt("unknown_since", t[13].as_deref())?,
-            last_attempt_at: c.ts_opt("last_attempt_at", t[14].as_deref())?,
-            last_outcome: t[15]
-                .as_deref()
-                .map(|o| c.outcome("last_outcome", o))
-                .transpose()?,
-            last_error: t[16].clone(),
-            review_flag: match self.review_flag {
-                0 => false,
-                1 => true,
-                other => {
-                    return Err(LedgerError::CorruptRow {
-                        out_refund_no: no.to_owned(),
-                        column: "review_flag",
-                        detail: format!("{other} is neither 0 nor 1"),
-                    });
-                }
-            },
-            review_reason: c.reason(t[18].as_deref())?,
-            flagged_at: c.ts_opt("flagged_at", t[19].as_deref())?,
-        })
-    }
-}
-
-/// A `sweeps` row as stored.
-struct RawSweep {
-    id: i64,
-    started_at: String,
-    finished_at: Option<String>,
-    counts: [i64; 4],
-    halted_reason: Option<String>,
-}
-
-impl RawSweep {
-    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: r.get(0)?,
-            started_at: r.get(1)?,
-            finished_at: r.get(2)?,
-            counts: [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?],
-            halted_reason: r.get(7)?,
-        })
-    }
-
-    fn parse(self) -> Result<SweepRow, LedgerError> {
-        let label = format!("(sweep {})", self.id);
-        let c = Cell {
-            out_refund_no: &label,
-        };
-        let [claimed, finalized, rescheduled, failed] = self.counts;
-        Ok(SweepRow {
-            id: self.id,
-            started_at: c.ts("started_at", &self.started_at)?,
-            finished_at: c.ts_opt("finished_at", self.finished_at.as_deref())?,
-            counts: SweepCounts {
-                claimed: c.int("claimed", claimed)?,
-                finalized: c.int("finalized", finalized)?,
-                rescheduled: c.int("rescheduled", rescheduled)?,
-                failed: c.int("failed", failed)?,
-            },
-            halted_reason: self.halted_reason,
-        })
-    }
-}
-
 /// A refund's attempts, oldest first (`show`, `explain`).
 pub(super) fn attempts_of(tx: &Transaction<'_>, no: &str) -> Result<Vec<AttemptRow>, LedgerError> {
-    const OP: &str = "read attempts";
-    let cell = Cell { out_refund_no: no };
-    let mut attempts = Vec::new();
-    let mut stmt = tx
-        .prepare(
-            "SELECT id, out_refund_no, attempted_at, outcome, http_status, gateway_code,
-                    data_status, latency_ms, error, decision
-               FROM attempts WHERE out_refund_no = ?1 ORDER BY id",
-        )
-        .during(OP)?;
-    let rows = stmt
-        .query_map([no], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, i64>(7)?,
-                r.get::<_, Option<String>>(8)?,
-                r.get::<_, Option<String>>(9)?,
-            ))
-        })
-        .during(OP)?;
-    for row in rows {
-        let (id, no_text, at, outcome, http, code, data_status, latency, error, decision) =
-            row.during(OP)?;
-        attempts.push(AttemptRow {
-            id,
-            out_refund_no: cell.parse("out_refund_no", &no_text)?,
-            attempted_at: cell.ts("attempted_at", &at)?,
-            outcome: cell.outcome("outcome", &outcome)?,
-            http_status: http.map(|v| cell.int("http_status", v)).transpose()?,
-            gateway_code: code,
-            data_status,
-            latency_ms: cell.int("latency_ms", latency)?,
-            error,
-            decision,
-        });
-    }
-    Ok(attempts)
+    let sql = format!(
+        "SELECT {} FROM attempts WHERE out_refund_no = ?1 ORDER BY id",
+        RawAttempt::COLUMNS
+    );
+    select::<RawAttempt>(tx, "read attempts", &sql, [no])
 }
 
 /// A refund's discrepancies, oldest first (`show`, `explain`).
@@ -492,49 +323,11 @@ pub(super) fn discrepancies_of(
     tx: &Transaction<'_>,
     no: &str,
 ) -> Result<Vec<DiscrepancyRow>, LedgerError> {
-    const OP: &str = "read discrepancies";
-    let cell = Cell { out_refund_no: no };
-    let mut discrepancies = Vec::new();
-    let mut stmt = tx
-        .prepare(
-            "SELECT id, out_refund_no, detected_at, source, kind, expected, observed,
-                    resolved_at, resolved_by, resolution
-               FROM discrepancies WHERE out_refund_no = ?1 ORDER BY id",
-        )
-        .during(OP)?;
-    let rows = stmt
-        .query_map([no], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, Option<String>>(7)?,
-                r.get::<_, Option<String>>(8)?,
-                r.get::<_, Option<String>>(9)?,
-            ))
-        })
-        .during(OP)?;
-    for row in rows {
-        let (id, no_text, at, source, kind, expected, observed, r_at, r_by, resolution) =
-            row.during(OP)?;
-        discrepancies.push(DiscrepancyRow {
-            id,
-            out_refund_no: cell.parse("out_refund_no", &no_text)?,
-            detected_at: cell.ts("detected_at", &at)?,
-            source: cell.parse("source", &source)?,
-            kind: cell.parse("kind", &kind)?,
-            expected,
-            observed,
-            resolved_at: cell.ts_opt("resolved_at", r_at.as_deref())?,
-            resolved_by: r_by,
-            resolution,
-        });
-    }
-    Ok(discrepancies)
+    let sql = format!(
+        "SELECT {} FROM discrepancies WHERE out_refund_no = ?1 ORDER BY id",
+        RawDiscrepancy::COLUMNS
+    );
+    select::<RawDiscrepancy>(tx, "read discrepancies", &sql, [no])
 }
 
 /// The notifications the merchant's app recorded for a refund, oldest first.
@@ -542,49 +335,23 @@ pub(super) fn notifications_of(
     tx: &Transaction<'_>,
     no: &str,
 ) -> Result<Vec<NotificationRow>, LedgerError> {
-    const OP: &str = "read notifications";
-    let cell = Cell { out_refund_no: no };
-    let mut notifications = Vec::new();
-    let mut stmt = tx
-        .prepare(
-            "SELECT id, out_refund_no, status, refund_trade_no, amount, currency,
-                    refund_finish_time, notify_time, received_at, effect
-               FROM notifications WHERE out_refund_no = ?1 ORDER BY id",
-        )
-        .during(OP)?;
-    let rows = stmt
-        .query_map([no], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, String>(7)?,
-                r.get::<_, String>(8)?,
-                r.get::<_, Option<String>>(9)?,
-            ))
-        })
-        .during(OP)?;
-    for row in rows {
-        let (id, no_text, status, trade_no, amount, currency, finish, notify, received, effect) =
-            row.during(OP)?;
-        notifications.push(NotificationRow {
-            id,
-            out_refund_no: cell.parse("out_refund_no", &no_text)?,
-            status: cell.parse("status", &status)?,
-            refund_trade_no: trade_no,
-            amount: cell.amount("amount", &amount)?,
-            currency: cell.parse("currency", &currency)?,
-            refund_finish_time: cell.ts_opt("refund_finish_time", finish.as_deref())?,
-            notify_time: cell.ts("notify_time", &notify)?,
-            received_at: cell.ts("received_at", &received)?,
-            effect: cell.parse_opt("effect", effect.as_deref())?,
-        });
-    }
-    Ok(notifications)
+    let sql = format!(
+        "SELECT {} FROM notifications WHERE out_refund_no = ?1 ORDER BY id",
+        RawNotification::COLUMNS
+    );
+    select::<RawNotification>(tx, "read notifications", &sql, [no])
+}
+
+/// The operator actions about a refund, oldest first (`explain`).
+pub(super) fn operator_actions_of(
+    tx: &Transaction<'_>,
+    no: &str,
+) -> Result<Vec<OperatorActionRow>, LedgerError> {
+    let sql = format!(
+        "SELECT {} FROM operator_actions WHERE out_refund_no = ?1 ORDER BY id",
+        RawOperatorAction::COLUMNS
+    );
+    select::<RawOperatorAction>(tx, "read operator actions", &sql, [no])
 }
 
 /// One refund row by number, typed; `None` when the ledger has no such refund.
@@ -594,7 +361,8 @@ pub(super) fn refund_of(
 ) -> Result<Option<RefundRow>, LedgerError> {
     const OP: &str = "read refund";
     conn.prepare_cached(&format!(
-        "SELECT {REFUND_COLUMNS} FROM refunds WHERE out_refund_no = ?1"
+        "SELECT {} FROM refunds WHERE out_refund_no = ?1",
+        RawRefund::COLUMNS
     ))
     .during(OP)?
     .query_row([no], RawRefund::read)

@@ -12,7 +12,7 @@ use super::error::trigger_msg;
 use super::read::{DUE, NEXT_DUE};
 use super::write::SCHEDULE_NEW;
 use super::*;
-use crate::domain::{Currency, NewRefund, OutRefundNo, RefundStatus, parse_ts};
+use crate::domain::{Currency, NewRefund, OutRefundNo, RefundStatus, Timestamp, parse_ts};
 
 fn new_ledger() -> (tempfile::TempDir, Ledger) {
     let dir = tempfile::tempdir().unwrap();
@@ -226,16 +226,96 @@ fn error_text_is_clipped_at_a_character_boundary() {
 }
 
 #[test]
-fn busy_and_locked_are_classified_as_busy() {
-    use rusqlite::ffi;
-    let err = |code| LedgerError::Sqlite {
-        op: "test",
-        source: rusqlite::Error::SqliteFailure(ffi::Error::new(code), None),
+fn the_due_query_selects_exactly_the_columns_raw_refund_reads() {
+    use super::rows::{RawRefund, RawRow};
+    let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let select = DUE
+        .split("SELECT")
+        .nth(1)
+        .and_then(|s| s.split("FROM").next())
+        .unwrap();
+    assert_eq!(words(select), words(RawRefund::COLUMNS));
+}
+
+#[test]
+fn operator_actions_match_the_schema_check() {
+    let list = |spellings: Vec<&str>| {
+        spellings
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    assert!(err(ffi::SQLITE_BUSY).is_busy());
-    assert!(err(ffi::SQLITE_LOCKED).is_busy());
-    assert!(err(ffi::SQLITE_BUSY_SNAPSHOT).is_busy());
-    assert!(!err(ffi::SQLITE_CONSTRAINT).is_busy());
-    let no = OutRefundNo::parse("R1").unwrap();
-    assert!(!LedgerError::NotFound { out_refund_no: no }.is_busy());
+    let actions = list(OperatorAction::ALL.iter().map(|a| a.as_str()).collect());
+    assert!(
+        SCHEMA_SQL.contains(&format!("action IN ({actions})")),
+        "{actions}"
+    );
+}
+
+#[test]
+fn timeline_events_order_by_time_then_kind_then_row() {
+    let at = parse_ts("2026-01-01T00:00:00.000Z").unwrap();
+    let later = parse_ts("2026-01-01T00:00:00.001Z").unwrap();
+    let decided = |attempt_id| Happened::Decided {
+        attempt_id,
+        decision: String::new(),
+    };
+    let ev = |at, what| TimelineEvent { at, what };
+    let mut events = [
+        ev(
+            later,
+            Happened::Flagged(crate::domain::ReviewReason::PendingTooLong),
+        ),
+        ev(at, Happened::NextQueryDue { scheduled: false }),
+        ev(at, decided(2)),
+        ev(
+            at,
+            Happened::Flagged(crate::domain::ReviewReason::PendingTooLong),
+        ),
+        ev(at, decided(1)),
+    ];
+    events.sort();
+    let keys: Vec<(Timestamp, EventKind)> = events.iter().map(|e| (e.at, e.what.kind())).collect();
+    assert_eq!(
+        keys,
+        [
+            (at, EventKind::Decision),
+            (at, EventKind::Decision),
+            (at, EventKind::Flagged),
+            (at, EventKind::NextQuery),
+            (later, EventKind::Flagged),
+        ]
+    );
+    assert_eq!(events[0].what, decided(1), "same kind: row order");
+    // The derived order of the kinds is the documented same-instant order.
+    let kinds = [
+        EventKind::Created,
+        EventKind::Notification,
+        EventKind::Query,
+        EventKind::Decision,
+        EventKind::Discrepancy,
+        EventKind::Flagged,
+        EventKind::DiscrepancyResolved,
+        EventKind::Operator,
+        EventKind::Finalized,
+        EventKind::NextQuery,
+    ];
+    assert!(kinds.is_sorted());
+    let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "created",
+            "notification",
+            "query",
+            "decision",
+            "discrepancy",
+            "flagged",
+            "discrepancy_resolved",
+            "operator",
+            "finalized",
+            "next_query"
+        ]
+    );
 }

@@ -1,39 +1,20 @@
-//! What goes into the ledger and what comes out: input records, row structs for the CLI and
-//! JSON output, and the strict text-to-type parsing that turns a bad stored value into
-//! [`LedgerError::CorruptRow`] instead of a panic or a guess.
+//! What goes into the ledger and what comes out: input records, the typed rows of every table
+//! (their JSON is what `--json` prints), the enums stored as TEXT with their spellings, and the
+//! strict text-to-type parsing that turns a bad stored value into [`LedgerError::CorruptRow`]
+//! instead of a panic or a guess. (The attempt the worker records is the domain's
+//! [`crate::domain::QueryReport`].)
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::error::LedgerError;
 use crate::domain::{
-    Currency, DiscrepancyKind, FinalSource, FinalStatus, OutRefundNo, OutcomeClass, RefundStatus,
-    ReviewReason, Timestamp, format_ts, parse_ts,
+    Change, Currency, Decision, DiscrepancyKind, FinalSource, FinalStatus, HaltCode, OutRefundNo,
+    OutcomeClass, RefundStatus, ReviewReason, Timestamp, format_ts, parse_ts,
 };
-
-/// One `/refundQuery` attempt, as the worker hands it to [`super::Ledger::record_attempt`].
-/// Its outcome class comes from the decision. Never put secrets in any field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttemptRecord {
-    /// The refund that was queried.
-    pub out_refund_no: OutRefundNo,
-    /// When the attempt was made (the ledger's "now" for this attempt).
-    pub attempted_at: Timestamp,
-    /// HTTP status, when a response arrived.
-    pub http_status: Option<u16>,
-    /// The gateway's `code`, when the body had one.
-    pub gateway_code: Option<String>,
-    /// `data.status` of a verified answer.
-    pub data_status: Option<String>,
-    /// Round trip time.
-    pub latency: Duration,
-    /// What went wrong, for humans. Stored truncated to [`MAX_ERROR_CHARS`].
-    pub error: Option<String>,
-}
 
 /// Longest error text stored per attempt; longer text is cut at a character boundary.
 pub const MAX_ERROR_CHARS: usize = 2000;
@@ -162,6 +143,19 @@ pub enum NotificationEffect {
     UnknownRefund,
 }
 
+/// What an operator did, as stored in `operator_actions.action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OperatorAction {
+    /// `resolve`: recorded a final status for a pending refund.
+    Resolve,
+    /// `retry-now`: made a pending refund due now and restarted its backoff.
+    RetryNow,
+    /// `resolve-discrepancy`: marked a discrepancy resolved.
+    ResolveDiscrepancy,
+    /// `prune`: removed old final refunds (the row names no refund).
+    Prune,
+}
+
 /// `Display` and `FromStr` from an enum's `ALL` list and `as_str`, so the spelling lives in
 /// one exhaustive `match`.
 macro_rules! ledger_text {
@@ -243,6 +237,27 @@ impl NotificationEffect {
 }
 ledger_text!(NotificationEffect, "effect");
 
+impl OperatorAction {
+    /// Every action.
+    pub const ALL: [Self; 4] = [
+        Self::Resolve,
+        Self::RetryNow,
+        Self::ResolveDiscrepancy,
+        Self::Prune,
+    ];
+
+    /// The spelling stored in `operator_actions.action`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Resolve => "resolve",
+            Self::RetryNow => "retry_now",
+            Self::ResolveDiscrepancy => "resolve_discrepancy",
+            Self::Prune => "prune",
+        }
+    }
+}
+ledger_text!(OperatorAction, "action");
+
 /// One `refunds` row, typed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RefundRow {
@@ -256,10 +271,10 @@ pub struct RefundRow {
     /// Exact amount, serialized as a decimal string.
     #[serde(serialize_with = "ser::display")]
     pub amount: Decimal,
-    /// Currency.
+    /// ISO 4217 code of `amount`.
     #[serde(serialize_with = "ser::display")]
     pub currency: Currency,
-    /// Status.
+    /// `REFUND_PENDING` until a final status is recorded; final never changes.
     #[serde(serialize_with = "ser::display")]
     pub status: RefundStatus,
     /// When the refund was issued.
@@ -280,20 +295,21 @@ pub struct RefundRow {
     /// Next query time (`None`: not scheduled yet, or final).
     #[serde(serialize_with = "ser::opt_ts")]
     pub next_query_at: Option<Timestamp>,
-    /// Counted attempts.
+    /// Attempts that count toward the backoff schedule (`retry-now` resets it; the attempt
+    /// log keeps every attempt).
     pub attempts: u32,
     /// Since when the gateway has not known the refund.
     #[serde(serialize_with = "ser::opt_ts")]
     pub unknown_since: Option<Timestamp>,
-    /// Latest attempt time.
+    /// When the latest attempt was made.
     #[serde(serialize_with = "ser::opt_ts")]
     pub last_attempt_at: Option<Timestamp>,
-    /// Latest attempt outcome.
+    /// The latest attempt's outcome class.
     #[serde(serialize_with = "ser::opt_display")]
     pub last_outcome: Option<OutcomeClass>,
-    /// Latest attempt error text.
+    /// The latest attempt's error text, when it was not a verified answer.
     pub last_error: Option<String>,
-    /// Flagged for review.
+    /// True while a person should look at it (see `review_reason`).
     pub review_flag: bool,
     /// Why it is flagged.
     #[serde(serialize_with = "ser::opt_display")]
@@ -306,26 +322,28 @@ pub struct RefundRow {
 /// One `attempts` row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AttemptRow {
-    /// Row id (attempt order).
+    /// Row id, increasing in attempt order.
     pub id: i64,
     /// The refund queried.
     #[serde(serialize_with = "ser::display")]
     pub out_refund_no: OutRefundNo,
-    /// When.
+    /// When the query was sent (its `requestTime`).
     #[serde(serialize_with = "ser::ts")]
     pub attempted_at: Timestamp,
-    /// The outcome class.
+    /// The decision's outcome class (`mismatch` where a verified answer contradicted the
+    /// ledger).
     #[serde(serialize_with = "ser::display")]
     pub outcome: OutcomeClass,
-    /// HTTP status.
+    /// The answer's HTTP status (`None`: no answer arrived).
     pub http_status: Option<u16>,
-    /// Gateway `code`.
+    /// The answer body's `code`, if it had one.
     pub gateway_code: Option<String>,
-    /// `data.status`.
+    /// A verified answer's `data.status` text.
     pub data_status: Option<String>,
-    /// Round trip in milliseconds.
+    /// Time on the wire in milliseconds.
     pub latency_ms: u64,
-    /// Error text.
+    /// What went wrong, when the outcome was not a verified answer (at most
+    /// [`MAX_ERROR_CHARS`] characters).
     pub error: Option<String>,
     /// What the daemon decided from this attempt (`attempts.decision`).
     pub decision: Option<String>,
@@ -334,7 +352,7 @@ pub struct AttemptRow {
 /// One `discrepancies` row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DiscrepancyRow {
-    /// Row id.
+    /// Row id, the number `resolve-discrepancy` takes.
     pub id: i64,
     /// The refund concerned (possibly one the ledger does not have).
     #[serde(serialize_with = "ser::display")]
@@ -342,29 +360,29 @@ pub struct DiscrepancyRow {
     /// When it was detected.
     #[serde(serialize_with = "ser::ts")]
     pub detected_at: Timestamp,
-    /// Who disagreed.
+    /// Who disagreed with the ledger.
     #[serde(serialize_with = "ser::display")]
     pub source: DiscrepancySource,
     /// What kind of disagreement.
     #[serde(serialize_with = "ser::display")]
     pub kind: RecordedKind,
-    /// What the ledger holds.
+    /// The ledger's value, as text.
     pub expected: Option<String>,
-    /// What the source said.
+    /// The source's value, as text.
     pub observed: Option<String>,
-    /// When an operator resolved it.
+    /// When an operator resolved it (`None`: still open).
     #[serde(serialize_with = "ser::opt_ts")]
     pub resolved_at: Option<Timestamp>,
-    /// Who resolved it.
+    /// The operator who resolved it.
     pub resolved_by: Option<String>,
-    /// How.
+    /// The operator's words on how it was resolved.
     pub resolution: Option<String>,
 }
 
 /// One `notifications` row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NotificationRow {
-    /// Row id (arrival order).
+    /// Row id, increasing in arrival order.
     pub id: i64,
     /// `data.outRefundNo`.
     #[serde(serialize_with = "ser::display")]
@@ -397,7 +415,7 @@ pub struct NotificationRow {
 /// One `sweeps` row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SweepRow {
-    /// Sweep id.
+    /// Sweep id, increasing in start order.
     pub id: i64,
     /// When it started.
     #[serde(serialize_with = "ser::ts")]
@@ -405,16 +423,41 @@ pub struct SweepRow {
     /// When it finished (`None`: running, or the process died).
     #[serde(serialize_with = "ser::opt_ts")]
     pub finished_at: Option<Timestamp>,
-    /// Its counts.
+    /// What it claimed, finalized, rescheduled and failed.
     pub counts: SweepCounts,
-    /// Why it stopped early, if it did.
+    /// Why it stopped early, in words for people, if it did.
     pub halted_reason: Option<String>,
+    /// The halt in force when it ended (`None`: none). Not in the JSON, whose shape
+    /// `status --json` keeps; `status` reports it as a finding.
+    #[serde(skip)]
+    pub halt_code: Option<HaltCode>,
+}
+
+/// One `operator_actions` row: the audit of an operator's command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorActionRow {
+    /// Row id, increasing in action order.
+    pub id: i64,
+    /// When the operator acted.
+    pub at: Timestamp,
+    /// The operator's name (`--by`, else the login name).
+    pub actor: String,
+    /// What the operator did.
+    pub action: OperatorAction,
+    /// The refund concerned (`None` for a prune).
+    pub out_refund_no: Option<OutRefundNo>,
+    /// `resolve`: the final status the operator decided.
+    pub to_status: Option<FinalStatus>,
+    /// Why, in the operator's words (required for all but `retry-now`).
+    pub reason: Option<String>,
+    /// The values the action replaced, as JSON text.
+    pub detail: Option<String>,
 }
 
 /// A refund with its whole history, for `show`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RefundDetail {
-    /// The refund row.
+    /// The refund as it is now.
     pub refund: RefundRow,
     /// Its attempts, oldest first.
     pub attempts: Vec<AttemptRow>,
@@ -444,13 +487,13 @@ pub struct StatusSummary {
     pub oldest_pending_created_at: Option<Timestamp>,
     /// Discrepancies nobody has resolved yet (including unknown refunds).
     pub unresolved_discrepancies: u64,
-    /// The latest sweep.
+    /// The latest sweep (`None`: the worker never swept this ledger).
     pub last_sweep: Option<SweepRow>,
 }
 
 /// Serde helpers: domain values serialize as their ledger text, never as floats or as
 /// chrono's own format.
-mod ser {
+pub(super) mod ser {
     use std::fmt::Display;
 
     use serde::Serializer;
@@ -572,6 +615,40 @@ const REVIEW_REASONS: [ReviewReason; 3] = [
 /// Formats an instant for a bound parameter.
 pub(crate) fn ts_text(t: Timestamp) -> String {
     format_ts(t)
+}
+
+/// A row limit as a bound parameter (`usize::MAX` means no limit).
+pub(crate) fn limit_arg(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// A `count(*)` as a count (SQLite never returns a negative one).
+pub(crate) fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// The text stored in `attempts.decision`: what the daemon decided from one attempt.
+pub(crate) fn decision_text(d: &Decision) -> String {
+    match &d.change {
+        Change::Finalize { status, .. } => format!("finalize {status}"),
+        Change::Keep {
+            confirm_again_at: None,
+        } => "keep (already final)".to_owned(),
+        Change::Keep {
+            confirm_again_at: Some(t),
+        } => format!("keep (already final); confirm again at {}", format_ts(*t)),
+        Change::Reschedule {
+            next_query_at,
+            flag,
+            ..
+        } => {
+            let mut text = format!("reschedule {}", ts_text(*next_query_at));
+            if let Some(reason) = flag {
+                text.push_str(&format!("; flag {}", reason.as_str()));
+            }
+            text
+        }
+    }
 }
 
 /// Cuts `text` to at most [`MAX_ERROR_CHARS`] characters.

@@ -9,11 +9,11 @@ use rusqlite::{OptionalExtension, Statement, params};
 use super::Ledger;
 use super::error::{During, LedgerError, is_trigger, is_unique_violation, trigger_msg};
 use super::types::{
-    Applied, AttemptRecord, Cell, NotificationRecord, SweepCounts, clip_error, ts_text,
+    Applied, Cell, NotificationRecord, SweepCounts, clip_error, decision_text, ts_text,
 };
 use crate::domain::{
-    Change, Decision, FinalSource, Halt, InvalidValue, NewRefund, OutcomeClass, RefundStatus,
-    Timestamp, validate_amount,
+    Change, Decision, FinalSource, Halt, InvalidValue, NewRefund, OutcomeClass, QueryReport,
+    RefundStatus, Timestamp, validate_amount,
 };
 
 /// `import` reports progress after every this many rows.
@@ -82,7 +82,7 @@ impl Ledger {
     /// observations about the gateway's answer, never applied to the row.
     pub fn record_attempt(
         &mut self,
-        attempt: &AttemptRecord,
+        attempt: &QueryReport,
         decision: &Decision,
     ) -> Result<Applied, LedgerError> {
         self.write(RECORD_ATTEMPT, |tx| apply_attempt(tx, attempt, decision))
@@ -99,7 +99,7 @@ impl Ledger {
     /// the batch was written.
     pub fn record_attempts(
         &mut self,
-        batch: &[(AttemptRecord, Decision)],
+        batch: &[(QueryReport, Decision)],
     ) -> Result<Vec<Result<Applied, LedgerError>>, LedgerError> {
         const OP: &str = RECORD_ATTEMPT;
         self.write(OP, |tx| {
@@ -287,7 +287,7 @@ const RECORD_ATTEMPT: &str = "record attempt";
 /// [`Ledger::record_attempt`]).
 fn apply_attempt(
     tx: &rusqlite::Transaction<'_>,
-    attempt: &AttemptRecord,
+    attempt: &QueryReport,
     decision: &Decision,
 ) -> Result<Applied, LedgerError> {
     const OP: &str = RECORD_ATTEMPT;
@@ -323,7 +323,7 @@ fn apply_attempt(
         attempt.data_status,
         i64::try_from(attempt.latency.as_millis()).unwrap_or(i64::MAX),
         error,
-        super::ops::decision_text(decision),
+        decision_text(decision),
     ])
     .during(OP)?;
 
@@ -486,7 +486,7 @@ fn insert_discrepancy(
 }
 
 /// Maps the final-is-final trigger to its typed error.
-fn final_or(source: rusqlite::Error, attempt: &AttemptRecord, op: &'static str) -> LedgerError {
+fn final_or(source: rusqlite::Error, attempt: &QueryReport, op: &'static str) -> LedgerError {
     if is_trigger(&source, trigger_msg::FINAL_IMMUTABLE) {
         LedgerError::FinalImmutable {
             out_refund_no: attempt.out_refund_no.clone(),

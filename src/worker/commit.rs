@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::warn;
 
-use crate::domain::Decision;
-use crate::ledger::{Applied, AttemptRecord, Ledger, LedgerError};
+use crate::domain::{Decision, QueryReport};
+use crate::ledger::{Applied, Ledger, LedgerError};
 
 /// How long the writer waits for answers still in flight to join a batch.
 ///
@@ -49,7 +49,7 @@ pub struct LedgerHandle {
 
 /// An attempt waiting to be committed, and who to tell once it is.
 type WaitingAttempt = (
-    AttemptRecord,
+    QueryReport,
     Decision,
     oneshot::Sender<Result<Applied, LedgerError>>,
 );
@@ -161,7 +161,7 @@ impl LedgerHandle {
     /// compare-and-set on `REFUND_PENDING` is the same statement as without batching.
     pub async fn record_attempt(
         &self,
-        attempt: AttemptRecord,
+        attempt: QueryReport,
         decision: Decision,
     ) -> Result<Applied, LedgerError> {
         let (tx, rx) = oneshot::channel();

@@ -29,7 +29,7 @@ use crate::domain::{
     decide, format_ts,
 };
 use crate::gateway::{GatewayClient, QueryReport};
-use crate::ledger::{Applied, AttemptRecord, LedgerError, SweepCounts};
+use crate::ledger::{Applied, LedgerError, SweepCounts};
 
 use log::{log_applied, log_finalized};
 use rate::RateLimiter;
@@ -573,18 +573,9 @@ impl Inner {
         report: &QueryReport,
         decision: Decision,
     ) -> Result<Applied, WorkerError> {
-        let attempt = AttemptRecord {
-            out_refund_no: state.out_refund_no.clone(),
-            attempted_at: report.attempted_at,
-            http_status: report.http_status,
-            gateway_code: report.gateway_code.clone(),
-            data_status: report.data_status.clone(),
-            latency: report.latency,
-            error: report.error.clone(),
-        };
         let applied = self
             .ledger
-            .record_attempt(attempt, decision.clone())
+            .record_attempt(report.clone(), decision.clone())
             .await?;
         log_applied(state, report, &decision, &applied);
         Ok(applied)

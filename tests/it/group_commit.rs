@@ -10,10 +10,10 @@ use std::time::Duration;
 use checus_reconciler::config::{Config, Environment};
 use checus_reconciler::daemon::{self, Hooks};
 use checus_reconciler::domain::{
-    Change, Clock, Currency, Decision, FinalStatus, NewRefund, OutRefundNo, OutcomeClass,
-    RefundStatus, SystemClock, Timestamp, parse_ts,
+    Change, Clock, Currency, Decision, FinalStatus, NewRefund, ObservedRefund, OutRefundNo,
+    OutcomeClass, QueryOutcome, QueryReport, RefundStatus, SystemClock, Timestamp, parse_ts,
 };
-use checus_reconciler::ledger::{Applied, AttemptRecord, Ledger, LedgerError, NotificationRecord};
+use checus_reconciler::ledger::{Applied, Ledger, LedgerError, NotificationRecord};
 use checus_reconciler::sandbox::{self, RefundScript, SandboxOptions, Step, test_keys};
 use checus_reconciler::worker::LedgerHandle;
 use rust_decimal::Decimal;
@@ -39,9 +39,19 @@ fn refund(n: &str, created_at: Timestamp) -> NewRefund {
     }
 }
 
-fn attempt(n: &str) -> AttemptRecord {
-    AttemptRecord {
+/// A verified REFUND_SUCCESS answer. The ledger logs the decision's outcome class and never
+/// reads `outcome`, so its amount need not match the refund's.
+fn attempt(n: &str) -> QueryReport {
+    QueryReport {
         out_refund_no: no(n),
+        outcome: QueryOutcome::Final(ObservedRefund {
+            out_refund_no: n.to_owned(),
+            refund_trade_no: Some("T-Q".into()),
+            amount: Decimal::from_str("12.50").unwrap(),
+            currency: Currency::parse("USD").unwrap(),
+            status: RefundStatus::Success,
+            refund_finish_time: None,
+        }),
         attempted_at: ts("2026-01-01T00:15:00.000Z"),
         http_status: Some(200),
         gateway_code: Some("APPLY_SUCCESS".into()),
@@ -103,7 +113,7 @@ fn seeded() -> (tempfile::TempDir, Ledger) {
     (dir, ledger)
 }
 
-fn batch() -> Vec<(AttemptRecord, Decision)> {
+fn batch() -> Vec<(QueryReport, Decision)> {
     vec![
         (attempt("R1"), finalize(FinalStatus::Success)),
         (attempt("GHOST"), finalize(FinalStatus::Success)),

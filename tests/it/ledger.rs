@@ -10,12 +10,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use checus_reconciler::domain::{
-    Change, Currency, Decision, Discrepancy, DiscrepancyKind, FinalSource, FinalStatus, NewRefund,
-    OutRefundNo, OutcomeClass, RefundStatus, ReviewReason, Timestamp, format_ts, parse_ts,
+    Change, Currency, Decision, Discrepancy, DiscrepancyKind, FinalSource, FinalStatus, HaltCode,
+    NewRefund, ObservedRefund, OutRefundNo, OutcomeClass, QueryOutcome, QueryReport, RefundStatus,
+    ReviewReason, Timestamp, format_ts, parse_ts,
 };
 use checus_reconciler::ledger::{
-    Applied, AttemptRecord, Ledger, LedgerError, ListFilter, NotificationEffect,
-    NotificationRecord, RecordedKind, SCHEMA_VERSION, SweepCounts, contract,
+    Applied, EventKind, Finding, Happened, Ledger, LedgerError, ListFilter, NotificationEffect,
+    NotificationRecord, OperatorAction, RecordedKind, SCHEMA_VERSION, SweepCounts, contract,
 };
 use rusqlite::Connection;
 use rust_decimal::Decimal;
@@ -54,9 +55,19 @@ fn note(n: &str, status: FinalStatus, amount: &str, currency: &str) -> Notificat
     }
 }
 
-fn attempt(n: &str, at: &str) -> AttemptRecord {
-    AttemptRecord {
+/// A verified REFUND_SUCCESS answer. The ledger logs the decision's outcome class and never
+/// reads `outcome`, so its amount need not match the refund's.
+fn attempt(n: &str, at: &str) -> QueryReport {
+    QueryReport {
         out_refund_no: no(n),
+        outcome: QueryOutcome::Final(ObservedRefund {
+            out_refund_no: n.to_owned(),
+            refund_trade_no: Some("T-Q".into()),
+            amount: Decimal::from_str("12.50").unwrap(),
+            currency: Currency::parse("USD").unwrap(),
+            status: RefundStatus::Success,
+            refund_finish_time: None,
+        }),
         attempted_at: ts(at),
         http_status: Some(200),
         gateway_code: Some("APPLY_SUCCESS".into()),
@@ -1275,4 +1286,125 @@ fn two_writers_in_parallel_never_see_busy_and_lose_nothing() {
         ) as usize,
         by_notification
     );
+}
+
+#[test]
+fn status_classifies_a_halt_by_its_code_never_by_the_reason_text() {
+    let (dir, ledger) = new_ledger();
+    let path = dir.path().join("ledger.sqlite");
+    let raw = outsider(&path);
+    let at = ts("2026-01-04T00:00:00.000Z");
+    // Written directly, so the reason can say anything: the worker always writes both.
+    let halt = |code: Option<&str>, reason: Option<&str>| {
+        let id = ledger.begin_sweep(at).unwrap();
+        raw.execute(
+            "UPDATE sweeps SET finished_at = ?2, halted_reason = ?3, halt_code = ?4 WHERE id = ?1",
+            rusqlite::params![id, format_ts(at), reason, code],
+        )
+        .unwrap();
+        ledger.health(at, Duration::from_secs(300)).unwrap()
+    };
+
+    // The reason's wording no longer matters: only the code does.
+    let h = halt(
+        Some("clock_skew"),
+        Some("configuration rejected, or so it says"),
+    );
+    let sweep = h.summary.last_sweep.as_ref().unwrap();
+    assert_eq!(sweep.halt_code, Some(HaltCode::ClockSkew));
+    assert_eq!(
+        h.findings,
+        [Finding::Halted {
+            code: HaltCode::ClockSkew,
+            reason: Some("configuration rejected, or so it says".into()),
+        }]
+    );
+    assert_eq!(h.findings[0].code(), "clock_skew");
+    let h = halt(Some("config_error"), None);
+    assert_eq!(h.findings[0].code(), "config_error");
+    // A reason without a code (an interrupted sweep) is not a halt.
+    let h = halt(None, Some("clock skew: interrupted"));
+    assert!(!h.needs_human(), "{h:?}");
+
+    // The column takes only the codes `HaltCode` knows.
+    let id = ledger.begin_sweep(at).unwrap();
+    for code in HaltCode::ALL {
+        raw.execute(
+            "UPDATE sweeps SET halt_code = ?2 WHERE id = ?1",
+            rusqlite::params![id, code.as_str()],
+        )
+        .unwrap();
+        assert_eq!(code.as_str().parse::<HaltCode>().unwrap(), code);
+    }
+    let e = raw
+        .execute("UPDATE sweeps SET halt_code = 'halted' WHERE id = ?1", [id])
+        .unwrap_err();
+    assert!(err_text(&e).contains("CHECK"), "{e}");
+}
+
+#[test]
+fn timeline_is_typed_events_sorted_by_their_order() {
+    let (_dir, mut ledger) = new_ledger();
+    ledger.insert_refund(&refund("R1", "12.50")).unwrap();
+    ledger.insert_refund(&refund("R2", "12.50")).unwrap();
+    ledger
+        .record_attempt(
+            &attempt("R1", "2026-01-01T00:10:00.000Z"),
+            &reschedule("2026-01-01T00:20:00.000Z", 1, None),
+        )
+        .unwrap();
+    ledger
+        .record_attempt(
+            &attempt("R1", "2026-01-01T00:20:00.000Z"),
+            &finalize(FinalStatus::Success),
+        )
+        .unwrap();
+    let t = ledger.timeline(&no("R1")).unwrap().unwrap();
+    assert!(t.events.is_sorted(), "{t:?}");
+    let kinds: Vec<EventKind> = t.events.iter().map(|e| e.what.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Created,
+            EventKind::Query,
+            EventKind::Decision,
+            EventKind::Query,
+            EventKind::Decision,
+            EventKind::Finalized,
+        ]
+    );
+    // At one instant, the kinds' declaration order decides: query, decision, final status.
+    let last = &t.events[3..];
+    assert!(last.iter().all(|e| e.at == ts("2026-01-01T00:20:00.000Z")));
+    assert!(matches!(
+        &last[0].what,
+        Happened::Queried(a) if a.http_status == Some(200) && a.latency_ms == 42
+    ));
+    assert!(matches!(
+        &last[1].what,
+        Happened::Decided { decision, .. } if decision == "finalize REFUND_SUCCESS"
+    ));
+    assert!(matches!(
+        last[2].what,
+        Happened::Finalized {
+            status: RefundStatus::Success,
+            source: FinalSource::Query
+        }
+    ));
+
+    // Operator actions are read typed too; a pending refund ends with its next query.
+    ledger
+        .retry_now(&no("R2"), "ops", ts("2026-01-01T00:30:00.000Z"))
+        .unwrap();
+    let t = ledger.timeline(&no("R2")).unwrap().unwrap();
+    let [created, acted, next] = &t.events[..] else {
+        panic!("{t:?}");
+    };
+    assert!(matches!(created.what, Happened::Created { .. }));
+    assert!(matches!(
+        &acted.what,
+        Happened::OperatorActed(o) if o.action == OperatorAction::RetryNow && o.actor == "ops"
+    ));
+    assert_eq!(next.what, Happened::NextQueryDue { scheduled: true });
+    assert!(ledger.timeline(&no("NOPE")).unwrap().is_none());
 }

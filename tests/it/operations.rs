@@ -595,26 +595,27 @@ fn prune_archives_then_deletes_only_old_final_refunds_and_backup_is_consistent()
 fn status_names_each_condition_that_needs_a_human() {
     use checus_reconciler::domain::Halt;
     use checus_reconciler::ledger::{Ledger, SweepCounts};
+    use checus_reconciler::report::finding_message;
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("ledger.sqlite");
     let ledger = Ledger::open(&path).unwrap();
     let now = chrono::Utc::now();
     let stale = Duration::from_secs(300);
     let h = ledger.health(now, stale).unwrap();
-    assert!(h.needs_human);
-    assert_eq!(h.warnings[0].code, "worker_never_ran");
+    assert!(h.needs_human());
+    assert_eq!(h.findings[0].code(), "worker_never_ran");
 
     let id = ledger.begin_sweep(now).unwrap();
     ledger
         .finish_sweep(id, now, &SweepCounts::default(), None)
         .unwrap();
     let h = ledger.health(now, stale).unwrap();
-    assert!(!h.needs_human, "{h:?}");
+    assert!(!h.needs_human(), "{h:?}");
     assert_eq!(h.worker_idle_s, Some(0));
 
     let later = now + chrono::TimeDelta::minutes(6);
     let h = ledger.health(later, stale).unwrap();
-    assert_eq!(h.warnings[0].code, "worker_stale");
+    assert_eq!(h.findings[0].code(), "worker_stale");
 
     for (halt, code) in [
         (
@@ -630,9 +631,12 @@ fn status_names_each_condition_that_needs_a_human() {
             .finish_sweep(id, later, &SweepCounts::default(), Some(&halt))
             .unwrap();
         let h = ledger.health(later, stale).unwrap();
-        let codes: Vec<&str> = h.warnings.iter().map(|w| w.code).collect();
+        let codes: Vec<&str> = h.findings.iter().map(|f| f.code()).collect();
         assert_eq!(codes, [code], "{h:?}");
-        assert!(h.warnings[0].message.contains(&halt.to_string()));
+        assert_eq!(
+            finding_message(&h.findings[0]),
+            format!("querying is halted: {halt}")
+        );
     }
 }
 

@@ -1,0 +1,217 @@
+//! Operator decisions: `retry-now` (one refund or every flagged one), `resolve` (an audited
+//! override of a still-pending refund) and `resolve-discrepancy`.
+//!
+//! Every write here is one `BEGIN IMMEDIATE` transaction that first appends its
+//! `operator_actions` row: the audit and the change commit together or not at all, and the
+//! schema's triggers refuse an operator decision without its audit row.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::Ledger;
+use super::error::{During, LedgerError, is_trigger, trigger_msg};
+use super::read::REFUND_COLUMNS;
+use super::rows::{RawRefund, RawRow, select};
+use super::types::{RefundRow, ts_text};
+use crate::domain::{FinalStatus, OutRefundNo, RefundStatus, Timestamp};
+
+impl Ledger {
+    /// Makes a pending refund due now and restarts its backoff (counted attempts, the
+    /// unknown-at-gateway clock and the review flag are reset; the attempt log keeps all).
+    /// Audited as `retry_now` with the values it replaced. A final refund is refused.
+    pub fn retry_now(
+        &self,
+        out_refund_no: &OutRefundNo,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<(), LedgerError> {
+        const OP: &str = "retry refund now";
+        self.write(OP, |tx| {
+            let row = pending_row(tx, out_refund_no, OP)?;
+            retry_one(tx, &row, actor, now, OP)
+        })
+    }
+
+    /// [`Ledger::retry_now`] for every pending flagged refund, in one transaction. Returns
+    /// the refunds it reset, oldest first.
+    pub fn retry_all_flagged(
+        &self,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Vec<OutRefundNo>, LedgerError> {
+        const OP: &str = "retry flagged refunds now";
+        self.write(OP, |tx| {
+            let flagged = select::<RawRefund>(
+                tx,
+                OP,
+                &format!(
+                    "SELECT {REFUND_COLUMNS} FROM refunds
+                      WHERE review_flag = 1 AND status = 'REFUND_PENDING'
+                      ORDER BY created_at, id"
+                ),
+                [],
+            )?;
+            let mut done = Vec::new();
+            for row in flagged {
+                retry_one(tx, &row, actor, now, OP)?;
+                done.push(row.out_refund_no);
+            }
+            Ok(done)
+        })
+    }
+
+    /// An operator's decision for a still-pending refund: records who, when and why in
+    /// `operator_actions`, then sets the final status with `final_source = 'operator'`, in one
+    /// transaction. A final refund is refused with [`LedgerError::AlreadyFinal`]; the schema's
+    /// triggers refuse it too, for every writer.
+    pub fn resolve(
+        &self,
+        out_refund_no: &OutRefundNo,
+        status: FinalStatus,
+        actor: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<RefundRow, LedgerError> {
+        const OP: &str = "resolve refund";
+        self.write(OP, |tx| {
+            let row = pending_row(tx, out_refund_no, OP)?;
+            let detail = serde_json::json!({
+                "attempts": row.attempts,
+                "last_outcome": row.last_outcome.map(|o| o.as_str()),
+                "review_reason": row.review_reason.map(|r| r.as_str()),
+            })
+            .to_string();
+            let at = ts_text(now);
+            tx.execute(
+                "INSERT INTO operator_actions (at, actor, action, out_refund_no, to_status, reason, detail)
+                 VALUES (?1, ?2, 'resolve', ?3, ?4, ?5, ?6)",
+                params![at, actor, out_refund_no.as_str(), status.as_str(), reason, detail],
+            )
+            .during(OP)?;
+            tx.execute(
+                "UPDATE refunds
+                    SET status = ?2, final_source = 'operator', finalized_at = ?3,
+                        next_query_at = NULL
+                  WHERE out_refund_no = ?1 AND status = 'REFUND_PENDING'",
+                params![out_refund_no.as_str(), status.as_str(), at],
+            )
+            .map_err(|source| {
+                if is_trigger(&source, trigger_msg::FINAL_IMMUTABLE) {
+                    LedgerError::FinalImmutable {
+                        out_refund_no: out_refund_no.clone(),
+                        source,
+                    }
+                } else {
+                    LedgerError::Sqlite { op: OP, source }
+                }
+            })?;
+            tx.query_row(
+                &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE out_refund_no = ?1"),
+                [out_refund_no.as_str()],
+                RawRefund::read,
+            )
+            .during(OP)?
+            .parse()
+        })
+    }
+
+    /// Marks an unresolved discrepancy resolved (who, when, how), audited in
+    /// `operator_actions`. What was detected never changes.
+    pub fn resolve_discrepancy(
+        &self,
+        id: i64,
+        actor: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), LedgerError> {
+        const OP: &str = "resolve discrepancy";
+        self.write(OP, |tx| {
+            let no: Option<String> = tx
+                .query_row(
+                    "SELECT out_refund_no FROM discrepancies WHERE id = ?1 AND resolved_at IS NULL",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .during(OP)?;
+            let Some(no) = no else {
+                return Err(LedgerError::DiscrepancyNotOpen { id });
+            };
+            let at = ts_text(now);
+            tx.execute(
+                "INSERT INTO operator_actions (at, actor, action, out_refund_no, reason, detail)
+                 VALUES (?1, ?2, 'resolve_discrepancy', ?3, ?4, ?5)",
+                params![at, actor, no, reason, format!("{{\"discrepancy\":{id}}}")],
+            )
+            .during(OP)?;
+            tx.execute(
+                "UPDATE discrepancies SET resolved_at = ?2, resolved_by = ?3, resolution = ?4
+                  WHERE id = ?1 AND resolved_at IS NULL",
+                params![id, at, actor, reason],
+            )
+            .during(OP)?;
+            Ok(())
+        })
+    }
+}
+
+/// The refund row, if it exists and is still pending.
+fn pending_row(
+    tx: &Transaction<'_>,
+    no: &OutRefundNo,
+    op: &'static str,
+) -> Result<RefundRow, LedgerError> {
+    let row = tx
+        .query_row(
+            &format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE out_refund_no = ?1"),
+            [no.as_str()],
+            RawRefund::read,
+        )
+        .optional()
+        .during(op)?
+        .ok_or_else(|| LedgerError::NotFound {
+            out_refund_no: no.clone(),
+        })?
+        .parse()?;
+    if row.status != RefundStatus::Pending {
+        return Err(LedgerError::AlreadyFinal {
+            out_refund_no: no.clone(),
+            status: row.status,
+        });
+    }
+    Ok(row)
+}
+
+/// Resets one pending refund's backoff and makes it due now, after auditing the values it
+/// replaces.
+fn retry_one(
+    tx: &Transaction<'_>,
+    row: &RefundRow,
+    actor: &str,
+    now: Timestamp,
+    op: &'static str,
+) -> Result<(), LedgerError> {
+    let no = row.out_refund_no.as_str();
+    let at = ts_text(now);
+    let detail = serde_json::json!({
+        "attempts": row.attempts,
+        "next_query_at": row.next_query_at.map(ts_text),
+        "unknown_since": row.unknown_since.map(ts_text),
+        "review_reason": row.review_reason.map(|r| r.as_str()),
+    })
+    .to_string();
+    tx.execute(
+        "INSERT INTO operator_actions (at, actor, action, out_refund_no, detail)
+         VALUES (?1, ?2, 'retry_now', ?3, ?4)",
+        params![at, actor, no, detail],
+    )
+    .during(op)?;
+    tx.execute(
+        "UPDATE refunds
+            SET next_query_at = ?2, attempts = 0, unknown_since = NULL,
+                review_flag = 0, review_reason = NULL, flagged_at = NULL
+          WHERE out_refund_no = ?1 AND status = 'REFUND_PENDING'",
+        params![no, at],
+    )
+    .during(op)?;
+    Ok(())
+}

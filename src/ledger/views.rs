@@ -1,0 +1,122 @@
+//! The operator's read-only lists: `stuck`, `failed`, `export` and `discrepancies`. Each is one
+//! `SELECT` whose rows are read with the table's `Raw*` reader (see `rows.rs`); rendering is
+//! the CLI's (`report.rs`).
+
+use rusqlite::params;
+use serde::Serialize;
+
+use super::Ledger;
+use super::error::LedgerError;
+use super::read::REFUND_COLUMNS;
+use super::rows::{RawDiscrepancy, RawRefund, RawRow, select};
+use super::types::{
+    DiscrepancyRow, DiscrepancySource, RecordedKind, RefundRow, limit_arg, ser, ts_text,
+};
+use crate::domain::{OutRefundNo, Timestamp};
+
+/// One discrepancy as `discrepancies` lists it: the row without its resolution's time and text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpenDiscrepancy {
+    /// Its id, the number `resolve-discrepancy` takes.
+    pub id: i64,
+    /// The refund concerned (possibly one the ledger does not have).
+    #[serde(serialize_with = "ser::display")]
+    pub out_refund_no: OutRefundNo,
+    /// When it was detected.
+    #[serde(serialize_with = "ser::ts")]
+    pub detected_at: Timestamp,
+    /// Who disagreed with the ledger.
+    #[serde(serialize_with = "ser::display")]
+    pub source: DiscrepancySource,
+    /// What kind of disagreement.
+    #[serde(serialize_with = "ser::display")]
+    pub kind: RecordedKind,
+    /// The ledger's value, as text.
+    pub expected: Option<String>,
+    /// The source's value, as text.
+    pub observed: Option<String>,
+    /// The operator who resolved it (`None`: still open).
+    pub resolved_by: Option<String>,
+}
+
+impl From<DiscrepancyRow> for OpenDiscrepancy {
+    fn from(d: DiscrepancyRow) -> Self {
+        Self {
+            id: d.id,
+            out_refund_no: d.out_refund_no,
+            detected_at: d.detected_at,
+            source: d.source,
+            kind: d.kind,
+            expected: d.expected,
+            observed: d.observed,
+            resolved_by: d.resolved_by,
+        }
+    }
+}
+
+impl Ledger {
+    /// Pending refunds created at or before `created_before` (oldest first, at most `limit`):
+    /// the ones an operator should look at.
+    pub fn stuck(
+        &self,
+        created_before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RefundRow>, LedgerError> {
+        // `+created_at`: walk the pending rows (partial index), not every refund by age.
+        select::<RawRefund>(
+            &self.conn,
+            "list stuck refunds",
+            &format!(
+                "SELECT {REFUND_COLUMNS} FROM refunds
+                  WHERE status = 'REFUND_PENDING' AND +created_at <= ?1
+                  ORDER BY created_at, id LIMIT ?2"
+            ),
+            params![ts_text(created_before), limit_arg(limit)],
+        )
+    }
+
+    /// Refunds that became `REFUND_FAILED` at or after `since`, in the order they failed.
+    pub fn failed_since(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<RefundRow>, LedgerError> {
+        select::<RawRefund>(
+            &self.conn,
+            "list failed refunds",
+            &format!(
+                "SELECT {REFUND_COLUMNS} FROM refunds
+                  WHERE finalized_at >= ?1 AND status = 'REFUND_FAILED'
+                  ORDER BY finalized_at, id LIMIT ?2"
+            ),
+            params![ts_text(since), limit_arg(limit)],
+        )
+    }
+
+    /// Every refund created at or after `since`, oldest first, for `export`.
+    pub fn export_since(&self, since: Timestamp) -> Result<Vec<RefundRow>, LedgerError> {
+        select::<RawRefund>(
+            &self.conn,
+            "export refunds",
+            &format!(
+                "SELECT {REFUND_COLUMNS} FROM refunds WHERE created_at >= ?1 ORDER BY created_at, id"
+            ),
+            params![ts_text(since)],
+        )
+    }
+
+    /// Discrepancies: only unresolved ones (oldest detected first) unless `all` (in id order).
+    pub fn discrepancies(&self, all: bool) -> Result<Vec<OpenDiscrepancy>, LedgerError> {
+        let columns = RawDiscrepancy::COLUMNS;
+        let sql = if all {
+            format!("SELECT {columns} FROM discrepancies ORDER BY id")
+        } else {
+            format!(
+                "SELECT {columns} FROM discrepancies WHERE resolved_at IS NULL
+                  ORDER BY detected_at, id"
+            )
+        };
+        let rows = select::<RawDiscrepancy>(&self.conn, "list discrepancies", &sql, [])?;
+        Ok(rows.into_iter().map(OpenDiscrepancy::from).collect())
+    }
+}
