@@ -12,8 +12,8 @@ use super::types::{
     Applied, Cell, NotificationRecord, SweepCounts, clip_error, decision_text, ts_text,
 };
 use crate::domain::{
-    Change, Decision, FinalSource, Halt, InvalidValue, NewRefund, OutcomeClass, QueryReport,
-    RefundStatus, Timestamp, validate_amount,
+    Change, Decision, FinalSource, FinalStatus, Halt, InvalidValue, NewRefund, OutcomeClass,
+    QueryReport, RefundStatus, ReviewReason, Timestamp, validate_amount,
 };
 
 /// `import` reports progress after every this many rows.
@@ -284,170 +284,59 @@ fn insert_one(
 const RECORD_ATTEMPT: &str = "record attempt";
 
 /// One attempt and its decision, inside the caller's transaction (see
-/// [`Ledger::record_attempt`]).
+/// [`Ledger::record_attempt`]): the attempt row, then the refund row as the decision says, then
+/// the decision's discrepancies.
 fn apply_attempt(
     tx: &rusqlite::Transaction<'_>,
     attempt: &QueryReport,
     decision: &Decision,
 ) -> Result<Applied, LedgerError> {
-    const OP: &str = RECORD_ATTEMPT;
     let no = attempt.out_refund_no.as_str();
-    let at = ts_text(attempt.attempted_at);
-    let class = decision.class.as_str();
-    let error = attempt.error.as_deref().map(clip_error);
     let current: Option<(String, i64)> = tx
         .prepare_cached("SELECT status, review_flag FROM refunds WHERE out_refund_no = ?1")
-        .during(OP)?
+        .during(RECORD_ATTEMPT)?
         .query_row([no], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
-        .during(OP)?;
+        .during(RECORD_ATTEMPT)?;
     let Some((status_text, review_flag)) = current else {
         return Err(LedgerError::NotFound {
             out_refund_no: attempt.out_refund_no.clone(),
         });
     };
-    let recorded: RefundStatus = Cell { out_refund_no: no }.parse("status", &status_text)?;
-
-    tx.prepare_cached(
-        "INSERT INTO attempts (out_refund_no, attempted_at, outcome, http_status, gateway_code,
-                                   data_status, latency_ms, error, decision)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )
-    .during(OP)?
-    .execute(params![
+    let w = AttemptWrite {
+        tx,
+        attempt,
         no,
-        at,
-        class,
-        attempt.http_status,
-        attempt.gateway_code,
-        attempt.data_status,
-        i64::try_from(attempt.latency.as_millis()).unwrap_or(i64::MAX),
-        error,
-        decision_text(decision),
-    ])
-    .during(OP)?;
-
+        at: ts_text(attempt.attempted_at),
+        class: decision.class.as_str(),
+        error: attempt.error.as_deref().map(clip_error),
+        recorded: Cell { out_refund_no: no }.parse("status", &status_text)?,
+    };
+    w.insert_attempt(decision)?;
     let applied = match &decision.change {
         Change::Finalize {
             status,
             refund_trade_no,
             refund_finish_time,
-        } => {
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE refunds
-                            SET status = ?2, final_source = ?3, finalized_at = ?4,
-                                refund_finish_time = ?5,
-                                refund_trade_no = coalesce(refund_trade_no, ?6),
-                                next_query_at = NULL, attempts = attempts + 1,
-                                last_attempt_at = ?4, last_outcome = ?7, last_error = ?8
-                          WHERE out_refund_no = ?1 AND status = 'REFUND_PENDING'",
-                )
-                .during(OP)?
-                .execute(params![
-                    no,
-                    status.as_str(),
-                    FinalSource::Query.as_str(),
-                    at,
-                    refund_finish_time.map(ts_text),
-                    refund_trade_no,
-                    class,
-                    error,
-                ])
-                .map_err(|source| final_or(source, attempt, OP))?;
-            if changed == 0 && recorded.is_final() {
-                // A notification finalized the refund while this query was in flight: this
-                // verified final answer is its confirmation (agreeing, or recorded below).
-                tx.prepare_cached("UPDATE refunds SET confirm_at = NULL WHERE out_refund_no = ?1")
-                    .during(OP)?
-                    .execute([no])
-                    .during(OP)?;
-            }
-            match (changed, recorded.as_final()) {
-                (1, _) => Applied::Finalized(*status),
-                (_, Some(held)) if held == *status => Applied::AlreadyFinal(held),
-                (_, Some(held)) => {
-                    insert_discrepancy(
-                        tx,
-                        no,
-                        &at,
-                        "conflicting_final",
-                        held.as_str(),
-                        status.as_str(),
-                    )?;
-                    Applied::Conflict {
-                        recorded: held,
-                        observed: *status,
-                    }
-                }
-                // Pending under our IMMEDIATE lock, yet the CAS changed nothing: the
-                // row is not what it claims to be.
-                (_, None) => {
-                    return Err(LedgerError::CorruptRow {
-                        out_refund_no: no.to_owned(),
-                        column: "status",
-                        detail: "pending row refused a pending-only update".to_owned(),
-                    });
-                }
-            }
-        }
-        // `decide` keeps rows it saw final, and a final row never changes back, so only
-        // the attempt's bookkeeping is written, and a pending confirmation is either done
-        // (the gateway answered) or pushed back (it did not). A query of a final refund
-        // that had no confirmation pending never starts one.
-        Change::Keep { confirm_again_at } => match recorded.as_final() {
-            Some(held) => {
-                tx.prepare_cached(
-                    "UPDATE refunds SET last_attempt_at = ?2, last_outcome = ?3, last_error = ?4,
-                            confirm_at = CASE WHEN confirm_at IS NULL THEN NULL ELSE ?5 END
-                          WHERE out_refund_no = ?1",
-                )
-                .during(OP)?
-                .execute(params![no, at, class, error, confirm_again_at.map(ts_text)])
-                .during(OP)?;
-                Applied::AlreadyFinal(held)
-            }
-            None => {
-                return Err(LedgerError::CorruptRow {
-                    out_refund_no: no.to_owned(),
-                    column: "status",
-                    detail: "a row once seen final reads as pending".to_owned(),
-                });
-            }
-        },
+        } => w.finalize(*status, refund_trade_no.as_deref(), *refund_finish_time)?,
+        Change::Keep { confirm_again_at } => w.keep(*confirm_again_at)?,
         Change::Reschedule {
             next_query_at,
             attempts,
             unknown_since,
             refund_trade_no,
             flag,
-        } => match recorded.as_final() {
+        } => match w.recorded.as_final() {
             Some(held) => Applied::AlreadyFinal(held),
             None => {
                 let newly_flagged = flag.filter(|_| review_flag == 0);
-                tx.prepare_cached(
-                    "UPDATE refunds
-                            SET next_query_at = ?2, attempts = ?3, unknown_since = ?4,
-                                refund_trade_no = coalesce(refund_trade_no, ?5),
-                                last_attempt_at = ?6, last_outcome = ?7, last_error = ?8,
-                                review_flag = CASE WHEN ?9 IS NULL THEN review_flag ELSE 1 END,
-                                review_reason = coalesce(?9, review_reason),
-                                flagged_at = CASE WHEN ?9 IS NULL THEN flagged_at ELSE ?6 END
-                          WHERE out_refund_no = ?1 AND status = 'REFUND_PENDING'",
-                )
-                .during(OP)?
-                .execute(params![
-                    no,
-                    ts_text(*next_query_at),
-                    attempts,
-                    unknown_since.map(ts_text),
-                    refund_trade_no,
-                    at,
-                    class,
-                    error,
-                    newly_flagged.map(|r| r.as_str()),
-                ])
-                .during(OP)?;
+                w.reschedule(
+                    *next_query_at,
+                    *attempts,
+                    *unknown_since,
+                    refund_trade_no.as_deref(),
+                    newly_flagged,
+                )?;
                 if decision.class == OutcomeClass::Mismatch {
                     Applied::Mismatch {
                         flagged: newly_flagged,
@@ -462,9 +351,180 @@ fn apply_attempt(
         },
     };
     for d in &decision.discrepancies {
-        insert_discrepancy(tx, no, &at, d.kind.as_str(), &d.expected, &d.observed)?;
+        insert_discrepancy(tx, no, &w.at, d.kind.as_str(), &d.expected, &d.observed)?;
     }
     Ok(applied)
+}
+
+/// What every write of one attempt shares: the transaction, the refund's key, the attempt's
+/// bookkeeping columns, and the status the row held when the transaction read it.
+struct AttemptWrite<'a, 't> {
+    tx: &'a rusqlite::Transaction<'t>,
+    attempt: &'a QueryReport,
+    no: &'a str,
+    at: String,
+    class: &'static str,
+    error: Option<&'a str>,
+    recorded: RefundStatus,
+}
+
+impl AttemptWrite<'_, '_> {
+    /// The attempt row itself: written whatever the decision does to the refund.
+    fn insert_attempt(&self, decision: &Decision) -> Result<(), LedgerError> {
+        let a = self.attempt;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO attempts (out_refund_no, attempted_at, outcome, http_status, gateway_code,
+                                   data_status, latency_ms, error, decision)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .during(RECORD_ATTEMPT)?
+            .execute(params![
+                self.no,
+                self.at,
+                self.class,
+                a.http_status,
+                a.gateway_code,
+                a.data_status,
+                i64::try_from(a.latency.as_millis()).unwrap_or(i64::MAX),
+                self.error,
+                decision_text(decision),
+            ])
+            .during(RECORD_ATTEMPT)?;
+        Ok(())
+    }
+
+    /// A verified final answer: compare-and-set on the pending status. A row that a
+    /// notification finalized meanwhile is confirmed (agreeing) or gets a discrepancy.
+    fn finalize(
+        &self,
+        status: FinalStatus,
+        refund_trade_no: Option<&str>,
+        refund_finish_time: Option<Timestamp>,
+    ) -> Result<Applied, LedgerError> {
+        let (tx, no) = (self.tx, self.no);
+        let changed = tx
+            .prepare_cached(
+                "UPDATE refunds
+                        SET status = ?2, final_source = ?3, finalized_at = ?4,
+                            refund_finish_time = ?5,
+                            refund_trade_no = coalesce(refund_trade_no, ?6),
+                            next_query_at = NULL, attempts = attempts + 1,
+                            last_attempt_at = ?4, last_outcome = ?7, last_error = ?8
+                      WHERE out_refund_no = ?1 AND status = 'REFUND_PENDING'",
+            )
+            .during(RECORD_ATTEMPT)?
+            .execute(params![
+                no,
+                status.as_str(),
+                FinalSource::Query.as_str(),
+                self.at,
+                refund_finish_time.map(ts_text),
+                refund_trade_no,
+                self.class,
+                self.error,
+            ])
+            .map_err(|source| final_or(source, self.attempt, RECORD_ATTEMPT))?;
+        if changed == 0 && self.recorded.is_final() {
+            // A notification finalized the refund while this query was in flight: this
+            // verified final answer is its confirmation (agreeing, or recorded below).
+            tx.prepare_cached("UPDATE refunds SET confirm_at = NULL WHERE out_refund_no = ?1")
+                .during(RECORD_ATTEMPT)?
+                .execute([no])
+                .during(RECORD_ATTEMPT)?;
+        }
+        match (changed, self.recorded.as_final()) {
+            (1, _) => Ok(Applied::Finalized(status)),
+            (_, Some(held)) if held == status => Ok(Applied::AlreadyFinal(held)),
+            (_, Some(held)) => {
+                insert_discrepancy(
+                    tx,
+                    no,
+                    &self.at,
+                    "conflicting_final",
+                    held.as_str(),
+                    status.as_str(),
+                )?;
+                Ok(Applied::Conflict {
+                    recorded: held,
+                    observed: status,
+                })
+            }
+            // Pending under our IMMEDIATE lock, yet the CAS changed nothing: the
+            // row is not what it claims to be.
+            (_, None) => Err(LedgerError::CorruptRow {
+                out_refund_no: no.to_owned(),
+                column: "status",
+                detail: "pending row refused a pending-only update".to_owned(),
+            }),
+        }
+    }
+
+    /// `decide` keeps rows it saw final, and a final row never changes back, so only the
+    /// attempt's bookkeeping is written, and a pending confirmation is either done (the
+    /// gateway answered) or pushed back (it did not). A query of a final refund that had no
+    /// confirmation pending never starts one.
+    fn keep(&self, confirm_again_at: Option<Timestamp>) -> Result<Applied, LedgerError> {
+        let Some(held) = self.recorded.as_final() else {
+            return Err(LedgerError::CorruptRow {
+                out_refund_no: self.no.to_owned(),
+                column: "status",
+                detail: "a row once seen final reads as pending".to_owned(),
+            });
+        };
+        self.tx
+            .prepare_cached(
+                "UPDATE refunds SET last_attempt_at = ?2, last_outcome = ?3, last_error = ?4,
+                        confirm_at = CASE WHEN confirm_at IS NULL THEN NULL ELSE ?5 END
+                      WHERE out_refund_no = ?1",
+            )
+            .during(RECORD_ATTEMPT)?
+            .execute(params![
+                self.no,
+                self.at,
+                self.class,
+                self.error,
+                confirm_again_at.map(ts_text)
+            ])
+            .during(RECORD_ATTEMPT)?;
+        Ok(Applied::AlreadyFinal(held))
+    }
+
+    /// A pending refund's next query, its counters, and a flag if one is newly raised.
+    fn reschedule(
+        &self,
+        next_query_at: Timestamp,
+        attempts: u32,
+        unknown_since: Option<Timestamp>,
+        refund_trade_no: Option<&str>,
+        newly_flagged: Option<ReviewReason>,
+    ) -> Result<(), LedgerError> {
+        self.tx
+            .prepare_cached(
+                "UPDATE refunds
+                        SET next_query_at = ?2, attempts = ?3, unknown_since = ?4,
+                            refund_trade_no = coalesce(refund_trade_no, ?5),
+                            last_attempt_at = ?6, last_outcome = ?7, last_error = ?8,
+                            review_flag = CASE WHEN ?9 IS NULL THEN review_flag ELSE 1 END,
+                            review_reason = coalesce(?9, review_reason),
+                            flagged_at = CASE WHEN ?9 IS NULL THEN flagged_at ELSE ?6 END
+                      WHERE out_refund_no = ?1 AND status = 'REFUND_PENDING'",
+            )
+            .during(RECORD_ATTEMPT)?
+            .execute(params![
+                self.no,
+                ts_text(next_query_at),
+                attempts,
+                unknown_since.map(ts_text),
+                refund_trade_no,
+                self.at,
+                self.class,
+                self.error,
+                newly_flagged.map(|r| r.as_str()),
+            ])
+            .during(RECORD_ATTEMPT)?;
+        Ok(())
+    }
 }
 
 fn insert_discrepancy(
