@@ -2,6 +2,7 @@
 //! all on one manual clock so hours of schedule pass instantly.
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod proc;
 pub mod tools;
 

@@ -435,3 +435,16 @@ pub fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
         Err(_) => default,
     }
 }
+
+/// Starts `checus-reconciler sandbox --scripts` (the real binary) in `dir` with `scripts`
+/// (JSON lines), waits for its readiness line and returns it with its base URL.
+pub fn sandbox_command(dir: &Path, scripts: &str) -> (Proc, String) {
+    let file = dir.join("scripts.jsonl");
+    std::fs::write(&file, scripts).unwrap();
+    let mut c = cmd(dir);
+    c.args(["sandbox", "--scripts", file.to_str().unwrap()]);
+    let mut p = Proc::spawn(c);
+    let line = p.wait_for("sandbox listening on ");
+    let url = line.split("sandbox listening on ").nth(1).unwrap().trim();
+    (p, url.to_owned())
+}

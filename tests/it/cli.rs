@@ -5,24 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::proc::{Proc, cmd, code, run, stderr, stdout, write_config};
-
-/// Starts `checus-reconciler sandbox` with scripts; returns it and its base URL.
-fn sandbox(dir: &Path, scripts: &str) -> (Proc, String) {
-    let file = dir.join("scripts.jsonl");
-    std::fs::write(&file, scripts).unwrap();
-    let mut c = cmd(dir);
-    c.args(["sandbox", "--scripts", file.to_str().unwrap()]);
-    let mut p = Proc::spawn(c);
-    let line = p.wait_for("sandbox listening on ");
-    let url = line
-        .split("sandbox listening on ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .to_owned();
-    (p, url)
-}
+use crate::common::proc::{Proc, cmd, code, run, sandbox_command, stderr, stdout, write_config};
 
 fn ledger_arg(dir: &Path) -> String {
     dir.join("ledger.sqlite").display().to_string()
@@ -306,7 +289,7 @@ fn check_config_accepts_good_config_and_names_the_bad_key() {
 #[test]
 fn query_now_records_the_attempt_like_any_other() {
     let d = tempfile::tempdir().unwrap();
-    let (_sb, url) = sandbox(
+    let (_sb, url) = sandbox_command(
         d.path(),
         r#"{"outRefundNo":"R-Q-1","refundTradeNo":"T1","outTradeNo":"O1","amount":"12.50","currency":"USD","steps":["pending","success"]}"#,
     );
@@ -355,7 +338,7 @@ fn the_daemon_reconciles_refuses_a_second_instance_and_drains_on_sigterm() {
             "{{\"outRefundNo\":\"R-D-{i}\",\"refundTradeNo\":\"T{i}\",\"outTradeNo\":\"O{i}\",\"amount\":\"3.25\",\"currency\":\"USD\",\"steps\":[\"pending\",\"fault:http:500\",\"{last}\"]}}\n"
         ));
     }
-    let (_sb, url) = sandbox(d.path(), &scripts);
+    let (_sb, url) = sandbox_command(d.path(), &scripts);
     let cfg = write_config(
         d.path(),
         &url,

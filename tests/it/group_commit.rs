@@ -7,25 +7,19 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::fixtures::{finalize, no, success_answer};
+use crate::common::ts;
 use checus_reconciler::config::{Config, Environment};
 use checus_reconciler::daemon::{self, Hooks};
 use checus_reconciler::domain::{
-    Change, Clock, Currency, Decision, FinalStatus, NewRefund, ObservedRefund, OutRefundNo,
-    OutcomeClass, QueryOutcome, QueryReport, RefundStatus, SystemClock, Timestamp, parse_ts,
+    Change, Clock, Currency, Decision, FinalStatus, NewRefund, OutcomeClass, QueryReport,
+    RefundStatus, SystemClock, Timestamp,
 };
 use checus_reconciler::ledger::{Applied, Ledger, LedgerError, NotificationRecord};
 use checus_reconciler::sandbox::{self, RefundScript, SandboxOptions, Step, test_keys};
 use checus_reconciler::worker::LedgerHandle;
 use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
-
-fn ts(text: &str) -> Timestamp {
-    parse_ts(text).unwrap()
-}
-
-fn no(text: &str) -> OutRefundNo {
-    OutRefundNo::parse(text).unwrap()
-}
 
 fn refund(n: &str, created_at: Timestamp) -> NewRefund {
     NewRefund {
@@ -39,40 +33,9 @@ fn refund(n: &str, created_at: Timestamp) -> NewRefund {
     }
 }
 
-/// A verified REFUND_SUCCESS answer. The ledger logs the decision's outcome class and never
-/// reads `outcome`, so its amount need not match the refund's.
-fn attempt(n: &str) -> QueryReport {
-    QueryReport {
-        out_refund_no: no(n),
-        outcome: QueryOutcome::Final(ObservedRefund {
-            out_refund_no: n.to_owned(),
-            refund_trade_no: Some("T-Q".into()),
-            amount: Decimal::from_str("12.50").unwrap(),
-            currency: Currency::parse("USD").unwrap(),
-            status: RefundStatus::Success,
-            refund_finish_time: None,
-        }),
-        attempted_at: ts("2026-01-01T00:15:00.000Z"),
-        http_status: Some(200),
-        gateway_code: Some("APPLY_SUCCESS".into()),
-        data_status: Some("REFUND_SUCCESS".into()),
-        latency: Duration::from_millis(42),
-        error: None,
-    }
-}
-
-fn finalize(status: FinalStatus) -> Decision {
-    Decision {
-        class: OutcomeClass::Final,
-        change: Change::Finalize {
-            status,
-            refund_trade_no: Some("T-Q".into()),
-            refund_finish_time: Some(ts("2026-01-01T00:20:00.000Z")),
-        },
-        discrepancies: Vec::new(),
-        halt: None,
-        slow_down: false,
-    }
+/// A verified success for refund `n`, answered at the one time these tests use.
+fn answered(n: &str) -> QueryReport {
+    success_answer(n, "2026-01-01T00:15:00.000Z")
 }
 
 fn reschedule() -> Decision {
@@ -115,10 +78,10 @@ fn seeded() -> (tempfile::TempDir, Ledger) {
 
 fn batch() -> Vec<(QueryReport, Decision)> {
     vec![
-        (attempt("R1"), finalize(FinalStatus::Success)),
-        (attempt("GHOST"), finalize(FinalStatus::Success)),
-        (attempt("R2"), reschedule()),
-        (attempt("R3"), finalize(FinalStatus::Success)),
+        (answered("R1"), finalize(FinalStatus::Success)),
+        (answered("GHOST"), finalize(FinalStatus::Success)),
+        (answered("R2"), reschedule()),
+        (answered("R3"), finalize(FinalStatus::Success)),
     ]
 }
 
@@ -193,7 +156,7 @@ async fn concurrent_attempts_through_the_handle_are_each_committed_once() {
     let record_all = |status: FinalStatus| {
         let mut set = tokio::task::JoinSet::new();
         for n in &names {
-            let (h, a) = (handle.clone(), attempt(n));
+            let (h, a) = (handle.clone(), answered(n));
             set.spawn(async move { h.record_attempt(a, finalize(status)).await });
         }
         set
@@ -242,7 +205,7 @@ async fn announced_answers_are_committed_together_in_one_transaction() {
     let before = handle.completed_calls();
     let mut set = tokio::task::JoinSet::new();
     for n in ["G1", "G2", "G3"] {
-        let (h, a) = (handle.clone(), attempt(n));
+        let (h, a) = (handle.clone(), answered(n));
         set.spawn(async move { h.record_attempt(a, finalize(FinalStatus::Success)).await });
     }
     // The third answer completes the batch: all three land, in one commit, long before the
@@ -275,7 +238,7 @@ async fn a_lone_answer_and_an_answer_whose_sibling_gave_up_are_committed_without
     // Nothing else announced: committed at once (the test would hang for an hour otherwise).
     assert_eq!(
         handle
-            .record_attempt(attempt("L1"), finalize(FinalStatus::Success))
+            .record_attempt(answered("L1"), finalize(FinalStatus::Success))
             .await
             .unwrap(),
         Applied::Finalized(FinalStatus::Success)
@@ -287,7 +250,7 @@ async fn a_lone_answer_and_an_answer_whose_sibling_gave_up_are_committed_without
     let h = handle.clone();
     let recording = tokio::spawn(async move {
         let applied = h
-            .record_attempt(attempt("L2"), finalize(FinalStatus::Failed))
+            .record_attempt(answered("L2"), finalize(FinalStatus::Failed))
             .await;
         drop(mine);
         applied

@@ -9,10 +9,11 @@ use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::common::fixtures::{finalize, no, success_answer};
+use crate::common::ts;
 use checus_reconciler::domain::{
     Change, Currency, Decision, Discrepancy, DiscrepancyKind, FinalSource, FinalStatus, HaltCode,
-    NewRefund, ObservedRefund, OutRefundNo, OutcomeClass, QueryOutcome, QueryReport, RefundStatus,
-    ReviewReason, Timestamp, format_ts, parse_ts,
+    NewRefund, OutcomeClass, RefundStatus, ReviewReason, format_ts,
 };
 use checus_reconciler::ledger::{
     Applied, EventKind, Finding, Happened, Ledger, LedgerError, ListFilter, NotificationEffect,
@@ -22,14 +23,6 @@ use rusqlite::Connection;
 use rust_decimal::Decimal;
 
 const FINAL_IMMUTABLE: &str = "checus-reconciler: final refund status is immutable";
-
-fn ts(text: &str) -> Timestamp {
-    parse_ts(text).unwrap()
-}
-
-fn no(text: &str) -> OutRefundNo {
-    OutRefundNo::parse(text).unwrap()
-}
 
 fn refund(n: &str, amount: &str) -> NewRefund {
     NewRefund {
@@ -52,42 +45,6 @@ fn note(n: &str, status: FinalStatus, amount: &str, currency: &str) -> Notificat
         currency: Currency::parse(currency).unwrap(),
         refund_finish_time: Some(ts("2026-01-01T00:05:00.123Z")),
         notify_time: ts("2026-01-01T00:05:01.000Z"),
-    }
-}
-
-/// A verified REFUND_SUCCESS answer. The ledger logs the decision's outcome class and never
-/// reads `outcome`, so its amount need not match the refund's.
-fn attempt(n: &str, at: &str) -> QueryReport {
-    QueryReport {
-        out_refund_no: no(n),
-        outcome: QueryOutcome::Final(ObservedRefund {
-            out_refund_no: n.to_owned(),
-            refund_trade_no: Some("T-Q".into()),
-            amount: Decimal::from_str("12.50").unwrap(),
-            currency: Currency::parse("USD").unwrap(),
-            status: RefundStatus::Success,
-            refund_finish_time: None,
-        }),
-        attempted_at: ts(at),
-        http_status: Some(200),
-        gateway_code: Some("APPLY_SUCCESS".into()),
-        data_status: Some("REFUND_SUCCESS".into()),
-        latency: Duration::from_millis(42),
-        error: None,
-    }
-}
-
-fn finalize(status: FinalStatus) -> Decision {
-    Decision {
-        class: OutcomeClass::Final,
-        change: Change::Finalize {
-            status,
-            refund_trade_no: Some("T-Q".into()),
-            refund_finish_time: Some(ts("2026-01-01T00:20:00.000Z")),
-        },
-        discrepancies: Vec::new(),
-        halt: None,
-        slow_down: false,
     }
 }
 
@@ -458,7 +415,7 @@ fn attempts_are_append_only_and_discrepancies_and_notifications_are_kept() {
     ledger.insert_refund(&refund("R1", "10.00")).unwrap();
     ledger
         .record_attempt(
-            &attempt("R1", "2026-01-01T00:10:00.000Z"),
+            &success_answer("R1", "2026-01-01T00:10:00.000Z"),
             &reschedule("2026-01-01T00:11:00.000Z", 1, None),
         )
         .unwrap();
@@ -767,7 +724,7 @@ fn record_attempt_finalizes_by_compare_and_set() {
     ledger.insert_refund(&refund("R1", "10.00")).unwrap();
     let applied = ledger
         .record_attempt(
-            &attempt("R1", "2026-01-01T00:15:00.000Z"),
+            &success_answer("R1", "2026-01-01T00:15:00.000Z"),
             &finalize(FinalStatus::Success),
         )
         .unwrap();
@@ -804,7 +761,7 @@ fn record_attempt_after_a_notification_is_already_final_or_a_conflict() {
     }
     let applied = ledger
         .record_attempt(
-            &attempt("SAME", "2026-01-01T00:15:00.000Z"),
+            &success_answer("SAME", "2026-01-01T00:15:00.000Z"),
             &finalize(FinalStatus::Success),
         )
         .unwrap();
@@ -816,7 +773,7 @@ fn record_attempt_after_a_notification_is_already_final_or_a_conflict() {
 
     let applied = ledger
         .record_attempt(
-            &attempt("DIFF", "2026-01-01T00:15:00.000Z"),
+            &success_answer("DIFF", "2026-01-01T00:15:00.000Z"),
             &finalize(FinalStatus::Failed),
         )
         .unwrap();
@@ -842,7 +799,7 @@ fn record_attempt_after_a_notification_is_already_final_or_a_conflict() {
     // A reschedule of a refund that went final meanwhile changes nothing.
     let applied = ledger
         .record_attempt(
-            &attempt("SAME", "2026-01-01T00:16:00.000Z"),
+            &success_answer("SAME", "2026-01-01T00:16:00.000Z"),
             &reschedule("2026-01-01T01:00:00.000Z", 3, None),
         )
         .unwrap();
@@ -858,7 +815,7 @@ fn record_attempt_reschedules_and_flags_once() {
     ledger.insert_refund(&refund("R1", "10.00")).unwrap();
     let applied = ledger
         .record_attempt(
-            &attempt("R1", "2026-01-04T00:00:00.000Z"),
+            &success_answer("R1", "2026-01-04T00:00:00.000Z"),
             &reschedule(
                 "2026-01-05T00:00:00.000Z",
                 4,
@@ -882,7 +839,7 @@ fn record_attempt_reschedules_and_flags_once() {
     assert_eq!(row.last_outcome, Some(OutcomeClass::Pending));
 
     // Already flagged: the first reason and time stay.
-    let mut retry = attempt("R1", "2026-01-05T00:00:00.000Z");
+    let mut retry = success_answer("R1", "2026-01-05T00:00:00.000Z");
     retry.error = Some("connection reset".into());
     let applied = ledger
         .record_attempt(
@@ -924,7 +881,7 @@ fn record_attempt_records_mismatches_and_refuses_unknown_refunds() {
         observed: "11.00".into(),
     }];
     let applied = ledger
-        .record_attempt(&attempt("R1", "2026-01-01T00:15:00.000Z"), &decision)
+        .record_attempt(&success_answer("R1", "2026-01-01T00:15:00.000Z"), &decision)
         .unwrap();
     assert_eq!(
         applied,
@@ -941,7 +898,7 @@ fn record_attempt_records_mismatches_and_refuses_unknown_refunds() {
 
     let err = ledger
         .record_attempt(
-            &attempt("NOPE", "2026-01-01T00:15:00.000Z"),
+            &success_answer("NOPE", "2026-01-01T00:15:00.000Z"),
             &finalize(FinalStatus::Success),
         )
         .unwrap_err();
@@ -1043,7 +1000,7 @@ fn status_summarizes_the_ledger_and_sweeps() {
     ledger.insert_refund(&refund("UNSCHEDULED", "1")).unwrap();
     ledger
         .record_attempt(
-            &attempt("R1", "2026-01-04T00:00:00.000Z"),
+            &success_answer("R1", "2026-01-04T00:00:00.000Z"),
             &reschedule(
                 "2026-01-05T00:00:00.000Z",
                 1,
@@ -1120,7 +1077,7 @@ fn list_filters_and_show_serializes_exact_text() {
         .unwrap();
     ledger
         .record_attempt(
-            &attempt("R4", "2026-01-09T00:00:00.000Z"),
+            &success_answer("R4", "2026-01-09T00:00:00.000Z"),
             &reschedule(
                 "2026-01-10T00:00:00.000Z",
                 1,
@@ -1245,8 +1202,10 @@ fn two_writers_in_parallel_never_see_busy_and_lose_nothing() {
                     } else {
                         finalize(FinalStatus::Success)
                     };
-                    let applied = ledger
-                        .record_attempt(&attempt(&n, "2026-01-01T00:30:00.000Z"), &decision)?;
+                    let applied = ledger.record_attempt(
+                        &success_answer(&n, "2026-01-01T00:30:00.000Z"),
+                        &decision,
+                    )?;
                     calls += 1;
                     if applied == Applied::Finalized(FinalStatus::Success) {
                         finalized += 1;
@@ -1349,13 +1308,13 @@ fn timeline_is_typed_events_sorted_by_their_order() {
     ledger.insert_refund(&refund("R2", "12.50")).unwrap();
     ledger
         .record_attempt(
-            &attempt("R1", "2026-01-01T00:10:00.000Z"),
+            &success_answer("R1", "2026-01-01T00:10:00.000Z"),
             &reschedule("2026-01-01T00:20:00.000Z", 1, None),
         )
         .unwrap();
     ledger
         .record_attempt(
-            &attempt("R1", "2026-01-01T00:20:00.000Z"),
+            &success_answer("R1", "2026-01-01T00:20:00.000Z"),
             &finalize(FinalStatus::Success),
         )
         .unwrap();

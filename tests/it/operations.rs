@@ -9,7 +9,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::common::proc::{BIN, KEYS, Proc, cmd, code, run, stderr, stdout, write_config};
+use crate::common::proc::{
+    BIN, KEYS, Proc, cmd, code, run, sandbox_command, stderr, stdout, write_config,
+};
 
 fn json(o: &Output) -> serde_json::Value {
     serde_json::from_str(&stdout(o)).unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(o), stderr(o)))
@@ -26,17 +28,6 @@ fn ok(dir: &Path, args: &[&str], want: i32) -> Output {
         stderr(&o)
     );
     o
-}
-
-fn sandbox(dir: &Path, scripts: &str) -> (Proc, String) {
-    let file = dir.join("scripts.jsonl");
-    std::fs::write(&file, scripts).unwrap();
-    let mut c = cmd(dir);
-    c.args(["sandbox", "--scripts", file.to_str().unwrap()]);
-    let mut p = Proc::spawn(c);
-    let line = p.wait_for("sandbox listening on ");
-    let url = line.split("sandbox listening on ").nth(1).unwrap().trim();
-    (p, url.to_owned())
 }
 
 fn script(no: &str, amount: &str, steps: &[&str]) -> String {
@@ -68,7 +59,7 @@ fn operator_commands_find_explain_and_act() {
         script("R-OP-FAIL", "7.05", &["failed"]),
     ]
     .concat();
-    let (_sb, url) = sandbox(dir, &scripts);
+    let (_sb, url) = sandbox_command(dir, &scripts);
     let cfg = write_config(dir, &url, "[schedule]\ngrace = \"0s\"\n");
     let cfg = cfg.to_str().unwrap();
     let c = ["--config", cfg];
@@ -664,7 +655,7 @@ fn under_systemd_the_daemon_notifies_ready_status_and_watchdog() {
     }
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let (_sb, url) = sandbox(dir, &script("R-N-1", "2.00", &["pending", "success"]));
+    let (_sb, url) = sandbox_command(dir, &script("R-N-1", "2.00", &["pending", "success"]));
     let cfg = write_config(
         dir,
         &url,
@@ -793,7 +784,7 @@ fn journald_run(journal_stream_mode: bool) {
     }
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let (_sb, url) = sandbox(
+    let (_sb, url) = sandbox_command(
         dir,
         &[
             script("R-J-FAIL", "3.00", &["failed"]),
