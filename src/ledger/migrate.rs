@@ -174,17 +174,7 @@ pub(super) fn upgrade(
     now: Timestamp,
 ) -> Result<Option<MigrationReport>, LedgerError> {
     let backup = back_up(conn, path, from, now)?;
-    let failed = |step: &'static str| {
-        let (path, backup) = (path.to_owned(), backup.clone());
-        move |source| LedgerError::MigrationFailed {
-            path,
-            from,
-            to: SCHEMA_VERSION,
-            step,
-            backup: Some(backup),
-            source: Box::new(source),
-        }
-    };
+    let failed = |step| migration_failed(path, from, step, &backup);
     conn.pragma_update(None, "foreign_keys", false)
         .map_err(failed("turn foreign keys off"))?;
     conn.pragma_update(None, "legacy_alter_table", true)
@@ -214,17 +204,7 @@ fn migrate_in_one_transaction(
     probed: i32,
     backup: &Path,
 ) -> Result<Option<MigrationReport>, LedgerError> {
-    let failed = |from: i32, step: &'static str| {
-        let (path, backup) = (path.to_owned(), backup.to_owned());
-        move |source| LedgerError::MigrationFailed {
-            path,
-            from,
-            to: SCHEMA_VERSION,
-            step,
-            backup: Some(backup),
-            source: Box::new(source),
-        }
-    };
+    let failed = |from, step| migration_failed(path, from, step, backup);
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
         .map_err(failed(probed, "begin the migration transaction"))?;
     // Look again under the write lock: another process (the daemon, `init`) may have
@@ -353,4 +333,23 @@ fn check_backup(copy: &Path, from: i32) -> Result<(), LedgerError> {
         return Err(check(format!("schema version {version}, expected {from}")));
     }
     Ok(())
+}
+
+/// The error for a failed `step` of migrating `path` from version `from`, once the backup
+/// exists: the transaction rolled back, so the ledger is as it was and the backup is a copy.
+fn migration_failed(
+    path: &Path,
+    from: i32,
+    step: &'static str,
+    backup: &Path,
+) -> impl FnOnce(rusqlite::Error) -> LedgerError {
+    let (path, backup) = (path.to_owned(), backup.to_owned());
+    move |source| LedgerError::MigrationFailed {
+        path,
+        from,
+        to: SCHEMA_VERSION,
+        step,
+        backup: Some(backup),
+        source: Box::new(source),
+    }
 }
