@@ -14,6 +14,7 @@ mod faults;
 mod gateway_client;
 mod gateway_openssl;
 mod group_commit;
+mod hostile;
 mod ledger;
 mod migrate;
 mod operations;

@@ -1,0 +1,1 @@
+//! Hostile config: see the module list in hostile/mod.rs.

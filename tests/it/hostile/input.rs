@@ -1,0 +1,1 @@
+//! Hostile input: see the module list in hostile/mod.rs.

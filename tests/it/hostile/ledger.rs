@@ -1,0 +1,1 @@
+//! Hostile ledger: see the module list in hostile/mod.rs.

@@ -1,0 +1,7 @@
+//! The hostile suite (issue 10): values a careless or adversarial user can hand the daemon, each
+//! answered with its documented exit code or status finding, and none of them stopping the
+//! reconciliation of the other refunds. One module per kind of input.
+
+mod config;
+mod input;
+mod ledger;
