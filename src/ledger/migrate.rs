@@ -19,7 +19,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use super::error::LedgerError;
@@ -42,11 +42,44 @@ struct Migration {
 
 /// Every migration, oldest first, one per version after [`OLDEST_MIGRATABLE`]. The last one
 /// must leave exactly what `schema.sql` creates (tests/it/migrate.rs compares sqlite_master).
-const MIGRATIONS: [Migration; 1] = [Migration {
-    to: 2,
-    name: "0002_sweeps_halt_code",
-    sql: include_str!("migrations/0002_sweeps_halt_code.sql"),
-}];
+const MIGRATIONS: [Migration; 2] = [
+    Migration {
+        to: 2,
+        name: "0002_sweeps_halt_code",
+        sql: include_str!("migrations/0002_sweeps_halt_code.sql"),
+    },
+    Migration {
+        to: 3,
+        name: "0003_real_instants",
+        sql: include_str!("migrations/0003_real_instants.sql"),
+    },
+];
+
+/// The time columns (table, column) that version 3's round-trip CHECKs guard: every one that
+/// schema.sql has (a unit test ties the list to it). Before migrating to version 3, each is
+/// searched for a value the new CHECK would refuse.
+pub(super) const TIME_COLUMNS: [(&str, &str); 20] = [
+    ("refunds", "created_at"),
+    ("refunds", "notified_at"),
+    ("refunds", "finalized_at"),
+    ("refunds", "refund_finish_time"),
+    ("refunds", "next_query_at"),
+    ("refunds", "unknown_since"),
+    ("refunds", "last_attempt_at"),
+    ("refunds", "flagged_at"),
+    ("refunds", "confirm_at"),
+    ("attempts", "attempted_at"),
+    ("discrepancies", "detected_at"),
+    ("discrepancies", "resolved_at"),
+    ("notifications", "refund_finish_time"),
+    ("notifications", "notify_time"),
+    ("notifications", "received_at"),
+    ("sweeps", "started_at"),
+    ("sweeps", "finished_at"),
+    ("operator_actions", "at"),
+    ("prunes", "started_at"),
+    ("prunes", "finalized_before"),
+];
 
 /// One migration of a plan or a report.
 #[derive(Debug, Clone, Serialize)]
@@ -173,6 +206,9 @@ pub(super) fn upgrade(
     from: i32,
     now: Timestamp,
 ) -> Result<Option<MigrationReport>, LedgerError> {
+    if from < 3 {
+        refuse_unreal_instants(conn, path, from)?;
+    }
     let backup = back_up(conn, path, from, now)?;
     let failed = |step| migration_failed(path, from, step, &backup);
     conn.pragma_update(None, "foreign_keys", false)
@@ -352,4 +388,42 @@ fn migration_failed(
         backup: Some(backup),
         source: Box::new(source),
     }
+}
+
+/// Refuses to migrate a ledger of version `from` (< 3) that holds a time version 3's CHECKs
+/// refuse (2026-02-31, hour 24, second 60, ...), naming the first such table, row and column.
+/// Such a row would fail its copy and roll the migration back anyway; looking first, before
+/// the backup, gives the operator the row to correct, and a daemon that systemd restarts
+/// over and over does not leave a new full copy of the ledger behind each time. A value
+/// written between this look and the migration's lock still fails the copy: nothing is lost.
+fn refuse_unreal_instants(conn: &Connection, path: &Path, from: i32) -> Result<(), LedgerError> {
+    for (table, column) in TIME_COLUMNS {
+        let sql = format!(
+            "SELECT rowid, quote({column}) FROM {table} \
+             WHERE {column} IS NOT strftime('%Y-%m-%dT%H:%M:%fZ', julianday({column})) LIMIT 1"
+        );
+        let found = conn
+            .query_row(&sql, [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .optional()
+            .map_err(|source| LedgerError::MigrationFailed {
+                path: path.to_owned(),
+                from,
+                to: SCHEMA_VERSION,
+                step: "look for times version 3 refuses",
+                backup: None,
+                source: Box::new(source),
+            })?;
+        if let Some((row, value)) = found {
+            return Err(LedgerError::UnrealInstant {
+                path: path.to_owned(),
+                from,
+                to: SCHEMA_VERSION,
+                table,
+                row,
+                column,
+                value,
+            });
+        }
+    }
+    Ok(())
 }
