@@ -163,7 +163,7 @@ pub enum LedgerError {
          (YYYY-MM-DDTHH:MM:SS.mmmZ); the ledger is unchanged. Correct that value, then migrate \
          again (README \"Upgrading the ledger\")",
         path.display(),
-        value.escape_debug()
+        printable(value)
     )]
     UnrealInstant {
         /// The ledger path.
@@ -320,6 +320,21 @@ fn backup_note(backup: Option<&std::path::Path>) -> String {
     backup
         .map(|b| format!(" (backup taken first: {})", b.display()))
         .unwrap_or_default()
+}
+
+/// `value` with control characters escaped, so a stored value cannot drive the terminal.
+fn printable(value: &str) -> String {
+    value
+        .chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 fn at_row(index: Option<usize>) -> String {
