@@ -8,8 +8,8 @@ use checus_reconciler::cli::{ConfigArgs, ExitCode, LedgerArgs, MigrateArgs, Veri
 use checus_reconciler::config::Environment;
 use checus_reconciler::domain::{Clock, SystemClock};
 use checus_reconciler::gateway::GatewayClient;
-use checus_reconciler::ledger::{Ledger, SCHEMA_VERSION, SchemaCheck};
 use checus_reconciler::ledger::migrate::{self, MigrationReport};
+use checus_reconciler::ledger::{Ledger, SCHEMA_VERSION, SchemaCheck};
 
 use super::args::{load_config, open_or_create, resolve_ledger};
 use super::output::{emit, print};

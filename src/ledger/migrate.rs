@@ -403,7 +403,9 @@ fn refuse_unreal_instants(conn: &Connection, path: &Path, from: i32) -> Result<(
              WHERE {column} IS NOT strftime('%Y-%m-%dT%H:%M:%fZ', julianday({column})) LIMIT 1"
         );
         let found = conn
-            .query_row(&sql, [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .query_row(&sql, [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
             .optional()
             .map_err(|source| LedgerError::MigrationFailed {
                 path: path.to_owned(),
@@ -426,4 +428,29 @@ fn refuse_unreal_instants(conn: &Connection, path: &Path, from: i32) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::SCHEMA_SQL;
+
+    #[test]
+    fn time_columns_are_every_round_trip_check_of_schema_sql_in_order() {
+        let marker = " IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(";
+        let checked: Vec<&str> = SCHEMA_SQL
+            .split("CHECK (")
+            .filter_map(|rest| rest.split_once(marker).map(|(column, _)| column))
+            .collect();
+        let listed: Vec<&str> = TIME_COLUMNS.iter().map(|(_, column)| *column).collect();
+        assert_eq!(checked, listed);
+    }
+
+    #[test]
+    fn the_last_migration_leads_to_this_builds_version() {
+        assert_eq!(MIGRATIONS.last().map(|m| m.to), Some(SCHEMA_VERSION));
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.to, OLDEST_MIGRATABLE + 1 + i as i32, "{}", m.name);
+        }
+    }
 }

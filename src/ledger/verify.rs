@@ -204,6 +204,14 @@ pub(super) fn refuse_altered(conn: &Connection, path: &Path) -> Result<(), Ledge
 }
 
 impl Ledger {
+    /// Checks this open ledger's schema again ([`LedgerError::SchemaAltered`] when a table,
+    /// index or trigger of schema.sql is missing or altered). Opening already checked it; a
+    /// long-running caller (the daemon, once per sweep) can call this to notice a trigger
+    /// dropped since. One read of `sqlite_schema`.
+    pub fn check_schema(&self) -> Result<(), LedgerError> {
+        refuse_altered(&self.conn, &self.path)
+    }
+
     /// `verify-ledger`: compares the ledger at `path` with schema.sql through a read-only
     /// connection (nothing is changed, so it also works on a read-only copy) and returns every
     /// difference. Refuses what `open` refuses before that: a missing file, a file that is not
@@ -211,10 +219,11 @@ impl Ledger {
     pub fn verify(path: &Path) -> Result<SchemaCheck, LedgerError> {
         Self::refuse_missing(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|source| LedgerError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|source| LedgerError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
         let setup = |step: &'static str| {
             let path = path.to_owned();
             move |source| LedgerError::Setup { path, step, source }

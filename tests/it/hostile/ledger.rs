@@ -69,9 +69,15 @@ fn a_notification_with_an_impossible_time_is_refused_at_insert_and_nothing_chang
         }
     }
     // The app got an error each time, so it did not acknowledge: nothing was stored.
-    assert_eq!(query_one(&path, "SELECT count(*) || '' FROM notifications"), "0");
     assert_eq!(
-        query_one(&path, "SELECT status FROM refunds WHERE out_refund_no = 'R1'"),
+        query_one(&path, "SELECT count(*) || '' FROM notifications"),
+        "0"
+    );
+    assert_eq!(
+        query_one(
+            &path,
+            "SELECT status FROM refunds WHERE out_refund_no = 'R1'"
+        ),
         "REFUND_PENDING"
     );
     // Checus delivers again with a real time (here with an offset): applied, and readable.
@@ -102,7 +108,10 @@ fn a_created_at_sqlite_cannot_schedule_is_refused_at_insert() {
                 rusqlite::params![format!("BAD{i}"), bad],
             )
             .unwrap_err();
-        assert!(err.to_string().contains("CHECK constraint failed"), "{bad}: {err}");
+        assert!(
+            err.to_string().contains("CHECK constraint failed"),
+            "{bad}: {err}"
+        );
     }
     // Every other time column refuses the same way (one sample per table).
     let c = sql(&path);
@@ -115,7 +124,10 @@ fn a_created_at_sqlite_cannot_schedule_is_refused_at_insert() {
          VALUES ('2026-04-31T00:00:00.000Z', 'op', 'retry_now')",
     ] {
         let err = c.execute(stmt, []).unwrap_err();
-        assert!(err.to_string().contains("CHECK constraint failed"), "{stmt}: {err}");
+        assert!(
+            err.to_string().contains("CHECK constraint failed"),
+            "{stmt}: {err}"
+        );
     }
     // The values the ledger writes itself pass: the daemon's form, the defaults, the 29th of
     // February of a leap year, the ends of the range.
@@ -164,10 +176,7 @@ fn an_older_ledger_holding_an_impossible_time_is_not_migrated_and_the_row_is_nam
     let (path, id) = v1_with_an_impossible_time(dir.path());
     let bytes = std::fs::read(&path).unwrap();
     let l = path.to_str().unwrap();
-    for args in [
-        vec!["migrate", "--ledger", l],
-        vec!["init", "--ledger", l],
-    ] {
+    for args in [vec!["migrate", "--ledger", l], vec!["init", "--ledger", l]] {
         let o = run(dir.path(), &args);
         assert_eq!(code(&o), 4, "{args:?}: {}", stderr(&o));
         let err = stderr(&o);
@@ -191,12 +200,19 @@ fn an_older_ledger_holding_an_impossible_time_is_not_migrated_and_the_row_is_nam
     assert!(names.is_empty(), "{names:?}");
     assert!(matches!(
         Ledger::open(&path),
-        Err(LedgerError::UnrealInstant { table: "refunds", column: "next_query_at", .. })
+        Err(LedgerError::UnrealInstant {
+            table: "refunds",
+            column: "next_query_at",
+            ..
+        })
     ));
 
     // Once the operator corrects the value, it migrates.
     sql(&path)
-        .execute("UPDATE refunds SET next_query_at = NULL WHERE id = ?1", [id])
+        .execute(
+            "UPDATE refunds SET next_query_at = NULL WHERE id = ?1",
+            [id],
+        )
         .unwrap();
     let o = run(dir.path(), &["migrate", "--ledger", l]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -228,7 +244,14 @@ fn a_dropped_trigger_is_refused_with_exit_4_by_the_daemon_and_every_command() {
     for args in [
         vec!["run", "--config", cfg],
         vec![
-            "add", "--ledger", l, "--out-refund-no", "R2", "--amount", "1.00", "--currency",
+            "add",
+            "--ledger",
+            l,
+            "--out-refund-no",
+            "R2",
+            "--amount",
+            "1.00",
+            "--currency",
             "USD",
         ],
         vec!["status", "--ledger", l],
@@ -309,7 +332,14 @@ fn a_file_with_the_table_names_and_the_current_version_but_not_the_schema_is_ref
         vec!["list", "--ledger", l],
         vec!["export", "--ledger", l, "--since", "1d"],
         vec![
-            "add", "--ledger", l, "--out-refund-no", "R1", "--amount", "1.00", "--currency",
+            "add",
+            "--ledger",
+            l,
+            "--out-refund-no",
+            "R1",
+            "--amount",
+            "1.00",
+            "--currency",
             "USD",
         ],
         vec!["init", "--ledger", l],
