@@ -154,7 +154,8 @@ fn steps_from(from: i32) -> Vec<MigrationStep> {
 
 /// `migrate --dry-run`: what [`apply`] would do to the ledger at `path`, judged through a
 /// read-only connection, so the file is not changed. Refuses what `open` refuses: a missing
-/// file, a file that is not a ledger, a newer or unknown schema version.
+/// file, a file that is not a ledger, a newer or unknown schema version, and a stored time
+/// that version 3 would refuse ([`LedgerError::UnrealInstant`]).
 pub fn plan(path: &Path, now: Timestamp) -> Result<MigrationReport, LedgerError> {
     Ledger::refuse_missing(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -177,14 +178,19 @@ pub fn plan(path: &Path, now: Timestamp) -> Result<MigrationReport, LedgerError>
         Found::Ledger { version } if version == SCHEMA_VERSION => {
             Ok(MigrationReport::current(path, true))
         }
-        Found::Ledger { version } => Ok(MigrationReport {
-            ledger: path.to_owned(),
-            from: version,
-            to: SCHEMA_VERSION,
-            dry_run: true,
-            backup: Some(backup_path(path, version, now, 0)),
-            steps: steps_from(version),
-        }),
+        Found::Ledger { version } => {
+            if version < 3 {
+                refuse_unreal_instants(&conn, path, version)?;
+            }
+            Ok(MigrationReport {
+                ledger: path.to_owned(),
+                from: version,
+                to: SCHEMA_VERSION,
+                dry_run: true,
+                backup: Some(backup_path(path, version, now, 0)),
+                steps: steps_from(version),
+            })
+        }
     }
 }
 

@@ -176,7 +176,11 @@ fn an_older_ledger_holding_an_impossible_time_is_not_migrated_and_the_row_is_nam
     let (path, id) = v1_with_an_impossible_time(dir.path());
     let bytes = std::fs::read(&path).unwrap();
     let l = path.to_str().unwrap();
-    for args in [vec!["migrate", "--ledger", l], vec!["init", "--ledger", l]] {
+    for args in [
+        vec!["migrate", "--dry-run", "--ledger", l],
+        vec!["migrate", "--ledger", l],
+        vec!["init", "--ledger", l],
+    ] {
         let o = run(dir.path(), &args);
         assert_eq!(code(&o), 4, "{args:?}: {}", stderr(&o));
         let err = stderr(&o);
