@@ -281,8 +281,12 @@ impl FromStr for Currency {
     }
 }
 
+/// The longest amount text the ledger stores (schema.sql's `length(amount) BETWEEN 1 AND 28`).
+pub const MAX_AMOUNT_CHARS: usize = 28;
+
 /// Parses and validates a refund amount in major units: a plain decimal, positive, with no
-/// more decimals than `currency` allows. Exponents, signs other than none, and floats are refused.
+/// more decimals than `currency` allows and at most [`MAX_AMOUNT_CHARS`] characters as stored.
+/// Exponents, signs other than none, and floats are refused.
 pub fn validate_amount(text: &str, currency: Currency) -> Result<Decimal, InvalidValue> {
     let well_formed = !text.is_empty()
         && text.chars().all(|c| c.is_ascii_digit() || c == '.')
@@ -299,6 +303,18 @@ pub fn validate_amount(text: &str, currency: Currency) -> Result<Decimal, Invali
         .map_err(|e| InvalidValue::new("amount", format!("{text:?}: {e}")))?;
     if amount.is_zero() {
         return Err(InvalidValue::new("amount", "must be greater than zero"));
+    }
+    // The ledger stores the parsed value's text (`0012.50` becomes `12.50`); a longer one
+    // would fail the schema's CHECK with raw SQL text instead of this message.
+    let stored = amount.to_string();
+    if stored.len() > MAX_AMOUNT_CHARS {
+        return Err(InvalidValue::new(
+            "amount",
+            format!(
+                "{stored} is {} characters long; the ledger stores at most {MAX_AMOUNT_CHARS}",
+                stored.len()
+            ),
+        ));
     }
     if amount.normalize().scale() > currency.max_scale() {
         return Err(InvalidValue::new(
@@ -528,6 +544,14 @@ mod tests {
         ] {
             assert!(validate_amount(bad, usd).is_err(), "{bad:?} accepted");
         }
+        // Longer than the ledger's CHECK allows once stored: refused here, not by SQLite.
+        assert!(validate_amount(&"1".repeat(28), usd).is_ok());
+        assert!(validate_amount(&"1".repeat(29), idr).is_err());
+        assert!(validate_amount("1000000000000000000000000000.0", usd).is_err());
+        assert!(validate_amount("0012.50", usd).is_ok());
+        let schema = include_str!("../../schema.sql");
+        let check = format!("length(amount) BETWEEN 1 AND {MAX_AMOUNT_CHARS}");
+        assert!(schema.contains(&check), "schema.sql lost {check:?}");
         assert!(Currency::parse("usd").is_err());
         assert!(Currency::parse("US").is_err());
         assert!(Currency::parse("USDT").is_err());

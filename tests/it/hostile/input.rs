@@ -128,6 +128,36 @@ fn add_refuses_a_created_at_outside_the_ledger_range_naming_the_flag() {
 }
 
 #[test]
+fn add_refuses_an_amount_too_long_to_store_with_a_readable_message() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let ledger = d.join("ledger.sqlite");
+    // Both parse exactly but are longer than the schema's 28 characters once stored: the
+    // CHECK refused them with exit 1 and raw SQL text.
+    for (amount, currency) in [
+        ("10000000000000000000000000000", "JPY"),
+        ("1000000000000000000000000000.0", "USD"),
+    ] {
+        let o = run(
+            d,
+            &[
+                "add",
+                "--ledger",
+                ledger.to_str().unwrap(),
+                "--out-refund-no",
+                "R-1",
+                "--amount",
+                amount,
+                "--currency",
+                currency,
+            ],
+        );
+        assert_refused(&o, &["amount", "28"]);
+        assert!(!stderr(&o).contains("CHECK"), "{amount}: {}", stderr(&o));
+    }
+}
+
+#[test]
 fn import_refuses_a_column_given_twice_naming_it() {
     let d = tempfile::tempdir().unwrap();
     let d = d.path();
