@@ -30,27 +30,28 @@ pub enum ImportError {
     /// The file could not be read.
     #[error("{file}: {source}")]
     Read {
-        /// The file.
+        /// The path given to `import`.
         file: PathBuf,
-        /// Why.
+        /// The I/O error that stopped the read (not a line too long: that is a `Row`).
         source: std::io::Error,
     },
     /// A row is invalid.
     #[error("{file}:{line}: {field}: {reason}")]
     Row {
-        /// The file.
+        /// The path given to `import`.
         file: PathBuf,
         /// 1-based line number (the CSV header is line 1).
         line: u64,
-        /// The field.
+        /// The field or column rejected (`outRefundNo`, `amount`, …), or what was being read:
+        /// `header`, `csv`, `json`, `line`. Escaped: a column name can hold anything.
         field: String,
-        /// Why.
+        /// What is wrong, quoting the value escaped or in Debug form, never raw.
         reason: String,
     },
     /// The file has no rows.
     #[error("{file}: no refunds found")]
     Empty {
-        /// The file.
+        /// The path given to `import`.
         file: PathBuf,
     },
 }
@@ -58,15 +59,16 @@ pub enum ImportError {
 /// One refund's fields as text, before validation.
 #[derive(Debug, Default, Clone)]
 pub struct RawRefund {
-    /// outRefundNo
+    /// The merchant's refund number (`outRefundNo`), checked by [`OutRefundNo::parse`].
     pub out_refund_no: String,
     /// Amount text, exactly as given.
     pub amount: String,
-    /// Currency code.
+    /// ISO 4217 code as given; it decides how many decimals `amount` may have.
     pub currency: String,
-    /// refundTradeNo
+    /// The gateway's refund number (`refundTradeNo`); empty means absent. No control characters.
     pub refund_trade_no: Option<String>,
-    /// outTradeNo
+    /// The original order's merchant number (`outTradeNo`); empty means absent. No control
+    /// characters.
     pub out_trade_no: Option<String>,
     /// Status text (default REFUND_PENDING).
     pub status: Option<String>,
@@ -75,7 +77,8 @@ pub struct RawRefund {
 }
 
 impl RawRefund {
-    /// Validates the fields.
+    /// Validates every field into a [`NewRefund`]; `now` is the default `created_at` and
+    /// the reference for its range. The error names the first field refused.
     pub fn validate(self, now: Timestamp) -> Result<NewRefund, InvalidValue> {
         let out_refund_no = OutRefundNo::parse(&self.out_refund_no)?;
         let currency = Currency::parse(&self.currency)?;
