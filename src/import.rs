@@ -326,6 +326,43 @@ fn parse_csv(
         .headers()
         .map_err(|e| csv_error(file, e, "header"))?
         .clone();
+    let index = column_index(&headers, file)?;
+    let mut out = Vec::new();
+    for record in csv.records() {
+        let record = record.map_err(|e| csv_error(file, e, "csv"))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let get = |name: &str| {
+            index
+                .get(name)
+                .and_then(|&i| record.get(i))
+                .map(str::to_owned)
+        };
+        let raw = RawRefund {
+            out_refund_no: get("out_refund_no").unwrap_or_default(),
+            amount: get("amount").unwrap_or_default(),
+            currency: get("currency").unwrap_or_default(),
+            refund_trade_no: get("refund_trade_no"),
+            out_trade_no: get("out_trade_no"),
+            status: get("status"),
+            created_at: get("created_at"),
+        };
+        out.push((
+            line,
+            raw.validate(now).map_err(|e| row_error(file, line, e))?,
+        ));
+        if out.len() % 10_000 == 0 {
+            progress(out.len());
+        }
+    }
+    Ok(out)
+}
+
+/// Maps each known column (normalised name) to its position in the header. Refuses an
+/// unknown column, a column given twice in any spelling, and a missing required one.
+fn column_index(
+    headers: &csv::StringRecord,
+    file: &Path,
+) -> Result<HashMap<String, usize>, ImportError> {
     let known = [
         "out_refund_no",
         "amount",
@@ -373,34 +410,7 @@ fn parse_csv(
             });
         }
     }
-    let mut out = Vec::new();
-    for record in csv.records() {
-        let record = record.map_err(|e| csv_error(file, e, "csv"))?;
-        let line = record.position().map_or(0, |p| p.line());
-        let get = |name: &str| {
-            index
-                .get(name)
-                .and_then(|&i| record.get(i))
-                .map(str::to_owned)
-        };
-        let raw = RawRefund {
-            out_refund_no: get("out_refund_no").unwrap_or_default(),
-            amount: get("amount").unwrap_or_default(),
-            currency: get("currency").unwrap_or_default(),
-            refund_trade_no: get("refund_trade_no"),
-            out_trade_no: get("out_trade_no"),
-            status: get("status"),
-            created_at: get("created_at"),
-        };
-        out.push((
-            line,
-            raw.validate(now).map_err(|e| row_error(file, line, e))?,
-        ));
-        if out.len() % 10_000 == 0 {
-            progress(out.len());
-        }
-    }
-    Ok(out)
+    Ok(index)
 }
 
 /// A CSV reader error as an [`ImportError`]: an over-long line names its line; `field` names
