@@ -322,3 +322,84 @@ fn stored_control_characters_are_printed_escaped_by_every_text_output() {
         .expect("R-ESC exported");
     assert_eq!(row["refund_trade_no"], bad.as_str());
 }
+
+/// Serves one `/refundQuery` answer: HTTP 200, `body` signed with the INSECURE gateway key,
+/// to the first connection on a fresh loopback port. Returns the base URL.
+fn serve_one_signed_answer(body: String) -> String {
+    use std::io::{Read, Write};
+    let key = checus_reconciler::gateway::keys::MerchantKey::from_text(
+        checus_reconciler::sandbox::test_keys::INSECURE_GATEWAY_PRIVATE_PEM,
+    )
+    .unwrap();
+    let sign = key.sign_b64(body.as_bytes());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        // Read the request head and its body (Content-Length) before answering.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                if got.len() >= end + 4 + length {
+                    break;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nsign: {sign}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body.as_bytes()).unwrap();
+    });
+    url
+}
+
+#[test]
+fn a_signed_amount_that_only_rounds_to_the_refund_never_finalizes_it() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let ledger = d.join("ledger.sqlite");
+    assert_eq!(code(&add(d, &ledger, "R-1", &[])), 0, "12.50 USD pending");
+    // 12.4999…9 (31 nines) is not 12.50; Decimal::from_scientific rounded it to 12.50.
+    let body = format!(
+        r#"{{"code":"APPLY_SUCCESS","msg":"Success.","data":{{"outRefundNo":"R-1","refundTradeNo":"T1","refundAmount":12.4999999999999999999999999999999e0,"refundCurrency":"USD","status":"REFUND_SUCCESS","refundFinishTime":"2026-11-30T03:28:23.092Z"}}}}"#
+    );
+    let url = serve_one_signed_answer(body);
+    let config = crate::common::proc::write_config(d, &url, "");
+    let o = run(d, &["query", "R-1", "--config", config.to_str().unwrap()]);
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    let status: String = sql(&ledger)
+        .query_row(
+            "SELECT status FROM refunds WHERE out_refund_no = 'R-1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        status, "REFUND_PENDING",
+        "rounded into a final outcome: {out}"
+    );
+    let error: String = sql(&ledger)
+        .query_row(
+            "SELECT error FROM attempts ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("no attempt recorded ({e}): {out}"));
+    assert!(
+        error.contains("refundAmount") && error.contains("exact"),
+        "{error}"
+    );
+}
