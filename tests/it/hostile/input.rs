@@ -373,9 +373,9 @@ fn a_signed_amount_that_only_rounds_to_the_refund_never_finalizes_it() {
     let ledger = d.join("ledger.sqlite");
     assert_eq!(code(&add(d, &ledger, "R-1", &[])), 0, "12.50 USD pending");
     // 12.4999…9 (31 nines) is not 12.50; Decimal::from_scientific rounded it to 12.50.
-    let body = format!(
-        r#"{{"code":"APPLY_SUCCESS","msg":"Success.","data":{{"outRefundNo":"R-1","refundTradeNo":"T1","refundAmount":12.4999999999999999999999999999999e0,"refundCurrency":"USD","status":"REFUND_SUCCESS","refundFinishTime":"2026-11-30T03:28:23.092Z"}}}}"#
-    );
+    let body =
+        r#"{"code":"APPLY_SUCCESS","msg":"Success.","data":{"outRefundNo":"R-1","refundTradeNo":"T1","refundAmount":12.4999999999999999999999999999999e0,"refundCurrency":"USD","status":"REFUND_SUCCESS","refundFinishTime":"2026-11-30T03:28:23.092Z"}}"#
+            .to_owned();
     let url = serve_one_signed_answer(body);
     let config = crate::common::proc::write_config(d, &url, "");
     let o = run(d, &["query", "R-1", "--config", config.to_str().unwrap()]);
