@@ -3,17 +3,57 @@
 //! (timeline events, health findings); every sentence about them is written here, and the
 //! `*View` types carry those sentences into `--json`.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use serde::Serialize;
 
 use crate::demo::DemoReport;
-use crate::domain::{Change, HaltCode, OutRefundNo, Timestamp, format_ts};
+use crate::domain::{Change, HaltCode, OutRefundNo, Timestamp, format_ts, is_unsafe_char};
 use crate::ledger::{
     Applied, AttemptRow, Finding, Happened, Health, OpenDiscrepancy, RefundDetail, RefundRow,
     StatusSummary, Timeline, TimelineEvent,
 };
 use crate::worker::Processed;
+
+/// Text from the ledger made safe to print: every control character (and bidirectional
+/// override, see [`is_unsafe_char`]) is written as a Rust-style escape, `\u{1b}`, so a value a
+/// merchant's SQL stored cannot move the cursor, clear the screen or start a new line. Input
+/// refuses these characters; this is for what is stored anyway. Backslashes are left as they
+/// are. Every text renderer, `export --format csv` and the import errors use this one helper.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if is_unsafe_char(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`escape`] for an optional value, with `-` for none.
+fn opt_text(v: Option<&str>) -> Cow<'_, str> {
+    v.map_or(Cow::Borrowed("-"), escape)
+}
+
+/// A refund row with its free-text columns [`escape`]d: what `export --format csv` writes.
+/// (JSON output needs no such copy: JSON escapes control characters itself.)
+pub fn escaped_row(r: &RefundRow) -> Cow<'_, RefundRow> {
+    let clean = |v: &Option<String>| v.as_deref().map(|t| escape(t).into_owned());
+    let dirty = |v: &Option<String>| v.as_deref().is_some_and(|t| t.chars().any(is_unsafe_char));
+    if !dirty(&r.refund_trade_no) && !dirty(&r.out_trade_no) {
+        return Cow::Borrowed(r);
+    }
+    let mut row = r.clone();
+    row.refund_trade_no = clean(&r.refund_trade_no);
+    row.out_trade_no = clean(&r.out_trade_no);
+    Cow::Owned(row)
+}
 
 fn opt_ts(t: Option<Timestamp>) -> String {
     t.map_or_else(|| "-".to_owned(), format_ts)
@@ -53,7 +93,7 @@ pub fn status_table(s: &StatusSummary) -> String {
                 w.counts.failed,
                 w.halted_reason
                     .as_deref()
-                    .map(|h| format!(" HALTED: {h}"))
+                    .map(|h| format!(" HALTED: {}", escape(h)))
                     .unwrap_or_default()
             );
         }
@@ -105,12 +145,12 @@ pub fn detail(d: &RefundDetail) -> String {
     field(
         &mut out,
         "refund_trade_no",
-        r.refund_trade_no.clone().unwrap_or_else(|| "-".into()),
+        opt_text(r.refund_trade_no.as_deref()).into_owned(),
     );
     field(
         &mut out,
         "out_trade_no",
-        r.out_trade_no.clone().unwrap_or_else(|| "-".into()),
+        opt_text(r.out_trade_no.as_deref()).into_owned(),
     );
     field(&mut out, "amount", format!("{} {}", r.amount, r.currency));
     field(&mut out, "status", r.status.to_string());
@@ -148,10 +188,10 @@ pub fn detail(d: &RefundDetail) -> String {
             format_ts(a.attempted_at),
             a.outcome.as_str(),
             a.http_status.map_or("-".into(), |s| s.to_string()),
-            a.gateway_code.as_deref().unwrap_or("-"),
-            a.data_status.as_deref().unwrap_or("-"),
+            opt_text(a.gateway_code.as_deref()),
+            opt_text(a.data_status.as_deref()),
             a.latency_ms,
-            a.error.as_deref().unwrap_or("")
+            escape(a.error.as_deref().unwrap_or(""))
         );
     }
     let _ = writeln!(out, "\nnotifications ({}):", d.notifications.len());
@@ -174,8 +214,8 @@ pub fn detail(d: &RefundDetail) -> String {
             format_ts(x.detected_at),
             x.kind,
             x.source,
-            x.expected.as_deref().unwrap_or("-"),
-            x.observed.as_deref().unwrap_or("-"),
+            opt_text(x.expected.as_deref()),
+            opt_text(x.observed.as_deref()),
             x.resolved_at
                 .map(|t| format!(" (resolved {})", format_ts(t)))
                 .unwrap_or_default()
@@ -264,12 +304,12 @@ impl QuerySummary {
             out,
             "  http={} code={} status={} latency={}ms{}",
             self.http_status.map_or("-".into(), |s| s.to_string()),
-            self.gateway_code.as_deref().unwrap_or("-"),
-            self.data_status.as_deref().unwrap_or("-"),
+            opt_text(self.gateway_code.as_deref()),
+            opt_text(self.data_status.as_deref()),
             self.latency_ms,
             self.error
                 .as_deref()
-                .map(|e| format!(" error={e}"))
+                .map(|e| format!(" error={}", escape(e)))
                 .unwrap_or_default()
         );
         if let Some(n) = &self.next_query_at {
@@ -471,7 +511,7 @@ pub fn failed_table(rows: &[RefundRow]) -> String {
             opt_ts(r.finalized_at),
             r.final_source.map_or("-", |s| s.as_str()),
             r.attempts,
-            r.refund_trade_no.as_deref().unwrap_or("-")
+            opt_text(r.refund_trade_no.as_deref())
         );
     }
     let _ = writeln!(out, "({} failed refunds)", rows.len());
@@ -499,7 +539,13 @@ pub fn timeline(v: &TimelineView<'_>) -> String {
         }
     );
     for e in &v.events {
-        let _ = writeln!(out, "  {}  {:<20} {}", format_ts(e.at), e.kind, e.summary);
+        let _ = writeln!(
+            out,
+            "  {}  {:<20} {}",
+            format_ts(e.at),
+            e.kind,
+            escape(&e.summary)
+        );
     }
     out
 }
@@ -678,9 +724,9 @@ pub fn discrepancy_table(rows: &[OpenDiscrepancy]) -> String {
             format_ts(d.detected_at),
             d.source.as_str(),
             d.kind.as_str(),
-            d.expected.as_deref().unwrap_or("-"),
-            d.observed.as_deref().unwrap_or("-"),
-            d.resolved_by.as_deref().unwrap_or("-")
+            opt_text(d.expected.as_deref()),
+            opt_text(d.observed.as_deref()),
+            opt_text(d.resolved_by.as_deref())
         );
     }
     let _ = writeln!(out, "({} discrepancies)", rows.len());
@@ -724,4 +770,28 @@ pub fn prune_summary(p: &crate::ledger::PruneReport) -> String {
         let _ = writeln!(out, "recorded as prune #{id} in the ledger's prunes table");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_writes_every_control_character_as_an_escape() {
+        let cases = [
+            ("R-1", "R-1"),
+            ("ORD ü 1", "ORD ü 1"),
+            ("a\\b", "a\\b"),
+            ("\u{1b}[2J", "\\u{1b}[2J"),
+            ("a\nb\r\tc", "a\\u{a}b\\u{d}\\u{9}c"),
+            ("\u{0}\u{7f}\u{9b}", "\\u{0}\\u{7f}\\u{9b}"),
+            ("x\u{202e}y\u{2066}", "x\\u{202e}y\\u{2066}"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(escape(raw), want, "{raw:?}");
+            assert!(!escape(raw).chars().any(is_unsafe_char));
+        }
+        assert!(matches!(escape("plain"), Cow::Borrowed(_)));
+        assert_eq!(opt_text(None), "-");
+    }
 }

@@ -46,8 +46,10 @@ fn write_rows(
     match format {
         ExportFormat::Csv => {
             let mut w = csv::Writer::from_writer(&mut sink);
+            // CSV has no escape for control characters; a stored terminal escape is written
+            // as `\u{1b}` instead (report::escape), so opening the file cannot run it.
             for r in rows {
-                w.serialize(r)?;
+                w.serialize(report::escaped_row(r).as_ref())?;
             }
             w.flush()?;
         }

@@ -23,7 +23,13 @@ pub fn add(args: AddArgs, env: &Environment) -> Outcome {
         status: Some(RefundStatus::from(args.status).to_string()),
         created_at: args.created_at,
     };
-    let refund = raw.validate(SystemClock.now())?;
+    let refund = raw.validate(SystemClock.now()).map_err(|mut e| {
+        // The flag is what the operator typed; the import column name would puzzle them.
+        if e.field == "created_at" {
+            e.field = "--created-at";
+        }
+        e
+    })?;
     let l = open_or_create(&args.ledger, env)?;
     l.insert_refund(&refund)?;
     print(format!(

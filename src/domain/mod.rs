@@ -20,6 +20,6 @@ pub use halt::HaltCode;
 pub use outcome::{ObservedRefund, OutcomeClass, QueryOutcome, RetryReason};
 pub use refund::{
     Currency, FinalSource, FinalStatus, InvalidValue, NewRefund, OutRefundNo, RefundStatus,
-    validate_amount,
+    exact_decimal, is_unsafe_char, validate_amount, validate_created_at, validate_text,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp, format_ts, parse_ts};

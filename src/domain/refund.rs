@@ -281,8 +281,12 @@ impl FromStr for Currency {
     }
 }
 
+/// The longest amount text the ledger stores (schema.sql's `length(amount) BETWEEN 1 AND 28`).
+pub const MAX_AMOUNT_CHARS: usize = 28;
+
 /// Parses and validates a refund amount in major units: a plain decimal, positive, with no
-/// more decimals than `currency` allows. Exponents, signs other than none, and floats are refused.
+/// more decimals than `currency` allows and at most [`MAX_AMOUNT_CHARS`] characters as stored.
+/// Exponents, signs other than none, and floats are refused.
 pub fn validate_amount(text: &str, currency: Currency) -> Result<Decimal, InvalidValue> {
     let well_formed = !text.is_empty()
         && text.chars().all(|c| c.is_ascii_digit() || c == '.')
@@ -300,6 +304,18 @@ pub fn validate_amount(text: &str, currency: Currency) -> Result<Decimal, Invali
     if amount.is_zero() {
         return Err(InvalidValue::new("amount", "must be greater than zero"));
     }
+    // The ledger stores the parsed value's text (`0012.50` becomes `12.50`); a longer one
+    // would fail the schema's CHECK with raw SQL text instead of this message.
+    let stored = amount.to_string();
+    if stored.len() > MAX_AMOUNT_CHARS {
+        return Err(InvalidValue::new(
+            "amount",
+            format!(
+                "{stored} is {} characters long; the ledger stores at most {MAX_AMOUNT_CHARS}",
+                stored.len()
+            ),
+        ));
+    }
     if amount.normalize().scale() > currency.max_scale() {
         return Err(InvalidValue::new(
             "amount",
@@ -310,6 +326,159 @@ pub fn validate_amount(text: &str, currency: Currency) -> Result<Decimal, Invali
         ));
     }
     Ok(amount)
+}
+
+/// True for a character that must never reach a terminal raw: C0 and C1 controls (escape
+/// sequences, carriage returns, tabs, newlines), DEL, and the Unicode bidirectional overrides
+/// and isolates that reorder what a terminal shows. Input refuses them in text fields; the
+/// renderers in `report` escape any that were stored anyway (by the merchant's SQL).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Validates an optional free-text identifier (`refundTradeNo`, `outTradeNo`): empty means
+/// absent; otherwise at most 64 bytes and no [`is_unsafe_char`].
+pub fn validate_text(
+    field: &'static str,
+    value: Option<String>,
+) -> Result<Option<String>, InvalidValue> {
+    let Some(text) = value.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if text.len() > 64 {
+        return Err(InvalidValue::new(field, "longer than 64 characters"));
+    }
+    if let Some(c) = text.chars().find(|&c| is_unsafe_char(c)) {
+        return Err(InvalidValue::new(
+            field,
+            format!(
+                "{text:?} contains the control character {c:?}; control characters are refused"
+            ),
+        ));
+    }
+    Ok(Some(text))
+}
+
+/// The earliest `created_at` accepted: no refund was issued before 1970.
+const EARLIEST_CREATED: &str = "1970-01-01T00:00:00Z";
+
+/// How far past `now` a `created_at` may lie: the merchant's clock may run a little ahead, or
+/// a time zone be wrong by hours, but a refund issued next year would never be queried until
+/// then, a silent stall.
+const CREATED_AHEAD_DAYS: i64 = 1;
+
+/// Parses and checks a refund's `created_at` (RFC 3339, any offset): a real instant the
+/// ledger can store and schedule from, between 1970-01-01 UTC and one day after `now`.
+/// Leap seconds (second 60) are refused: the ledger's SQLite time functions cannot count
+/// from them.
+pub fn validate_created_at(
+    field: &'static str,
+    text: &str,
+    now: Timestamp,
+) -> Result<Timestamp, InvalidValue> {
+    let t = super::time::parse_ts(text)
+        .map_err(|e| InvalidValue::new(field, format!("{text:?} is not an RFC 3339 time: {e}")))?;
+    let earliest = super::time::parse_ts(EARLIEST_CREATED).expect("a valid constant");
+    let latest = now + chrono::Duration::days(CREATED_AHEAD_DAYS);
+    use chrono::Timelike;
+    if t.nanosecond() >= 1_000_000_000 {
+        return Err(InvalidValue::new(
+            field,
+            format!("{text:?} is a leap second (second 60), which the ledger cannot store"),
+        ));
+    }
+    if t < earliest || t > latest {
+        return Err(InvalidValue::new(
+            field,
+            format!(
+                "{text:?} is out of range: it must lie between {EARLIEST_CREATED} and one day from now ({})",
+                super::time::format_ts(latest)
+            ),
+        ));
+    }
+    Ok(t)
+}
+
+/// The longest exponent [`exact_decimal`] expands: far beyond any amount, small enough that
+/// the expanded text stays short.
+const MAX_EXPONENT: u32 = 64;
+
+/// Converts a JSON number's text (`10.50`, `-3`, `1.05E1`) to a [`Decimal`] exactly, or
+/// refuses it. Never rounds: an exponent form is expanded to plain digits first, and a value
+/// with more digits than a `Decimal` holds (28 after the point, 96 bits in all) is an error,
+/// not the nearest representable value.
+pub fn exact_decimal(text: &str) -> Result<Decimal, InvalidValue> {
+    let refuse = |why: &str| InvalidValue::new("amount", why.to_owned());
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(at) => (&text[..at], Some(&text[at + 1..])),
+        None => (text, None),
+    };
+    let (negative, unsigned) = match mantissa.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, mantissa),
+    };
+    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty()
+        || !digits_only(int)
+        || !digits_only(frac)
+        || (unsigned.contains('.') && frac.is_empty())
+    {
+        return Err(refuse("is not a decimal number"));
+    }
+    let shift: i64 = match exponent {
+        None => 0,
+        Some(e) => {
+            let (sign, magnitude) = match e.as_bytes().first() {
+                Some(b'-') => (-1, &e[1..]),
+                Some(b'+') => (1, &e[1..]),
+                _ => (1, e),
+            };
+            if magnitude.is_empty() || !digits_only(magnitude) {
+                return Err(refuse("has a malformed exponent"));
+            }
+            let significant = magnitude.trim_start_matches('0');
+            let value: u32 = if significant.is_empty() {
+                0
+            } else if significant.len() > 3 {
+                MAX_EXPONENT + 1
+            } else {
+                significant.parse().unwrap_or(MAX_EXPONENT + 1)
+            };
+            if value > MAX_EXPONENT {
+                return Err(refuse(
+                    "has an exponent beyond 64, too large to be an amount",
+                ));
+            }
+            sign * i64::from(value)
+        }
+    };
+    let digits = format!("{int}{frac}");
+    // Where the decimal point falls in `digits` once the exponent is applied.
+    let point = i64::try_from(int.len()).unwrap_or(i64::MAX) + shift;
+    let len = i64::try_from(digits.len()).unwrap_or(i64::MAX);
+    let mut plain = String::with_capacity(digits.len() + MAX_EXPONENT as usize + 3);
+    if negative {
+        plain.push('-');
+    }
+    if point <= 0 {
+        plain.push_str("0.");
+        plain.extend(std::iter::repeat_n('0', point.unsigned_abs() as usize));
+        plain.push_str(&digits);
+    } else if point >= len {
+        plain.push_str(&digits);
+        plain.extend(std::iter::repeat_n('0', (point - len) as usize));
+    } else {
+        let (whole, part) = digits.split_at(point as usize);
+        plain.push_str(whole);
+        plain.push('.');
+        plain.push_str(part);
+    }
+    Decimal::from_str_exact(&plain).map_err(|e| {
+        refuse(&format!(
+            "cannot be held exactly ({e}); it is refused rather than rounded"
+        ))
+    })
 }
 
 /// A refund as the merchant (or `add`/`import`) hands it to the ledger: validated values only.
@@ -375,8 +544,120 @@ mod tests {
         ] {
             assert!(validate_amount(bad, usd).is_err(), "{bad:?} accepted");
         }
+        // Longer than the ledger's CHECK allows once stored: refused here, not by SQLite.
+        assert!(validate_amount(&"1".repeat(28), usd).is_ok());
+        assert!(validate_amount(&"1".repeat(29), idr).is_err());
+        assert!(validate_amount("1000000000000000000000000000.0", usd).is_err());
+        assert!(validate_amount("0012.50", usd).is_ok());
+        let schema = include_str!("../../schema.sql");
+        let check = format!("length(amount) BETWEEN 1 AND {MAX_AMOUNT_CHARS}");
+        assert!(schema.contains(&check), "schema.sql lost {check:?}");
         assert!(Currency::parse("usd").is_err());
         assert!(Currency::parse("US").is_err());
         assert!(Currency::parse("USDT").is_err());
+    }
+
+    #[test]
+    fn exponent_forms_are_expanded_exactly_or_refused() {
+        let cases = [
+            ("10.50", "10.50"),
+            ("1.05E1", "10.50"),
+            ("1.05e+1", "10.50"),
+            ("1050e-2", "10.50"),
+            ("125E-1", "12.5"),
+            ("0.5e0", "0.5"),
+            ("5e-3", "0.005"),
+            ("-1.5e1", "-15"),
+            ("12e3", "12000"),
+            ("1e0000", "1"),
+            ("0.30000000000000004", "0.30000000000000004"),
+        ];
+        for (text, want) in cases {
+            let got = exact_decimal(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(got, Decimal::from_str_exact(want).unwrap(), "{text}");
+        }
+        // Issue 10 part 7: this finalized a 12.50 refund once, rounded by from_scientific.
+        for text in [
+            "12.4999999999999999999999999999999e0",
+            "12.4999999999999999999999999999999",
+            "1249999999999999999999999999999999e-32",
+            "1e-29",
+            "1e29",
+            "1e65",
+            "1e-99999999999999999999",
+            "1e99999999999999999999",
+            "",
+            "e1",
+            "1e",
+            "1e+",
+            "1.e1",
+            ".5e1",
+            "1.5.e1",
+            "--1",
+            "+1",
+            "1e1.5",
+            "0x10",
+            " 1",
+        ] {
+            assert!(exact_decimal(text).is_err(), "{text:?} accepted");
+        }
+    }
+
+    #[test]
+    fn text_fields_refuse_control_characters() {
+        assert_eq!(validate_text("outTradeNo", None).unwrap(), None);
+        assert_eq!(
+            validate_text("outTradeNo", Some(String::new())).unwrap(),
+            None
+        );
+        assert_eq!(
+            validate_text("outTradeNo", Some("ORD-1 ü".into())).unwrap(),
+            Some("ORD-1 ü".into())
+        );
+        for bad in [
+            "\u{1b}[2J",
+            "a\nb",
+            "a\rb",
+            "a\tb",
+            "a\u{7f}",
+            "a\u{9b}31m",
+            "a\u{202e}b",
+            "a\u{2066}b",
+            "\0",
+        ] {
+            let e = validate_text("refundTradeNo", Some(bad.into())).unwrap_err();
+            assert_eq!(e.field, "refundTradeNo");
+            assert!(
+                !e.to_string().contains('\u{1b}'),
+                "{e} echoes the raw escape"
+            );
+        }
+        assert!(validate_text("outTradeNo", Some("x".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn created_at_must_be_a_storable_instant() {
+        let now = crate::domain::parse_ts("2026-12-01T05:00:00Z").unwrap();
+        for ok in [
+            "2026-11-30T23:00:00Z",
+            "1970-01-01T00:00:00Z",
+            "2026-12-02T04:59:59+00:00",
+            "2026-12-01T13:00:00+08:00",
+        ] {
+            assert!(validate_created_at("created_at", ok, now).is_ok(), "{ok}");
+        }
+        for bad in [
+            "1969-12-31T23:59:59Z",
+            "0000-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-01:00",
+            "2026-12-02T05:00:01Z",
+            "2026-06-30T23:59:60Z",
+            "2026-02-31T03:28:23Z",
+            "2026-01-01T24:00:00Z",
+            "2026-01-01",
+        ] {
+            let e = validate_created_at("--created-at", bad, now).unwrap_err();
+            assert_eq!(e.field, "--created-at", "{bad}");
+        }
     }
 }

@@ -16,7 +16,8 @@ use serde_json::value::RawValue;
 
 use super::keys::{GatewayKey, SignatureError};
 use crate::domain::{
-    Currency, ObservedRefund, QueryOutcome, RefundStatus, RetryReason, Timestamp, parse_ts,
+    Currency, ObservedRefund, QueryOutcome, RefundStatus, RetryReason, Timestamp, exact_decimal,
+    parse_ts,
 };
 
 /// The only code that means the request was accepted (never what state the refund is in).
@@ -247,7 +248,8 @@ fn parse_data(data: &RawValue, status_text: &mut Option<String>) -> Result<Obser
 
 /// Parses the raw text of `data.refundAmount` exactly. It must be a JSON *number*: a string,
 /// `null` or anything else is malformed. Never goes through `f64`: `10.50` stays `10.50`.
-/// Exponent forms (`1.05E1`, as a Java `BigDecimal` may print) are converted exactly too.
+/// Exponent forms (`1.05E1`, as a Java `BigDecimal` may print) are expanded exactly too; a value
+/// a `Decimal` cannot hold exactly is malformed, never rounded.
 pub fn parse_amount(raw: &str) -> Result<Decimal, String> {
     let raw = raw.trim();
     let is_number = raw
@@ -260,15 +262,13 @@ pub fn parse_amount(raw: &str) -> Result<Decimal, String> {
             json_kind(raw)
         ));
     }
-    let parsed = if raw.contains(['e', 'E']) {
-        Decimal::from_scientific(raw)
-    } else {
-        Decimal::from_str_exact(raw)
-    };
-    parsed.map_err(|e| {
+    // Never `Decimal::from_scientific`: it rounds a mantissa longer than 28 digits, and
+    // `12.4999999999999999999999999999999e0` once finalized a 12.50 refund that way.
+    exact_decimal(raw).map_err(|e| {
         format!(
-            "data.refundAmount {} is not an exact decimal: {e}",
-            truncate(raw, 40)
+            "data.refundAmount {} is not an exact decimal: {}",
+            truncate(raw, 40),
+            e.reason
         )
     })
 }
@@ -554,7 +554,16 @@ mod tests {
         // 0.1 + 0.2 == 0.3 exactly, which f64 would get wrong.
         let sum = parse_amount("0.1").unwrap() + parse_amount("0.2").unwrap();
         assert_eq!(sum, parse_amount("0.3").unwrap());
-        for raw in [r#""10.50""#, "null", "true", "{}", "[1]", "1e999"] {
+        for raw in [
+            r#""10.50""#,
+            "null",
+            "true",
+            "{}",
+            "[1]",
+            "1e999",
+            "12.4999999999999999999999999999999e0",
+            "12.4999999999999999999999999999999",
+        ] {
             assert!(parse_amount(raw).is_err(), "{raw} accepted");
         }
     }
@@ -637,6 +646,11 @@ mod tests {
             ("amount as string", with("refundAmount", r#""10.50""#)),
             ("amount null", with("refundAmount", "null")),
             ("amount missing", with("refundAmount", "")),
+            (
+                "amount only roundable (issue 10 part 7)",
+                with("refundAmount", "12.4999999999999999999999999999999e0"),
+            ),
+            ("amount exponent too large", with("refundAmount", "1e65")),
             ("status as number", with("status", "1")),
             ("status unknown", with("status", r#""REFUND_DONE""#)),
             ("status lower case", with("status", r#""refund_success""#)),
