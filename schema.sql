@@ -1,4 +1,4 @@
--- checus-reconciler ledger, schema version 2. The ONLY DDL of the project.
+-- checus-reconciler ledger, schema version 3. The ONLY DDL of the project.
 --
 -- This file is embedded in the binary (src/ledger/open.rs) and applied, in one transaction,
 -- to a new or empty SQLite file. An older ledger is upgraded by the migrations in
@@ -20,7 +20,11 @@
 -- Conventions an operator can rely on:
 --   * Every instant is TEXT in UTC, `YYYY-MM-DDTHH:MM:SS.mmmZ`, e.g. 2026-11-25T20:58:27.123Z.
 --     That is exactly what strftime('%Y-%m-%dT%H:%M:%fZ','now') produces. The fixed width makes
---     text order equal time order, so `<=` and indexes work on the text.
+--     text order equal time order, so `<=` and indexes work on the text. Every time column's
+--     CHECK is a round trip, `x IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(x))`: through the
+--     day number, an impossible instant (2026-02-31, hour 24) comes back as another one and
+--     second 60 or year 10000 as NULL, so only real instants in exactly this form are stored.
+--     (strftime on the text alone passes 2026-02-31 and hour 24 through unchanged.)
 --   * Amounts are exact decimal TEXT in major units ('12.50'), never REAL.
 --   * A CHECK whose expression is NULL passes, so a CHECK on a nullable column only applies
 --     once the column is set.
@@ -55,13 +59,13 @@ CREATE TABLE refunds (
                        CHECK (status IN ('REFUND_PENDING', 'REFUND_SUCCESS', 'REFUND_FAILED')),
     -- When the refund was issued. The notification grace window counts from here.
     created_at         TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-                       CHECK (created_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                       CHECK (created_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(created_at))),
     -- When the first notification that agreed with this row arrived (NULL: none yet).
     notified_at        TEXT
-                       CHECK (notified_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                       CHECK (notified_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(notified_at))),
     -- When the ledger recorded the final status (NULL while pending).
     finalized_at       TEXT
-                       CHECK (finalized_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                       CHECK (finalized_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(finalized_at))),
     -- Who told us the final status (NULL while pending):
     --   notification    a verified refund result notification, inserted by the merchant's app
     --   query           a verified /refundQuery answer, recorded by checus-reconciler
@@ -71,20 +75,20 @@ CREATE TABLE refunds (
                        CHECK (final_source IN ('notification', 'query', 'refund_response', 'operator')),
     -- The gateway's `refundFinishTime`, when it gave one.
     refund_finish_time TEXT
-                       CHECK (refund_finish_time GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                       CHECK (refund_finish_time IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(refund_finish_time))),
     -- When checus-reconciler queries this refund next. NULL on a pending row means "not
     -- scheduled yet": the daemon sets it to created_at + the grace window. NULL once final.
     next_query_at      TEXT
-                       CHECK (next_query_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                       CHECK (next_query_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(next_query_at))),
     -- Counted query attempts (verified answers; transport errors and rate limits do not count).
     attempts           INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     -- Since when the gateway has answered "unknown refund" without a break (NULL: it knows it).
     unknown_since      TEXT
-                       CHECK (unknown_since GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                       CHECK (unknown_since IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(unknown_since))),
     -- The latest query attempt: when, its outcome class, and its error text (never secrets).
     -- The full history is in `attempts`.
     last_attempt_at    TEXT
-                       CHECK (last_attempt_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                       CHECK (last_attempt_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(last_attempt_at))),
     last_outcome       TEXT
                        CHECK (last_outcome IN ('final', 'pending', 'unknown', 'retryable', 'rate_limited',
                                                'clock_skew', 'config_error', 'mismatch')),
@@ -95,12 +99,12 @@ CREATE TABLE refunds (
                        CHECK (review_reason IN ('pending_too_long', 'unknown_at_gateway_too_long',
                                                 'answer_mismatch')),
     flagged_at         TEXT
-                       CHECK (flagged_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                       CHECK (flagged_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(flagged_at))),
     -- A final outcome waiting for its confirming query, from when: set when a notification
     -- finalizes the refund (the daemon queries once, schedule.confirm_after later, and records
     -- a discrepancy if Checus disagrees); NULL once confirmed, and for every other refund.
     confirm_at         TEXT
-                       CHECK (confirm_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                       CHECK (confirm_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(confirm_at))),
 
     -- pending <=> no final_source <=> no finalized_at.
     CHECK ((status = 'REFUND_PENDING') = (final_source IS NULL)),
@@ -209,7 +213,7 @@ CREATE TABLE attempts (
     id            INTEGER PRIMARY KEY,
     out_refund_no TEXT    NOT NULL REFERENCES refunds (out_refund_no),
     attempted_at  TEXT    NOT NULL
-                  CHECK (attempted_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                  CHECK (attempted_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(attempted_at))),
     -- What the attempt amounted to:
     --   final         verified answer with a final status
     --   pending       verified answer, still REFUND_PENDING
@@ -274,7 +278,7 @@ CREATE TABLE discrepancies (
                   CHECK (length(out_refund_no) BETWEEN 1 AND 64
                          AND out_refund_no NOT GLOB '*[^!-~]*'),
     detected_at   TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-                  CHECK (detected_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                  CHECK (detected_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(detected_at))),
     -- Who disagreed with the ledger: 'query' (a verified /refundQuery answer),
     -- 'notification' (a verified notification) or 'operator'.
     source        TEXT    NOT NULL CHECK (source IN ('query', 'notification', 'operator')),
@@ -291,7 +295,7 @@ CREATE TABLE discrepancies (
     observed      TEXT,
     -- Set once, together, by an operator who resolved it.
     resolved_at   TEXT
-                  CHECK (resolved_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                  CHECK (resolved_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(resolved_at))),
     resolved_by   TEXT,
     resolution    TEXT,
     CHECK ((resolved_at IS NULL) = (resolved_by IS NULL)),
@@ -368,12 +372,12 @@ CREATE TABLE notifications (
     currency           TEXT NOT NULL CHECK (currency GLOB '[A-Z][A-Z][A-Z]'),
     -- data.refundFinishTime and notifyTime, converted to the ledger's UTC form.
     refund_finish_time TEXT
-                       CHECK (refund_finish_time GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                       CHECK (refund_finish_time IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(refund_finish_time))),
     notify_time        TEXT NOT NULL
-                       CHECK (notify_time GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                       CHECK (notify_time IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(notify_time))),
     -- When the merchant's app stored it.
     received_at        TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-                       CHECK (received_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                       CHECK (received_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(received_at))),
     -- Set by the trigger, never by the app:
     --   finalized          the pending refund took this final status
     --   already_final      the refund already had this status (duplicate delivery, or the
@@ -510,10 +514,10 @@ END;
 CREATE TABLE sweeps (
     id            INTEGER PRIMARY KEY,
     started_at    TEXT    NOT NULL
-                  CHECK (started_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                  CHECK (started_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(started_at))),
     -- NULL while running (or if the process died mid-sweep).
     finished_at   TEXT
-                  CHECK (finished_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                  CHECK (finished_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(finished_at))),
     -- Refunds taken from the due list, finalized, rescheduled, and attempts that failed.
     claimed       INTEGER NOT NULL DEFAULT 0 CHECK (claimed >= 0),
     finalized     INTEGER NOT NULL DEFAULT 0 CHECK (finalized >= 0),
@@ -539,7 +543,7 @@ END;
 CREATE TABLE operator_actions (
     id            INTEGER PRIMARY KEY,
     at            TEXT NOT NULL
-                  CHECK (at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+                  CHECK (at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(at))),
     -- Who: the operator's name (--by, else the login name).
     actor         TEXT NOT NULL CHECK (length(actor) BETWEEN 1 AND 128),
     action        TEXT NOT NULL
@@ -590,11 +594,11 @@ END;
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE prunes (
     id               INTEGER PRIMARY KEY,
-    started_at       TEXT NOT NULL CHECK (started_at GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    started_at       TEXT NOT NULL CHECK (started_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(started_at))),
     actor            TEXT NOT NULL CHECK (length(actor) BETWEEN 1 AND 128),
     reason           TEXT NOT NULL CHECK (length(reason) BETWEEN 1 AND 2000),
     -- Final refunds finalized strictly before this instant are removed.
-    finalized_before TEXT NOT NULL CHECK (finalized_before GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9]Z'),
+    finalized_before TEXT NOT NULL CHECK (finalized_before IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(finalized_before))),
     -- Where the removed rows were archived (JSON lines) and the archive's SHA-256 (hex);
     -- NULL when the operator chose --no-archive.
     archive_path     TEXT,
@@ -634,4 +638,4 @@ BEGIN
     SELECT RAISE(ABORT, 'checus-reconciler: a prune is immutable once done');
 END;
 
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;

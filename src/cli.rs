@@ -90,6 +90,10 @@ pub enum Command {
     /// first (named in the output), then every migration in one transaction. `init` and `run`
     /// do the same on their own; the read and operator commands refuse an older ledger (exit 4).
     Migrate(MigrateArgs),
+    /// Check that the ledger still has every table, CHECK, index and trigger of schema.sql,
+    /// the rules that protect its outcomes; lists what is missing or altered (exit 4 then).
+    /// Read-only. Every command also refuses such a ledger when it opens it.
+    VerifyLedger(VerifyLedgerArgs),
     /// Print a shell completion script (for packaging).
     #[command(hide = true)]
     Completions(CompletionsArgs),
@@ -316,6 +320,17 @@ pub struct MigrateArgs {
     /// Print the migrations that would run, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `verify-ledger`: which ledger, and how to print the result.
+#[derive(Debug, Args)]
+pub struct VerifyLedgerArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -58,6 +58,7 @@ pub fn run(command: Command, env: Environment) -> Outcome {
         C::Prune(a) => archive::prune(a, &env),
         C::Backup(a) => archive::backup(a, &env),
         C::Migrate(a) => setup::migrate(a, &env),
+        C::VerifyLedger(a) => setup::verify_ledger(a, &env),
         C::Query(a) => block_on(Threads::One, query::query(a, env)),
         C::Sandbox(a) => block_on(Threads::PerCore, simulate::sandbox(a)),
         C::Demo(a) => block_on(Threads::One, simulate::demo(a)),

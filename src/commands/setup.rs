@@ -1,14 +1,15 @@
-//! Setting up: `init` creates the ledger, `migrate` upgrades an older one, `check-config`
-//! proves a config file and its keys are usable before the daemon is started with them.
+//! Setting up: `init` creates the ledger, `migrate` upgrades an older one, `verify-ledger`
+//! checks it still has schema.sql's guarantees, `check-config` proves a config file and its
+//! keys are usable before the daemon is started with them.
 
 use std::sync::Arc;
 
-use checus_reconciler::cli::{ConfigArgs, ExitCode, LedgerArgs, MigrateArgs};
+use checus_reconciler::cli::{ConfigArgs, ExitCode, LedgerArgs, MigrateArgs, VerifyLedgerArgs};
 use checus_reconciler::config::Environment;
 use checus_reconciler::domain::{Clock, SystemClock};
 use checus_reconciler::gateway::GatewayClient;
-use checus_reconciler::ledger::SCHEMA_VERSION;
 use checus_reconciler::ledger::migrate::{self, MigrationReport};
+use checus_reconciler::ledger::{Ledger, SCHEMA_VERSION, SchemaCheck};
 
 use super::args::{load_config, open_or_create, resolve_ledger};
 use super::output::{emit, print};
@@ -68,6 +69,43 @@ fn migration_text(r: &MigrationReport) -> String {
     } else {
         format!("migrated: ledger {ledger} is at schema version {}\n", r.to)
     };
+    out
+}
+
+/// `verify-ledger [--json]`: compares the ledger's tables, indexes and triggers with
+/// schema.sql, read-only. Exit 0 when all are present and unchanged; exit 4 (after printing
+/// the list) when any is missing or altered, the same code every other command refuses such a
+/// ledger with.
+pub fn verify_ledger(args: VerifyLedgerArgs, env: &Environment) -> Outcome {
+    let path = resolve_ledger(&args.ledger, env)?;
+    let check = Ledger::verify(&path)?;
+    emit(args.json, &check, verify_text)?;
+    Ok(if check.is_intact() {
+        ExitCode::Ok
+    } else {
+        ExitCode::Ledger
+    })
+}
+
+/// A schema check for people: one line when intact, else one line per difference.
+fn verify_text(c: &SchemaCheck) -> String {
+    let ledger = c.ledger.display();
+    if c.is_intact() {
+        return format!(
+            "ledger {ledger} has every table, index and trigger of schema version {} \
+             ({} compared): its guarantees hold for every writer that keeps them\n",
+            c.version, c.compared
+        );
+    }
+    let mut out = format!(
+        "ledger {ledger} lacks guarantees of schema version {}: {} of {} objects differ\n",
+        c.version,
+        c.differences.len(),
+        c.compared
+    );
+    for d in &c.differences {
+        out += &format!("  {d}\n");
+    }
     out
 }
 

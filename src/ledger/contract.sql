@@ -26,10 +26,20 @@ VALUES (:out_refund_no, :refund_trade_no, :out_trade_no, :amount, :currency,
 -- acknowledge it. Duplicate deliveries are fine: insert them too. :status is data.status
 -- (REFUND_SUCCESS or REFUND_FAILED); :amount is data.refundAmount's exact number text;
 -- :refund_finish_time and :notify_time are the RFC 3339 texts as received (any offset;
--- strftime converts them to the ledger's UTC form). The ledger's trigger applies the
--- notification in the same transaction, or records a discrepancy when it disagrees.
+-- strftime converts them to the ledger's UTC form). A time that is not a real instant
+-- (2026-02-31, hour 24, second 60) is kept as received, so the ledger's CHECK fails the
+-- INSERT: do not acknowledge the notification then, and Checus delivers it again. The
+-- ledger's trigger applies the notification in the same transaction, or records a
+-- discrepancy when it disagrees.
 INSERT INTO notifications (out_refund_no, status, refund_trade_no, amount, currency,
                            refund_finish_time, notify_time)
 VALUES (:out_refund_no, :status, :refund_trade_no, :amount, :currency,
-        strftime('%Y-%m-%dT%H:%M:%fZ', :refund_finish_time),
-        strftime('%Y-%m-%dT%H:%M:%fZ', :notify_time));
+        CASE WHEN substr(:refund_finish_time, 1, 19) = strftime('%Y-%m-%dT%H:%M:%S',
+                  julianday(substr(:refund_finish_time, 1, 19)))
+             THEN coalesce(strftime('%Y-%m-%dT%H:%M:%fZ', :refund_finish_time),
+                           :refund_finish_time)
+             ELSE :refund_finish_time END,
+        CASE WHEN substr(:notify_time, 1, 19) = strftime('%Y-%m-%dT%H:%M:%S',
+                  julianday(substr(:notify_time, 1, 19)))
+             THEN coalesce(strftime('%Y-%m-%dT%H:%M:%fZ', :notify_time), :notify_time)
+             ELSE :notify_time END);

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use rusqlite::ErrorCode;
 
+use super::verify::SchemaDifference;
 use crate::domain::{InvalidValue, OutRefundNo};
 
 /// Messages the schema's triggers raise. Kept here so the mapping to typed errors and the
@@ -153,6 +154,50 @@ pub enum LedgerError {
         /// What the check found.
         detail: String,
     },
+    /// The ledger holds a time that the schema version being migrated to refuses (a day or
+    /// hour that does not exist, second 60, ...). Nothing was changed and no backup was taken;
+    /// the operator corrects the value (README "Upgrading the ledger") and migrates again.
+    #[error(
+        "cannot migrate ledger {} from schema version {from} to {to}: {table} row {row} has \
+         {column} = {}, which is not a real instant in the ledger's form \
+         (YYYY-MM-DDTHH:MM:SS.mmmZ); the ledger is unchanged. Correct that value, then migrate \
+         again (README \"Upgrading the ledger\")",
+        path.display(),
+        printable(value)
+    )]
+    UnrealInstant {
+        /// The ledger path.
+        path: PathBuf,
+        /// The version the ledger has.
+        from: i32,
+        /// The version the migration was heading for.
+        to: i32,
+        /// The table holding the value.
+        table: &'static str,
+        /// The row's rowid (the `id` column of every ledger table).
+        row: i64,
+        /// The column holding the value.
+        column: &'static str,
+        /// The value as an SQL literal (`quote()`), e.g. `'2026-02-31T03:28:23.092Z'`.
+        value: String,
+    },
+    /// The ledger's schema is not the one schema.sql defines: a table (its columns or
+    /// CHECKs), an index or a trigger is missing or was changed, so the guarantees the schema
+    /// gives every writer may no longer hold. Refused, unchanged; `verify-ledger` lists all.
+    #[error(
+        "ledger {} does not have the schema this build defines (schema.sql): {}; its \
+         guarantees may no longer hold, so it is refused. Restore the schema objects (README \
+         \"Checking the ledger's guarantees\"); `checus-reconciler verify-ledger` lists what \
+         differs",
+        path.display(),
+        differences.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    SchemaAltered {
+        /// The ledger path.
+        path: PathBuf,
+        /// Every object that is missing or differs, in schema.sql's order.
+        differences: Vec<SchemaDifference>,
+    },
     /// The connection could not be set up (pragmas, schema creation).
     #[error("cannot set up ledger {}: {step}", path.display())]
     Setup {
@@ -277,13 +322,29 @@ fn backup_note(backup: Option<&std::path::Path>) -> String {
         .unwrap_or_default()
 }
 
+/// `value` with control characters escaped, so a stored value cannot drive the terminal.
+fn printable(value: &str) -> String {
+    value
+        .chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 fn at_row(index: Option<usize>) -> String {
     index.map(|i| format!(" (row {i})")).unwrap_or_default()
 }
 
 impl LedgerError {
     /// True when the ledger file itself was refused (missing, unopenable, not SQLite, not
-    /// ours, a schema this build does not know, one that needs or failed a migration): the
+    /// ours, a schema this build does not know or that lost its guarantees, one that needs or
+    /// failed a migration): the
     /// operator must act, retrying won't help (exit 4).
     pub fn is_refusal(&self) -> bool {
         matches!(
@@ -297,6 +358,8 @@ impl LedgerError {
                 | Self::NeedsMigration { .. }
                 | Self::MigrationFailed { .. }
                 | Self::MigrationCheckFailed { .. }
+                | Self::UnrealInstant { .. }
+                | Self::SchemaAltered { .. }
                 | Self::NotWal { .. }
         )
     }

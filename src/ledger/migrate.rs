@@ -9,7 +9,8 @@
 //!    transaction, so a crash or SIGKILL leaves either the old ledger or the new one (WAL
 //!    commit is atomic), and a failure rolls back to the old one. The merchant's app waits
 //!    on its busy timeout meanwhile: a rebuild of a sweeps table of 200,000 rows holds the
-//!    lock well under its 5 s (tests/it/migrate.rs writes alongside one);
+//!    lock well under its 5 s (tests/it/migrate.rs writes alongside one); 0003 rebuilds every
+//!    table, about 3 s per 500,000 attempts (README "Upgrading the ledger" says so);
 //! 3. logs "ledger migrated" with `from`, `to` and `backup`.
 //!
 //! `rusqlite_migration` does the `user_version` bookkeeping, but does not fit: every release
@@ -19,7 +20,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use super::error::LedgerError;
@@ -42,11 +43,44 @@ struct Migration {
 
 /// Every migration, oldest first, one per version after [`OLDEST_MIGRATABLE`]. The last one
 /// must leave exactly what `schema.sql` creates (tests/it/migrate.rs compares sqlite_master).
-const MIGRATIONS: [Migration; 1] = [Migration {
-    to: 2,
-    name: "0002_sweeps_halt_code",
-    sql: include_str!("migrations/0002_sweeps_halt_code.sql"),
-}];
+const MIGRATIONS: [Migration; 2] = [
+    Migration {
+        to: 2,
+        name: "0002_sweeps_halt_code",
+        sql: include_str!("migrations/0002_sweeps_halt_code.sql"),
+    },
+    Migration {
+        to: 3,
+        name: "0003_real_instants",
+        sql: include_str!("migrations/0003_real_instants.sql"),
+    },
+];
+
+/// The time columns (table, column) that version 3's round-trip CHECKs guard: every one that
+/// schema.sql has (a unit test ties the list to it). Before migrating to version 3, each is
+/// searched for a value the new CHECK would refuse.
+pub(super) const TIME_COLUMNS: [(&str, &str); 20] = [
+    ("refunds", "created_at"),
+    ("refunds", "notified_at"),
+    ("refunds", "finalized_at"),
+    ("refunds", "refund_finish_time"),
+    ("refunds", "next_query_at"),
+    ("refunds", "unknown_since"),
+    ("refunds", "last_attempt_at"),
+    ("refunds", "flagged_at"),
+    ("refunds", "confirm_at"),
+    ("attempts", "attempted_at"),
+    ("discrepancies", "detected_at"),
+    ("discrepancies", "resolved_at"),
+    ("notifications", "refund_finish_time"),
+    ("notifications", "notify_time"),
+    ("notifications", "received_at"),
+    ("sweeps", "started_at"),
+    ("sweeps", "finished_at"),
+    ("operator_actions", "at"),
+    ("prunes", "started_at"),
+    ("prunes", "finalized_before"),
+];
 
 /// One migration of a plan or a report.
 #[derive(Debug, Clone, Serialize)]
@@ -120,7 +154,8 @@ fn steps_from(from: i32) -> Vec<MigrationStep> {
 
 /// `migrate --dry-run`: what [`apply`] would do to the ledger at `path`, judged through a
 /// read-only connection, so the file is not changed. Refuses what `open` refuses: a missing
-/// file, a file that is not a ledger, a newer or unknown schema version.
+/// file, a file that is not a ledger, a newer or unknown schema version, and a stored time
+/// that version 3 would refuse ([`LedgerError::UnrealInstant`]).
 pub fn plan(path: &Path, now: Timestamp) -> Result<MigrationReport, LedgerError> {
     Ledger::refuse_missing(path)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -143,14 +178,19 @@ pub fn plan(path: &Path, now: Timestamp) -> Result<MigrationReport, LedgerError>
         Found::Ledger { version } if version == SCHEMA_VERSION => {
             Ok(MigrationReport::current(path, true))
         }
-        Found::Ledger { version } => Ok(MigrationReport {
-            ledger: path.to_owned(),
-            from: version,
-            to: SCHEMA_VERSION,
-            dry_run: true,
-            backup: Some(backup_path(path, version, now, 0)),
-            steps: steps_from(version),
-        }),
+        Found::Ledger { version } => {
+            if version < 3 {
+                refuse_unreal_instants(&conn, path, version)?;
+            }
+            Ok(MigrationReport {
+                ledger: path.to_owned(),
+                from: version,
+                to: SCHEMA_VERSION,
+                dry_run: true,
+                backup: Some(backup_path(path, version, now, 0)),
+                steps: steps_from(version),
+            })
+        }
     }
 }
 
@@ -173,6 +213,9 @@ pub(super) fn upgrade(
     from: i32,
     now: Timestamp,
 ) -> Result<Option<MigrationReport>, LedgerError> {
+    if from < 3 {
+        refuse_unreal_instants(conn, path, from)?;
+    }
     let backup = back_up(conn, path, from, now)?;
     let failed = |step| migration_failed(path, from, step, &backup);
     conn.pragma_update(None, "foreign_keys", false)
@@ -351,5 +394,71 @@ fn migration_failed(
         step,
         backup: Some(backup),
         source: Box::new(source),
+    }
+}
+
+/// Refuses to migrate a ledger of version `from` (< 3) that holds a time version 3's CHECKs
+/// refuse (2026-02-31, hour 24, second 60, ...), naming the first such table, row and column.
+/// Such a row would fail its copy and roll the migration back anyway; looking first, before
+/// the backup, gives the operator the row to correct, and a daemon that systemd restarts
+/// over and over does not leave a new full copy of the ledger behind each time. A value
+/// written between this look and the migration's lock still fails the copy: nothing is lost.
+fn refuse_unreal_instants(conn: &Connection, path: &Path, from: i32) -> Result<(), LedgerError> {
+    for (table, column) in TIME_COLUMNS {
+        let sql = format!(
+            "SELECT rowid, quote({column}) FROM {table} \
+             WHERE {column} IS NOT strftime('%Y-%m-%dT%H:%M:%fZ', julianday({column})) LIMIT 1"
+        );
+        let found = conn
+            .query_row(&sql, [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()
+            .map_err(|source| LedgerError::MigrationFailed {
+                path: path.to_owned(),
+                from,
+                to: SCHEMA_VERSION,
+                step: "look for times version 3 refuses",
+                backup: None,
+                source: Box::new(source),
+            })?;
+        if let Some((row, value)) = found {
+            return Err(LedgerError::UnrealInstant {
+                path: path.to_owned(),
+                from,
+                to: SCHEMA_VERSION,
+                table,
+                row,
+                column,
+                value,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::SCHEMA_SQL;
+
+    #[test]
+    fn time_columns_are_every_round_trip_check_of_schema_sql_in_order() {
+        let marker = " IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(";
+        let checked: Vec<&str> = SCHEMA_SQL
+            .split("CHECK (")
+            .skip(1) // the header comment
+            .filter_map(|rest| rest.split_once(marker).map(|(column, _)| column))
+            .collect();
+        let listed: Vec<&str> = TIME_COLUMNS.iter().map(|(_, column)| *column).collect();
+        assert_eq!(checked, listed);
+    }
+
+    #[test]
+    fn the_last_migration_leads_to_this_builds_version() {
+        assert_eq!(MIGRATIONS.last().map(|m| m.to), Some(SCHEMA_VERSION));
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.to, OLDEST_MIGRATABLE + 1 + i as i32, "{}", m.name);
+        }
     }
 }

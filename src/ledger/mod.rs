@@ -11,8 +11,10 @@
 //!   writer, including the `sqlite3` shell; see [`contract`] for the merchant's SQL.
 //!
 //! Files:
-//! - `open.rs`: open, version check, connection setup; `migrate.rs` and `migrations/`:
-//!   upgrading an older ledger (backup, one transaction per upgrade);
+//! - `open.rs`: open, version check, connection setup; `verify.rs`: the check that the file
+//!   still has schema.sql's tables, indexes and triggers (every open, `verify-ledger`);
+//!   `migrate.rs` and `migrations/`: upgrading an older ledger (backup, one transaction per
+//!   upgrade);
 //! - `write.rs`: inserts, attempts, sweeps; `read.rs`: due work, `status`, `list`, `show`;
 //! - `rows.rs`: how every table's rows are read (read the stored values, then parse them);
 //! - `types.rs`: records, typed rows, the enums stored as TEXT;
@@ -38,6 +40,7 @@ mod read;
 mod rows;
 mod timeline;
 mod types;
+mod verify;
 mod views;
 mod write;
 
@@ -58,6 +61,7 @@ pub use types::{
     NotificationEffect, NotificationRecord, NotificationRow, OperatorAction, OperatorActionRow,
     RecordedKind, RefundDetail, RefundRow, StatusSummary, SweepCounts, SweepRow,
 };
+pub use verify::{Difference, ObjectKind, SchemaCheck, SchemaDifference};
 pub use views::OpenDiscrepancy;
 pub use write::IMPORT_PROGRESS_EVERY;
 
@@ -68,7 +72,7 @@ pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The schema version this build reads and writes (`PRAGMA user_version`).
 /// Older ledgers are migrated to it (see [`migrate`]).
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// How long a statement waits for another writer's lock before failing with SQLITE_BUSY.
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5000);

@@ -1,4 +1,5 @@
-//! Opening a ledger: refuse files that are not ours before touching them, set up the
+//! Opening a ledger: refuse files that are not ours before touching them (including a ledger
+//! whose tables, indexes or triggers are not schema.sql's: `verify.rs`), set up the
 //! connection (WAL, busy timeout, `synchronous=FULL`, foreign keys), apply the schema to a
 //! new or empty file in one transaction, and upgrade an older ledger (`migrate.rs`) or refuse
 //! it, as the caller chose.
@@ -9,6 +10,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, Transaction, TransactionBehavio
 
 use super::error::LedgerError;
 use super::migrate::{self, MigrationReport, OLDEST_MIGRATABLE};
+use super::verify;
 use super::{BUSY_TIMEOUT, Ledger, SCHEMA_SQL, SCHEMA_VERSION};
 use crate::domain::{Clock, SystemClock, Timestamp};
 
@@ -52,7 +54,8 @@ impl Ledger {
     /// Opens the ledger at `path`, creating the file and applying the schema if it is new or
     /// empty, and migrating it (backup first, log line "ledger migrated") if it has an older
     /// schema version. Refuses (without changing it) a file that is not SQLite, an SQLite file
-    /// that is not a ledger, and a ledger of a newer or unknown schema version.
+    /// that is not a ledger, a ledger of a newer or unknown schema version, and one whose
+    /// tables, indexes or triggers are not schema.sql's ([`LedgerError::SchemaAltered`]).
     pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
         let now = SystemClock.now();
         Self::open_with(path, true, OnOlder::Migrate { now }).map(|(ledger, _)| ledger)
@@ -128,6 +131,11 @@ impl Ledger {
                     supported: SCHEMA_VERSION,
                 });
             }
+            // A current ledger must still have every guarantee of schema.sql; judged before
+            // WAL is switched on, so a file that only looks like a ledger stays untouched.
+            (Found::Ledger { version }, _) if version == SCHEMA_VERSION => {
+                verify::refuse_altered(&conn, &owned)?;
+            }
             _ => {}
         }
 
@@ -150,6 +158,7 @@ impl Ledger {
             (Found::Empty, _) => create_schema(&conn, &owned)?,
             (Found::Ledger { version }, OnOlder::Migrate { now }) if version < SCHEMA_VERSION => {
                 report = migrate::upgrade(&conn, &owned, version, now)?;
+                verify::refuse_altered(&conn, &owned)?;
             }
             _ => {}
         }

@@ -308,8 +308,11 @@ fn ledgers_that_cannot_be_used_are_refused_with_exit_4_and_left_untouched() {
     );
     {
         let conn = rusqlite::Connection::open(&junk).unwrap();
-        conn.execute_batch("PRAGMA user_version = 3; PRAGMA wal_checkpoint(TRUNCATE);")
-            .unwrap();
+        conn.execute_batch(&format!(
+            "PRAGMA user_version = {}; PRAGMA wal_checkpoint(TRUNCATE);",
+            checus_reconciler::ledger::SCHEMA_VERSION + 1
+        ))
+        .unwrap();
     }
     let before = digest(&junk);
     for args in [
@@ -319,7 +322,8 @@ fn ledgers_that_cannot_be_used_are_refused_with_exit_4_and_left_untouched() {
         let o = run(d, &args);
         tried();
         assert_eq!(code(&o), 4, "{args:?}: {}", stderr(&o));
-        assert!(stderr(&o).contains('3'), "{}", stderr(&o));
+        let newer = (checus_reconciler::ledger::SCHEMA_VERSION + 1).to_string();
+        assert!(stderr(&o).contains(&newer), "{}", stderr(&o));
         assert!(stderr(&o).contains("ledger.sqlite"), "{}", stderr(&o));
         assert_eq!(digest(&junk), before, "{args:?} changed the file");
     }

@@ -17,14 +17,15 @@ fn init_creates_a_versioned_ledger_and_is_idempotent() {
     let l = ledger_arg(d.path());
     let o = run(d.path(), &["init", "--ledger", &l]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert!(stdout(&o).contains("schema version 2"));
+    let version = checus_reconciler::ledger::SCHEMA_VERSION;
+    assert!(stdout(&o).contains(&format!("schema version {version}")));
     let o = run(d.path(), &["init", "--ledger", &l]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let conn = rusqlite::Connection::open(&l).unwrap();
     let v: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 2);
+    assert_eq!(v, i64::from(version));
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();

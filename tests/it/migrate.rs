@@ -228,9 +228,9 @@ fn the_v1_demo_ledger_migrates_with_every_row_intact_and_a_checked_backup() {
     assert_eq!(before[0].len(), 300, "the demo's 300 refunds");
 
     let report = migrate::apply(&path, parse_ts("2026-12-01T04:30:00.123Z").unwrap()).unwrap();
-    assert_eq!((report.from, report.to, report.dry_run), (1, 2, false));
-    assert_eq!(report.steps.len(), 1);
-    assert_eq!(report.steps[0].name, "0002_sweeps_halt_code");
+    assert_eq!((report.from, report.to, report.dry_run), (1, 3, false));
+    let names: Vec<_> = report.steps.iter().map(|s| s.name).collect();
+    assert_eq!(names, ["0002_sweeps_halt_code", "0003_real_instants"]);
     let backup = report.backup.clone().unwrap();
     assert_eq!(
         backup,
@@ -360,7 +360,7 @@ fn a_view_of_the_merchant_app_on_sweeps_survives_the_migration() {
         .execute_batch("CREATE VIEW app_sweeps AS SELECT id, claimed FROM sweeps;")
         .unwrap();
     drop(Ledger::open(&path).unwrap());
-    assert_eq!(user_version(&path), 2);
+    assert_eq!(user_version(&path), 3);
     let view = rows(
         &path,
         "SELECT sql FROM sqlite_master WHERE name = 'app_sweeps'",
@@ -392,7 +392,7 @@ fn a_failed_migration_exits_4_with_the_cause_and_leaves_the_ledger_as_it_was() {
     let err = stderr(&o);
     for needle in [
         "cannot migrate ledger",
-        "from schema version 1 to 2: 0002_sweeps_halt_code failed",
+        "from schema version 1 to 3: 0002_sweeps_halt_code failed",
         "the ledger is unchanged",
         "backup taken first",
         "sweeps_v1",
@@ -459,8 +459,10 @@ fn migrate_dry_run_prints_the_steps_and_changes_nothing() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let out = stdout(&o);
     for needle in [
-        "schema version 1 -> 2",
+        "schema version 1 -> 3",
         "0002_sweeps_halt_code (1 -> 2)",
+        "0003_real_instants (2 -> 3)",
+        "copy every row of every table, unchanged",
         "recreate the trigger sweeps_finished_are_immutable",
         "would be copied to",
         "dry run: nothing was changed",
@@ -502,7 +504,7 @@ fn migrate_upgrades_names_the_backup_and_then_finds_nothing_to_do() {
     assert_eq!(backup.len(), 1);
     assert!(stdout(&o).contains(&format!("backup: copied to {}", backup[0].display())));
     assert!(stdout(&o).contains("migrated: ledger"));
-    assert_eq!(user_version(&path), 2);
+    assert_eq!(user_version(&path), 3);
 
     let o = run(dir.path(), &["migrate", "--ledger", l]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -539,14 +541,14 @@ fn init_migrates_a_v1_ledger_and_read_commands_refuse_it_unchanged() {
 
     let o = run(dir.path(), &["init", "--ledger", l]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert!(stdout(&o).contains("schema version 2"));
-    assert_eq!(user_version(&path), 2);
+    assert!(stdout(&o).contains("schema version 3"));
+    assert_eq!(user_version(&path), 3);
     let backup = backups(&path);
     assert_eq!(backup.len(), 1);
     let log = stderr(&o);
     assert!(
         log.contains("ledger migrated")
-            && log.contains("from=1 to=2")
+            && log.contains("from=1 to=3")
             && log.contains(backup[0].to_str().unwrap()),
         "the log names the backup: {log}"
     );
@@ -578,9 +580,9 @@ fn the_daemon_migrates_a_v1_ledger_at_start_and_logs_the_backup() {
     assert_eq!(backup.len(), 1);
     let fields: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(fields["from"], 1, "{line}");
-    assert_eq!(fields["to"], 2, "{line}");
+    assert_eq!(fields["to"], 3, "{line}");
     assert_eq!(fields["backup"], backup[0].to_str().unwrap(), "{line}");
-    assert_eq!(user_version(&path), 2);
+    assert_eq!(user_version(&path), 3);
     assert_healthy(&path);
     assert_eq!(data(&backup[0]), before);
 }
@@ -678,7 +680,7 @@ fn sigkill_during_migration_leaves_the_old_or_the_new_ledger_never_a_mix() {
     let dir = tempfile::tempdir().unwrap();
     let big = big_v1(dir.path(), 200_000);
     let v1_schema = schema(&big);
-    let v2_schema = fresh_schema(dir.path());
+    let current_schema = fresh_schema(dir.path());
     // The comparison sees a difference where there is one.
     assert_eq!(differing_tables(&v1_copy(dir.path()), &big), ["sweeps"]);
 
@@ -693,7 +695,7 @@ fn sigkill_during_migration_leaves_the_old_or_the_new_ledger_never_a_mix() {
     let start = Instant::now();
     assert!(child.wait().unwrap().success());
     let migrating = start.elapsed();
-    assert_eq!(schema(&ledger), v2_schema);
+    assert_eq!(schema(&ledger), current_schema);
 
     let seed = seed_from_env("MIGRATE_KILL_SEED");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -718,8 +720,9 @@ fn sigkill_during_migration_leaves_the_old_or_the_new_ledger_never_a_mix() {
         let finished = child.wait().unwrap().success();
         let version = user_version(&ledger);
         let want = match version {
+            // Never 2: every migration runs in the one transaction.
             1 => &v1_schema,
-            2 => &v2_schema,
+            SCHEMA_VERSION => &current_schema,
             v => panic!("round {round} (seed {seed}): user_version {v}"),
         };
         assert_eq!(&schema(&ledger), want, "round {round} (seed {seed})");
@@ -783,7 +786,7 @@ fn the_merchant_app_keeps_writing_while_a_ledger_migrates() {
     done.store(true, Ordering::SeqCst);
     let (written, errors) = writer.join().unwrap();
     assert!(errors.is_empty(), "every insert succeeds: {errors:?}");
-    assert_eq!((report.from, report.to), (1, 2));
+    assert_eq!((report.from, report.to), (1, 3));
     assert_eq!(
         rows(&path, "SELECT count(*) FROM refunds"),
         vec![vec![Value::Integer(300 + i64::from(written))]]
