@@ -478,7 +478,7 @@ impl Config {
         let raw: RawConfig =
             RawConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
                 origin: origin.to_owned(),
-                message: redact(&e.to_string()),
+                message: one_line(&redact(&e.to_string())),
             })?;
         raw.validate(env)
     }
@@ -780,6 +780,16 @@ fn redact(text: &str) -> String {
     }
     out.push_str(&text[at..]);
     out
+}
+
+/// A multi-line parser message (`... expected usize\nin `worker.concurrency``) as one line.
+fn one_line(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join(" ")
 }
 
 /// A path for an error message, unless it could be key material (a key pasted after `file:`).
