@@ -1487,6 +1487,40 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
     }
 
     #[test]
+    fn the_readme_and_the_example_state_every_range() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+        let example = std::fs::read_to_string(format!("{root}/examples/config.toml")).unwrap();
+        let ranges = DURATION_BOUNDS
+            .iter()
+            .map(|b| (b.key, b.range()))
+            .chain(COUNT_BOUNDS.iter().map(|b| (b.key, b.number_range())))
+            .chain(RATE_BOUNDS.iter().map(|b| (b.key, b.number_range())));
+        for (key, range) in ranges {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{key}` |")))
+                .unwrap_or_else(|| panic!("README has no row for {key}"));
+            assert!(
+                row.contains(&range),
+                "README {key}: {row:?} lacks {range:?}"
+            );
+            let field = key.split_once('.').unwrap().1;
+            // The range is on the key's line, or on the comment line just above it.
+            let lines: Vec<&str> = example.lines().collect();
+            let at = lines
+                .iter()
+                .position(|l| l.starts_with(&format!("{field} =")))
+                .unwrap_or_else(|| panic!("example has no {field}"));
+            let near = format!("{}\n{}", lines[at.saturating_sub(1)], lines[at]);
+            assert!(
+                near.contains(&range),
+                "example {key}: {near:?} lacks {range:?}"
+            );
+        }
+    }
+
+    #[test]
     fn the_key_name_list_holds_every_field_of_every_section() {
         // serde's unknown-field error lists the section's fields: all must be known names.
         for section in ["ledger", "gateway", "keys", "schedule", "worker", "log"] {
