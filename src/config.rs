@@ -8,6 +8,15 @@
 //! [`LogSettings::default`]. The raw TOML structs below take their defaults from those and
 //! write no value of their own. Rules work the same way: the gateway settings' rules live in
 //! [`GatewaySettings::validate`], and a refusal is wrapped here as [`ConfigError::Gateway`].
+//!
+//! Every duration, rate and count has a documented range ([`Bounds`], README "Configuration"),
+//! checked here after the owners' own rules. The ranges are what keeps downstream arithmetic on
+//! settings (`now + confirm_after`, `1 / rate_per_second` seconds) far from any overflow, so
+//! the daemon needs no checked sums of its own.
+//!
+//! No error shows key material: a TOML syntax error is reported by line, column and known key,
+//! never with the parser's snippet of the source, and any text an error would quote (a parser's
+//! message, a duration, a `file:` path) is dropped or `<not shown>` when it could be a key.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -41,7 +50,8 @@ pub enum ConfigError {
     Parse {
         /// The file (or "config text").
         origin: String,
-        /// The parser's message, which names the key and line.
+        /// One line naming the line and column or the key, and what is wrong; never the
+        /// source text, and any quoted value that could be a key is `<not shown>`.
         message: String,
     },
     /// An environment override that maps to no key or does not parse.
@@ -580,7 +590,7 @@ pub fn fmt_human(d: Duration) -> String {
         ("m", 60_000),
         ("s", 1_000),
     ] {
-        if ms >= size && ms % size == 0 {
+        if ms >= size && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
