@@ -215,7 +215,7 @@ impl fmt::Debug for KeySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::File(p) => write!(f, "file:{}", shown_path(p)),
-            Self::Env { var, .. } => write!(f, "env:{var}"),
+            Self::Env { var, .. } => write!(f, "env:{}", shown_path(Path::new(var))),
             Self::Credential { name, .. } => {
                 write!(f, "credential:{}", shown_path(Path::new(name)))
             }
@@ -432,9 +432,16 @@ impl Default for RawLog {
 }
 
 /// The process environment, captured once at start-up (tests pass their own).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Environment {
     vars: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for Environment {
+    /// The variable names only: a value can be a key (`env:MERCHANT_KEY`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.vars.keys()).finish()
+    }
 }
 
 impl Environment {
@@ -469,10 +476,15 @@ impl Environment {
 impl Config {
     /// Reads, overrides and validates the config file at `path`.
     pub fn load(path: &Path, env: &Environment) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        // A FIFO, a device or a huge file named as the config is refused, not read for ever.
+        let text = std::fs::metadata(path)
+            .map_err(FileRefusal::Io)
+            .and_then(|meta| check_regular(&meta, MAX_CONFIG_FILE_BYTES))
+            .and_then(|()| read_capped(path, MAX_CONFIG_FILE_BYTES))
+            .map_err(|refusal| ConfigError::Read {
+                path: path.to_owned(),
+                source: refusal.into_io(),
+            })?;
         Self::parse(&text, &path.display().to_string(), env)
     }
 
@@ -855,7 +867,10 @@ const KEY_NAMES: &[&str] = &[
 /// parser's message, never the parser's snippet of the source: the source line could be a
 /// key pasted without quotes.
 fn syntax_message(text: &str, e: &toml::de::Error) -> String {
-    let at = e.span().map_or(0, |s| s.start.min(text.len()));
+    let mut at = e.span().map_or(0, |s| s.start.min(text.len()));
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
     let before = &text[..at];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -1109,17 +1124,81 @@ impl KeySource {
 /// far larger is the wrong file, and reading it whole would only cost memory.
 pub const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 
-/// Reads one key file: a regular file (a FIFO, a device or a directory is refused before it
-/// is opened, so nothing blocks), at most [`MAX_KEY_FILE_BYTES`], and for a private key not
-/// accessible to other users. Errors name the file unless its name could be key material.
+/// The largest config file accepted (the annotated example is under 4 KiB).
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Why a file that must be small regular text (a config or key file) was not read.
+#[derive(Debug, thiserror::Error)]
+enum FileRefusal {
+    /// A directory, FIFO, device or socket: refused before it is opened, so nothing blocks.
+    #[error("is {0}, not a regular file")]
+    NotRegular(&'static str),
+    /// Over the cap (its size, the cap).
+    #[error("is {0} bytes; the file may be at most {1} bytes")]
+    TooBig(u64, u64),
+    /// Not UTF-8 text.
+    #[error("is not UTF-8 text")]
+    NotText,
+    /// The I/O error itself (missing, permission denied).
+    #[error(transparent)]
+    Io(std::io::Error),
+}
+
+impl FileRefusal {
+    /// As an I/O error, for [`ConfigError::Read`]'s source: the I/O error itself when it is one.
+    fn into_io(self) -> std::io::Error {
+        match self {
+            Self::Io(e) => e,
+            other => std::io::Error::other(other),
+        }
+    }
+}
+
+/// Refuses anything but a regular file of at most `cap` bytes, from its metadata alone.
+fn check_regular(meta: &std::fs::Metadata, cap: u64) -> Result<(), FileRefusal> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let kind = meta.file_type();
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if meta.len() > cap {
+        return Err(FileRefusal::TooBig(meta.len(), cap));
+    } else {
+        return Ok(());
+    };
+    Err(FileRefusal::NotRegular(what))
+}
+
+/// Reads at most `cap` bytes of text. The type was checked first by [`check_regular`]; a file
+/// swapped for a FIFO in between would need the directory's owner, who can do worse. The read
+/// is capped anyway, so a file that grew (or a /proc-style file of size 0) stays bounded.
+fn read_capped(path: &Path, cap: u64) -> Result<String, FileRefusal> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
+        .map_err(FileRefusal::Io)?;
+    if bytes.len() as u64 > cap {
+        return Err(FileRefusal::TooBig(bytes.len() as u64, cap));
+    }
+    String::from_utf8(bytes).map_err(|_| FileRefusal::NotText)
+}
+
+/// Reads one key file: a regular file of at most [`MAX_KEY_FILE_BYTES`] (see
+/// [`check_regular`]), and for a private key not accessible to other users. Errors name the
+/// file unless its name could be key material.
 fn read_key_file(
     key: &str,
     path: &Path,
     private: bool,
     warnings: &mut Vec<String>,
 ) -> Result<String, ConfigError> {
-    use std::io::Read as _;
-    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    use std::os::unix::fs::PermissionsExt as _;
     let shown = shown_path(path);
     let meta = std::fs::metadata(path).map_err(|e| {
         if looks_like_key_material(&path.display().to_string()) {
@@ -1131,33 +1210,11 @@ fn read_key_file(
             ConfigError::invalid(key, format!("cannot read {shown}: {e}"))
         }
     })?;
-    let kind = meta.file_type();
-    let not_regular = if kind.is_dir() {
-        Some("a directory")
-    } else if kind.is_fifo() {
-        Some("a FIFO")
-    } else if kind.is_char_device() || kind.is_block_device() {
-        Some("a device")
-    } else if kind.is_socket() {
-        Some("a socket")
-    } else {
-        None
+    let refused = |r: FileRefusal| match r {
+        FileRefusal::Io(e) => ConfigError::invalid(key, format!("cannot read {shown}: {e}")),
+        other => ConfigError::invalid(key, format!("{shown} {other}")),
     };
-    if let Some(what) = not_regular {
-        return Err(ConfigError::invalid(
-            key,
-            format!("{shown} is {what}, not a regular file"),
-        ));
-    }
-    let too_big = |len: u64| {
-        ConfigError::invalid(
-            key,
-            format!("{shown} is {len} bytes; a key file is at most {MAX_KEY_FILE_BYTES} bytes"),
-        )
-    };
-    if meta.len() > MAX_KEY_FILE_BYTES {
-        return Err(too_big(meta.len()));
-    }
+    check_regular(&meta, MAX_KEY_FILE_BYTES).map_err(refused)?;
     if private {
         let mode = meta.permissions().mode();
         if mode & 0o007 != 0 {
@@ -1176,21 +1233,7 @@ fn read_key_file(
             ));
         }
     }
-    // The type was checked above; a file swapped for a FIFO in between would need the key
-    // directory's owner, who can do worse. The read is still capped, so a file that grew
-    // (or a /proc-style file whose size is 0) cannot make it unbounded.
-    let cannot_read =
-        |e: std::io::Error| ConfigError::invalid(key, format!("cannot read {shown}: {e}"));
-    let file = std::fs::File::open(path).map_err(cannot_read)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_KEY_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(cannot_read)?;
-    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
-        return Err(too_big(bytes.len() as u64));
-    }
-    String::from_utf8(bytes)
-        .map_err(|_| ConfigError::invalid(key, format!("cannot read {shown}: not UTF-8 text")))
+    read_capped(path, MAX_KEY_FILE_BYTES).map_err(refused)
 }
 
 impl KeySources {
@@ -1646,6 +1689,11 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
         let debug = format!("{c:?}");
         assert!(debug.contains("env:MY_KEY"));
         assert!(!debug.contains("c2VjcmV0"), "{debug}");
+        let debug = format!("{env:?}");
+        assert!(
+            debug.contains("MY_KEY") && !debug.contains("c2VjcmV0"),
+            "{debug}"
+        );
         // Loading reports a clear, material-free error for garbage.
         let e = c.keys.load().unwrap_err().to_string();
         assert!(e.starts_with("keys.merchant_private_key:"), "{e}");

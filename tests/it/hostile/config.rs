@@ -389,6 +389,22 @@ fn key_files_that_are_not_small_regular_files_are_refused_at_once() {
         let c = point_at(which, &big);
         assert_refused(d, &c, &["huge.key", "at most 65536 bytes"], &[]);
     }
+    // The config file itself: a FIFO or a device is refused the same way (exit 3).
+    for target in [Path::new("/dev/zero"), &d.join("key.fifo")] {
+        if !target.exists() {
+            continue;
+        }
+        tried();
+        let mut c = cmd(d);
+        c.args(["check-config", "--config", target.to_str().unwrap()]);
+        let mut p = Proc::spawn(c);
+        assert_eq!(p.wait_exit(Duration::from_secs(20)), 3, "{}", p.tail(5));
+        let msg = p.seen.join("\n");
+        assert!(
+            msg.contains("cannot read config file") && msg.contains("not a regular file"),
+            "{msg}"
+        );
+    }
     eprintln!(
         "hostile config: {} cases so far in this process",
         TRIED.load(std::sync::atomic::Ordering::SeqCst)
