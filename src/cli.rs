@@ -439,8 +439,8 @@ pub struct SandboxArgs {
     /// Scripts, one JSON object per line.
     #[arg(long, value_name = "FILE")]
     pub scripts: Option<PathBuf>,
-    /// Latency added to every answer, e.g. 50ms.
-    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    /// Latency added to every answer, e.g. 50ms (at most 10m: slower is a hang, not a latency).
+    #[arg(long, default_value = "0ms", value_parser = parse_latency)]
     pub latency: Duration,
 }
 
@@ -450,15 +450,33 @@ pub struct DemoArgs {
     /// Parent folder for the run's ledger (each run gets a fresh subfolder).
     #[arg(long, default_value = "checus-demo")]
     pub dir: PathBuf,
-    /// Refunds to seed.
-    #[arg(long, default_value_t = 300)]
+    /// Refunds to seed (1 to 100000).
+    #[arg(long, default_value_t = 300, value_parser = parse_demo_refunds)]
     pub refunds: usize,
     /// Seed for the scripted outcomes.
     #[arg(long, default_value_t = 20261125)]
     pub seed: u64,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 120)]
+    /// Give up after this many seconds (1 to 86400).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout_secs: u64,
+}
+
+/// `sandbox --latency`: 0 to 10 minutes, in the units of [`parse_duration`] (exit 2 outside).
+fn parse_latency(text: &str) -> Result<Duration, String> {
+    const LATENCY: crate::config::Bounds<Duration> = crate::config::Bounds {
+        key: "--latency",
+        least: Duration::ZERO,
+        most: Duration::from_secs(600),
+    };
+    LATENCY.parse_arg(text)
+}
+
+/// `demo --refunds`: 1 to 100,000 (each is scripted in memory first; exit 2 outside).
+fn parse_demo_refunds(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a count from 1 to 100000")),
+    }
 }
 
 /// A point in time on the command line: an RFC 3339 time, or a duration before "now".
@@ -478,9 +496,18 @@ impl TimeArg {
         if let Ok(t) = parse_ts(text) {
             return Ok(Self::At(t));
         }
-        parse_duration(text)
-            .map(Self::Ago)
-            .map_err(|_| format!("{text:?} is neither an RFC 3339 time nor a duration like 24h"))
+        // Text a time could not start like (`24h`, `99999999999d`) gets the duration's own
+        // reason, which says when it is too long.
+        let like_a_duration = text.chars().all(|c| c.is_ascii_alphanumeric())
+            && text.starts_with(|c: char| c.is_ascii_digit())
+            && text.ends_with(|c: char| c.is_ascii_alphabetic());
+        parse_duration(text).map(Self::Ago).map_err(|e| {
+            if like_a_duration {
+                e
+            } else {
+                format!("{text:?} is neither an RFC 3339 time nor a duration like 24h")
+            }
+        })
     }
 
     /// The time this names when the command runs at `now`. A duration reaching back before
@@ -649,8 +676,32 @@ mod tests {
     #[test]
     fn a_duration_reaching_before_the_earliest_time_means_since_the_beginning() {
         let now = parse_ts("2026-11-25T12:00:00Z").unwrap();
-        let got = TimeArg::parse("100000000000d").unwrap().resolve(now);
+        let got = TimeArg::Ago(Duration::MAX).resolve(now);
         assert_eq!(got, chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let got = TimeArg::parse("36500d").unwrap().resolve(now);
+        assert_eq!(got.format("%Y").to_string(), "1926");
+    }
+
+    #[test]
+    fn command_line_durations_past_their_range_are_refused_not_panicking() {
+        // These panicked (overflow in the parser) or reached chrono with absurd values.
+        for text in [
+            "99999999999d",
+            "18446744073709551615s1s",
+            "307445734561825861m",
+            "36501d",
+        ] {
+            let e = TimeArg::parse(text).unwrap_err();
+            assert!(e.contains("longer than 36500d"), "{text}: {e}");
+            assert!(parse_duration(text).is_err(), "{text}");
+        }
+        assert!(parse_latency("10m").is_ok());
+        let e = parse_latency("10m1ms").unwrap_err();
+        assert!(e.contains("from 0ms to 10m"), "{e}");
+        assert!(parse_demo_refunds("100000").is_ok());
+        for bad in ["0", "100001", "18446744073709551616", "-1"] {
+            assert!(parse_demo_refunds(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

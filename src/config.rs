@@ -8,6 +8,15 @@
 //! [`LogSettings::default`]. The raw TOML structs below take their defaults from those and
 //! write no value of their own. Rules work the same way: the gateway settings' rules live in
 //! [`GatewaySettings::validate`], and a refusal is wrapped here as [`ConfigError::Gateway`].
+//!
+//! Every duration, rate and count has a documented range ([`Bounds`], README "Configuration"),
+//! checked here after the owners' own rules. The ranges are what keeps downstream arithmetic on
+//! settings (`now + confirm_after`, `1 / rate_per_second` seconds) far from any overflow, so
+//! the daemon needs no checked sums of its own.
+//!
+//! No error shows key material: a TOML syntax error is reported by line, column and known key,
+//! never with the parser's snippet of the source, and any text an error would quote (a parser's
+//! message, a duration, a `file:` path) is dropped or `<not shown>` when it could be a key.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -41,7 +50,8 @@ pub enum ConfigError {
     Parse {
         /// The file (or "config text").
         origin: String,
-        /// The parser's message, which names the key and line.
+        /// One line naming the line and column or the key, and what is wrong; never the
+        /// source text, and any quoted value that could be a key is `<not shown>`.
         message: String,
     },
     /// An environment override that maps to no key or does not parse.
@@ -204,9 +214,11 @@ pub enum KeySource {
 impl fmt::Debug for KeySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::File(p) => write!(f, "file:{}", p.display()),
-            Self::Env { var, .. } => write!(f, "env:{var}"),
-            Self::Credential { name, .. } => write!(f, "credential:{name}"),
+            Self::File(p) => write!(f, "file:{}", shown_path(p)),
+            Self::Env { var, .. } => write!(f, "env:{}", shown_path(Path::new(var))),
+            Self::Credential { name, .. } => {
+                write!(f, "credential:{}", shown_path(Path::new(name)))
+            }
             Self::Embedded { name } => write!(f, "embedded:{name}"),
         }
     }
@@ -420,9 +432,16 @@ impl Default for RawLog {
 }
 
 /// The process environment, captured once at start-up (tests pass their own).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Environment {
     vars: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for Environment {
+    /// The variable names only: a value can be a key (`env:MERCHANT_KEY`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.vars.keys()).finish()
+    }
 }
 
 impl Environment {
@@ -457,10 +476,15 @@ impl Environment {
 impl Config {
     /// Reads, overrides and validates the config file at `path`.
     pub fn load(path: &Path, env: &Environment) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        // A FIFO, a device or a huge file named as the config is refused, not read for ever.
+        let text = std::fs::metadata(path)
+            .map_err(FileRefusal::Io)
+            .and_then(|meta| check_regular(&meta, MAX_CONFIG_FILE_BYTES))
+            .and_then(|()| read_capped(path, MAX_CONFIG_FILE_BYTES))
+            .map_err(|refusal| ConfigError::Read {
+                path: path.to_owned(),
+                source: refusal.into_io(),
+            })?;
         Self::parse(&text, &path.display().to_string(), env)
     }
 
@@ -468,13 +492,15 @@ impl Config {
     pub fn parse(text: &str, origin: &str, env: &Environment) -> Result<Self, ConfigError> {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
             origin: origin.to_owned(),
-            message: e.to_string(),
+            message: syntax_message(text, &e),
         })?;
         apply_env_overrides(&mut table, env)?;
+        // A type error quotes the value (`invalid type: string "…"`): redacted, in case the
+        // value is a key pasted into the wrong field.
         let raw: RawConfig =
             RawConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
                 origin: origin.to_owned(),
-                message: e.to_string(),
+                message: one_line(&redact(&e.to_string())),
             })?;
         raw.validate(env)
     }
@@ -513,52 +539,367 @@ fn apply_env_overrides(table: &mut toml::Table, env: &Environment) -> Result<(),
     Ok(())
 }
 
-/// Parses `500ms`, `30s`, `10m`, `1h`, `2d` and sums like `1h30m`.
+/// The longest duration any setting or command-line argument may name: 100 years. Every
+/// setting has a narrower range of its own ([`Bounds`]); this cap keeps the parser's own
+/// arithmetic and a CLI cutoff like `--since 36500d` far inside what chrono and the OS clock
+/// can add to "now".
+pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * DAY_SECS);
+
+const DAY_SECS: u64 = 86_400;
+
+/// Parses `500ms`, `30s`, `10m`, `1h`, `2d` and sums like `1h30m`, up to [`MAX_DURATION`].
+/// The arithmetic is checked: a number or a sum past the cap is refused, never wrapped.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let mut total = Duration::ZERO;
+    let mut total_ms: u64 = 0;
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err("empty duration".into());
     }
+    let too_long = || {
+        format!(
+            "{text:?} is longer than {} (the longest duration accepted)",
+            fmt_human(MAX_DURATION)
+        )
+    };
     while !rest.is_empty() {
         let digits = rest.chars().take_while(char::is_ascii_digit).count();
         if digits == 0 {
             return Err(format!("{text:?} is not a duration like 30s, 10m or 1h30m"));
         }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{text:?}: number too large"))?;
+        // Too many digits for a u64 is too long a duration, not a different kind of error.
+        let n: u64 = rest[..digits].parse().map_err(|_| too_long())?;
         rest = &rest[digits..];
         let unit_len = rest.chars().take_while(char::is_ascii_alphabetic).count();
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let part = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            "d" => Duration::from_secs(n * 86_400),
+        let unit_ms: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => DAY_SECS * 1_000,
             _ => {
                 return Err(format!(
                     "{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
                 ));
             }
         };
-        total += part;
+        total_ms = n
+            .checked_mul(unit_ms)
+            .and_then(|part| total_ms.checked_add(part))
+            .filter(|&ms| u128::from(ms) <= MAX_DURATION.as_millis())
+            .ok_or_else(too_long)?;
     }
-    Ok(total)
+    Ok(Duration::from_millis(total_ms))
 }
 
-fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    parse_duration(text).map_err(|reason| ConfigError::invalid(key, reason))
+/// A duration as the docs write it, in the largest unit that divides it: `90s`, `10m`, `7d`.
+pub fn fmt_human(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
-fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    let d = duration(key, text)?;
-    if d.is_zero() {
-        return Err(ConfigError::invalid(key, "must be greater than zero"));
+/// The documented range of one setting: its dotted key and the least and most it accepts.
+/// Every duration, rate and count in the config has one (README "Ranges"); the ranges are
+/// what keeps a sum like "now + confirm_after" or a rate's `1 / rate` seconds from
+/// overflowing anywhere downstream.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds<T> {
+    /// The dotted key, e.g. `schedule.confirm_after`.
+    pub key: &'static str,
+    /// The least value accepted.
+    pub least: T,
+    /// The most value accepted.
+    pub most: T,
+}
+
+const MS: Duration = Duration::from_millis(1);
+const fn mins(n: u64) -> Duration {
+    Duration::from_secs(n * 60)
+}
+const fn days(n: u64) -> Duration {
+    Duration::from_secs(n * DAY_SECS)
+}
+
+/// The range of every duration setting, in the order of `examples/config.toml`.
+pub const DURATION_BOUNDS: [Bounds<Duration>; 11] = [
+    CONNECT_TIMEOUT,
+    REQUEST_TIMEOUT,
+    GRACE,
+    BACKOFF_STEP,
+    STEADY,
+    RETRY,
+    PENDING_FLAG_AFTER,
+    UNKNOWN_FLAG_AFTER,
+    HALT_RECHECK,
+    CONFIRM_AFTER,
+    SHUTDOWN_DEADLINE,
+];
+const CONNECT_TIMEOUT: Bounds<Duration> = Bounds::d("gateway.connect_timeout", MS, mins(5));
+const REQUEST_TIMEOUT: Bounds<Duration> = Bounds::d("gateway.request_timeout", MS, mins(10));
+const GRACE: Bounds<Duration> = Bounds::d("schedule.grace", Duration::ZERO, days(7));
+const BACKOFF_STEP: Bounds<Duration> = Bounds::d("schedule.backoff", MS, days(30));
+const STEADY: Bounds<Duration> = Bounds::d("schedule.steady", MS, days(30));
+const RETRY: Bounds<Duration> = Bounds::d("schedule.retry", MS, days(1));
+const PENDING_FLAG_AFTER: Bounds<Duration> =
+    Bounds::d("schedule.pending_flag_after", MS, days(365));
+const UNKNOWN_FLAG_AFTER: Bounds<Duration> =
+    Bounds::d("schedule.unknown_flag_after", MS, days(365));
+const HALT_RECHECK: Bounds<Duration> = Bounds::d("schedule.halt_recheck", MS, days(1));
+const CONFIRM_AFTER: Bounds<Duration> =
+    Bounds::d("schedule.confirm_after", Duration::ZERO, days(30));
+const SHUTDOWN_DEADLINE: Bounds<Duration> = Bounds::d("worker.shutdown_deadline", MS, mins(10));
+
+/// The range of every count setting.
+pub const COUNT_BOUNDS: [Bounds<usize>; 4] =
+    [MAX_RESPONSE_BYTES, BACKOFF_STEPS, CONCURRENCY, BATCH];
+const MAX_RESPONSE_BYTES: Bounds<usize> = Bounds {
+    key: "gateway.max_response_bytes",
+    least: crate::gateway::MIN_RESPONSE_BYTES,
+    most: 64 << 20,
+};
+const BACKOFF_STEPS: Bounds<usize> = Bounds {
+    key: "schedule.backoff",
+    least: 1,
+    most: 100,
+};
+const CONCURRENCY: Bounds<usize> = Bounds {
+    key: "worker.concurrency",
+    least: 1,
+    most: 1024,
+};
+const BATCH: Bounds<usize> = Bounds {
+    key: "worker.batch_size",
+    least: 1,
+    most: 100_000,
+};
+
+/// The range of every fractional setting.
+pub const RATE_BOUNDS: [Bounds<f64>; 2] = [JITTER, RATE];
+const JITTER: Bounds<f64> = Bounds {
+    key: "schedule.jitter",
+    least: 0.0,
+    most: 0.5,
+};
+// 0.01/s is one query every 100 s; 100,000/s is what the benchmark drives the sandbox at.
+const RATE: Bounds<f64> = Bounds {
+    key: "worker.rate_per_second",
+    least: 0.01,
+    most: 100_000.0,
+};
+
+impl Bounds<Duration> {
+    const fn d(key: &'static str, least: Duration, most: Duration) -> Self {
+        Self { key, least, most }
     }
-    Ok(d)
+
+    /// Parses `text` and checks it is in range; the error names the key.
+    fn parse(&self, text: &str) -> Result<Duration, ConfigError> {
+        let d = parse_duration(text).map_err(|reason| {
+            ConfigError::invalid(self.key, format!("{}; {}", redact(&reason), self.range()))
+        })?;
+        self.check(d)
+    }
+
+    /// Checks an already-parsed duration.
+    fn check(&self, d: Duration) -> Result<Duration, ConfigError> {
+        if d < self.least || d > self.most {
+            return Err(ConfigError::invalid(
+                self.key,
+                format!("{} is out of range: {}", fmt_human(d), self.range()),
+            ));
+        }
+        Ok(d)
+    }
+
+    /// `from 1ms to 30d`, as errors and the README say it.
+    pub fn range(&self) -> String {
+        format!("from {} to {}", fmt_human(self.least), fmt_human(self.most))
+    }
+
+    /// A clap value parser for a command-line duration in this range (exit 2 when outside).
+    pub fn parse_arg(&self, text: &str) -> Result<Duration, String> {
+        let d = parse_duration(text)?;
+        if d < self.least || d > self.most {
+            return Err(format!("{text:?} is out of range: {}", self.range()));
+        }
+        Ok(d)
+    }
+}
+
+impl<T: PartialOrd + fmt::Display + fmt::Debug + Copy> Bounds<T> {
+    /// Checks a number is in range; the error names the key. NaN is never in range.
+    fn check_number(&self, value: T) -> Result<T, ConfigError> {
+        // Written as "inside" rather than "outside" so NaN, which compares false, is refused.
+        if value >= self.least && value <= self.most {
+            return Ok(value);
+        }
+        Err(ConfigError::invalid(
+            self.key,
+            // Debug, not Display: a float prints as `1e-300`, not as 300 digits.
+            format!("{value:?} is out of range: {}", self.number_range()),
+        ))
+    }
+
+    /// `from 1 to 1024`.
+    pub fn number_range(&self) -> String {
+        format!("from {} to {}", self.least, self.most)
+    }
+}
+
+/// Whether `text` could be key material: PEM armour, the `MII` every base64 DER RSA key starts
+/// with, or a run of 40 or more base64 characters mixing upper case, lower case and digits (a
+/// path or a word has separators long before that). Errors never echo such text.
+pub fn looks_like_key_material(text: &str) -> bool {
+    let t = text.trim();
+    t.starts_with("MII") || t.contains("-----BEGIN") || !material_runs(t).is_empty()
+}
+
+/// The byte ranges of `text` that look like base64 key material (see
+/// [`looks_like_key_material`]).
+fn material_runs(text: &str) -> Vec<std::ops::Range<usize>> {
+    let is_b64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    let mut runs = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices().chain([(text.len(), ' ')]) {
+        match (is_b64(c) && i < text.len(), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                let run = &text[s..i];
+                let mixed = run.chars().any(|c| c.is_ascii_uppercase())
+                    && run.chars().any(|c| c.is_ascii_lowercase())
+                    && run.chars().any(|c| c.is_ascii_digit());
+                if run.len() >= 40 && mixed {
+                    runs.push(s..i);
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    runs
+}
+
+/// `text` with every run that could be key material replaced by `<not shown>`: for messages
+/// that may quote a config value (a parser's, a duration's).
+fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for run in material_runs(text) {
+        out.push_str(&text[at..run.start]);
+        out.push_str("<not shown>");
+        at = run.end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// A multi-line parser message (`... expected usize\nin `worker.concurrency``) as one line.
+fn one_line(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join(" ")
+}
+
+/// A path for an error message, unless it could be key material (a key pasted after `file:`).
+fn shown_path(path: &Path) -> String {
+    let text = path.display().to_string();
+    if looks_like_key_material(&text) {
+        "the value (not shown: it may be key material)".to_owned()
+    } else {
+        text
+    }
+}
+
+/// Every key name the config knows, section names included. A syntax error names the key of
+/// its line only when the name is one of these: anything else on that line could be a pasted
+/// key. A unit test ties this list to the raw structs' fields.
+const KEY_NAMES: &[&str] = &[
+    "ledger",
+    "path",
+    "gateway",
+    "base_url",
+    "app_id",
+    "merchant_no",
+    "version",
+    "key_version",
+    "connect_timeout",
+    "request_timeout",
+    "max_response_bytes",
+    "keys",
+    "merchant_private_key",
+    "gateway_public_key",
+    "schedule",
+    "grace",
+    "backoff",
+    "steady",
+    "retry",
+    "jitter",
+    "pending_flag_after",
+    "unknown_flag_after",
+    "halt_recheck",
+    "confirm_after",
+    "worker",
+    "sweep_cron",
+    "concurrency",
+    "rate_per_second",
+    "batch_size",
+    "shutdown_deadline",
+    "log",
+    "format",
+    "level",
+];
+
+/// A TOML syntax error as line, column, the key of that line when it is a known one, and the
+/// parser's message, never the parser's snippet of the source: the source line could be a
+/// key pasted without quotes.
+fn syntax_message(text: &str, e: &toml::de::Error) -> String {
+    let mut at = e.span().map_or(0, |s| s.start.min(text.len()));
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line_text = text[line_start..].lines().next().unwrap_or("");
+    let known = |name: &str| KEY_NAMES.contains(&name);
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| known(k))
+        .map(|k| {
+            // The section this line is in: the last `[name]` header above it.
+            let section = before[..line_start]
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find_map(|l| l.strip_prefix('[')?.strip_suffix(']'))
+                .map(str::trim)
+                .filter(|s| known(s));
+            match section {
+                Some(s) => format!(" (key {s}.{k})"),
+                None => format!(" (key {k})"),
+            }
+        })
+        .unwrap_or_default();
+    format!(
+        "TOML syntax error at line {line}, column {column}{key}: {}",
+        redact(e.message().trim())
+    )
 }
 
 /// Parses `file:PATH`, `env:VAR` or `credential:NAME`.
@@ -592,7 +933,10 @@ fn key_source(key: &str, text: &str, env: &Environment) -> Result<KeySource, Con
         }
         other => Err(ConfigError::invalid(
             key,
-            format!("unknown key source {other:?}; use file:, env: or credential:"),
+            format!(
+                "unknown key source {:?}; use file:, env: or credential:",
+                redact(other)
+            ),
         )),
     }
 }
@@ -650,58 +994,59 @@ impl RawConfig {
 
 impl RawGateway {
     /// Parses the duration texts and hands everything to the settings' own rules, which are
-    /// the only ones: their refusal comes back typed, under its `gateway.` key.
+    /// the only rules about how the values relate (a timeout above zero, connect within
+    /// request): their refusal comes back typed, under its `gateway.` key. Only then are the
+    /// documented ranges' upper ends checked here, so each refusal has one author.
     fn validate(self) -> Result<ValidGatewaySettings, ConfigError> {
+        let parse = |key: &str, text: &str| {
+            parse_duration(text).map_err(|reason| ConfigError::invalid(key, redact(&reason)))
+        };
         let mut gateway = GatewaySettings::new(self.base_url, self.app_id, self.merchant_no);
         gateway.version = self.version;
         gateway.key_version = self.key_version;
-        gateway.connect_timeout = duration("gateway.connect_timeout", &self.connect_timeout)?;
-        gateway.request_timeout = duration("gateway.request_timeout", &self.request_timeout)?;
+        gateway.connect_timeout = parse(CONNECT_TIMEOUT.key, &self.connect_timeout)?;
+        gateway.request_timeout = parse(REQUEST_TIMEOUT.key, &self.request_timeout)?;
         gateway.max_response_bytes = self.max_response_bytes;
-        gateway.validate().map_err(|source| ConfigError::Gateway {
+        let valid = gateway.validate().map_err(|source| ConfigError::Gateway {
             key: format!("gateway.{}", source.setting()),
             source,
-        })
+        })?;
+        CONNECT_TIMEOUT.check(valid.connect_timeout)?;
+        REQUEST_TIMEOUT.check(valid.request_timeout)?;
+        MAX_RESPONSE_BYTES.check_number(valid.max_response_bytes)?;
+        Ok(valid)
     }
 }
 
 impl RawSchedule {
     fn validate(self) -> Result<Policy, ConfigError> {
-        if self.backoff.is_empty() {
+        if self.backoff.len() < BACKOFF_STEPS.least || self.backoff.len() > BACKOFF_STEPS.most {
             return Err(ConfigError::invalid(
-                "schedule.backoff",
-                "needs at least one step",
+                BACKOFF_STEPS.key,
+                format!(
+                    "{} steps is out of range: {} steps",
+                    self.backoff.len(),
+                    BACKOFF_STEPS.number_range()
+                ),
             ));
         }
         let steps = self
             .backoff
             .iter()
-            .map(|t| positive_duration("schedule.backoff", t))
+            .map(|t| BACKOFF_STEP.parse(t))
             .collect::<Result<Vec<_>, _>>()?;
-        if !(0.0..=0.5).contains(&self.jitter) || self.jitter.is_nan() {
-            return Err(ConfigError::invalid(
-                "schedule.jitter",
-                "must be a fraction between 0 and 0.5",
-            ));
-        }
         Ok(Policy {
             schedule: Schedule {
-                grace: duration("schedule.grace", &self.grace)?,
+                grace: GRACE.parse(&self.grace)?,
                 steps,
-                steady: positive_duration("schedule.steady", &self.steady)?,
-                retry: positive_duration("schedule.retry", &self.retry)?,
-                jitter: self.jitter,
+                steady: STEADY.parse(&self.steady)?,
+                retry: RETRY.parse(&self.retry)?,
+                jitter: JITTER.check_number(self.jitter)?,
             },
-            pending_flag_after: positive_duration(
-                "schedule.pending_flag_after",
-                &self.pending_flag_after,
-            )?,
-            unknown_flag_after: positive_duration(
-                "schedule.unknown_flag_after",
-                &self.unknown_flag_after,
-            )?,
-            halt_recheck: positive_duration("schedule.halt_recheck", &self.halt_recheck)?,
-            confirm_after: duration("schedule.confirm_after", &self.confirm_after)?,
+            pending_flag_after: PENDING_FLAG_AFTER.parse(&self.pending_flag_after)?,
+            unknown_flag_after: UNKNOWN_FLAG_AFTER.parse(&self.unknown_flag_after)?,
+            halt_recheck: HALT_RECHECK.parse(&self.halt_recheck)?,
+            confirm_after: CONFIRM_AFTER.parse(&self.confirm_after)?,
         })
     }
 }
@@ -709,33 +1054,12 @@ impl RawSchedule {
 impl RawWorker {
     fn validate(self) -> Result<WorkerSettings, ConfigError> {
         validate_cron("worker.sweep_cron", &self.sweep_cron)?;
-        if self.concurrency == 0 || self.concurrency > 1024 {
-            return Err(ConfigError::invalid(
-                "worker.concurrency",
-                "must be between 1 and 1024",
-            ));
-        }
-        if !(self.rate_per_second > 0.0 && self.rate_per_second.is_finite()) {
-            return Err(ConfigError::invalid(
-                "worker.rate_per_second",
-                "must be a positive number",
-            ));
-        }
-        if self.batch_size == 0 {
-            return Err(ConfigError::invalid(
-                "worker.batch_size",
-                "must be at least 1",
-            ));
-        }
         Ok(WorkerSettings {
             sweep_cron: self.sweep_cron,
-            concurrency: self.concurrency,
-            rate_per_second: self.rate_per_second,
-            batch_size: self.batch_size,
-            shutdown_deadline: positive_duration(
-                "worker.shutdown_deadline",
-                &self.shutdown_deadline,
-            )?,
+            concurrency: CONCURRENCY.check_number(self.concurrency)?,
+            rate_per_second: RATE.check_number(self.rate_per_second)?,
+            batch_size: BATCH.check_number(self.batch_size)?,
+            shutdown_deadline: SHUTDOWN_DEADLINE.parse(&self.shutdown_deadline)?,
         })
     }
 }
@@ -763,7 +1087,13 @@ impl KeySource {
         let path = match self {
             Self::Env { var, value } => {
                 return value.clone().ok_or_else(|| {
-                    ConfigError::invalid(key, format!("environment variable {var} is not set"))
+                    ConfigError::invalid(
+                        key,
+                        format!(
+                            "environment variable {} is not set",
+                            shown_path(Path::new(var))
+                        ),
+                    )
                 });
             }
             Self::File(path) => path.clone(),
@@ -772,7 +1102,8 @@ impl KeySource {
                     ConfigError::invalid(
                         key,
                         format!(
-                            "credential:{name} needs $CREDENTIALS_DIRECTORY (set by systemd's LoadCredential=)"
+                            "credential:{} needs $CREDENTIALS_DIRECTORY (set by systemd's LoadCredential=)",
+                            shown_path(Path::new(name))
                         ),
                     )
                 })?;
@@ -785,34 +1116,124 @@ impl KeySource {
                 ));
             }
         };
-        let meta = std::fs::metadata(&path).map_err(|e| {
-            ConfigError::invalid(key, format!("cannot read {}: {e}", path.display()))
-        })?;
-        if private {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode();
-            if mode & 0o007 != 0 {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!(
-                        "{} is accessible to other users (mode {:o}); run: chmod 600 {}",
-                        path.display(),
-                        mode & 0o777,
-                        path.display()
-                    ),
-                ));
-            }
-            if mode & 0o070 != 0 {
-                warnings.push(format!(
-                    "{key}: {} is group-accessible (mode {:o}); 0600 or 0400 is recommended",
-                    path.display(),
-                    mode & 0o777
-                ));
-            }
-        }
-        std::fs::read_to_string(&path)
-            .map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))
+        read_key_file(key, &path, private, warnings)
     }
+}
+
+/// The largest key file accepted. An RSA-4096 private key in PEM is about 3.3 KiB; anything
+/// far larger is the wrong file, and reading it whole would only cost memory.
+pub const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+
+/// The largest config file accepted (the annotated example is under 4 KiB).
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Why a file that must be small regular text (a config or key file) was not read.
+#[derive(Debug, thiserror::Error)]
+enum FileRefusal {
+    /// A directory, FIFO, device or socket: refused before it is opened, so nothing blocks.
+    #[error("is {0}, not a regular file")]
+    NotRegular(&'static str),
+    /// Over the cap (its size, the cap).
+    #[error("is {0} bytes; the file may be at most {1} bytes")]
+    TooBig(u64, u64),
+    /// Not UTF-8 text.
+    #[error("is not UTF-8 text")]
+    NotText,
+    /// The I/O error itself (missing, permission denied).
+    #[error(transparent)]
+    Io(std::io::Error),
+}
+
+impl FileRefusal {
+    /// As an I/O error, for [`ConfigError::Read`]'s source: the I/O error itself when it is one.
+    fn into_io(self) -> std::io::Error {
+        match self {
+            Self::Io(e) => e,
+            other => std::io::Error::other(other),
+        }
+    }
+}
+
+/// Refuses anything but a regular file of at most `cap` bytes, from its metadata alone.
+fn check_regular(meta: &std::fs::Metadata, cap: u64) -> Result<(), FileRefusal> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let kind = meta.file_type();
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if meta.len() > cap {
+        return Err(FileRefusal::TooBig(meta.len(), cap));
+    } else {
+        return Ok(());
+    };
+    Err(FileRefusal::NotRegular(what))
+}
+
+/// Reads at most `cap` bytes of text. The type was checked first by [`check_regular`]; a file
+/// swapped for a FIFO in between would need the directory's owner, who can do worse. The read
+/// is capped anyway, so a file that grew (or a /proc-style file of size 0) stays bounded.
+fn read_capped(path: &Path, cap: u64) -> Result<String, FileRefusal> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
+        .map_err(FileRefusal::Io)?;
+    if bytes.len() as u64 > cap {
+        return Err(FileRefusal::TooBig(bytes.len() as u64, cap));
+    }
+    String::from_utf8(bytes).map_err(|_| FileRefusal::NotText)
+}
+
+/// Reads one key file: a regular file of at most [`MAX_KEY_FILE_BYTES`] (see
+/// [`check_regular`]), and for a private key not accessible to other users. Errors name the
+/// file unless its name could be key material.
+fn read_key_file(
+    key: &str,
+    path: &Path,
+    private: bool,
+    warnings: &mut Vec<String>,
+) -> Result<String, ConfigError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let shown = shown_path(path);
+    let meta = std::fs::metadata(path).map_err(|e| {
+        if looks_like_key_material(&path.display().to_string()) {
+            ConfigError::invalid(
+                key,
+                "the value is not a readable file path (not shown: it may be key material)",
+            )
+        } else {
+            ConfigError::invalid(key, format!("cannot read {shown}: {e}"))
+        }
+    })?;
+    let refused = |r: FileRefusal| match r {
+        FileRefusal::Io(e) => ConfigError::invalid(key, format!("cannot read {shown}: {e}")),
+        other => ConfigError::invalid(key, format!("{shown} {other}")),
+    };
+    check_regular(&meta, MAX_KEY_FILE_BYTES).map_err(refused)?;
+    if private {
+        let mode = meta.permissions().mode();
+        if mode & 0o007 != 0 {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "{shown} is accessible to other users (mode {:o}); run: chmod 600 {shown}",
+                    mode & 0o777,
+                ),
+            ));
+        }
+        if mode & 0o070 != 0 {
+            warnings.push(format!(
+                "{key}: {shown} is group-accessible (mode {:o}); 0600 or 0400 is recommended",
+                mode & 0o777
+            ));
+        }
+    }
+    read_capped(path, MAX_KEY_FILE_BYTES).map_err(refused)
 }
 
 impl KeySources {
@@ -1004,9 +1425,260 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert_eq!(parse_duration("36500d").unwrap(), MAX_DURATION);
         for bad in ["", "10", "m", "1x", "1.5h", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn durations_past_the_cap_are_refused_not_wrapped_or_panicking() {
+        for bad in [
+            "18446744073709551615s1s", // the sum overflowed (a panic in check-config)
+            "307445734561825861m",     // the product wrapped to 44 s
+            "99999999999999999999s",   // more digits than a u64
+            "100000000d",              // fits a u64, but panicked later in "now - it"
+            "36501d",                  // just past the cap
+            "36500d1ms",               // a sum just past the cap
+            "18446744073709551615ms",  // u64::MAX milliseconds
+        ] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("longer than 36500d"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_duration_setting_accepts_its_range_and_refuses_outside_it_by_key() {
+        for b in DURATION_BOUNDS {
+            let (section, field) = b.key.split_once('.').unwrap();
+            let text = |d: Duration| {
+                let v = format!("\"{}ms\"", d.as_millis());
+                let v = if field == "backoff" {
+                    format!("[{v}]")
+                } else {
+                    v
+                };
+                // connect_timeout must stay within request_timeout (a settings rule).
+                let also = match field {
+                    "connect_timeout" => "request_timeout = \"10m\"\n",
+                    "request_timeout" => "connect_timeout = \"1ms\"\n",
+                    _ => "",
+                };
+                if section == "gateway" {
+                    MINIMAL.replace(
+                        "merchant_no = \"M1\"",
+                        &format!("merchant_no = \"M1\"\n{also}{field} = {v}"),
+                    )
+                } else {
+                    format!("{MINIMAL}\n[{section}]\n{field} = {v}\n")
+                }
+            };
+            parse(&text(b.least)).unwrap_or_else(|e| panic!("{}: least refused: {e}", b.key));
+            parse(&text(b.most)).unwrap_or_else(|e| panic!("{}: most refused: {e}", b.key));
+            let e = err(&text(b.most + MS));
+            assert!(
+                e.starts_with(b.key) && e.contains(&b.range()),
+                "{}: {e}",
+                b.key
+            );
+            if let Some(below) = b.least.checked_sub(MS) {
+                let e = parse(&text(below)).unwrap_err();
+                assert!(e.to_string().contains(b.key), "{}: {e}", b.key);
+            }
+        }
+    }
+
+    #[test]
+    fn counts_and_rates_accept_their_range_and_refuse_outside_it_by_key() {
+        let worker = |field: &str, v: &str| format!("{MINIMAL}\n[worker]\n{field} = {v}\n");
+        for b in COUNT_BOUNDS {
+            let (section, field) = b.key.split_once('.').unwrap();
+            let text = |n: usize| match section {
+                "gateway" => MINIMAL.replace(
+                    "merchant_no = \"M1\"",
+                    &format!("merchant_no = \"M1\"\n{field} = {n}"),
+                ),
+                "schedule" => format!(
+                    "{MINIMAL}\n[schedule]\nbackoff = [{}]\n",
+                    vec!["\"1s\""; n].join(",")
+                ),
+                _ => worker(field, &n.to_string()),
+            };
+            parse(&text(b.least)).unwrap_or_else(|e| panic!("{}: {e}", b.key));
+            parse(&text(b.most)).unwrap_or_else(|e| panic!("{}: {e}", b.key));
+            for out in [b.least - 1, b.most + 1] {
+                let e = err(&text(out));
+                assert!(e.starts_with(b.key), "{}: {e}", b.key);
+            }
+        }
+        for b in RATE_BOUNDS {
+            let (section, field) = b.key.split_once('.').unwrap();
+            let text = |v: f64| format!("{MINIMAL}\n[{section}]\n{field} = {v:?}\n");
+            parse(&text(b.least)).unwrap_or_else(|e| panic!("{}: {e}", b.key));
+            parse(&text(b.most)).unwrap_or_else(|e| panic!("{}: {e}", b.key));
+            // 1e-300 per second was accepted, then overflowed the limiter's `1 / rate` seconds.
+            let tiny = (b.key == RATE.key).then_some(1e-300);
+            for out in [b.least - 1e-9, b.most * 1.000_001, f64::NAN, f64::INFINITY]
+                .into_iter()
+                .chain(tiny)
+            {
+                let e = err(&format!(
+                    "{MINIMAL}\n[{section}]\n{field} = {}\n",
+                    toml_float(out)
+                ));
+                assert!(e.starts_with(b.key), "{} = {out}: {e}", b.key);
+            }
+        }
+    }
+
+    fn toml_float(v: f64) -> String {
+        match v {
+            v if v.is_nan() => "nan".into(),
+            v if v.is_infinite() => "inf".into(),
+            v => format!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn the_readme_and_the_example_state_every_range() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+        let example = std::fs::read_to_string(format!("{root}/examples/config.toml")).unwrap();
+        let ranges = DURATION_BOUNDS
+            .iter()
+            .map(|b| (b.key, b.range()))
+            .chain(COUNT_BOUNDS.iter().map(|b| (b.key, b.number_range())))
+            .chain(RATE_BOUNDS.iter().map(|b| (b.key, b.number_range())));
+        for (key, range) in ranges {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{key}` |")))
+                .unwrap_or_else(|| panic!("README has no row for {key}"));
+            assert!(
+                row.contains(&range),
+                "README {key}: {row:?} lacks {range:?}"
+            );
+            let field = key.split_once('.').unwrap().1;
+            // The range is on the key's line, or on the comment line just above it.
+            let lines: Vec<&str> = example.lines().collect();
+            let at = lines
+                .iter()
+                .position(|l| l.starts_with(&format!("{field} =")))
+                .unwrap_or_else(|| panic!("example has no {field}"));
+            let near = format!("{}\n{}", lines[at.saturating_sub(1)], lines[at]);
+            assert!(
+                near.contains(&range),
+                "example {key}: {near:?} lacks {range:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_key_name_list_holds_every_field_of_every_section() {
+        // serde's unknown-field error lists the section's fields: all must be known names.
+        for section in ["ledger", "gateway", "keys", "schedule", "worker", "log"] {
+            let text = if ["schedule", "worker", "log"].contains(&section) {
+                format!("{MINIMAL}\n[{section}]\nzzz = 1\n")
+            } else {
+                MINIMAL.replace(&format!("[{section}]"), &format!("[{section}]\nzzz = 1"))
+            };
+            let e = err(&text);
+            let fields: Vec<&str> = e.split('`').skip(3).step_by(2).collect();
+            assert!(!fields.is_empty(), "{e}");
+            for f in fields {
+                assert!(
+                    KEY_NAMES.contains(&f),
+                    "{section}.{f} missing from KEY_NAMES ({e})"
+                );
+            }
+            assert!(KEY_NAMES.contains(&section));
+        }
+    }
+
+    fn private_b64() -> String {
+        test_key("merchant_private.b64")
+            .split_whitespace()
+            .collect()
+    }
+
+    #[test]
+    fn a_key_pasted_into_the_toml_is_never_echoed_by_a_parse_error() {
+        let key = private_b64();
+        let pem = test_key("merchant_private.pem");
+        let body = &key[60..100];
+        for text in [
+            // Unquoted, on the key's line: the syntax error names the line and the key.
+            MINIMAL.replace("\"credential:merchant-private-key\"", &key),
+            // A PEM block pasted as is.
+            MINIMAL.replace(
+                "merchant_private_key = \"credential:merchant-private-key\"",
+                &pem,
+            ),
+            // Quoted, but into a field of another type (the type error quotes the value).
+            format!("{MINIMAL}\n[worker]\nconcurrency = \"{key}\"\n"),
+            format!("{MINIMAL}\n[schedule]\ngrace = \"{key}\"\n"),
+            // After file:, or as a credential or env name.
+            MINIMAL.replace("credential:merchant-private-key", &format!("file:{key}")),
+        ] {
+            let e = match parse(&text) {
+                Err(e) => e,
+                Ok(c) => c.keys.load().unwrap_err(),
+            };
+            let shown = format!("{e}\n{e:?}\n{}", e.with_causes());
+            assert!(!shown.contains(body), "{shown}");
+        }
+        let e = err(&MINIMAL.replace("\"credential:merchant-private-key\"", &key));
+        assert!(
+            e.contains("line 11") && e.contains("keys.merchant_private_key"),
+            "{e}"
+        );
+        let c = parse(&MINIMAL.replace("credential:merchant-private-key", &format!("file:{key}")));
+        let c = c.unwrap();
+        assert!(!format!("{c:?}").contains(body));
+        let e = c.keys.load().unwrap_err().to_string();
+        assert!(e.contains("not a readable file path (not shown"), "{e}");
+    }
+
+    #[test]
+    fn material_detection_spares_paths_and_words() {
+        for plain in [
+            "/etc/checus-reconciler/keys/merchant-private-key",
+            "/var/lib/checus-reconciler/ledger.sqlite",
+            "unknown field `appid`, expected one of `base_url`, `app_id`",
+            "credential:merchant-private-key",
+        ] {
+            assert!(!looks_like_key_material(plain), "{plain}");
+            assert_eq!(redact(plain), plain);
+        }
+        let key = private_b64();
+        assert!(looks_like_key_material(&key));
+        assert!(looks_like_key_material(&key[200..260]));
+        assert_eq!(
+            redact(&format!("x \"{}\" y", &key[200..260])),
+            "x \"<not shown>\" y"
+        );
+    }
+
+    #[test]
+    fn key_files_must_be_small_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |path: &Path| {
+            let text = MINIMAL.replace(
+                "credential:merchant-private-key",
+                &format!("file:{}", path.display()),
+            );
+            parse(&text).unwrap().keys.load().unwrap_err().to_string()
+        };
+        let e = load(dir.path());
+        assert!(e.contains("is a directory, not a regular file"), "{e}");
+        let e = load(Path::new("/dev/null"));
+        assert!(e.contains("is a device"), "{e}");
+        let big = write_private(dir.path(), "big", &"A".repeat(70_000), 0o600);
+        let e = load(&big);
+        assert!(
+            e.contains("at most 65536 bytes") && e.contains("big"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1017,6 +1689,11 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
         let debug = format!("{c:?}");
         assert!(debug.contains("env:MY_KEY"));
         assert!(!debug.contains("c2VjcmV0"), "{debug}");
+        let debug = format!("{env:?}");
+        assert!(
+            debug.contains("MY_KEY") && !debug.contains("c2VjcmV0"),
+            "{debug}"
+        );
         // Loading reports a clear, material-free error for garbage.
         let e = c.keys.load().unwrap_err().to_string();
         assert!(e.starts_with("keys.merchant_private_key:"), "{e}");

@@ -1,8 +1,10 @@
 //! Secrets: the merchant private key must never leave the signer. A full daemon run at TRACE
 //! level (every crate's logs: reqwest, hyper, rustls, ours) against the sandbox, the operator
-//! commands, error messages about broken keys, the Debug output of the configuration and the
-//! loaded keys, and the ledger file itself (attempt log included, WAL too) are all searched
-//! for the key, in base64 fragments, as DER bytes in hex and as Rust's Debug byte lists.
+//! commands, error messages about broken keys, the error output of `check-config` and `run`
+//! and the SIGHUP reload's ERROR line for a key pasted where a key source belongs, the Debug
+//! output of the configuration and the loaded keys, and the ledger file itself (attempt log
+//! included, WAL too) are all searched for the key, in base64 fragments, as DER bytes in hex
+//! and as Rust's Debug byte lists.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -243,4 +245,67 @@ fn debug_output_and_error_messages_never_contain_the_private_key() {
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     messages.push_str(&stderr(&o));
     assert_no_key("error messages about keys", &messages);
+}
+
+/// A key pasted where a key source belongs: unquoted into the TOML (the parser's snippet used
+/// to print the whole line), after `file:` ("cannot read MIIE…"), as an `env:` or
+/// `credential:` name, and into a field of another type. The error output of `check-config`
+/// and `run`, and the ERROR line a SIGHUP reload of such a file logs, are searched like the
+/// logs are.
+#[test]
+fn error_output_about_a_pasted_key_never_contains_it() {
+    if !crate::common::tools::require_tool("kill") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let b64: String = std::fs::read_to_string(format!("{KEYS}/merchant_private.b64"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let pem = std::fs::read_to_string(format!("{KEYS}/merchant_private.pem")).unwrap();
+    let good = config_text(d, "http://127.0.0.1:9/aggregate-pay/api/gateway", "");
+    let source = format!("\"file:{}\"", d.join("merchant_private.b64").display());
+    let pasted = [
+        good.replace(&source, &b64),
+        good.replace(&source, &pem),
+        good.replace(&source, &format!("'{}'", pem.trim())),
+        good.replace(&source, &format!("\"file:{b64}\"")),
+        good.replace(&source, &format!("\"env:{b64}\"")),
+        good.replace(&source, &format!("\"credential:{}\"", b64.replace('/', ""))),
+        good.replace(&source, &format!("\"{b64}\"")),
+        format!("{good}\n[worker]\nconcurrency = \"{b64}\"\n"),
+        format!("{good}\n[schedule]\ngrace = \"{b64}\"\n"),
+    ];
+    let path = d.join("config.toml");
+    let mut output = String::new();
+    for text in &pasted {
+        std::fs::write(&path, text).unwrap();
+        for sub in ["check-config", "run"] {
+            let o = run(d, &[sub, "--config", path.to_str().unwrap()]);
+            assert_eq!(code(&o), 3, "{sub}: {}", stderr(&o));
+            assert!(stderr(&o).contains("error"), "{}", stderr(&o));
+            output.push_str(&(stdout(&o) + &stderr(&o)));
+        }
+    }
+    assert_no_key("check-config and run error output", &output);
+
+    // The same files handed to a running daemon by SIGHUP: one ERROR line each, no key.
+    std::fs::write(&path, &good).unwrap();
+    let mut c = cmd(d);
+    c.args(["run", "--config", path.to_str().unwrap()]);
+    let mut daemon = Proc::spawn(c);
+    daemon.wait_for("daemon ready");
+    let mut rejected = String::new();
+    for text in &pasted {
+        std::fs::write(&path, text).unwrap();
+        daemon.signal("-HUP");
+        rejected.push_str(&daemon.wait_for("configuration reload rejected"));
+        rejected.push('\n');
+    }
+    daemon.signal("-TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), 0);
+    assert_eq!(rejected.lines().count(), pasted.len());
+    assert_no_key("SIGHUP reload ERROR lines", &rejected);
+    assert_no_key("the daemon's whole output", &daemon.seen.join("\n"));
 }
