@@ -31,7 +31,8 @@ use crate::worker::{JitterSource, LedgerHandle, SweepReport, Worker};
 
 use sweeps::{SweepLoop, Totals};
 
-/// Why the daemon could not start (once started, it only stops on `shutdown`).
+/// Why the daemon could not start, or had to stop: once started, it stops on `shutdown`, or
+/// when the file it guards is no longer the one it opened ([`DaemonError::IdentityLost`]).
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// The ledger could not be opened.
@@ -59,6 +60,18 @@ pub enum DaemonError {
     /// The scheduler failed to start.
     #[error("scheduler: {0}")]
     Scheduler(String),
+    /// The lock file or the ledger file at its path is no longer the one the daemon opened
+    /// (deleted, or replaced by another file): the daemon stops so that systemd restarts it on
+    /// what is there now, where the lock decides again who runs.
+    #[error("the {what} {path} is no longer the file this daemon opened ({how}); stopping")]
+    IdentityLost {
+        /// "lock file" or "ledger".
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// "deleted" or "replaced".
+        how: &'static str,
+    },
 }
 
 /// Re-reads the configuration for a SIGHUP reload. It reads files, so the daemon calls it on
@@ -199,6 +212,7 @@ impl Daemon {
             notifier: notifier.clone(),
             totals: Arc::clone(&totals),
             poke: poke_rx,
+            guard: opened.lock.guard(),
         };
         let parts = Parts {
             lock: opened.lock,
@@ -231,20 +245,24 @@ impl Daemon {
             Some(r) => r,
             None => parts.drain(&mut handle).await,
         };
-        if let Err(e) = outcome
-            && e.is_panic()
-        {
-            std::panic::resume_unwind(e.into_panic());
-        }
+        let stopped = match outcome {
+            Ok(stopped) => stopped,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Aborted at the drain deadline: the drain logged it.
+            Err(_) => Ok(()),
+        };
         parts.stop().await;
-        Ok(())
+        stopped
     }
 }
 
 impl Parts {
     /// Lets in-flight queries finish within the deadline; past it, abandons them and closes
     /// the abandoned sweep's row.
-    async fn drain(&self, handle: &mut JoinHandle<()>) -> Result<(), JoinError> {
+    async fn drain(
+        &self,
+        handle: &mut JoinHandle<Result<(), DaemonError>>,
+    ) -> Result<Result<(), DaemonError>, JoinError> {
         self.notifier.stopping();
         let deadline = self.deadline;
         info!(
@@ -270,7 +288,7 @@ impl Parts {
             deadline_s = deadline.as_secs_f64(),
             "drain deadline passed; abandoned in-flight queries are not recorded and will be re-queried"
         );
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// Stops the parts: the scheduler, then logs the totals, then releases the lock.

@@ -10,6 +10,7 @@ use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use super::lock::Guard;
 use super::{DaemonError, Reloader, build_worker, sweep_status};
 use crate::config::{Config, ConfigError, LoadedKeys};
 use crate::domain::{Clock, Timestamp, format_ts};
@@ -62,6 +63,9 @@ pub(super) struct SweepLoop {
     pub(super) totals: Arc<Mutex<Totals>>,
     /// Pokes from the cron safety net (capacity 1: pokes while a sweep is queued coalesce).
     pub(super) poke: mpsc::Receiver<()>,
+    /// The lock file and the ledger as opened: checked before every sweep, so a deleted lock
+    /// (a second daemon could start) or a replaced ledger stops this daemon.
+    pub(super) guard: Guard,
 }
 
 /// What the loop does next.
@@ -120,7 +124,7 @@ impl SweepLoop {
         mut self,
         shutdown: CancellationToken,
         mut reload: mpsc::Receiver<Reloader>,
-    ) {
+    ) -> Result<(), DaemonError> {
         let mut wake_at = Some(self.clock.now());
         let mut sweep_no: u64 = 0;
         // WATCHDOG=1 comes from this loop only: between sweeps on every tick, during a sweep
@@ -132,10 +136,15 @@ impl SweepLoop {
                 .next_event(wake_at, &shutdown, &mut reload, &mut watchdog)
                 .await
             {
-                Event::Stop => break,
+                Event::Stop => return Ok(()),
                 Event::Reload(reloader) => self.apply_reload(reloader).await,
                 Event::Ping => self.notifier.watchdog(),
                 Event::Sweep => {
+                    if let Err(e) = self.guard.check().await {
+                        error!(error = %e, "ledger identity lost; stopping");
+                        self.notifier.status(&e.to_string());
+                        return Err(e);
+                    }
                     sweep_no += 1;
                     let result = self.sweep_watched(sweep_no, &shutdown, &mut watchdog).await;
                     wake_at = self.after_sweep(sweep_no, result).await;

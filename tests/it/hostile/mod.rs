@@ -3,5 +3,6 @@
 //! reconciliation of the other refunds. One module per kind of input.
 
 mod config;
+mod guard;
 mod input;
 mod ledger;
