@@ -83,19 +83,6 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    /// The message and every cause after it, `: `-joined, for a log field: `main` prints the
-    /// cause chain itself, a log line does not.
-    pub fn with_causes(&self) -> String {
-        let mut text = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            text.push_str(": ");
-            text.push_str(&c.to_string());
-            cause = c.source();
-        }
-        text
-    }
-
     fn invalid(key: &str, reason: impl Into<String>) -> Self {
         Self::Invalid {
             key: key.to_owned(),
@@ -1370,7 +1357,7 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
             assert_eq!(got, key);
             assert_eq!(format!("gateway.{}", source.setting()), key);
             // The key once, then the reason once, as a printed cause chain shows them.
-            let chain = e.with_causes();
+            let chain = crate::logging::one_line_chain(&e);
             assert_eq!(chain, format!("{e}: {}", e.source().unwrap()));
             assert_eq!(chain.matches(source.setting()).count(), 1, "{chain}");
         }
@@ -1624,7 +1611,7 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
                 Err(e) => e,
                 Ok(c) => c.keys.load().unwrap_err(),
             };
-            let shown = format!("{e}\n{e:?}\n{}", e.with_causes());
+            let shown = format!("{e}\n{e:?}\n{}", crate::logging::one_line_chain(&e));
             assert!(!shown.contains(body), "{shown}");
         }
         let e = err(&MINIMAL.replace("\"credential:merchant-private-key\"", &key));

@@ -292,7 +292,7 @@ impl SweepLoop {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(e)) => {
                 error!(
-                    error = %one_line_chain(&e),
+                    error = %crate::logging::one_line_chain(&e),
                     "configuration reload rejected; keeping the running configuration"
                 );
                 return;
@@ -316,58 +316,5 @@ impl SweepLoop {
         }
         self.config = config;
         info!("configuration reloaded");
-    }
-}
-
-/// An error and its causes on one line, each cause once: a cause whose text the line already
-/// shows (an error that prints its source) is not repeated, and line breaks in a message (a
-/// TOML parser's snippet) become spaces, so one rejected reload is one log line.
-fn one_line_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        cause = c.source();
-    }
-    line.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("cannot read {0}: {1}")]
-    struct Prints(&'static str, #[source] std::io::Error);
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("reload failed")]
-    struct Wraps(#[source] std::io::Error);
-
-    #[test]
-    fn a_chain_is_one_line_and_names_each_cause_once() {
-        let io = || std::io::Error::other("no such file");
-        assert_eq!(
-            one_line_chain(&Prints("a.toml", io())),
-            "cannot read a.toml: no such file"
-        );
-        assert_eq!(one_line_chain(&Wraps(io())), "reload failed: no such file");
-        let toml = ConfigError::Parse {
-            origin: "a.toml".into(),
-            message:
-                "TOML parse error at line 2\n  |\n2 | bogus = 1\n  | ^^^^^\nunknown field `bogus`\n"
-                    .into(),
-        };
-        let line = one_line_chain(&toml);
-        assert!(!line.contains('\n'), "{line}");
-        assert!(line.contains("unknown field `bogus`"), "{line}");
     }
 }
