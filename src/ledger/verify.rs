@@ -204,14 +204,6 @@ pub(super) fn refuse_altered(conn: &Connection, path: &Path) -> Result<(), Ledge
 }
 
 impl Ledger {
-    /// Checks this open ledger's schema again ([`LedgerError::SchemaAltered`] when a table,
-    /// index or trigger of schema.sql is missing or altered). Opening already checked it; a
-    /// long-running caller (the daemon, once per sweep) can call this to notice a trigger
-    /// dropped since. One read of `sqlite_schema`.
-    pub fn check_schema(&self) -> Result<(), LedgerError> {
-        refuse_altered(&self.conn, &self.path)
-    }
-
     /// `verify-ledger`: compares the ledger at `path` with schema.sql through a read-only
     /// connection (nothing is changed, so it also works on a read-only copy) and returns every
     /// difference. Refuses what `open` refuses before that: a missing file, a file that is not
