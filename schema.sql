@@ -1,4 +1,4 @@
--- checus-reconciler ledger, schema version 3. The ONLY DDL of the project.
+-- checus-reconciler ledger, schema version 4. The ONLY DDL of the project.
 --
 -- This file is embedded in the binary (src/ledger/open.rs) and applied, in one transaction,
 -- to a new or empty SQLite file. An older ledger is upgraded by the migrations in
@@ -93,11 +93,21 @@ CREATE TABLE refunds (
                        CHECK (last_outcome IN ('final', 'pending', 'unknown', 'retryable', 'rate_limited',
                                                'clock_skew', 'config_error', 'mismatch')),
     last_error         TEXT,
-    -- 1 when a human should look at this refund; why, and since when.
+    -- 1 when a human should look at this refund; why, and since when:
+    --   pending_too_long             still pending past worker.pending_flag_after
+    --   unknown_at_gateway_too_long  Checus has not known the refund for too long
+    --   answer_mismatch              a verified answer contradicted this row
+    --   answer_unrecordable          a verified answer held a value the ledger cannot store
+    --                                (the attempt's error names the field that was dropped)
+    --   row_unreadable               the daemon could not read this row (a stored value that
+    --                                is not what this schema allows); it skips the row
+    --   row_unwritable               the ledger refused the daemon's update of this row; it
+    --                                skips the row
     review_flag        INTEGER NOT NULL DEFAULT 0 CHECK (review_flag IN (0, 1)),
     review_reason      TEXT
                        CHECK (review_reason IN ('pending_too_long', 'unknown_at_gateway_too_long',
-                                                'answer_mismatch')),
+                                                'answer_mismatch', 'answer_unrecordable',
+                                                'row_unreadable', 'row_unwritable')),
     flagged_at         TEXT
                        CHECK (flagged_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(flagged_at))),
     -- A final outcome waiting for its confirming query, from when: set when a notification
@@ -526,7 +536,15 @@ CREATE TABLE sweeps (
     -- Why the sweep stopped early (clock skew, configuration error, shutdown), if it did.
     halted_reason TEXT,
     -- The halt in force when the sweep ended, as a stable code that `status` reads (NULL: none).
-    halt_code     TEXT CHECK (halt_code IN ('config_error', 'clock_skew'))
+    halt_code     TEXT CHECK (halt_code IN ('config_error', 'clock_skew')),
+    -- Rows the sweep skipped because it could not read or update them (each is flagged
+    -- row_unreadable or row_unwritable when the ledger lets it be).
+    unreadable    INTEGER NOT NULL DEFAULT 0 CHECK (unreadable >= 0),
+    -- Why the sweep failed, when it did (the ledger or the disk, not one row): `status` warns.
+    error         TEXT,
+    -- Since when the circuit breaker had querying paused when the sweep ended (NULL: closed).
+    breaker_open_since TEXT
+                  CHECK (breaker_open_since IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(breaker_open_since)))
 ) STRICT;
 
 CREATE TRIGGER sweeps_finished_are_immutable
@@ -638,4 +656,4 @@ BEGIN
     SELECT RAISE(ABORT, 'checus-reconciler: a prune is immutable once done');
 END;
 
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;

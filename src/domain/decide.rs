@@ -75,6 +75,14 @@ pub enum ReviewReason {
     UnknownTooLong,
     /// A verified answer contradicted the ledger (number, amount or currency).
     AnswerMismatch,
+    /// A verified answer held a value the ledger cannot store; the attempt was recorded
+    /// without it (its error names the field).
+    AnswerUnrecordable,
+    /// The daemon could not read the refund's row (a stored value the schema does not allow);
+    /// the sweep skips it.
+    RowUnreadable,
+    /// The ledger refused the daemon's update of the refund's row; the sweep skips it.
+    RowUnwritable,
 }
 
 impl ReviewReason {
@@ -84,6 +92,9 @@ impl ReviewReason {
             Self::PendingTooLong => "pending_too_long",
             Self::UnknownTooLong => "unknown_at_gateway_too_long",
             Self::AnswerMismatch => "answer_mismatch",
+            Self::AnswerUnrecordable => "answer_unrecordable",
+            Self::RowUnreadable => "row_unreadable",
+            Self::RowUnwritable => "row_unwritable",
         }
     }
 }

@@ -119,24 +119,28 @@ pub(super) struct RawSweep {
     id: i64,
     started_at: String,
     finished_at: Option<String>,
-    counts: [i64; 4],
+    counts: [i64; 5],
     halted_reason: Option<String>,
     halt_code: Option<String>,
+    error: Option<String>,
+    breaker_open_since: Option<String>,
 }
 
 impl RawRow for RawSweep {
     type Parsed = SweepRow;
     const COLUMNS: &'static str = "id, started_at, finished_at, claimed, finalized, \
-        rescheduled, failed, halted_reason, halt_code";
+        rescheduled, failed, halted_reason, halt_code, unreadable, error, breaker_open_since";
 
     fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             id: r.get(0)?,
             started_at: r.get(1)?,
             finished_at: r.get(2)?,
-            counts: [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?],
+            counts: [r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(9)?],
             halted_reason: r.get(7)?,
             halt_code: r.get(8)?,
+            error: r.get(10)?,
+            breaker_open_since: r.get(11)?,
         })
     }
 
@@ -145,7 +149,7 @@ impl RawRow for RawSweep {
         let c = Cell {
             out_refund_no: &label,
         };
-        let [claimed, finalized, rescheduled, failed] = self.counts;
+        let [claimed, finalized, rescheduled, failed, unreadable] = self.counts;
         Ok(SweepRow {
             id: self.id,
             started_at: c.ts("started_at", &self.started_at)?,
@@ -155,9 +159,13 @@ impl RawRow for RawSweep {
                 finalized: c.int("finalized", finalized)?,
                 rescheduled: c.int("rescheduled", rescheduled)?,
                 failed: c.int("failed", failed)?,
+                unreadable: c.int("unreadable", unreadable)?,
             },
             halted_reason: self.halted_reason,
             halt_code: c.parse_opt("halt_code", self.halt_code.as_deref())?,
+            error: self.error,
+            breaker_open_since: c
+                .ts_opt("breaker_open_since", self.breaker_open_since.as_deref())?,
         })
     }
 }

@@ -254,6 +254,17 @@ fn operator_actions_match_the_schema_check() {
 }
 
 #[test]
+fn review_reasons_match_the_schema_check() {
+    let reasons: Vec<String> = super::types::REVIEW_REASONS
+        .iter()
+        .map(|r| format!("'{}'", r.as_str()))
+        .collect();
+    let flat: String = SCHEMA_SQL.split_whitespace().collect::<Vec<_>>().join(" ");
+    let check = format!("review_reason IN ({}))", reasons.join(", "));
+    assert!(flat.contains(&check), "{check}");
+}
+
+#[test]
 fn timeline_events_order_by_time_then_kind_then_row() {
     let at = parse_ts("2026-01-01T00:00:00.000Z").unwrap();
     let later = parse_ts("2026-01-01T00:00:00.001Z").unwrap();

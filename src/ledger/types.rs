@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use super::error::LedgerError;
 use crate::domain::{
-    Change, Currency, Decision, DiscrepancyKind, FinalSource, FinalStatus, HaltCode, OutRefundNo,
-    OutcomeClass, RefundStatus, ReviewReason, Timestamp, format_ts, parse_ts,
+    Change, Currency, Decision, DiscrepancyKind, FinalSource, FinalStatus, Halt, HaltCode,
+    OutRefundNo, OutcomeClass, RefundStatus, ReviewReason, Timestamp, format_ts, parse_ts,
 };
 
 /// Longest error text stored per attempt; longer text is cut at a character boundary.
@@ -81,6 +81,21 @@ pub struct SweepCounts {
     pub rescheduled: u64,
     /// Attempts that failed (transport, gateway errors, ledger errors).
     pub failed: u64,
+    /// Rows skipped because they could not be read or updated (each flagged if it could be).
+    pub unreadable: u64,
+}
+
+/// How a sweep ended, as [`super::Ledger::finish_sweep`] records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepEnd {
+    /// What it did.
+    pub counts: SweepCounts,
+    /// The halt in force when it ended.
+    pub halt: Option<Halt>,
+    /// Why it failed, when it did (a ledger or disk error, not one row's).
+    pub error: Option<String>,
+    /// Since when the circuit breaker had querying paused when it ended (`None`: closed).
+    pub breaker_open_since: Option<Timestamp>,
 }
 
 /// Filter for [`super::Ledger::list`]. All conditions are combined with AND.
@@ -431,6 +446,11 @@ pub struct SweepRow {
     /// `status --json` keeps; `status` reports it as a finding.
     #[serde(skip)]
     pub halt_code: Option<HaltCode>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// Since when the circuit breaker had querying paused when it ended (`None`: closed).
+    #[serde(serialize_with = "ser::opt_ts")]
+    pub breaker_open_since: Option<Timestamp>,
 }
 
 /// One `operator_actions` row: the audit of an operator's command.
@@ -606,10 +626,13 @@ impl Cell<'_> {
 }
 
 /// Every review reason (the domain has no list of them).
-const REVIEW_REASONS: [ReviewReason; 3] = [
+pub(crate) const REVIEW_REASONS: [ReviewReason; 6] = [
     ReviewReason::PendingTooLong,
     ReviewReason::UnknownTooLong,
     ReviewReason::AnswerMismatch,
+    ReviewReason::AnswerUnrecordable,
+    ReviewReason::RowUnreadable,
+    ReviewReason::RowUnwritable,
 ];
 
 /// Formats an instant for a bound parameter.

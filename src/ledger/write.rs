@@ -9,7 +9,7 @@ use rusqlite::{OptionalExtension, Statement, params};
 use super::Ledger;
 use super::error::{During, LedgerError, is_trigger, is_unique_violation, trigger_msg};
 use super::types::{
-    Applied, Cell, NotificationRecord, SweepCounts, clip_error, decision_text, ts_text,
+    Applied, Cell, NotificationRecord, SweepEnd, clip_error, decision_text, ts_text,
 };
 use crate::domain::{
     Change, Decision, FinalSource, FinalStatus, Halt, InvalidValue, NewRefund, OutcomeClass,
@@ -180,25 +180,28 @@ impl Ledger {
         })
     }
 
-    /// Records the end of a sweep with its counts and the halt in force when it ended, if
-    /// any: its stable code in `halt_code` (what `status` reads) and its description in
-    /// `halted_reason` (for operators reading the table).
+    /// Records the end of a sweep: its counts, the halt in force when it ended, if any (its
+    /// stable code in `halt_code`, what `status` reads, and its description in
+    /// `halted_reason`, for operators reading the table), its error if it failed, and the
+    /// circuit breaker's state.
     pub fn finish_sweep(
         &self,
         id: i64,
         finished_at: Timestamp,
-        counts: &SweepCounts,
-        halt: Option<&Halt>,
+        end: &SweepEnd,
     ) -> Result<(), LedgerError> {
         const OP: &str = "finish sweep";
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        let reason = halt.map(Halt::to_string);
-        let code = halt.map(|h| h.code().as_str());
+        let reason = end.halt.as_ref().map(Halt::to_string);
+        let code = end.halt.as_ref().map(|h| h.code().as_str());
+        let counts = &end.counts;
+        let error = end.error.as_deref().map(clip_error);
         self.write(OP, |tx| {
             let changed = tx
                 .execute(
                     "UPDATE sweeps SET finished_at = ?2, claimed = ?3, finalized = ?4,
-                            rescheduled = ?5, failed = ?6, halted_reason = ?7, halt_code = ?8
+                            rescheduled = ?5, failed = ?6, halted_reason = ?7, halt_code = ?8,
+                            unreadable = ?9, error = ?10, breaker_open_since = ?11
                       WHERE id = ?1",
                     params![
                         id,
@@ -209,6 +212,9 @@ impl Ledger {
                         n(counts.failed),
                         reason,
                         code,
+                        n(counts.unreadable),
+                        error,
+                        end.breaker_open_since.map(ts_text),
                     ],
                 )
                 .during(OP)?;

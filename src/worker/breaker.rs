@@ -77,6 +77,14 @@ impl Breaker {
         }
     }
 
+    /// `Some(since)` while open: when it opened.
+    pub fn open_since(&self) -> Option<Timestamp> {
+        match self.state {
+            State::Open { since, .. } => Some(since),
+            State::Closed { .. } => None,
+        }
+    }
+
     /// `Some(next_probe_at)` while open.
     pub fn open_until(&self) -> Option<Timestamp> {
         match self.state {

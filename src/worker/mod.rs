@@ -29,7 +29,7 @@ use crate::domain::{
     decide, format_ts,
 };
 use crate::gateway::{GatewayClient, QueryReport};
-use crate::ledger::{Applied, LedgerError, SweepCounts};
+use crate::ledger::{Applied, LedgerError, SweepCounts, SweepEnd};
 
 use log::{log_applied, log_finalized};
 use rate::RateLimiter;
@@ -63,6 +63,8 @@ pub struct SweepReport {
     pub discrepancies: u64,
     /// Attempts that failed retryably (transport, 5xx, unverified, rate limited, ...).
     pub failed: u64,
+    /// Rows skipped because they could not be read or updated.
+    pub unreadable: u64,
     /// The halt in force when the sweep ended (serialized as its description).
     #[serde(serialize_with = "halt_text")]
     pub halted: Option<Halt>,
@@ -312,15 +314,20 @@ impl Inner {
         // The sweep row records the halt in force when the sweep ended, whichever way it ended.
         report.halted = self.halted().map(|h| h.halt);
         let finished = self.clock.now();
-        let counts = SweepCounts {
-            claimed: report.claimed,
-            finalized: report.finalized,
-            rescheduled: report.rescheduled,
-            failed: report.failed,
+        let end = SweepEnd {
+            counts: SweepCounts {
+                claimed: report.claimed,
+                finalized: report.finalized,
+                rescheduled: report.rescheduled,
+                failed: report.failed,
+                unreadable: report.unreadable,
+            },
+            halt: report.halted.clone(),
+            error: result.as_ref().err().map(ToString::to_string),
+            breaker_open_since: self.breaker_lock().open_since(),
         };
-        let halted = report.halted.clone();
         self.ledger
-            .call(move |l| l.finish_sweep(sweep_id, finished, &counts, halted.as_ref()))
+            .call(move |l| l.finish_sweep(sweep_id, finished, &end))
             .await?;
         result?;
         report.next_due_at = self.ledger.call(|l| l.next_due_at()).await?;

@@ -17,7 +17,8 @@ use checus_reconciler::domain::{
 };
 use checus_reconciler::ledger::{
     Applied, EventKind, Finding, Happened, Ledger, LedgerError, ListFilter, NotificationEffect,
-    NotificationRecord, OperatorAction, RecordedKind, SCHEMA_VERSION, SweepCounts, contract,
+    NotificationRecord, OperatorAction, RecordedKind, SCHEMA_VERSION, SweepCounts, SweepEnd,
+    contract,
 };
 use rusqlite::Connection;
 use rust_decimal::Decimal;
@@ -1025,22 +1026,29 @@ fn status_summarizes_the_ledger_and_sweeps() {
         finalized: 1,
         rescheduled: 1,
         failed: 1,
+        unreadable: 0,
+    };
+    let end = SweepEnd {
+        counts,
+        ..SweepEnd::default()
     };
     ledger
         .finish_sweep(
             id,
             ts("2026-01-04T00:00:01.000Z"),
-            &counts,
-            Some(&checus_reconciler::domain::Halt::ClockSkew),
+            &SweepEnd {
+                halt: Some(checus_reconciler::domain::Halt::ClockSkew),
+                ..end.clone()
+            },
         )
         .unwrap();
     assert!(matches!(
-        ledger.finish_sweep(id + 100, ts("2026-01-04T00:00:01.000Z"), &counts, None),
+        ledger.finish_sweep(id + 100, ts("2026-01-04T00:00:01.000Z"), &end),
         Err(LedgerError::SweepNotFound { .. })
     ));
     assert!(
         ledger
-            .finish_sweep(id, ts("2026-01-04T00:00:02.000Z"), &counts, None)
+            .finish_sweep(id, ts("2026-01-04T00:00:02.000Z"), &end)
             .is_err(),
         "a finished sweep is immutable"
     );

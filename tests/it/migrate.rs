@@ -11,9 +11,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use checus_reconciler::domain::parse_ts;
-use checus_reconciler::ledger::{
-    Ledger, LedgerError, SCHEMA_VERSION, SweepCounts, contract, migrate,
-};
+use checus_reconciler::ledger::{Ledger, LedgerError, SCHEMA_VERSION, SweepEnd, contract, migrate};
 use rand::{Rng, SeedableRng};
 use rusqlite::types::Value;
 
@@ -228,9 +226,19 @@ fn the_v1_demo_ledger_migrates_with_every_row_intact_and_a_checked_backup() {
     assert_eq!(before[0].len(), 300, "the demo's 300 refunds");
 
     let report = migrate::apply(&path, parse_ts("2026-12-01T04:30:00.123Z").unwrap()).unwrap();
-    assert_eq!((report.from, report.to, report.dry_run), (1, 3, false));
+    assert_eq!(
+        (report.from, report.to, report.dry_run),
+        (1, SCHEMA_VERSION, false)
+    );
     let names: Vec<_> = report.steps.iter().map(|s| s.name).collect();
-    assert_eq!(names, ["0002_sweeps_halt_code", "0003_real_instants"]);
+    assert_eq!(
+        names,
+        [
+            "0002_sweeps_halt_code",
+            "0003_real_instants",
+            "0004_sweep_health"
+        ]
+    );
     let backup = report.backup.clone().unwrap();
     assert_eq!(
         backup,
@@ -271,9 +279,7 @@ fn the_v1_demo_ledger_migrates_with_every_row_intact_and_a_checked_backup() {
     let ledger = Ledger::open_existing(&path).unwrap();
     let now = parse_ts("2026-12-01T05:00:00.000Z").unwrap();
     let id = ledger.begin_sweep(now).unwrap();
-    ledger
-        .finish_sweep(id, now, &SweepCounts::default(), None)
-        .unwrap();
+    ledger.finish_sweep(id, now, &SweepEnd::default()).unwrap();
     let health = ledger.health(now, Duration::from_secs(300)).unwrap();
     assert_eq!(health.summary.succeeded + health.summary.failed, 276);
 }
@@ -360,7 +366,7 @@ fn a_view_of_the_merchant_app_on_sweeps_survives_the_migration() {
         .execute_batch("CREATE VIEW app_sweeps AS SELECT id, claimed FROM sweeps;")
         .unwrap();
     drop(Ledger::open(&path).unwrap());
-    assert_eq!(user_version(&path), 3);
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
     let view = rows(
         &path,
         "SELECT sql FROM sqlite_master WHERE name = 'app_sweeps'",
@@ -392,7 +398,7 @@ fn a_failed_migration_exits_4_with_the_cause_and_leaves_the_ledger_as_it_was() {
     let err = stderr(&o);
     for needle in [
         "cannot migrate ledger",
-        "from schema version 1 to 3: 0002_sweeps_halt_code failed",
+        &format!("from schema version 1 to {SCHEMA_VERSION}: 0002_sweeps_halt_code failed"),
         "the ledger is unchanged",
         "backup taken first",
         "sweeps_v1",
@@ -459,9 +465,11 @@ fn migrate_dry_run_prints_the_steps_and_changes_nothing() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let out = stdout(&o);
     for needle in [
-        "schema version 1 -> 3",
+        "schema version 1 -> 4",
         "0002_sweeps_halt_code (1 -> 2)",
         "0003_real_instants (2 -> 3)",
+        "0004_sweep_health (3 -> 4)",
+        "create refunds with the new review reasons",
         "copy every row of every table, unchanged",
         "recreate the trigger sweeps_finished_are_immutable",
         "would be copied to",
@@ -504,7 +512,7 @@ fn migrate_upgrades_names_the_backup_and_then_finds_nothing_to_do() {
     assert_eq!(backup.len(), 1);
     assert!(stdout(&o).contains(&format!("backup: copied to {}", backup[0].display())));
     assert!(stdout(&o).contains("migrated: ledger"));
-    assert_eq!(user_version(&path), 3);
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
 
     let o = run(dir.path(), &["migrate", "--ledger", l]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -541,14 +549,14 @@ fn init_migrates_a_v1_ledger_and_read_commands_refuse_it_unchanged() {
 
     let o = run(dir.path(), &["init", "--ledger", l]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert!(stdout(&o).contains("schema version 3"));
-    assert_eq!(user_version(&path), 3);
+    assert!(stdout(&o).contains(&format!("schema version {SCHEMA_VERSION}")));
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
     let backup = backups(&path);
     assert_eq!(backup.len(), 1);
     let log = stderr(&o);
     assert!(
         log.contains("ledger migrated")
-            && log.contains("from=1 to=3")
+            && log.contains(&format!("from=1 to={SCHEMA_VERSION}"))
             && log.contains(backup[0].to_str().unwrap()),
         "the log names the backup: {log}"
     );
@@ -580,9 +588,9 @@ fn the_daemon_migrates_a_v1_ledger_at_start_and_logs_the_backup() {
     assert_eq!(backup.len(), 1);
     let fields: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(fields["from"], 1, "{line}");
-    assert_eq!(fields["to"], 3, "{line}");
+    assert_eq!(fields["to"], SCHEMA_VERSION, "{line}");
     assert_eq!(fields["backup"], backup[0].to_str().unwrap(), "{line}");
-    assert_eq!(user_version(&path), 3);
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
     assert_healthy(&path);
     assert_eq!(data(&backup[0]), before);
 }
@@ -786,7 +794,7 @@ fn the_merchant_app_keeps_writing_while_a_ledger_migrates() {
     done.store(true, Ordering::SeqCst);
     let (written, errors) = writer.join().unwrap();
     assert!(errors.is_empty(), "every insert succeeds: {errors:?}");
-    assert_eq!((report.from, report.to), (1, 3));
+    assert_eq!((report.from, report.to), (1, SCHEMA_VERSION));
     assert_eq!(
         rows(&path, "SELECT count(*) FROM refunds"),
         vec![vec![Value::Integer(300 + i64::from(written))]]

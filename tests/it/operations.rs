@@ -585,7 +585,7 @@ fn prune_archives_then_deletes_only_old_final_refunds_and_backup_is_consistent()
 #[test]
 fn status_names_each_condition_that_needs_a_human() {
     use checus_reconciler::domain::Halt;
-    use checus_reconciler::ledger::{Ledger, SweepCounts};
+    use checus_reconciler::ledger::{Ledger, SweepEnd};
     use checus_reconciler::report::finding_message;
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("ledger.sqlite");
@@ -597,9 +597,7 @@ fn status_names_each_condition_that_needs_a_human() {
     assert_eq!(h.findings[0].code(), "worker_never_ran");
 
     let id = ledger.begin_sweep(now).unwrap();
-    ledger
-        .finish_sweep(id, now, &SweepCounts::default(), None)
-        .unwrap();
+    ledger.finish_sweep(id, now, &SweepEnd::default()).unwrap();
     let h = ledger.health(now, stale).unwrap();
     assert!(!h.needs_human(), "{h:?}");
     assert_eq!(h.worker_idle_s, Some(0));
@@ -619,7 +617,14 @@ fn status_names_each_condition_that_needs_a_human() {
     ] {
         let id = ledger.begin_sweep(later).unwrap();
         ledger
-            .finish_sweep(id, later, &SweepCounts::default(), Some(&halt))
+            .finish_sweep(
+                id,
+                later,
+                &SweepEnd {
+                    halt: Some(halt.clone()),
+                    ..SweepEnd::default()
+                },
+            )
             .unwrap();
         let h = ledger.health(later, stale).unwrap();
         let codes: Vec<&str> = h.findings.iter().map(|f| f.code()).collect();
