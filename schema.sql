@@ -145,6 +145,11 @@ CREATE INDEX refunds_by_finalized ON refunds (finalized_at, id) WHERE finalized_
 CREATE INDEX refunds_by_created ON refunds (created_at);
 -- Flagged refunds (few): the flagged count and `list --flagged`.
 CREATE INDEX refunds_flagged ON refunds (status, created_at) WHERE review_flag = 1;
+-- Pending refunds nobody has flagged, by age: `status` counts those older than
+-- pending_flag_after (normally none) without walking every pending row. Not usable by the
+-- due query, which does not constrain review_flag.
+CREATE INDEX refunds_pending_unflagged ON refunds (created_at)
+    WHERE status = 'REFUND_PENDING' AND review_flag = 0;
 
 -- A refund's outcome is final: once status is REFUND_SUCCESS or REFUND_FAILED, no writer may
 -- change status, final_source, finalized_at or refund_finish_time. A later source that

@@ -65,6 +65,9 @@ pub struct SweepReport {
     pub failed: u64,
     /// Rows skipped because they could not be read or updated.
     pub unreadable: u64,
+    /// Since when the circuit breaker had querying paused when the sweep ended.
+    #[serde(skip)]
+    pub breaker_open_since: Option<Timestamp>,
     /// The halt in force when the sweep ended (serialized as its description).
     #[serde(serialize_with = "halt_text")]
     pub halted: Option<Halt>,
@@ -326,6 +329,7 @@ impl Inner {
             error: result.as_ref().err().map(ToString::to_string),
             breaker_open_since: self.breaker_lock().open_since(),
         };
+        report.breaker_open_since = end.breaker_open_since;
         self.ledger
             .call(move |l| l.finish_sweep(sweep_id, finished, &end))
             .await?;

@@ -5,6 +5,8 @@
 --   * sweeps gain `unreadable` (rows the sweep skipped), `error` (why a sweep failed) and
 --     `breaker_open_since` (the circuit breaker's state when the sweep ended), which `status`
 --     reads.
+--   * a new index, refunds_pending_unflagged, lets `status` count old pending refunds nobody
+--     flagged without walking every pending row.
 --
 -- Both changes alter a CHECK or add columns with one to a STRICT table, so both tables are
 -- rebuilt with SQLite's documented procedure (https://sqlite.org/lang_altertable.html#otheralter),
@@ -152,7 +154,7 @@ SELECT id, started_at, finished_at, claimed, finalized, rescheduled, failed, hal
 DROP TABLE refunds_v3;
 DROP TABLE sweeps_v3;
 
--- step: recreate the indexes and triggers of refunds and sweeps (text identical to schema.sql)
+-- step: recreate the indexes and triggers of refunds and sweeps, with the new index refunds_pending_unflagged (text identical to schema.sql)
 -- Due work: pending refunds by next query time. Only pending rows are in it, so finding what
 -- is due costs O(due), not O(ledger). Used by the worker's claim and by `next_due_at`.
 CREATE INDEX refunds_due ON refunds (next_query_at) WHERE status = 'REFUND_PENDING';
@@ -172,6 +174,11 @@ CREATE INDEX refunds_by_finalized ON refunds (finalized_at, id) WHERE finalized_
 CREATE INDEX refunds_by_created ON refunds (created_at);
 -- Flagged refunds (few): the flagged count and `list --flagged`.
 CREATE INDEX refunds_flagged ON refunds (status, created_at) WHERE review_flag = 1;
+-- Pending refunds nobody has flagged, by age: `status` counts those older than
+-- pending_flag_after (normally none) without walking every pending row. Not usable by the
+-- due query, which does not constrain review_flag.
+CREATE INDEX refunds_pending_unflagged ON refunds (created_at)
+    WHERE status = 'REFUND_PENDING' AND review_flag = 0;
 
 -- A refund's outcome is final: once status is REFUND_SUCCESS or REFUND_FAILED, no writer may
 -- change status, final_source, finalized_at or refund_finish_time. A later source that
