@@ -94,6 +94,8 @@ impl ExitCoded for WorkerError {
     fn exit_code(&self) -> ExitCode {
         match self {
             Self::NotFound(_) => ExitCode::NotFound,
+            // Recorded bare and flagged: the refund needs a human, as `status` says.
+            Self::RowRefused(_) => ExitCode::NeedsHuman,
             Self::Ledger(e) => e.exit_code(),
         }
     }

@@ -11,7 +11,7 @@ use checus_reconciler::report;
 
 use super::Outcome;
 use super::args::{not_in_ledger, open_existing, refund_no};
-use super::output::emit;
+use super::output::{emit, emit_read};
 
 /// `status`: the health summary; exit 8 when something needs a human.
 pub fn status(args: StatusArgs, env: &Environment) -> Outcome {
@@ -32,16 +32,16 @@ pub fn stuck(args: StuckArgs, env: &Environment) -> Outcome {
     let now = SystemClock.now();
     let cutoff = args.older_than.resolve(now);
     let l = open_existing(&args.ledger, env)?;
-    let rows = l.stuck(cutoff, args.limit)?;
-    emit(args.json, &rows, |v| report::stuck_table(v, now))
+    let read = l.stuck(cutoff, args.limit)?;
+    emit_read(args.json, &read, |v| report::stuck_table(v, now))
 }
 
 /// `failed`: refunds that became REFUND_FAILED since a time.
 pub fn failed(args: FailedArgs, env: &Environment) -> Outcome {
     let since = args.since.resolve(SystemClock.now());
     let l = open_existing(&args.ledger, env)?;
-    let rows = l.failed_since(since, args.limit)?;
-    emit(args.json, &rows, |v| report::failed_table(v))
+    let read = l.failed_since(since, args.limit)?;
+    emit_read(args.json, &read, report::failed_table)
 }
 
 /// `explain`: one refund's history in time order.
@@ -65,13 +65,13 @@ pub fn discrepancies(args: DiscrepanciesArgs, env: &Environment) -> Outcome {
 pub fn list(args: ListArgs, env: &Environment) -> Outcome {
     let since = args.since.map(|s| s.resolve(SystemClock.now()));
     let l = open_existing(&args.ledger, env)?;
-    let rows = l.list(&ListFilter {
+    let read = l.list(&ListFilter {
         status: args.status.map(RefundStatus::from),
         flagged: args.flagged.then_some(true),
         since,
         limit: args.limit,
     })?;
-    emit(args.json, &rows, |v| report::refund_table(v))
+    emit_read(args.json, &read, report::refund_table)
 }
 
 /// `show`: one refund with its attempts and discrepancies.

@@ -365,6 +365,23 @@ impl LedgerError {
     }
 }
 
+impl LedgerError {
+    /// True when the ledger refused a write because of this one row (a CHECK, a trigger, a
+    /// NOT NULL or UNIQUE constraint) or the row read back wrong: another row's write would
+    /// still succeed. False for the ledger or the disk failing as a whole (I/O, full disk,
+    /// locks, a read-only file), which no row can be blamed for.
+    pub fn is_row_refusal(&self) -> bool {
+        match self {
+            Self::CorruptRow { .. } => true,
+            Self::Sqlite {
+                source: rusqlite::Error::SqliteFailure(f, _),
+                ..
+            } => f.code == ErrorCode::ConstraintViolation,
+            _ => false,
+        }
+    }
+}
+
 /// True when `e` is the RAISE of the trigger whose message is `msg`.
 pub(crate) fn is_trigger(e: &rusqlite::Error, msg: &str) -> bool {
     match e {

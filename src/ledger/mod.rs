@@ -59,7 +59,8 @@ pub use timeline::{EventKind, Happened, Timeline, TimelineEvent};
 pub use types::{
     Applied, AttemptRow, DiscrepancyRow, DiscrepancySource, ListFilter, MAX_ERROR_CHARS,
     NotificationEffect, NotificationRecord, NotificationRow, OperatorAction, OperatorActionRow,
-    RecordedKind, RefundDetail, RefundRow, StatusSummary, SweepCounts, SweepEnd, SweepRow,
+    Readout, RecordedKind, RefundDetail, RefundRow, SkipList, StatusSummary, SweepCounts, SweepEnd,
+    SweepRow, UnreadableRow, Watermark,
 };
 pub use verify::{Difference, ObjectKind, SchemaCheck, SchemaDifference};
 pub use views::OpenDiscrepancy;

@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use super::Ledger;
 use super::error::{During, LedgerError, is_trigger, trigger_msg};
 use super::read::REFUND_COLUMNS;
-use super::rows::{RawRefund, RawRow, select};
+use super::rows::{RawRefund, RawRow, select_each};
 use super::types::{RefundRow, ts_text};
 use crate::domain::{FinalStatus, OutRefundNo, RefundStatus, Timestamp};
 
@@ -40,7 +40,9 @@ impl Ledger {
     ) -> Result<Vec<OutRefundNo>, LedgerError> {
         const OP: &str = "retry flagged refunds now";
         self.write(OP, |tx| {
-            let flagged = select::<RawRefund>(
+            // A flagged row that cannot be read (row_unreadable, not corrected yet) is left
+            // as it is: resetting it would only have the daemon skip it again.
+            let flagged = select_each::<RawRefund>(
                 tx,
                 OP,
                 &format!(
@@ -51,7 +53,7 @@ impl Ledger {
                 [],
             )?;
             let mut done = Vec::new();
-            for row in flagged {
+            for row in flagged.into_iter().filter_map(Result::ok) {
                 retry_one(tx, &row, actor, now, OP)?;
                 done.push(row.out_refund_no);
             }

@@ -6,3 +6,4 @@ mod config;
 mod guard;
 mod input;
 mod ledger;
+mod rows;
