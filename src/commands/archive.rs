@@ -68,11 +68,13 @@ fn write_rows(
 pub fn prune(args: PruneArgs, env: &Environment) -> Outcome {
     let now = SystemClock.now();
     let cutoff = args.finalized_before.resolve(now);
-    let l = if args.dry_run {
+    // A dry run only reads, so it also works on a read-only ledger.
+    let open = if args.dry_run {
         open_for_reading
     } else {
         open_existing
-    }(&args.ledger, env)?;
+    };
+    let l = open(&args.ledger, env)?;
     let report = if args.dry_run {
         PruneReport {
             prune_id: None,

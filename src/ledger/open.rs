@@ -315,6 +315,9 @@ fn connect_immutable(path: &Path) -> Result<Connection, LedgerError> {
     })
 }
 
+/// What follows `file:` in a URI for an absolute path: an empty authority, then the path.
+const EMPTY_AUTHORITY: &str = "//";
+
 /// `<path><suffix>`, e.g. the ledger's `-wal` file.
 fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -328,7 +331,10 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
 /// (`file:///...`), so one that starts with `//` is not read as a host name.
 fn immutable_uri(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
-    let mut uri = String::from(if path.has_root() { "file://" } else { "file:" });
+    let mut uri = String::from("file:");
+    if path.has_root() {
+        uri.push_str(EMPTY_AUTHORITY);
+    }
     for &b in path.as_os_str().as_bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
             uri.push(char::from(b));
