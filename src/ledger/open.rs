@@ -152,6 +152,9 @@ impl Ledger {
         }
     }
 
+    /// Opens the file, judges it, sets the connection up, and creates or migrates the schema
+    /// as `create` and `older` say; a writing open (`access`) first refuses a file SQLite could
+    /// only open read-only.
     fn set_up(
         path: &Path,
         create: bool,
