@@ -16,7 +16,7 @@ use crate::common::proc::{BIN, code, run, sql, stderr, stdout, write_config};
 use crate::common::tools::{is_root, read_only_mount, require_read_only_mount, require_tool};
 
 /// The read commands compared, each as its arguments without `--ledger`.
-const READS: [&[&str]; 14] = [
+const READS: [&[&str]; 15] = [
     &["status"],
     &["status", "--json"],
     &["list"],
@@ -31,6 +31,7 @@ const READS: [&[&str]; 14] = [
     &["discrepancies", "--all"],
     &["verify-ledger"],
     &["verify-ledger", "--json"],
+    &["migrate", "--dry-run"],
 ];
 
 /// `args` with `--ledger PATH` appended.
@@ -186,7 +187,7 @@ fn read_commands_on_a_read_only_file_system_print_what_a_writable_copy_prints() 
             "{args:?}: {}",
             stderr(&on_ro)
         );
-        // verify-ledger names the file it checked; everything else prints the same text.
+        // verify-ledger and migrate name the file; everything else prints the same text.
         let same = stdout(&writable).replace(copy.to_str().unwrap(), ledger.to_str().unwrap());
         assert_eq!(stdout(&on_ro), same, "{args:?}");
         assert!(stdout(&on_ro).len() > 20, "{args:?} printed rows");
