@@ -204,6 +204,13 @@ pub(super) fn refuse_altered(conn: &Connection, path: &Path) -> Result<(), Ledge
 }
 
 impl Ledger {
+    /// Compares the open ledger with schema.sql again ([`LedgerError::SchemaAltered`] when a
+    /// trigger, CHECK or index went missing or changed since it was opened). The daemon calls
+    /// it before every sweep: one read of `sqlite_schema` against the cached expectation.
+    pub fn recheck_schema(&self) -> Result<(), LedgerError> {
+        refuse_altered(&self.conn, &self.path)
+    }
+
     /// `verify-ledger`: compares the ledger at `path` with schema.sql through a read-only
     /// connection (nothing is changed, so it also works on a read-only copy or file system)
     /// and returns every difference. Refuses what `open` refuses before that: a missing file, a
