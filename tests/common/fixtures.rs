@@ -31,6 +31,7 @@ pub fn success_answer(n: &str, at: &str) -> QueryReport {
             currency: Currency::parse("USD").unwrap(),
             status: RefundStatus::Success,
             refund_finish_time: None,
+            dropped: Vec::new(),
         }),
         attempted_at: ts(at),
         http_status: Some(200),

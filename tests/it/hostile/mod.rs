@@ -3,6 +3,7 @@
 //! reconciliation of the other refunds. One module per kind of input (`readonly`: ledgers on a
 //! read-only file system or that this user may not write).
 
+mod answers;
 mod config;
 mod guard;
 mod input;
