@@ -171,6 +171,9 @@ pub enum Change {
         refund_trade_no: Option<String>,
         /// `refundFinishTime`, when the gateway gave one.
         refund_finish_time: Option<Timestamp>,
+        /// Flag the refund too (the answer lost values the ledger cannot store), unless the
+        /// row is flagged already.
+        flag: Option<ReviewReason>,
     },
     /// Leave the row as it is (it is already final): only the attempt is recorded.
     Keep {
@@ -278,10 +281,9 @@ pub fn decide(
 ///
 /// An answer that lost informative values ([`ObservedRefund::dropped`]) still decides: its
 /// deciding values were valid, so a final status finalizes the refund without the dropped
-/// values, and a pending one flags the refund `answer_unrecordable` (unless it is already
-/// flagged) and polls it at the slow cadence, like any flagged refund. [`Change::Finalize`]
-/// carries no flag (the ledger's finalize cannot raise one), so a final answer's drops are
-/// recorded in the attempt's error only.
+/// values and flags it `answer_unrecordable` (a human checks what was lost; the attempt's
+/// error names it), and a pending one flags the refund the same way (unless it is already
+/// flagged) and polls it at the slow cadence, like any flagged refund.
 fn decide_on_answer(
     state: &RefundState,
     seen: &ObservedRefund,
@@ -315,6 +317,8 @@ fn decide_on_answer(
                 status,
                 refund_trade_no,
                 refund_finish_time: seen.refund_finish_time,
+                flag: (seen.is_unrecordable() && !state.flagged)
+                    .then_some(ReviewReason::AnswerUnrecordable),
             },
             discrepancies: Vec::new(),
             halt: None,
@@ -589,6 +593,7 @@ mod tests {
                             status,
                             refund_trade_no,
                             refund_finish_time,
+                            flag: None,
                         },
                     ) => {
                         assert_eq!(status.status(), s.status, "{why}");
@@ -819,6 +824,7 @@ mod tests {
                     status: FinalStatus::Success,
                     refund_trade_no: None,
                     refund_finish_time: final_seen.refund_finish_time,
+                    flag: Some(ReviewReason::AnswerUnrecordable),
                 },
             ),
             (

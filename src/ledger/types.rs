@@ -752,7 +752,14 @@ pub(crate) fn to_u64(n: i64) -> u64 {
 /// The text stored in `attempts.decision`: what the daemon decided from one attempt.
 pub(crate) fn decision_text(d: &Decision) -> String {
     match &d.change {
-        Change::Finalize { status, .. } => format!("finalize {status}"),
+        Change::Finalize {
+            status, flag: None, ..
+        } => format!("finalize {status}"),
+        Change::Finalize {
+            status,
+            flag: Some(reason),
+            ..
+        } => format!("finalize {status}; flag {}", reason.as_str()),
         Change::Keep {
             confirm_again_at: None,
         } => "keep (already final)".to_owned(),

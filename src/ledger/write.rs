@@ -389,7 +389,13 @@ fn apply_attempt(
             status,
             refund_trade_no,
             refund_finish_time,
-        } => w.finalize(*status, refund_trade_no.as_deref(), *refund_finish_time)?,
+            flag,
+        } => w.finalize(
+            *status,
+            refund_trade_no.as_deref(),
+            *refund_finish_time,
+            flag.filter(|_| review_flag == 0),
+        )?,
         Change::Keep { confirm_again_at } => w.keep(*confirm_again_at)?,
         Change::Reschedule {
             next_query_at,
@@ -472,6 +478,7 @@ impl AttemptWrite<'_, '_> {
         status: FinalStatus,
         refund_trade_no: Option<&str>,
         refund_finish_time: Option<Timestamp>,
+        flag: Option<ReviewReason>,
     ) -> Result<Applied, LedgerError> {
         let (tx, no) = (self.tx, self.no);
         let changed = tx
@@ -481,7 +488,10 @@ impl AttemptWrite<'_, '_> {
                             refund_finish_time = ?5,
                             refund_trade_no = coalesce(refund_trade_no, ?6),
                             next_query_at = NULL, attempts = attempts + 1,
-                            last_attempt_at = ?4, last_outcome = ?7, last_error = ?8
+                            last_attempt_at = ?4, last_outcome = ?7, last_error = ?8,
+                            review_flag = CASE WHEN ?9 IS NULL THEN review_flag ELSE 1 END,
+                            review_reason = coalesce(?9, review_reason),
+                            flagged_at = CASE WHEN ?9 IS NULL THEN flagged_at ELSE ?4 END
                       WHERE out_refund_no = ?1 AND status = 'REFUND_PENDING'",
             )
             .during(RECORD_ATTEMPT)?
@@ -494,6 +504,7 @@ impl AttemptWrite<'_, '_> {
                 refund_trade_no,
                 self.class,
                 self.error,
+                flag.map(ReviewReason::as_str),
             ])
             .map_err(|source| final_or(source, self.attempt, RECORD_ATTEMPT))?;
         if changed == 0 && self.recorded.is_final() {

@@ -26,8 +26,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::WorkerSettings;
 use crate::domain::{
-    Clock, Decision, Halt, OutRefundNo, Policy, QueryOutcome, RefundState, RefundStatus, Timestamp,
-    decide, format_ts,
+    Change, Clock, Decision, Halt, OutRefundNo, Policy, QueryOutcome, RefundState, RefundStatus,
+    Timestamp, decide, format_ts,
 };
 use crate::gateway::{GatewayClient, QueryReport};
 use crate::ledger::{Applied, LedgerError, Readout, SweepCounts, SweepEnd, Watermark};
@@ -737,7 +737,11 @@ fn tally(report: &mut SweepReport, p: &Processed) {
     report.queried += 1;
     report.discrepancies += p.decision.discrepancies.len() as u64;
     match &p.applied {
-        Applied::Finalized(_) => report.finalized += 1,
+        Applied::Finalized(_) => {
+            report.finalized += 1;
+            let flagged = matches!(p.decision.change, Change::Finalize { flag: Some(_), .. });
+            report.flagged += u64::from(flagged);
+        }
         Applied::Rescheduled { flagged, .. } => {
             report.rescheduled += 1;
             report.flagged += u64::from(flagged.is_some());

@@ -51,6 +51,7 @@ pub fn finalize(status: FinalStatus) -> Decision {
             status,
             refund_trade_no: Some("T-Q".into()),
             refund_finish_time: Some(ts("2026-01-01T00:20:00.000Z")),
+            flag: None,
         },
         discrepancies: Vec::new(),
         halt: None,

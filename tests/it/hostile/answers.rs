@@ -144,16 +144,27 @@ impl Ran<'_> {
                 "{command} {no}:\n{text}"
             );
         }
+        // A value lost is flagged once for a human (one ERROR line); a whole answer is not.
         let errors: Vec<_> = lines_about(self.daemon, no)
             .into_iter()
             .filter(|v| v["level"] == "ERROR")
             .collect();
-        assert!(errors.is_empty(), "{no}: {errors:?}");
+        let reason = column(&self.ledger(), no, "review_reason");
+        if error.is_some() {
+            assert_eq!(reason.as_deref(), Some("answer_unrecordable"), "{no}");
+            assert_eq!(errors.len(), 1, "{no}: {errors:?}");
+            assert_eq!(errors[0]["message"], "refund flagged for review", "{no}");
+            assert_eq!(errors[0]["reason"], "answer_unrecordable", "{no}");
+        } else {
+            assert_eq!(reason, None, "{no}");
+            assert!(errors.is_empty(), "{no}: {errors:?}");
+        }
     }
 }
 
 #[test]
-fn final_answers_with_values_the_ledger_cannot_store_are_recorded_applied_and_not_requeried() {
+fn final_answers_with_values_the_ledger_cannot_store_are_recorded_applied_flagged_and_not_requeried()
+ {
     if !crate::common::tools::require_tool("kill") {
         return;
     }
@@ -369,6 +380,7 @@ fn the_ledger_stores_exactly_what_recordable_keeps() {
                 status: FinalStatus::Success,
                 refund_trade_no: seen.refund_trade_no.clone(),
                 refund_finish_time: seen.refund_finish_time,
+                flag: None,
             },
             ..finalize(FinalStatus::Success)
         };
