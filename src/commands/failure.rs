@@ -65,6 +65,7 @@ impl ExitCoded for LedgerError {
         match self {
             Self::DuplicateRefund { .. }
             | Self::AlreadyFinal { .. }
+            | Self::NotFlagged { .. }
             | Self::TargetExists { .. } => ExitCode::Input,
             Self::NotFound { .. } | Self::DiscrepancyNotOpen { .. } => ExitCode::NotFound,
             _ => ExitCode::Failure,

@@ -320,6 +320,12 @@ pub enum LedgerError {
         /// Its final status.
         status: crate::domain::RefundStatus,
     },
+    /// `clear-flag` named a refund that is not flagged.
+    #[error("refund {out_refund_no} is not flagged for review")]
+    NotFlagged {
+        /// The refund.
+        out_refund_no: OutRefundNo,
+    },
     /// No such discrepancy, or it is already resolved.
     #[error("discrepancy {id} is not in the ledger or is already resolved")]
     DiscrepancyNotOpen {

@@ -116,6 +116,65 @@ impl Ledger {
         })
     }
 
+    /// Clears a refund's review flag, pending or final, after auditing it as `clear_flag`
+    /// with the operator's reason and the flag it replaced: the operator looked and is done
+    /// (a final refund flagged `answer_unrecordable` or `row_unreadable` has nothing left to
+    /// query; `retry-now` is the way for a pending one that should be queried again). Reads
+    /// only the flag's columns, so a row whose other values do not read can be cleared once
+    /// corrected or accepted. Refuses a refund that is not flagged ([`LedgerError::NotFlagged`]).
+    pub fn clear_flag(
+        &self,
+        out_refund_no: &OutRefundNo,
+        actor: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), LedgerError> {
+        const OP: &str = "clear flag";
+        let no = out_refund_no.as_str();
+        self.write(OP, |tx| {
+            let flag: Option<(i64, Option<String>, Option<String>)> = tx
+                .query_row(
+                    "SELECT review_flag, CAST(review_reason AS TEXT), CAST(flagged_at AS TEXT)
+                       FROM refunds WHERE out_refund_no = ?1",
+                    [no],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .during(OP)?;
+            let (reason_was, flagged_at) = match flag {
+                None => {
+                    return Err(LedgerError::NotFound {
+                        out_refund_no: out_refund_no.clone(),
+                    });
+                }
+                Some((0, _, _)) => {
+                    return Err(LedgerError::NotFlagged {
+                        out_refund_no: out_refund_no.clone(),
+                    });
+                }
+                Some((_, reason_was, flagged_at)) => (reason_was, flagged_at),
+            };
+            let detail = serde_json::json!({
+                "review_reason": reason_was,
+                "flagged_at": flagged_at,
+            })
+            .to_string();
+            tx.execute(
+                "INSERT INTO operator_actions (at, actor, action, out_refund_no, reason, detail)
+                 VALUES (?1, ?2, 'clear_flag', ?3, ?4, ?5)",
+                params![ts_text(now), actor, no, reason, detail],
+            )
+            .during(OP)?;
+            tx.execute(
+                "UPDATE refunds SET review_flag = 0, review_reason = NULL, flagged_at = NULL
+                  WHERE out_refund_no = ?1",
+                [no],
+            )
+            .during(OP)?;
+            Ok(())
+        })
+    }
+
     /// Marks an unresolved discrepancy resolved (who, when, how), audited in
     /// `operator_actions`. What was detected never changes.
     pub fn resolve_discrepancy(

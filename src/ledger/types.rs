@@ -169,6 +169,8 @@ pub enum OperatorAction {
     ResolveDiscrepancy,
     /// `prune`: removed old final refunds (the row names no refund).
     Prune,
+    /// `clear-flag`: acknowledged a refund's review flag (pending or final) and cleared it.
+    ClearFlag,
 }
 
 /// `Display` and `FromStr` from an enum's `ALL` list and `as_str`, so the spelling lives in
@@ -254,11 +256,12 @@ ledger_text!(NotificationEffect, "effect");
 
 impl OperatorAction {
     /// Every action.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Resolve,
         Self::RetryNow,
         Self::ResolveDiscrepancy,
         Self::Prune,
+        Self::ClearFlag,
     ];
 
     /// The spelling stored in `operator_actions.action`.
@@ -268,6 +271,7 @@ impl OperatorAction {
             Self::RetryNow => "retry_now",
             Self::ResolveDiscrepancy => "resolve_discrepancy",
             Self::Prune => "prune",
+            Self::ClearFlag => "clear_flag",
         }
     }
 }

@@ -226,6 +226,36 @@ fn final_answers_with_values_the_ledger_cannot_store_are_recorded_applied_flagge
     assert!(kept("R-AN-LONG", "refund_finish_time").is_some());
     assert_eq!(kept("R-AN-FAR", "refund_trade_no").unwrap(), "T-R-AN-FAR");
     assert_eq!(kept("R-AN-OK", "refund_trade_no").unwrap(), "T-R-AN-OK");
+    // A human checks what was lost, then acknowledges the flag of the final refund (audited).
+    let clear = |no: &str| {
+        run(
+            d,
+            &[
+                "clear-flag",
+                "--config",
+                &cfg,
+                no,
+                "--reason",
+                "checked with Checus",
+                "--by",
+                "op",
+            ],
+        )
+    };
+    let o = clear("R-AN-LONG");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(kept("R-AN-LONG", "review_reason"), None);
+    assert_eq!(kept("R-AN-LONG", "status").unwrap(), "REFUND_SUCCESS");
+    assert_eq!(
+        count(
+            &ledger,
+            "operator_actions WHERE action = 'clear_flag' AND out_refund_no = 'R-AN-LONG' \
+             AND detail LIKE '%answer_unrecordable%'"
+        ),
+        1
+    );
+    let o = clear("R-AN-LONG");
+    assert_eq!(code(&o), 5, "not flagged any more: {}", stderr(&o));
 }
 
 /// "\x1b[2J" + 70 × 'R', as a discrepancy records it.
