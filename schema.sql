@@ -103,11 +103,14 @@ CREATE TABLE refunds (
     --                                is not what this schema allows); it skips the row
     --   row_unwritable               the ledger refused the daemon's update of this row; it
     --                                skips the row
+    --   gateway_rejected_request     Checus refused the query for this refund alone (e.g.
+    --                                PARAMS_INVALID); it is polled at the steady cadence
     review_flag        INTEGER NOT NULL DEFAULT 0 CHECK (review_flag IN (0, 1)),
     review_reason      TEXT
                        CHECK (review_reason IN ('pending_too_long', 'unknown_at_gateway_too_long',
                                                 'answer_mismatch', 'answer_unrecordable',
-                                                'row_unreadable', 'row_unwritable')),
+                                                'row_unreadable', 'row_unwritable',
+                                                'gateway_rejected_request')),
     flagged_at         TEXT
                        CHECK (flagged_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(flagged_at))),
     -- A final outcome waiting for its confirming query, from when: set when a notification

@@ -84,6 +84,9 @@ pub enum ReviewReason {
     RowUnreadable,
     /// The ledger refused the daemon's update of the refund's row; the sweep skips it.
     RowUnwritable,
+    /// Checus refused the query for this refund alone (a per-refund code such as
+    /// `PARAMS_INVALID`); it is polled at the steady cadence.
+    GatewayRejectedRequest,
 }
 
 impl ReviewReason {
@@ -96,6 +99,7 @@ impl ReviewReason {
             Self::AnswerUnrecordable => "answer_unrecordable",
             Self::RowUnreadable => "row_unreadable",
             Self::RowUnwritable => "row_unwritable",
+            Self::GatewayRejectedRequest => "gateway_rejected_request",
         }
     }
 }

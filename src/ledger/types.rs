@@ -729,13 +729,14 @@ impl Cell<'_> {
 }
 
 /// Every review reason (the domain has no list of them).
-pub(crate) const REVIEW_REASONS: [ReviewReason; 6] = [
+pub(crate) const REVIEW_REASONS: [ReviewReason; 7] = [
     ReviewReason::PendingTooLong,
     ReviewReason::UnknownTooLong,
     ReviewReason::AnswerMismatch,
     ReviewReason::AnswerUnrecordable,
     ReviewReason::RowUnreadable,
     ReviewReason::RowUnwritable,
+    ReviewReason::GatewayRejectedRequest,
 ];
 
 /// Formats an instant for a bound parameter.

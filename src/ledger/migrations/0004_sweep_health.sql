@@ -1,7 +1,8 @@
 -- Schema version 3 -> 4 (issue 10, parts 2 to 4): the ledger can say what stops progress.
---   * refunds.review_reason gains three reasons: answer_unrecordable (a verified answer held a
+--   * refunds.review_reason gains four reasons: answer_unrecordable (a verified answer held a
 --     value the ledger cannot store; the attempt is recorded without it), row_unreadable and
---     row_unwritable (the daemon skips a row it cannot read or update, and flags it).
+--     row_unwritable (the daemon skips a row it cannot read or update, and flags it), and
+--     gateway_rejected_request (issue 11: Checus refused the query for one refund alone).
 --   * sweeps gain `unreadable` (rows the sweep skipped), `error` (why a sweep failed) and
 --     `breaker_open_since` (the circuit breaker's state when the sweep ended), which `status`
 --     reads.
@@ -96,11 +97,14 @@ CREATE TABLE refunds (
     --                                is not what this schema allows); it skips the row
     --   row_unwritable               the ledger refused the daemon's update of this row; it
     --                                skips the row
+    --   gateway_rejected_request     Checus refused the query for this refund alone (e.g.
+    --                                PARAMS_INVALID); it is polled at the steady cadence
     review_flag        INTEGER NOT NULL DEFAULT 0 CHECK (review_flag IN (0, 1)),
     review_reason      TEXT
                        CHECK (review_reason IN ('pending_too_long', 'unknown_at_gateway_too_long',
                                                 'answer_mismatch', 'answer_unrecordable',
-                                                'row_unreadable', 'row_unwritable')),
+                                                'row_unreadable', 'row_unwritable',
+                                                'gateway_rejected_request')),
     flagged_at         TEXT
                        CHECK (flagged_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(flagged_at))),
     -- A final outcome waiting for its confirming query, from when: set when a notification
