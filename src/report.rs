@@ -419,7 +419,78 @@ pub fn finding_message(f: &Finding) -> String {
         Finding::UnresolvedDiscrepancies { count } => format!(
             "{count} discrepancies are unresolved (see `discrepancies`, `resolve-discrepancy`)"
         ),
+        Finding::GatewayUnavailable { since, paused_s } => format!(
+            "the gateway has been unavailable since {} ({}): querying is paused and due refunds \
+             wait; the daemon probes it every schedule.retry (check the network path to Checus, \
+             `journalctl -u checus-reconciler`)",
+            format_ts(*since),
+            age(*paused_s)
+        ),
+        Finding::SweepsFailing {
+            error,
+            consecutive,
+            since,
+        } => format!(
+            "the latest {consecutive} sweeps failed (since {}): {} (see `journalctl -u \
+             checus-reconciler -e`; check the disk and the ledger file)",
+            format_ts(*since),
+            escape(error)
+        ),
+        Finding::UnreadableRows {
+            skipped,
+            flagged,
+            bad_created_at,
+        } => unreadable_message(*skipped, *flagged, *bad_created_at),
+        Finding::UnscheduledRefunds {
+            count,
+            created_before,
+        } => format!(
+            "{count} pending refunds created before {} have no next query time although a sweep \
+             has run since: they are never queried (check their created_at; `stuck` lists them, \
+             `retry-now` schedules one)",
+            format_ts(*created_before)
+        ),
+        Finding::OverdueUnflaggedRefunds {
+            count,
+            older_than_s,
+        } => format!(
+            "{count} pending refunds are older than {} (pending_flag_after plus the longest \
+             wait between queries) and still not flagged: the daemon is not querying them \
+             or gets no answer that counts (see `stuck`, `explain`)",
+            age(i64::try_from(*older_than_s).unwrap_or(i64::MAX))
+        ),
+        Finding::PruneLeftRunning { id, started_at } => format!(
+            "prune #{id} (started {}) is marked running outside a prune: while it is, the \
+             ledger lets any writer delete old final refunds and no prune can start (find who \
+             wrote it, then close it as README's status warnings show)",
+            opt_ts(*started_at)
+        ),
     }
+}
+
+/// [`Finding::UnreadableRows`] in words: only the parts that are not zero.
+fn unreadable_message(skipped: u64, flagged: u64, bad_created_at: u64) -> String {
+    let mut parts = Vec::new();
+    if skipped > 0 {
+        parts.push(format!(
+            "the latest sweep skipped {skipped} rows it could not read or update"
+        ));
+    }
+    if flagged > 0 {
+        parts.push(format!(
+            "{flagged} pending refunds are flagged row_unreadable or row_unwritable"
+        ));
+    }
+    if bad_created_at > 0 {
+        parts.push(format!(
+            "{bad_created_at} refunds have a created_at that is not a time"
+        ));
+    }
+    format!(
+        "{}: nothing reconciles them until the stored values are fixed (`list --flagged`, \
+         then `explain` names the column)",
+        parts.join("; ")
+    )
 }
 
 /// `status --json`: the counts flattened, the worker, and each finding as `{code, message}`.
