@@ -3,6 +3,7 @@
 //! reconciliation of the other refunds. One module per kind of input.
 
 mod config;
+mod findings;
 mod guard;
 mod input;
 mod ledger;
