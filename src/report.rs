@@ -431,8 +431,12 @@ pub fn finding_message(f: &Finding) -> String {
             consecutive,
             since,
         } => format!(
-            "the latest {consecutive} sweeps failed (since {}): {} (see `journalctl -u \
-             checus-reconciler -e`; check the disk and the ledger file)",
+            "{} (since {}): {} (see `journalctl -u checus-reconciler -e`; check the disk and \
+             the ledger file)",
+            match consecutive {
+                1 => "the latest sweep failed".to_owned(),
+                n => format!("the latest {n} sweeps failed"),
+            },
             format_ts(*since),
             escape(error)
         ),
@@ -864,5 +868,73 @@ mod tests {
         }
         assert!(matches!(escape("plain"), Cow::Borrowed(_)));
         assert_eq!(opt_text(None), "-");
+    }
+
+    #[test]
+    fn each_stall_finding_says_what_since_when_and_where_to_look() {
+        let t = crate::domain::parse_ts("2026-11-25T10:00:00.000Z").unwrap();
+        let cases = [
+            (
+                Finding::GatewayUnavailable {
+                    since: t,
+                    paused_s: 3720,
+                },
+                "the gateway has been unavailable since 2026-11-25T10:00:00.000Z (1h02m): \
+                 querying is paused",
+            ),
+            (
+                Finding::SweepsFailing {
+                    error: "disk I/O error\u{1b}[2J".into(),
+                    consecutive: 1,
+                    since: t,
+                },
+                "the latest sweep failed (since 2026-11-25T10:00:00.000Z): \
+                 disk I/O error\\u{1b}[2J (see",
+            ),
+            (
+                Finding::SweepsFailing {
+                    error: "disk full".into(),
+                    consecutive: 4,
+                    since: t,
+                },
+                "the latest 4 sweeps failed (since",
+            ),
+            (
+                Finding::UnreadableRows {
+                    skipped: 2,
+                    flagged: 0,
+                    bad_created_at: 1,
+                },
+                "the latest sweep skipped 2 rows it could not read or update; \
+                 1 refunds have a created_at that is not a time: nothing reconciles them",
+            ),
+            (
+                Finding::UnscheduledRefunds {
+                    count: 3,
+                    created_before: t,
+                },
+                "3 pending refunds created before 2026-11-25T10:00:00.000Z have no next query \
+                 time",
+            ),
+            (
+                Finding::OverdueUnflaggedRefunds {
+                    count: 5,
+                    older_than_s: 355_500,
+                },
+                "5 pending refunds are older than 4d2h (pending_flag_after",
+            ),
+            (
+                Finding::PruneLeftRunning {
+                    id: 7,
+                    started_at: None,
+                },
+                "prune #7 (started -) is marked running outside a prune",
+            ),
+        ];
+        for (finding, start) in cases {
+            let text = finding_message(&finding);
+            assert!(text.starts_with(start), "{text}");
+            assert!(!text.chars().any(is_unsafe_char), "{text}");
+        }
     }
 }
