@@ -355,7 +355,7 @@ fn stalls(
     let skipped = latest.as_ref().map_or(0, |s| s.counts.unreadable);
     let flagged = count(UNREADABLE_FLAGGED, &[])?;
     let bad_created_at = count(BAD_CREATED_AT, &[])?;
-    if skipped + flagged + bad_created_at > 0 {
+    if skipped > 0 || flagged > 0 || bad_created_at > 0 {
         findings.push(Finding::UnreadableRows {
             skipped,
             flagged,
