@@ -561,7 +561,8 @@ END;
 
 -- ---------------------------------------------------------------------------------------------
 -- operator_actions: the audit log of every operator command that changes the ledger (resolve,
--- retry-now, resolve-discrepancy, prune): who, when, why, and what it changed. Append-only.
+-- retry-now, resolve-discrepancy, prune, clear-flag): who, when, why, and what it changed.
+-- Append-only.
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE operator_actions (
     id            INTEGER PRIMARY KEY,
@@ -570,7 +571,8 @@ CREATE TABLE operator_actions (
     -- Who: the operator's name (--by, else the login name).
     actor         TEXT NOT NULL CHECK (length(actor) BETWEEN 1 AND 128),
     action        TEXT NOT NULL
-                  CHECK (action IN ('resolve', 'retry_now', 'resolve_discrepancy', 'prune')),
+                  CHECK (action IN ('resolve', 'retry_now', 'resolve_discrepancy', 'prune',
+                                    'clear_flag')),
     -- The refund concerned (NULL for prune).
     out_refund_no TEXT
                   CHECK (length(out_refund_no) BETWEEN 1 AND 64

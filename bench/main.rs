@@ -702,7 +702,7 @@ fn claim_time(ledger: &Path) -> Result<f64> {
     let l = Ledger::open_existing(ledger)?;
     let now = Utc::now();
     for _ in 0..3 {
-        anyhow::ensure!(l.due(now, 1_000)?.len() == 1_000, "expected 1000 due");
+        anyhow::ensure!(l.due(now, 1_000)?.rows.len() == 1_000, "expected 1000 due");
     }
     let mut samples = Vec::new();
     for _ in 0..21 {

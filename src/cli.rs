@@ -71,6 +71,8 @@ pub enum Command {
     /// Make a pending refund due now and restart its backoff (audited). The running daemon
     /// queries it at its next sweep.
     RetryNow(RetryNowArgs),
+    /// Acknowledge a refund's review flag (pending or final) and clear it, audited.
+    ClearFlag(ClearFlagArgs),
     /// Operator override: record a final status for a still-pending refund, audited with who,
     /// when and why. A final refund is refused (exit 5): a final outcome never changes.
     Resolve(ResolveArgs),
@@ -199,6 +201,22 @@ pub struct RetryNowArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `clear-flag`: the refund, and the audited why and who.
+#[derive(Debug, Args)]
+pub struct ClearFlagArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// The merchant's refund number.
+    pub out_refund_no: String,
+    /// Why (kept in the audit log), e.g. what you checked with Checus.
+    #[arg(long)]
+    pub reason: String,
+    /// Who is acting, for the audit log.
+    #[command(flatten)]
+    pub operator: OperatorArgs,
 }
 
 /// `resolve`: the refund, its final status, and the audited why and who.

@@ -57,6 +57,9 @@ pub enum DemoError {
     /// The run did not settle in time.
     #[error("demo did not settle within {0:?}")]
     Timeout(Duration),
+    /// A row of the demo's own ledger could not be read.
+    #[error("{0}")]
+    Unreadable(crate::ledger::UnreadableRow),
 }
 
 /// What the demo found.
@@ -304,10 +307,14 @@ fn check_against_truth(
     sb: &Sandbox,
     now: Timestamp,
 ) -> Result<DemoReport, DemoError> {
-    let rows = ledger.list(&ListFilter {
+    let read = ledger.list(&ListFilter {
         limit: usize::MAX,
         ..Default::default()
     })?;
+    if let Some(bad) = read.unreadable.into_iter().next() {
+        return Err(DemoError::Unreadable(bad));
+    }
+    let rows = read.rows;
     let mut report = DemoReport {
         ledger: PathBuf::new(),
         seed: 0,

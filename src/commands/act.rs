@@ -1,7 +1,9 @@
-//! Audited operator actions on pending work: `retry-now`, `resolve`, `resolve-discrepancy`.
+//! Audited operator actions: `retry-now`, `resolve`, `resolve-discrepancy`, `clear-flag`.
 //! Each names who acted (and, where the audit log asks, why) before the ledger is opened.
 
-use checus_reconciler::cli::{ExitCode, ResolveArgs, ResolveDiscrepancyArgs, RetryNowArgs};
+use checus_reconciler::cli::{
+    ClearFlagArgs, ExitCode, ResolveArgs, ResolveDiscrepancyArgs, RetryNowArgs,
+};
 use checus_reconciler::config::Environment;
 use checus_reconciler::domain::{Clock, SystemClock, format_ts};
 
@@ -42,6 +44,19 @@ pub fn retry_now(args: RetryNowArgs, env: &Environment) -> Outcome {
         names.len()
     ));
     print(text)?;
+    Ok(ExitCode::Ok)
+}
+
+/// `clear-flag`: acknowledge a refund's review flag and clear it (audited).
+pub fn clear_flag(args: ClearFlagArgs, env: &Environment) -> Outcome {
+    let by = actor(&args.operator, env)?;
+    let why = reason(&args.reason)?;
+    let no = refund_no(&args.out_refund_no)?;
+    let l = open_existing(&args.ledger, env)?;
+    l.clear_flag(&no, &by, why, SystemClock.now())?;
+    print(format!(
+        "{no}: flag cleared (by {by}, recorded in operator_actions)\n"
+    ))?;
     Ok(ExitCode::Ok)
 }
 

@@ -10,15 +10,15 @@ use checus_reconciler::domain::{Clock, SystemClock};
 use checus_reconciler::ledger::{PruneReport, RefundRow};
 use checus_reconciler::report;
 
-use super::args::{actor, open_existing, reason};
-use super::output::{Stdout, emit, print, print_json};
+use super::args::{actor, open_existing, open_for_reading, reason};
+use super::output::{Stdout, emit, print, print_json, warn_unreadable};
 use super::{Failure, Outcome};
 
 /// `export`: every column of the refunds created since a time, to stdout or a new file.
 pub fn export(args: ExportArgs, env: &Environment) -> Outcome {
     let since = args.since.resolve(SystemClock.now());
-    let l = open_existing(&args.ledger, env)?;
-    let rows = l.export_since(since)?;
+    let l = open_for_reading(&args.ledger, env)?;
+    let read = l.export_since(since)?;
     let sink: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(
             std::fs::File::options()
@@ -30,12 +30,12 @@ pub fn export(args: ExportArgs, env: &Environment) -> Outcome {
         ),
         None => Box::new(Stdout::new()),
     };
-    write_rows(std::io::BufWriter::new(sink), &rows, args.format)
+    write_rows(std::io::BufWriter::new(sink), &read.rows, args.format)
         .map_err(|e| Failure::new(ExitCode::Failure, e))?;
     if let Some(path) = args.output {
-        eprintln!("exported {} refunds to {}", rows.len(), path.display());
+        eprintln!("exported {} refunds to {}", read.rows.len(), path.display());
     }
-    Ok(ExitCode::Ok)
+    Ok(warn_unreadable(&read.unreadable))
 }
 
 fn write_rows(
@@ -68,7 +68,13 @@ fn write_rows(
 pub fn prune(args: PruneArgs, env: &Environment) -> Outcome {
     let now = SystemClock.now();
     let cutoff = args.finalized_before.resolve(now);
-    let l = open_existing(&args.ledger, env)?;
+    // A dry run only reads, so it also works on a read-only ledger.
+    let open = if args.dry_run {
+        open_for_reading
+    } else {
+        open_existing
+    };
+    let l = open(&args.ledger, env)?;
     let report = if args.dry_run {
         PruneReport {
             prune_id: None,
@@ -93,7 +99,7 @@ pub fn prune(args: PruneArgs, env: &Environment) -> Outcome {
 
 /// `backup`: an online, checked copy of the ledger.
 pub fn backup(args: BackupArgs, env: &Environment) -> Outcome {
-    let l = open_existing(&args.ledger, env)?;
+    let l = open_for_reading(&args.ledger, env)?;
     let b = l.backup(&args.path)?;
     if args.json {
         print_json(&b)?;

@@ -30,10 +30,17 @@ pub fn resolve_ledger(args: &LedgerArgs, env: &Environment) -> Result<PathBuf, F
     }
 }
 
-/// Opens a ledger that must already exist (read-only commands never create one).
+/// Opens a ledger that must already exist, for writing (operator commands never create one).
 pub fn open_existing(args: &LedgerArgs, env: &Environment) -> Result<Ledger, Failure> {
     let path = resolve_ledger(args, env)?;
     Ok(Ledger::open_existing(&path)?)
+}
+
+/// Opens a ledger that must already exist for a read command: also on a read-only file system,
+/// and nothing can be written through it (`Ledger::open_for_reading`).
+pub fn open_for_reading(args: &LedgerArgs, env: &Environment) -> Result<Ledger, Failure> {
+    let path = resolve_ledger(args, env)?;
+    Ok(Ledger::open_for_reading(&path)?)
 }
 
 /// Opens the ledger, creating it when it does not exist yet.

@@ -65,6 +65,7 @@ impl ExitCoded for LedgerError {
         match self {
             Self::DuplicateRefund { .. }
             | Self::AlreadyFinal { .. }
+            | Self::NotFlagged { .. }
             | Self::TargetExists { .. } => ExitCode::Input,
             Self::NotFound { .. } | Self::DiscrepancyNotOpen { .. } => ExitCode::NotFound,
             _ => ExitCode::Failure,
@@ -94,6 +95,8 @@ impl ExitCoded for WorkerError {
     fn exit_code(&self) -> ExitCode {
         match self {
             Self::NotFound(_) => ExitCode::NotFound,
+            // Recorded bare and flagged: the refund needs a human, as `status` says.
+            Self::RowRefused(_) => ExitCode::NeedsHuman,
             Self::Ledger(e) => e.exit_code(),
         }
     }

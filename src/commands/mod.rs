@@ -50,6 +50,7 @@ pub fn run(command: Command, env: Environment) -> Outcome {
         C::Explain(a) => find::explain(a, &env),
         C::Discrepancies(a) => find::discrepancies(a, &env),
         C::RetryNow(a) => act::retry_now(a, &env),
+        C::ClearFlag(a) => act::clear_flag(a, &env),
         C::Resolve(a) => act::resolve(a, &env),
         C::ResolveDiscrepancy(a) => act::resolve_discrepancy(a, &env),
         C::Add(a) => intake::add(a, &env),

@@ -145,6 +145,13 @@ impl SweepLoop {
                         self.notifier.status(&e.to_string());
                         return Err(e);
                     }
+                    // A trigger dropped under a running daemon: nothing it writes from now on
+                    // is protected, so it stops (exit 4, which systemd does not restart).
+                    if let Err(e) = self.ledger.call(|l| l.recheck_schema()).await {
+                        error!(error = %e, "ledger guarantees removed; stopping");
+                        self.notifier.status(&e.to_string());
+                        return Err(e.into());
+                    }
                     sweep_no += 1;
                     let result = self.sweep_watched(sweep_no, &shutdown, &mut watchdog).await;
                     wake_at = self.after_sweep(sweep_no, result).await;

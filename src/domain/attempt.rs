@@ -30,8 +30,9 @@ pub struct QueryReport {
     /// Time on the wire: from sending the request to the last byte of the answer (or the
     /// failure). Excludes building and signing the envelope.
     pub latency: Duration,
-    /// Short human text for the attempt log when the outcome is not a verified answer. Never
-    /// contains key material or the signature. The ledger stores it cut to its
+    /// Short human text for the attempt log when the outcome is not a verified answer, or
+    /// when a verified answer lost informative values (each dropped field and why, see
+    /// [`super::recordable`]). Never contains key material or the signature. The ledger stores it cut to its
     /// `MAX_ERROR_CHARS`.
     pub error: Option<String>,
 }

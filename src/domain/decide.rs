@@ -9,6 +9,7 @@ use rust_decimal::Decimal;
 
 use super::backoff::Schedule;
 use super::outcome::{ObservedRefund, OutcomeClass, QueryOutcome};
+use super::recordable::observed_text;
 use super::refund::{Currency, FinalStatus, OutRefundNo, RefundStatus};
 use super::time::Timestamp;
 
@@ -170,6 +171,9 @@ pub enum Change {
         refund_trade_no: Option<String>,
         /// `refundFinishTime`, when the gateway gave one.
         refund_finish_time: Option<Timestamp>,
+        /// Flag the refund too (the answer lost values the ledger cannot store), unless the
+        /// row is flagged already.
+        flag: Option<ReviewReason>,
     },
     /// Leave the row as it is (it is already final): only the attempt is recorded.
     Keep {
@@ -274,6 +278,12 @@ pub fn decide(
 /// A verified answer with a status for a pending refund: a mismatch is recorded and slows the
 /// refund down, a final status finalizes it, and a pending one moves it along the ladder (or
 /// flags it once it has been pending for `pending_flag_after`).
+///
+/// An answer that lost informative values ([`ObservedRefund::dropped`]) still decides: its
+/// deciding values were valid, so a final status finalizes the refund without the dropped
+/// values and flags it `answer_unrecordable` (a human checks what was lost; the attempt's
+/// error names it), and a pending one flags the refund the same way (unless it is already
+/// flagged) and polls it at the slow cadence, like any flagged refund.
 fn decide_on_answer(
     state: &RefundState,
     seen: &ObservedRefund,
@@ -307,6 +317,8 @@ fn decide_on_answer(
                 status,
                 refund_trade_no,
                 refund_finish_time: seen.refund_finish_time,
+                flag: (seen.is_unrecordable() && !state.flagged)
+                    .then_some(ReviewReason::AnswerUnrecordable),
             },
             discrepancies: Vec::new(),
             halt: None,
@@ -315,8 +327,16 @@ fn decide_on_answer(
         None => {
             debug_assert_eq!(seen.status, RefundStatus::Pending);
             let overdue = now - state.created_at >= as_delta(policy.pending_flag_after);
-            let flag = (overdue && !state.flagged).then_some(ReviewReason::PendingTooLong);
-            let next_query_at = if overdue || state.flagged {
+            let flag = if state.flagged {
+                None
+            } else if overdue {
+                Some(ReviewReason::PendingTooLong)
+            } else if seen.is_unrecordable() {
+                Some(ReviewReason::AnswerUnrecordable)
+            } else {
+                None
+            };
+            let next_query_at = if overdue || state.flagged || flag.is_some() {
                 schedule.next_slow(now, unit)
             } else {
                 schedule.next_after_attempt(attempts, now, unit)
@@ -425,14 +445,15 @@ fn as_delta(d: Duration) -> chrono::TimeDelta {
 }
 
 /// Compares a verified answer with the ledger row: number, amount (as decimals, so `10.00`
-/// equals `10`) and currency.
+/// equals `10`) and currency. A refund number that is not a valid one is recorded cut and
+/// escaped ([`observed_text`]), saying so.
 fn mismatches(state: &RefundState, seen: &ObservedRefund) -> Vec<Discrepancy> {
     let mut found = Vec::new();
     if seen.out_refund_no != state.out_refund_no.as_str() {
         found.push(Discrepancy {
             kind: DiscrepancyKind::RefundNoMismatch,
             expected: state.out_refund_no.to_string(),
-            observed: seen.out_refund_no.clone(),
+            observed: observed_text(&seen.out_refund_no),
         });
     }
     if seen.amount != state.amount {
@@ -487,6 +508,7 @@ mod tests {
             currency: Currency::parse("USD").unwrap(),
             status,
             refund_finish_time: status.is_final().then(|| t("2026-11-25T10:30:00.000Z")),
+            dropped: Vec::new(),
         }
     }
 
@@ -571,6 +593,7 @@ mod tests {
                             status,
                             refund_trade_no,
                             refund_finish_time,
+                            flag: None,
                         },
                     ) => {
                         assert_eq!(status.status(), s.status, "{why}");
@@ -755,6 +778,147 @@ mod tests {
                 assert_eq!(next_query_at, t(NOW) + Policy::default().schedule.steady);
             }
         }
+    }
+
+    /// `seen(status)` after an answer whose refundTradeNo the ledger could not store.
+    fn seen_unrecordable(status: RefundStatus) -> ObservedRefund {
+        let mut s = seen(status);
+        s.refund_trade_no = Some("T".repeat(65));
+        s.recordable()
+    }
+
+    /// An answer that lost an informative value still decides with its valid deciding values:
+    /// a final status finalizes (without the value), a pending one flags the refund
+    /// `answer_unrecordable` once and slows it down; a flag already raised, a mismatch or an
+    /// overdue refund keep their own rule.
+    #[test]
+    fn an_answer_that_lost_informative_values_still_decides() {
+        let p = Policy::default();
+        let now = t(NOW);
+        let slow = now + p.schedule.steady;
+        let ladder = now + p.schedule.delay_after(3);
+        let overdue_at = t(CREATED) + p.pending_flag_after;
+        let flagged = RefundState {
+            flagged: true,
+            ..state()
+        };
+        let final_seen = seen_unrecordable(RefundStatus::Success);
+        assert_eq!(final_seen.refund_trade_no, None);
+        assert!(final_seen.is_unrecordable());
+        // (row, answer, when) -> (class, change)
+        let reschedule = |next, flag| Change::Reschedule {
+            next_query_at: next,
+            attempts: 3,
+            unknown_since: None,
+            refund_trade_no: None,
+            flag,
+        };
+        let cases = [
+            (
+                "final answer",
+                state(),
+                QueryOutcome::Final(final_seen.clone()),
+                now,
+                OutcomeClass::Final,
+                Change::Finalize {
+                    status: FinalStatus::Success,
+                    refund_trade_no: None,
+                    refund_finish_time: final_seen.refund_finish_time,
+                    flag: Some(ReviewReason::AnswerUnrecordable),
+                },
+            ),
+            (
+                "pending answer",
+                state(),
+                QueryOutcome::Pending(seen_unrecordable(RefundStatus::Pending)),
+                now,
+                OutcomeClass::Pending,
+                reschedule(slow, Some(ReviewReason::AnswerUnrecordable)),
+            ),
+            (
+                "pending answer, already flagged",
+                flagged.clone(),
+                QueryOutcome::Pending(seen_unrecordable(RefundStatus::Pending)),
+                now,
+                OutcomeClass::Pending,
+                reschedule(slow, None),
+            ),
+            (
+                "pending answer, overdue",
+                state(),
+                QueryOutcome::Pending(seen_unrecordable(RefundStatus::Pending)),
+                overdue_at,
+                OutcomeClass::Pending,
+                Change::Reschedule {
+                    next_query_at: overdue_at + p.schedule.steady,
+                    attempts: 3,
+                    unknown_since: None,
+                    refund_trade_no: None,
+                    flag: Some(ReviewReason::PendingTooLong),
+                },
+            ),
+            (
+                "pending answer that kept everything",
+                state(),
+                QueryOutcome::Pending(seen(RefundStatus::Pending)),
+                now,
+                OutcomeClass::Pending,
+                Change::Reschedule {
+                    next_query_at: ladder,
+                    attempts: 3,
+                    unknown_since: None,
+                    refund_trade_no: Some("T1".into()),
+                    flag: None,
+                },
+            ),
+        ];
+        for (name, st, o, when, class, change) in cases {
+            let d = decide(RefundStatus::Pending, &st, &o, when, 0.5, &p);
+            assert_eq!((d.class, &d.change), (class, &change), "{name}");
+            assert!(d.discrepancies.is_empty(), "{name}");
+            assert_eq!(d.halt, None, "{name}");
+        }
+        // A mismatch stays a mismatch: recorded, flagged answer_mismatch, never applied.
+        let mut other = seen_unrecordable(RefundStatus::Success);
+        other.amount = Decimal::from_str("99").unwrap();
+        let d = run(RefundStatus::Pending, &state(), &QueryOutcome::Final(other));
+        assert_eq!(d.class, OutcomeClass::Mismatch);
+        let Change::Reschedule { flag, .. } = d.change else {
+            panic!("{d:?}")
+        };
+        assert_eq!(flag, Some(ReviewReason::AnswerMismatch));
+        // A final row is kept; the answer agreeing on the status records nothing more.
+        let d = run(
+            RefundStatus::Success,
+            &state(),
+            &QueryOutcome::Final(seen_unrecordable(RefundStatus::Success)),
+        );
+        assert_eq!(
+            d.change,
+            Change::Keep {
+                confirm_again_at: None
+            }
+        );
+        assert!(d.discrepancies.is_empty());
+    }
+
+    #[test]
+    fn an_odd_refund_number_is_a_mismatch_recorded_cut_and_escaped() {
+        let mut s = seen(RefundStatus::Success);
+        s.out_refund_no = format!("\u{1b}[2J{}", "R".repeat(70));
+        let d = run(RefundStatus::Pending, &state(), &QueryOutcome::Final(s));
+        assert_eq!(d.class, OutcomeClass::Mismatch);
+        assert_eq!(d.discrepancies.len(), 1);
+        let x = &d.discrepancies[0];
+        assert_eq!(x.kind, DiscrepancyKind::RefundNoMismatch);
+        assert_eq!(x.expected, "R1");
+        assert_eq!(
+            x.observed,
+            format!(
+                "\\u{{1b}}[2J{} [not a refund number: 74 characters, cut to 64, control characters escaped]",
+                "R".repeat(60)
+            )
+        );
     }
 
     #[test]

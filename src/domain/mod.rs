@@ -1,6 +1,7 @@
-//! The pure core: refund statuses, gateway outcomes, the decision state machine and the
-//! backoff schedule. Nothing here reads a clock, touches the network or the ledger, or draws
-//! random numbers: time and jitter are arguments, so every rule is a table-testable function.
+//! The pure core: refund statuses, gateway outcomes, what of an answer the ledger can store
+//! ([`recordable`]), the decision state machine and the backoff schedule. Nothing here reads a
+//! clock, touches the network or the ledger, or draws random numbers: time and jitter are
+//! arguments, so every rule is a table-testable function.
 
 pub mod attempt;
 pub mod backoff;
@@ -8,6 +9,7 @@ pub mod decide;
 pub mod halt;
 pub mod limits;
 pub mod outcome;
+pub mod recordable;
 pub mod refund;
 pub mod time;
 
@@ -18,6 +20,7 @@ pub use decide::{
 };
 pub use halt::HaltCode;
 pub use outcome::{ObservedRefund, OutcomeClass, QueryOutcome, RetryReason};
+pub use recordable::{Dropped, observed_text};
 pub use refund::{
     Currency, FinalSource, FinalStatus, InvalidValue, NewRefund, OutRefundNo, RefundStatus,
     exact_decimal, is_unsafe_char, validate_amount, validate_created_at, validate_text,

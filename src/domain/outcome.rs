@@ -5,10 +5,13 @@ use std::fmt;
 
 use rust_decimal::Decimal;
 
+use super::recordable::Dropped;
 use super::refund::{Currency, RefundStatus};
 use super::time::Timestamp;
 
-/// The refund as a verified (signature-checked) answer described it.
+/// The refund as a verified (signature-checked) answer described it. Its informative values
+/// are the ones the ledger can store ([`ObservedRefund::recordable`]); what the answer held
+/// beyond them is named in `dropped`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedRefund {
     /// `data.outRefundNo` as answered (may differ from what we asked: a discrepancy).
@@ -23,6 +26,10 @@ pub struct ObservedRefund {
     pub status: RefundStatus,
     /// `data.refundFinishTime`, absent or empty while pending.
     pub refund_finish_time: Option<Timestamp>,
+    /// Informative values the answer held that were not kept (unreadable, or more than the
+    /// ledger can store), each with its reason. Not empty: the refund is flagged
+    /// `answer_unrecordable` and the attempt's error names them.
+    pub dropped: Vec<Dropped>,
 }
 
 /// Why an attempt is worth retrying without spending the refund's attempt budget.
@@ -94,6 +101,17 @@ pub enum QueryOutcome {
 }
 
 impl QueryOutcome {
+    /// The attempt-log text for a verified answer that lost informative values: every dropped
+    /// field with its reason (`None` when nothing was dropped, and for every other outcome).
+    pub fn dropped_text(&self) -> Option<String> {
+        match self {
+            Self::Final(seen) | Self::Pending(seen) => {
+                super::recordable::dropped_text(&seen.dropped)
+            }
+            _ => None,
+        }
+    }
+
     /// The coarse class written to the attempt log and to logs.
     pub fn class(&self) -> OutcomeClass {
         match self {

@@ -5,7 +5,11 @@
 //! 1. a non-2xx status is a retryable HTTP failure, whatever the body says;
 //! 2. the body is parsed only far enough to read `code`;
 //! 3. only for `APPLY_SUCCESS` is the `sign` header verified over the raw body, and only a
-//!    verified body's `data` is parsed, strictly (exact decimal amount, known status);
+//!    verified body's `data` is parsed: strictly where it decides or is compared (refund
+//!    number, known status, exact decimal amount, currency), leniently where it only informs
+//!    (`refundTradeNo`, `refundFinishTime`): a value that cannot be read, or that the ledger
+//!    cannot store ([`ObservedRefund::recordable`]), is dropped and named, never a reason to
+//!    refuse the answer;
 //! 4. every other code maps through [`classify_code`]. `msg` and `resultMsg` never decide.
 
 use std::borrow::Cow;
@@ -16,8 +20,8 @@ use serde_json::value::RawValue;
 
 use super::keys::{GatewayKey, SignatureError};
 use crate::domain::{
-    Currency, ObservedRefund, QueryOutcome, RefundStatus, RetryReason, Timestamp, exact_decimal,
-    parse_ts,
+    Currency, Dropped, ObservedRefund, QueryOutcome, RefundStatus, RetryReason, Timestamp,
+    exact_decimal, parse_ts,
 };
 
 /// The only code that means the request was accepted (never what state the refund is in).
@@ -98,18 +102,21 @@ struct Head<'a> {
 }
 
 /// `data` of a verified `APPLY_SUCCESS`. Unlisted fields (`outTradeNo`, `resultMsg`, ...) are
-/// ignored; listed ones must have the documented JSON type.
+/// ignored; the deciding and compared ones must have the documented JSON type; the
+/// informative ones are kept raw and read leniently ([`informative_text`]).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Data<'a> {
     out_refund_no: String,
-    refund_trade_no: Option<String>,
+    #[serde(borrow)]
+    refund_trade_no: Option<&'a RawValue>,
     #[serde(borrow)]
     refund_amount: &'a RawValue,
     refund_currency: String,
     #[serde(borrow)]
     status: &'a RawValue,
-    refund_finish_time: Option<String>,
+    #[serde(borrow)]
+    refund_finish_time: Option<&'a RawValue>,
 }
 
 /// Classifies one raw answer. `sign_header` is the response's `sign` header, if any; `key` is
@@ -235,15 +242,20 @@ fn parse_data(data: &RawValue, status_text: &mut Option<String>) -> Result<Obser
             truncate(&data.refund_currency, 8)
         )
     })?;
-    let refund_finish_time = parse_finish_time(data.refund_finish_time.as_deref())?;
-    Ok(ObservedRefund {
+    let mut dropped = Vec::new();
+    let refund_trade_no =
+        informative_text("data.refundTradeNo", data.refund_trade_no, &mut dropped);
+    let refund_finish_time = parse_finish_time(data.refund_finish_time, &mut dropped);
+    let observed = ObservedRefund {
         out_refund_no: data.out_refund_no,
-        refund_trade_no: data.refund_trade_no.filter(|t| !t.is_empty()),
+        refund_trade_no,
         amount,
         currency,
         status,
         refund_finish_time,
-    })
+        dropped,
+    };
+    Ok(observed.recordable())
 }
 
 /// Parses the raw text of `data.refundAmount` exactly. It must be a JSON *number*: a string,
@@ -273,17 +285,40 @@ pub fn parse_amount(raw: &str) -> Result<Decimal, String> {
     })
 }
 
-/// `refundFinishTime`: absent, `null` or `""` mean "not finished"; anything else must be
-/// RFC 3339 with an offset.
-fn parse_finish_time(text: Option<&str>) -> Result<Option<Timestamp>, String> {
-    match text {
-        None | Some("") => Ok(None),
-        Some(text) => parse_ts(text).map(Some).map_err(|_| {
-            format!(
-                "data.refundFinishTime {:?} is not an RFC 3339 time",
-                truncate(text, 40)
-            )
-        }),
+/// An informative string field, read leniently: absent or `null` is `None`; a string is kept
+/// (for [`ObservedRefund::recordable`] to check); any other JSON type is dropped and named.
+fn informative_text(
+    field: &'static str,
+    raw: Option<&RawValue>,
+    dropped: &mut Vec<Dropped>,
+) -> Option<String> {
+    let raw = raw?.get();
+    match serde_json::from_str::<Option<String>>(raw) {
+        Ok(text) => text,
+        Err(_) => {
+            dropped.push(Dropped::new(
+                field,
+                format!("must be a JSON string, got {}", json_kind(raw)),
+            ));
+            None
+        }
+    }
+}
+
+/// `refundFinishTime`: absent, `null` or `""` mean "not finished"; anything else should be
+/// RFC 3339 with an offset, and is dropped and named when it is not (it only informs).
+fn parse_finish_time(raw: Option<&RawValue>, dropped: &mut Vec<Dropped>) -> Option<Timestamp> {
+    const FIELD: &str = "data.refundFinishTime";
+    let text = informative_text(FIELD, raw, dropped).filter(|t| !t.is_empty())?;
+    match parse_ts(&text) {
+        Ok(at) => Some(at),
+        Err(_) => {
+            dropped.push(Dropped::new(
+                FIELD,
+                format!("{:?} is not an RFC 3339 time", truncate(&text, 40)),
+            ));
+            None
+        }
     }
 }
 
@@ -295,6 +330,7 @@ fn json_kind(raw: &str) -> &'static str {
         Some(b't' | b'f') => "a boolean",
         Some(b'{') => "an object",
         Some(b'[') => "an array",
+        Some(b'-' | b'0'..=b'9') => "a number",
         _ => "something else",
     }
 }
@@ -660,11 +696,6 @@ mod tests {
             ("outRefundNo missing", with("outRefundNo", "")),
             ("outRefundNo number", with("outRefundNo", "7")),
             (
-                "finish time garbage",
-                with("refundFinishTime", r#""yesterday""#),
-            ),
-            ("finish time number", with("refundFinishTime", "1700000000")),
-            (
                 "data missing",
                 r#"{"code":"APPLY_SUCCESS","msg":""}"#.to_owned(),
             ),
@@ -687,6 +718,109 @@ mod tests {
         }
         let unknown = signed(&with("status", r#""REFUND_DONE""#));
         assert_eq!(unknown.data_status.as_deref(), Some("REFUND_DONE"));
+    }
+
+    /// `data` of [`DATA_SUCCESS`] with `field` replaced by the raw JSON `value`.
+    fn data_with(field: &str, value: &str) -> String {
+        let mut v: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(DATA_SUCCESS).unwrap();
+        v.insert(field.to_owned(), serde_json::from_str(value).unwrap());
+        serde_json::to_string(&v).unwrap()
+    }
+
+    /// Informative fields never refuse a verified answer: a value that cannot be read, or that
+    /// the ledger cannot store, is dropped and named, and the status still decides.
+    #[test]
+    fn informative_values_that_cannot_be_kept_are_dropped_and_named() {
+        let t65 = format!(r#""{}""#, "T".repeat(65));
+        let cases = [
+            (
+                "refundTradeNo",
+                t65.as_str(),
+                "data.refundTradeNo dropped: 65 characters, the ledger stores at most 64",
+            ),
+            (
+                "refundTradeNo",
+                r#""T\u001b[31m1""#,
+                r#"data.refundTradeNo dropped: "T\u{1b}[31m1" contains the control character \u{1b}"#,
+            ),
+            (
+                "refundTradeNo",
+                "42",
+                "data.refundTradeNo dropped: must be a JSON string, got a number",
+            ),
+            (
+                "refundFinishTime",
+                r#""9999-12-31T23:30:00.000-05:00""#,
+                "data.refundFinishTime dropped: +10000-01-01T04:30:00.000Z is past year 9999, \
+                 the last the ledger stores",
+            ),
+            (
+                "refundFinishTime",
+                r#""yesterday""#,
+                r#"data.refundFinishTime dropped: "yesterday" is not an RFC 3339 time"#,
+            ),
+            (
+                "refundFinishTime",
+                "1700000000",
+                "data.refundFinishTime dropped: must be a JSON string, got a number",
+            ),
+            (
+                "refundFinishTime",
+                "{}",
+                "data.refundFinishTime dropped: must be a JSON string, got an object",
+            ),
+        ];
+        for (field, value, text) in cases {
+            let c = signed(&success_body(&data_with(field, value)));
+            let QueryOutcome::Final(o) = &c.outcome else {
+                panic!("{field}={value}: {:?}", c.outcome)
+            };
+            assert_eq!(o.status, RefundStatus::Success, "{field}={value}");
+            assert_eq!(o.amount, Decimal::new(1050, 2), "{field}={value}");
+            assert_eq!(
+                c.outcome.dropped_text().as_deref(),
+                Some(text),
+                "{field}={value}"
+            );
+            match field {
+                "refundTradeNo" => {
+                    assert_eq!(o.refund_trade_no, None);
+                    assert!(o.refund_finish_time.is_some(), "the other field is kept");
+                }
+                _ => {
+                    assert_eq!(o.refund_finish_time, None);
+                    assert_eq!(
+                        o.refund_trade_no.as_deref(),
+                        Some("T1"),
+                        "the other is kept"
+                    );
+                }
+            }
+        }
+        // A pending answer loses its value the same way; null and "" are simply absent.
+        let pending = data_with("status", r#""REFUND_PENDING""#);
+        let c = signed(&success_body(&pending.replace(r#""T1""#, &t65)));
+        assert!(matches!(c.outcome, QueryOutcome::Pending(_)), "{c:?}");
+        assert!(
+            c.outcome
+                .dropped_text()
+                .unwrap()
+                .starts_with("data.refundTradeNo dropped")
+        );
+        for value in ["null", r#""""#] {
+            let c = signed(&success_body(&data_with("refundTradeNo", value)));
+            assert_eq!(observed(&c).refund_trade_no, None, "{value}");
+            assert!(observed(&c).dropped.is_empty(), "{value}");
+        }
+        // The deciding refund number stays exact, however odd: `decide` compares it.
+        let odd = format!(r#""R\u001b{}""#, "R".repeat(70));
+        let c = signed(&success_body(&data_with("outRefundNo", &odd)));
+        assert_eq!(
+            observed(&c).out_refund_no,
+            format!("R\u{1b}{}", "R".repeat(70))
+        );
+        assert!(observed(&c).dropped.is_empty());
     }
 
     #[test]

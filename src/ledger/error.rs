@@ -198,6 +198,51 @@ pub enum LedgerError {
         /// Every object that is missing or differs, in schema.sql's order.
         differences: Vec<SchemaDifference>,
     },
+    /// The ledger cannot be written here: its file system is mounted read-only, or this user
+    /// may not write the file or create `<ledger>-wal` and `<ledger>-shm` beside it. Refused
+    /// for every command that writes (the daemon first of all); the read commands open it
+    /// read-only instead ([`Ledger::open_for_reading`](super::Ledger::open_for_reading)).
+    #[error(
+        "ledger {} is read-only here (a read-only file system, or this user may not write the \
+         file or create its -wal and -shm files beside it); `run` and the other commands that \
+         change the ledger need it writable, while status, list, show, export and the other \
+         read commands still work on it",
+        path.display()
+    )]
+    ReadOnly {
+        /// The ledger path.
+        path: PathBuf,
+        /// What SQLite said, when it was SQLite that found out (`None`: SQLite opened the file
+        /// read-only because it could not open it for writing).
+        #[source]
+        source: Option<rusqlite::Error>,
+    },
+    /// The ledger cannot be written here, and its `-wal` file holds changes that are not yet in
+    /// the ledger file. SQLite reads those only through `<ledger>-shm`, which cannot be created
+    /// here, and an immutable open would silently show the ledger without them: refused rather
+    /// than shown stale.
+    #[error(
+        "ledger {} cannot be read here: {} holds changes not yet copied into the ledger file, \
+         and SQLite cannot read them without writing beside the ledger (read-only file system \
+         or directory); reading the ledger file alone would show stale data. Copy the ledger \
+         together with its -wal file to a writable directory and read the copy there",
+        path.display(),
+        wal.display()
+    )]
+    WalNotMerged {
+        /// The ledger path.
+        path: PathBuf,
+        /// Its `-wal` file.
+        wal: PathBuf,
+    },
+    /// A write was attempted through a ledger opened for reading; nothing was written.
+    #[error("ledger {} was opened for reading only; {op} needs it opened for writing", path.display())]
+    OpenedForReading {
+        /// The ledger path.
+        path: PathBuf,
+        /// The write that was refused, e.g. "insert refund".
+        op: &'static str,
+    },
     /// The connection could not be set up (pragmas, schema creation).
     #[error("cannot set up ledger {}: {step}", path.display())]
     Setup {
@@ -275,6 +320,12 @@ pub enum LedgerError {
         /// Its final status.
         status: crate::domain::RefundStatus,
     },
+    /// `clear-flag` named a refund that is not flagged.
+    #[error("refund {out_refund_no} is not flagged for review")]
+    NotFlagged {
+        /// The refund.
+        out_refund_no: OutRefundNo,
+    },
     /// No such discrepancy, or it is already resolved.
     #[error("discrepancy {id} is not in the ledger or is already resolved")]
     DiscrepancyNotOpen {
@@ -344,8 +395,8 @@ fn at_row(index: Option<usize>) -> String {
 impl LedgerError {
     /// True when the ledger file itself was refused (missing, unopenable, not SQLite, not
     /// ours, a schema this build does not know or that lost its guarantees, one that needs or
-    /// failed a migration): the
-    /// operator must act, retrying won't help (exit 4).
+    /// failed a migration, read-only where a write was asked for, a `-wal` that cannot be read
+    /// here): the operator must act, retrying won't help (exit 4).
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
@@ -361,7 +412,27 @@ impl LedgerError {
                 | Self::UnrealInstant { .. }
                 | Self::SchemaAltered { .. }
                 | Self::NotWal { .. }
+                | Self::ReadOnly { .. }
+                | Self::WalNotMerged { .. }
+                | Self::OpenedForReading { .. }
         )
+    }
+}
+
+impl LedgerError {
+    /// True when the ledger refused a write because of this one row (a CHECK, a trigger, a
+    /// NOT NULL or UNIQUE constraint) or the row read back wrong: another row's write would
+    /// still succeed. False for the ledger or the disk failing as a whole (I/O, full disk,
+    /// locks, a read-only file), which no row can be blamed for.
+    pub fn is_row_refusal(&self) -> bool {
+        match self {
+            Self::CorruptRow { .. } => true,
+            Self::Sqlite {
+                source: rusqlite::Error::SqliteFailure(f, _),
+                ..
+            } => f.code == ErrorCode::ConstraintViolation,
+            _ => false,
+        }
     }
 }
 

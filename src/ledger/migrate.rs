@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::error::LedgerError;
 use super::open::{Found, probe};
-use super::{BUSY_TIMEOUT, Ledger, SCHEMA_VERSION};
+use super::{Ledger, SCHEMA_VERSION};
 use crate::domain::Timestamp;
 
 /// The oldest schema version this build can migrate from.
@@ -158,22 +158,14 @@ fn steps_from(from: i32) -> Vec<MigrationStep> {
 }
 
 /// `migrate --dry-run`: what [`apply`] would do to the ledger at `path`, judged through a
-/// read-only connection, so the file is not changed. Refuses what `open` refuses: a missing
+/// read-only connection (immutable on a read-only filesystem), so the file is not changed. Refuses what `open` refuses: a missing
 /// file, a file that is not a ledger, a newer or unknown schema version, and a stored time
 /// that version 3 would refuse ([`LedgerError::UnrealInstant`]).
 pub fn plan(path: &Path, now: Timestamp) -> Result<MigrationReport, LedgerError> {
     Ledger::refuse_missing(path)?;
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|source| LedgerError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|source| LedgerError::Setup {
-            path: path.to_owned(),
-            step: "set busy_timeout",
-            source,
-        })?;
+    // The read commands' connection: on a read-only filesystem it falls back to an
+    // immutable open, so a plan can be made there too.
+    let conn = super::open::connect_read_only(path)?;
     match probe(&conn, path)? {
         Found::Empty => Err(LedgerError::NotALedger {
             path: path.to_owned(),

@@ -11,7 +11,8 @@
 //!   writer, including the `sqlite3` shell; see [`contract`] for the merchant's SQL.
 //!
 //! Files:
-//! - `open.rs`: open, version check, connection setup; `verify.rs`: the check that the file
+//! - `open.rs`: open, version check, connection setup, the read-only open of the read commands
+//!   (immutable on a read-only file system); `verify.rs`: the check that the file
 //!   still has schema.sql's tables, indexes and triggers (every open, `verify-ledger`);
 //!   `migrate.rs` and `migrations/`: upgrading an older ledger (backup, one transaction per
 //!   upgrade);
@@ -59,7 +60,8 @@ pub use timeline::{EventKind, Happened, Timeline, TimelineEvent};
 pub use types::{
     Applied, AttemptRow, DiscrepancyRow, DiscrepancySource, ListFilter, MAX_ERROR_CHARS,
     NotificationEffect, NotificationRecord, NotificationRow, OperatorAction, OperatorActionRow,
-    RecordedKind, RefundDetail, RefundRow, StatusSummary, SweepCounts, SweepEnd, SweepRow,
+    Readout, RecordedKind, RefundDetail, RefundRow, SkipList, StatusSummary, SweepCounts, SweepEnd,
+    SweepRow, UnreadableRow, Watermark,
 };
 pub use verify::{Difference, ObjectKind, SchemaCheck, SchemaDifference};
 pub use views::OpenDiscrepancy;
@@ -78,11 +80,25 @@ pub const SCHEMA_VERSION: i32 = 4;
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5000);
 
 /// An open ledger: one SQLite connection set up for WAL, `synchronous=FULL`, foreign keys and
-/// a busy timeout.
+/// a busy timeout (or, for the read commands, a read-only one: [`Ledger::open_for_reading`]).
 #[derive(Debug)]
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
+    /// Whether this ledger may be written through; checked before every write transaction.
+    access: Access,
+}
+
+/// What an open ledger may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Reads and writes (`open`, `open_existing`): refused up front when the file or its
+    /// directory cannot be written ([`LedgerError::ReadOnly`]).
+    ReadWrite,
+    /// Reads only (`open_for_reading`): a write is refused with
+    /// [`LedgerError::OpenedForReading`] before SQLite is asked (whose own refusal, for an
+    /// immutable connection, would only say "attempt to write a readonly database").
+    ReadOnly,
 }
 
 impl Ledger {
@@ -93,12 +109,18 @@ impl Ledger {
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction: the write lock is taken up front (waiting
     /// up to the busy timeout), so the transaction can never fail half-way on lock upgrade.
-    /// Rolled back if `f` fails or panics.
+    /// Rolled back if `f` fails or panics. Refused on a ledger opened for reading.
     fn write<T>(
         &self,
         op: &'static str,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
+        if self.access == Access::ReadOnly {
+            return Err(LedgerError::OpenedForReading {
+                path: self.path.clone(),
+                op,
+            });
+        }
         let tx =
             Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).during(op)?;
         let out = f(&tx)?;

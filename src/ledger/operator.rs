@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use super::Ledger;
 use super::error::{During, LedgerError, is_trigger, trigger_msg};
 use super::read::REFUND_COLUMNS;
-use super::rows::{RawRefund, RawRow, select};
+use super::rows::{RawRefund, RawRow, select_each};
 use super::types::{RefundRow, ts_text};
 use crate::domain::{FinalStatus, OutRefundNo, RefundStatus, Timestamp};
 
@@ -40,7 +40,9 @@ impl Ledger {
     ) -> Result<Vec<OutRefundNo>, LedgerError> {
         const OP: &str = "retry flagged refunds now";
         self.write(OP, |tx| {
-            let flagged = select::<RawRefund>(
+            // A flagged row that cannot be read (row_unreadable, not corrected yet) is left
+            // as it is: resetting it would only have the daemon skip it again.
+            let flagged = select_each::<RawRefund>(
                 tx,
                 OP,
                 &format!(
@@ -51,7 +53,7 @@ impl Ledger {
                 [],
             )?;
             let mut done = Vec::new();
-            for row in flagged {
+            for row in flagged.into_iter().filter_map(Result::ok) {
                 retry_one(tx, &row, actor, now, OP)?;
                 done.push(row.out_refund_no);
             }
@@ -111,6 +113,65 @@ impl Ledger {
             )
             .during(OP)?
             .parse()
+        })
+    }
+
+    /// Clears a refund's review flag, pending or final, after auditing it as `clear_flag`
+    /// with the operator's reason and the flag it replaced: the operator looked and is done
+    /// (a final refund flagged `answer_unrecordable` or `row_unreadable` has nothing left to
+    /// query; `retry-now` is the way for a pending one that should be queried again). Reads
+    /// only the flag's columns, so a row whose other values do not read can be cleared once
+    /// corrected or accepted. Refuses a refund that is not flagged ([`LedgerError::NotFlagged`]).
+    pub fn clear_flag(
+        &self,
+        out_refund_no: &OutRefundNo,
+        actor: &str,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<(), LedgerError> {
+        const OP: &str = "clear flag";
+        let no = out_refund_no.as_str();
+        self.write(OP, |tx| {
+            let flag: Option<(i64, Option<String>, Option<String>)> = tx
+                .query_row(
+                    "SELECT review_flag, CAST(review_reason AS TEXT), CAST(flagged_at AS TEXT)
+                       FROM refunds WHERE out_refund_no = ?1",
+                    [no],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .during(OP)?;
+            let (reason_was, flagged_at) = match flag {
+                None => {
+                    return Err(LedgerError::NotFound {
+                        out_refund_no: out_refund_no.clone(),
+                    });
+                }
+                Some((0, _, _)) => {
+                    return Err(LedgerError::NotFlagged {
+                        out_refund_no: out_refund_no.clone(),
+                    });
+                }
+                Some((_, reason_was, flagged_at)) => (reason_was, flagged_at),
+            };
+            let detail = serde_json::json!({
+                "review_reason": reason_was,
+                "flagged_at": flagged_at,
+            })
+            .to_string();
+            tx.execute(
+                "INSERT INTO operator_actions (at, actor, action, out_refund_no, reason, detail)
+                 VALUES (?1, ?2, 'clear_flag', ?3, ?4, ?5)",
+                params![ts_text(now), actor, no, reason, detail],
+            )
+            .during(OP)?;
+            tx.execute(
+                "UPDATE refunds SET review_flag = 0, review_reason = NULL, flagged_at = NULL
+                  WHERE out_refund_no = ?1",
+                [no],
+            )
+            .during(OP)?;
+            Ok(())
         })
     }
 

@@ -9,11 +9,11 @@ use super::Ledger;
 use super::error::{During, LedgerError};
 use super::rows::{
     RawAttempt, RawDiscrepancy, RawNotification, RawOperatorAction, RawRefund, RawRow, RawSweep,
-    select,
+    identify, select, select_each,
 };
 use super::types::{
-    AttemptRow, Cell, DiscrepancyRow, ListFilter, NotificationRow, OperatorActionRow, RefundDetail,
-    RefundRow, StatusSummary, limit_arg, ts_text,
+    AttemptRow, Cell, DiscrepancyRow, ListFilter, NotificationRow, OperatorActionRow, Readout,
+    RefundDetail, RefundRow, SkipList, StatusSummary, UnreadableRow, Watermark, limit_arg, ts_text,
 };
 use crate::domain::{OutRefundNo, RefundState, RefundStatus, Timestamp};
 
@@ -21,134 +21,166 @@ use crate::domain::{OutRefundNo, RefundState, RefundStatus, Timestamp};
 pub(super) const REFUND_COLUMNS: &str = RawRefund::COLUMNS;
 
 /// The due query. `status = 'REFUND_PENDING'` must stay a literal: that is what lets SQLite
-/// prove the partial index `refunds_due` applies (a bound parameter would not).
+/// prove the partial index `refunds_due` applies (a bound parameter would not). Rows the
+/// worker flagged as unusable (row_unreadable, row_unwritable) are left out until an operator
+/// clears the flag: they cost one look each, never a place in the batch.
 pub(crate) const DUE: &str = "\
     SELECT out_refund_no, refund_trade_no, out_trade_no, amount, currency, status, created_at,
            notified_at, finalized_at, final_source, refund_finish_time, next_query_at, attempts,
            unknown_since, last_attempt_at, last_outcome, last_error, review_flag, review_reason,
-           flagged_at
+           flagged_at, id
       FROM refunds
      WHERE status = 'REFUND_PENDING' AND next_query_at <= ?1
+       AND review_reason IS NOT 'row_unreadable' AND review_reason IS NOT 'row_unwritable'
      ORDER BY next_query_at, id
      LIMIT ?2";
 
-/// The earliest scheduled query, from `refunds_due` alone.
+/// The earliest scheduled query with its row id (walks `refunds_due`, passing rows flagged
+/// unusable, which the due query leaves out too, so the daemon never wakes for a row it will
+/// not query); the worker passes the rows it skipped itself.
 pub(crate) const NEXT_DUE: &str = "\
-    SELECT next_query_at FROM refunds
+    SELECT next_query_at, id, CAST(out_refund_no AS TEXT) FROM refunds
      WHERE status = 'REFUND_PENDING' AND next_query_at IS NOT NULL
-     ORDER BY next_query_at LIMIT 1";
+       AND review_reason IS NOT 'row_unreadable' AND review_reason IS NOT 'row_unwritable'
+     ORDER BY next_query_at, id LIMIT ?1";
 
 impl Ledger {
     /// Pending refunds whose `next_query_at` is at or before `now`, most overdue first, at most
-    /// `limit`. Costs O(due): it walks the partial index `refunds_due`.
-    pub fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<RefundState>, LedgerError> {
+    /// `limit`, leaving out rows flagged unusable. A row that cannot be read comes back in
+    /// `unreadable` (it took a place in the batch). Costs O(due): it walks the partial index
+    /// `refunds_due`.
+    pub fn due(&self, now: Timestamp, limit: usize) -> Result<Readout<RefundState>, LedgerError> {
         const OP: &str = "list due refunds";
         let rows =
-            select::<RawRefund>(&self.conn, OP, DUE, params![ts_text(now), limit_arg(limit)])?;
-        Ok(rows.iter().map(state_of).collect())
+            select_each::<RawRefund>(&self.conn, OP, DUE, params![ts_text(now), limit_arg(limit)])?;
+        Ok(Readout::of(rows).map(|row| state_of(&row)))
     }
 
     /// Refunds finalized by a notification whose confirming query is due: finalized at least
     /// `confirm_after` before `now` and not pushed back past `now`, oldest first, at most
-    /// `limit`. Walks the partial index `refunds_to_confirm` (only unconfirmed rows).
+    /// `limit`, leaving out rows flagged unusable. Walks the partial index
+    /// `refunds_to_confirm` (only unconfirmed rows).
     pub fn due_confirmations(
         &self,
         now: Timestamp,
         confirm_after: std::time::Duration,
         limit: usize,
-    ) -> Result<Vec<(RefundStatus, RefundState)>, LedgerError> {
+    ) -> Result<Readout<(RefundStatus, RefundState)>, LedgerError> {
         const OP: &str = "list due confirmations";
         let settled =
             now - chrono::TimeDelta::from_std(confirm_after).unwrap_or(chrono::TimeDelta::MAX);
-        let rows = select::<RawRefund>(
+        let rows = select_each::<RawRefund>(
             &self.conn,
             OP,
             &format!(
                 "SELECT {REFUND_COLUMNS} FROM refunds
                   WHERE confirm_at IS NOT NULL AND confirm_at <= ?1 AND finalized_at <= ?2
+                    AND review_reason IS NOT 'row_unreadable'
+                    AND review_reason IS NOT 'row_unwritable'
                   ORDER BY confirm_at, id
                   LIMIT ?3"
             ),
             params![ts_text(now), ts_text(settled), limit_arg(limit)],
         )?;
-        Ok(rows.iter().map(|row| (row.status, state_of(row))).collect())
+        Ok(Readout::of(rows).map(|row| (row.status, state_of(&row))))
     }
 
-    /// When the earliest pending refund is due (`None`: nothing scheduled). Index-only.
-    pub fn next_due_at(&self) -> Result<Option<Timestamp>, LedgerError> {
+    /// When the earliest pending refund is due (`None`: nothing scheduled), passing rows
+    /// flagged unusable and the rows whose ids are in `skip` (rows the worker skipped because
+    /// it could not flag them). Walks `refunds_due` from its start.
+    pub fn next_due_at(&self, skip: &SkipList) -> Result<Option<Timestamp>, LedgerError> {
         const OP: &str = "read next due time";
-        let text: Option<String> = self
-            .conn
-            .prepare_cached(NEXT_DUE)
-            .during(OP)?
-            .query_row([], |r| r.get(0))
-            .optional()
+        let mut stmt = self.conn.prepare_cached(NEXT_DUE).during(OP)?;
+        let rows = stmt
+            .query_map([limit_arg(skip.len().saturating_add(1))], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
             .during(OP)?;
-        text.map(|t| {
-            Cell {
-                out_refund_no: "(next due)",
+        for row in rows {
+            let (text, id, no) = row.during(OP)?;
+            if skip.contains(id, &no) {
+                continue;
             }
-            .ts("next_query_at", &t)
-        })
-        .transpose()
+            let cell = Cell {
+                out_refund_no: "(next due)",
+            };
+            // A time that does not parse is due now: the sweep claims the row and flags it.
+            return Ok(Some(
+                cell.ts("next_query_at", &text)
+                    .unwrap_or(Timestamp::MIN_UTC),
+            ));
+        }
+        Ok(None)
     }
 
     /// Refunds finalized by anyone but this daemon's queries (notifications, `/refund`
-    /// failures, operators) after the watermark `(finalized_at, id)`, oldest first, at most
-    /// `limit`. Returns each row with its id, the next watermark component.
+    /// failures, operators) after the watermark, oldest first, at most `limit` rows (read or
+    /// not). Returns the rows read, those that could not be, and the watermark past all of
+    /// them, so an unreadable row is passed, not met again.
     pub fn finalized_elsewhere_since(
         &self,
-        after: Option<(Timestamp, i64)>,
+        after: Option<&Watermark>,
         limit: usize,
-    ) -> Result<Vec<(i64, RefundRow)>, LedgerError> {
+    ) -> Result<(Readout<RefundRow>, Option<Watermark>), LedgerError> {
         const OP: &str = "list refunds finalized elsewhere";
-        let (at, id) = after.map_or((String::new(), 0), |(t, id)| (ts_text(t), id));
+        let (at, id) = after.map_or((String::new(), 0), |w| (w.finalized_at.clone(), w.id));
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
-                "SELECT {REFUND_COLUMNS}, id FROM refunds
+                "SELECT {REFUND_COLUMNS}, CAST(finalized_at AS TEXT) FROM refunds
                   WHERE finalized_at IS NOT NULL
                     AND (finalized_at > ?1 OR (finalized_at = ?1 AND id > ?2))
-                    AND final_source <> 'query'
+                    AND final_source IS NOT 'query'
                   ORDER BY finalized_at, id
                   LIMIT ?3"
             ))
             .during(OP)?;
         let rows = stmt
             .query_map(params![at, id, limit_arg(limit)], |r| {
-                Ok((r.get::<_, i64>(20)?, RawRefund::read(r)?))
+                let who = identify::<RawRefund>(r);
+                let mark = Watermark {
+                    finalized_at: r.get(21)?,
+                    id: who.id(),
+                };
+                Ok((mark, who, RawRefund::read(r)))
             })
             .during(OP)?;
-        let mut out = Vec::new();
+        let mut results = Vec::new();
+        let mut last = after.cloned();
         for row in rows {
-            let (id, raw) = row.during(OP)?;
-            out.push((id, raw.parse()?));
+            let (mark, who, raw) = row.during(OP)?;
+            last = Some(mark);
+            results.push(match raw {
+                Ok(raw) => raw.parse().map_err(|e| who.unreadable(e.to_string())),
+                Err(e) => Err(who.unreadable(e.to_string())),
+            });
         }
-        Ok(out)
+        Ok((Readout::of(results), last))
     }
 
-    /// The newest finalization watermark `(finalized_at, id)`, so a starting daemon logs only
-    /// what becomes final from now on.
-    pub fn finalized_watermark(&self) -> Result<Option<(Timestamp, i64)>, LedgerError> {
+    /// The newest finalization watermark, so a starting daemon logs only what becomes final
+    /// from now on.
+    pub fn finalized_watermark(&self) -> Result<Option<Watermark>, LedgerError> {
         const OP: &str = "read finalization watermark";
-        let row: Option<(String, i64)> = self
-            .conn
+        self.conn
             .prepare_cached(
-                "SELECT finalized_at, id FROM refunds WHERE finalized_at IS NOT NULL
+                "SELECT CAST(finalized_at AS TEXT), id FROM refunds
+                  WHERE finalized_at IS NOT NULL
                   ORDER BY finalized_at DESC, id DESC LIMIT 1",
             )
             .during(OP)?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row([], |r| {
+                Ok(Watermark {
+                    finalized_at: r.get(0)?,
+                    id: r.get(1)?,
+                })
+            })
             .optional()
-            .during(OP)?;
-        row.map(|(t, id)| {
-            Cell {
-                out_refund_no: "(watermark)",
-            }
-            .ts("finalized_at", &t)
-            .map(|t| (t, id))
-        })
-        .transpose()
+            .during(OP)
     }
 
     /// One refund's status and the state `decide` works from.
@@ -211,32 +243,46 @@ impl Ledger {
             )?;
             // `+created_at` keeps SQLite from walking every refund in creation order looking
             // for the first pending one; it scans the pending rows instead.
-            let oldest: Option<String> = tx
+            let oldest: Option<(String, i64, String)> = tx
                 .query_row(
-                    "SELECT min(+created_at) FROM refunds WHERE status = 'REFUND_PENDING'",
+                    "SELECT CAST(created_at AS TEXT), id, CAST(out_refund_no AS TEXT) FROM refunds
+                      WHERE status = 'REFUND_PENDING' ORDER BY +created_at LIMIT 1",
                     [],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
+                .optional()
                 .during(OP)?;
-            let oldest_pending_created_at = Cell { out_refund_no: "(oldest pending)" }
-                .ts_opt("created_at", oldest.as_deref())?;
+            let mut unreadable = Vec::new();
+            let oldest_pending_created_at = match oldest {
+                None => None,
+                Some((text, id, no)) => match (Cell { out_refund_no: &no }).ts("created_at", &text) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        unreadable.push(UnreadableRow {
+                            table: "refunds",
+                            id,
+                            out_refund_no: Some(no),
+                            detail: e.to_string(),
+                        });
+                        None
+                    }
+                },
+            };
             let unresolved_discrepancies = count(
                 "SELECT count(*) FROM discrepancies WHERE resolved_at IS NULL",
                 &[],
             )?;
-            let last_sweep = tx
-                .query_row(
-                    &format!(
-                        "SELECT {} FROM sweeps ORDER BY id DESC LIMIT 1",
-                        RawSweep::COLUMNS
-                    ),
-                    [],
-                    RawSweep::read,
-                )
-                .optional()
-                .during(OP)?
-                .map(RawSweep::parse)
-                .transpose()?;
+            let last_sweep = select_each::<RawSweep>(
+                tx,
+                OP,
+                &format!(
+                    "SELECT {} FROM sweeps ORDER BY id DESC LIMIT 1",
+                    RawSweep::COLUMNS
+                ),
+                [],
+            )?
+            .pop()
+            .and_then(|sweep| sweep.map_err(|bad| unreadable.push(bad)).ok());
             Ok(StatusSummary {
                 pending,
                 succeeded,
@@ -247,12 +293,14 @@ impl Ledger {
                 oldest_pending_created_at,
                 unresolved_discrepancies,
                 last_sweep,
+                unreadable,
             })
         })
     }
 
-    /// Refunds matching `filter`, oldest first (by `created_at`, then insertion order).
-    pub fn list(&self, filter: &ListFilter) -> Result<Vec<RefundRow>, LedgerError> {
+    /// Refunds matching `filter`, oldest first (by `created_at`, then insertion order); a row
+    /// that cannot be read is returned in `unreadable`, not a failure of the whole list.
+    pub fn list(&self, filter: &ListFilter) -> Result<Readout<RefundRow>, LedgerError> {
         const OP: &str = "list refunds";
         let mut sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE 1");
         let mut args: Vec<Value> = Vec::new();
@@ -270,7 +318,8 @@ impl Ledger {
         }
         args.push(Value::Integer(limit_arg(filter.limit)));
         sql.push_str(&format!(" ORDER BY created_at, id LIMIT ?{}", args.len()));
-        select::<RawRefund>(&self.conn, OP, &sql, params_from_iter(args))
+        let rows = select_each::<RawRefund>(&self.conn, OP, &sql, params_from_iter(args))?;
+        Ok(Readout::of(rows))
     }
 
     /// One refund with its attempts, discrepancies and notifications, oldest first.

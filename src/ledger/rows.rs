@@ -3,12 +3,13 @@
 //! first keeps SQLite's errors (`Sqlite`) apart from bad stored values (`CorruptRow`), and each
 //! table's column list lives next to the code that reads it, in the same order.
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row};
 
 use super::error::{During, LedgerError};
 use super::types::{
     AttemptRow, Cell, DiscrepancyRow, NotificationRow, OperatorActionRow, RefundRow, SweepCounts,
-    SweepRow,
+    SweepRow, UnreadableRow,
 };
 
 /// A table's row as stored, before parsing.
@@ -17,6 +18,12 @@ pub(super) trait RawRow: Sized {
     type Parsed;
     /// The columns [`RawRow::read`] takes, in its order: `SELECT {COLUMNS} FROM ...`.
     const COLUMNS: &'static str;
+    /// The table, to name a row that cannot be read.
+    const TABLE: &'static str;
+    /// Where in [`RawRow::COLUMNS`] the row id is.
+    const ID_AT: usize;
+    /// Where in [`RawRow::COLUMNS`] the refund number is, if the table has one.
+    const REFUND_NO_AT: Option<usize>;
     /// Copies one result row's values; fails only on SQLite errors and storage types.
     fn read(r: &Row<'_>) -> rusqlite::Result<Self>;
     /// Checks and types the values; a value that does not parse is `CorruptRow`.
@@ -36,8 +43,98 @@ pub(super) fn select<R: RawRow>(
     rows.map(|raw| raw.during(op)?.parse()).collect()
 }
 
+/// Like [`select`], but one row that cannot be read (a value of the wrong type, or one that
+/// does not parse) does not fail the read: it comes back as an [`UnreadableRow`] naming the
+/// row and the problem, in its place. SQLite's own errors (I/O, locks) still fail it.
+pub(super) fn select_each<R: RawRow>(
+    conn: &Connection,
+    op: &'static str,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<Result<R::Parsed, UnreadableRow>>, LedgerError> {
+    let mut stmt = conn.prepare_cached(sql).during(op)?;
+    let rows = stmt
+        .query_map(args, |r| {
+            let who = identify::<R>(r);
+            Ok(match R::read(r) {
+                Ok(raw) => Ok((who, raw)),
+                Err(e) if is_value_error(&e) => Err(who.unreadable(e.to_string())),
+                Err(e) => return Err(e),
+            })
+        })
+        .during(op)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(match row.during(op)? {
+            Ok((who, raw)) => raw.parse().map_err(|e| who.unreadable(corrupt_detail(e))),
+            Err(bad) => Err(bad),
+        });
+    }
+    Ok(out)
+}
+
+/// A row's identity, read without failing on a bad value.
+pub(super) struct Who {
+    table: &'static str,
+    id: i64,
+    out_refund_no: Option<String>,
+}
+
+impl Who {
+    /// The row id (-1 when it was not an integer).
+    pub(super) fn id(&self) -> i64 {
+        self.id
+    }
+
+    pub(super) fn unreadable(&self, detail: String) -> UnreadableRow {
+        UnreadableRow {
+            table: self.table,
+            id: self.id,
+            out_refund_no: self.out_refund_no.clone(),
+            detail,
+        }
+    }
+}
+
+/// Reads the row id and refund number of a result row leniently (an id that is not an
+/// integer reads as -1, a refund number that is not text as none).
+pub(super) fn identify<R: RawRow>(r: &Row<'_>) -> Who {
+    let id = match r.get_ref(R::ID_AT) {
+        Ok(ValueRef::Integer(id)) => id,
+        _ => -1,
+    };
+    let out_refund_no = R::REFUND_NO_AT.and_then(|at| match r.get_ref(at) {
+        Ok(ValueRef::Text(t)) => Some(String::from_utf8_lossy(t).into_owned()),
+        _ => None,
+    });
+    Who {
+        table: R::TABLE,
+        id,
+        out_refund_no,
+    }
+}
+
+/// True for errors about one value (its type or its text), not about SQLite itself.
+fn is_value_error(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::Utf8Error(..)
+    )
+}
+
+/// The part of a parse error that says what is wrong (the row is named separately).
+fn corrupt_detail(e: LedgerError) -> String {
+    match e {
+        LedgerError::CorruptRow { column, detail, .. } => format!("column {column}: {detail}"),
+        other => other.to_string(),
+    }
+}
+
 /// A `refunds` row as stored. Columns 12 (`attempts`) and 17 (`review_flag`) are integers;
-/// every other column is text.
+/// every other column is text but the last, `id`, which only names the row (see [`identify`]).
 pub(super) struct RawRefund {
     text: [Option<String>; 20],
     attempts: i64,
@@ -49,7 +146,10 @@ impl RawRow for RawRefund {
     const COLUMNS: &'static str = "out_refund_no, refund_trade_no, out_trade_no, amount, \
         currency, status, created_at, notified_at, finalized_at, final_source, \
         refund_finish_time, next_query_at, attempts, unknown_since, last_attempt_at, \
-        last_outcome, last_error, review_flag, review_reason, flagged_at";
+        last_outcome, last_error, review_flag, review_reason, flagged_at, id";
+    const TABLE: &'static str = "refunds";
+    const ID_AT: usize = 20;
+    const REFUND_NO_AT: Option<usize> = Some(0);
 
     fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
         let mut text: [Option<String>; 20] = Default::default();
@@ -130,6 +230,9 @@ impl RawRow for RawSweep {
     type Parsed = SweepRow;
     const COLUMNS: &'static str = "id, started_at, finished_at, claimed, finalized, \
         rescheduled, failed, halted_reason, halt_code, unreadable, error, breaker_open_since";
+    const TABLE: &'static str = "sweeps";
+    const ID_AT: usize = 0;
+    const REFUND_NO_AT: Option<usize> = None;
 
     fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
@@ -188,6 +291,9 @@ impl RawRow for RawAttempt {
     type Parsed = AttemptRow;
     const COLUMNS: &'static str = "id, out_refund_no, attempted_at, outcome, http_status, \
         gateway_code, data_status, latency_ms, error, decision";
+    const TABLE: &'static str = "attempts";
+    const ID_AT: usize = 0;
+    const REFUND_NO_AT: Option<usize> = Some(1);
 
     fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
@@ -244,6 +350,9 @@ impl RawRow for RawDiscrepancy {
     type Parsed = DiscrepancyRow;
     const COLUMNS: &'static str = "id, out_refund_no, detected_at, source, kind, expected, \
         observed, resolved_at, resolved_by, resolution";
+    const TABLE: &'static str = "discrepancies";
+    const ID_AT: usize = 0;
+    const REFUND_NO_AT: Option<usize> = Some(1);
 
     fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
@@ -297,6 +406,9 @@ impl RawRow for RawNotification {
     type Parsed = NotificationRow;
     const COLUMNS: &'static str = "id, out_refund_no, status, refund_trade_no, amount, \
         currency, refund_finish_time, notify_time, received_at, effect";
+    const TABLE: &'static str = "notifications";
+    const ID_AT: usize = 0;
+    const REFUND_NO_AT: Option<usize> = Some(1);
 
     fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
@@ -349,6 +461,9 @@ impl RawRow for RawOperatorAction {
     type Parsed = OperatorActionRow;
     const COLUMNS: &'static str = "id, at, actor, action, out_refund_no, to_status, reason, \
         detail";
+    const TABLE: &'static str = "operator_actions";
+    const ID_AT: usize = 0;
+    const REFUND_NO_AT: Option<usize> = Some(4);
 
     fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {

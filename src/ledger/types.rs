@@ -169,6 +169,8 @@ pub enum OperatorAction {
     ResolveDiscrepancy,
     /// `prune`: removed old final refunds (the row names no refund).
     Prune,
+    /// `clear-flag`: acknowledged a refund's review flag (pending or final) and cleared it.
+    ClearFlag,
 }
 
 /// `Display` and `FromStr` from an enum's `ALL` list and `as_str`, so the spelling lives in
@@ -254,11 +256,12 @@ ledger_text!(NotificationEffect, "effect");
 
 impl OperatorAction {
     /// Every action.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Resolve,
         Self::RetryNow,
         Self::ResolveDiscrepancy,
         Self::Prune,
+        Self::ClearFlag,
     ];
 
     /// The spelling stored in `operator_actions.action`.
@@ -268,6 +271,7 @@ impl OperatorAction {
             Self::RetryNow => "retry_now",
             Self::ResolveDiscrepancy => "resolve_discrepancy",
             Self::Prune => "prune",
+            Self::ClearFlag => "clear_flag",
         }
     }
 }
@@ -487,6 +491,102 @@ pub struct RefundDetail {
     pub notifications: Vec<NotificationRow>,
 }
 
+/// A row a lenient read could not read or parse: which one, and why. Reads that list rows
+/// (`list`, `export`, the worker's due list, ...) skip it and return it here, so one bad row
+/// never fails a whole read. Its text holds stored values as they are: escape it for a
+/// terminal (`report::escape`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnreadableRow {
+    /// The table.
+    pub table: &'static str,
+    /// Its row id.
+    pub id: i64,
+    /// Its refund number as stored (lossy text), when the row has one.
+    pub out_refund_no: Option<String>,
+    /// What is wrong with it (the column and the value's problem).
+    pub detail: String,
+}
+
+impl std::fmt::Display for UnreadableRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} row {}", self.table, self.id)?;
+        if let Some(no) = &self.out_refund_no {
+            write!(f, " ({no})")?;
+        }
+        write!(f, " cannot be read: {}", self.detail)
+    }
+}
+
+/// What a lenient read found: the rows it could read, in order, and those it could not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readout<T> {
+    /// The rows read.
+    pub rows: Vec<T>,
+    /// The rows skipped because they could not be read.
+    pub unreadable: Vec<UnreadableRow>,
+}
+
+impl<T> Readout<T> {
+    /// Splits per-row results into the rows read and those skipped.
+    pub(super) fn of(results: Vec<Result<T, UnreadableRow>>) -> Self {
+        let mut out = Self {
+            rows: Vec::with_capacity(results.len()),
+            unreadable: Vec::new(),
+        };
+        for result in results {
+            match result {
+                Ok(row) => out.rows.push(row),
+                Err(bad) => out.unreadable.push(bad),
+            }
+        }
+        out
+    }
+
+    /// The same rows, each mapped.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Readout<U> {
+        Readout {
+            rows: self.rows.into_iter().map(f).collect(),
+            unreadable: self.unreadable,
+        }
+    }
+}
+
+/// Rows the worker skips without the ledger's help: rows it could neither use nor flag (so
+/// the due query does not leave them out). Kept by the worker, passed to the reads that must
+/// not count them ([`super::Ledger::next_due_at`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SkipList {
+    /// Rows by id (unreadable rows: their refund number may not read).
+    pub ids: std::collections::HashSet<i64>,
+    /// Rows by refund number (rows whose update the ledger refused).
+    pub refund_nos: std::collections::HashSet<String>,
+}
+
+impl SkipList {
+    /// Whether the row `id` with refund number `no` is skipped.
+    pub fn contains(&self, id: i64, no: &str) -> bool {
+        self.ids.contains(&id) || self.refund_nos.contains(no)
+    }
+
+    /// How many rows are skipped.
+    pub fn len(&self) -> usize {
+        self.ids.len() + self.refund_nos.len()
+    }
+
+    /// True when no row is skipped.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.refund_nos.is_empty()
+    }
+}
+
+/// How far the log of refunds finalized elsewhere has got: the `(finalized_at, id)` of the
+/// last row it passed, as stored, so even a row whose time does not parse can be passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    pub(super) finalized_at: String,
+    pub(super) id: i64,
+}
+
 /// The ledger at a glance, for `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatusSummary {
@@ -507,8 +607,11 @@ pub struct StatusSummary {
     pub oldest_pending_created_at: Option<Timestamp>,
     /// Discrepancies nobody has resolved yet (including unknown refunds).
     pub unresolved_discrepancies: u64,
-    /// The latest sweep (`None`: the worker never swept this ledger).
+    /// The latest sweep (`None`: the worker never swept this ledger, or its row is in
+    /// `unreadable`).
     pub last_sweep: Option<SweepRow>,
+    /// Rows `status` needed but could not read (the oldest pending refund, the latest sweep).
+    pub unreadable: Vec<UnreadableRow>,
 }
 
 /// Serde helpers: domain values serialize as their ledger text, never as floats or as
@@ -653,7 +756,14 @@ pub(crate) fn to_u64(n: i64) -> u64 {
 /// The text stored in `attempts.decision`: what the daemon decided from one attempt.
 pub(crate) fn decision_text(d: &Decision) -> String {
     match &d.change {
-        Change::Finalize { status, .. } => format!("finalize {status}"),
+        Change::Finalize {
+            status, flag: None, ..
+        } => format!("finalize {status}"),
+        Change::Finalize {
+            status,
+            flag: Some(reason),
+            ..
+        } => format!("finalize {status}; flag {}", reason.as_str()),
         Change::Keep {
             confirm_again_at: None,
         } => "keep (already final)".to_owned(),

@@ -16,12 +16,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use serde::Serialize;
 
 use super::error::LedgerError;
-use super::open::{Found, probe};
-use super::{BUSY_TIMEOUT, Ledger, SCHEMA_SQL, SCHEMA_VERSION};
+use super::open::{Found, connect_read_only, probe};
+use super::{Ledger, SCHEMA_SQL, SCHEMA_VERSION};
 
 /// The kind of a schema object the check compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -204,24 +204,25 @@ pub(super) fn refuse_altered(conn: &Connection, path: &Path) -> Result<(), Ledge
 }
 
 impl Ledger {
+    /// Compares the open ledger with schema.sql again ([`LedgerError::SchemaAltered`] when a
+    /// trigger, CHECK or index went missing or changed since it was opened). The daemon calls
+    /// it before every sweep: one read of `sqlite_schema` against the cached expectation.
+    pub fn recheck_schema(&self) -> Result<(), LedgerError> {
+        refuse_altered(&self.conn, &self.path)
+    }
+
     /// `verify-ledger`: compares the ledger at `path` with schema.sql through a read-only
-    /// connection (nothing is changed, so it also works on a read-only copy) and returns every
-    /// difference. Refuses what `open` refuses before that: a missing file, a file that is not
-    /// a ledger, a schema version other than this build's (an older one: migrate it first).
+    /// connection (nothing is changed, so it also works on a read-only copy or file system)
+    /// and returns every difference. Refuses what `open` refuses before that: a missing file, a
+    /// file that is not a ledger, a schema version other than this build's (an older one:
+    /// migrate it first).
     pub fn verify(path: &Path) -> Result<SchemaCheck, LedgerError> {
         Self::refuse_missing(path)?;
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn =
-            Connection::open_with_flags(path, flags).map_err(|source| LedgerError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
+        let conn = connect_read_only(path)?;
         let setup = |step: &'static str| {
             let path = path.to_owned();
             move |source| LedgerError::Setup { path, step, source }
         };
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(setup("set busy_timeout"))?;
         match probe(&conn, path)? {
             Found::Empty => Err(LedgerError::NotALedger {
                 path: path.to_owned(),

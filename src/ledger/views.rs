@@ -1,6 +1,7 @@
 //! The operator's read-only lists: `stuck`, `failed`, `export` and `discrepancies`. Each is one
-//! `SELECT` whose rows are read with the table's `Raw*` reader (see `rows.rs`); rendering is
-//! the CLI's (`report.rs`).
+//! `SELECT` whose rows are read with the table's `Raw*` reader (see `rows.rs`); the refund
+//! lists read leniently, so one row that cannot be read is named, not a failure of the list.
+//! Rendering is the CLI's (`report.rs`).
 
 use rusqlite::params;
 use serde::Serialize;
@@ -8,9 +9,9 @@ use serde::Serialize;
 use super::Ledger;
 use super::error::LedgerError;
 use super::read::REFUND_COLUMNS;
-use super::rows::{RawDiscrepancy, RawRefund, RawRow, select};
+use super::rows::{RawDiscrepancy, RawRefund, RawRow, select, select_each};
 use super::types::{
-    DiscrepancyRow, DiscrepancySource, RecordedKind, RefundRow, limit_arg, ser, ts_text,
+    DiscrepancyRow, DiscrepancySource, Readout, RecordedKind, RefundRow, limit_arg, ser, ts_text,
 };
 use crate::domain::{OutRefundNo, Timestamp};
 
@@ -61,9 +62,9 @@ impl Ledger {
         &self,
         created_before: Timestamp,
         limit: usize,
-    ) -> Result<Vec<RefundRow>, LedgerError> {
+    ) -> Result<Readout<RefundRow>, LedgerError> {
         // `+created_at`: walk the pending rows (partial index), not every refund by age.
-        select::<RawRefund>(
+        select_each::<RawRefund>(
             &self.conn,
             "list stuck refunds",
             &format!(
@@ -73,6 +74,7 @@ impl Ledger {
             ),
             params![ts_text(created_before), limit_arg(limit)],
         )
+        .map(Readout::of)
     }
 
     /// Refunds that became `REFUND_FAILED` at or after `since`, in the order they failed.
@@ -80,8 +82,8 @@ impl Ledger {
         &self,
         since: Timestamp,
         limit: usize,
-    ) -> Result<Vec<RefundRow>, LedgerError> {
-        select::<RawRefund>(
+    ) -> Result<Readout<RefundRow>, LedgerError> {
+        select_each::<RawRefund>(
             &self.conn,
             "list failed refunds",
             &format!(
@@ -91,11 +93,12 @@ impl Ledger {
             ),
             params![ts_text(since), limit_arg(limit)],
         )
+        .map(Readout::of)
     }
 
     /// Every refund created at or after `since`, oldest first, for `export`.
-    pub fn export_since(&self, since: Timestamp) -> Result<Vec<RefundRow>, LedgerError> {
-        select::<RawRefund>(
+    pub fn export_since(&self, since: Timestamp) -> Result<Readout<RefundRow>, LedgerError> {
+        select_each::<RawRefund>(
             &self.conn,
             "export refunds",
             &format!(
@@ -103,6 +106,7 @@ impl Ledger {
             ),
             params![ts_text(since)],
         )
+        .map(Readout::of)
     }
 
     /// Discrepancies: only unresolved ones (oldest detected first) unless `all` (in id order).

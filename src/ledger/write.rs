@@ -126,6 +126,71 @@ impl Ledger {
         })
     }
 
+    /// Flags the refund row `id` that the worker could not read (`row_unreadable`) and says
+    /// why in `last_error`. The due query leaves such rows out until an operator clears the
+    /// flag, so the row is met once, not every sweep. Only the flag's columns are written, so
+    /// SQLite does not re-check the bad value. Returns false when the row is gone.
+    pub fn flag_unreadable(
+        &self,
+        id: i64,
+        at: Timestamp,
+        detail: &str,
+    ) -> Result<bool, LedgerError> {
+        const OP: &str = "flag an unreadable row";
+        self.write(OP, |tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE refunds SET review_flag = 1, review_reason = 'row_unreadable',
+                            flagged_at = ?2, last_error = ?3
+                      WHERE id = ?1",
+                )
+                .during(OP)?
+                .execute(params![id, ts_text(at), clip_error(detail)])
+                .during(OP)?;
+            Ok(changed == 1)
+        })
+    }
+
+    /// An attempt the ledger refused to record (a CHECK or a trigger on this refund's rows):
+    /// records it bare (when, its outcome class, its latency, and what the ledger refused, in
+    /// `error`), flags the refund `row_unwritable` and applies nothing, in one transaction.
+    /// The due query then leaves the refund out until an operator clears the flag.
+    pub fn record_refused_attempt(
+        &self,
+        attempt: &QueryReport,
+        class: OutcomeClass,
+        refusal: &str,
+    ) -> Result<(), LedgerError> {
+        const OP: &str = "record a refused attempt";
+        let at = ts_text(attempt.attempted_at);
+        let error = clip_error(refusal);
+        self.write(OP, |tx| {
+            tx.prepare_cached(
+                "INSERT INTO attempts (out_refund_no, attempted_at, outcome, latency_ms, error,
+                                       decision)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'not applied: the ledger refused it; flag row_unwritable')",
+            )
+            .during(OP)?
+            .execute(params![
+                attempt.out_refund_no.as_str(),
+                at,
+                class.as_str(),
+                i64::try_from(attempt.latency.as_millis()).unwrap_or(i64::MAX),
+                error,
+            ])
+            .during(OP)?;
+            tx.prepare_cached(
+                "UPDATE refunds SET review_flag = 1, review_reason = 'row_unwritable',
+                        flagged_at = ?2, last_error = ?3
+                  WHERE out_refund_no = ?1",
+            )
+            .during(OP)?
+            .execute(params![attempt.out_refund_no.as_str(), at, error])
+            .during(OP)?;
+            Ok(())
+        })
+    }
+
     /// Inserts a verified notification exactly as the merchant's app does; the schema's
     /// trigger applies it (finalize, duplicate, conflict, mismatch, unknown refund).
     pub fn record_notification(&self, n: &NotificationRecord) -> Result<(), LedgerError> {
@@ -324,7 +389,13 @@ fn apply_attempt(
             status,
             refund_trade_no,
             refund_finish_time,
-        } => w.finalize(*status, refund_trade_no.as_deref(), *refund_finish_time)?,
+            flag,
+        } => w.finalize(
+            *status,
+            refund_trade_no.as_deref(),
+            *refund_finish_time,
+            flag.filter(|_| review_flag == 0),
+        )?,
         Change::Keep { confirm_again_at } => w.keep(*confirm_again_at)?,
         Change::Reschedule {
             next_query_at,
@@ -407,6 +478,7 @@ impl AttemptWrite<'_, '_> {
         status: FinalStatus,
         refund_trade_no: Option<&str>,
         refund_finish_time: Option<Timestamp>,
+        flag: Option<ReviewReason>,
     ) -> Result<Applied, LedgerError> {
         let (tx, no) = (self.tx, self.no);
         let changed = tx
@@ -416,7 +488,10 @@ impl AttemptWrite<'_, '_> {
                             refund_finish_time = ?5,
                             refund_trade_no = coalesce(refund_trade_no, ?6),
                             next_query_at = NULL, attempts = attempts + 1,
-                            last_attempt_at = ?4, last_outcome = ?7, last_error = ?8
+                            last_attempt_at = ?4, last_outcome = ?7, last_error = ?8,
+                            review_flag = CASE WHEN ?9 IS NULL THEN review_flag ELSE 1 END,
+                            review_reason = coalesce(?9, review_reason),
+                            flagged_at = CASE WHEN ?9 IS NULL THEN flagged_at ELSE ?4 END
                       WHERE out_refund_no = ?1 AND status = 'REFUND_PENDING'",
             )
             .during(RECORD_ATTEMPT)?
@@ -429,6 +504,7 @@ impl AttemptWrite<'_, '_> {
                 refund_trade_no,
                 self.class,
                 self.error,
+                flag.map(ReviewReason::as_str),
             ])
             .map_err(|source| final_or(source, self.attempt, RECORD_ATTEMPT))?;
         if changed == 0 && self.recorded.is_final() {

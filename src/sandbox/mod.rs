@@ -62,6 +62,9 @@ pub const GATEWAY_PREFIX: &str = "/aggregate-pay/api/gateway";
 pub const QUERY_PATH: &str = "/aggregate-pay/api/gateway/refundQuery";
 /// [`Fault::Oversized`] bodies are larger than this many bytes (4 MiB).
 pub const OVERSIZED_MIN_BYTES: usize = 4 * 1024 * 1024;
+/// The `refundFinishTime` of [`Fault::FarFinishTime`]: a real RFC 3339 instant whose UTC year,
+/// 10000, is past what the ledger stores.
+pub const FAR_FINISH_TIME: &str = "9999-12-31T23:30:00.000-05:00";
 /// `appId` of [`SandboxOptions::insecure_test`].
 pub const TEST_APP_ID: &str = "SANDBOX-APP";
 /// `merchantNo` of [`SandboxOptions::insecure_test`].

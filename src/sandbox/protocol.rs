@@ -234,6 +234,8 @@ pub enum Shape {
     StatusAsNumber,
     /// `data.resultMsg` padded so the body is at least this many bytes.
     PaddedTo(usize),
+    /// `data.refundFinishTime` is this text (when the status is final), as written.
+    FinishTimeText(&'static str),
 }
 
 #[derive(Serialize)]
@@ -293,10 +295,11 @@ pub fn success_body(data: &AnswerData, shape: Shape) -> Vec<u8> {
         out_trade_no: &data.out_trade_no,
         status: status.as_deref(),
         result_msg,
-        refund_finish_time: data
-            .finish_time
-            .filter(|_| data.status.is_final())
-            .map(format_ts),
+        refund_finish_time: match shape {
+            Shape::FinishTimeText(text) => Some(text.to_owned()),
+            _ => data.finish_time.map(format_ts),
+        }
+        .filter(|_| data.status.is_final()),
     };
     let answer = AnswerOut {
         code: (shape != Shape::MissingCode).then_some(APPLY_SUCCESS),

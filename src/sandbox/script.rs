@@ -73,6 +73,18 @@ pub enum Fault {
     WrongCurrency,
     /// `fault:too_many_requests`: the error code `TOO_MANY_REQUEST`.
     TooManyRequests,
+    /// `fault:long_trade_no`: a valid signed answer whose `refundTradeNo` is 65 characters,
+    /// one more than the ledger stores.
+    LongTradeNo,
+    /// `fault:escape_trade_no`: a valid signed answer whose `refundTradeNo` holds a terminal
+    /// escape sequence.
+    EscapeTradeNo,
+    /// `fault:far_finish_time`: a valid signed answer whose `refundFinishTime` is
+    /// [`FAR_FINISH_TIME`](super::FAR_FINISH_TIME), year 10000 in UTC.
+    FarFinishTime,
+    /// `fault:unstorable_refund_no`: a valid signed answer about a refund number no ledger
+    /// holds: a terminal escape followed by 70 characters.
+    UnstorableRefundNo,
 }
 
 impl Fault {
@@ -135,6 +147,10 @@ impl fmt::Display for Fault {
             Fault::WrongAmount => "wrong_amount",
             Fault::WrongCurrency => "wrong_currency",
             Fault::TooManyRequests => "too_many_requests",
+            Fault::LongTradeNo => "long_trade_no",
+            Fault::EscapeTradeNo => "escape_trade_no",
+            Fault::FarFinishTime => "far_finish_time",
+            Fault::UnstorableRefundNo => "unstorable_refund_no",
         };
         f.write_str(name)
     }
@@ -181,6 +197,10 @@ impl FromStr for Fault {
             "wrong_amount" => Fault::WrongAmount,
             "wrong_currency" => Fault::WrongCurrency,
             "too_many_requests" => Fault::TooManyRequests,
+            "long_trade_no" => Fault::LongTradeNo,
+            "escape_trade_no" => Fault::EscapeTradeNo,
+            "far_finish_time" => Fault::FarFinishTime,
+            "unstorable_refund_no" => Fault::UnstorableRefundNo,
             other => return Err(bad(format!("unknown fault {other:?}"))),
         })
     }
@@ -655,6 +675,10 @@ mod tests {
             "fault:wrong_amount",
             "fault:wrong_currency",
             "fault:too_many_requests",
+            "fault:long_trade_no",
+            "fault:escape_trade_no",
+            "fault:far_finish_time",
+            "fault:unstorable_refund_no",
         ];
         for s in spellings {
             let step: Step = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));

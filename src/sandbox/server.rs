@@ -356,6 +356,19 @@ fn render(shared: &Shared, plan: Plan) -> Action {
                 protocol::TOO_MANY_REQUEST,
                 protocol::default_msg(protocol::TOO_MANY_REQUEST),
             ),
+            Fault::LongTradeNo => {
+                data.refund_trade_no = "T".repeat(65);
+                correct(&data)
+            }
+            Fault::EscapeTradeNo => {
+                data.refund_trade_no.push_str("\u{1b}[31m");
+                correct(&data)
+            }
+            Fault::FarFinishTime => shaped(&data, Shape::FinishTimeText(super::FAR_FINISH_TIME)),
+            Fault::UnstorableRefundNo => {
+                data.out_refund_no = format!("\u{1b}[2J{}", "R".repeat(70));
+                correct(&data)
+            }
         },
     };
     Action::Respond(response)

@@ -54,6 +54,18 @@ pub(super) fn log_applied(
     match applied {
         Applied::Finalized(status) => {
             log_finalized(no, status.status(), "query", state.attempts + 1);
+            if let Change::Finalize {
+                flag: Some(reason), ..
+            } = &decision.change
+            {
+                error!(
+                    out_refund_no = no,
+                    reason = reason.as_str(),
+                    outcome,
+                    error = report.error.as_deref().unwrap_or(""),
+                    "refund flagged for review"
+                );
+            }
         }
         Applied::Rescheduled {
             next_query_at,

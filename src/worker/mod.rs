@@ -12,6 +12,7 @@ pub mod commit;
 pub mod halt;
 mod log;
 mod rate;
+mod skip;
 
 pub use commit::LedgerHandle;
 pub use halt::HaltState;
@@ -25,11 +26,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::WorkerSettings;
 use crate::domain::{
-    Clock, Decision, Halt, OutRefundNo, Policy, QueryOutcome, RefundState, RefundStatus, Timestamp,
-    decide, format_ts,
+    Change, Clock, Decision, Halt, OutRefundNo, Policy, QueryOutcome, RefundState, RefundStatus,
+    Timestamp, decide, format_ts,
 };
 use crate::gateway::{GatewayClient, QueryReport};
-use crate::ledger::{Applied, LedgerError, SweepCounts, SweepEnd};
+use crate::ledger::{Applied, LedgerError, Readout, SweepCounts, SweepEnd, Watermark};
 
 use log::{log_applied, log_finalized};
 use rate::RateLimiter;
@@ -44,6 +45,13 @@ pub enum WorkerError {
     /// `query` named a refund the ledger does not have.
     #[error("refund {0} is not in the ledger")]
     NotFound(OutRefundNo),
+    /// The ledger refused to record the attempt because of this refund's row: the attempt was
+    /// recorded bare and the refund flagged `row_unwritable` (or skipped), and the sweep went
+    /// on (see `skip.rs`).
+    #[error(
+        "the ledger refused the attempt for refund {0}; it is flagged row_unwritable and skipped"
+    )]
+    RowRefused(OutRefundNo),
 }
 
 /// What one sweep did.
@@ -100,14 +108,14 @@ pub type JitterSource = Arc<dyn Fn() -> f64 + Send + Sync>;
 
 /// How far the "refund finalized" log of outcomes written elsewhere (notifications, operators)
 /// has got.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 enum LogWatermark {
     /// Not read yet: the first sweep reads the ledger's current watermark, so history from
     /// before start-up is not re-logged.
     #[default]
     Unread,
     /// Logged up to this `(finalized_at, id)`; `None`: nothing was final when it was read.
-    After(Option<(Timestamp, i64)>),
+    After(Option<Watermark>),
 }
 
 /// The two pauses that stop querying until a probe gets through.
@@ -139,6 +147,8 @@ struct Inner {
     breaker: Mutex<breaker::Breaker>,
     /// The last refund finalized elsewhere that was logged.
     logged_until: Mutex<LogWatermark>,
+    /// Rows skipped because they could not be read, recorded or flagged (see [`skip`]).
+    skipping: skip::Skipping,
 }
 
 impl Worker {
@@ -164,6 +174,7 @@ impl Worker {
             halt,
             breaker,
             logged_until: Mutex::new(LogWatermark::Unread),
+            skipping: skip::Skipping::default(),
         })
     }
 
@@ -192,13 +203,14 @@ impl Worker {
         if breaker.is_open() {
             *self.inner.breaker_lock() = breaker;
         }
-        let watermark = *previous.inner.watermark_lock();
+        let watermark = previous.inner.watermark_lock().clone();
         *self.inner.watermark_lock() = watermark;
+        self.inner.skipping.carry_over(&previous.inner.skipping);
     }
 
     /// Logs refunds finalized elsewhere only after this watermark (the daemon reads it when
     /// it opens the ledger, so outcomes that land before the first sweep are still logged).
-    pub fn log_finalized_after(&self, watermark: Option<(Timestamp, i64)>) {
+    pub fn log_finalized_after(&self, watermark: Option<Watermark>) {
         *self.inner.watermark_lock() = LogWatermark::After(watermark);
     }
 
@@ -334,7 +346,8 @@ impl Inner {
             .call(move |l| l.finish_sweep(sweep_id, finished, &end))
             .await?;
         result?;
-        report.next_due_at = self.ledger.call(|l| l.next_due_at()).await?;
+        let skip = self.skipping.snapshot();
+        report.next_due_at = self.ledger.call(move |l| l.next_due_at(&skip)).await?;
         // Deferred refunds stay due; while the breaker is open the next sweep worth running
         // is the probe, not the (past) due time, or the daemon would spin.
         let paused_until = self.breaker_lock().open_until();
@@ -355,7 +368,7 @@ impl Inner {
         if scheduled > 0 {
             debug!(count = scheduled, "new refunds scheduled");
         }
-        self.log_finalized_elsewhere().await?;
+        self.log_finalized_elsewhere(report).await?;
         let now = self.clock.now();
         // A halt is probed first: while Checus rejects us, whether the gateway is up is moot.
         if !self.pass(Pause::Halt, now, report).await?
@@ -363,7 +376,7 @@ impl Inner {
         {
             return Ok(());
         }
-        let due = self.claim_due(now).await?;
+        let due = self.claim_due(now, report).await?;
         report.claimed += due.len() as u64;
         let tasks = self.dispatch(due, shutdown).await;
         let result = self.collect(tasks, report).await;
@@ -404,7 +417,10 @@ impl Inner {
         if now < probe_at {
             return Ok(false);
         }
-        let due = self.ledger.call(move |l| l.due(now, 1)).await?;
+        let skip = self.skipping.snapshot();
+        let room = 1 + skip.len();
+        let due = self.ledger.call(move |l| l.due(now, room)).await?;
+        let due = self.usable(due, now, report).await?;
         let Some(state) = due.into_iter().next() else {
             match pause {
                 Pause::Halt => self.halt_lock().postpone(now),
@@ -433,25 +449,58 @@ impl Inner {
     /// Claims the sweep's batch: pending refunds first; then final outcomes from
     /// notifications waiting for their one confirming query (a contradiction becomes a
     /// discrepancy).
-    async fn claim_due(&self, now: Timestamp) -> Result<Claimed, WorkerError> {
+    ///
+    /// Rows that cannot be read are flagged and skipped (see [`skip`]); rows on the skip list
+    /// are passed without taking a place in the batch.
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        report: &mut SweepReport,
+    ) -> Result<Claimed, WorkerError> {
         let batch = self.settings.batch_size;
         let confirm_after = self.policy.confirm_after;
-        let due = self
+        let skip = self.skipping.snapshot();
+        let room = batch.saturating_add(skip.len());
+        let pending = self
             .ledger
-            .call(move |l| {
-                let mut due: Claimed = l
-                    .due(now, batch)?
-                    .into_iter()
-                    .map(|s| (RefundStatus::Pending, s))
-                    .collect();
-                let room = batch.saturating_sub(due.len());
-                if room > 0 {
-                    due.extend(l.due_confirmations(now, confirm_after, room)?);
-                }
-                Ok(due)
-            })
-            .await?;
+            .call(move |l| l.due(now, room))
+            .await?
+            .map(|s| (RefundStatus::Pending, s));
+        let mut due = self.usable(pending, now, report).await?;
+        due.truncate(batch);
+        let left = batch.saturating_sub(due.len());
+        if left > 0 {
+            let room = left.saturating_add(skip.len());
+            let confirming = self
+                .ledger
+                .call(move |l| l.due_confirmations(now, confirm_after, room))
+                .await?;
+            let mut confirming = self.usable(confirming, now, report).await?;
+            confirming.truncate(left);
+            due.extend(confirming);
+        }
         Ok(due)
+    }
+
+    /// The rows of a lenient read the worker can use: unreadable ones are flagged and
+    /// counted (see [`skip`]), and rows on the skip list are passed.
+    async fn usable<T: AsRefundNo>(
+        &self,
+        read: Readout<T>,
+        now: Timestamp,
+        report: &mut SweepReport,
+    ) -> Result<Vec<T>, WorkerError> {
+        report.unreadable += self
+            .skipping
+            .unreadable(&self.ledger, read.unreadable, now)
+            .await?;
+        let skip = self.skipping.snapshot();
+        let (usable, skipped): (Vec<T>, Vec<T>) = read
+            .rows
+            .into_iter()
+            .partition(|row| !skip.refund_nos.contains(row.refund_no()));
+        report.unreadable += skipped.len() as u64;
+        Ok(usable)
     }
 
     /// Sends the claimed queries, `concurrency` at a time at the limiter's rate, until the
@@ -506,6 +555,7 @@ impl Inner {
                     tally(report, &processed);
                 }
                 Ok(Ok(None)) => {}
+                Ok(Err(WorkerError::RowRefused(_))) => report.unreadable += 1,
                 Ok(Err(e)) => {
                     error!(error = %e, "refund attempt not recorded");
                     out.first_error.get_or_insert(e);
@@ -584,10 +634,21 @@ impl Inner {
         report: &QueryReport,
         decision: Decision,
     ) -> Result<Applied, WorkerError> {
-        let applied = self
+        let class = decision.class;
+        let applied = match self
             .ledger
             .record_attempt(report.clone(), decision.clone())
-            .await?;
+            .await
+        {
+            Ok(applied) => applied,
+            Err(e) if e.is_row_refusal() => {
+                self.skipping
+                    .unwritable(&self.ledger, report, class, &e)
+                    .await?;
+                return Err(WorkerError::RowRefused(state.out_refund_no.clone()));
+            }
+            Err(e) => return Err(e.into()),
+        };
         log_applied(state, report, &decision, &applied);
         Ok(applied)
     }
@@ -595,9 +656,9 @@ impl Inner {
     /// Logs one "refund finalized" line for each refund that became final without our query
     /// (a notification, an immediate `/refund` failure, an operator), so the log has one line
     /// per final outcome whoever wrote it.
-    async fn log_finalized_elsewhere(&self) -> Result<(), WorkerError> {
+    async fn log_finalized_elsewhere(&self, report: &mut SweepReport) -> Result<(), WorkerError> {
         const BATCH: usize = 1000;
-        let known = *self.watermark_lock();
+        let known = self.watermark_lock().clone();
         let mut after = match known {
             LogWatermark::After(after) => after,
             LogWatermark::Unread => {
@@ -607,19 +668,23 @@ impl Inner {
             }
         };
         loop {
-            let rows = self
+            let from = after.clone();
+            let (read, next) = self
                 .ledger
-                .call(move |l| l.finalized_elsewhere_since(after, BATCH))
+                .call(move |l| l.finalized_elsewhere_since(from.as_ref(), BATCH))
                 .await?;
-            for (id, row) in &rows {
+            let seen = read.rows.len() + read.unreadable.len();
+            for row in &read.rows {
                 let source = row.final_source.map_or("", |s| s.as_str());
                 log_finalized(row.out_refund_no.as_str(), row.status, source, row.attempts);
-                if let Some(at) = row.finalized_at {
-                    after = Some((at, *id));
-                }
             }
-            *self.watermark_lock() = LogWatermark::After(after);
-            if rows.len() < BATCH {
+            report.unreadable += self
+                .skipping
+                .unreadable(&self.ledger, read.unreadable, self.clock.now())
+                .await?;
+            after = next;
+            *self.watermark_lock() = LogWatermark::After(after.clone());
+            if seen < BATCH {
                 return Ok(());
             }
         }
@@ -642,6 +707,23 @@ impl Inner {
     }
 }
 
+/// A claimed row's refund number, for the skip list.
+trait AsRefundNo {
+    fn refund_no(&self) -> &str;
+}
+
+impl AsRefundNo for RefundState {
+    fn refund_no(&self) -> &str {
+        self.out_refund_no.as_str()
+    }
+}
+
+impl AsRefundNo for (RefundStatus, RefundState) {
+    fn refund_no(&self) -> &str {
+        self.1.out_refund_no.as_str()
+    }
+}
+
 /// What collecting a sweep's dispatched queries found beyond the tallies.
 #[derive(Default)]
 struct Collected {
@@ -655,7 +737,11 @@ fn tally(report: &mut SweepReport, p: &Processed) {
     report.queried += 1;
     report.discrepancies += p.decision.discrepancies.len() as u64;
     match &p.applied {
-        Applied::Finalized(_) => report.finalized += 1,
+        Applied::Finalized(_) => {
+            report.finalized += 1;
+            let flagged = matches!(p.decision.change, Change::Finalize { flag: Some(_), .. });
+            report.flagged += u64::from(flagged);
+        }
         Applied::Rescheduled { flagged, .. } => {
             report.rescheduled += 1;
             report.flagged += u64::from(flagged.is_some());

@@ -1,5 +1,5 @@
 //! The one policy for what a test needs from the machine (an external tool such as `openssl`,
-//! `sqlite3`, `unshare`, `kill`, or root): present, the test runs; missing under CI
+//! `sqlite3`, `unshare`, `kill`, root, or a read-only file system it can make): present, the test runs; missing under CI
 //! (`CI=true`), the run fails; missing elsewhere, the test says loudly on stderr that it skipped,
 //! naming itself and what was missing, and returns early. No test passes silently because something is missing.
 //!
@@ -7,7 +7,8 @@
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// What a test does when something it needs is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,49 @@ pub fn is_root() -> bool {
 /// True when the test runs as root. Otherwise the same policy as [`require_tool`].
 pub fn require_root(why: &str) -> bool {
     require(&format!("root ({why})"), is_root())
+}
+
+/// `unshare` running `sh` in a new user namespace (mapped to root inside, whoever runs it) and
+/// mount namespace, where `dir` is bind-mounted read-only onto itself; the caller appends the
+/// command to run there (`.arg(program).args(...)`). Writes under `dir` then fail with EROFS
+/// for root too, and nothing changes outside the namespace: no root needed, nothing to undo.
+pub fn read_only_mount(dir: &Path) -> Command {
+    let mut c = Command::new("unshare");
+    c.args([
+        "--user",
+        "--map-root-user",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount --bind \"$1\" \"$1\" && mount -o remount,bind,ro \"$1\" && shift && exec \"$@\"",
+        "sh",
+    ])
+    .arg(dir);
+    c
+}
+
+/// True when [`read_only_mount`] works here (util-linux's `unshare` and `mount`, and user
+/// namespaces allowed): tried on a fresh directory, where creating a file must fail. Otherwise
+/// the same policy as [`require_tool`].
+pub fn require_read_only_mount() -> bool {
+    if !["unshare", "mount", "sh"].iter().all(|t| require_tool(t)) {
+        return false;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let probe = dir.path().join("probe");
+    let refused = read_only_mount(dir.path())
+        .args(["sh", "-c", "! (: > \"$1\") 2>/dev/null", "sh"])
+        .arg(&probe)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    require(
+        "a read-only bind mount in a user namespace (`unshare --user --map-root-user --mount`)",
+        refused && !probe.exists(),
+    )
 }
 
 /// Applies the policy to one requirement `need` that is `met` or not.

@@ -941,11 +941,12 @@ fn schedule_new_and_due_return_only_due_pending_rows_oldest_first() {
     rows.push(failed);
     ledger.import(&rows, &mut |_| {}).unwrap();
 
-    assert_eq!(ledger.next_due_at().unwrap(), None);
+    assert_eq!(ledger.next_due_at(&Default::default()).unwrap(), None);
     assert!(
         ledger
             .due(ts("2030-01-01T00:00:00.000Z"), 10)
             .unwrap()
+            .rows
             .is_empty()
     );
     assert_eq!(
@@ -956,21 +957,26 @@ fn schedule_new_and_due_return_only_due_pending_rows_oldest_first() {
     let row = ledger.show(&no("EARLY")).unwrap().unwrap().refund;
     assert_eq!(row.next_query_at, Some(ts("2026-01-01T00:10:00.250Z")));
     assert_eq!(
-        ledger.next_due_at().unwrap(),
+        ledger.next_due_at(&Default::default()).unwrap(),
         Some(ts("2026-01-01T00:10:00.250Z"))
     );
 
     let due = ledger.due(ts("2026-01-01T01:10:00.250Z"), 10).unwrap();
-    let names: Vec<_> = due.iter().map(|s| s.out_refund_no.as_str()).collect();
+    let names: Vec<_> = due.rows.iter().map(|s| s.out_refund_no.as_str()).collect();
     assert_eq!(names, vec!["EARLY", "MID"], "inclusive bound, oldest first");
     assert_eq!(
-        ledger.due(ts("2026-01-01T01:10:00.250Z"), 1).unwrap().len(),
+        ledger
+            .due(ts("2026-01-01T01:10:00.250Z"), 1)
+            .unwrap()
+            .rows
+            .len(),
         1
     );
     assert!(
         ledger
             .due(ts("2026-01-01T00:10:00.249Z"), 10)
             .unwrap()
+            .rows
             .is_empty()
     );
 
@@ -979,7 +985,7 @@ fn schedule_new_and_due_return_only_due_pending_rows_oldest_first() {
         .record_notification(&note("EARLY", FinalStatus::Success, "1", "USD"))
         .unwrap();
     let due = ledger.due(ts("2030-01-01T00:00:00.000Z"), 10).unwrap();
-    let names: Vec<_> = due.iter().map(|s| s.out_refund_no.as_str()).collect();
+    let names: Vec<_> = due.rows.iter().map(|s| s.out_refund_no.as_str()).collect();
     assert_eq!(names, vec!["MID", "LATE"]);
 }
 
@@ -1105,6 +1111,7 @@ fn list_filters_and_show_serializes_exact_text() {
         ledger
             .list(&f)
             .unwrap()
+            .rows
             .into_iter()
             .map(|r| r.out_refund_no.to_string())
             .collect()

@@ -7,8 +7,10 @@
 --     reads.
 --   * a new index, refunds_pending_unflagged, lets `status` count old pending refunds nobody
 --     flagged without walking every pending row.
+--   * operator_actions.action gains 'clear_flag' (`checus-reconciler clear-flag`: an audited
+--     acknowledgement of a flag, also on a final refund).
 --
--- Both changes alter a CHECK or add columns with one to a STRICT table, so both tables are
+-- Each change alters a CHECK or adds columns with one to a STRICT table, so the three tables are
 -- rebuilt with SQLite's documented procedure (https://sqlite.org/lang_altertable.html#otheralter),
 -- as in 0002 and 0003: run by src/ledger/migrate.rs in ONE `BEGIN IMMEDIATE` transaction that
 -- also sets user_version, with foreign keys off, `legacy_alter_table` on (so the rename rewrites
@@ -20,11 +22,12 @@
 --
 -- Each `-- step:` line is what `checus-reconciler migrate --dry-run` prints.
 
--- step: rename refunds and sweeps to refunds_v3 and sweeps_v3 (their indexes and triggers go with them)
+-- step: rename refunds, sweeps and operator_actions to <name>_v3 (their indexes and triggers go with them)
 ALTER TABLE refunds RENAME TO refunds_v3;
 ALTER TABLE sweeps RENAME TO sweeps_v3;
+ALTER TABLE operator_actions RENAME TO operator_actions_v3;
 
--- step: create refunds with the new review reasons and sweeps with unreadable, error and breaker_open_since (text identical to schema.sql)
+-- step: create refunds with the new review reasons, sweeps with unreadable, error and breaker_open_since, and operator_actions with clear_flag (text identical to schema.sql)
 CREATE TABLE refunds (
     id                 INTEGER PRIMARY KEY,
     -- The merchant's refund number (Checus `outRefundNo`): 1..64 printable ASCII, no spaces.
@@ -142,19 +145,44 @@ CREATE TABLE sweeps (
                   CHECK (breaker_open_since IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(breaker_open_since)))
 ) STRICT;
 
--- step: copy every refund and every sweep, unchanged (the new sweep columns start at 0 and NULL)
+CREATE TABLE operator_actions (
+    id            INTEGER PRIMARY KEY,
+    at            TEXT NOT NULL
+                  CHECK (at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(at))),
+    -- Who: the operator's name (--by, else the login name).
+    actor         TEXT NOT NULL CHECK (length(actor) BETWEEN 1 AND 128),
+    action        TEXT NOT NULL
+                  CHECK (action IN ('resolve', 'retry_now', 'resolve_discrepancy', 'prune',
+                                    'clear_flag')),
+    -- The refund concerned (NULL for prune).
+    out_refund_no TEXT
+                  CHECK (length(out_refund_no) BETWEEN 1 AND 64
+                         AND out_refund_no NOT GLOB '*[^!-~]*'),
+    -- resolve: the status the operator decided.
+    to_status     TEXT CHECK (to_status IN ('REFUND_SUCCESS', 'REFUND_FAILED')),
+    -- Why, in the operator's words. Required for every action but retry-now.
+    reason        TEXT CHECK (length(reason) BETWEEN 1 AND 2000),
+    -- What the action changed, as JSON (the values it replaced).
+    detail        TEXT,
+    CHECK (action = 'retry_now' OR reason IS NOT NULL),
+    CHECK ((action = 'resolve') = (to_status IS NOT NULL))
+) STRICT;
+
+-- step: copy every refund, sweep and operator action, unchanged (the new sweep columns start at 0 and NULL)
 INSERT INTO refunds SELECT * FROM refunds_v3;
+INSERT INTO operator_actions SELECT * FROM operator_actions_v3;
 INSERT INTO sweeps (id, started_at, finished_at, claimed, finalized, rescheduled, failed,
                     halted_reason, halt_code)
 SELECT id, started_at, finished_at, claimed, finalized, rescheduled, failed, halted_reason,
        halt_code
   FROM sweeps_v3;
 
--- step: drop refunds_v3 and sweeps_v3 with their indexes and triggers
+-- step: drop refunds_v3, sweeps_v3 and operator_actions_v3 with their indexes and triggers
 DROP TABLE refunds_v3;
 DROP TABLE sweeps_v3;
+DROP TABLE operator_actions_v3;
 
--- step: recreate the indexes and triggers of refunds and sweeps, with the new index refunds_pending_unflagged (text identical to schema.sql)
+-- step: recreate the indexes and triggers of refunds, sweeps and operator_actions, with the new index refunds_pending_unflagged (text identical to schema.sql)
 -- Due work: pending refunds by next query time. Only pending rows are in it, so finding what
 -- is due costs O(due), not O(ledger). Used by the worker's claim and by `next_due_at`.
 CREATE INDEX refunds_due ON refunds (next_query_at) WHERE status = 'REFUND_PENDING';
@@ -254,4 +282,25 @@ BEFORE UPDATE ON sweeps
 WHEN OLD.finished_at IS NOT NULL
 BEGIN
     SELECT RAISE(ABORT, 'checus-reconciler: a finished sweep is immutable');
+END;
+
+CREATE INDEX operator_actions_by_refund ON operator_actions (out_refund_no, id);
+
+CREATE TRIGGER operator_actions_are_append_only_no_update
+BEFORE UPDATE ON operator_actions
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: operator_actions are append-only');
+END;
+
+CREATE TRIGGER operator_actions_are_append_only_no_delete
+BEFORE DELETE ON operator_actions
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: operator_actions are append-only');
+END;
+
+CREATE TRIGGER operator_actions_insert_is_not_replace
+BEFORE INSERT ON operator_actions
+WHEN EXISTS (SELECT 1 FROM operator_actions WHERE id = NEW.id)
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: operator_actions are append-only');
 END;

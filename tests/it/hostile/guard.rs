@@ -68,3 +68,28 @@ fn a_ledger_replaced_under_the_daemon_stops_it_with_an_error() {
     std::fs::rename(&copy, &ledger).unwrap();
     assert_stopped_for(&mut daemon, "ledger", "replaced");
 }
+
+#[test]
+fn a_trigger_dropped_under_a_running_daemon_stops_it_with_exit_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_sandbox, mut daemon) = running_daemon(d);
+    crate::common::proc::sql(&d.join("ledger.sqlite"))
+        .execute_batch("DROP TRIGGER refunds_final_status_is_immutable;")
+        .unwrap();
+    // Checked before every sweep (one a second here): exit 4, which systemd does not restart.
+    let exit = daemon.wait_exit(Duration::from_secs(30));
+    assert_eq!(exit, 4, "exit code; saw:\n{}", daemon.tail(20));
+    let lines: Vec<&String> = daemon
+        .seen
+        .iter()
+        .filter(|l| l.contains("ledger guarantees removed; stopping"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one ERROR line; saw:\n{}", daemon.tail(20));
+    assert!(
+        lines[0].contains("\"ERROR\"")
+            && lines[0].contains("missing trigger refunds_final_status_is_immutable"),
+        "{}",
+        lines[0]
+    );
+}
