@@ -388,6 +388,9 @@ pub fn health_table(h: &Health) -> String {
         for f in &h.findings {
             let _ = writeln!(out, "  [{}] {}", f.code(), finding_message(f));
         }
+        for row in &h.summary.unreadable {
+            let _ = writeln!(out, "    {}", escape(&row.to_string()));
+        }
     }
     out
 }
@@ -441,10 +444,11 @@ pub fn finding_message(f: &Finding) -> String {
             escape(error)
         ),
         Finding::UnreadableRows {
+            unread,
             skipped,
             flagged,
             bad_created_at,
-        } => unreadable_message(*skipped, *flagged, *bad_created_at),
+        } => unreadable_message([*unread, *skipped, *flagged, *bad_created_at]),
         Finding::UnscheduledRefunds {
             count,
             created_before,
@@ -473,8 +477,13 @@ pub fn finding_message(f: &Finding) -> String {
 }
 
 /// [`Finding::UnreadableRows`] in words: only the parts that are not zero.
-fn unreadable_message(skipped: u64, flagged: u64, bad_created_at: u64) -> String {
+fn unreadable_message([unread, skipped, flagged, bad_created_at]: [u64; 4]) -> String {
     let mut parts = Vec::new();
+    if unread > 0 {
+        parts.push(format!(
+            "status could not read {unread} rows it needed (listed under `unreadable` in --json)"
+        ));
+    }
     if skipped > 0 {
         parts.push(format!(
             "the latest sweep skipped {skipped} rows it could not read or update"
@@ -482,7 +491,7 @@ fn unreadable_message(skipped: u64, flagged: u64, bad_created_at: u64) -> String
     }
     if flagged > 0 {
         parts.push(format!(
-            "{flagged} pending refunds are flagged row_unreadable or row_unwritable"
+            "{flagged} refunds are flagged row_unreadable or row_unwritable"
         ));
     }
     if bad_created_at > 0 {
@@ -901,6 +910,7 @@ mod tests {
             ),
             (
                 Finding::UnreadableRows {
+                    unread: 0,
                     skipped: 2,
                     flagged: 0,
                     bad_created_at: 1,

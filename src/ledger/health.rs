@@ -15,8 +15,8 @@ use rusqlite::{OptionalExtension, Transaction};
 
 use super::Ledger;
 use super::error::{During, LedgerError};
-use super::rows::{RawRow, RawSweep};
-use super::types::{Cell, StatusSummary, SweepRow, to_u64, ts_text};
+use super::rows::{RawRow, RawSweep, select_each};
+use super::types::{Cell, StatusSummary, SweepRow, UnreadableRow, to_u64, ts_text};
 use crate::domain::{HaltCode, Policy, Schedule, Timestamp, parse_ts};
 
 /// Something that needs a human, as `status` reports it.
@@ -69,9 +69,12 @@ pub enum Finding {
     },
     /// Rows the daemon cannot read or update: they are skipped, so nothing reconciles them.
     UnreadableRows {
+        /// Rows `status` itself needed and could not read (the oldest pending refund, the
+        /// latest sweeps; `status --json` lists them under `unreadable`).
+        unread: u64,
         /// Rows the latest finished sweep skipped (`sweeps.unreadable`).
         skipped: u64,
-        /// Pending refunds flagged `row_unreadable` or `row_unwritable`.
+        /// Refunds, pending or final, flagged `row_unreadable` or `row_unwritable`.
         flagged: u64,
         /// Refunds whose `created_at` sorts outside every instant the ledger can hold (only a
         /// writer that switched the CHECKs off can store one).
@@ -230,12 +233,13 @@ pub(super) const FAILING_RUN: &str = "\
                            WHERE finished_at IS NOT NULL AND error IS NULL
                            ORDER BY id DESC LIMIT 1), 0)";
 
-/// Pending refunds flagged because the daemon could not read or update them: a walk of the
-/// pending part of `refunds_flagged` (flagged pending refunds are few).
+/// Refunds, pending or final, flagged because the daemon could not read or update them (it
+/// flags a final row it meets while logging or confirming outcomes too): a walk of
+/// `refunds_flagged`, which holds only flagged rows (a flag is the exception, and
+/// `clear-flag`/`retry-now` clear the ones a human has dealt with).
 pub(super) const UNREADABLE_FLAGGED: &str = "\
     SELECT count(*) FROM refunds
-     WHERE review_flag = 1 AND status = 'REFUND_PENDING'
-       AND review_reason IN ('row_unreadable', 'row_unwritable')";
+     WHERE review_flag = 1 AND review_reason IN ('row_unreadable', 'row_unwritable')";
 
 /// Refunds whose `created_at` sorts below the first or above the last instant the ledger can
 /// hold: two range walks of `refunds_by_created` that are empty unless such rows exist.
@@ -297,6 +301,9 @@ impl Ledger {
         }
         let mut worker_idle_s = None;
         match &summary.last_sweep {
+            // Not "never ran" when the latest sweep's row is there but unreadable:
+            // `unreadable_rows` says so.
+            None if summary.unreadable.iter().any(|r| r.table == "sweeps") => {}
             None => findings.push(Finding::WorkerNeverRan),
             Some(sweep) => {
                 let last_active = sweep.finished_at.unwrap_or(sweep.started_at);
@@ -322,7 +329,8 @@ impl Ledger {
                 count: summary.unresolved_discrepancies,
             });
         }
-        findings.extend(self.read("read health", |tx| stalls(tx, now, thresholds))?);
+        let unread = &summary.unreadable;
+        findings.extend(self.read("read health", |tx| stalls(tx, now, thresholds, unread))?);
         Ok(Health {
             summary,
             worker_idle_s,
@@ -332,31 +340,45 @@ impl Ledger {
     }
 }
 
-/// What stops reconciliation without a halt, in [`Finding`]'s order.
+/// What stops reconciliation without a halt, in [`Finding`]'s order. `unread_rows`: the rows
+/// the counts could not read.
 fn stalls(
     tx: &Transaction<'_>,
     now: Timestamp,
     thresholds: &Thresholds,
+    unread_rows: &[UnreadableRow],
 ) -> Result<Vec<Finding>, LedgerError> {
     const OP: &str = "read health";
     let mut findings = Vec::new();
-    let latest = tx
-        .query_row(&latest_finished_sweep_sql(), [], RawSweep::read)
-        .optional()
-        .during(OP)?
-        .map(RawSweep::parse)
-        .transpose()?;
+    // A sweep row that cannot be read is one more unreadable row, not a failure of `status`;
+    // the findings that need it are skipped.
+    let mut unread = unread_rows.len();
+    let latest = match select_each::<RawSweep>(tx, OP, &latest_finished_sweep_sql(), [])?.pop() {
+        Some(Ok(sweep)) => Some(sweep),
+        Some(Err(bad)) => {
+            if !unread_rows
+                .iter()
+                .any(|r| r.table == bad.table && r.id == bad.id)
+            {
+                unread += 1;
+            }
+            None
+        }
+        None => None,
+    };
     if let Some(sweep) = &latest {
         findings.extend(sweep_findings(tx, sweep, now)?);
     }
     let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<u64, LedgerError> {
         Ok(to_u64(tx.query_row(sql, p, |r| r.get(0)).during(OP)?))
     };
+    let unread = u64::try_from(unread).unwrap_or(u64::MAX);
     let skipped = latest.as_ref().map_or(0, |s| s.counts.unreadable);
     let flagged = count(UNREADABLE_FLAGGED, &[])?;
     let bad_created_at = count(BAD_CREATED_AT, &[])?;
-    if skipped > 0 || flagged > 0 || bad_created_at > 0 {
+    if unread > 0 || skipped > 0 || flagged > 0 || bad_created_at > 0 {
         findings.push(Finding::UnreadableRows {
+            unread,
             skipped,
             flagged,
             bad_created_at,

@@ -412,6 +412,7 @@ fn the_latest_finished_sweep_reports_the_breaker_its_error_and_skipped_rows() {
             since: t - chrono::TimeDelta::minutes(3),
         },
         Finding::UnreadableRows {
+            unread: 0,
             skipped: 2,
             flagged: 0,
             bad_created_at: 0,
@@ -612,13 +613,25 @@ fn unreadable_rows_count_flags_and_created_at_values_that_are_not_times() {
          UPDATE refunds SET created_at = '' WHERE out_refund_no = 'R-D';",
     )
     .unwrap();
+    // The worker flags a final row it cannot read too; a flag for another reason that stayed
+    // on a refund after it became final is not about reading.
+    ledger
+        .conn
+        .execute_batch(
+            "UPDATE refunds SET review_flag = 1, flagged_at = '2026-11-25T10:00:00.000Z',
+                    review_reason = CASE out_refund_no WHEN 'R-C' THEN 'row_unreadable'
+                                                       ELSE 'pending_too_long' END
+              WHERE out_refund_no IN ('R-C', 'R-D')",
+        )
+        .unwrap();
     let h = ledger
         .health(t + chrono::TimeDelta::seconds(2), STALE)
         .unwrap();
     assert!(
         h.findings.contains(&Finding::UnreadableRows {
+            unread: 0,
             skipped: 0,
-            flagged: 2,
+            flagged: 3,
             bad_created_at: 2,
         }),
         "{h:?}"
@@ -666,7 +679,7 @@ fn health_queries_walk_only_the_rows_they_count() {
         let cutoff = "2026-01-01T00:00:00.000Z";
         let p = plan(&ledger.conn, UNREADABLE_FLAGGED, &[]);
         assert!(
-            p.contains("USING INDEX refunds_flagged (status=?)"),
+            p.contains("USING INDEX refunds_flagged") && !p.contains("refunds_by_created"),
             "analyzed={analyzed}: {p}"
         );
         let p = plan(&ledger.conn, BAD_CREATED_AT, &[]);
@@ -695,4 +708,44 @@ fn health_queries_walk_only_the_rows_they_count() {
         let p = plan(&ledger.conn, PRUNE_RUNNING, &[]);
         assert!(!p.contains("TEMP B-TREE"), "analyzed={analyzed}: {p}");
     }
+}
+
+#[test]
+fn rows_status_cannot_read_are_unreadable_rows_not_a_worker_that_never_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let ledger = Ledger::open(&path).unwrap();
+    let t = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
+    ledger.begin_sweep(t).unwrap();
+    ledger
+        .insert_refund(&refund("R-1", "1.00", &format_ts(t)))
+        .unwrap();
+    ledger.schedule_new(Duration::ZERO).unwrap();
+    // The latest sweep (also the latest finished one) and the oldest pending refund hold
+    // values no reader can parse; only a writer without the CHECKs could store them.
+    let raw = Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "PRAGMA ignore_check_constraints = ON;
+         UPDATE sweeps SET started_at = 'noon', finished_at = '2026-11-25T10:00:00.000Z';
+         UPDATE refunds SET created_at = '';",
+    )
+    .unwrap();
+    let h = ledger.health(t, STALE).unwrap();
+    assert_eq!(h.summary.unreadable.len(), 2, "{h:?}");
+    // A pending refund created at no time sorts before every cutoff: it is overdue too.
+    assert_eq!(
+        h.findings,
+        [
+            Finding::UnreadableRows {
+                unread: 2,
+                skipped: 0,
+                flagged: 0,
+                bad_created_at: 1,
+            },
+            Finding::OverdueUnflaggedRefunds {
+                count: 1,
+                older_than_s: 354_540,
+            }
+        ]
+    );
 }
