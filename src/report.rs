@@ -399,7 +399,10 @@ pub fn health_table(h: &Health) -> String {
 pub fn finding_message(f: &Finding) -> String {
     match f {
         Finding::FlaggedRefunds { count } => {
-            format!("{count} pending refunds are flagged for review (see `stuck`, `explain`)")
+            format!(
+                "{count} refunds are flagged for review (see `list --flagged`, `explain`; \
+                 `retry-now` or `clear-flag` once handled)"
+            )
         }
         Finding::WorkerNeverRan => {
             "the worker has never swept this ledger: is the daemon running?".to_owned()

@@ -22,9 +22,9 @@ use crate::domain::{HaltCode, Policy, Schedule, Timestamp, parse_ts};
 /// Something that needs a human, as `status` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finding {
-    /// Pending refunds are flagged for review.
+    /// Refunds are flagged for review (pending, or final with a flag nobody cleared yet).
     FlaggedRefunds {
-        /// How many pending refunds are flagged.
+        /// How many refunds are flagged.
         count: u64,
     },
     /// No sweep was ever recorded: the daemon may never have run on this ledger.
