@@ -265,10 +265,11 @@ fn transport_detail(e: &reqwest::Error) -> String {
 }
 
 /// The attempt-log text for an outcome that is not a verified answer, or for a verified one
-/// that lost informative values the ledger could not store (it names each).
+/// that did not confirm every informative field (absent or unreadable) or lost values the
+/// ledger could not store (it names each).
 fn error_text(outcome: &QueryOutcome) -> Option<String> {
     match outcome {
-        QueryOutcome::Final(_) | QueryOutcome::Pending(_) => outcome.dropped_text(),
+        QueryOutcome::Final(_) | QueryOutcome::Pending(_) => outcome.notes_text(),
         QueryOutcome::Retryable { reason, detail } => {
             Some(format!("{}: {detail}", reason.as_str()))
         }
