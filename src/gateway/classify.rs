@@ -906,14 +906,17 @@ mod tests {
         }
     }
 
+    /// Part 3: the body is read whatever the HTTP status. A code decides as it would on a 200;
+    /// no code, or APPLY_SUCCESS (an error answer is never trusted for a status), stays a
+    /// retryable `http_status` failure.
     #[test]
-    fn non_2xx_is_http_status_whatever_the_body() {
-        let body = success_body(DATA_SUCCESS);
-        let sign = gateway_signer().sign_b64(body.as_bytes());
+    fn non_2xx_is_classified_by_its_code_when_it_has_one() {
+        let success = success_body(DATA_SUCCESS);
+        let sign = gateway_signer().sign_b64(success.as_bytes());
         for status in [
             100, 199, 204, 299, 300, 301, 302, 304, 400, 404, 429, 500, 502, 503,
         ] {
-            let c = classify(status, Some(&sign), body.as_bytes(), &key());
+            let c = classify(status, Some(&sign), success.as_bytes(), &key());
             if (200..300).contains(&status) {
                 assert!(matches!(c.outcome, QueryOutcome::Final(_)), "{status}");
             } else {
@@ -922,9 +925,278 @@ mod tests {
                 assert_eq!(c.data_status, None);
             }
         }
-        let c = classify(503, None, b"<html>down</html>", &key());
-        assert_eq!(reason(&c), RetryReason::HttpStatus);
-        assert_eq!(c.gateway_code, None);
+        for (status, body) in [
+            (503, &b"<html>down</html>"[..]),
+            (500, b""),
+            (500, br#"{"msg":"no code"}"#),
+            (500, br#"{"code":null}"#),
+            (500, br#"{"code":500}"#),
+            (500, br#"["SYSTEM_ERROR"]"#),
+            (502, br#"{"code":"SYSTEM_ERROR""#),
+        ] {
+            let c = classify(status, None, body, &key());
+            assert_eq!(reason(&c), RetryReason::HttpStatus, "{status}");
+            assert_eq!(c.gateway_code, None);
+        }
+        for &(code, class) in CODE_TABLE {
+            if class == CodeClass::Success {
+                continue;
+            }
+            for status in [400, 404, 429, 500, 503] {
+                let body = format!(r#"{{"code":"{code}","msg":"x"}}"#);
+                let on_error = classify(status, None, body.as_bytes(), &key());
+                let on_200 = classify(200, None, body.as_bytes(), &key());
+                assert_eq!(on_error, on_200, "{status} {code}");
+            }
+        }
+        let c = classify(500, None, br#"{"code":"SYSTEM_ERROR","msg":"busy"}"#, &key());
+        assert_eq!(reason(&c), RetryReason::SystemError);
+        let c = classify(400, None, br#"{"code":"SIGN_VERIFY_FAILED"}"#, &key());
+        assert_eq!(
+            c.outcome,
+            QueryOutcome::ConfigError {
+                code: "SIGN_VERIFY_FAILED".into()
+            }
+        );
+    }
+
+    /// An error answer is accepted the same signed or unsigned, whatever its signature is
+    /// worth, and its `data` never decides anything.
+    #[test]
+    fn signed_error_answers_are_read_like_unsigned_ones() {
+        let stranger = MerchantKey::from_text(STRANGER_PRIVATE).unwrap();
+        for status in [200, 400, 500] {
+            for code in ["SYSTEM_ERROR", "ORDER_NOT_EXIST", "SIGN_VERIFY_FAILED"] {
+                let body = format!(
+                    r#"{{"code":"{code}","msg":"x","data":{{"outRefundNo":"R1","status":"REFUND_SUCCESS"}}}}"#
+                );
+                let unsigned = classify(status, None, body.as_bytes(), &key());
+                for sign in [
+                    gateway_signer().sign_b64(body.as_bytes()),
+                    stranger.sign_b64(body.as_bytes()),
+                    "***".to_owned(),
+                ] {
+                    let c = classify(status, Some(&sign), body.as_bytes(), &key());
+                    assert_eq!(c, unsigned, "{status} {code}");
+                    assert_eq!(c.data_status, None);
+                    assert!(
+                        !matches!(c.outcome, QueryOutcome::Final(_) | QueryOutcome::Pending(_)),
+                        "{status} {code}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A `sign` header whose `=` padding was stripped is accepted when it decodes; wrong
+    /// padding, or a stripped signature that no longer verifies, is not.
+    #[test]
+    fn a_sign_header_without_padding_is_accepted_if_it_decodes() {
+        let body = success_body(DATA_SUCCESS);
+        let padded = gateway_signer().sign_b64(body.as_bytes());
+        assert!(padded.ends_with('='), "a 256-byte signature is padded: {padded}");
+        let bare = padded.trim_end_matches('=');
+        let c = classify(200, Some(bare), body.as_bytes(), &key());
+        assert!(matches!(c.outcome, QueryOutcome::Final(_)), "{c:?}");
+        let c = classify(200, Some(&format!("{bare}===")), body.as_bytes(), &key());
+        assert_eq!(reason(&c), RetryReason::Unverified);
+        let c = classify(200, Some(&bare[..bare.len() - 1]), body.as_bytes(), &key());
+        assert_eq!(reason(&c), RetryReason::Unverified);
+    }
+
+    /// What a verified answer with one informative field in one form leads to, through
+    /// `classify` and `decide`: the attempt's class, the flag, and the attempt's error text.
+    struct Cell {
+        field: &'static str,
+        form: &'static str,
+        /// The raw JSON value, `None` for absent.
+        value: Option<&'static str>,
+        class: crate::domain::OutcomeClass,
+        /// The attempt's error text (`None`: the answer confirmed everything).
+        text: Option<&'static str>,
+    }
+
+    const fn cell(
+        field: &'static str,
+        form: &'static str,
+        value: Option<&'static str>,
+        class: crate::domain::OutcomeClass,
+        text: Option<&'static str>,
+    ) -> Cell {
+        Cell {
+            field,
+            form,
+            value,
+            class,
+            text,
+        }
+    }
+
+    /// Issue 11, part 1: every informative field (and the refund number, which decides only
+    /// when present) × {absent, null, empty, odd form, unreadable, conflicting}. Only a
+    /// present, disagreeing amount, currency or refund number stops the status from deciding.
+    #[test]
+    fn every_informative_field_in_every_form() {
+        use crate::domain::OutcomeClass::{Final, Mismatch};
+        const ABSENT_AMOUNT: Option<&str> = Some("data.refundAmount not confirmed: absent");
+        const ABSENT_CURRENCY: Option<&str> = Some("data.refundCurrency not confirmed: absent");
+        const ABSENT_TRADE_NO: Option<&str> = Some("data.refundTradeNo not confirmed: absent");
+        const ABSENT_TIME: Option<&str> = Some("data.refundFinishTime not confirmed: absent");
+        const ABSENT_NO: Option<&str> = Some("data.outRefundNo not confirmed: absent");
+        let table = [
+            cell("refundAmount", "absent", None, Final, ABSENT_AMOUNT),
+            cell("refundAmount", "null", Some("null"), Final, ABSENT_AMOUNT),
+            cell("refundAmount", "empty", Some(r#""""#), Final, ABSENT_AMOUNT),
+            cell("refundAmount", "odd", Some(r#""10.5000""#), Final, None),
+            cell(
+                "refundAmount",
+                "unreadable",
+                Some(r#""ten""#),
+                Final,
+                Some(r#"data.refundAmount unreadable: "ten" is not a decimal number"#),
+            ),
+            cell("refundAmount", "conflicting", Some("10.51"), Mismatch, None),
+            cell("refundCurrency", "absent", None, Final, ABSENT_CURRENCY),
+            cell("refundCurrency", "null", Some("null"), Final, ABSENT_CURRENCY),
+            cell("refundCurrency", "empty", Some(r#""""#), Final, ABSENT_CURRENCY),
+            cell("refundCurrency", "odd", Some(r#"" usd""#), Final, None),
+            cell(
+                "refundCurrency",
+                "unreadable",
+                Some("840"),
+                Final,
+                Some("data.refundCurrency unreadable: must be a string, got a number"),
+            ),
+            cell("refundCurrency", "conflicting", Some(r#""EUR""#), Mismatch, None),
+            cell("refundTradeNo", "absent", None, Final, ABSENT_TRADE_NO),
+            cell("refundTradeNo", "null", Some("null"), Final, ABSENT_TRADE_NO),
+            cell("refundTradeNo", "empty", Some(r#""""#), Final, ABSENT_TRADE_NO),
+            cell("refundTradeNo", "odd", Some("2023102012345"), Final, None),
+            cell(
+                "refundTradeNo",
+                "unreadable",
+                Some("{}"),
+                Final,
+                Some("data.refundTradeNo unreadable: must be a string, got an object"),
+            ),
+            // Informs only: the ledger keeps a trade number it already has (coalesce).
+            cell("refundTradeNo", "conflicting", Some(r#""T-OTHER""#), Final, None),
+            cell("refundFinishTime", "absent", None, Final, ABSENT_TIME),
+            cell("refundFinishTime", "null", Some("null"), Final, ABSENT_TIME),
+            cell("refundFinishTime", "empty", Some(r#""""#), Final, ABSENT_TIME),
+            cell(
+                "refundFinishTime",
+                "odd",
+                Some(r#""2023-10-20 03:28:23.092""#),
+                Final,
+                None,
+            ),
+            cell(
+                "refundFinishTime",
+                "unreadable",
+                Some(r#""not a time""#),
+                Final,
+                Some(r#"data.refundFinishTime unreadable: "not a time" is not a time"#),
+            ),
+            // Informs only: nothing in the ledger to compare a finish time with.
+            cell(
+                "refundFinishTime",
+                "conflicting",
+                Some(r#""2031-01-01T00:00:00+08:00""#),
+                Final,
+                None,
+            ),
+            cell("outRefundNo", "absent", None, Final, ABSENT_NO),
+            cell("outRefundNo", "null", Some("null"), Final, ABSENT_NO),
+            // Present: it decides, and "" is not our refund number.
+            cell("outRefundNo", "empty", Some(r#""""#), Mismatch, None),
+            cell("outRefundNo", "conflicting", Some(r#""R2""#), Mismatch, None),
+        ];
+        let state = crate::domain::RefundState {
+            out_refund_no: crate::domain::OutRefundNo::parse("R1").unwrap(),
+            refund_trade_no: Some("T1".into()),
+            amount: Decimal::new(1050, 2),
+            currency: crate::domain::Currency::parse("USD").unwrap(),
+            created_at: parse_ts("2023-10-20T00:00:00Z").unwrap(),
+            attempts: 0,
+            unknown_since: None,
+            flagged: false,
+        };
+        let now = parse_ts("2023-10-20T04:00:00Z").unwrap();
+        for c in table {
+            let name = format!("{} {}", c.field, c.form);
+            let answer = signed(&success_body(&data_raw(c.field, c.value)));
+            assert_eq!(answer.outcome.notes_text().as_deref(), c.text, "{name}");
+            let d = crate::domain::decide(
+                RefundStatus::Pending,
+                &state,
+                &answer.outcome,
+                now,
+                0.5,
+                &crate::domain::Policy::default(),
+            );
+            assert_eq!(d.class, c.class, "{name}: {d:?}");
+            match c.class {
+                Final => assert!(
+                    matches!(d.change, crate::domain::Change::Finalize { flag: None, .. }),
+                    "{name}: finalized, never flagged: {d:?}"
+                ),
+                _ => assert_eq!(d.discrepancies.len(), 1, "{name}: {d:?}"),
+            }
+            // What was read in an odd form is kept, exactly.
+            let o = observed(&answer);
+            match (c.field, c.form) {
+                ("refundAmount", "odd") => {
+                    assert_eq!(o.amount.unwrap().to_string(), "10.5000", "{name}")
+                }
+                ("refundCurrency", "odd") => {
+                    assert_eq!(o.currency.unwrap().as_str(), "USD", "{name}")
+                }
+                ("refundTradeNo", "odd") => {
+                    assert_eq!(o.refund_trade_no.as_deref(), Some("2023102012345"))
+                }
+                ("refundFinishTime", "odd") => assert_eq!(
+                    o.refund_finish_time,
+                    Some(parse_ts("2023-10-20T03:28:23.092Z").unwrap())
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    /// Several fields missing at once are all named, in the answer's order; a pending answer
+    /// without a finish time is the normal case and names nothing for it.
+    #[test]
+    fn absent_fields_are_all_named_and_a_pending_finish_time_is_not_news() {
+        let c = signed(&success_body(r#"{"status":"REFUND_SUCCESS"}"#));
+        assert!(matches!(c.outcome, QueryOutcome::Final(_)), "{c:?}");
+        assert_eq!(
+            c.outcome.notes_text().as_deref(),
+            Some(
+                "data.outRefundNo not confirmed: absent; data.refundAmount not confirmed: absent; \
+                 data.refundCurrency not confirmed: absent; data.refundTradeNo not confirmed: \
+                 absent; data.refundFinishTime not confirmed: absent"
+            )
+        );
+        let c = signed(&success_body(
+            r#"{"outRefundNo":"R1","refundTradeNo":"T1","refundAmount":"1","refundCurrency":"USD","status":"REFUND_PENDING","refundFinishTime":""}"#,
+        ));
+        assert!(matches!(c.outcome, QueryOutcome::Pending(_)), "{c:?}");
+        assert_eq!(c.outcome.notes_text(), None);
+        // Unreadable and unstorable values are named together, unreadable ones listed alone.
+        let t65 = format!(r#""{}""#, "T".repeat(65));
+        let data = data_raw("refundTradeNo", Some(&t65)).replace("10.50", r#""x""#);
+        let c = signed(&success_body(&data));
+        assert_eq!(
+            c.outcome.notes_text().as_deref(),
+            Some(
+                r#"data.refundAmount unreadable: "x" is not a decimal number; data.refundTradeNo dropped: 65 characters, the ledger stores at most 64"#
+            )
+        );
+        assert_eq!(
+            c.outcome.unreadable_text().as_deref(),
+            Some(r#"data.refundAmount unreadable: "x" is not a decimal number"#)
+        );
     }
 
     #[test]
