@@ -65,6 +65,10 @@ pub struct RefundState {
     pub unknown_since: Option<Timestamp>,
     /// Whether the refund is already flagged for review.
     pub flagged: bool,
+    /// The error text its last attempt recorded (`refunds.last_error`). `decide` ignores it;
+    /// the worker uses it to WARN about an unreadable answer field once per refund, not on
+    /// every poll.
+    pub last_error: Option<String>,
 }
 
 /// Why a refund needs a human.
@@ -508,6 +512,7 @@ mod tests {
             attempts: 2,
             unknown_since: None,
             flagged: false,
+            last_error: None,
         }
     }
 

@@ -305,13 +305,13 @@ fn parse_data(
     if out_refund_no.is_none() {
         unconfirmed.push(Unconfirmed::absent("data.outRefundNo"));
     }
+    let amount = match reader::read_amount(data.refund_amount) {
+        Read::Inexact(detail) => return Err(detail),
+        read => noted("data.refundAmount", read, &mut unconfirmed),
+    };
     let observed = ObservedRefund {
         out_refund_no,
-        amount: noted(
-            "data.refundAmount",
-            reader::read_amount(data.refund_amount),
-            &mut unconfirmed,
-        ),
+        amount,
         currency: noted(
             "data.refundCurrency",
             reader::read_currency(data.refund_currency),
@@ -344,7 +344,7 @@ fn noted<T>(field: &'static str, read: Read<T>, unconfirmed: &mut Vec<Unconfirme
             unconfirmed.push(Unconfirmed::absent(field));
             None
         }
-        Read::Unreadable(why) => {
+        Read::Unreadable(why) | Read::Inexact(why) => {
             unconfirmed.push(Unconfirmed::unreadable(field, why));
             None
         }
@@ -624,12 +624,16 @@ mod tests {
             );
             assert_eq!(c.outcome.notes_text(), None, "{raw}");
         }
-        // Never rounded: what a Decimal cannot hold exactly is unreadable, not the nearest value.
-        for raw in ["1e999", "12.4999999999999999999999999999999e0", "1e65"] {
+        // Never rounded: a definite amount a Decimal cannot hold exactly is not the ledger's
+        // amount and must not become it, so the answer is refused (issue 10, part 7).
+        for raw in [
+            "1e999",
+            "12.4999999999999999999999999999999e0",
+            r#""12.4999999999999999999999999999999""#,
+            "1e65",
+        ] {
             let c = signed(&success_body(&data_raw("refundAmount", Some(raw))));
-            assert_eq!(observed(&c).amount, None, "{raw}");
-            let text = c.outcome.notes_text().unwrap();
-            assert!(text.starts_with("data.refundAmount unreadable: "), "{text}");
+            assert_eq!(reason(&c), RetryReason::Malformed, "{raw}");
         }
     }
 
@@ -1121,6 +1125,7 @@ mod tests {
             attempts: 0,
             unknown_since: None,
             flagged: false,
+            last_error: None,
         };
         let now = parse_ts("2023-10-20T04:00:00Z").unwrap();
         for c in table {

@@ -23,7 +23,7 @@ pub use client::{GatewayClient, GatewayError};
 pub use envelope::{SignedRequest, format_request_time, query_body, sign_query};
 pub use keys::{GatewayKey, KeyError, MerchantKey, PrivateKeyFormat, SignatureError};
 pub use settings::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_VERSION, DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_VERSION, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_NAIVE_TIME_OFFSET,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, DEFAULT_VERSION, GatewaySettings,
-    MIN_RESPONSE_BYTES, SettingsError, ValidGatewaySettings,
+    MIN_RESPONSE_BYTES, SettingsError, ValidGatewaySettings, parse_utc_offset,
 };

@@ -33,6 +33,11 @@ pub enum Read<T> {
     Absent,
     /// Present, but in no form we can read; the reason quotes the value escaped and cut.
     Unreadable(String),
+    /// A definite value that cannot be held exactly: an amount with more digits than a
+    /// `Decimal` keeps (`12.4999999999999999999999999999999`). It is not unreadable (it
+    /// plainly is not the ledger's amount) and rounding it once finalized a 12.50 refund
+    /// (issue 10, part 7), so the answer is refused as malformed, as before issue 11.
+    Inexact(String),
 }
 
 /// A raw informative value, sorted by JSON kind: absent (`None`, `null`, `""` or only blanks),
@@ -75,6 +80,11 @@ pub fn read_amount(raw: Option<&RawValue>) -> Read<Decimal> {
     }
     match exact_decimal(&text) {
         Ok(amount) => Read::Value(amount),
+        Err(e) if is_decimal_syntax(&text) => Read::Inexact(format!(
+            "data.refundAmount {} is not an exact decimal: {}",
+            quote(&text, quoted),
+            e.reason
+        )),
         Err(e) => Read::Unreadable(format!(
             "{} is not an exact decimal: {}",
             quote(&text, quoted),
@@ -149,6 +159,24 @@ pub fn read_time(text: &str, assumed: FixedOffset) -> Option<Timestamp> {
         .from_local_datetime(&naive)
         .single()
         .map(|at| at.with_timezone(&Utc))
+}
+
+/// True for the grammar of a JSON number (`-`? digits (`.` digits)? (`e` `±`? digits)?), which
+/// is a definite decimal value whether or not a `Decimal` can hold it.
+fn is_decimal_syntax(text: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let text = text.strip_prefix('-').unwrap_or(text);
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(at) => (&text[..at], Some(&text[at + 1..])),
+        None => (text, None),
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((int, frac)) => (int, Some(frac)),
+        None => (mantissa, None),
+    };
+    digits(int)
+        && frac.is_none_or(digits)
+        && exponent.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)))
 }
 
 fn starts_like_a_number(text: &str) -> bool {
@@ -228,17 +256,24 @@ mod tests {
             ),
             (
                 "12.4999999999999999999999999999999e0",
-                Read::Unreadable(
-                    "12.4999999999999999999999999999999e0... is not an exact decimal: has more \
-                     digits than an amount can hold exactly"
-                        .into(),
-                ),
+                Read::Inexact(String::new()),
+            ),
+            (
+                r#""12.4999999999999999999999999999999""#,
+                Read::Inexact(String::new()),
+            ),
+            ("1e65", Read::Inexact(String::new())),
+            ("1e999", Read::Inexact(String::new())),
+            (
+                r#""1e""#,
+                Read::Unreadable(r#""1e" is not an exact decimal: has a malformed exponent"#.into()),
             ),
         ];
         for (json, want) in cases {
             let got = read_amount(Some(&raw(json)));
             match (want, &got) {
-                (Read::Unreadable(_), Read::Unreadable(why)) => {
+                (Read::Unreadable(_), Read::Unreadable(why))
+                | (Read::Inexact(_), Read::Inexact(why)) => {
                     assert!(why.len() < 200, "{json}: {why}");
                 }
                 _ => assert_eq!(&got, want, "{json}"),
