@@ -962,7 +962,11 @@ mod tests {
             crate::domain::Unconfirmed::absent("data.refundAmount"),
             crate::domain::Unconfirmed::unreadable("data.refundCurrency", "must be a string"),
         ];
-        let d = run(RefundStatus::Pending, &state(), &QueryOutcome::Final(bare.clone()));
+        let d = run(
+            RefundStatus::Pending,
+            &state(),
+            &QueryOutcome::Final(bare.clone()),
+        );
         assert!(d.discrepancies.is_empty(), "{d:?}");
         assert_eq!(d.class, OutcomeClass::Final);
         assert!(

@@ -131,7 +131,13 @@ pub fn classify(
     body: &[u8],
     key: &GatewayKey,
 ) -> Classified {
-    classify_with(http_status, sign_header, body, key, FixedOffset::east_opt(0).expect("UTC"))
+    classify_with(
+        http_status,
+        sign_header,
+        body,
+        key,
+        FixedOffset::east_opt(0).expect("UTC"),
+    )
 }
 
 /// [`classify`], reading a `refundFinishTime` that names no offset as a time in
@@ -283,8 +289,8 @@ fn parse_data(
     let data: Data<'_> =
         serde_json::from_str(data.get()).map_err(|e| format!("data does not parse: {e}"))?;
     let status = data.status.ok_or("data.status is missing")?;
-    let status: String = serde_json::from_str(status.get())
-        .map_err(|_| "data.status is not a string".to_owned())?;
+    let status: String =
+        serde_json::from_str(status.get()).map_err(|_| "data.status is not a string".to_owned())?;
     *status_text = Some(status.clone());
     let status: RefundStatus = status.trim().parse().map_err(|_| {
         format!(
@@ -322,8 +328,10 @@ fn parse_data(
             reader::read_trade_no(data.refund_trade_no),
             &mut unconfirmed,
         ),
-        refund_finish_time: match reader::read_finish_time(data.refund_finish_time, naive_time_offset)
-        {
+        refund_finish_time: match reader::read_finish_time(
+            data.refund_finish_time,
+            naive_time_offset,
+        ) {
             // Absent while pending is the normal case (the refund has not finished), not news.
             Read::Absent if !status.is_final() => None,
             read => noted("data.refundFinishTime", read, &mut unconfirmed),
@@ -371,8 +379,8 @@ fn malformed(detail: String) -> QueryOutcome {
 mod tests {
     use super::*;
     use crate::domain::parse_ts;
-    use rust_decimal::Decimal;
     use crate::gateway::keys::MerchantKey;
+    use rust_decimal::Decimal;
 
     const GATEWAY_PRIVATE: &str =
         include_str!("../../testdata/INSECURE-test-keys/gateway_private.pem");
@@ -570,7 +578,10 @@ mod tests {
                 !is_final,
                 "{c:?}"
             );
-            assert_eq!(observed(&c).status.as_str(), status.split('\\').next().unwrap().trim());
+            assert_eq!(
+                observed(&c).status.as_str(),
+                status.split('\\').next().unwrap().trim()
+            );
             assert_eq!(observed(&c).refund_trade_no, None);
             assert_eq!(
                 c.data_status.as_deref(),
@@ -804,7 +815,6 @@ mod tests {
                 r#""T\u001b[31m1""#,
                 r#"data.refundTradeNo dropped: "T\u{1b}[31m1" contains the control character \u{1b}"#,
             ),
-
             (
                 "refundFinishTime",
                 r#""9999-12-31T23:30:00.000-05:00""#,
@@ -953,7 +963,12 @@ mod tests {
                 assert_eq!(on_error, on_200, "{status} {code}");
             }
         }
-        let c = classify(500, None, br#"{"code":"SYSTEM_ERROR","msg":"busy"}"#, &key());
+        let c = classify(
+            500,
+            None,
+            br#"{"code":"SYSTEM_ERROR","msg":"busy"}"#,
+            &key(),
+        );
         assert_eq!(reason(&c), RetryReason::SystemError);
         let c = classify(400, None, br#"{"code":"SIGN_VERIFY_FAILED"}"#, &key());
         assert_eq!(
@@ -998,7 +1013,10 @@ mod tests {
     fn a_sign_header_without_padding_is_accepted_if_it_decodes() {
         let body = success_body(DATA_SUCCESS);
         let padded = gateway_signer().sign_b64(body.as_bytes());
-        assert!(padded.ends_with('='), "a 256-byte signature is padded: {padded}");
+        assert!(
+            padded.ends_with('='),
+            "a 256-byte signature is padded: {padded}"
+        );
         let bare = padded.trim_end_matches('=');
         let c = classify(200, Some(bare), body.as_bytes(), &key());
         assert!(matches!(c.outcome, QueryOutcome::Final(_)), "{c:?}");
@@ -1061,8 +1079,20 @@ mod tests {
             ),
             cell("refundAmount", "conflicting", Some("10.51"), Mismatch, None),
             cell("refundCurrency", "absent", None, Final, ABSENT_CURRENCY),
-            cell("refundCurrency", "null", Some("null"), Final, ABSENT_CURRENCY),
-            cell("refundCurrency", "empty", Some(r#""""#), Final, ABSENT_CURRENCY),
+            cell(
+                "refundCurrency",
+                "null",
+                Some("null"),
+                Final,
+                ABSENT_CURRENCY,
+            ),
+            cell(
+                "refundCurrency",
+                "empty",
+                Some(r#""""#),
+                Final,
+                ABSENT_CURRENCY,
+            ),
             cell("refundCurrency", "odd", Some(r#"" usd""#), Final, None),
             cell(
                 "refundCurrency",
@@ -1071,10 +1101,28 @@ mod tests {
                 Final,
                 Some("data.refundCurrency unreadable: must be a string, got a number"),
             ),
-            cell("refundCurrency", "conflicting", Some(r#""EUR""#), Mismatch, None),
+            cell(
+                "refundCurrency",
+                "conflicting",
+                Some(r#""EUR""#),
+                Mismatch,
+                None,
+            ),
             cell("refundTradeNo", "absent", None, Final, ABSENT_TRADE_NO),
-            cell("refundTradeNo", "null", Some("null"), Final, ABSENT_TRADE_NO),
-            cell("refundTradeNo", "empty", Some(r#""""#), Final, ABSENT_TRADE_NO),
+            cell(
+                "refundTradeNo",
+                "null",
+                Some("null"),
+                Final,
+                ABSENT_TRADE_NO,
+            ),
+            cell(
+                "refundTradeNo",
+                "empty",
+                Some(r#""""#),
+                Final,
+                ABSENT_TRADE_NO,
+            ),
             cell("refundTradeNo", "odd", Some("2023102012345"), Final, None),
             cell(
                 "refundTradeNo",
@@ -1084,10 +1132,22 @@ mod tests {
                 Some("data.refundTradeNo unreadable: must be a string, got an object"),
             ),
             // Informs only: the ledger keeps a trade number it already has (coalesce).
-            cell("refundTradeNo", "conflicting", Some(r#""T-OTHER""#), Final, None),
+            cell(
+                "refundTradeNo",
+                "conflicting",
+                Some(r#""T-OTHER""#),
+                Final,
+                None,
+            ),
             cell("refundFinishTime", "absent", None, Final, ABSENT_TIME),
             cell("refundFinishTime", "null", Some("null"), Final, ABSENT_TIME),
-            cell("refundFinishTime", "empty", Some(r#""""#), Final, ABSENT_TIME),
+            cell(
+                "refundFinishTime",
+                "empty",
+                Some(r#""""#),
+                Final,
+                ABSENT_TIME,
+            ),
             cell(
                 "refundFinishTime",
                 "odd",
@@ -1114,7 +1174,13 @@ mod tests {
             cell("outRefundNo", "null", Some("null"), Final, ABSENT_NO),
             // Present: it decides, and "" is not our refund number.
             cell("outRefundNo", "empty", Some(r#""""#), Mismatch, None),
-            cell("outRefundNo", "conflicting", Some(r#""R2""#), Mismatch, None),
+            cell(
+                "outRefundNo",
+                "conflicting",
+                Some(r#""R2""#),
+                Mismatch,
+                None,
+            ),
         ];
         let state = crate::domain::RefundState {
             out_refund_no: crate::domain::OutRefundNo::parse("R1").unwrap(),

@@ -12,8 +12,8 @@ use aws_lc_rs::signature::{
 };
 use base64::Engine;
 use base64::alphabet;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 
 /// Standard base64 that decodes with or without the `=` padding (and refuses wrong padding
 /// lengths and non-canonical trailing bits, like [`STANDARD`]). Only for a `sign` header we

@@ -18,12 +18,12 @@ pub mod settings;
 /// The client's answer is the domain's attempt type; re-exported where `query` returns it.
 pub use crate::domain::QueryReport;
 pub use classify::{APPLY_SUCCESS, Classified, CodeClass, classify, classify_code, classify_with};
-pub use reader::{Read, read_amount, read_currency, read_finish_time, read_time, read_trade_no};
 pub use client::{GatewayClient, GatewayError};
 pub use envelope::{SignedRequest, format_request_time, query_body, sign_query};
 pub use keys::{GatewayKey, KeyError, MerchantKey, PrivateKeyFormat, SignatureError};
+pub use reader::{Read, read_amount, read_currency, read_finish_time, read_time, read_trade_no};
 pub use settings::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_VERSION, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_NAIVE_TIME_OFFSET,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, DEFAULT_VERSION, GatewaySettings,
-    MIN_RESPONSE_BYTES, SettingsError, ValidGatewaySettings, parse_utc_offset,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_VERSION, DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_NAIVE_TIME_OFFSET, DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, DEFAULT_VERSION,
+    GatewaySettings, MIN_RESPONSE_BYTES, SettingsError, ValidGatewaySettings, parse_utc_offset,
 };

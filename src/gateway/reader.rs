@@ -100,10 +100,7 @@ pub fn read_currency(raw: Option<&RawValue>) -> Read<Currency> {
         Raw::Absent => Read::Absent,
         Raw::Text(text) => match Currency::parse(&text.trim().to_ascii_uppercase()) {
             Ok(currency) => Read::Value(currency),
-            Err(_) => Read::Unreadable(format!(
-                "{} is not an ISO 4217 code",
-                quote(&text, true)
-            )),
+            Err(_) => Read::Unreadable(format!("{} is not an ISO 4217 code", quote(&text, true))),
         },
         Raw::Other(raw) => Read::Unreadable(format!("must be a string, got {}", json_kind(raw))),
     }
@@ -244,7 +241,9 @@ mod tests {
             ),
             (
                 r#""10,50""#,
-                Read::Unreadable(r#""10,50" is not an exact decimal: is not a decimal number"#.into()),
+                Read::Unreadable(
+                    r#""10,50" is not an exact decimal: is not a decimal number"#.into(),
+                ),
             ),
             (
                 "true",
@@ -266,7 +265,9 @@ mod tests {
             ("1e999", Read::Inexact(String::new())),
             (
                 r#""1e""#,
-                Read::Unreadable(r#""1e" is not an exact decimal: has a malformed exponent"#.into()),
+                Read::Unreadable(
+                    r#""1e" is not an exact decimal: has a malformed exponent"#.into(),
+                ),
             ),
         ];
         for (json, want) in cases {
