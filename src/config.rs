@@ -256,6 +256,8 @@ struct RawGateway {
     request_timeout: String,
     #[serde(default = "default_max_response_bytes")]
     max_response_bytes: usize,
+    #[serde(default = "default_naive_time_offset")]
+    naive_time_offset: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -328,6 +330,9 @@ fn default_request_timeout() -> String {
 }
 fn default_max_response_bytes() -> usize {
     crate::gateway::DEFAULT_MAX_RESPONSE_BYTES
+}
+fn default_naive_time_offset() -> String {
+    crate::gateway::DEFAULT_NAIVE_TIME_OFFSET.to_owned()
 }
 fn fmt_d(d: Duration) -> String {
     format!("{}ms", d.as_millis())
@@ -826,6 +831,7 @@ const KEY_NAMES: &[&str] = &[
     "connect_timeout",
     "request_timeout",
     "max_response_bytes",
+    "naive_time_offset",
     "keys",
     "merchant_private_key",
     "gateway_public_key",
@@ -994,6 +1000,16 @@ impl RawGateway {
         gateway.connect_timeout = parse(CONNECT_TIMEOUT.key, &self.connect_timeout)?;
         gateway.request_timeout = parse(REQUEST_TIMEOUT.key, &self.request_timeout)?;
         gateway.max_response_bytes = self.max_response_bytes;
+        gateway.naive_time_offset = crate::gateway::parse_utc_offset(&self.naive_time_offset)
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "gateway.naive_time_offset",
+                    format!(
+                        "{:?} must be a UTC offset from -14:00 to +14:00, like +08:00",
+                        redact(&self.naive_time_offset)
+                    ),
+                )
+            })?;
         let valid = gateway.validate().map_err(|source| ConfigError::Gateway {
             key: format!("gateway.{}", source.setting()),
             source,

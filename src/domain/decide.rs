@@ -65,6 +65,10 @@ pub struct RefundState {
     pub unknown_since: Option<Timestamp>,
     /// Whether the refund is already flagged for review.
     pub flagged: bool,
+    /// The error text its last attempt recorded (`refunds.last_error`). `decide` ignores it;
+    /// the worker uses it to WARN about an unreadable answer field once per refund, not on
+    /// every poll.
+    pub last_error: Option<String>,
 }
 
 /// Why a refund needs a human.
@@ -449,29 +453,36 @@ fn as_delta(d: Duration) -> chrono::TimeDelta {
 }
 
 /// Compares a verified answer with the ledger row: number, amount (as decimals, so `10.00`
-/// equals `10`) and currency. A refund number that is not a valid one is recorded cut and
-/// escaped ([`observed_text`]), saying so.
+/// equals `10`) and currency, each only when the answer gave it (an absent or unreadable value
+/// informs nothing, so it cannot disagree; the attempt's error names it). A refund number that
+/// is not a valid one is recorded cut and escaped ([`observed_text`]), saying so.
 fn mismatches(state: &RefundState, seen: &ObservedRefund) -> Vec<Discrepancy> {
     let mut found = Vec::new();
-    if seen.out_refund_no != state.out_refund_no.as_str() {
+    if let Some(no) = seen.out_refund_no.as_deref()
+        && no != state.out_refund_no.as_str()
+    {
         found.push(Discrepancy {
             kind: DiscrepancyKind::RefundNoMismatch,
             expected: state.out_refund_no.to_string(),
-            observed: observed_text(&seen.out_refund_no),
+            observed: observed_text(no),
         });
     }
-    if seen.amount != state.amount {
+    if let Some(amount) = seen.amount
+        && amount != state.amount
+    {
         found.push(Discrepancy {
             kind: DiscrepancyKind::AmountMismatch,
             expected: state.amount.to_string(),
-            observed: seen.amount.to_string(),
+            observed: amount.to_string(),
         });
     }
-    if seen.currency != state.currency {
+    if let Some(currency) = seen.currency
+        && currency != state.currency
+    {
         found.push(Discrepancy {
             kind: DiscrepancyKind::CurrencyMismatch,
             expected: state.currency.to_string(),
-            observed: seen.currency.to_string(),
+            observed: currency.to_string(),
         });
     }
     found
@@ -501,17 +512,19 @@ mod tests {
             attempts: 2,
             unknown_since: None,
             flagged: false,
+            last_error: None,
         }
     }
 
     fn seen(status: RefundStatus) -> ObservedRefund {
         ObservedRefund {
-            out_refund_no: "R1".into(),
+            out_refund_no: Some("R1".into()),
             refund_trade_no: Some("T1".into()),
-            amount: Decimal::from_str("12.5").unwrap(),
-            currency: Currency::parse("USD").unwrap(),
+            amount: Some(Decimal::from_str("12.5").unwrap()),
+            currency: Some(Currency::parse("USD").unwrap()),
             status,
             refund_finish_time: status.is_final().then(|| t("2026-11-25T10:30:00.000Z")),
+            unconfirmed: Vec::new(),
             dropped: Vec::new(),
         }
     }
@@ -745,15 +758,15 @@ mod tests {
         type Mutation = fn(&mut ObservedRefund);
         let cases: Vec<(Mutation, DiscrepancyKind)> = vec![
             (
-                |s| s.out_refund_no = "R2".into(),
+                |s| s.out_refund_no = Some("R2".into()),
                 DiscrepancyKind::RefundNoMismatch,
             ),
             (
-                |s| s.amount = Decimal::from_str("12.51").unwrap(),
+                |s| s.amount = Some(Decimal::from_str("12.51").unwrap()),
                 DiscrepancyKind::AmountMismatch,
             ),
             (
-                |s| s.currency = Currency::parse("EUR").unwrap(),
+                |s| s.currency = Some(Currency::parse("EUR").unwrap()),
                 DiscrepancyKind::CurrencyMismatch,
             ),
         ];
@@ -884,7 +897,7 @@ mod tests {
         }
         // A mismatch stays a mismatch: recorded, flagged answer_mismatch, never applied.
         let mut other = seen_unrecordable(RefundStatus::Success);
-        other.amount = Decimal::from_str("99").unwrap();
+        other.amount = Some(Decimal::from_str("99").unwrap());
         let d = run(RefundStatus::Pending, &state(), &QueryOutcome::Final(other));
         assert_eq!(d.class, OutcomeClass::Mismatch);
         let Change::Reschedule { flag, .. } = d.change else {
@@ -909,7 +922,7 @@ mod tests {
     #[test]
     fn an_odd_refund_number_is_a_mismatch_recorded_cut_and_escaped() {
         let mut s = seen(RefundStatus::Success);
-        s.out_refund_no = format!("\u{1b}[2J{}", "R".repeat(70));
+        s.out_refund_no = Some(format!("\u{1b}[2J{}", "R".repeat(70)));
         let d = run(RefundStatus::Pending, &state(), &QueryOutcome::Final(s));
         assert_eq!(d.class, OutcomeClass::Mismatch);
         assert_eq!(d.discrepancies.len(), 1);
@@ -935,6 +948,36 @@ mod tests {
         );
         assert!(d.discrepancies.is_empty());
         assert_eq!(d.class, OutcomeClass::Final);
+    }
+
+    /// Issue 11: a value the answer did not give (absent or unreadable) cannot disagree; the
+    /// status still decides, without a flag. A value it did give is still compared.
+    #[test]
+    fn an_answer_without_informative_values_still_finalizes_unflagged() {
+        let mut bare = seen(RefundStatus::Success);
+        bare.out_refund_no = None;
+        bare.amount = None;
+        bare.currency = None;
+        bare.unconfirmed = vec![
+            crate::domain::Unconfirmed::absent("data.refundAmount"),
+            crate::domain::Unconfirmed::unreadable("data.refundCurrency", "must be a string"),
+        ];
+        let d = run(
+            RefundStatus::Pending,
+            &state(),
+            &QueryOutcome::Final(bare.clone()),
+        );
+        assert!(d.discrepancies.is_empty(), "{d:?}");
+        assert_eq!(d.class, OutcomeClass::Final);
+        assert!(
+            matches!(d.change, Change::Finalize { flag: None, .. }),
+            "{d:?}"
+        );
+        bare.currency = Some(Currency::parse("EUR").unwrap());
+        let d = run(RefundStatus::Pending, &state(), &QueryOutcome::Final(bare));
+        assert_eq!(d.class, OutcomeClass::Mismatch);
+        assert_eq!(d.discrepancies.len(), 1);
+        assert_eq!(d.discrepancies[0].kind, DiscrepancyKind::CurrencyMismatch);
     }
 
     #[test]

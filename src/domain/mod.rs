@@ -20,7 +20,7 @@ pub use decide::{
 };
 pub use halt::HaltCode;
 pub use outcome::{ObservedRefund, OutcomeClass, QueryOutcome, RetryReason};
-pub use recordable::{Dropped, observed_text};
+pub use recordable::{Dropped, Unconfirmed, observed_text};
 pub use refund::{
     Currency, FinalSource, FinalStatus, InvalidValue, NewRefund, OutRefundNo, RefundStatus,
     exact_decimal, is_unsafe_char, validate_amount, validate_created_at, validate_text,

@@ -5,27 +5,35 @@ use std::fmt;
 
 use rust_decimal::Decimal;
 
-use super::recordable::Dropped;
+use super::recordable::{Dropped, Unconfirmed};
 use super::refund::{Currency, RefundStatus};
 use super::time::Timestamp;
 
-/// The refund as a verified (signature-checked) answer described it. Its informative values
-/// are the ones the ledger can store ([`ObservedRefund::recordable`]); what the answer held
-/// beyond them is named in `dropped`.
+/// The refund as a verified (signature-checked) answer described it. Only `status` and (when
+/// present) `out_refund_no` decide; every other value only informs, so it may be missing:
+/// `unconfirmed` names what was absent or could not be read. Its informative values are the
+/// ones the ledger can store ([`ObservedRefund::recordable`]); what the answer held beyond
+/// them is named in `dropped`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedRefund {
-    /// `data.outRefundNo` as answered (may differ from what we asked: a discrepancy).
-    pub out_refund_no: String,
+    /// `data.outRefundNo` as answered (may differ from what we asked: a discrepancy). `None`
+    /// when the answer did not name it: it must match only when present.
+    pub out_refund_no: Option<String>,
     /// `data.refundTradeNo`.
     pub refund_trade_no: Option<String>,
-    /// `data.refundAmount`, exact, from the raw JSON number text.
-    pub amount: Decimal,
-    /// `data.refundCurrency`.
-    pub currency: Currency,
+    /// `data.refundAmount`, exact, from the raw JSON number (or decimal string) text; `None`
+    /// when absent or unreadable (then it is named in `unconfirmed` and not compared).
+    pub amount: Option<Decimal>,
+    /// `data.refundCurrency`; `None` when absent or unreadable, like `amount`.
+    pub currency: Option<Currency>,
     /// `data.status`: the only field that decides the refund's state.
     pub status: RefundStatus,
     /// `data.refundFinishTime`, absent or empty while pending.
     pub refund_finish_time: Option<Timestamp>,
+    /// Informative fields the answer did not confirm: absent, or present in a form that
+    /// cannot be read. Recorded in the attempt's error; never a reason to refuse the answer,
+    /// never a flag.
+    pub unconfirmed: Vec<Unconfirmed>,
     /// Informative values the answer held that were not kept (unreadable, or more than the
     /// ledger can store), each with its reason. Not empty: the refund is flagged
     /// `answer_unrecordable` and the attempt's error names them.
@@ -108,6 +116,26 @@ impl QueryOutcome {
             Self::Final(seen) | Self::Pending(seen) => {
                 super::recordable::dropped_text(&seen.dropped)
             }
+            _ => None,
+        }
+    }
+
+    /// The attempt-log text for a verified answer: every informative field it did not confirm
+    /// (absent or unreadable) and every value the ledger could not store, `; `-separated
+    /// (`None` when the answer was complete, and for every other outcome).
+    pub fn notes_text(&self) -> Option<String> {
+        match self {
+            Self::Final(seen) | Self::Pending(seen) => seen.notes_text(),
+            _ => None,
+        }
+    }
+
+    /// The attempt-log text of the informative fields a verified answer held in a form that
+    /// could not be read (`None` when there were none). The worker WARNs once per refund with
+    /// it.
+    pub fn unreadable_text(&self) -> Option<String> {
+        match self {
+            Self::Final(seen) | Self::Pending(seen) => seen.unreadable_text(),
             _ => None,
         }
     }

@@ -5,6 +5,11 @@
 //! named, so the attempt is still recorded, without that value, and the refund is flagged
 //! `answer_unrecordable` instead of failing its write on every sweep.
 //!
+//! What a verified answer did not confirm at all (an informative field absent, or present in a
+//! form that cannot be read) is named too, as an [`Unconfirmed`]: recorded in the attempt's
+//! error text, never a flag, never a reason to refuse the answer (issue 11: strict where it
+//! decides, tolerant where it informs).
+//!
 //! [`ObservedRefund::recordable`] is called where an answer becomes an [`ObservedRefund`]
 //! (`gateway::classify`), so every `ObservedRefund` that reaches `decide` and the ledger fits.
 
@@ -49,16 +54,62 @@ impl fmt::Display for Dropped {
     }
 }
 
+/// An informative field of a verified answer that it did not confirm: absent (or `null`, or
+/// `""`), or present in a form that cannot be read. Either way the answer still decides by its
+/// status; the attempt's error names the field, and `explain` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unconfirmed {
+    /// The answer's field, as Checus spells it, e.g. `data.refundAmount`.
+    pub field: &'static str,
+    /// `None`: absent. `Some`: why the value could not be read, quoting it escaped and cut
+    /// short.
+    pub unreadable: Option<String>,
+}
+
+impl Unconfirmed {
+    /// `field` was absent, `null` or empty.
+    pub fn absent(field: &'static str) -> Self {
+        Self {
+            field,
+            unreadable: None,
+        }
+    }
+
+    /// `field` was present but could not be read, for `reason`.
+    pub fn unreadable(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            unreadable: Some(reason.into()),
+        }
+    }
+
+    /// True when the field was present but could not be read.
+    pub fn is_unreadable(&self) -> bool {
+        self.unreadable.is_some()
+    }
+}
+
+impl fmt::Display for Unconfirmed {
+    /// `data.refundAmount not confirmed: absent`, or
+    /// `data.refundFinishTime unreadable: "yesterday" is not a time`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.unreadable {
+            None => write!(f, "{} not confirmed: absent", self.field),
+            Some(reason) => write!(f, "{} unreadable: {reason}", self.field),
+        }
+    }
+}
+
+/// `items` as attempt-log text, `; `-separated, or `None` when there are none.
+fn joined<T: ToString>(items: impl Iterator<Item = T>) -> Option<String> {
+    let text: Vec<String> = items.map(|i| i.to_string()).collect();
+    (!text.is_empty()).then(|| text.join("; "))
+}
+
 /// The attempt-log text for what an answer lost: every dropped field, `; `-separated, or `None`
 /// when nothing was dropped.
 pub fn dropped_text(dropped: &[Dropped]) -> Option<String> {
-    (!dropped.is_empty()).then(|| {
-        dropped
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
+    joined(dropped.iter())
 }
 
 /// An informative text value (`data.refundTradeNo`) as the ledger can keep it: empty means
@@ -114,7 +165,7 @@ impl ObservedRefund {
     /// Keeps every informative value the ledger can store and drops the rest, adding each to
     /// [`ObservedRefund::dropped`] with its reason. The deciding values (`status`, the refund
     /// number) and the compared ones (amount, currency) are left as they are: `classify`
-    /// already refuses them strictly, and `decide` compares the refund number exactly (see
+    /// reads them exactly (or not at all), and `decide` compares the refund number exactly (see
     /// [`observed_text`] for how an odd one is recorded).
     pub fn recordable(mut self) -> Self {
         let trade_no = self.refund_trade_no.take();
@@ -134,6 +185,25 @@ impl ObservedRefund {
     /// True when the answer held an informative value the ledger could not keep.
     pub fn is_unrecordable(&self) -> bool {
         !self.dropped.is_empty()
+    }
+
+    /// The attempt-log text for this answer: the fields it did not confirm (absent first, in
+    /// the answer's field order, then unreadable ones) and the values the ledger could not
+    /// store, `; `-separated; `None` for a complete answer.
+    pub fn notes_text(&self) -> Option<String> {
+        let absent = self.unconfirmed.iter().filter(|u| !u.is_unreadable());
+        let unreadable = self.unconfirmed.iter().filter(|u| u.is_unreadable());
+        joined(
+            absent
+                .chain(unreadable)
+                .map(ToString::to_string)
+                .chain(self.dropped.iter().map(ToString::to_string)),
+        )
+    }
+
+    /// Only the unreadable fields' text (`None` when every present field was read).
+    pub fn unreadable_text(&self) -> Option<String> {
+        joined(self.unconfirmed.iter().filter(|u| u.is_unreadable()))
     }
 }
 
@@ -187,12 +257,13 @@ mod tests {
 
     fn seen(trade_no: Option<&str>, finish: Option<&str>) -> ObservedRefund {
         ObservedRefund {
-            out_refund_no: "R1".into(),
+            out_refund_no: Some("R1".into()),
             refund_trade_no: trade_no.map(str::to_owned),
-            amount: Decimal::new(1250, 2),
-            currency: Currency::parse("USD").unwrap(),
+            amount: Some(Decimal::new(1250, 2)),
+            currency: Some(Currency::parse("USD").unwrap()),
             status: RefundStatus::Success,
             refund_finish_time: finish.map(|t| parse_ts(t).unwrap()),
+            unconfirmed: Vec::new(),
             dropped: Vec::new(),
         }
     }
@@ -204,12 +275,12 @@ mod tests {
     /// The deciding and compared values are never touched.
     fn assert_deciding_values_kept(o: &ObservedRefund) {
         assert_eq!(
-            (o.out_refund_no.as_str(), o.status, o.amount, o.currency),
+            (o.out_refund_no.as_deref(), o.status, o.amount, o.currency),
             (
-                "R1",
+                Some("R1"),
                 RefundStatus::Success,
-                Decimal::new(1250, 2),
-                Currency::parse("USD").unwrap()
+                Some(Decimal::new(1250, 2)),
+                Currency::parse("USD").ok()
             )
         );
     }

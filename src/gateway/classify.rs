@@ -1,28 +1,29 @@
 //! Turns one raw `/refundQuery` answer (HTTP status, `sign` header, body bytes) into a typed
 //! [`QueryOutcome`]. Pure and network-free, so every rule is a table test.
 //!
-//! Order of trust (fact sheet §2.2, §3, §4):
-//! 1. a non-2xx status is a retryable HTTP failure, whatever the body says;
+//! Strict where it decides, tolerant where it informs (issue 11; fact sheet §2.2, §3, §4):
+//! 1. the body is read whatever the HTTP status: a non-2xx answer whose body is a JSON object
+//!    with a `code` is classified by that code, as the Java SDK does; without a readable code
+//!    it is a retryable HTTP failure; a non-2xx answer is never trusted for a status;
 //! 2. the body is parsed only far enough to read `code`;
-//! 3. only for `APPLY_SUCCESS` is the `sign` header verified over the raw body, and only a
-//!    verified body's `data` is parsed: strictly where it decides or is compared (refund
-//!    number, known status, exact decimal amount, currency), leniently where it only informs
-//!    (`refundTradeNo`, `refundFinishTime`): a value that cannot be read, or that the ledger
-//!    cannot store ([`ObservedRefund::recordable`]), is dropped and named, never a reason to
-//!    refuse the answer;
+//! 3. only for `APPLY_SUCCESS` (on a 2xx) is the `sign` header verified over the raw body (its
+//!    base64 padding may be missing), and only a verified body's `data` is parsed. It decides
+//!    by `data.status` (trimmed; an unknown value is not final) and by `data.outRefundNo`,
+//!    which must match when present; everything else only informs and is read by
+//!    [`super::reader`]: absent or unreadable is named in [`ObservedRefund::unconfirmed`], a
+//!    value the ledger cannot store is dropped and named ([`ObservedRefund::recordable`]),
+//!    and neither is a reason to refuse the answer;
 //! 4. every other code maps through [`classify_code`]. `msg` and `resultMsg` never decide.
 
 use std::borrow::Cow;
 
-use rust_decimal::Decimal;
+use chrono::FixedOffset;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::keys::{GatewayKey, SignatureError};
-use crate::domain::{
-    Currency, Dropped, ObservedRefund, QueryOutcome, RefundStatus, RetryReason, Timestamp,
-    exact_decimal, parse_ts,
-};
+use super::reader::{self, Read, json_kind};
+use crate::domain::{ObservedRefund, QueryOutcome, RefundStatus, RetryReason, Unconfirmed};
 
 /// The only code that means the request was accepted (never what state the refund is in).
 pub const APPLY_SUCCESS: &str = "APPLY_SUCCESS";
@@ -101,50 +102,57 @@ struct Head<'a> {
     data: Option<&'a RawValue>,
 }
 
-/// `data` of a verified `APPLY_SUCCESS`. Unlisted fields (`outTradeNo`, `resultMsg`, ...) are
-/// ignored; the deciding and compared ones must have the documented JSON type; the
-/// informative ones are kept raw and read leniently ([`informative_text`]).
+/// `data` of a verified `APPLY_SUCCESS`, kept raw field by field: `status` and `outRefundNo`
+/// are read strictly in [`parse_data`], the informative ones tolerantly ([`super::reader`]).
+/// Unlisted fields (`outTradeNo`, `resultMsg`, ...) are ignored; `null` is the same as absent.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Data<'a> {
-    out_refund_no: String,
+    #[serde(borrow)]
+    out_refund_no: Option<&'a RawValue>,
     #[serde(borrow)]
     refund_trade_no: Option<&'a RawValue>,
     #[serde(borrow)]
-    refund_amount: &'a RawValue,
-    refund_currency: String,
+    refund_amount: Option<&'a RawValue>,
     #[serde(borrow)]
-    status: &'a RawValue,
+    refund_currency: Option<&'a RawValue>,
+    #[serde(borrow)]
+    status: Option<&'a RawValue>,
     #[serde(borrow)]
     refund_finish_time: Option<&'a RawValue>,
 }
 
 /// Classifies one raw answer. `sign_header` is the response's `sign` header, if any; `key` is
-/// the gateway public key. Never panics; every oddity is an outcome.
+/// the gateway public key. A time without an offset is read as UTC ([`classify_with`] takes
+/// the zone). Never panics; every oddity is an outcome.
 pub fn classify(
     http_status: u16,
     sign_header: Option<&str>,
     body: &[u8],
     key: &GatewayKey,
 ) -> Classified {
-    let head = serde_json::from_slice::<Head<'_>>(body);
-    let gateway_code = head
-        .as_ref()
-        .ok()
-        .and_then(|h| h.code.as_deref())
-        .map(str::to_owned);
+    classify_with(
+        http_status,
+        sign_header,
+        body,
+        key,
+        FixedOffset::east_opt(0).expect("UTC"),
+    )
+}
 
-    if !(200..300).contains(&http_status) {
-        // 3xx included: redirects are never followed (a signed request must not be replayed
-        // to wherever a Location header points).
-        return Classified {
-            outcome: retry(
-                RetryReason::HttpStatus,
-                format!("HTTP status {http_status}"),
-            ),
-            gateway_code,
-            data_status: None,
-        };
+/// [`classify`], reading a `refundFinishTime` that names no offset as a time in
+/// `naive_time_offset` (the setting `gateway.naive_time_offset`).
+pub fn classify_with(
+    http_status: u16,
+    sign_header: Option<&str>,
+    body: &[u8],
+    key: &GatewayKey,
+    naive_time_offset: FixedOffset,
+) -> Classified {
+    let head = serde_json::from_slice::<Head<'_>>(body);
+    let is_2xx = (200..300).contains(&http_status);
+    if !is_2xx {
+        return classify_error_status(http_status, head.ok().and_then(|h| h.code));
     }
     let head = match head {
         Ok(head) => head,
@@ -163,20 +171,42 @@ pub fn classify(
             data_status: None,
         };
     };
-    let code_owned = || code.to_owned();
-    let outcome = match classify_code(code) {
-        CodeClass::Success => {
-            return classify_success(sign_header, body, head.data, key, code_owned());
-        }
-        CodeClass::Unknown => QueryOutcome::Unknown { code: code_owned() },
-        CodeClass::Retryable(RetryReason::UnknownCode) => retry(
-            RetryReason::UnknownCode,
-            format!("unknown gateway code {:?}", truncate(code, 64)),
+    if classify_code(code) == CodeClass::Success {
+        return classify_success(
+            sign_header,
+            body,
+            head.data,
+            key,
+            code.to_owned(),
+            naive_time_offset,
+        );
+    }
+    Classified {
+        outcome: outcome_of_code(code),
+        gateway_code: Some(code.to_owned()),
+        data_status: None,
+    }
+}
+
+/// A non-2xx answer (3xx included: redirects are never followed, because a signed request must
+/// not be replayed to wherever a Location header points). Its body is read whatever the
+/// status, as the Java SDK does: a JSON object with a `code` is classified by that code (a 500
+/// carrying `SYSTEM_ERROR` is `SYSTEM_ERROR`, a 400 carrying `SIGN_VERIFY_FAILED` halts).
+/// Without a readable code it stays a retryable `http_status` failure, and so does
+/// `APPLY_SUCCESS`: an error answer is never trusted for a status, signed or not, so its
+/// signature is not even looked at.
+fn classify_error_status(http_status: u16, code: Option<Cow<'_, str>>) -> Classified {
+    let gateway_code = code.map(Cow::into_owned);
+    let outcome = match gateway_code.as_deref() {
+        Some(code) if classify_code(code) != CodeClass::Success => outcome_of_code(code),
+        Some(_) => retry(
+            RetryReason::HttpStatus,
+            format!("HTTP status {http_status} with code APPLY_SUCCESS is not trusted"),
         ),
-        CodeClass::Retryable(reason) => retry(reason, format!("gateway code {code}")),
-        CodeClass::RateLimited => QueryOutcome::RateLimited,
-        CodeClass::ClockSkew => QueryOutcome::ClockSkew,
-        CodeClass::ConfigError => QueryOutcome::ConfigError { code: code_owned() },
+        None => retry(
+            RetryReason::HttpStatus,
+            format!("HTTP status {http_status}"),
+        ),
     };
     Classified {
         outcome,
@@ -185,13 +215,35 @@ pub fn classify(
     }
 }
 
-/// `APPLY_SUCCESS`: verify first, then parse `data` strictly.
+/// The outcome of a code that is not `APPLY_SUCCESS`, whatever the HTTP status carried it.
+fn outcome_of_code(code: &str) -> QueryOutcome {
+    match classify_code(code) {
+        // Callers handle APPLY_SUCCESS before; were one to slip through, it decides nothing.
+        CodeClass::Success => malformed("APPLY_SUCCESS read as an error code".to_owned()),
+        CodeClass::Unknown => QueryOutcome::Unknown {
+            code: code.to_owned(),
+        },
+        CodeClass::Retryable(RetryReason::UnknownCode) => retry(
+            RetryReason::UnknownCode,
+            format!("unknown gateway code {:?}", truncate(code, 64)),
+        ),
+        CodeClass::Retryable(reason) => retry(reason, format!("gateway code {code}")),
+        CodeClass::RateLimited => QueryOutcome::RateLimited,
+        CodeClass::ClockSkew => QueryOutcome::ClockSkew,
+        CodeClass::ConfigError => QueryOutcome::ConfigError {
+            code: code.to_owned(),
+        },
+    }
+}
+
+/// `APPLY_SUCCESS`: verify first, then parse `data`.
 fn classify_success(
     sign_header: Option<&str>,
     body: &[u8],
     data: Option<&RawValue>,
     key: &GatewayKey,
     code: String,
+    naive_time_offset: FixedOffset,
 ) -> Classified {
     let mut classified = Classified {
         outcome: QueryOutcome::RateLimited, // overwritten on every path below
@@ -213,7 +265,7 @@ fn classify_success(
         classified.outcome = malformed("APPLY_SUCCESS answer has no data".to_owned());
         return classified;
     };
-    classified.outcome = match parse_data(data, &mut classified.data_status) {
+    classified.outcome = match parse_data(data, &mut classified.data_status, naive_time_offset) {
         Ok(observed) if observed.status.is_final() => QueryOutcome::Final(observed),
         Ok(observed) => QueryOutcome::Pending(observed),
         Err(detail) => malformed(detail),
@@ -223,115 +275,87 @@ fn classify_success(
 
 /// Parses verified `data` into an [`ObservedRefund`]; the error is the attempt-log detail.
 /// Records `data.status` text in `status_text` as soon as it is known to be a string.
-fn parse_data(data: &RawValue, status_text: &mut Option<String>) -> Result<ObservedRefund, String> {
+///
+/// Strict where it decides: `status` must be a string naming a known status once surrounding
+/// whitespace is trimmed (the OpenAPI enum itself has `"REFUND_PENDING\t"`), and
+/// `outRefundNo`, when present, must be a string (`decide` then compares it exactly).
+/// Tolerant where it informs ([`super::reader`]): what is absent or unreadable is named in
+/// [`ObservedRefund::unconfirmed`] and never refuses the answer.
+fn parse_data(
+    data: &RawValue,
+    status_text: &mut Option<String>,
+    naive_time_offset: FixedOffset,
+) -> Result<ObservedRefund, String> {
     let data: Data<'_> =
         serde_json::from_str(data.get()).map_err(|e| format!("data does not parse: {e}"))?;
-    let status: String = serde_json::from_str(data.status.get())
-        .map_err(|_| "data.status is not a string".to_owned())?;
+    let status = data.status.ok_or("data.status is missing")?;
+    let status: String =
+        serde_json::from_str(status.get()).map_err(|_| "data.status is not a string".to_owned())?;
     *status_text = Some(status.clone());
-    let status: RefundStatus = status.parse().map_err(|_| {
+    let status: RefundStatus = status.trim().parse().map_err(|_| {
         format!(
             "data.status {:?} is not a known status",
             truncate(&status, 32)
         )
     })?;
-    let amount = parse_amount(data.refund_amount.get())?;
-    let currency = Currency::parse(&data.refund_currency).map_err(|_| {
-        format!(
-            "data.refundCurrency {:?} is not an ISO 4217 code",
-            truncate(&data.refund_currency, 8)
-        )
-    })?;
-    let mut dropped = Vec::new();
-    let refund_trade_no =
-        informative_text("data.refundTradeNo", data.refund_trade_no, &mut dropped);
-    let refund_finish_time = parse_finish_time(data.refund_finish_time, &mut dropped);
+    let out_refund_no = match data.out_refund_no {
+        None => None,
+        Some(raw) => Some(serde_json::from_str::<String>(raw.get()).map_err(|_| {
+            format!(
+                "data.outRefundNo must be a string, got {}",
+                json_kind(raw.get())
+            )
+        })?),
+    };
+    let mut unconfirmed = Vec::new();
+    if out_refund_no.is_none() {
+        unconfirmed.push(Unconfirmed::absent("data.outRefundNo"));
+    }
+    let amount = match reader::read_amount(data.refund_amount) {
+        Read::Inexact(detail) => return Err(detail),
+        read => noted("data.refundAmount", read, &mut unconfirmed),
+    };
     let observed = ObservedRefund {
-        out_refund_no: data.out_refund_no,
-        refund_trade_no,
+        out_refund_no,
         amount,
-        currency,
+        currency: noted(
+            "data.refundCurrency",
+            reader::read_currency(data.refund_currency),
+            &mut unconfirmed,
+        ),
+        refund_trade_no: noted(
+            "data.refundTradeNo",
+            reader::read_trade_no(data.refund_trade_no),
+            &mut unconfirmed,
+        ),
+        refund_finish_time: match reader::read_finish_time(
+            data.refund_finish_time,
+            naive_time_offset,
+        ) {
+            // Absent while pending is the normal case (the refund has not finished), not news.
+            Read::Absent if !status.is_final() => None,
+            read => noted("data.refundFinishTime", read, &mut unconfirmed),
+        },
         status,
-        refund_finish_time,
-        dropped,
+        unconfirmed,
+        dropped: Vec::new(),
     };
     Ok(observed.recordable())
 }
 
-/// Parses the raw text of `data.refundAmount` exactly. It must be a JSON *number*: a string,
-/// `null` or anything else is malformed. Never goes through `f64`: `10.50` stays `10.50`.
-/// Exponent forms (`1.05E1`, as a Java `BigDecimal` may print) are expanded exactly too; a value
-/// a `Decimal` cannot hold exactly is malformed, never rounded.
-pub fn parse_amount(raw: &str) -> Result<Decimal, String> {
-    let raw = raw.trim();
-    let is_number = raw
-        .as_bytes()
-        .first()
-        .is_some_and(|&b| b == b'-' || b.is_ascii_digit());
-    if !is_number {
-        return Err(format!(
-            "data.refundAmount must be a JSON number, got {}",
-            json_kind(raw)
-        ));
-    }
-    // Never `Decimal::from_scientific`: it rounds a mantissa longer than 28 digits, and
-    // `12.4999999999999999999999999999999e0` once finalized a 12.50 refund that way.
-    exact_decimal(raw).map_err(|e| {
-        format!(
-            "data.refundAmount {} is not an exact decimal: {}",
-            truncate(raw, 40),
-            e.reason
-        )
-    })
-}
-
-/// An informative string field, read leniently: absent or `null` is `None`; a string is kept
-/// (for [`ObservedRefund::recordable`] to check); any other JSON type is dropped and named.
-fn informative_text(
-    field: &'static str,
-    raw: Option<&RawValue>,
-    dropped: &mut Vec<Dropped>,
-) -> Option<String> {
-    let raw = raw?.get();
-    match serde_json::from_str::<Option<String>>(raw) {
-        Ok(text) => text,
-        Err(_) => {
-            dropped.push(Dropped::new(
-                field,
-                format!("must be a JSON string, got {}", json_kind(raw)),
-            ));
+/// The value of an informative field, or `None` with the field named in `unconfirmed` (absent,
+/// or unreadable and why).
+fn noted<T>(field: &'static str, read: Read<T>, unconfirmed: &mut Vec<Unconfirmed>) -> Option<T> {
+    match read {
+        Read::Value(value) => Some(value),
+        Read::Absent => {
+            unconfirmed.push(Unconfirmed::absent(field));
             None
         }
-    }
-}
-
-/// `refundFinishTime`: absent, `null` or `""` mean "not finished"; anything else should be
-/// RFC 3339 with an offset, and is dropped and named when it is not (it only informs).
-fn parse_finish_time(raw: Option<&RawValue>, dropped: &mut Vec<Dropped>) -> Option<Timestamp> {
-    const FIELD: &str = "data.refundFinishTime";
-    let text = informative_text(FIELD, raw, dropped).filter(|t| !t.is_empty())?;
-    match parse_ts(&text) {
-        Ok(at) => Some(at),
-        Err(_) => {
-            dropped.push(Dropped::new(
-                FIELD,
-                format!("{:?} is not an RFC 3339 time", truncate(&text, 40)),
-            ));
+        Read::Unreadable(why) | Read::Inexact(why) => {
+            unconfirmed.push(Unconfirmed::unreadable(field, why));
             None
         }
-    }
-}
-
-/// A word for the JSON type of a raw value, for error details.
-fn json_kind(raw: &str) -> &'static str {
-    match raw.as_bytes().first() {
-        Some(b'"') => "a string",
-        Some(b'n') => "null",
-        Some(b't' | b'f') => "a boolean",
-        Some(b'{') => "an object",
-        Some(b'[') => "an array",
-        Some(b'-' | b'0'..=b'9') => "a number",
-        _ => "something else",
     }
 }
 
@@ -354,7 +378,9 @@ fn malformed(detail: String) -> QueryOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::parse_ts;
     use crate::gateway::keys::MerchantKey;
+    use rust_decimal::Decimal;
 
     const GATEWAY_PRIVATE: &str =
         include_str!("../../testdata/INSECURE-test-keys/gateway_private.pem");
@@ -514,11 +540,13 @@ mod tests {
         assert_eq!(c.gateway_code.as_deref(), Some("APPLY_SUCCESS"));
         assert_eq!(c.data_status.as_deref(), Some("REFUND_SUCCESS"));
         let o = observed(&c);
-        assert_eq!(o.out_refund_no, "R1");
+        assert_eq!(o.out_refund_no.as_deref(), Some("R1"));
         assert_eq!(o.refund_trade_no.as_deref(), Some("T1"));
-        assert_eq!(o.amount.to_string(), "10.50");
-        assert_eq!(o.amount, Decimal::new(1050, 2));
-        assert_eq!(o.currency.as_str(), "USD");
+        assert_eq!(o.amount.unwrap().to_string(), "10.50");
+        assert_eq!(o.amount, Some(Decimal::new(1050, 2)));
+        assert_eq!(o.currency.unwrap().as_str(), "USD");
+        assert!(o.unconfirmed.is_empty(), "{o:?}");
+        assert_eq!(c.outcome.notes_text(), None);
         assert_eq!(o.status, RefundStatus::Success);
         assert_eq!(
             o.refund_finish_time,
@@ -532,6 +560,9 @@ mod tests {
             ("REFUND_SUCCESS", true),
             ("REFUND_FAILED", true),
             ("REFUND_PENDING", false),
+            // Surrounding whitespace is trimmed: the OpenAPI enum itself has a trailing tab.
+            ("REFUND_PENDING\\t", false),
+            (" REFUND_SUCCESS\\n", true),
         ] {
             let data = format!(
                 r#"{{"outRefundNo":"R1","refundAmount":5,"refundCurrency":"EUR","status":"{status}"}}"#
@@ -547,8 +578,16 @@ mod tests {
                 !is_final,
                 "{c:?}"
             );
-            assert_eq!(observed(&c).status.as_str(), status);
+            assert_eq!(
+                observed(&c).status.as_str(),
+                status.split('\\').next().unwrap().trim()
+            );
             assert_eq!(observed(&c).refund_trade_no, None);
+            assert_eq!(
+                c.data_status.as_deref(),
+                Some(status.replace("\\t", "\t").replace("\\n", "\n").as_str()),
+                "the attempt log keeps the status as received"
+            );
         }
     }
 
@@ -573,7 +612,7 @@ mod tests {
     }
 
     #[test]
-    fn amounts_are_exact_decimals() {
+    fn amounts_are_exact_decimals_as_numbers_or_strings() {
         let cases = [
             ("10.50", "10.50"),
             ("0.1", "0.1"),
@@ -583,37 +622,29 @@ mod tests {
             ("15000", "15000"),
             ("1.05E1", "10.5"),
             ("0", "0"),
+            (r#""10.50""#, "10.50"),
+            (r#""12.3400""#, "12.3400"),
         ];
         for (raw, expected) in cases {
-            assert_eq!(parse_amount(raw).unwrap().to_string(), expected, "{raw}");
+            let data = data_raw("refundAmount", Some(raw));
+            let c = signed(&success_body(&data));
+            assert_eq!(
+                observed(&c).amount.map(|a| a.to_string()).as_deref(),
+                Some(expected),
+                "{raw}"
+            );
+            assert_eq!(c.outcome.notes_text(), None, "{raw}");
         }
-        // 0.1 + 0.2 == 0.3 exactly, which f64 would get wrong.
-        let sum = parse_amount("0.1").unwrap() + parse_amount("0.2").unwrap();
-        assert_eq!(sum, parse_amount("0.3").unwrap());
+        // Never rounded: a definite amount a Decimal cannot hold exactly is not the ledger's
+        // amount and must not become it, so the answer is refused (issue 10, part 7).
         for raw in [
-            r#""10.50""#,
-            "null",
-            "true",
-            "{}",
-            "[1]",
             "1e999",
             "12.4999999999999999999999999999999e0",
-            "12.4999999999999999999999999999999",
+            r#""12.4999999999999999999999999999999""#,
+            "1e65",
         ] {
-            assert!(parse_amount(raw).is_err(), "{raw} accepted");
-        }
-    }
-
-    #[test]
-    fn amounts_survive_the_whole_path_exactly() {
-        for (raw, expected) in [("0.1", "0.1"), ("0.2", "0.2"), ("10.50", "10.50")] {
-            let data = format!(
-                r#"{{"outRefundNo":"R1","refundAmount":{raw},"refundCurrency":"USD","status":"REFUND_SUCCESS"}}"#
-            );
-            assert_eq!(
-                observed(&signed(&success_body(&data))).amount.to_string(),
-                expected
-            );
+            let c = signed(&success_body(&data_raw("refundAmount", Some(raw))));
+            assert_eq!(reason(&c), RetryReason::Malformed, "{raw}");
         }
     }
 
@@ -679,22 +710,22 @@ mod tests {
             success_body(&text)
         };
         let cases = [
-            ("amount as string", with("refundAmount", r#""10.50""#)),
-            ("amount null", with("refundAmount", "null")),
-            ("amount missing", with("refundAmount", "")),
-            (
-                "amount only roundable (issue 10 part 7)",
-                with("refundAmount", "12.4999999999999999999999999999999e0"),
-            ),
-            ("amount exponent too large", with("refundAmount", "1e65")),
             ("status as number", with("status", "1")),
             ("status unknown", with("status", r#""REFUND_DONE""#)),
             ("status lower case", with("status", r#""refund_success""#)),
             ("status missing", with("status", "")),
-            ("currency lower case", with("refundCurrency", r#""usd""#)),
-            ("currency number", with("refundCurrency", "840")),
-            ("outRefundNo missing", with("outRefundNo", "")),
+            ("status null", with("status", "null")),
+            ("status empty", with("status", r#""""#)),
+            ("status blank", with("status", r#"" \t""#)),
             ("outRefundNo number", with("outRefundNo", "7")),
+            ("outRefundNo object", with("outRefundNo", "{}")),
+            (
+                "duplicate status",
+                success_body(&DATA_SUCCESS.replace(
+                    r#""status":"REFUND_SUCCESS""#,
+                    r#""status":"REFUND_PENDING","status":"REFUND_SUCCESS""#,
+                )),
+            ),
             (
                 "data missing",
                 r#"{"code":"APPLY_SUCCESS","msg":""}"#.to_owned(),
@@ -718,6 +749,46 @@ mod tests {
         }
         let unknown = signed(&with("status", r#""REFUND_DONE""#));
         assert_eq!(unknown.data_status.as_deref(), Some("REFUND_DONE"));
+    }
+
+    /// [`DATA_SUCCESS`] field by field, as raw JSON text.
+    const DATA_FIELDS: [(&str, &str); 8] = [
+        ("outRefundNo", r#""R1""#),
+        ("refundTradeNo", r#""T1""#),
+        ("refundAmount", "10.50"),
+        ("refundCurrency", r#""USD""#),
+        ("outTradeNo", r#""O1""#),
+        ("status", r#""REFUND_SUCCESS""#),
+        ("resultMsg", r#""""#),
+        ("refundFinishTime", r#""2023-10-20T03:28:23.092Z""#),
+    ];
+
+    /// `data` of [`DATA_SUCCESS`] with `field` set to the raw JSON text `value` exactly (its
+    /// number text is kept: `10.50` stays `10.50`), or left out when `value` is `None`.
+    fn data_raw(field: &str, value: Option<&str>) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        let mut seen = false;
+        for (name, raw) in DATA_FIELDS {
+            let raw = if name == field {
+                seen = true;
+                match value {
+                    Some(v) => v,
+                    None => continue,
+                }
+            } else {
+                raw
+            };
+            parts.push(format!(r#""{name}":{raw}"#));
+        }
+        if let (false, Some(v)) = (seen, value) {
+            parts.push(format!(r#""{field}":{v}"#));
+        }
+        format!("{{{}}}", parts.join(","))
+    }
+
+    #[test]
+    fn data_raw_is_data_success() {
+        assert_eq!(data_raw("none", None), DATA_SUCCESS);
     }
 
     /// `data` of [`DATA_SUCCESS`] with `field` replaced by the raw JSON `value`.
@@ -745,11 +816,6 @@ mod tests {
                 r#"data.refundTradeNo dropped: "T\u{1b}[31m1" contains the control character \u{1b}"#,
             ),
             (
-                "refundTradeNo",
-                "42",
-                "data.refundTradeNo dropped: must be a JSON string, got a number",
-            ),
-            (
                 "refundFinishTime",
                 r#""9999-12-31T23:30:00.000-05:00""#,
                 "data.refundFinishTime dropped: +10000-01-01T04:30:00.000Z is past year 9999, \
@@ -758,17 +824,22 @@ mod tests {
             (
                 "refundFinishTime",
                 r#""yesterday""#,
-                r#"data.refundFinishTime dropped: "yesterday" is not an RFC 3339 time"#,
+                r#"data.refundFinishTime unreadable: "yesterday" is not a time"#,
             ),
             (
                 "refundFinishTime",
                 "1700000000",
-                "data.refundFinishTime dropped: must be a JSON string, got a number",
+                "data.refundFinishTime unreadable: must be a string, got a number",
             ),
             (
                 "refundFinishTime",
                 "{}",
-                "data.refundFinishTime dropped: must be a JSON string, got an object",
+                "data.refundFinishTime unreadable: must be a string, got an object",
+            ),
+            (
+                "refundTradeNo",
+                "true",
+                "data.refundTradeNo unreadable: must be a string, got a boolean",
             ),
         ];
         for (field, value, text) in cases {
@@ -777,9 +848,9 @@ mod tests {
                 panic!("{field}={value}: {:?}", c.outcome)
             };
             assert_eq!(o.status, RefundStatus::Success, "{field}={value}");
-            assert_eq!(o.amount, Decimal::new(1050, 2), "{field}={value}");
+            assert_eq!(o.amount, Some(Decimal::new(1050, 2)), "{field}={value}");
             assert_eq!(
-                c.outcome.dropped_text().as_deref(),
+                c.outcome.notes_text().as_deref(),
                 Some(text),
                 "{field}={value}"
             );
@@ -818,7 +889,7 @@ mod tests {
         let c = signed(&success_body(&data_with("outRefundNo", &odd)));
         assert_eq!(
             observed(&c).out_refund_no,
-            format!("R\u{1b}{}", "R".repeat(70))
+            Some(format!("R\u{1b}{}", "R".repeat(70)))
         );
         assert!(observed(&c).dropped.is_empty());
     }
@@ -849,14 +920,17 @@ mod tests {
         }
     }
 
+    /// Part 3: the body is read whatever the HTTP status. A code decides as it would on a 200;
+    /// no code, or APPLY_SUCCESS (an error answer is never trusted for a status), stays a
+    /// retryable `http_status` failure.
     #[test]
-    fn non_2xx_is_http_status_whatever_the_body() {
-        let body = success_body(DATA_SUCCESS);
-        let sign = gateway_signer().sign_b64(body.as_bytes());
+    fn non_2xx_is_classified_by_its_code_when_it_has_one() {
+        let success = success_body(DATA_SUCCESS);
+        let sign = gateway_signer().sign_b64(success.as_bytes());
         for status in [
             100, 199, 204, 299, 300, 301, 302, 304, 400, 404, 429, 500, 502, 503,
         ] {
-            let c = classify(status, Some(&sign), body.as_bytes(), &key());
+            let c = classify(status, Some(&sign), success.as_bytes(), &key());
             if (200..300).contains(&status) {
                 assert!(matches!(c.outcome, QueryOutcome::Final(_)), "{status}");
             } else {
@@ -865,9 +939,357 @@ mod tests {
                 assert_eq!(c.data_status, None);
             }
         }
-        let c = classify(503, None, b"<html>down</html>", &key());
-        assert_eq!(reason(&c), RetryReason::HttpStatus);
-        assert_eq!(c.gateway_code, None);
+        for (status, body) in [
+            (503, &b"<html>down</html>"[..]),
+            (500, b""),
+            (500, br#"{"msg":"no code"}"#),
+            (500, br#"{"code":null}"#),
+            (500, br#"{"code":500}"#),
+            (500, br#"["SYSTEM_ERROR"]"#),
+            (502, br#"{"code":"SYSTEM_ERROR""#),
+        ] {
+            let c = classify(status, None, body, &key());
+            assert_eq!(reason(&c), RetryReason::HttpStatus, "{status}");
+            assert_eq!(c.gateway_code, None);
+        }
+        for &(code, class) in CODE_TABLE {
+            if class == CodeClass::Success {
+                continue;
+            }
+            for status in [400, 404, 429, 500, 503] {
+                let body = format!(r#"{{"code":"{code}","msg":"x"}}"#);
+                let on_error = classify(status, None, body.as_bytes(), &key());
+                let on_200 = classify(200, None, body.as_bytes(), &key());
+                assert_eq!(on_error, on_200, "{status} {code}");
+            }
+        }
+        let c = classify(
+            500,
+            None,
+            br#"{"code":"SYSTEM_ERROR","msg":"busy"}"#,
+            &key(),
+        );
+        assert_eq!(reason(&c), RetryReason::SystemError);
+        let c = classify(400, None, br#"{"code":"SIGN_VERIFY_FAILED"}"#, &key());
+        assert_eq!(
+            c.outcome,
+            QueryOutcome::ConfigError {
+                code: "SIGN_VERIFY_FAILED".into()
+            }
+        );
+    }
+
+    /// An error answer is accepted the same signed or unsigned, whatever its signature is
+    /// worth, and its `data` never decides anything.
+    #[test]
+    fn signed_error_answers_are_read_like_unsigned_ones() {
+        let stranger = MerchantKey::from_text(STRANGER_PRIVATE).unwrap();
+        for status in [200, 400, 500] {
+            for code in ["SYSTEM_ERROR", "ORDER_NOT_EXIST", "SIGN_VERIFY_FAILED"] {
+                let body = format!(
+                    r#"{{"code":"{code}","msg":"x","data":{{"outRefundNo":"R1","status":"REFUND_SUCCESS"}}}}"#
+                );
+                let unsigned = classify(status, None, body.as_bytes(), &key());
+                for sign in [
+                    gateway_signer().sign_b64(body.as_bytes()),
+                    stranger.sign_b64(body.as_bytes()),
+                    "***".to_owned(),
+                ] {
+                    let c = classify(status, Some(&sign), body.as_bytes(), &key());
+                    assert_eq!(c, unsigned, "{status} {code}");
+                    assert_eq!(c.data_status, None);
+                    assert!(
+                        !matches!(c.outcome, QueryOutcome::Final(_) | QueryOutcome::Pending(_)),
+                        "{status} {code}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A `sign` header whose `=` padding was stripped is accepted when it decodes; wrong
+    /// padding, or a stripped signature that no longer verifies, is not.
+    #[test]
+    fn a_sign_header_without_padding_is_accepted_if_it_decodes() {
+        let body = success_body(DATA_SUCCESS);
+        let padded = gateway_signer().sign_b64(body.as_bytes());
+        assert!(
+            padded.ends_with('='),
+            "a 256-byte signature is padded: {padded}"
+        );
+        let bare = padded.trim_end_matches('=');
+        let c = classify(200, Some(bare), body.as_bytes(), &key());
+        assert!(matches!(c.outcome, QueryOutcome::Final(_)), "{c:?}");
+        let c = classify(200, Some(&format!("{bare}===")), body.as_bytes(), &key());
+        assert_eq!(reason(&c), RetryReason::Unverified);
+        let c = classify(200, Some(&bare[..bare.len() - 1]), body.as_bytes(), &key());
+        assert_eq!(reason(&c), RetryReason::Unverified);
+    }
+
+    /// What a verified answer with one informative field in one form leads to, through
+    /// `classify` and `decide`: the attempt's class, the flag, and the attempt's error text.
+    struct Cell {
+        field: &'static str,
+        form: &'static str,
+        /// The raw JSON value, `None` for absent.
+        value: Option<&'static str>,
+        class: crate::domain::OutcomeClass,
+        /// The attempt's error text (`None`: the answer confirmed everything).
+        text: Option<&'static str>,
+    }
+
+    const fn cell(
+        field: &'static str,
+        form: &'static str,
+        value: Option<&'static str>,
+        class: crate::domain::OutcomeClass,
+        text: Option<&'static str>,
+    ) -> Cell {
+        Cell {
+            field,
+            form,
+            value,
+            class,
+            text,
+        }
+    }
+
+    /// The table of [`every_informative_field_in_every_form`].
+    const ABSENT_AMOUNT: Option<&str> = Some("data.refundAmount not confirmed: absent");
+    const ABSENT_CURRENCY: Option<&str> = Some("data.refundCurrency not confirmed: absent");
+    const ABSENT_TRADE_NO: Option<&str> = Some("data.refundTradeNo not confirmed: absent");
+    const ABSENT_TIME: Option<&str> = Some("data.refundFinishTime not confirmed: absent");
+    const ABSENT_NO: Option<&str> = Some("data.outRefundNo not confirmed: absent");
+
+    fn informative_cells() -> Vec<Cell> {
+        let mut cells = money_cells();
+        cells.extend(text_cells());
+        cells
+    }
+
+    /// Amount and currency: compared when present.
+    fn money_cells() -> Vec<Cell> {
+        use crate::domain::OutcomeClass::{Final, Mismatch};
+        vec![
+            cell("refundAmount", "absent", None, Final, ABSENT_AMOUNT),
+            cell("refundAmount", "null", Some("null"), Final, ABSENT_AMOUNT),
+            cell("refundAmount", "empty", Some(r#""""#), Final, ABSENT_AMOUNT),
+            cell("refundAmount", "odd", Some(r#""10.5000""#), Final, None),
+            cell(
+                "refundAmount",
+                "unreadable",
+                Some(r#""ten""#),
+                Final,
+                Some(r#"data.refundAmount unreadable: "ten" is not a decimal number"#),
+            ),
+            cell("refundAmount", "conflicting", Some("10.51"), Mismatch, None),
+            cell("refundCurrency", "absent", None, Final, ABSENT_CURRENCY),
+            cell(
+                "refundCurrency",
+                "null",
+                Some("null"),
+                Final,
+                ABSENT_CURRENCY,
+            ),
+            cell(
+                "refundCurrency",
+                "empty",
+                Some(r#""""#),
+                Final,
+                ABSENT_CURRENCY,
+            ),
+            cell("refundCurrency", "odd", Some(r#"" usd""#), Final, None),
+            cell(
+                "refundCurrency",
+                "unreadable",
+                Some("840"),
+                Final,
+                Some("data.refundCurrency unreadable: must be a string, got a number"),
+            ),
+            cell(
+                "refundCurrency",
+                "conflicting",
+                Some(r#""EUR""#),
+                Mismatch,
+                None,
+            ),
+        ]
+    }
+
+    /// Trade number, finish time (informative only) and the refund number (decides when
+    /// present).
+    fn text_cells() -> Vec<Cell> {
+        use crate::domain::OutcomeClass::{Final, Mismatch};
+        vec![
+            cell("refundTradeNo", "absent", None, Final, ABSENT_TRADE_NO),
+            cell(
+                "refundTradeNo",
+                "null",
+                Some("null"),
+                Final,
+                ABSENT_TRADE_NO,
+            ),
+            cell(
+                "refundTradeNo",
+                "empty",
+                Some(r#""""#),
+                Final,
+                ABSENT_TRADE_NO,
+            ),
+            cell("refundTradeNo", "odd", Some("2023102012345"), Final, None),
+            cell(
+                "refundTradeNo",
+                "unreadable",
+                Some("{}"),
+                Final,
+                Some("data.refundTradeNo unreadable: must be a string, got an object"),
+            ),
+            // Informs only: the ledger keeps a trade number it already has (coalesce).
+            cell(
+                "refundTradeNo",
+                "conflicting",
+                Some(r#""T-OTHER""#),
+                Final,
+                None,
+            ),
+            cell("refundFinishTime", "absent", None, Final, ABSENT_TIME),
+            cell("refundFinishTime", "null", Some("null"), Final, ABSENT_TIME),
+            cell(
+                "refundFinishTime",
+                "empty",
+                Some(r#""""#),
+                Final,
+                ABSENT_TIME,
+            ),
+            cell(
+                "refundFinishTime",
+                "odd",
+                Some(r#""2023-10-20 03:28:23.092""#),
+                Final,
+                None,
+            ),
+            cell(
+                "refundFinishTime",
+                "unreadable",
+                Some(r#""not a time""#),
+                Final,
+                Some(r#"data.refundFinishTime unreadable: "not a time" is not a time"#),
+            ),
+            // Informs only: nothing in the ledger to compare a finish time with.
+            cell(
+                "refundFinishTime",
+                "conflicting",
+                Some(r#""2031-01-01T00:00:00+08:00""#),
+                Final,
+                None,
+            ),
+            cell("outRefundNo", "absent", None, Final, ABSENT_NO),
+            cell("outRefundNo", "null", Some("null"), Final, ABSENT_NO),
+            // Present: it decides, and "" is not our refund number.
+            cell("outRefundNo", "empty", Some(r#""""#), Mismatch, None),
+            cell(
+                "outRefundNo",
+                "conflicting",
+                Some(r#""R2""#),
+                Mismatch,
+                None,
+            ),
+        ]
+    }
+
+    /// Issue 11, part 1: every informative field (and the refund number, which decides only
+    /// when present) × {absent, null, empty, odd form, unreadable, conflicting}. Only a
+    /// present, disagreeing amount, currency or refund number stops the status from deciding.
+    #[test]
+    fn every_informative_field_in_every_form() {
+        use crate::domain::OutcomeClass::Final;
+        let table = informative_cells();
+        let state = crate::domain::RefundState {
+            out_refund_no: crate::domain::OutRefundNo::parse("R1").unwrap(),
+            refund_trade_no: Some("T1".into()),
+            amount: Decimal::new(1050, 2),
+            currency: crate::domain::Currency::parse("USD").unwrap(),
+            created_at: parse_ts("2023-10-20T00:00:00Z").unwrap(),
+            attempts: 0,
+            unknown_since: None,
+            flagged: false,
+            last_error: None,
+        };
+        let now = parse_ts("2023-10-20T04:00:00Z").unwrap();
+        for c in table {
+            let name = format!("{} {}", c.field, c.form);
+            let answer = signed(&success_body(&data_raw(c.field, c.value)));
+            assert_eq!(answer.outcome.notes_text().as_deref(), c.text, "{name}");
+            let d = crate::domain::decide(
+                RefundStatus::Pending,
+                &state,
+                &answer.outcome,
+                now,
+                0.5,
+                &crate::domain::Policy::default(),
+            );
+            assert_eq!(d.class, c.class, "{name}: {d:?}");
+            match c.class {
+                Final => assert!(
+                    matches!(d.change, crate::domain::Change::Finalize { flag: None, .. }),
+                    "{name}: finalized, never flagged: {d:?}"
+                ),
+                _ => assert_eq!(d.discrepancies.len(), 1, "{name}: {d:?}"),
+            }
+            // What was read in an odd form is kept, exactly.
+            let o = observed(&answer);
+            match (c.field, c.form) {
+                ("refundAmount", "odd") => {
+                    assert_eq!(o.amount.unwrap().to_string(), "10.5000", "{name}")
+                }
+                ("refundCurrency", "odd") => {
+                    assert_eq!(o.currency.unwrap().as_str(), "USD", "{name}")
+                }
+                ("refundTradeNo", "odd") => {
+                    assert_eq!(o.refund_trade_no.as_deref(), Some("2023102012345"))
+                }
+                ("refundFinishTime", "odd") => assert_eq!(
+                    o.refund_finish_time,
+                    Some(parse_ts("2023-10-20T03:28:23.092Z").unwrap())
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    /// Several fields missing at once are all named, in the answer's order; a pending answer
+    /// without a finish time is the normal case and names nothing for it.
+    #[test]
+    fn absent_fields_are_all_named_and_a_pending_finish_time_is_not_news() {
+        let c = signed(&success_body(r#"{"status":"REFUND_SUCCESS"}"#));
+        assert!(matches!(c.outcome, QueryOutcome::Final(_)), "{c:?}");
+        assert_eq!(
+            c.outcome.notes_text().as_deref(),
+            Some(
+                "data.outRefundNo not confirmed: absent; data.refundAmount not confirmed: absent; \
+                 data.refundCurrency not confirmed: absent; data.refundTradeNo not confirmed: \
+                 absent; data.refundFinishTime not confirmed: absent"
+            )
+        );
+        let c = signed(&success_body(
+            r#"{"outRefundNo":"R1","refundTradeNo":"T1","refundAmount":"1","refundCurrency":"USD","status":"REFUND_PENDING","refundFinishTime":""}"#,
+        ));
+        assert!(matches!(c.outcome, QueryOutcome::Pending(_)), "{c:?}");
+        assert_eq!(c.outcome.notes_text(), None);
+        // Unreadable and unstorable values are named together, unreadable ones listed alone.
+        let t65 = format!(r#""{}""#, "T".repeat(65));
+        let data = data_raw("refundTradeNo", Some(&t65)).replace("10.50", r#""x""#);
+        let c = signed(&success_body(&data));
+        assert_eq!(
+            c.outcome.notes_text().as_deref(),
+            Some(
+                r#"data.refundAmount unreadable: "x" is not a decimal number; data.refundTradeNo dropped: 65 characters, the ledger stores at most 64"#
+            )
+        );
+        assert_eq!(
+            c.outcome.unreadable_text().as_deref(),
+            Some(r#"data.refundAmount unreadable: "x" is not a decimal number"#)
+        );
     }
 
     #[test]

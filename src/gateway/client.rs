@@ -1,5 +1,5 @@
 //! The async `/refundQuery` client: one signed POST per [`GatewayClient::query`], a bounded
-//! read of the answer, and [`classify`] to turn it into a [`QueryOutcome`]. Every failure,
+//! read of the answer, and [`classify_with`] to turn it into a [`QueryOutcome`]. Every failure,
 //! whatever the gateway or the network does, comes back as an outcome in a [`QueryReport`] (the
 //! domain's attempt type, which the worker hands on to the ledger as is); only construction can
 //! fail.
@@ -19,7 +19,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use reqwest::redirect;
 use tokio::time::Instant;
 
-use super::classify::{Classified, classify};
+use super::classify::{Classified, classify_with};
 use super::envelope::{SignedRequest, sign_query};
 use super::keys::{GatewayKey, MerchantKey};
 use super::settings::{GatewaySettings, ValidGatewaySettings};
@@ -141,11 +141,12 @@ impl GatewayClient {
             ),
         };
         let classified = match result {
-            Ok(answer) => classify(
+            Ok(answer) => classify_with(
                 http_status.unwrap_or(0),
                 answer.sign.as_deref(),
                 &answer.body,
                 &self.gateway_key,
+                self.settings.naive_time_offset,
             ),
             Err(detail) => Classified {
                 outcome: QueryOutcome::Retryable {
@@ -265,10 +266,11 @@ fn transport_detail(e: &reqwest::Error) -> String {
 }
 
 /// The attempt-log text for an outcome that is not a verified answer, or for a verified one
-/// that lost informative values the ledger could not store (it names each).
+/// that did not confirm every informative field (absent or unreadable) or lost values the
+/// ledger could not store (it names each).
 fn error_text(outcome: &QueryOutcome) -> Option<String> {
     match outcome {
-        QueryOutcome::Final(_) | QueryOutcome::Pending(_) => outcome.dropped_text(),
+        QueryOutcome::Final(_) | QueryOutcome::Pending(_) => outcome.notes_text(),
         QueryOutcome::Retryable { reason, detail } => {
             Some(format!("{}: {detail}", reason.as_str()))
         }

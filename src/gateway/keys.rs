@@ -11,7 +11,17 @@ use aws_lc_rs::signature::{
     KeyPair, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256, RsaKeyPair,
 };
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::alphabet;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+
+/// Standard base64 that decodes with or without the `=` padding (and refuses wrong padding
+/// lengths and non-canonical trailing bits, like [`STANDARD`]). Only for a `sign` header we
+/// verify: what we send is always padded.
+const STANDARD_PADDING_OPTIONAL: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// Why a key could not be loaded. Messages describe the shape of the problem, never the key.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -183,9 +193,11 @@ impl GatewayKey {
         Err(KeyError::NotPublicKey)
     }
 
-    /// Verifies a standard-base64 SHA256withRSA signature over exactly `body`.
+    /// Verifies a standard-base64 SHA256withRSA signature over exactly `body`. The `=` padding
+    /// may be missing (issue 11: some stacks strip it); the alphabet and the bits must be
+    /// exact, so nothing ambiguous is accepted.
     pub fn verify_b64(&self, body: &[u8], sign_b64: &str) -> Result<(), SignatureError> {
-        let sig = STANDARD
+        let sig = STANDARD_PADDING_OPTIONAL
             .decode(sign_b64.trim().as_bytes())
             .map_err(|_| SignatureError::NotBase64)?;
         self.key

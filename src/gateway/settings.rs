@@ -38,6 +38,38 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_USER_AGENT: &str =
     concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
 
+/// Default zone for a `refundFinishTime` that names no offset: UTC. The query page names no
+/// zone for the field; the notification page says UTC+0 for the same field, so UTC is the
+/// documented guess. Unconfirmed, hence a setting (`gateway.naive_time_offset`). The value only
+/// informs (it is stored, never decides), so a wrong zone cannot finalize anything wrongly.
+pub const DEFAULT_NAIVE_TIME_OFFSET: &str = "+00:00";
+
+/// Parses a `±HH:MM` UTC offset from -14:00 to +14:00 (the range of real time zones).
+pub fn parse_utc_offset(text: &str) -> Option<chrono::FixedOffset> {
+    let bytes = text.as_bytes();
+    let sign = match bytes.first() {
+        Some(b'+') => 1,
+        Some(b'-') => -1,
+        _ => return None,
+    };
+    let digits = |r: std::ops::Range<usize>| {
+        let part = text.get(r)?;
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse::<i32>().ok())
+            .flatten()
+    };
+    if bytes.len() != 6 || bytes[3] != b':' {
+        return None;
+    }
+    let (hours, minutes) = (digits(1..3)?, digits(4..6)?);
+    let seconds = hours * 3600 + minutes * 60;
+    if minutes >= 60 || seconds > 14 * 3600 {
+        return None;
+    }
+    chrono::FixedOffset::east_opt(sign * seconds)
+}
+
 /// Longest `appId` Checus accepts.
 const MAX_APP_ID: usize = 64;
 /// Longest `merchantNo` Checus accepts (current docs; old docs said 15).
@@ -74,6 +106,9 @@ pub struct GatewaySettings {
     pub max_response_bytes: usize,
     /// `User-Agent` header value.
     pub user_agent: String,
+    /// The zone of a `refundFinishTime` that names no offset; default
+    /// [`DEFAULT_NAIVE_TIME_OFFSET`] (UTC).
+    pub naive_time_offset: chrono::FixedOffset,
 }
 
 /// A setting that cannot be used. Every variant carries the setting's name ([`Self::setting`]);
@@ -188,6 +223,8 @@ impl GatewaySettings {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             user_agent: DEFAULT_USER_AGENT.to_owned(),
+            naive_time_offset: parse_utc_offset(DEFAULT_NAIVE_TIME_OFFSET)
+                .expect("the default offset parses"),
         }
     }
 
@@ -349,6 +386,33 @@ fn check_text(setting: &'static str, value: &str, max: usize) -> Result<(), Sett
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_offsets_parse_within_real_zones() {
+        for (text, seconds) in [
+            ("+00:00", Some(0)),
+            ("-00:00", Some(0)),
+            ("+08:00", Some(8 * 3600)),
+            ("-05:30", Some(-(5 * 3600 + 1800))),
+            ("+14:00", Some(14 * 3600)),
+            ("-14:00", Some(-14 * 3600)),
+            ("+14:01", None),
+            ("+08:60", None),
+            ("08:00", None),
+            ("+8:00", None),
+            ("+0800", None),
+            ("+08:00:00", None),
+            ("UTC", None),
+            ("", None),
+            ("+0\u{e9}:0", None),
+        ] {
+            assert_eq!(
+                parse_utc_offset(text).map(|o| o.local_minus_utc()),
+                seconds,
+                "{text}"
+            );
+        }
+    }
 
     fn with_url(url: &str) -> GatewaySettings {
         GatewaySettings::new(url, "app-1", "M-1")

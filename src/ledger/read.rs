@@ -355,6 +355,7 @@ fn state_of(row: &RefundRow) -> RefundState {
         attempts: row.attempts,
         unknown_since: row.unknown_since,
         flagged: row.review_flag,
+        last_error: row.last_error.clone(),
     }
 }
 

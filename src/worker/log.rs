@@ -31,6 +31,29 @@ pub(super) fn log_finalized(no: &str, status: RefundStatus, source: &str, attemp
     }
 }
 
+/// A verified answer held an informative field we could not read: it did not stop the status
+/// from deciding, but someone should know, once per refund rather than on every poll. "Once"
+/// comes from the ledger: the refund's `last_error` is the previous attempt's error text, which
+/// already names the same unreadable fields when the previous answer had them too. (A failure
+/// in between replaces `last_error`, so the WARN can repeat once after it; no extra state.)
+fn warn_unreadable_once(state: &RefundState, report: &QueryReport, outcome: &str) {
+    let Some(unreadable) = report.outcome.unreadable_text() else {
+        return;
+    };
+    let already = state
+        .last_error
+        .as_deref()
+        .is_some_and(|last| last.contains(&unreadable));
+    if !already {
+        warn!(
+            out_refund_no = state.out_refund_no.as_str(),
+            outcome,
+            error = %unreadable,
+            "answer field unreadable"
+        );
+    }
+}
+
 /// One stable message per kind of result, with the same field names everywhere.
 pub(super) fn log_applied(
     state: &RefundState,
@@ -41,6 +64,7 @@ pub(super) fn log_applied(
     let no = state.out_refund_no.as_str();
     let outcome = decision.class.as_str();
     let latency_ms = report.latency.as_millis() as u64;
+    warn_unreadable_once(state, report, outcome);
     for d in &decision.discrepancies {
         error!(
             out_refund_no = no,

@@ -25,12 +25,13 @@ pub fn success_answer(n: &str, at: &str) -> QueryReport {
     QueryReport {
         out_refund_no: no(n),
         outcome: QueryOutcome::Final(ObservedRefund {
-            out_refund_no: n.to_owned(),
+            out_refund_no: Some(n.to_owned()),
             refund_trade_no: Some("T-Q".into()),
-            amount: Decimal::from_str("12.50").unwrap(),
-            currency: Currency::parse("USD").unwrap(),
+            amount: Some(Decimal::from_str("12.50").unwrap()),
+            currency: Some(Currency::parse("USD").unwrap()),
             status: RefundStatus::Success,
             refund_finish_time: None,
+            unconfirmed: Vec::new(),
             dropped: Vec::new(),
         }),
         attempted_at: ts(at),

@@ -214,7 +214,6 @@ async fn malformed_bodies_are_retried_and_never_decide_anything() {
         "fault:missing_data",
         "fault:missing_status",
         "fault:unknown_status",
-        "fault:amount_as_string",
         "fault:status_as_number",
     ] {
         assert_retried(spelling, "malformed", Some(200)).await;

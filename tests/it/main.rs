@@ -22,3 +22,4 @@ mod reconcile;
 mod sandbox;
 mod secrets;
 mod shutdown;
+mod tolerant;
