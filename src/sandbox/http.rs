@@ -181,6 +181,8 @@ pub fn reason(status: u16) -> &'static str {
         302 => "Found",
         307 => "Temporary Redirect",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",

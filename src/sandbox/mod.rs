@@ -13,6 +13,15 @@
 //! - `requestTime` exactly 2 minutes off is still accepted; anything further is not.
 //! - `refundFinishTime` is the sandbox clock's time at the first answer that reported the final
 //!   status, and is absent while pending.
+//! - `version` 1.1 to 1.5 are accepted: the SDKs and docs send all of them.
+//!
+//! Those are the defaults. The world varies more, and so can the sandbox: every answer's form
+//! can be switched per refund and per step ([`Switch`], [`Variance`], the `vary:` step), and
+//! the realistic mode ([`Realism`], [`Sandbox::set_realism`]) draws a form for every refund
+//! from a seed: amounts as strings or with trailing zeros, amount or currency absent,
+//! `refundFinishTime` absent, empty, in `+08:00` or with no offset, signed or unsigned error
+//! answers, business codes on HTTP 4xx/5xx, `REFUND_NO_INVALID` for an unknown refund, other
+//! key orders and whitespace, and `PARAMS_INVALID` for some refunds.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -50,8 +59,9 @@ use tracing::debug;
 use crate::domain::{Clock, InvalidValue, RefundStatus};
 use crate::gateway::{GatewayKey, MerchantKey};
 
+pub use protocol::{Switch, Variance};
 pub use script::{
-    DEFAULT_TRICKLE_INTERVAL, Fault, RefundScript, ScriptError, Step, mixed_scripts,
+    DEFAULT_TRICKLE_INTERVAL, Fault, Realism, RefundScript, ScriptError, Step, mixed_scripts,
     parse_scripts_jsonl, script_to_jsonl,
 };
 pub use state::SandboxStats;
@@ -69,8 +79,8 @@ pub const FAR_FINISH_TIME: &str = "9999-12-31T23:30:00.000-05:00";
 pub const TEST_APP_ID: &str = "SANDBOX-APP";
 /// `merchantNo` of [`SandboxOptions::insecure_test`].
 pub const TEST_MERCHANT_NO: &str = "SANDBOX-MERCHANT";
-/// `version` values accepted by default: the two the current sources give (fact sheet §1).
-pub const DEFAULT_ACCEPTED_VERSIONS: &[&str] = &["1.4", "1.5"];
+/// `version` values accepted by default: every one the SDKs and docs send (fact sheet §1, §9).
+pub const DEFAULT_ACCEPTED_VERSIONS: &[&str] = &["1.1", "1.2", "1.3", "1.4", "1.5"];
 /// The documented `requestTime` window: ±2 minutes of gateway time.
 pub const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(120);
 
@@ -96,11 +106,14 @@ pub struct SandboxOptions {
     pub max_skew: Duration,
     /// Sign error answers too (default: unsigned, see the module docs).
     pub sign_error_answers: bool,
+    /// The realistic mode, if on (changeable later with [`Sandbox::set_realism`]).
+    pub realism: Option<Realism>,
 }
 
 impl SandboxOptions {
     /// Loopback on a free port, the INSECURE test keys, app id `SANDBOX-APP`, merchant no
-    /// `SANDBOX-MERCHANT`, versions 1.4 and 1.5, no latency, ±2 minutes, unsigned errors.
+    /// `SANDBOX-MERCHANT`, versions 1.1 to 1.5, no latency, ±2 minutes, unsigned errors, the
+    /// realistic mode off.
     pub fn insecure_test(clock: Arc<dyn Clock>) -> Self {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -116,6 +129,7 @@ impl SandboxOptions {
             latency: Duration::ZERO,
             max_skew: DEFAULT_MAX_SKEW,
             sign_error_answers: false,
+            realism: None,
         }
     }
 }
@@ -149,6 +163,7 @@ pub async fn start(options: SandboxOptions) -> std::io::Result<Sandbox> {
         clock: options.clock,
         state: Mutex::new(state::State::new(options.latency)),
     });
+    shared.lock().set_realism(options.realism);
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     let accept = tokio::spawn(server::accept_loop(
@@ -191,8 +206,8 @@ impl Sandbox {
         self.shared.lock().script_many(scripts)
     }
 
-    /// The final status the refund's script ends at; `None` if it never finalizes or is not
-    /// scripted.
+    /// The final status the refund's script ends at; `None` if it never finalizes, is not
+    /// scripted, or the realistic mode answers it `PARAMS_INVALID`.
     pub fn truth(&self, out_refund_no: &str) -> Option<RefundStatus> {
         self.shared.lock().truth(out_refund_no)
     }
@@ -214,6 +229,12 @@ impl Sandbox {
     /// [`Sandbox::set_fault_rate`] with your own list of faults.
     pub fn set_fault_mix(&self, fraction: f64, seed: u64, faults: Vec<Fault>) {
         self.shared.lock().set_fault_rate(fraction, seed, faults);
+    }
+
+    /// Turns the realistic mode on (or off with `None`). Steps that say `vary:` keep their own
+    /// form.
+    pub fn set_realism(&self, realism: Option<Realism>) {
+        self.shared.lock().set_realism(realism);
     }
 
     /// Changes the sleep before every answer.

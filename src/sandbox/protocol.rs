@@ -10,14 +10,15 @@
 //! (`PARAMS_INVALID`). The sandbox serves one merchant, so it can verify before parsing
 //! anything: nothing about an unauthenticated body is ever interpreted.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
+use chrono::FixedOffset;
 use rust_decimal::Decimal;
-use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::domain::{Currency, RefundStatus, Timestamp, format_ts, parse_ts};
+use crate::domain::{Currency, InvalidValue, RefundStatus, Timestamp, format_ts, parse_ts};
 use crate::gateway::GatewayKey;
 
 /// `APPLY_SUCCESS`: the request worked (says nothing about the refund).
@@ -36,6 +37,8 @@ pub const REQ_TIME_OVER_TIME: &str = "REQ_TIME_OVER_TIME";
 pub const ORDER_NOT_EXIST: &str = "ORDER_NOT_EXIST";
 /// Rate limited.
 pub const TOO_MANY_REQUEST: &str = "TOO_MANY_REQUEST";
+/// The other code for an unknown refund (TIZ36's copy of the PayerMax list).
+pub const REFUND_NO_INVALID: &str = "REFUND_NO_INVALID";
 
 /// The `msg` the gateway sends with a code (texts from the PayerMax/Checus error tables).
 pub fn default_msg(code: &str) -> &'static str {
@@ -48,7 +51,7 @@ pub fn default_msg(code: &str) -> &'static str {
         MERCHANT_INVALID => "The merchant has been offline.",
         MERCHANT_APP_INVALID => "Signature key is not configured.",
         ORDER_NOT_EXIST => "order queried or operated is invalid",
-        "REFUND_NO_INVALID" => "Invalid refund order number",
+        REFUND_NO_INVALID => "Invalid refund order number",
         "UNEXPECTED_ERROR" => "Unknown error.",
         "REQUEST_TIMEOUT" => "Request timeout.",
         _ => "",
@@ -238,47 +241,157 @@ pub enum Shape {
     FinishTimeText(&'static str),
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct DataOut<'a> {
-    out_refund_no: &'a str,
-    refund_trade_no: &'a str,
-    refund_amount: &'a RawValue,
-    refund_currency: &'a str,
-    out_trade_no: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<&'a RawValue>,
-    result_msg: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refund_finish_time: Option<String>,
+/// A JSON value to write: raw text, or an object whose key order and spacing the
+/// [`Variance`] decides. Written by hand so every variant's bytes are exactly known.
+enum Node {
+    Raw(String),
+    Object(Vec<(&'static str, Node)>),
 }
 
-#[derive(Serialize)]
-struct AnswerOut<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<&'a str>,
-    msg: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<DataOut<'a>>,
+/// A JSON string literal.
+fn json_str(text: &str) -> String {
+    serde_json::to_string(text).expect("strings always serialize")
 }
 
-fn raw(text: String) -> Box<RawValue> {
-    RawValue::from_string(text).expect("the sandbox only writes valid JSON fragments")
+fn indent(out: &mut String, depth: usize) {
+    out.push('\n');
+    for _ in 0..depth {
+        out.push_str("  ");
+    }
+}
+
+fn write_node(out: &mut String, node: &Node, v: &Variance, depth: usize) {
+    let fields = match node {
+        Node::Raw(text) => return out.push_str(text),
+        Node::Object(fields) => fields,
+    };
+    let mut fields: Vec<&(&str, Node)> = fields.iter().collect();
+    if v.has(Switch::KeysSorted) {
+        fields.sort_by_key(|(key, _)| *key);
+    } else if v.has(Switch::KeysReversed) {
+        fields.reverse();
+    }
+    let pretty = v.has(Switch::Pretty);
+    let spaced = v.has(Switch::Spaced);
+    out.push('{');
+    for (i, (key, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+            if spaced {
+                out.push(' ');
+            }
+        }
+        if pretty {
+            indent(out, depth + 1);
+        }
+        out.push_str(&json_str(key));
+        out.push(':');
+        if spaced || pretty {
+            out.push(' ');
+        }
+        write_node(out, value, v, depth + 1);
+    }
+    if pretty && !fields.is_empty() {
+        indent(out, depth);
+    }
+    out.push('}');
+}
+
+fn write_body(top: &Node, v: &Variance) -> Vec<u8> {
+    let mut out = String::new();
+    write_node(&mut out, top, v, 0);
+    if v.has(Switch::Pretty) {
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// `refundAmount` as written, or `None` when the variance leaves it out.
+fn amount_node(amount: Decimal, shape: Shape, v: &Variance) -> Option<Node> {
+    let zeros = || {
+        let mut padded = amount;
+        if padded.scale() < 4 {
+            padded.rescale(4);
+        }
+        padded.to_string()
+    };
+    let text = if shape == Shape::AmountAsString || v.has(Switch::AmountString) {
+        json_str(&amount.to_string())
+    } else if v.has(Switch::AmountStringZeros) {
+        json_str(&zeros())
+    } else if v.has(Switch::AmountZeros) {
+        zeros()
+    } else if v.has(Switch::AmountAbsent) {
+        return None;
+    } else {
+        amount.to_string()
+    };
+    Some(Node::Raw(text))
+}
+
+/// `refundFinishTime` as written on a final answer, or `None` when it is left out.
+fn finish_node(at: Option<Timestamp>, shape: Shape, v: &Variance) -> Option<Node> {
+    if let Shape::FinishTimeText(text) = shape {
+        return Some(Node::Raw(json_str(text)));
+    }
+    if v.has(Switch::FinishAbsent) {
+        return None;
+    }
+    if v.has(Switch::FinishEmpty) {
+        return Some(Node::Raw(json_str("")));
+    }
+    let at = at?;
+    let text = if v.has(Switch::FinishPlus8) {
+        let east8 = FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset");
+        at.with_timezone(&east8)
+            .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
+            .to_string()
+    } else if v.has(Switch::FinishNoOffset) {
+        at.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
+    } else {
+        format_ts(at)
+    };
+    Some(Node::Raw(json_str(&text)))
+}
+
+fn status_node(status: RefundStatus, shape: Shape, v: &Variance) -> Option<Node> {
+    let text = match shape {
+        Shape::MissingStatus => return None,
+        Shape::UnknownStatus => json_str("REFUND_PROCESSING"),
+        Shape::StatusAsNumber => "1".to_owned(),
+        _ if v.has(Switch::StatusPadded) => json_str(&format!("{}\t", status.as_str())),
+        _ => json_str(status.as_str()),
+    };
+    Some(Node::Raw(text))
 }
 
 /// Writes an `APPLY_SUCCESS` answer body. `refundAmount` is the decimal's own text (`12.50`)
 /// as a JSON number, never routed through `f64`.
 pub fn success_body(data: &AnswerData, shape: Shape) -> Vec<u8> {
-    let amount = match shape {
-        Shape::AmountAsString => raw(format!("\"{}\"", data.amount)),
-        _ => raw(data.amount.to_string()),
-    };
-    let status = match shape {
-        Shape::MissingStatus => None,
-        Shape::UnknownStatus => Some(raw("\"REFUND_PROCESSING\"".to_owned())),
-        Shape::StatusAsNumber => Some(raw("1".to_owned())),
-        _ => Some(raw(format!("\"{}\"", data.status.as_str()))),
-    };
+    answer_body(data, shape, &Variance::default())
+}
+
+/// Writes an `APPLY_SUCCESS` answer body in the form `variance` asks for.
+pub fn varied_success_body(data: &AnswerData, variance: &Variance) -> Vec<u8> {
+    answer_body(data, Shape::Correct, variance)
+}
+
+fn answer_body(data: &AnswerData, shape: Shape, v: &Variance) -> Vec<u8> {
+    let text = |s: &str| Node::Raw(json_str(s));
+    let mut fields = vec![
+        ("outRefundNo", text(&data.out_refund_no)),
+        ("refundTradeNo", text(&data.refund_trade_no)),
+    ];
+    if let Some(amount) = amount_node(data.amount, shape, v) {
+        fields.push(("refundAmount", amount));
+    }
+    if !v.has(Switch::CurrencyAbsent) {
+        fields.push(("refundCurrency", text(data.currency.as_str())));
+    }
+    fields.push(("outTradeNo", text(&data.out_trade_no)));
+    if let Some(status) = status_node(data.status, shape, v) {
+        fields.push(("status", status));
+    }
     let padding;
     let result_msg = match shape {
         Shape::PaddedTo(bytes) => {
@@ -287,36 +400,284 @@ pub fn success_body(data: &AnswerData, shape: Shape) -> Vec<u8> {
         }
         _ => data.result_msg(),
     };
-    let data_out = DataOut {
-        out_refund_no: &data.out_refund_no,
-        refund_trade_no: &data.refund_trade_no,
-        refund_amount: &amount,
-        refund_currency: data.currency.as_str(),
-        out_trade_no: &data.out_trade_no,
-        status: status.as_deref(),
-        result_msg,
-        refund_finish_time: match shape {
-            Shape::FinishTimeText(text) => Some(text.to_owned()),
-            _ => data.finish_time.map(format_ts),
-        }
-        .filter(|_| data.status.is_final()),
-    };
-    let answer = AnswerOut {
-        code: (shape != Shape::MissingCode).then_some(APPLY_SUCCESS),
-        msg: default_msg(APPLY_SUCCESS),
-        data: (shape != Shape::MissingData).then_some(data_out),
-    };
-    serde_json::to_vec(&answer).expect("answer bodies always serialize")
+    fields.push(("resultMsg", text(result_msg)));
+    if data.status.is_final()
+        && let Some(finish) = finish_node(data.finish_time, shape, v)
+    {
+        fields.push(("refundFinishTime", finish));
+    }
+    let mut top = Vec::new();
+    if shape != Shape::MissingCode {
+        top.push(("code", text(APPLY_SUCCESS)));
+    }
+    top.push(("msg", text(default_msg(APPLY_SUCCESS))));
+    if shape != Shape::MissingData {
+        top.push(("data", Node::Object(fields)));
+    }
+    write_body(&Node::Object(top), v)
 }
 
 /// Writes an error answer body: `{"code":…,"msg":…}`.
 pub fn error_body(code: &str, msg: &str) -> Vec<u8> {
-    serde_json::to_vec(&AnswerOut {
-        code: Some(code),
-        msg,
-        data: None,
-    })
-    .expect("error bodies always serialize")
+    varied_error_body(code, msg, &Variance::default())
+}
+
+/// Writes an error answer body with the key order and spacing `variance` asks for.
+pub fn varied_error_body(code: &str, msg: &str, variance: &Variance) -> Vec<u8> {
+    let top = Node::Object(vec![
+        ("code", Node::Raw(json_str(code))),
+        ("msg", Node::Raw(json_str(msg))),
+    ]);
+    write_body(&top, variance)
+}
+
+/// One way a real gateway's answer may differ from the sandbox's documented default shape.
+/// Every switch keeps the answer valid and truthful; they only vary the form. Spelled in
+/// snake case (`amount_string`), as in the `vary:` step and in [`Variance`]'s text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Switch {
+    /// `data` has no `refundAmount`.
+    AmountAbsent,
+    /// `refundAmount` is a JSON string of the exact decimal (`"12.50"`).
+    AmountString,
+    /// `refundAmount` is a number with trailing zeros to 4 decimals (`12.5000`).
+    AmountZeros,
+    /// `refundAmount` is a string with trailing zeros (`"12.5000"`).
+    AmountStringZeros,
+    /// `data` has no `refundCurrency`.
+    CurrencyAbsent,
+    /// A final answer has no `refundFinishTime`.
+    FinishAbsent,
+    /// A final answer's `refundFinishTime` is `""`.
+    FinishEmpty,
+    /// `refundFinishTime` in `+08:00` (`2026-01-02T03:04:05.600+08:00`).
+    FinishPlus8,
+    /// `refundFinishTime` in UTC with no offset (`2026-01-01T19:04:05.600`).
+    FinishNoOffset,
+    /// `data.status` with a trailing tab, as the OpenAPI enum spells `"REFUND_PENDING\t"`.
+    StatusPadded,
+    /// Keys in alphabetical order (the shareit Go SDK's map order).
+    KeysSorted,
+    /// Keys in reverse documented order.
+    KeysReversed,
+    /// A space after every `:` and `,` (Python's `json.dumps` style).
+    Spaced,
+    /// Indented over several lines, with a final newline.
+    Pretty,
+    /// Error answers carry a valid `sign` header.
+    ErrorsSigned,
+    /// Error answers carry no `sign` header.
+    ErrorsUnsigned,
+    /// Error answers come with an HTTP status to match their code ([`error_http_status`]).
+    ErrorsOnHttp,
+    /// An unknown refund answers `REFUND_NO_INVALID` instead of `ORDER_NOT_EXIST`.
+    RefundNoInvalid,
+}
+
+impl Switch {
+    /// Every switch, in documentation order.
+    pub const ALL: &[Switch] = &[
+        Switch::AmountAbsent,
+        Switch::AmountString,
+        Switch::AmountZeros,
+        Switch::AmountStringZeros,
+        Switch::CurrencyAbsent,
+        Switch::FinishAbsent,
+        Switch::FinishEmpty,
+        Switch::FinishPlus8,
+        Switch::FinishNoOffset,
+        Switch::StatusPadded,
+        Switch::KeysSorted,
+        Switch::KeysReversed,
+        Switch::Spaced,
+        Switch::Pretty,
+        Switch::ErrorsSigned,
+        Switch::ErrorsUnsigned,
+        Switch::ErrorsOnHttp,
+        Switch::RefundNoInvalid,
+    ];
+
+    /// The switches today's client reads to the true outcome with nothing flagged.
+    pub const TOLERATED: &[Switch] = &[
+        Switch::AmountZeros,
+        Switch::FinishAbsent,
+        Switch::FinishEmpty,
+        Switch::FinishPlus8,
+        Switch::KeysSorted,
+        Switch::KeysReversed,
+        Switch::Spaced,
+        Switch::Pretty,
+        Switch::ErrorsSigned,
+        Switch::ErrorsUnsigned,
+        Switch::RefundNoInvalid,
+    ];
+
+    /// The spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Switch::AmountAbsent => "amount_absent",
+            Switch::AmountString => "amount_string",
+            Switch::AmountZeros => "amount_zeros",
+            Switch::AmountStringZeros => "amount_string_zeros",
+            Switch::CurrencyAbsent => "currency_absent",
+            Switch::FinishAbsent => "finish_absent",
+            Switch::FinishEmpty => "finish_empty",
+            Switch::FinishPlus8 => "finish_plus8",
+            Switch::FinishNoOffset => "finish_no_offset",
+            Switch::StatusPadded => "status_padded",
+            Switch::KeysSorted => "keys_sorted",
+            Switch::KeysReversed => "keys_reversed",
+            Switch::Spaced => "spaced",
+            Switch::Pretty => "pretty",
+            Switch::ErrorsSigned => "errors_signed",
+            Switch::ErrorsUnsigned => "errors_unsigned",
+            Switch::ErrorsOnHttp => "errors_on_http",
+            Switch::RefundNoInvalid => "refund_no_invalid",
+        }
+    }
+
+    /// Switches of one dimension exclude each other (an amount is written one way).
+    pub fn dimension(self) -> &'static str {
+        match self {
+            Switch::AmountAbsent
+            | Switch::AmountString
+            | Switch::AmountZeros
+            | Switch::AmountStringZeros => "amount",
+            Switch::CurrencyAbsent => "currency",
+            Switch::FinishAbsent
+            | Switch::FinishEmpty
+            | Switch::FinishPlus8
+            | Switch::FinishNoOffset => "finish",
+            Switch::StatusPadded => "status",
+            Switch::KeysSorted | Switch::KeysReversed => "keys",
+            Switch::Spaced | Switch::Pretty => "spacing",
+            Switch::ErrorsSigned | Switch::ErrorsUnsigned => "error_sign",
+            Switch::ErrorsOnHttp => "error_http",
+            Switch::RefundNoInvalid => "unknown_code",
+        }
+    }
+}
+
+impl fmt::Display for Switch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Switch {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Switch::ALL
+            .iter()
+            .copied()
+            .find(|w| w.name() == s)
+            .ok_or_else(|| InvalidValue::new("vary", format!("unknown switch {s:?}")))
+    }
+}
+
+/// A set of [`Switch`]es, at most one per dimension, in the order given. The default (empty)
+/// variance is the documented shape, with error answers signed or not as
+/// [`SandboxOptions::sign_error_answers`](super::SandboxOptions::sign_error_answers) says.
+/// Text form: the names joined by `,` (`amount_string,finish_plus8`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Variance(Vec<Switch>);
+
+impl Variance {
+    /// The switches, refused if two share a dimension or one repeats.
+    pub fn new(switches: impl IntoIterator<Item = Switch>) -> Result<Self, InvalidValue> {
+        let mut kept: Vec<Switch> = Vec::new();
+        for switch in switches {
+            if let Some(other) = kept.iter().find(|k| k.dimension() == switch.dimension()) {
+                return Err(InvalidValue::new(
+                    "vary",
+                    format!("{switch} and {other} both set the {}", switch.dimension()),
+                ));
+            }
+            kept.push(switch);
+        }
+        Ok(Self(kept))
+    }
+
+    /// Whether `switch` is on.
+    pub fn has(&self, switch: Switch) -> bool {
+        self.0.contains(&switch)
+    }
+
+    /// The switches, in the order given.
+    pub fn switches(&self) -> &[Switch] {
+        &self.0
+    }
+
+    /// Whether error answers carry a `sign` header, given the sandbox-wide default.
+    pub fn signs_errors(&self, default: bool) -> bool {
+        if self.has(Switch::ErrorsSigned) {
+            true
+        } else if self.has(Switch::ErrorsUnsigned) {
+            false
+        } else {
+            default
+        }
+    }
+
+    /// The code an unknown refund gets.
+    pub fn unknown_code(&self) -> &'static str {
+        if self.has(Switch::RefundNoInvalid) {
+            REFUND_NO_INVALID
+        } else {
+            ORDER_NOT_EXIST
+        }
+    }
+
+    /// The HTTP status an error answer with `code` comes with.
+    pub fn error_status(&self, code: &str) -> u16 {
+        if self.has(Switch::ErrorsOnHttp) {
+            error_http_status(code)
+        } else {
+            200
+        }
+    }
+}
+
+impl fmt::Display for Variance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, switch) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(switch.name())?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Variance {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(InvalidValue::new("vary", "names no switch"));
+        }
+        Variance::new(
+            s.split(',')
+                .map(str::parse)
+                .collect::<Result<Vec<Switch>, _>>()?,
+        )
+    }
+}
+
+/// The HTTP status [`Switch::ErrorsOnHttp`] sends with an error code: the one a REST gateway
+/// would pick (5xx for the gateway's own trouble, 429 for rate limits, 4xx for the rest).
+pub fn error_http_status(code: &str) -> u16 {
+    match code {
+        "SYSTEM_ERROR" | "UNEXPECTED_ERROR" => 500,
+        "REQUEST_TIMEOUT" => 504,
+        TOO_MANY_REQUEST => 429,
+        SIGN_VERIFY_FAILED | "AUTHENTICATE_FAILED" => 401,
+        MERCHANT_INVALID | MERCHANT_APP_INVALID | "CONTRACT_INVALID" | "ONBOARD_ERROR" => 403,
+        ORDER_NOT_EXIST | REFUND_NO_INVALID => 404,
+        _ => 400,
+    }
 }
 
 #[cfg(test)]
@@ -474,5 +835,141 @@ mod tests {
                 refund_trade_no: Some("T1".into())
             })
         );
+    }
+
+    fn varied(status: RefundStatus, switches: &str) -> String {
+        let v: Variance = switches.parse().unwrap();
+        String::from_utf8(varied_success_body(&data(status), &v)).unwrap()
+    }
+
+    #[test]
+    fn every_switch_writes_exactly_its_form() {
+        let success = RefundStatus::Success;
+        let data_part = |body: &str| body[body.find("\"data\"").unwrap()..].to_owned();
+        let cases: &[(&str, &str)] = &[
+            (
+                "amount_absent",
+                r#""refundTradeNo":"T1","refundCurrency":"USD""#,
+            ),
+            ("amount_string", r#""refundAmount":"12.50","#),
+            ("amount_zeros", r#""refundAmount":12.5000,"#),
+            ("amount_string_zeros", r#""refundAmount":"12.5000","#),
+            ("currency_absent", r#""refundAmount":12.50,"outTradeNo""#),
+            ("finish_absent", r#""resultMsg":""}}"#),
+            ("finish_empty", r#""refundFinishTime":""}}"#),
+            (
+                "finish_plus8",
+                r#""refundFinishTime":"2026-01-02T03:04:05.600+08:00"}}"#,
+            ),
+            (
+                "finish_no_offset",
+                r#""refundFinishTime":"2026-01-01T19:04:05.600"}}"#,
+            ),
+            ("status_padded", r#""status":"REFUND_SUCCESS\t","#),
+        ];
+        for (switch, want) in cases {
+            let body = varied(success, switch);
+            assert!(data_part(&body).contains(want), "{switch}: {body}");
+            assert!(body.starts_with(r#"{"code":"APPLY_SUCCESS","msg":"Success.","data":{"#));
+        }
+        assert_eq!(
+            varied(success, "keys_sorted"),
+            r#"{"code":"APPLY_SUCCESS","data":{"outRefundNo":"R1","outTradeNo":"O1","refundAmount":12.50,"refundCurrency":"USD","refundFinishTime":"2026-01-01T19:04:05.600Z","refundTradeNo":"T1","resultMsg":"","status":"REFUND_SUCCESS"},"msg":"Success."}"#
+        );
+        assert_eq!(
+            varied(RefundStatus::Pending, "keys_reversed,spaced"),
+            r#"{"data": {"resultMsg": "", "status": "REFUND_PENDING", "outTradeNo": "O1", "refundCurrency": "USD", "refundAmount": 12.50, "refundTradeNo": "T1", "outRefundNo": "R1"}, "msg": "Success.", "code": "APPLY_SUCCESS"}"#
+        );
+        assert_eq!(
+            varied(RefundStatus::Pending, "pretty"),
+            "{\n  \"code\": \"APPLY_SUCCESS\",\n  \"msg\": \"Success.\",\n  \"data\": {\n    \
+             \"outRefundNo\": \"R1\",\n    \"refundTradeNo\": \"T1\",\n    \"refundAmount\": 12.50,\n    \
+             \"refundCurrency\": \"USD\",\n    \"outTradeNo\": \"O1\",\n    \"status\": \"REFUND_PENDING\",\n    \
+             \"resultMsg\": \"\"\n  }\n}\n"
+        );
+        // Zero-decimal currencies get trailing zeros too; longer scales are kept as they are.
+        let mut idr = data(success);
+        idr.amount = Decimal::new(15000, 0);
+        let v: Variance = "amount_zeros".parse().unwrap();
+        let body = String::from_utf8(varied_success_body(&idr, &v)).unwrap();
+        assert!(body.contains(r#""refundAmount":15000.0000,"#), "{body}");
+        // Every form is JSON that reads back to the same facts.
+        for switch in Switch::ALL {
+            let body = varied(success, switch.name());
+            let value: Value =
+                serde_json::from_str(&body).unwrap_or_else(|e| panic!("{switch}: {e}"));
+            assert_eq!(value["data"]["outRefundNo"], "R1", "{switch}");
+            assert_eq!(value["code"], APPLY_SUCCESS, "{switch}");
+        }
+    }
+
+    #[test]
+    fn error_switches_pick_the_status_signature_and_unknown_code() {
+        let v = |s: &str| s.parse::<Variance>().unwrap();
+        assert_eq!(Variance::default().error_status("SYSTEM_ERROR"), 200);
+        for (code, status) in [
+            ("SYSTEM_ERROR", 500),
+            ("TOO_MANY_REQUEST", 429),
+            ("SIGN_VERIFY_FAILED", 401),
+            ("MERCHANT_APP_INVALID", 403),
+            ("ORDER_NOT_EXIST", 404),
+            ("REFUND_NO_INVALID", 404),
+            ("PARAMS_INVALID", 400),
+            ("REQ_TIME_OVER_TIME", 400),
+        ] {
+            assert_eq!(v("errors_on_http").error_status(code), status, "{code}");
+        }
+        assert!(v("errors_signed").signs_errors(false));
+        assert!(!v("errors_unsigned").signs_errors(true));
+        assert!(Variance::default().signs_errors(true));
+        assert_eq!(Variance::default().unknown_code(), ORDER_NOT_EXIST);
+        assert_eq!(v("refund_no_invalid").unknown_code(), REFUND_NO_INVALID);
+        assert_eq!(
+            varied_error_body("SYSTEM_ERROR", "busy", &v("keys_reversed,spaced")),
+            br#"{"msg": "busy", "code": "SYSTEM_ERROR"}"#
+        );
+        assert_eq!(
+            varied_error_body("SYSTEM_ERROR", "busy", &Variance::default()),
+            error_body("SYSTEM_ERROR", "busy")
+        );
+    }
+
+    #[test]
+    fn variance_spellings_round_trip_and_refuse_conflicts() {
+        for switch in Switch::ALL {
+            assert_eq!(switch.name().parse::<Switch>().unwrap(), *switch);
+        }
+        let text = "pretty,amount_string,finish_plus8,errors_on_http";
+        assert_eq!(text.parse::<Variance>().unwrap().to_string(), text);
+        for bad in [
+            "",
+            "amount_string,amount_zeros",
+            "pretty,pretty",
+            "spaced,pretty",
+            "nope",
+        ] {
+            assert!(bad.parse::<Variance>().is_err(), "{bad:?} accepted");
+        }
+        assert!(
+            Switch::TOLERATED.iter().all(|s| Switch::ALL.contains(s)),
+            "tolerated switches are switches"
+        );
+    }
+
+    #[test]
+    fn every_varied_answer_verifies_with_the_gateway_key() {
+        let signer = test_keys::insecure_gateway_private();
+        let public = test_keys::insecure_gateway_public();
+        for switch in Switch::ALL {
+            for status in [
+                RefundStatus::Pending,
+                RefundStatus::Success,
+                RefundStatus::Failed,
+            ] {
+                let body = varied(status, switch.name()).into_bytes();
+                let sign = signer.sign_b64(&body);
+                assert!(public.verify_b64(&body, &sign).is_ok(), "{switch} {status}");
+            }
+        }
     }
 }

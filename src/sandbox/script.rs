@@ -10,6 +10,7 @@
 //! | `unknown` | `ORDER_NOT_EXIST` (the gateway does not know the refund yet) |
 //! | `code:SYSTEM_ERROR` | any error code, answered as the gateway answers errors |
 //! | `delay:200ms:pending` | sleep (`ms` or `s`), then the inner step |
+//! | `vary:amount_string,finish_plus8:success` | the inner step's answer in another form (a [`Variance`]) |
 //! | `fault:NAME` | a [`Fault`], e.g. `fault:reset`, `fault:http:502`, `fault:trickle:5ms` |
 
 use std::collections::HashSet;
@@ -25,6 +26,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::protocol::{Switch, Variance};
 use crate::domain::{Currency, InvalidValue, OutRefundNo, RefundStatus, validate_amount};
 
 /// How long [`Fault::Trickle`] waits between bytes when the spelling gives no interval.
@@ -223,6 +225,9 @@ pub enum Step {
     Fault(Fault),
     /// Sleep, then do the inner step.
     Delay(Duration, Box<Step>),
+    /// Do the inner step, writing its answer (or error answer) in the form the variance asks
+    /// for. Faults keep their own form.
+    Vary(Variance, Box<Step>),
 }
 
 impl Step {
@@ -232,7 +237,7 @@ impl Step {
             Step::Pending => Some(RefundStatus::Pending),
             Step::Success => Some(RefundStatus::Success),
             Step::Failed => Some(RefundStatus::Failed),
-            Step::Delay(_, inner) => inner.status(),
+            Step::Delay(_, inner) | Step::Vary(_, inner) => inner.status(),
             Step::Unknown | Step::Code(_) | Step::Fault(_) => None,
         }
     }
@@ -248,6 +253,7 @@ impl fmt::Display for Step {
             Step::Code(code) => write!(f, "code:{code}"),
             Step::Fault(fault) => write!(f, "fault:{fault}"),
             Step::Delay(d, inner) => write!(f, "delay:{}:{inner}", format_duration(*d)),
+            Step::Vary(variance, inner) => write!(f, "vary:{variance}:{inner}"),
         }
     }
 }
@@ -282,6 +288,15 @@ impl FromStr for Step {
             })?;
             return Ok(Step::Delay(d, Box::new(inner.parse()?)));
         }
+        if let Some(rest) = s.strip_prefix("vary:") {
+            let (switches, inner) = rest.split_once(':').ok_or_else(|| {
+                InvalidValue::new(
+                    "vary",
+                    format!("{s:?} must look like vary:amount_string:success"),
+                )
+            })?;
+            return Ok(Step::Vary(switches.parse()?, Box::new(inner.parse()?)));
+        }
         match s {
             "pending" => Ok(Step::Pending),
             "success" => Ok(Step::Success),
@@ -291,7 +306,7 @@ impl FromStr for Step {
                 "step",
                 format!(
                     "unknown step {other:?} (expected pending, success, failed, unknown, \
-                     code:CODE, fault:NAME or delay:DURATION:STEP)"
+                     code:CODE, fault:NAME, delay:DURATION:STEP or vary:SWITCHES:STEP)"
                 ),
             )),
         }
@@ -325,6 +340,16 @@ impl RefundScript {
             currency: Currency::parse("USD").expect("USD is a valid currency"),
             steps,
         }
+    }
+
+    /// The same script with every step's answer written in the form `variance` asks for.
+    pub fn varied(mut self, variance: &Variance) -> Self {
+        self.steps = self
+            .steps
+            .into_iter()
+            .map(|step| Step::Vary(variance.clone(), Box::new(step)))
+            .collect();
+        self
     }
 
     /// The final status the gateway ends up holding: the first final status in the steps
@@ -638,6 +663,92 @@ fn mixed_amount(rng: &mut StdRng) -> (Decimal, Currency) {
     (amount, currency)
 }
 
+/// The sandbox's realistic mode: every refund's answers take a form drawn from `switches`,
+/// and a `params_invalid` share of refunds are refused with `PARAMS_INVALID` on every query,
+/// as a real gateway refuses a refund number it finds ill-formed. The draw depends only on
+/// the seed and the refund number, so it is the same whatever order queries arrive in.
+/// A `vary:` step overrides the draw for that step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Realism {
+    /// Fixes every draw.
+    pub seed: u64,
+    /// The switches a draw may pick from; each dimension present is switched on for about
+    /// half the refunds, to one of its switches here.
+    pub switches: Vec<Switch>,
+    /// Share of refunds (0.0–1.0) answered `PARAMS_INVALID` forever; they never finalize.
+    pub params_invalid: f64,
+}
+
+impl Realism {
+    /// The variants today's client reads to the true outcome ([`Switch::TOLERATED`]), no
+    /// `PARAMS_INVALID`.
+    pub fn tolerated(seed: u64) -> Self {
+        Self {
+            seed,
+            switches: Switch::TOLERATED.to_vec(),
+            params_invalid: 0.0,
+        }
+    }
+
+    /// Everything the world sends ([`Switch::ALL`]), and `PARAMS_INVALID` for 2 % of refunds.
+    pub fn world(seed: u64) -> Self {
+        Self {
+            seed,
+            switches: Switch::ALL.to_vec(),
+            params_invalid: 0.02,
+        }
+    }
+
+    /// A generator for one refund number and purpose: FNV-1a of the purpose and the number,
+    /// mixed with the seed.
+    fn rng(&self, purpose: &str, out_refund_no: &str) -> StdRng {
+        let hash = purpose
+            .bytes()
+            .chain([0])
+            .chain(out_refund_no.bytes())
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        StdRng::seed_from_u64(self.seed ^ hash)
+    }
+
+    /// Whether the gateway refuses `out_refund_no` with `PARAMS_INVALID` on every query.
+    pub fn rejects(&self, out_refund_no: &str) -> bool {
+        let share = if self.params_invalid.is_nan() {
+            0.0
+        } else {
+            self.params_invalid.clamp(0.0, 1.0)
+        };
+        self.rng("rejects", out_refund_no).random_bool(share)
+    }
+
+    /// The form of every answer about `out_refund_no` (`""` for requests naming no refund).
+    pub fn variance_for(&self, out_refund_no: &str) -> Variance {
+        let mut rng = self.rng("variance", out_refund_no);
+        let mut dimensions: Vec<&str> = Vec::new();
+        for switch in &self.switches {
+            if !dimensions.contains(&switch.dimension()) {
+                dimensions.push(switch.dimension());
+            }
+        }
+        let mut picked = Vec::new();
+        for dimension in dimensions {
+            let choices: Vec<Switch> = self
+                .switches
+                .iter()
+                .copied()
+                .filter(|s| s.dimension() == dimension)
+                .collect();
+            if rng.random_bool(0.5)
+                && let Some(choice) = choices.choose(&mut rng)
+            {
+                picked.push(*choice);
+            }
+        }
+        Variance::new(picked).expect("one switch per dimension")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,6 +790,10 @@ mod tests {
             "fault:escape_trade_no",
             "fault:far_finish_time",
             "fault:unstorable_refund_no",
+            "vary:amount_string:success",
+            "vary:errors_on_http,refund_no_invalid:unknown",
+            "vary:pretty:delay:5ms:code:SYSTEM_ERROR",
+            "delay:5ms:vary:finish_plus8,keys_sorted:failed",
         ];
         for s in spellings {
             let step: Step = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
@@ -702,6 +817,10 @@ mod tests {
             "delay:200ms",
             "delay:fast:pending",
             "delay:200ms:bogus",
+            "vary:success",
+            "vary::success",
+            "vary:amount_string,amount_zeros:success",
+            "vary:colourful:success",
         ] {
             assert!(bad.parse::<Step>().is_err(), "{bad:?} accepted");
         }
@@ -727,6 +846,47 @@ mod tests {
         assert_eq!(s(&["pending"]).truth(), None);
         assert_eq!(s(&["unknown"]).truth(), None);
         assert_eq!(s(&["code:SYSTEM_ERROR"]).truth(), None);
+        let varied = s(&["pending", "failed"]).varied(&"amount_string".parse().unwrap());
+        assert_eq!(varied.steps[1].to_string(), "vary:amount_string:failed");
+        assert_eq!(varied.truth(), Some(RefundStatus::Failed));
+    }
+
+    #[test]
+    fn realism_is_seeded_per_refund_and_draws_only_its_switches() {
+        let world = Realism::world(7);
+        let numbers: Vec<String> = (0..2000).map(|i| format!("R{i}")).collect();
+        let draws: Vec<Variance> = numbers.iter().map(|n| world.variance_for(n)).collect();
+        // Same seed and number, same draw, whatever else was drawn before.
+        assert_eq!(Realism::world(7).variance_for("R1999"), draws[1999]);
+        assert_ne!(
+            numbers
+                .iter()
+                .map(|n| Realism::world(8).variance_for(n))
+                .collect::<Vec<_>>(),
+            draws
+        );
+        // Every switch turns up, and most refunds get several.
+        for switch in Switch::ALL {
+            let n = draws.iter().filter(|v| v.has(*switch)).count();
+            assert!(n > 20, "{switch} drawn {n} times of 2000");
+        }
+        let plain = draws.iter().filter(|v| v.switches().is_empty()).count();
+        assert!(plain < 40, "{plain} of 2000 drew no switch");
+        let rejected = numbers.iter().filter(|n| world.rejects(n)).count();
+        assert!(
+            (10..80).contains(&rejected),
+            "{rejected} of 2000 rejected at 2 %"
+        );
+        // The tolerated draw stays inside its list and rejects nothing.
+        let tolerated = Realism::tolerated(7);
+        for n in &numbers {
+            assert!(!tolerated.rejects(n));
+            let v = tolerated.variance_for(n);
+            assert!(
+                v.switches().iter().all(|s| Switch::TOLERATED.contains(s)),
+                "{v}"
+            );
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::http::{self, RequestHead, Response};
-use super::protocol::{self, AnswerData, Expectations, Shape};
+use super::protocol::{self, AnswerData, Expectations, Shape, Variance};
 use super::script::Fault;
 use super::state::{Plan, Planned, State};
 use super::{OVERSIZED_MIN_BYTES, QUERY_PATH};
@@ -252,6 +252,7 @@ async fn answer(shared: &Shared, head: &RequestHead, body: &[u8]) -> Action {
         plan,
         delay,
         latency,
+        variance,
         out_refund_no,
     } = shared.lock().plan(checked, now);
     let out_refund_no = out_refund_no.unwrap_or_default();
@@ -277,7 +278,7 @@ async fn answer(shared: &Shared, head: &RequestHead, body: &[u8]) -> Action {
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
-    render(shared, plan)
+    render(shared, plan, &variance)
 }
 
 fn signed(key: &MerchantKey, body: Vec<u8>) -> Response {
@@ -285,23 +286,26 @@ fn signed(key: &MerchantKey, body: Vec<u8>) -> Response {
     Response::json(body).with_header("sign", sign)
 }
 
-fn error_response(shared: &Shared, code: &str, msg: &str) -> Response {
-    let body = protocol::error_body(code, msg);
-    if shared.sign_error_answers {
+/// An error answer: signed or not, on HTTP 200 or a matching status, as `variance` says.
+fn error_response(shared: &Shared, code: &str, msg: &str, variance: &Variance) -> Response {
+    let body = protocol::varied_error_body(code, msg, variance);
+    let mut response = if variance.signs_errors(shared.sign_error_answers) {
         signed(&shared.gateway_private, body)
     } else {
         Response::json(body)
-    }
+    };
+    response.status = variance.error_status(code);
+    response
 }
 
-fn render(shared: &Shared, plan: Plan) -> Action {
+fn render(shared: &Shared, plan: Plan, variance: &Variance) -> Action {
     let gateway = &shared.gateway_private;
     let correct = |data: &AnswerData| signed(gateway, protocol::success_body(data, Shape::Correct));
     let shaped = |data: &AnswerData, shape| signed(gateway, protocol::success_body(data, shape));
     let response = match plan {
-        Plan::Reject(r) => error_response(shared, r.code, &r.msg),
-        Plan::Code(code) => error_response(shared, &code, protocol::default_msg(&code)),
-        Plan::Answer(data) => correct(&data),
+        Plan::Reject(r) => error_response(shared, r.code, &r.msg, variance),
+        Plan::Code(code) => error_response(shared, &code, protocol::default_msg(&code), variance),
+        Plan::Answer(data) => signed(gateway, protocol::varied_success_body(&data, variance)),
         Plan::Fault(fault, _, mut data) => match fault {
             Fault::Http(status) => Response::html(status),
             Fault::Reset => return Action::Reset,
@@ -355,6 +359,7 @@ fn render(shared: &Shared, plan: Plan) -> Action {
                 shared,
                 protocol::TOO_MANY_REQUEST,
                 protocol::default_msg(protocol::TOO_MANY_REQUEST),
+                &Variance::default(),
             ),
             Fault::LongTradeNo => {
                 data.refund_trade_no = "T".repeat(65);

@@ -11,8 +11,8 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 
-use super::protocol::{self, AnswerData, QueryKey, Rejection};
-use super::script::{Fault, RefundScript, Step};
+use super::protocol::{self, AnswerData, QueryKey, Rejection, Variance};
+use super::script::{Fault, Realism, RefundScript, Step};
 use crate::domain::{Currency, InvalidValue, RefundStatus, Timestamp};
 
 /// Counters describing everything the sandbox has seen since it started.
@@ -162,6 +162,8 @@ pub struct Planned {
     pub delay: Duration,
     /// Global latency in force when the request was planned.
     pub latency: Duration,
+    /// The form of the answer (faults keep their own).
+    pub variance: Variance,
     /// The refund the request named, for logs.
     pub out_refund_no: Option<String>,
 }
@@ -174,6 +176,7 @@ pub struct State {
     global_fault: Option<Fault>,
     fault_rate: Option<FaultRate>,
     latency: Duration,
+    realism: Option<Realism>,
     stats: SandboxStats,
 }
 
@@ -186,6 +189,7 @@ impl State {
             global_fault: None,
             fault_rate: None,
             latency,
+            realism: None,
             stats: SandboxStats::default(),
         }
     }
@@ -230,9 +234,31 @@ impl State {
         Ok(())
     }
 
-    /// The final status `out_refund_no`'s script ends at.
+    /// The final status `out_refund_no`'s script ends at; `None` as well when the realistic
+    /// mode refuses the refund with `PARAMS_INVALID`.
     pub fn truth(&self, out_refund_no: &str) -> Option<RefundStatus> {
+        if self.rejects(out_refund_no) {
+            return None;
+        }
         self.refunds.get(out_refund_no)?.script.truth()
+    }
+
+    /// Sets or clears the realistic mode.
+    pub fn set_realism(&mut self, realism: Option<Realism>) {
+        self.realism = realism;
+    }
+
+    fn rejects(&self, out_refund_no: &str) -> bool {
+        self.realism
+            .as_ref()
+            .is_some_and(|r| r.rejects(out_refund_no))
+    }
+
+    /// The form answers about `out_refund_no` take when no step says otherwise.
+    fn variance_for(&self, out_refund_no: &str) -> Variance {
+        self.realism
+            .as_ref()
+            .map_or_else(Variance::default, |r| r.variance_for(out_refund_no))
     }
 
     /// Sets or clears the fault applied to every request.
@@ -310,17 +336,10 @@ impl State {
                 .clone()
                 .or_else(|| k.refund_trade_no.clone())
         });
-        let injected = match &self.global_fault {
-            Some(fault) => Some((fault.clone(), FaultSource::Global)),
-            None => self.fault_rate.as_mut().and_then(|rate| {
-                rate.rng.random_bool(rate.fraction).then(|| {
-                    let fault = rate.faults.choose(&mut rate.rng).cloned();
-                    (fault.expect("fault list is not empty"), FaultSource::Random)
-                })
-            }),
-        };
+        let mut variance =
+            self.variance_for(resolved.as_deref().or(named.as_deref()).unwrap_or(""));
         let mut delay = Duration::ZERO;
-        let plan = if let Some((fault, source)) = injected {
+        let plan = if let Some((fault, source)) = self.injected_fault() {
             // Override faults preempt the script: no step is consumed.
             let data = match resolved
                 .as_deref()
@@ -335,50 +354,93 @@ impl State {
             };
             Plan::Fault(fault, source, data)
         } else {
-            match checked {
-                Err(rejection) => Plan::Reject(rejection),
-                Ok(_) => match resolved
-                    .as_deref()
-                    .and_then(|no| self.refunds.get_mut(no).map(|e| (no, e)))
-                {
-                    None => Plan::Reject(Rejection {
-                        code: protocol::ORDER_NOT_EXIST,
-                        msg: protocol::default_msg(protocol::ORDER_NOT_EXIST).to_owned(),
-                    }),
-                    Some((no, entry)) => {
-                        let at = entry.next.min(entry.script.steps.len() - 1);
-                        entry.next = at + 1;
-                        entry.queries += 1;
-                        self.stats.queries += 1;
-                        let mut step = entry.script.steps[at].clone();
-                        while let Step::Delay(d, inner) = step {
-                            delay += d;
-                            step = *inner;
-                        }
-                        match step {
-                            Step::Pending => {
-                                Plan::Answer(entry.data(no, RefundStatus::Pending, now))
-                            }
-                            Step::Success => {
-                                Plan::Answer(entry.data(no, RefundStatus::Success, now))
-                            }
-                            Step::Failed => Plan::Answer(entry.data(no, RefundStatus::Failed, now)),
-                            Step::Unknown => Plan::Code(protocol::ORDER_NOT_EXIST.to_owned()),
-                            Step::Code(code) => Plan::Code(code),
-                            Step::Fault(fault) => {
-                                let status = entry.status_near(at);
-                                Plan::Fault(fault, FaultSource::Step, entry.data(no, status, now))
-                            }
-                            Step::Delay(..) => unreachable!("delays were unwrapped above"),
-                        }
-                    }
-                },
+            match (checked, resolved.as_deref()) {
+                (Err(rejection), _) => Plan::Reject(rejection),
+                (Ok(_), None) => Plan::Reject(Rejection {
+                    code: variance.unknown_code(),
+                    msg: protocol::default_msg(variance.unknown_code()).to_owned(),
+                }),
+                (Ok(_), Some(no)) => self.step(no, now, &mut delay, &mut variance),
             }
         };
+        self.count(&plan);
+        Planned {
+            plan,
+            delay,
+            latency: self.latency,
+            variance,
+            out_refund_no: resolved.or(named),
+        }
+    }
+
+    /// The global fault, or a random one at the fault rate.
+    fn injected_fault(&mut self) -> Option<(Fault, FaultSource)> {
+        match &self.global_fault {
+            Some(fault) => Some((fault.clone(), FaultSource::Global)),
+            None => self.fault_rate.as_mut().and_then(|rate| {
+                rate.rng.random_bool(rate.fraction).then(|| {
+                    let fault = rate.faults.choose(&mut rate.rng).cloned();
+                    (fault.expect("fault list is not empty"), FaultSource::Random)
+                })
+            }),
+        }
+    }
+
+    /// Consumes the next step of scripted refund `no`: adds its delays to `delay` and sets
+    /// `variance` when the step is a `vary:`.
+    fn step(
+        &mut self,
+        no: &str,
+        now: Timestamp,
+        delay: &mut Duration,
+        variance: &mut Variance,
+    ) -> Plan {
+        let rejected = self.rejects(no);
+        let entry = self
+            .refunds
+            .get_mut(no)
+            .expect("resolved refunds are scripted");
+        let at = entry.next.min(entry.script.steps.len() - 1);
+        entry.next = at + 1;
+        entry.queries += 1;
+        self.stats.queries += 1;
+        let mut step = entry.script.steps[at].clone();
+        let step = loop {
+            match step {
+                Step::Delay(d, inner) => {
+                    *delay += d;
+                    step = *inner;
+                }
+                Step::Vary(v, inner) => {
+                    *variance = v;
+                    step = *inner;
+                }
+                other => break other,
+            }
+        };
+        if rejected {
+            return Plan::Code(protocol::PARAMS_INVALID.to_owned());
+        }
+        match step {
+            Step::Pending => Plan::Answer(entry.data(no, RefundStatus::Pending, now)),
+            Step::Success => Plan::Answer(entry.data(no, RefundStatus::Success, now)),
+            Step::Failed => Plan::Answer(entry.data(no, RefundStatus::Failed, now)),
+            Step::Unknown => Plan::Code(variance.unknown_code().to_owned()),
+            Step::Code(code) => Plan::Code(code),
+            Step::Fault(fault) => {
+                let status = entry.status_near(at);
+                Plan::Fault(fault, FaultSource::Step, entry.data(no, status, now))
+            }
+            Step::Delay(..) | Step::Vary(..) => unreachable!("unwrapped above"),
+        }
+    }
+
+    /// Counts a planned answer.
+    fn count(&mut self, plan: &Plan) {
         if let Plan::Fault(..) = plan {
             self.stats.faults_injected += 1;
         }
-        match &plan {
+        match plan {
             Plan::Reject(r) if r.code == protocol::SIGN_VERIFY_FAILED => {
                 self.stats.bad_signatures += 1
             }
@@ -393,12 +455,6 @@ impl State {
                 .answered_by_code
                 .entry(code.to_owned())
                 .or_default() += 1;
-        }
-        Planned {
-            plan,
-            delay,
-            latency: self.latency,
-            out_refund_no: resolved.or(named),
         }
     }
 }
@@ -464,6 +520,70 @@ mod tests {
         assert_eq!(state.queries_for("R1"), 4);
         assert_eq!(state.stats().answered("APPLY_SUCCESS"), 3);
         assert_eq!(state.stats().answered("SYSTEM_ERROR"), 1);
+    }
+
+    #[test]
+    fn realism_varies_answers_rejects_some_refunds_and_yields_to_vary_steps() {
+        let now = parse_ts("2026-01-01T00:00:00Z").unwrap();
+        let mut state = State::new(Duration::ZERO);
+        let realism = Realism::world(3);
+        let numbers: Vec<String> = (0..300).map(|i| format!("R{i}")).collect();
+        let rejected = numbers.iter().find(|n| realism.rejects(n)).unwrap().clone();
+        let kept = numbers
+            .iter()
+            .find(|n| !realism.rejects(n) && !realism.variance_for(n).switches().is_empty())
+            .unwrap()
+            .clone();
+        state
+            .script_many(vec![
+                (
+                    rejected.clone(),
+                    RefundScript::usd(&rejected, steps(&["success"])),
+                ),
+                (
+                    kept.clone(),
+                    RefundScript::usd(&kept, steps(&["pending", "vary:spaced:success"])),
+                ),
+            ])
+            .unwrap();
+        assert_eq!(state.truth(&rejected), Some(RefundStatus::Success));
+        state.set_realism(Some(realism.clone()));
+        assert_eq!(
+            state.truth(&rejected),
+            None,
+            "the gateway never finalizes it"
+        );
+        assert_eq!(state.truth(&kept), Some(RefundStatus::Success));
+        let p = state.plan(key(&rejected), now);
+        assert_eq!(p.plan, Plan::Code(protocol::PARAMS_INVALID.into()));
+        assert_eq!(state.queries_for(&rejected), 1);
+        let p = state.plan(key(&kept), now);
+        assert!(matches!(p.plan, Plan::Answer(_)));
+        assert_eq!(p.variance, realism.variance_for(&kept));
+        let p = state.plan(key(&kept), now);
+        assert_eq!(
+            p.variance,
+            "spaced".parse().unwrap(),
+            "a vary: step overrides the draw"
+        );
+        // Unscripted refunds get the unknown code their own draw picks.
+        let unknown = numbers
+            .iter()
+            .filter(|n| **n != kept && **n != rejected)
+            .find(|n| {
+                realism
+                    .variance_for(n)
+                    .has(crate::sandbox::Switch::RefundNoInvalid)
+            })
+            .unwrap();
+        let p = state.plan(key(unknown), now);
+        assert!(matches!(&p.plan, Plan::Reject(r) if r.code == protocol::REFUND_NO_INVALID));
+        state.set_realism(None);
+        assert_eq!(
+            state.plan(key(&kept), now).variance,
+            "spaced".parse().unwrap()
+        );
+        assert_eq!(state.truth(&rejected), Some(RefundStatus::Success));
     }
 
     #[test]

@@ -84,7 +84,7 @@ fn expected_outcome(step: &Step) -> &'static str {
         Step::Success | Step::Failed => "final",
         Step::Unknown => "unknown",
         Step::Code(_) | Step::Fault(_) => "retryable",
-        Step::Delay(_, inner) => expected_outcome(inner),
+        Step::Delay(_, inner) | Step::Vary(_, inner) => expected_outcome(inner),
     }
 }
 

@@ -471,7 +471,8 @@ async fn merchant_identity_and_envelope_fields_are_checked() {
             with("merchantNo", json!("OTHER-MERCHANT")),
             "MERCHANT_INVALID",
         ),
-        (with("version", json!("1.1")), "PARAMS_INVALID"),
+        (with("version", json!("1.0")), "PARAMS_INVALID"),
+        (with("version", json!("1.6")), "PARAMS_INVALID"),
         (with("version", json!(1.4)), "PARAMS_INVALID"),
         (with("keyVersion", json!("2")), "PARAMS_INVALID"),
         (with("requestTime", Value::Null), "PARAMS_INVALID"),
@@ -480,6 +481,9 @@ async fn merchant_identity_and_envelope_fields_are_checked() {
             with("data", json!({"outRefundNo": "R-UNSCRIPTED"})),
             "ORDER_NOT_EXIST",
         ),
+        (with("version", json!("1.1")), "APPLY_SUCCESS"),
+        (with("version", json!("1.2")), "APPLY_SUCCESS"),
+        (with("version", json!("1.3")), "APPLY_SUCCESS"),
         (with("version", json!("1.5")), "APPLY_SUCCESS"),
         (b"not json at all".to_vec(), "PARAMS_INVALID"),
     ] {
@@ -1141,4 +1145,207 @@ async fn openssl_agrees_with_the_sandbox() {
         String::from_utf8_lossy(&verified.stdout)
     );
     sandbox.shutdown().await;
+}
+
+/// Every switch on one refund's whole timeline (an error, unknown, pending, success), driven by
+/// today's worker: the tolerated switches must reach the true outcome unflagged; what the
+/// others do is printed, for the client's side of issue 11 (not asserted: it changes as the
+/// client learns to read them).
+#[tokio::test]
+async fn tolerated_switches_reach_the_true_outcome_with_todays_client() {
+    use checus_reconciler::domain::OutcomeClass;
+    use checus_reconciler::sandbox::Switch;
+    let h = crate::common::Harness::new().await;
+    let no_for = |switch: Switch| format!("R-VAR-{}", switch.name().replace('_', "-"));
+    for &switch in Switch::ALL {
+        let s = switch.name();
+        h.refund(
+            &no_for(switch),
+            steps(&[
+                &format!("vary:{s}:code:SYSTEM_ERROR"),
+                &format!("vary:{s}:unknown"),
+                &format!("vary:{s}:pending"),
+                &format!("vary:{s}:success"),
+            ]),
+        );
+    }
+    for _ in 0..40 {
+        let r = h.sweep().await;
+        match r.next_due_at {
+            Some(next) => h.clock.set(next.max(h.clock_now())),
+            None => h.advance(h.policy.schedule.grace),
+        }
+    }
+    let mut mishandled = Vec::new();
+    for &switch in Switch::ALL {
+        let d = h.detail(&no_for(switch));
+        let mut classes: Vec<OutcomeClass> = d.attempts.iter().map(|a| a.outcome).collect();
+        let mut errors: Vec<&str> = d
+            .attempts
+            .iter()
+            .filter_map(|a| a.error.as_deref())
+            .collect();
+        errors.dedup();
+        let handled = d.refund.status == RefundStatus::Success
+            && !d.refund.review_flag
+            && d.discrepancies.is_empty()
+            && classes.starts_with(&[OutcomeClass::Retryable, OutcomeClass::Unknown])
+            && classes.contains(&OutcomeClass::Pending);
+        if Switch::TOLERATED.contains(&switch) {
+            assert!(handled, "{switch}: {:?} {classes:?} {errors:?}", d.refund);
+        } else if !handled {
+            classes.dedup();
+            mishandled.push(format!(
+                "{switch}: status {} flag {:?} attempts {classes:?} errors {errors:?}",
+                d.refund.status, d.refund.review_reason
+            ));
+        }
+    }
+    eprintln!(
+        "switches today's client mishandles:\n{}",
+        mishandled.join("\n")
+    );
+}
+
+/// Every switch over the wire: the error answer's HTTP status and signature, the unknown
+/// refund's code, and a success answer that verifies over the exact bytes sent.
+#[tokio::test]
+async fn every_switch_is_sent_as_scripted_and_signed_answers_verify() {
+    use checus_reconciler::sandbox::Switch;
+    let (sandbox, _clock) = start().await;
+    for &switch in Switch::ALL {
+        let s = switch.name();
+        let no = format!("R-WIRE-{}", s.replace('_', "-"));
+        let script = RefundScript::usd(&no, steps(&["code:SYSTEM_ERROR", "unknown", "success"]))
+            .varied(&s.parse().unwrap());
+        sandbox.script(&no, script).unwrap();
+        let on_http = switch == Switch::ErrorsOnHttp;
+        let error = query_once(&sandbox, &no).await;
+        assert_eq!(error.code(), "SYSTEM_ERROR", "{s}");
+        assert_eq!(error.status, if on_http { 500 } else { 200 }, "{s}");
+        assert_eq!(error.is_verified(), switch == Switch::ErrorsSigned, "{s}");
+        assert_eq!(
+            error.header("sign").is_some(),
+            switch == Switch::ErrorsSigned,
+            "{s}"
+        );
+        let unknown = query_once(&sandbox, &no).await;
+        let want = if switch == Switch::RefundNoInvalid {
+            "REFUND_NO_INVALID"
+        } else {
+            "ORDER_NOT_EXIST"
+        };
+        assert_eq!(unknown.code(), want, "{s}");
+        assert_eq!(unknown.status, if on_http { 404 } else { 200 }, "{s}");
+        let success = query_once(&sandbox, &no).await;
+        assert_eq!(success.status, 200, "{s}");
+        assert!(success.is_verified(), "{s}: {}", success.text());
+        let v = success.json();
+        assert_eq!(v["code"], "APPLY_SUCCESS", "{s}");
+        assert_eq!(v["data"]["outRefundNo"], no.as_str(), "{s}");
+        let status = v["data"]["status"].as_str().unwrap();
+        assert_eq!(status.trim_end(), "REFUND_SUCCESS", "{s}");
+        assert_eq!(
+            status.ends_with('\t'),
+            switch == Switch::StatusPadded,
+            "{s}"
+        );
+        assert_eq!(
+            success.text().ends_with("}\n"),
+            switch == Switch::Pretty,
+            "{s}"
+        );
+        let amount = &v["data"]["refundAmount"];
+        let amount_text = match switch {
+            Switch::AmountAbsent => None,
+            Switch::AmountString => Some("\"12.50\""),
+            Switch::AmountZeros => Some("12.5000"),
+            Switch::AmountStringZeros => Some("\"12.5000\""),
+            _ => Some("12.50"),
+        };
+        assert_eq!(amount.is_null(), amount_text.is_none(), "{s}");
+        if let Some(text) = amount_text {
+            assert!(success.text().contains(text), "{s}: {}", success.text());
+        }
+        let finish = v["data"]["refundFinishTime"].as_str();
+        match switch {
+            Switch::FinishAbsent => assert_eq!(finish, None),
+            Switch::FinishEmpty => assert_eq!(finish, Some("")),
+            Switch::FinishPlus8 => assert!(finish.unwrap().ends_with("+08:00"), "{finish:?}"),
+            Switch::FinishNoOffset => {
+                let f = finish.unwrap();
+                assert!(!f.ends_with('Z') && f.len() == 23, "{f}");
+            }
+            _ => assert!(finish.unwrap().ends_with('Z'), "{s}: {finish:?}"),
+        }
+        assert_eq!(
+            v["data"]["refundCurrency"].is_null(),
+            switch == Switch::CurrencyAbsent,
+            "{s}"
+        );
+    }
+    sandbox.shutdown().await;
+}
+
+/// The realistic mode, on from the start: seeded per refund, so two sandboxes with the same
+/// seed send the same bytes whatever the query order; every success answer verifies; the
+/// refunds it rejects answer PARAMS_INVALID and have no truth.
+#[tokio::test]
+async fn realistic_mode_is_reproducible_and_every_success_verifies() {
+    let start_realistic = |seed| async move {
+        let mut options = SandboxOptions::insecure_test(Arc::new(SkewedClock::default()));
+        options.realism = Some(sandbox::Realism::world(seed));
+        let sandbox = sandbox::start(options).await.unwrap();
+        let scripts: Vec<(String, RefundScript)> = (0..120)
+            .map(|i| {
+                let no = format!("R-REAL-{i:03}");
+                let script = RefundScript::usd(&no, steps(&["pending"]));
+                (no, script)
+            })
+            .collect();
+        sandbox.script_many(scripts.clone()).unwrap();
+        (sandbox, scripts)
+    };
+    let (a, scripts) = start_realistic(5).await;
+    let (b, _) = start_realistic(5).await;
+    let mut forms = std::collections::HashSet::new();
+    let mut rejected = 0;
+    for (no, _) in &scripts {
+        let first = query_once(&a, no).await;
+        match first.code().as_str() {
+            "APPLY_SUCCESS" => {
+                assert!(first.is_verified(), "{no}: {}", first.text());
+                assert_eq!(a.truth(no), None, "pending forever");
+            }
+            "PARAMS_INVALID" => {
+                rejected += 1;
+                assert_eq!(a.truth(no), None);
+            }
+            other => panic!("{no}: {other}: {}", first.text()),
+        }
+        forms.insert(first.text().replace(no.as_str(), "N"));
+    }
+    // Queried in reverse order, the second sandbox sends the same bytes.
+    for (no, _) in scripts.iter().rev() {
+        let again = query_once(&b, no).await;
+        let first = query_once(&a, no).await;
+        assert_eq!(again.text(), first.text(), "{no}");
+        assert_eq!(again.status, first.status, "{no}");
+    }
+    assert!(
+        forms.len() > 20,
+        "only {} different answer forms",
+        forms.len()
+    );
+    assert!(rejected < 12, "{rejected} of 120 rejected at 2 %");
+    // Off again: the documented form.
+    a.set_realism(None);
+    let plain = query_once(&a, &scripts[0].0).await;
+    assert!(
+        plain
+            .text()
+            .starts_with(r#"{"code":"APPLY_SUCCESS","msg":"Success.","data":{"#)
+    );
+    a.shutdown().await;
+    b.shutdown().await;
 }
