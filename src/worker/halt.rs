@@ -231,6 +231,9 @@ mod tests {
         }
     }
 
+    /// Answers in order: what was answered, for which refund.
+    type Answers<'a> = Vec<(QueryOutcome, &'a str)>;
+
     /// Feeds `(outcome, refund)` answers in order; returns what the last one meant.
     fn feed(h: &mut Halting, answers: &[(QueryOutcome, &str)]) -> Rejection {
         let mut last = Rejection::Alone;
@@ -250,7 +253,7 @@ mod tests {
             reason: crate::domain::RetryReason::SystemError,
             detail: "gateway code SYSTEM_ERROR".into(),
         };
-        let cases: Vec<(&str, Vec<(QueryOutcome, &str)>, Rejection)> = vec![
+        let cases: Vec<(&str, Answers<'_>, Rejection)> = vec![
             (
                 "N-1 different refunds",
                 vec![(p(), "A"), (p(), "B")],
