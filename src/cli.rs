@@ -56,8 +56,10 @@ pub enum Command {
     /// Run the reconciliation daemon until SIGTERM/SIGINT (SIGHUP reloads the config).
     Run(ConfigArgs),
     /// Counts by status, due now, flagged, oldest pending, last sweep, and what needs a human.
-    /// Exits 8 when something does (flagged refunds, a halted worker, a stale worker,
-    /// unresolved discrepancies), so a monitoring check can run it.
+    /// Exits 8 when something does (flagged refunds, a halted or stale worker, the gateway
+    /// unavailable, failing sweeps, unreadable rows, refunds never scheduled or overdue and
+    /// unflagged, unresolved discrepancies, a prune row left running), so a monitoring check
+    /// can run it. Refunds are judged by the schedule in --config, else by the defaults.
     Status(StatusArgs),
     /// Pending refunds created longer ago than --older-than, oldest first.
     Stuck(StuckArgs),
@@ -654,7 +656,8 @@ pub enum ExitCode {
     /// The demo's ledger disagrees with the sandbox's truth.
     DemoMismatch = 7,
     /// `status`: something needs a human (flagged refunds, querying halted by a configuration
-    /// error or clock skew, a stale worker, unresolved discrepancies).
+    /// error or clock skew, a stale worker, unresolved discrepancies, or anything else that
+    /// stops reconciliation: see `ledger::Finding`).
     NeedsHuman = 8,
 }
 

@@ -388,6 +388,9 @@ pub fn health_table(h: &Health) -> String {
         for f in &h.findings {
             let _ = writeln!(out, "  [{}] {}", f.code(), finding_message(f));
         }
+        for row in &h.summary.unreadable {
+            let _ = writeln!(out, "    {}", escape(&row.to_string()));
+        }
     }
     out
 }
@@ -396,7 +399,10 @@ pub fn health_table(h: &Health) -> String {
 pub fn finding_message(f: &Finding) -> String {
     match f {
         Finding::FlaggedRefunds { count } => {
-            format!("{count} pending refunds are flagged for review (see `stuck`, `explain`)")
+            format!(
+                "{count} refunds are flagged for review (see `list --flagged`, `explain`; \
+                 `retry-now` or `clear-flag` once handled)"
+            )
         }
         Finding::WorkerNeverRan => {
             "the worker has never swept this ledger: is the daemon running?".to_owned()
@@ -419,7 +425,88 @@ pub fn finding_message(f: &Finding) -> String {
         Finding::UnresolvedDiscrepancies { count } => format!(
             "{count} discrepancies are unresolved (see `discrepancies`, `resolve-discrepancy`)"
         ),
+        Finding::GatewayUnavailable { since, paused_s } => format!(
+            "the gateway has been unavailable since {} ({}): querying is paused and due refunds \
+             wait; the daemon probes it every schedule.retry (check the network path to Checus, \
+             `journalctl -u checus-reconciler`)",
+            format_ts(*since),
+            age(*paused_s)
+        ),
+        Finding::SweepsFailing {
+            error,
+            consecutive,
+            since,
+        } => format!(
+            "{} (since {}): {} (see `journalctl -u checus-reconciler -e`; check the disk and \
+             the ledger file)",
+            match consecutive {
+                1 => "the latest sweep failed".to_owned(),
+                n => format!("the latest {n} sweeps failed"),
+            },
+            format_ts(*since),
+            escape(error)
+        ),
+        Finding::UnreadableRows {
+            unread,
+            skipped,
+            flagged,
+            bad_created_at,
+        } => unreadable_message([*unread, *skipped, *flagged, *bad_created_at]),
+        Finding::UnscheduledRefunds {
+            count,
+            created_before,
+        } => format!(
+            "{count} pending refunds created before {} have no next query time although a sweep \
+             has run since: they are never queried (check their created_at; `stuck` lists them, \
+             `retry-now` schedules one)",
+            format_ts(*created_before)
+        ),
+        Finding::OverdueUnflaggedRefunds {
+            count,
+            older_than_s,
+        } => format!(
+            "{count} pending refunds are older than {} (pending_flag_after plus the longest \
+             wait between queries) and still not flagged: the daemon is not querying them \
+             or gets no answer that counts (see `stuck`, `explain`)",
+            age(i64::try_from(*older_than_s).unwrap_or(i64::MAX))
+        ),
+        Finding::PruneLeftRunning { id, started_at } => format!(
+            "prune #{id} (started {}) is marked running outside a prune: while it is, the \
+             ledger lets any writer delete old final refunds and no prune can start (find who \
+             wrote it, then close it as README's status warnings show)",
+            opt_ts(*started_at)
+        ),
     }
+}
+
+/// [`Finding::UnreadableRows`] in words: only the parts that are not zero.
+fn unreadable_message([unread, skipped, flagged, bad_created_at]: [u64; 4]) -> String {
+    let mut parts = Vec::new();
+    if unread > 0 {
+        parts.push(format!(
+            "status could not read {unread} rows it needed (listed under `unreadable` in --json)"
+        ));
+    }
+    if skipped > 0 {
+        parts.push(format!(
+            "the latest sweep skipped {skipped} rows it could not read or update"
+        ));
+    }
+    if flagged > 0 {
+        parts.push(format!(
+            "{flagged} refunds are flagged row_unreadable or row_unwritable"
+        ));
+    }
+    if bad_created_at > 0 {
+        parts.push(format!(
+            "{bad_created_at} refunds have a created_at that is not a time"
+        ));
+    }
+    format!(
+        "{}: nothing reconciles them until the stored values are fixed (`list --flagged`, \
+         then `explain` names the column)",
+        parts.join("; ")
+    )
 }
 
 /// `status --json`: the counts flattened, the worker, and each finding as `{code, message}`.
@@ -793,5 +880,74 @@ mod tests {
         }
         assert!(matches!(escape("plain"), Cow::Borrowed(_)));
         assert_eq!(opt_text(None), "-");
+    }
+
+    #[test]
+    fn each_stall_finding_says_what_since_when_and_where_to_look() {
+        let t = crate::domain::parse_ts("2026-11-25T10:00:00.000Z").unwrap();
+        let cases = [
+            (
+                Finding::GatewayUnavailable {
+                    since: t,
+                    paused_s: 3720,
+                },
+                "the gateway has been unavailable since 2026-11-25T10:00:00.000Z (1h02m): \
+                 querying is paused",
+            ),
+            (
+                Finding::SweepsFailing {
+                    error: "disk I/O error\u{1b}[2J".into(),
+                    consecutive: 1,
+                    since: t,
+                },
+                "the latest sweep failed (since 2026-11-25T10:00:00.000Z): \
+                 disk I/O error\\u{1b}[2J (see",
+            ),
+            (
+                Finding::SweepsFailing {
+                    error: "disk full".into(),
+                    consecutive: 4,
+                    since: t,
+                },
+                "the latest 4 sweeps failed (since",
+            ),
+            (
+                Finding::UnreadableRows {
+                    unread: 0,
+                    skipped: 2,
+                    flagged: 0,
+                    bad_created_at: 1,
+                },
+                "the latest sweep skipped 2 rows it could not read or update; \
+                 1 refunds have a created_at that is not a time: nothing reconciles them",
+            ),
+            (
+                Finding::UnscheduledRefunds {
+                    count: 3,
+                    created_before: t,
+                },
+                "3 pending refunds created before 2026-11-25T10:00:00.000Z have no next query \
+                 time",
+            ),
+            (
+                Finding::OverdueUnflaggedRefunds {
+                    count: 5,
+                    older_than_s: 355_500,
+                },
+                "5 pending refunds are older than 4d2h (pending_flag_after",
+            ),
+            (
+                Finding::PruneLeftRunning {
+                    id: 7,
+                    started_at: None,
+                },
+                "prune #7 (started -) is marked running outside a prune",
+            ),
+        ];
+        for (finding, start) in cases {
+            let text = finding_message(&finding);
+            assert!(text.starts_with(start), "{text}");
+            assert!(!text.chars().any(is_unsafe_char), "{text}");
+        }
     }
 }

@@ -2,21 +2,22 @@
 //! `discrepancies`. None of them creates or changes a ledger.
 
 use checus_reconciler::cli::{
-    DiscrepanciesArgs, ExitCode, FailedArgs, ListArgs, RefundArgs, StatusArgs, StuckArgs,
+    DiscrepanciesArgs, ExitCode, FailedArgs, LedgerArgs, ListArgs, RefundArgs, StatusArgs,
+    StuckArgs,
 };
 use checus_reconciler::config::Environment;
-use checus_reconciler::domain::{Clock, RefundStatus, SystemClock};
-use checus_reconciler::ledger::ListFilter;
+use checus_reconciler::domain::{Clock, Policy, RefundStatus, SystemClock};
+use checus_reconciler::ledger::{Ledger, ListFilter};
 use checus_reconciler::report;
 
-use super::Outcome;
-use super::args::{not_in_ledger, open_for_reading, refund_no};
+use super::args::{load_config, not_in_ledger, open_for_reading, refund_no};
 use super::output::{emit, emit_read};
+use super::{Failure, Outcome};
 
 /// `status`: the health summary; exit 8 when something needs a human.
 pub fn status(args: StatusArgs, env: &Environment) -> Outcome {
-    let l = open_for_reading(&args.ledger, env)?;
-    let health = l.health(SystemClock.now(), args.stale_after)?;
+    let (l, policy) = ledger_and_policy(&args.ledger, env)?;
+    let health = l.health_with(SystemClock.now(), args.stale_after, &policy)?;
     emit(args.json, &report::HealthView::new(&health), |_| {
         report::health_table(&health)
     })?;
@@ -25,6 +26,20 @@ pub fn status(args: StatusArgs, env: &Environment) -> Outcome {
     } else {
         ExitCode::Ok
     })
+}
+
+/// The ledger and the schedule the daemon runs: the config, when one is named, is read once
+/// for both (`--ledger` still wins for the path); without one, the documented defaults.
+fn ledger_and_policy(args: &LedgerArgs, env: &Environment) -> Result<(Ledger, Policy), Failure> {
+    let Some(config) = &args.config else {
+        return Ok((open_for_reading(args, env)?, Policy::default()));
+    };
+    let config = load_config(config, env)?;
+    let ledger = LedgerArgs {
+        config: None,
+        ledger: Some(args.ledger.clone().unwrap_or(config.ledger_path)),
+    };
+    Ok((open_for_reading(&ledger, env)?, config.policy))
 }
 
 /// `stuck`: pending refunds created before the cutoff, oldest first.

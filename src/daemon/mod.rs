@@ -367,7 +367,9 @@ async fn start_scheduler(cron: &str, poke: mpsc::Sender<()>) -> Result<JobSchedu
     Ok(scheduler)
 }
 
-/// The one-line `STATUS=` systemd shows in `systemctl status` after a sweep.
+/// The one-line `STATUS=` systemd shows in `systemctl status` after a sweep: the counts, rows
+/// skipped as unreadable, then what stops querying (a halt, the circuit breaker) or when the
+/// next refund is due.
 pub fn sweep_status(report: &SweepReport, now: Timestamp) -> String {
     let mut line = format!(
         "last sweep {}: claimed {}, finalized {}, rescheduled {}, flagged {}, failed {}",
@@ -378,15 +380,30 @@ pub fn sweep_status(report: &SweepReport, now: Timestamp) -> String {
         report.flagged,
         report.failed
     );
-    match (&report.halted, report.next_probe_at, report.next_due_at) {
-        (Some(h), probe, _) => {
-            line.push_str(&format!("; QUERYING HALTED: {h}"));
-            if let Some(p) = probe {
-                line.push_str(&format!("; probe at {}", format_ts(p)));
+    if report.unreadable > 0 {
+        line.push_str(&format!(", UNREADABLE ROWS SKIPPED {}", report.unreadable));
+    }
+    if let Some(h) = &report.halted {
+        line.push_str(&format!("; QUERYING HALTED: {h}"));
+        if let Some(p) = report.next_probe_at {
+            line.push_str(&format!("; probe at {}", format_ts(p)));
+        }
+    }
+    match (report.breaker_open_since, report.next_due_at) {
+        (Some(since), next) => {
+            line.push_str(&format!(
+                "; GATEWAY UNAVAILABLE: querying paused since {}",
+                format_ts(since)
+            ));
+            // While the breaker is open the worker's next due time is its probe (a halt, if
+            // any, is probed first and named above).
+            if let (None, Some(p)) = (&report.halted, next) {
+                line.push_str(&format!("; next probe at {}", format_ts(p)));
             }
         }
-        (None, _, Some(next)) => line.push_str(&format!("; next due {}", format_ts(next))),
-        (None, _, None) => line.push_str("; nothing pending"),
+        _ if report.halted.is_some() => {}
+        (None, Some(next)) => line.push_str(&format!("; next due {}", format_ts(next))),
+        (None, None) => line.push_str("; nothing pending"),
     }
     line
 }
@@ -397,7 +414,7 @@ mod tests {
     use crate::domain::{Halt, parse_ts};
 
     #[test]
-    fn status_line_names_the_halt_or_the_next_due_time() {
+    fn status_line_names_the_halt_the_outage_or_the_next_due_time() {
         let now = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
         let later = parse_ts("2026-11-25T10:05:00.000Z").unwrap();
         let counts = "last sweep 2026-11-25T10:00:00.000Z: claimed 3, finalized 1, \
@@ -421,11 +438,40 @@ mod tests {
             next_due_at: Some(later),
             ..report.clone()
         };
+        let since = parse_ts("2026-11-25T09:58:00.000Z").unwrap();
+        let paused = SweepReport {
+            breaker_open_since: Some(since),
+            next_due_at: Some(later),
+            ..report.clone()
+        };
+        let paused_and_halted = SweepReport {
+            breaker_open_since: Some(since),
+            ..halted.clone()
+        };
+        let skipped = SweepReport {
+            unreadable: 2,
+            ..due.clone()
+        };
         let cases = [
             (
                 halted,
                 "; QUERYING HALTED: configuration rejected by Checus (SIGN_VERIFY_FAILED); \
                  probe at 2026-11-25T10:05:00.000Z",
+            ),
+            (
+                paused,
+                "; GATEWAY UNAVAILABLE: querying paused since 2026-11-25T09:58:00.000Z; \
+                 next probe at 2026-11-25T10:05:00.000Z",
+            ),
+            (
+                paused_and_halted,
+                "; QUERYING HALTED: configuration rejected by Checus (SIGN_VERIFY_FAILED); \
+                 probe at 2026-11-25T10:05:00.000Z; \
+                 GATEWAY UNAVAILABLE: querying paused since 2026-11-25T09:58:00.000Z",
+            ),
+            (
+                skipped,
+                ", UNREADABLE ROWS SKIPPED 2; next due 2026-11-25T10:05:00.000Z",
             ),
             (due, "; next due 2026-11-25T10:05:00.000Z"),
             (report, "; nothing pending"),

@@ -238,7 +238,7 @@ impl Ledger {
                 &[],
             )?;
             let flagged = count(
-                "SELECT count(*) FROM refunds WHERE review_flag = 1 AND status = 'REFUND_PENDING'",
+                "SELECT count(*) FROM refunds WHERE review_flag = 1",
                 &[],
             )?;
             // `+created_at` keeps SQLite from walking every refund in creation order looking

@@ -104,7 +104,7 @@ fn status_counts_avoid_walking_final_rows_for_pending_numbers() {
     for sql in [
         "SELECT count(*) FROM refunds WHERE status = 'REFUND_PENDING' AND next_query_at <= '2030'",
         "SELECT created_at, id FROM refunds WHERE status = 'REFUND_PENDING' ORDER BY +created_at LIMIT 1",
-        "SELECT count(*) FROM refunds WHERE review_flag = 1 AND status = 'REFUND_PENDING'",
+        "SELECT count(*) FROM refunds WHERE review_flag = 1",
     ] {
         let p = plan(&ledger.conn, sql, &[]);
         assert!(
@@ -328,6 +328,424 @@ fn timeline_events_order_by_time_then_kind_then_row() {
             "operator",
             "finalized",
             "next_query"
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// `status`'s findings of a stall (health.rs), each from planted facts.
+// ---------------------------------------------------------------------------------------------
+
+use super::health::{
+    BAD_CREATED_AT, FAILING_RUN, OVERDUE_UNFLAGGED, PRUNE_RUNNING, UNREADABLE_FLAGGED,
+    UNSCHEDULED_BEFORE, latest_finished_sweep_sql, longest_gap,
+};
+use crate::domain::{Policy, Schedule, format_ts};
+
+const STALE: Duration = Duration::from_secs(300);
+
+fn hours(h: i64) -> chrono::TimeDelta {
+    chrono::TimeDelta::hours(h)
+}
+
+/// A finished sweep from `at` to `at`, ending as `end` says.
+fn swept(ledger: &Ledger, at: Timestamp, end: SweepEnd) {
+    let id = ledger.begin_sweep(at).unwrap();
+    ledger.finish_sweep(id, at, &end).unwrap();
+}
+
+fn codes(h: &Health) -> Vec<&'static str> {
+    h.findings.iter().map(Finding::code).collect()
+}
+
+/// The findings `health` adds past the original five, at `now` under the default policy.
+fn stalls(ledger: &Ledger, now: Timestamp) -> Vec<Finding> {
+    let h = ledger.health(now, STALE).unwrap();
+    h.findings
+        .into_iter()
+        .filter(|f| {
+            !matches!(
+                f,
+                Finding::FlaggedRefunds { .. }
+                    | Finding::WorkerNeverRan
+                    | Finding::WorkerStale { .. }
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_latest_finished_sweep_reports_the_breaker_its_error_and_skipped_rows() {
+    let (_dir, ledger) = new_ledger();
+    let t = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
+    let opened = t - chrono::TimeDelta::minutes(7);
+    swept(&ledger, t - hours(1), SweepEnd::default());
+    assert!(stalls(&ledger, t).is_empty());
+    for (i, error) in ["disk I/O error", "database is locked", "disk I/O error"]
+        .into_iter()
+        .enumerate()
+    {
+        swept(
+            &ledger,
+            t - chrono::TimeDelta::minutes(3 - i as i64),
+            SweepEnd {
+                counts: SweepCounts {
+                    unreadable: 2,
+                    ..SweepCounts::default()
+                },
+                error: Some(error.into()),
+                breaker_open_since: Some(opened),
+                ..SweepEnd::default()
+            },
+        );
+    }
+    // A sweep still running hides nothing: the facts are the latest finished sweep's.
+    ledger.begin_sweep(t).unwrap();
+    let want = [
+        Finding::GatewayUnavailable {
+            since: opened,
+            paused_s: 7 * 60,
+        },
+        Finding::SweepsFailing {
+            error: "disk I/O error".into(),
+            consecutive: 3,
+            since: t - chrono::TimeDelta::minutes(3),
+        },
+        Finding::UnreadableRows {
+            unread: 0,
+            skipped: 2,
+            flagged: 0,
+            bad_created_at: 0,
+        },
+    ];
+    assert_eq!(stalls(&ledger, t), want);
+    let h = ledger.health(t, STALE).unwrap();
+    assert_eq!(
+        codes(&h),
+        ["gateway_unavailable", "sweeps_failing", "unreadable_rows"]
+    );
+    // The next sweep that ends well clears all three; an interrupted one (closed by the next
+    // daemon, no error) ends a run of failures too.
+    ledger
+        .close_interrupted_sweeps(t + chrono::TimeDelta::seconds(1))
+        .unwrap();
+    assert!(stalls(&ledger, t).is_empty(), "{:?}", stalls(&ledger, t));
+    swept(
+        &ledger,
+        t + chrono::TimeDelta::seconds(2),
+        SweepEnd {
+            error: Some("disk full".into()),
+            ..SweepEnd::default()
+        },
+    );
+    assert_eq!(
+        stalls(&ledger, t + chrono::TimeDelta::seconds(2)),
+        [Finding::SweepsFailing {
+            error: "disk full".into(),
+            consecutive: 1,
+            since: t + chrono::TimeDelta::seconds(2),
+        }]
+    );
+}
+
+#[test]
+fn unscheduled_refunds_count_only_once_a_sweep_should_have_scheduled_them() {
+    let (_dir, ledger) = new_ledger();
+    let t = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
+    let at = |d: chrono::TimeDelta| format_ts(t + d);
+    ledger
+        .insert_refund(&refund("R-OLD", "1.00", &at(-hours(1))))
+        .unwrap();
+    // No sweep yet: nothing was due to schedule it, and worker_never_ran says so.
+    assert_eq!(
+        codes(&ledger.health(t, STALE).unwrap()),
+        ["worker_never_ran"]
+    );
+    // A sweep that started after its creation finished without scheduling it.
+    swept(&ledger, t, SweepEnd::default());
+    let created_before = t - chrono::TimeDelta::minutes(10);
+    assert_eq!(
+        stalls(&ledger, t),
+        [Finding::UnscheduledRefunds {
+            count: 1,
+            created_before,
+        }]
+    );
+    // The app's own inserts after that sweep started do not count, nor do rows inside the
+    // grace window (10 min by default) when the sweep is older than that.
+    ledger
+        .insert_refund(&refund("R-NEW", "1.00", &at(chrono::TimeDelta::seconds(1))))
+        .unwrap();
+    ledger
+        .insert_refund(&refund(
+            "R-GRACE",
+            "1.00",
+            &at(-chrono::TimeDelta::minutes(5)),
+        ))
+        .unwrap();
+    assert_eq!(
+        stalls(&ledger, t + chrono::TimeDelta::seconds(2)),
+        [Finding::UnscheduledRefunds {
+            count: 1,
+            created_before: t + chrono::TimeDelta::seconds(2) - chrono::TimeDelta::minutes(10),
+        }]
+    );
+    // Scheduling them clears it.
+    ledger.schedule_new(Duration::from_secs(600)).unwrap();
+    assert!(stalls(&ledger, t + hours(1)).is_empty());
+}
+
+#[test]
+fn overdue_unflagged_refunds_wait_for_the_longest_gap_before_they_count() {
+    let (_dir, ledger) = new_ledger();
+    let t = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
+    swept(&ledger, t, SweepEnd::default());
+    let plant = |no: &str, age_h: i64, next: Option<Timestamp>| {
+        ledger
+            .insert_refund(&refund(no, "1.00", &format_ts(t - hours(age_h))))
+            .unwrap();
+        ledger
+            .conn
+            .execute(
+                "UPDATE refunds SET next_query_at = ?2 WHERE out_refund_no = ?1",
+                rusqlite::params![no, next.map(format_ts)],
+            )
+            .unwrap();
+    };
+    // 80 h pending and on its 24 h cadence: the query that flags it is still ahead.
+    plant("R-80H", 80, Some(t + hours(15)));
+    assert!(stalls(&ledger, t).is_empty(), "{:?}", stalls(&ledger, t));
+    // Default policy: 72 h + 24 h x 1.1 + 5 min. 99 h is past it: nothing answered in time.
+    plant("R-99H", 99, Some(t - hours(1)));
+    plant("R-FLAGGED", 120, Some(t + hours(20)));
+    ledger
+        .conn
+        .execute(
+            "UPDATE refunds SET review_flag = 1, review_reason = 'pending_too_long',
+                    flagged_at = ?1 WHERE out_refund_no = 'R-FLAGGED'",
+            [format_ts(t)],
+        )
+        .unwrap();
+    let older_than_s = (72 * 3600) + (24 * 3600 * 11 / 10) + 300;
+    assert_eq!(
+        stalls(&ledger, t),
+        [Finding::OverdueUnflaggedRefunds {
+            count: 1,
+            older_than_s,
+        }]
+    );
+    // The daemon's own settings decide: flag after 1 h, steady every 2 h, so 80 h is overdue.
+    let defaults = Policy::default();
+    let policy = Policy {
+        pending_flag_after: Duration::from_secs(3600),
+        schedule: Schedule {
+            steady: Duration::from_secs(2 * 3600),
+            ..defaults.schedule.clone()
+        },
+        ..defaults
+    };
+    let h = ledger.health_with(t, STALE, &policy).unwrap();
+    assert!(
+        h.findings.contains(&Finding::OverdueUnflaggedRefunds {
+            count: 2,
+            older_than_s: 3600 + (12 * 3600 * 11 / 10) + 300,
+        }),
+        "{h:?}"
+    );
+}
+
+#[test]
+fn the_longest_gap_is_the_largest_delay_stretched_by_the_full_jitter() {
+    let d = Schedule::default();
+    assert_eq!(longest_gap(&d), Duration::from_secs(24 * 3600 * 11 / 10));
+    let s = Schedule {
+        grace: Duration::from_secs(60),
+        steps: vec![Duration::from_secs(10), Duration::from_secs(500)],
+        steady: Duration::from_secs(100),
+        retry: Duration::from_secs(5),
+        jitter: 0.0,
+    };
+    assert_eq!(longest_gap(&s), Duration::from_secs(500));
+    let huge = Schedule {
+        steady: Duration::MAX,
+        ..s
+    };
+    assert_eq!(longest_gap(&huge), Duration::MAX);
+}
+
+#[test]
+fn unreadable_rows_count_flags_and_created_at_values_that_are_not_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let ledger = Ledger::open(&path).unwrap();
+    let t = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
+    swept(&ledger, t, SweepEnd::default());
+    for no in ["R-A", "R-B", "R-C", "R-D"] {
+        ledger
+            .insert_refund(&refund(
+                no,
+                "1.00",
+                &format_ts(t + chrono::TimeDelta::seconds(1)),
+            ))
+            .unwrap();
+    }
+    ledger.schedule_new(Duration::ZERO).unwrap();
+    // What the worker writes when it cannot read or update a row.
+    ledger
+        .conn
+        .execute(
+            "UPDATE refunds SET review_flag = 1, flagged_at = ?1,
+                    review_reason = CASE out_refund_no WHEN 'R-A' THEN 'row_unreadable'
+                                                       ELSE 'row_unwritable' END
+              WHERE out_refund_no IN ('R-A', 'R-B')",
+            [format_ts(t)],
+        )
+        .unwrap();
+    // What only a writer that switched the CHECKs off can store: refunds created at no time
+    // at all, sorting after and before every real instant.
+    let raw = Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "PRAGMA ignore_check_constraints = ON;
+         UPDATE refunds SET status = 'REFUND_FAILED', final_source = 'refund_response',
+                finalized_at = '2026-11-25T10:00:00.000Z', next_query_at = NULL
+          WHERE out_refund_no IN ('R-C', 'R-D');
+         UPDATE refunds SET created_at = 'yesterday' WHERE out_refund_no = 'R-C';
+         UPDATE refunds SET created_at = '' WHERE out_refund_no = 'R-D';",
+    )
+    .unwrap();
+    // The worker flags a final row it cannot read too; a flag for another reason that stayed
+    // on a refund after it became final is not about reading.
+    ledger
+        .conn
+        .execute_batch(
+            "UPDATE refunds SET review_flag = 1, flagged_at = '2026-11-25T10:00:00.000Z',
+                    review_reason = CASE out_refund_no WHEN 'R-C' THEN 'row_unreadable'
+                                                       ELSE 'pending_too_long' END
+              WHERE out_refund_no IN ('R-C', 'R-D')",
+        )
+        .unwrap();
+    let h = ledger
+        .health(t + chrono::TimeDelta::seconds(2), STALE)
+        .unwrap();
+    assert!(
+        h.findings.contains(&Finding::UnreadableRows {
+            unread: 0,
+            skipped: 0,
+            flagged: 3,
+            bad_created_at: 2,
+        }),
+        "{h:?}"
+    );
+}
+
+#[test]
+fn a_prune_row_left_running_is_a_finding() {
+    let (_dir, ledger) = new_ledger();
+    let t = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
+    swept(&ledger, t, SweepEnd::default());
+    assert!(stalls(&ledger, t).is_empty());
+    // A prune opens and closes its row in one transaction: a running row seen from outside
+    // was written by hand (or by a broken writer).
+    ledger
+        .conn
+        .execute(
+            "INSERT INTO prunes (started_at, actor, reason, finalized_before, state)
+             VALUES ('2026-11-20T00:00:00.000Z', 'someone', 'by hand',
+                     '2026-01-01T00:00:00.000Z', 'running')",
+            [],
+        )
+        .unwrap();
+    let id = ledger.conn.last_insert_rowid();
+    assert_eq!(
+        stalls(&ledger, t),
+        [Finding::PruneLeftRunning {
+            id,
+            started_at: Some(parse_ts("2026-11-20T00:00:00.000Z").unwrap()),
+        }]
+    );
+    assert_eq!(
+        codes(&ledger.health(t, STALE).unwrap()),
+        ["prune_left_running"]
+    );
+}
+
+#[test]
+fn health_queries_walk_only_the_rows_they_count() {
+    let (_dir, mut ledger) = new_ledger();
+    for analyzed in [false, true] {
+        if analyzed {
+            populate(&mut ledger);
+        }
+        let cutoff = "2026-01-01T00:00:00.000Z";
+        let p = plan(&ledger.conn, UNREADABLE_FLAGGED, &[]);
+        assert!(
+            p.contains("USING INDEX refunds_flagged") && !p.contains("refunds_by_created"),
+            "analyzed={analyzed}: {p}"
+        );
+        let p = plan(&ledger.conn, BAD_CREATED_AT, &[]);
+        assert!(
+            p.contains("COVERING INDEX refunds_by_created (created_at<?)")
+                && p.contains("COVERING INDEX refunds_by_created (created_at>?)"),
+            "analyzed={analyzed}: {p}"
+        );
+        let p = plan(&ledger.conn, UNSCHEDULED_BEFORE, &[&cutoff]);
+        assert!(
+            p.contains("refunds_unscheduled (created_at<?)")
+                || p.contains("refunds_due (next_query_at=?)"),
+            "analyzed={analyzed}: {p}"
+        );
+        let p = plan(&ledger.conn, OVERDUE_UNFLAGGED, &[&cutoff]);
+        assert!(
+            p.contains("refunds_pending_unflagged (created_at<?)"),
+            "analyzed={analyzed}: {p}"
+        );
+        // The sweep facts walk back from the newest row in rowid order, never sorting.
+        for sql in [latest_finished_sweep_sql().as_str(), FAILING_RUN] {
+            let p = plan(&ledger.conn, sql, &[]);
+            assert!(!p.contains("TEMP B-TREE"), "analyzed={analyzed}: {p}");
+            assert!(!p.contains("INDEX"), "analyzed={analyzed}: {p}");
+        }
+        let p = plan(&ledger.conn, PRUNE_RUNNING, &[]);
+        assert!(!p.contains("TEMP B-TREE"), "analyzed={analyzed}: {p}");
+    }
+}
+
+#[test]
+fn rows_status_cannot_read_are_unreadable_rows_not_a_worker_that_never_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let ledger = Ledger::open(&path).unwrap();
+    let t = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
+    ledger.begin_sweep(t).unwrap();
+    ledger
+        .insert_refund(&refund("R-1", "1.00", &format_ts(t)))
+        .unwrap();
+    ledger.schedule_new(Duration::ZERO).unwrap();
+    // The latest sweep (also the latest finished one) and the oldest pending refund hold
+    // values no reader can parse; only a writer without the CHECKs could store them.
+    let raw = Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "PRAGMA ignore_check_constraints = ON;
+         UPDATE sweeps SET started_at = 'noon', finished_at = '2026-11-25T10:00:00.000Z';
+         UPDATE refunds SET created_at = '';",
+    )
+    .unwrap();
+    let h = ledger.health(t, STALE).unwrap();
+    assert_eq!(h.summary.unreadable.len(), 2, "{h:?}");
+    // A pending refund created at no time sorts before every cutoff: it is overdue too.
+    assert_eq!(
+        h.findings,
+        [
+            Finding::UnreadableRows {
+                unread: 2,
+                skipped: 0,
+                flagged: 0,
+                bad_created_at: 1,
+            },
+            Finding::OverdueUnflaggedRefunds {
+                count: 1,
+                older_than_s: 354_540,
+            }
         ]
     );
 }

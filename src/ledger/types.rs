@@ -600,7 +600,8 @@ pub struct StatusSummary {
     pub due_now: u64,
     /// Pending refunds not scheduled yet.
     pub unscheduled: u64,
-    /// Pending refunds flagged for review.
+    /// Refunds flagged for review: pending ones, and final ones whose answer lost a value
+    /// (`answer_unrecordable`) or whose row could not be read, until an operator clears them.
     pub flagged: u64,
     /// Creation time of the oldest pending refund.
     #[serde(serialize_with = "ser::opt_ts")]

@@ -226,6 +226,8 @@ fn final_answers_with_values_the_ledger_cannot_store_are_recorded_applied_flagge
     assert!(kept("R-AN-LONG", "refund_finish_time").is_some());
     assert_eq!(kept("R-AN-FAR", "refund_trade_no").unwrap(), "T-R-AN-FAR");
     assert_eq!(kept("R-AN-OK", "refund_trade_no").unwrap(), "T-R-AN-OK");
+    // Final but flagged: status says a human should look.
+    assert!(status_codes(d, &cfg, 8).contains(&"flagged_refunds".to_owned()));
     // A human checks what was lost, then acknowledges the flag of the final refund (audited).
     let clear = |no: &str| {
         run(

@@ -5,6 +5,7 @@
 
 mod answers;
 mod config;
+mod findings;
 mod guard;
 mod input;
 mod ledger;
