@@ -288,6 +288,8 @@ struct RawSchedule {
     halt_recheck: String,
     #[serde(default = "d_confirm_after")]
     confirm_after: String,
+    #[serde(default = "d_halt_after_rejected")]
+    halt_after_rejected_refunds: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -364,6 +366,9 @@ fn d_halt_recheck() -> String {
 fn d_confirm_after() -> String {
     fmt_d(Policy::default().confirm_after)
 }
+fn d_halt_after_rejected() -> usize {
+    Policy::default().halt_after_rejected_refunds
+}
 fn d_cron() -> String {
     WorkerSettings::default().sweep_cron
 }
@@ -398,6 +403,7 @@ impl Default for RawSchedule {
             unknown_flag_after: d_unknown_flag(),
             halt_recheck: d_halt_recheck(),
             confirm_after: d_confirm_after(),
+            halt_after_rejected_refunds: d_halt_after_rejected(),
         }
     }
 }
@@ -653,8 +659,13 @@ const CONFIRM_AFTER: Bounds<Duration> =
 const SHUTDOWN_DEADLINE: Bounds<Duration> = Bounds::d("worker.shutdown_deadline", MS, mins(10));
 
 /// The range of every count setting.
-pub const COUNT_BOUNDS: [Bounds<usize>; 4] =
-    [MAX_RESPONSE_BYTES, BACKOFF_STEPS, CONCURRENCY, BATCH];
+pub const COUNT_BOUNDS: [Bounds<usize>; 5] = [
+    MAX_RESPONSE_BYTES,
+    BACKOFF_STEPS,
+    HALT_AFTER_REJECTED_REFUNDS,
+    CONCURRENCY,
+    BATCH,
+];
 const MAX_RESPONSE_BYTES: Bounds<usize> = Bounds {
     key: "gateway.max_response_bytes",
     least: crate::gateway::MIN_RESPONSE_BYTES,
@@ -662,6 +673,13 @@ const MAX_RESPONSE_BYTES: Bounds<usize> = Bounds {
 };
 const BACKOFF_STEPS: Bounds<usize> = Bounds {
     key: "schedule.backoff",
+    least: 1,
+    most: 100,
+};
+// 1 halts at the first per-refund code (the behaviour before issue 11); past 100 a systematic
+// PARAMS_INVALID would flag a hundred refunds before anything stops.
+const HALT_AFTER_REJECTED_REFUNDS: Bounds<usize> = Bounds {
+    key: "schedule.halt_after_rejected_refunds",
     least: 1,
     most: 100,
 };
@@ -845,6 +863,7 @@ const KEY_NAMES: &[&str] = &[
     "unknown_flag_after",
     "halt_recheck",
     "confirm_after",
+    "halt_after_rejected_refunds",
     "worker",
     "sweep_cron",
     "concurrency",
@@ -1050,6 +1069,8 @@ impl RawSchedule {
             unknown_flag_after: UNKNOWN_FLAG_AFTER.parse(&self.unknown_flag_after)?,
             halt_recheck: HALT_RECHECK.parse(&self.halt_recheck)?,
             confirm_after: CONFIRM_AFTER.parse(&self.confirm_after)?,
+            halt_after_rejected_refunds: HALT_AFTER_REJECTED_REFUNDS
+                .check_number(self.halt_after_rejected_refunds)?,
         })
     }
 }
@@ -1493,19 +1514,18 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
 
     #[test]
     fn counts_and_rates_accept_their_range_and_refuse_outside_it_by_key() {
-        let worker = |field: &str, v: &str| format!("{MINIMAL}\n[worker]\n{field} = {v}\n");
         for b in COUNT_BOUNDS {
             let (section, field) = b.key.split_once('.').unwrap();
-            let text = |n: usize| match section {
-                "gateway" => MINIMAL.replace(
+            let text = |n: usize| match (section, field) {
+                ("gateway", _) => MINIMAL.replace(
                     "merchant_no = \"M1\"",
                     &format!("merchant_no = \"M1\"\n{field} = {n}"),
                 ),
-                "schedule" => format!(
+                ("schedule", "backoff") => format!(
                     "{MINIMAL}\n[schedule]\nbackoff = [{}]\n",
                     vec!["\"1s\""; n].join(",")
                 ),
-                _ => worker(field, &n.to_string()),
+                _ => format!("{MINIMAL}\n[{section}]\n{field} = {n}\n"),
             };
             parse(&text(b.least)).unwrap_or_else(|e| panic!("{}: {e}", b.key));
             parse(&text(b.most)).unwrap_or_else(|e| panic!("{}: {e}", b.key));

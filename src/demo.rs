@@ -120,6 +120,7 @@ pub fn demo_policy() -> Policy {
         unknown_flag_after: s(5),
         confirm_after: s(1),
         halt_recheck: s(2),
+        halt_after_rejected_refunds: Policy::default().halt_after_rejected_refunds,
     }
 }
 

@@ -28,13 +28,17 @@ pub struct Policy {
     /// a notification that contradicts the gateway then becomes a recorded discrepancy
     /// instead of going unnoticed.
     pub confirm_after: Duration,
+    /// A per-refund code (`PARAMS_INVALID`) halts all querying only once it came back for
+    /// this many different refunds in a row (the worker's halt counts them; 1 halts at once).
+    pub halt_after_rejected_refunds: usize,
 }
 
 impl Default for Policy {
     /// The documented defaults, written only here (config and `examples/config.toml` follow
     /// them; a test in `config.rs` ties the example to this): the [`Schedule::default`]
     /// ladder, a review flag after 72 h pending or 24 h unknown to the gateway, a probe every
-    /// 5 min while halted, and a confirming query 10 min after a notification.
+    /// 5 min while halted, a confirming query 10 min after a notification, and a halt when
+    /// 3 different refunds in a row are refused with the same per-refund code.
     fn default() -> Self {
         Self {
             schedule: Schedule::default(),
@@ -42,6 +46,7 @@ impl Default for Policy {
             unknown_flag_after: Duration::from_secs(24 * 3600),
             halt_recheck: Duration::from_secs(5 * 60),
             confirm_after: Duration::from_secs(10 * 60),
+            halt_after_rejected_refunds: 3,
         }
     }
 }
@@ -280,6 +285,29 @@ pub fn decide(
             Some(Halt::ConfigError { code: code.clone() }),
             false,
         ),
+        QueryOutcome::RequestRejected { .. } => decide_on_rejected(state, now, unit, policy),
+    }
+}
+
+/// Checus refused the query for this refund (a per-refund code such as `PARAMS_INVALID`):
+/// resending it cannot succeed, so the refund is flagged `gateway_rejected_request` (unless it
+/// is flagged already) and polled at the steady cadence. The answer says nothing about the
+/// refund's state, so no attempt is spent and the unknown clock is left alone. Whether the
+/// code is really systematic (the same code for several refunds in a row) is the worker's
+/// halt to count, not this answer's to decide.
+fn decide_on_rejected(state: &RefundState, now: Timestamp, unit: f64, policy: &Policy) -> Decision {
+    Decision {
+        class: OutcomeClass::ConfigError,
+        change: Change::Reschedule {
+            next_query_at: policy.schedule.next_slow(now, unit),
+            attempts: state.attempts,
+            unknown_since: state.unknown_since,
+            refund_trade_no: None,
+            flag: (!state.flagged).then_some(ReviewReason::GatewayRejectedRequest),
+        },
+        discrepancies: Vec::new(),
+        halt: None,
+        slow_down: false,
     }
 }
 
@@ -432,13 +460,14 @@ fn decide_on_final(
         QueryOutcome::ConfigError { code } => Some(Halt::ConfigError { code: code.clone() }),
         _ => None,
     };
-    // The gateway said something about the refund: the confirmation is done. Otherwise (a
-    // failure, a rate limit, a halt) it is tried again after the short retry delay.
-    let answered = matches!(
-        outcome,
-        QueryOutcome::Final(_) | QueryOutcome::Pending(_) | QueryOutcome::Unknown { .. }
-    );
-    let confirm_again_at = (!answered).then(|| policy.schedule.next_after_retry(now, unit));
+    // The gateway said something about the refund: the confirmation is done. A request
+    // refused for this refund cannot succeed resent soon: tried again at the steady cadence.
+    // Otherwise (a failure, a rate limit, a halt) it is tried again after the short retry delay.
+    let confirm_again_at = match outcome {
+        QueryOutcome::Final(_) | QueryOutcome::Pending(_) | QueryOutcome::Unknown { .. } => None,
+        QueryOutcome::RequestRejected { .. } => Some(policy.schedule.next_slow(now, unit)),
+        _ => Some(policy.schedule.next_after_retry(now, unit)),
+    };
     Decision {
         class,
         change: Change::Keep { confirm_again_at },
@@ -546,6 +575,9 @@ mod tests {
             QueryOutcome::ConfigError {
                 code: "SIGN_VERIFY_FAILED".into(),
             },
+            QueryOutcome::RequestRejected {
+                code: "PARAMS_INVALID".into(),
+            },
         ]
     }
 
@@ -580,7 +612,11 @@ mod tests {
                             | QueryOutcome::Pending(_)
                             | QueryOutcome::Unknown { .. }
                     );
-                    let again = (!answered).then(|| now + p.schedule.retry);
+                    let again = match &o {
+                        _ if answered => None,
+                        QueryOutcome::RequestRejected { .. } => Some(now + p.schedule.steady),
+                        _ => Some(now + p.schedule.retry),
+                    };
                     assert_eq!(
                         d.change,
                         Change::Keep {
@@ -669,6 +705,22 @@ mod tests {
                     ) => {
                         assert_eq!(*attempts, 2, "{why}");
                         assert_eq!(*next_query_at, now + p.halt_recheck);
+                    }
+                    (
+                        QueryOutcome::RequestRejected { .. },
+                        Change::Reschedule {
+                            attempts,
+                            next_query_at,
+                            flag,
+                            unknown_since,
+                            ..
+                        },
+                    ) => {
+                        assert_eq!(*attempts, 2, "a refused request spends nothing: {why}");
+                        assert_eq!(*next_query_at, now + p.schedule.steady, "{why}");
+                        assert_eq!(*flag, Some(ReviewReason::GatewayRejectedRequest));
+                        assert_eq!(*unknown_since, None, "{why}");
+                        assert_eq!(d.class, OutcomeClass::ConfigError, "{why}");
                     }
                     (o, c) => panic!("unexpected change {c:?} for {o:?}"),
                 }
@@ -995,5 +1047,98 @@ mod tests {
         );
         assert!(d.discrepancies.is_empty());
         assert_eq!(d.class, OutcomeClass::Final);
+    }
+
+    /// A per-refund code flags the refund `gateway_rejected_request` once, slows it to the
+    /// steady cadence and spends nothing; it never halts on its own (the worker's halt counts
+    /// refunds in a row). A flag already raised keeps its reason, the unknown clock keeps its
+    /// start, and a later normal answer decides as usual without touching the flag.
+    #[test]
+    fn a_request_refused_for_one_refund_flags_it_and_slows_it_down() {
+        let p = Policy::default();
+        let now = t(NOW);
+        let rejected = QueryOutcome::RequestRejected {
+            code: "PARAMS_INVALID".into(),
+        };
+        let since = t(CREATED);
+        let cases = [
+            ("fresh", state(), Some(ReviewReason::GatewayRejectedRequest)),
+            (
+                "already flagged",
+                RefundState {
+                    flagged: true,
+                    ..state()
+                },
+                None,
+            ),
+            (
+                "unknown at the gateway",
+                RefundState {
+                    unknown_since: Some(since),
+                    ..state()
+                },
+                Some(ReviewReason::GatewayRejectedRequest),
+            ),
+        ];
+        for (name, st, flag) in cases {
+            let d = decide(RefundStatus::Pending, &st, &rejected, now, 0.5, &p);
+            assert_eq!(d.halt, None, "{name}");
+            assert!(!d.slow_down, "{name}");
+            assert!(d.discrepancies.is_empty(), "{name}");
+            assert_eq!(d.class, OutcomeClass::ConfigError, "{name}");
+            assert_eq!(
+                d.change,
+                Change::Reschedule {
+                    next_query_at: now + p.schedule.steady,
+                    attempts: 2,
+                    unknown_since: st.unknown_since,
+                    refund_trade_no: None,
+                    flag,
+                },
+                "{name}"
+            );
+        }
+        // Flagged since: a normal answer decides as usual and raises no other flag (the
+        // flag stays until an operator clears it), still at the slow cadence.
+        let flagged = RefundState {
+            flagged: true,
+            ..state()
+        };
+        let pending = QueryOutcome::Pending(seen(RefundStatus::Pending));
+        let d = decide(RefundStatus::Pending, &flagged, &pending, now, 0.5, &p);
+        let Change::Reschedule {
+            flag,
+            next_query_at,
+            attempts,
+            ..
+        } = d.change
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            (flag, next_query_at, attempts),
+            (None, now + p.schedule.steady, 3)
+        );
+        let d = decide(
+            RefundStatus::Pending,
+            &flagged,
+            &QueryOutcome::Final(seen(RefundStatus::Success)),
+            now,
+            0.5,
+            &p,
+        );
+        assert!(
+            matches!(d.change, Change::Finalize { flag: None, .. }),
+            "{d:?}"
+        );
+        // A final row waiting for its confirming query: tried again at the steady cadence.
+        let d = decide(RefundStatus::Success, &state(), &rejected, now, 0.5, &p);
+        assert_eq!(
+            d.change,
+            Change::Keep {
+                confirm_again_at: Some(now + p.schedule.steady)
+            }
+        );
+        assert_eq!(d.halt, None);
     }
 }

@@ -101,8 +101,15 @@ pub enum QueryOutcome {
     /// `REQ_TIME_OVER_TIME` even after one immediate retry with a fresh `requestTime`.
     ClockSkew,
     /// A code that means our configuration is wrong (`SIGN_VERIFY_FAILED`, `MERCHANT_INVALID`,
-    /// `MERCHANT_APP_INVALID`, `PARAMS_INVALID`, `AUTHENTICATE_FAILED`, ...). Querying stops.
+    /// `MERCHANT_APP_INVALID`, `AUTHENTICATE_FAILED`, ...). Querying stops.
     ConfigError {
+        /// The gateway code.
+        code: String,
+    },
+    /// A code that can concern this one request, and so this one refund (`PARAMS_INVALID`):
+    /// the refund is flagged and slowed down; querying halts only when the same code comes
+    /// back for several different refunds in a row (the worker's halt counts them).
+    RequestRejected {
         /// The gateway code.
         code: String,
     },
@@ -149,7 +156,9 @@ impl QueryOutcome {
             Self::Retryable { .. } => OutcomeClass::Retryable,
             Self::RateLimited => OutcomeClass::RateLimited,
             Self::ClockSkew => OutcomeClass::ClockSkew,
-            Self::ConfigError { .. } => OutcomeClass::ConfigError,
+            // The attempt log's classes are the schema's; a refused request is logged in the
+            // class it always had, and the attempt's error says it concerned this refund.
+            Self::ConfigError { .. } | Self::RequestRejected { .. } => OutcomeClass::ConfigError,
         }
     }
 }
@@ -169,7 +178,7 @@ pub enum OutcomeClass {
     RateLimited,
     /// Clock skew.
     ClockSkew,
-    /// Configuration error.
+    /// Configuration error, or a request Checus refused for one refund (`PARAMS_INVALID`).
     ConfigError,
     /// A verified answer that contradicts the ledger (set by `decide`, not the gateway).
     Mismatch,

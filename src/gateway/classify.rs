@@ -43,6 +43,9 @@ pub enum CodeClass {
     ClockSkew,
     /// Our configuration is wrong; querying should stop until a human fixes it.
     ConfigError,
+    /// Checus refused this request, which can concern this one refund: the refund is flagged;
+    /// querying halts only when the code repeats for several different refunds in a row.
+    RequestRejected,
 }
 
 /// Maps a gateway `code` to its class. Exact, case-sensitive match on the documented spelling.
@@ -59,15 +62,18 @@ pub fn classify_code(code: &str) -> CodeClass {
         // The client reports it; the worker does the one immediate retry with a fresh
         // requestTime and halts if it repeats.
         "REQ_TIME_OVER_TIME" => CodeClass::ClockSkew,
-        // PARAMS_INVALID is a client bug rather than a config error, but it shares the
-        // consequence: resending the same thing can never succeed, so querying stops.
+        // Codes that can only mean our configuration (key, merchant, app, contract): every
+        // refund would get the same answer, so querying stops at once.
         "SIGN_VERIFY_FAILED"
         | "MERCHANT_INVALID"
         | "MERCHANT_APP_INVALID"
-        | "PARAMS_INVALID"
         | "AUTHENTICATE_FAILED"
         | "CONTRACT_INVALID"
         | "ONBOARD_ERROR" => CodeClass::ConfigError,
+        // "Parameter length or type invalid": it can concern one request's values, and so one
+        // refund number (fact sheet §4), so it stops that refund, not the fleet. Resending the
+        // same thing cannot succeed, so the refund is flagged and slowed down.
+        "PARAMS_INVALID" => CodeClass::RequestRejected,
         // Everything else, deliberately including codes that belong to `/refund` or to
         // notifications (REFUND_INSUFFICIENT_BALANCE, ORDER_REPEAT, REFUND_FAILED,
         // PAYMENT_FAILED): on a query they are out of context, and a `code` is never a refund
@@ -231,6 +237,9 @@ fn outcome_of_code(code: &str) -> QueryOutcome {
         CodeClass::RateLimited => QueryOutcome::RateLimited,
         CodeClass::ClockSkew => QueryOutcome::ClockSkew,
         CodeClass::ConfigError => QueryOutcome::ConfigError {
+            code: code.to_owned(),
+        },
+        CodeClass::RequestRejected => QueryOutcome::RequestRejected {
             code: code.to_owned(),
         },
     }
@@ -445,7 +454,7 @@ mod tests {
         ("SIGN_VERIFY_FAILED", CodeClass::ConfigError),
         ("MERCHANT_INVALID", CodeClass::ConfigError),
         ("MERCHANT_APP_INVALID", CodeClass::ConfigError),
-        ("PARAMS_INVALID", CodeClass::ConfigError),
+        ("PARAMS_INVALID", CodeClass::RequestRejected),
         ("AUTHENTICATE_FAILED", CodeClass::ConfigError),
         ("CONTRACT_INVALID", CodeClass::ConfigError),
         ("ONBOARD_ERROR", CodeClass::ConfigError),
@@ -508,6 +517,9 @@ mod tests {
             let ok = match (class, &c.outcome) {
                 (CodeClass::Unknown, QueryOutcome::Unknown { code: got }) => got == code,
                 (CodeClass::ConfigError, QueryOutcome::ConfigError { code: got }) => got == code,
+                (CodeClass::RequestRejected, QueryOutcome::RequestRejected { code: got }) => {
+                    got == code
+                }
                 (CodeClass::RateLimited, QueryOutcome::RateLimited) => true,
                 (CodeClass::ClockSkew, QueryOutcome::ClockSkew) => true,
                 (CodeClass::Retryable(want), QueryOutcome::Retryable { reason, .. }) => {

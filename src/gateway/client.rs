@@ -284,5 +284,8 @@ fn error_text(outcome: &QueryOutcome) -> Option<String> {
         QueryOutcome::ConfigError { code } => {
             Some(format!("gateway rejected our configuration ({code})"))
         }
+        QueryOutcome::RequestRejected { code } => Some(format!(
+            "gateway rejected the request for this refund ({code})"
+        )),
     }
 }

@@ -2,11 +2,17 @@
 //! for every refund, so a bad key never burns through the ledger. One probe query goes out per
 //! re-check interval; only an answer that is not a halt resumes querying. Answers still in
 //! flight when the halt began change nothing but the halt's kind.
+//!
+//! A per-refund code (`PARAMS_INVALID`, [`QueryOutcome::RequestRejected`]) is that refund's
+//! trouble, not the fleet's: `decide` flags the refund. Only when the same code comes back for
+//! `halt_after_rejected_refunds` different refunds in a row does this machine call it
+//! systematic and halt, as a configuration code would. That count is state across refunds, so
+//! it lives here, next to the halt it leads to, rather than in the pure per-answer `decide`.
 //! Pure, like [`super::breaker`]: time is an argument, and the worker owns the I/O and logging.
 
 use std::time::Duration;
 
-use crate::domain::{Halt, Timestamp};
+use crate::domain::{Halt, OutRefundNo, QueryOutcome, Timestamp};
 
 /// Why querying is halted and when to probe again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,19 +34,97 @@ pub enum Transition {
     StillHalted,
 }
 
+/// What a per-refund rejection means for querying as a whole ([`Halting::observe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not a rejection, or one this refund alone answers for (so far): `decide` alone rules.
+    Alone,
+    /// The refund is rejected, decided as such (flagged), and querying halts too: the same
+    /// code came back for `refunds` different refunds in a row, or querying is halted on this
+    /// code already and this refund is one of those that halted it.
+    Halts {
+        /// The halt to enter (a configuration halt naming the code).
+        halt: Halt,
+        /// Different refunds rejected in the run so far.
+        refunds: usize,
+    },
+    /// Querying is halted on this code and another refund (a probe, an operator's query) got
+    /// it too: more evidence that the code is systematic. The answer is the halt's (the
+    /// refund is not flagged, and is retried with the next probe).
+    Systematic {
+        /// The gateway code: decide it as the configuration code it has shown itself to be.
+        code: String,
+    },
+}
+
+/// The current run of per-refund rejections: one code, and the different refunds it came
+/// back for without an accepted answer in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Run {
+    code: String,
+    refunds: Vec<OutRefundNo>,
+}
+
 /// The halt's state: running, or halted until a probe gets through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Halting {
     state: Option<HaltState>,
     recheck: Duration,
+    /// Per-refund rejections in a row; kept while the halt it led to is in force, so a probe
+    /// can tell one of the refunds that halted it from new evidence.
+    run: Option<Run>,
+    /// How many different refunds in a row make a per-refund code systematic (at least 1).
+    halt_after: usize,
 }
 
 impl Halting {
-    /// Not halted; once halted, probes every `recheck`.
-    pub fn new(recheck: Duration) -> Self {
+    /// Not halted; once halted, probes every `recheck`. A per-refund code halts once it came
+    /// back for `halt_after` different refunds in a row (0 is taken as 1).
+    pub fn new(recheck: Duration, halt_after: usize) -> Self {
         Self {
             state: None,
             recheck,
+            run: None,
+            halt_after: halt_after.max(1),
+        }
+    }
+
+    /// Counts one answer towards (or against) a run of per-refund rejections and says what a
+    /// rejection means. An answer the gateway accepted (a status, or "unknown refund") ends
+    /// the run; a different per-refund code starts a new one; failures that say nothing about
+    /// the request (transport, rate limit, clock, configuration) leave it as it is. The same
+    /// refund rejected again does not count twice.
+    pub fn observe(&mut self, outcome: &QueryOutcome, refund: &OutRefundNo) -> Rejection {
+        let code = match outcome {
+            QueryOutcome::RequestRejected { code } => code,
+            QueryOutcome::Final(_) | QueryOutcome::Pending(_) | QueryOutcome::Unknown { .. } => {
+                self.run = None;
+                return Rejection::Alone;
+            }
+            _ => return Rejection::Alone,
+        };
+        let run = match self.run.take() {
+            Some(run) if run.code == *code => run,
+            _ => Run {
+                code: code.clone(),
+                refunds: Vec::new(),
+            },
+        };
+        let run = self.run.insert(run);
+        let known = run.refunds.contains(refund);
+        let halt = Halt::ConfigError { code: code.clone() };
+        let halted_on_it = self.state.as_ref().is_some_and(|h| h.halt == halt);
+        if halted_on_it && !known {
+            return Rejection::Systematic { code: code.clone() };
+        }
+        if !known {
+            run.refunds.push(refund.clone());
+        }
+        let refunds = run.refunds.len();
+        if halted_on_it || refunds >= self.halt_after {
+            Rejection::Halts { halt, refunds }
+        } else {
+            Rejection::Alone
         }
     }
 
@@ -72,6 +156,7 @@ impl Halting {
     /// Records an answer to a probe (or to an operator's query) that is not a halt: querying
     /// resumes. Returns when querying had halted, if it had.
     pub fn resume(&mut self) -> Option<Timestamp> {
+        self.run = None;
         self.state.take().map(|h| h.since)
     }
 
@@ -86,6 +171,7 @@ impl Halting {
     /// querying with what may be the same bad configuration).
     pub fn carry_over(&mut self, previous: &Halting) {
         self.state = previous.state.clone();
+        self.run = previous.run.clone();
     }
 }
 
@@ -101,7 +187,7 @@ mod tests {
         let bad_key = Halt::ConfigError {
             code: "SIGN_VERIFY_FAILED".into(),
         };
-        let mut h = Halting::new(minute);
+        let mut h = Halting::new(minute, 3);
         assert_eq!(h.current(), None);
         assert_eq!(h.resume(), None, "nothing to resume");
         assert_eq!(h.enter(bad_key.clone(), t0), Transition::Halted);
@@ -118,7 +204,7 @@ mod tests {
         h.postpone(t1 + minute);
         assert_eq!(h.halted_until(), Some(t1 + minute + minute));
         // A replacing machine keeps the halt.
-        let mut next = Halting::new(minute);
+        let mut next = Halting::new(minute, 3);
         next.carry_over(&h);
         assert_eq!(next, h);
         assert_eq!(next.resume(), Some(t0));
@@ -126,5 +212,138 @@ mod tests {
         // Postponing a running machine changes nothing.
         next.postpone(t1);
         assert_eq!(next.current(), None);
+    }
+
+    fn no(n: &str) -> OutRefundNo {
+        OutRefundNo::parse(n).unwrap()
+    }
+
+    fn rejected(code: &str) -> QueryOutcome {
+        QueryOutcome::RequestRejected { code: code.into() }
+    }
+
+    fn params_halt(refunds: usize) -> Rejection {
+        Rejection::Halts {
+            halt: Halt::ConfigError {
+                code: "PARAMS_INVALID".into(),
+            },
+            refunds,
+        }
+    }
+
+    /// Answers in order: what was answered, for which refund.
+    type Answers<'a> = Vec<(QueryOutcome, &'a str)>;
+
+    /// Feeds `(outcome, refund)` answers in order; returns what the last one meant.
+    fn feed(h: &mut Halting, answers: &[(QueryOutcome, &str)]) -> Rejection {
+        let mut last = Rejection::Alone;
+        for (o, n) in answers {
+            last = h.observe(o, &no(n));
+        }
+        last
+    }
+
+    #[test]
+    fn the_same_code_for_n_different_refunds_in_a_row_halts() {
+        let p = || rejected("PARAMS_INVALID");
+        let accepted = QueryOutcome::Unknown {
+            code: "ORDER_NOT_EXIST".into(),
+        };
+        let failure = QueryOutcome::Retryable {
+            reason: crate::domain::RetryReason::SystemError,
+            detail: "gateway code SYSTEM_ERROR".into(),
+        };
+        let cases: Vec<(&str, Answers<'_>, Rejection)> = vec![
+            (
+                "N-1 different refunds",
+                vec![(p(), "A"), (p(), "B")],
+                Rejection::Alone,
+            ),
+            (
+                "N different refunds",
+                vec![(p(), "A"), (p(), "B"), (p(), "C")],
+                params_halt(3),
+            ),
+            (
+                "the same refund N times",
+                vec![(p(), "A"), (p(), "A"), (p(), "A"), (p(), "A")],
+                Rejection::Alone,
+            ),
+            (
+                "an accepted answer in between resets",
+                vec![(p(), "A"), (p(), "B"), (accepted.clone(), "X"), (p(), "C")],
+                Rejection::Alone,
+            ),
+            (
+                "an accepted answer for a refund of the run resets too",
+                vec![
+                    (p(), "A"),
+                    (p(), "B"),
+                    (accepted, "B"),
+                    (p(), "C"),
+                    (p(), "D"),
+                ],
+                Rejection::Alone,
+            ),
+            (
+                "a failure in between says nothing and keeps the run",
+                vec![(p(), "A"), (failure, "X"), (p(), "B"), (p(), "C")],
+                params_halt(3),
+            ),
+            (
+                "another code starts its own run",
+                vec![
+                    (p(), "A"),
+                    (p(), "B"),
+                    (rejected("OTHER_CODE"), "C"),
+                    (p(), "D"),
+                ],
+                Rejection::Alone,
+            ),
+            (
+                "repeats do not count, new refunds do",
+                vec![(p(), "A"), (p(), "A"), (p(), "B"), (p(), "B"), (p(), "C")],
+                params_halt(3),
+            ),
+        ];
+        for (name, answers, want) in cases {
+            let mut h = Halting::new(Duration::from_secs(60), 3);
+            assert_eq!(feed(&mut h, &answers), want, "{name}");
+        }
+        // 1 halts at the first rejection, as before issue 11.
+        let mut h = Halting::new(Duration::from_secs(60), 1);
+        assert_eq!(h.observe(&p(), &no("A")), params_halt(1));
+    }
+
+    #[test]
+    fn while_halted_on_a_code_new_refunds_are_evidence_and_only_an_accepted_answer_resumes() {
+        let t0 = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
+        let p = || rejected("PARAMS_INVALID");
+        let mut h = Halting::new(Duration::from_secs(60), 3);
+        let Rejection::Halts { halt, .. } = feed(&mut h, &[(p(), "A"), (p(), "B"), (p(), "C")])
+        else {
+            panic!("no halt")
+        };
+        assert_eq!(h.enter(halt, t0), Transition::Halted);
+        // A probe of another refund answers the same code: the halt's answer, no flag.
+        let systematic = Rejection::Systematic {
+            code: "PARAMS_INVALID".into(),
+        };
+        assert_eq!(h.observe(&p(), &no("D")), systematic);
+        // One of the refunds that halted it: rejected as itself, and still halted.
+        assert_eq!(h.observe(&p(), &no("B")), params_halt(3));
+        // A reload keeps the run with the halt.
+        let mut next = Halting::new(Duration::from_secs(60), 3);
+        next.carry_over(&h);
+        assert_eq!(next.observe(&p(), &no("E")), systematic);
+        // Resumed (an accepted probe): the run starts over.
+        assert!(h.resume().is_some());
+        assert_eq!(h.observe(&p(), &no("D")), Rejection::Alone);
+        assert_eq!(h.observe(&p(), &no("A")), Rejection::Alone);
+        // Halted for another reason: a per-refund code still counts its own run.
+        let mut h = Halting::new(Duration::from_secs(60), 2);
+        h.enter(Halt::ClockSkew, t0);
+        assert_eq!(h.observe(&p(), &no("A")), Rejection::Alone);
+        assert_eq!(h.observe(&p(), &no("B")), params_halt(2));
     }
 }

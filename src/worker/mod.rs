@@ -162,7 +162,10 @@ impl Worker {
     ) -> Self {
         let limiter = Arc::new(RateLimiter::new(settings.rate_per_second));
         let breaker = Mutex::new(breaker::Breaker::new(policy.schedule.retry));
-        let halt = Mutex::new(halt::Halting::new(policy.halt_recheck));
+        let halt = Mutex::new(halt::Halting::new(
+            policy.halt_recheck,
+            policy.halt_after_rejected_refunds,
+        ));
         Self::from_inner(Inner {
             ledger,
             client: Arc::new(client),
@@ -583,7 +586,7 @@ impl Inner {
         let _coming = self.ledger.attempt_coming();
         let mut report = self.client.query(&state.out_refund_no).await;
         if report.outcome == QueryOutcome::ClockSkew {
-            let first = self.decide(recorded, &state, &report);
+            let first = self.decide(recorded, &state, &report.outcome);
             warn!(
                 out_refund_no = %state.out_refund_no,
                 outcome = "clock_skew",
@@ -593,7 +596,7 @@ impl Inner {
             self.record(&state, &report, first).await?;
             report = self.client.query(&state.out_refund_no).await;
         }
-        let decision = self.decide(recorded, &state, &report);
+        let decision = self.decide_counted(recorded, &state, &report);
         // The breaker hears of this answer before the slot is given back, so a query
         // dispatched into the freed slot already sees an opened breaker.
         self.observe_gateway(&state.out_refund_no, &report);
@@ -616,16 +619,48 @@ impl Inner {
         &self,
         recorded: RefundStatus,
         state: &RefundState,
-        report: &QueryReport,
+        outcome: &QueryOutcome,
     ) -> Decision {
         decide(
             recorded,
             state,
-            &report.outcome,
+            outcome,
             self.clock.now(),
             (self.jitter)(),
             &self.policy,
         )
+    }
+
+    /// Decides an answer after counting it towards a run of per-refund rejections (see
+    /// [`halt::Halting::observe`]): a rejection the run makes systematic also halts querying
+    /// (the refund is still flagged), and one that arrives while querying is halted on its
+    /// code for a refund outside the run is decided as the configuration halt it is.
+    fn decide_counted(
+        &self,
+        recorded: RefundStatus,
+        state: &RefundState,
+        report: &QueryReport,
+    ) -> Decision {
+        let no = &state.out_refund_no;
+        let rejection = self.halt_lock().observe(&report.outcome, no);
+        match rejection {
+            halt::Rejection::Alone => self.decide(recorded, state, &report.outcome),
+            halt::Rejection::Halts { halt, refunds } => {
+                warn!(
+                    out_refund_no = %no,
+                    gateway_code = report.gateway_code.as_deref().unwrap_or(""),
+                    refunds_in_a_row = refunds,
+                    "per-refund code came back for different refunds in a row; treated as configuration"
+                );
+                Decision {
+                    halt: Some(halt),
+                    ..self.decide(recorded, state, &report.outcome)
+                }
+            }
+            halt::Rejection::Systematic { code } => {
+                self.decide(recorded, state, &QueryOutcome::ConfigError { code })
+            }
+        }
     }
 
     async fn record(

@@ -308,13 +308,14 @@ async fn unknown_refund_codes_count_and_keep_polling() {
     }
 }
 
+/// Codes that can only mean our configuration: the first one halts everything. PARAMS_INVALID
+/// is not among them: it can concern one refund (see the two tests after this one).
 #[tokio::test]
 async fn every_configuration_code_halts_querying_without_spending_attempts() {
     for code in [
         "SIGN_VERIFY_FAILED",
         "MERCHANT_INVALID",
         "MERCHANT_APP_INVALID",
-        "PARAMS_INVALID",
         "AUTHENTICATE_FAILED",
         "CONTRACT_INVALID",
         "ONBOARD_ERROR",
@@ -357,6 +358,165 @@ async fn every_configuration_code_halts_querying_without_spending_attempts() {
         assert!(h.worker.halted().is_none());
         assert_eq!(h.detail(&no).refund.status, RefundStatus::Success);
         assert_eq!(h.detail(&other).refund.status, RefundStatus::Success);
+    }
+}
+
+const PARAMS_INVALID: &str = "PARAMS_INVALID";
+
+/// `status --json` on the harness's ledger (the real binary): its exit code and warning codes.
+fn status_of(h: &Harness) -> (i32, Vec<String>) {
+    use crate::common::proc::{code, run, stdout, write_config};
+    let d = h.dir.path();
+    let cfg = write_config(d, &h.sandbox.base_url(), "");
+    let o = run(d, &["status", "--config", cfg.to_str().unwrap(), "--json"]);
+    let status: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let codes = status["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["code"].as_str().map(str::to_owned))
+        .collect();
+    (code(&o), codes)
+}
+
+#[tokio::test]
+async fn params_invalid_for_one_refund_flags_it_and_querying_carries_on() {
+    let h = harness().await;
+    let bad = "R-PI-ONE";
+    let others = ["R-PI-ONE-OK1", "R-PI-ONE-OK2"];
+    h.refund(bad, vec![Step::Code(PARAMS_INVALID.into()), Step::Success]);
+    for no in others {
+        h.refund(no, vec![Step::Success]);
+    }
+    h.advance(h.policy.schedule.grace);
+    let r = h.sweep().await;
+    assert_eq!(r.halted, None, "{r:?}");
+    assert!(h.worker.halted().is_none());
+    assert_eq!((r.queried, r.finalized, r.flagged), (3, 2, 1), "{r:?}");
+    for no in others {
+        assert_eq!(h.detail(no).refund.status, RefundStatus::Success, "{no}");
+    }
+    let d = h.detail(bad);
+    let a = &d.attempts[0];
+    assert_eq!(a.outcome, OutcomeClass::ConfigError);
+    assert_eq!(a.gateway_code.as_deref(), Some(PARAMS_INVALID));
+    assert_eq!(
+        a.error.as_deref(),
+        Some("gateway rejected the request for this refund (PARAMS_INVALID)")
+    );
+    assert_eq!(d.refund.status, RefundStatus::Pending);
+    assert_eq!(
+        d.refund.attempts, 0,
+        "the answer says nothing about the refund"
+    );
+    assert!(d.refund.review_flag);
+    assert_eq!(
+        d.refund.review_reason,
+        Some(ReviewReason::GatewayRejectedRequest)
+    );
+    assert_eq!(
+        d.refund.next_query_at,
+        Some(a.attempted_at + h.policy.schedule.steady),
+        "slowed to the steady cadence"
+    );
+    let line = logged(bad, "refund flagged for review");
+    assert_eq!(line["reason"], "gateway_rejected_request", "{line}");
+    assert_eq!(line["level"], "ERROR", "{line}");
+    let (exit, codes) = status_of(&h);
+    assert_eq!(exit, 8, "{codes:?}");
+    assert!(codes.iter().any(|c| c == "flagged_refunds"), "{codes:?}");
+    // Nothing is queried before the steady cadence; then the refund answers normally: it is
+    // finalized and its flag stays until an operator clears it.
+    h.advance(h.policy.schedule.steady / 2);
+    assert_eq!(h.sweep().await.queried, 0);
+    h.step(bad).await;
+    let d = h.detail(bad);
+    assert_eq!(d.refund.status, RefundStatus::Success);
+    assert_eq!(d.refund.attempts, 1);
+    assert_eq!(
+        d.refund.review_reason,
+        Some(ReviewReason::GatewayRejectedRequest),
+        "the flag stays for a human"
+    );
+}
+
+#[tokio::test]
+async fn params_invalid_for_three_different_refunds_in_a_row_halts_querying() {
+    let h = harness().await;
+    let run = ["R-PI-RUN-A", "R-PI-RUN-B", "R-PI-RUN-C"];
+    for no in run {
+        h.refund(no, vec![Step::Code(PARAMS_INVALID.into()), Step::Success]);
+    }
+    // D gets the code too, E is fine; both fall due after the first sweep.
+    h.advance(Duration::from_secs(60));
+    let d_no = "R-PI-RUN-D";
+    h.refund(d_no, vec![Step::Code(PARAMS_INVALID.into()), Step::Success]);
+    h.advance(Duration::from_secs(30));
+    let e_no = "R-PI-RUN-E";
+    h.refund(e_no, vec![Step::Success]);
+    h.advance(h.policy.schedule.grace - Duration::from_secs(90));
+    // The third different refund in a row halts everything; each is flagged as itself.
+    let r = h.sweep().await;
+    assert_eq!(r.queried, 3, "{r:?}");
+    assert!(
+        matches!(&r.halted, Some(Halt::ConfigError { code }) if code == PARAMS_INVALID),
+        "{r:?}"
+    );
+    for no in run {
+        let d = h.detail(no);
+        assert_eq!(d.attempts[0].outcome, OutcomeClass::ConfigError, "{no}");
+        assert_eq!(d.refund.attempts, 0, "{no}");
+        assert_eq!(
+            d.refund.review_reason,
+            Some(ReviewReason::GatewayRejectedRequest),
+            "{no}"
+        );
+    }
+    let halting = lines_with(
+        "per-refund code came back for different refunds in a row; treated as configuration",
+    );
+    let halting: Vec<_> = halting
+        .iter()
+        .filter(|v| {
+            v["out_refund_no"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("R-PI-RUN-"))
+        })
+        .collect();
+    assert_eq!(halting.len(), 1, "{halting:#?}");
+    assert_eq!(halting[0]["refunds_in_a_row"], 3);
+    assert_eq!(halting[0]["gateway_code"], PARAMS_INVALID);
+    // D and E fall due while halted, before the probe: not queried.
+    h.advance(Duration::from_secs(120));
+    assert_eq!(h.sweep().await.queried, 0);
+    // The probe reaches D (due first), which gets the same code: more evidence, still
+    // halted, and D is not flagged (it is the halt's answer, not D's); E waits.
+    h.advance(h.policy.halt_recheck);
+    let r = h.sweep().await;
+    assert_eq!(r.queried, 1, "exactly one probe: {r:?}");
+    assert!(h.worker.halted().is_some());
+    let d = h.detail(d_no);
+    assert_eq!(d.attempts.len(), 1);
+    assert_eq!(d.attempts[0].outcome, OutcomeClass::ConfigError);
+    assert!(!d.refund.review_flag, "{:?}", d.refund.review_reason);
+    assert_eq!(d.refund.attempts, 0);
+    assert_eq!(h.sandbox.queries_for(e_no), 0);
+    // The next probe reaches E, which answers: querying resumes, and the same sweep
+    // catches up on D, which answers normally now.
+    h.advance(h.policy.halt_recheck);
+    let r = h.sweep().await;
+    assert!(h.worker.halted().is_none(), "{r:?}");
+    assert_eq!(h.detail(e_no).refund.status, RefundStatus::Success);
+    let d = h.detail(d_no);
+    assert_eq!(d.refund.status, RefundStatus::Success);
+    assert!(!d.refund.review_flag);
+    // The three flagged refunds answer normally at the steady cadence and keep their flags.
+    h.advance(h.policy.schedule.steady);
+    h.sweep().await;
+    for no in run {
+        let d = h.detail(no);
+        assert_eq!(d.refund.status, RefundStatus::Success, "{no}");
+        assert!(d.refund.review_flag, "{no}");
     }
 }
 
