@@ -1,7 +1,9 @@
 //! `checus-reconciler demo`: the whole product in one command. A fresh ledger, a few hundred
 //! refunds with scripted outcomes, the simulated gateway on 127.0.0.1, and the real daemon with
 //! short timings, run until every refund is final or flagged; then the ledger is checked
-//! against the sandbox's truth. Keys are the committed INSECURE test keys, used here only.
+//! against the sandbox's truth. The sandbox runs in its realistic mode (every answer form the
+//! world sends, `PARAMS_INVALID` for a few refunds), seeded with the demo's seed. Keys are the
+//! committed INSECURE test keys, used here only.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -144,9 +146,9 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
     std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
     let ledger_path = run_dir.join("ledger.sqlite");
 
-    let sb = sandbox::start(SandboxOptions::insecure_test(Arc::clone(&clock)))
-        .await
-        .map_err(DemoError::Sandbox)?;
+    let mut options = SandboxOptions::insecure_test(Arc::clone(&clock));
+    options.realism = Some(sandbox::Realism::world(opts.seed));
+    let sb = sandbox::start(options).await.map_err(DemoError::Sandbox)?;
     let scripts = sandbox::mixed_scripts(opts.refunds, opts.seed, "DEMO-");
     seed_ledger(&ledger_path, &sb, &scripts, clock.now())?;
 
@@ -198,7 +200,10 @@ fn seed_ledger(
     // would make the confirmation a recorded disagreement: the sandbox's timelines advance per
     // query, not with time.)
     for (no, script) in scripts.iter().step_by(NOTIFY_EVERY) {
-        if script.steps.first() == Some(&crate::sandbox::Step::Success) {
+        // Not for a refund the realistic mode refuses with PARAMS_INVALID: it never finalizes.
+        if script.steps.first() == Some(&crate::sandbox::Step::Success)
+            && sb.truth(no) == Some(RefundStatus::Success)
+        {
             let status = RefundStatus::Success;
             ledger.record_notification(&NotificationRecord {
                 out_refund_no: OutRefundNo::parse(no).expect("generated refund numbers are valid"),
