@@ -339,7 +339,11 @@ impl State {
         let mut variance =
             self.variance_for(resolved.as_deref().or(named.as_deref()).unwrap_or(""));
         let mut delay = Duration::ZERO;
-        let plan = if let Some((fault, source)) = self.injected_fault() {
+        // A refund the realistic mode refuses is refused whatever else is injected: its
+        // truth is "no outcome", so no fault may carry its scripted status out.
+        let refused = resolved.as_deref().is_some_and(|no| self.rejects(no));
+        let injected = if refused { None } else { self.injected_fault() };
+        let plan = if let Some((fault, source)) = injected {
             // Override faults preempt the script: no step is consumed.
             let data = match resolved
                 .as_deref()
