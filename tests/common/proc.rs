@@ -448,3 +448,28 @@ pub fn sandbox_command(dir: &Path, scripts: &str) -> (Proc, String) {
     let url = line.split("sandbox listening on ").nth(1).unwrap().trim();
     (p, url.to_owned())
 }
+
+/// Reads one HTTP request's head and body (by Content-Length), so a test's loopback server
+/// answers only once the whole request is in.
+pub fn read_http_request(s: &mut std::net::TcpStream) {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+            if got.len() >= end + 4 + length {
+                return;
+            }
+        }
+        if n == 0 {
+            return;
+        }
+    }
+}

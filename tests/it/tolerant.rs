@@ -3,7 +3,7 @@
 //! tiny loopback server (one answer per connection, in order), runs `query` and `explain`, and
 //! checks the ledger file.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -59,7 +59,7 @@ fn serve(answers: Vec<Canned>) -> String {
     std::thread::spawn(move || {
         for canned in answers {
             let (mut s, _) = listener.accept().unwrap();
-            read_request(&mut s);
+            crate::common::proc::read_http_request(&mut s);
             let signature = key.sign_b64(canned.body.as_bytes());
             let sign = match canned.sign {
                 Sign::None => String::new(),
@@ -79,29 +79,6 @@ fn serve(answers: Vec<Canned>) -> String {
         }
     });
     url
-}
-
-/// Reads one request's head and body (by Content-Length) before it is answered.
-fn read_request(s: &mut std::net::TcpStream) {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).unwrap();
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length = text
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-            if got.len() >= end + 4 + length {
-                return;
-            }
-        }
-        if n == 0 {
-            return;
-        }
-    }
 }
 
 /// A temp dir with a ledger holding `R-1` (12.50 USD, pending) and a config for `url`;

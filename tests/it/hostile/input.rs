@@ -326,7 +326,7 @@ fn stored_control_characters_are_printed_escaped_by_every_text_output() {
 /// Serves one `/refundQuery` answer: HTTP 200, `body` signed with the INSECURE gateway key,
 /// to the first connection on a fresh loopback port. Returns the base URL.
 fn serve_one_signed_answer(body: String) -> String {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let key = checus_reconciler::gateway::keys::MerchantKey::from_text(
         checus_reconciler::sandbox::test_keys::INSECURE_GATEWAY_PRIVATE_PEM,
     )
@@ -336,26 +336,7 @@ fn serve_one_signed_answer(body: String) -> String {
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
-        // Read the request head and its body (Content-Length) before answering.
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = s.read(&mut buf).unwrap();
-            got.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
-            if let Some(end) = text.find("\r\n\r\n") {
-                let length = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-                if got.len() >= end + 4 + length {
-                    break;
-                }
-            }
-            if n == 0 {
-                break;
-            }
-        }
+        crate::common::proc::read_http_request(&mut s);
         let head = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nsign: {sign}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
             body.len()
