@@ -588,8 +588,6 @@ mod tests {
     /// The whole matrix: every recorded status against every outcome class.
     #[test]
     fn every_status_times_every_outcome() {
-        let p = Policy::default();
-        let now = t(NOW);
         for recorded in RefundStatus::ALL {
             for o in outcomes() {
                 let d = run(recorded, &state(), &o);
@@ -605,126 +603,135 @@ mod tests {
                 );
                 assert_eq!(d.slow_down, o == QueryOutcome::RateLimited, "{why}");
                 if recorded.is_final() {
-                    // A final row never changes; disagreement is recorded, not applied.
-                    let answered = matches!(
-                        o,
-                        QueryOutcome::Final(_)
-                            | QueryOutcome::Pending(_)
-                            | QueryOutcome::Unknown { .. }
-                    );
-                    let again = match &o {
-                        _ if answered => None,
-                        QueryOutcome::RequestRejected { .. } => Some(now + p.schedule.steady),
-                        _ => Some(now + p.schedule.retry),
-                    };
-                    assert_eq!(
-                        d.change,
-                        Change::Keep {
-                            confirm_again_at: again
-                        },
-                        "{why}"
-                    );
-                    let disagrees = match &o {
-                        QueryOutcome::Final(s) | QueryOutcome::Pending(s) => s.status != recorded,
-                        QueryOutcome::Unknown { .. } => true,
-                        _ => false,
-                    };
-                    assert_eq!(
-                        d.discrepancies
-                            .iter()
-                            .any(|x| x.kind == DiscrepancyKind::ConflictingFinal),
-                        disagrees,
-                        "{why}"
-                    );
-                    continue;
-                }
-                assert!(d.discrepancies.is_empty(), "{why}");
-                match (&o, &d.change) {
-                    (
-                        QueryOutcome::Final(s),
-                        Change::Finalize {
-                            status,
-                            refund_trade_no,
-                            refund_finish_time,
-                            flag: None,
-                        },
-                    ) => {
-                        assert_eq!(status.status(), s.status, "{why}");
-                        assert_eq!(refund_trade_no.as_deref(), Some("T1"));
-                        assert!(refund_finish_time.is_some());
-                        assert_eq!(d.class, OutcomeClass::Final);
-                    }
-                    (
-                        QueryOutcome::Pending(_),
-                        Change::Reschedule {
-                            attempts,
-                            next_query_at,
-                            flag,
-                            unknown_since,
-                            ..
-                        },
-                    ) => {
-                        assert_eq!(*attempts, 3, "a verified answer counts");
-                        assert_eq!(*next_query_at, now + p.schedule.delay_after(3));
-                        assert_eq!(*flag, None);
-                        assert_eq!(*unknown_since, None);
-                    }
-                    (
-                        QueryOutcome::Unknown { .. },
-                        Change::Reschedule {
-                            attempts,
-                            unknown_since,
-                            flag,
-                            ..
-                        },
-                    ) => {
-                        assert_eq!(*attempts, 3, "{why}");
-                        assert_eq!(*unknown_since, Some(now), "{why}");
-                        assert_eq!(*flag, None);
-                    }
-                    (
-                        QueryOutcome::Retryable { .. } | QueryOutcome::RateLimited,
-                        Change::Reschedule {
-                            attempts,
-                            next_query_at,
-                            flag,
-                            ..
-                        },
-                    ) => {
-                        assert_eq!(*attempts, 2, "failures never spend the budget: {why}");
-                        assert_eq!(*next_query_at, now + p.schedule.retry);
-                        assert_eq!(*flag, None);
-                    }
-                    (
-                        QueryOutcome::ClockSkew | QueryOutcome::ConfigError { .. },
-                        Change::Reschedule {
-                            attempts,
-                            next_query_at,
-                            ..
-                        },
-                    ) => {
-                        assert_eq!(*attempts, 2, "{why}");
-                        assert_eq!(*next_query_at, now + p.halt_recheck);
-                    }
-                    (
-                        QueryOutcome::RequestRejected { .. },
-                        Change::Reschedule {
-                            attempts,
-                            next_query_at,
-                            flag,
-                            unknown_since,
-                            ..
-                        },
-                    ) => {
-                        assert_eq!(*attempts, 2, "a refused request spends nothing: {why}");
-                        assert_eq!(*next_query_at, now + p.schedule.steady, "{why}");
-                        assert_eq!(*flag, Some(ReviewReason::GatewayRejectedRequest));
-                        assert_eq!(*unknown_since, None, "{why}");
-                        assert_eq!(d.class, OutcomeClass::ConfigError, "{why}");
-                    }
-                    (o, c) => panic!("unexpected change {c:?} for {o:?}"),
+                    assert_final_row_kept(recorded, &o, &d, &why);
+                } else {
+                    assert!(d.discrepancies.is_empty(), "{why}");
+                    assert_pending_row_change(&o, &d, &why);
                 }
             }
+        }
+    }
+
+    /// A final row never changes; disagreement is recorded, not applied.
+    fn assert_final_row_kept(recorded: RefundStatus, o: &QueryOutcome, d: &Decision, why: &str) {
+        let (p, now) = (Policy::default(), t(NOW));
+        let answered = matches!(
+            o,
+            QueryOutcome::Final(_) | QueryOutcome::Pending(_) | QueryOutcome::Unknown { .. }
+        );
+        let again = match o {
+            _ if answered => None,
+            QueryOutcome::RequestRejected { .. } => Some(now + p.schedule.steady),
+            _ => Some(now + p.schedule.retry),
+        };
+        assert_eq!(
+            d.change,
+            Change::Keep {
+                confirm_again_at: again
+            },
+            "{why}"
+        );
+        let disagrees = match o {
+            QueryOutcome::Final(s) | QueryOutcome::Pending(s) => s.status != recorded,
+            QueryOutcome::Unknown { .. } => true,
+            _ => false,
+        };
+        assert_eq!(
+            d.discrepancies
+                .iter()
+                .any(|x| x.kind == DiscrepancyKind::ConflictingFinal),
+            disagrees,
+            "{why}"
+        );
+    }
+
+    /// What each outcome does to a pending row.
+    fn assert_pending_row_change(o: &QueryOutcome, d: &Decision, why: &str) {
+        let (p, now) = (Policy::default(), t(NOW));
+        match (o, &d.change) {
+            (
+                QueryOutcome::Final(s),
+                Change::Finalize {
+                    status,
+                    refund_trade_no,
+                    refund_finish_time,
+                    flag: None,
+                },
+            ) => {
+                assert_eq!(status.status(), s.status, "{why}");
+                assert_eq!(refund_trade_no.as_deref(), Some("T1"));
+                assert!(refund_finish_time.is_some());
+                assert_eq!(d.class, OutcomeClass::Final);
+            }
+            (
+                QueryOutcome::Pending(_),
+                Change::Reschedule {
+                    attempts,
+                    next_query_at,
+                    flag,
+                    unknown_since,
+                    ..
+                },
+            ) => {
+                assert_eq!(*attempts, 3, "a verified answer counts");
+                assert_eq!(*next_query_at, now + p.schedule.delay_after(3));
+                assert_eq!(*flag, None);
+                assert_eq!(*unknown_since, None);
+            }
+            (
+                QueryOutcome::Unknown { .. },
+                Change::Reschedule {
+                    attempts,
+                    unknown_since,
+                    flag,
+                    ..
+                },
+            ) => {
+                assert_eq!(*attempts, 3, "{why}");
+                assert_eq!(*unknown_since, Some(now), "{why}");
+                assert_eq!(*flag, None);
+            }
+            (
+                QueryOutcome::Retryable { .. } | QueryOutcome::RateLimited,
+                Change::Reschedule {
+                    attempts,
+                    next_query_at,
+                    flag,
+                    ..
+                },
+            ) => {
+                assert_eq!(*attempts, 2, "failures never spend the budget: {why}");
+                assert_eq!(*next_query_at, now + p.schedule.retry);
+                assert_eq!(*flag, None);
+            }
+            (
+                QueryOutcome::ClockSkew | QueryOutcome::ConfigError { .. },
+                Change::Reschedule {
+                    attempts,
+                    next_query_at,
+                    ..
+                },
+            ) => {
+                assert_eq!(*attempts, 2, "{why}");
+                assert_eq!(*next_query_at, now + p.halt_recheck);
+            }
+            (
+                QueryOutcome::RequestRejected { .. },
+                Change::Reschedule {
+                    attempts,
+                    next_query_at,
+                    flag,
+                    unknown_since,
+                    ..
+                },
+            ) => {
+                assert_eq!(*attempts, 2, "a refused request spends nothing: {why}");
+                assert_eq!(*next_query_at, now + p.schedule.steady, "{why}");
+                assert_eq!(*flag, Some(ReviewReason::GatewayRejectedRequest));
+                assert_eq!(*unknown_since, None, "{why}");
+                assert_eq!(d.class, OutcomeClass::ConfigError, "{why}");
+            }
+            (o, c) => panic!("unexpected change {c:?} for {o:?}"),
         }
     }
 

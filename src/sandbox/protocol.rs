@@ -872,6 +872,25 @@ mod tests {
             assert!(data_part(&body).contains(want), "{switch}: {body}");
             assert!(body.starts_with(r#"{"code":"APPLY_SUCCESS","msg":"Success.","data":{"#));
         }
+        // Zero-decimal currencies get trailing zeros too; longer scales are kept as they are.
+        let mut idr = data(success);
+        idr.amount = Decimal::new(15000, 0);
+        let v: Variance = "amount_zeros".parse().unwrap();
+        let body = String::from_utf8(varied_success_body(&idr, &v)).unwrap();
+        assert!(body.contains(r#""refundAmount":15000.0000,"#), "{body}");
+        // Every form is JSON that reads back to the same facts.
+        for switch in Switch::ALL {
+            let body = varied(success, switch.name());
+            let value: Value =
+                serde_json::from_str(&body).unwrap_or_else(|e| panic!("{switch}: {e}"));
+            assert_eq!(value["data"]["outRefundNo"], "R1", "{switch}");
+            assert_eq!(value["code"], APPLY_SUCCESS, "{switch}");
+        }
+    }
+
+    #[test]
+    fn layout_switches_write_exactly_their_bytes() {
+        let success = RefundStatus::Success;
         assert_eq!(
             varied(success, "keys_sorted"),
             r#"{"code":"APPLY_SUCCESS","data":{"outRefundNo":"R1","outTradeNo":"O1","refundAmount":12.50,"refundCurrency":"USD","refundFinishTime":"2026-01-01T19:04:05.600Z","refundTradeNo":"T1","resultMsg":"","status":"REFUND_SUCCESS"},"msg":"Success."}"#
@@ -887,20 +906,6 @@ mod tests {
              \"refundCurrency\": \"USD\",\n    \"outTradeNo\": \"O1\",\n    \"status\": \"REFUND_PENDING\",\n    \
              \"resultMsg\": \"\"\n  }\n}\n"
         );
-        // Zero-decimal currencies get trailing zeros too; longer scales are kept as they are.
-        let mut idr = data(success);
-        idr.amount = Decimal::new(15000, 0);
-        let v: Variance = "amount_zeros".parse().unwrap();
-        let body = String::from_utf8(varied_success_body(&idr, &v)).unwrap();
-        assert!(body.contains(r#""refundAmount":15000.0000,"#), "{body}");
-        // Every form is JSON that reads back to the same facts.
-        for switch in Switch::ALL {
-            let body = varied(success, switch.name());
-            let value: Value =
-                serde_json::from_str(&body).unwrap_or_else(|e| panic!("{switch}: {e}"));
-            assert_eq!(value["data"]["outRefundNo"], "R1", "{switch}");
-            assert_eq!(value["code"], APPLY_SUCCESS, "{switch}");
-        }
     }
 
     #[test]
