@@ -473,3 +473,26 @@ pub fn read_http_request(s: &mut std::net::TcpStream) {
         }
     }
 }
+
+/// Receives `sd_notify` datagrams on `sock` until one contains `needle` (each arrives after
+/// what it describes happened, so it is a readiness signal) and returns that one; every
+/// datagram received is appended to `seen`. Gives up after 60 s without a datagram.
+pub fn recv_notify_until(
+    sock: &std::os::unix::net::UnixDatagram,
+    needle: &str,
+    seen: &mut Vec<String>,
+) -> String {
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no {needle:?} ({e}); got {seen:#?}"));
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        seen.push(msg.clone());
+        if msg.contains(needle) {
+            return msg;
+        }
+    }
+}

@@ -636,23 +636,6 @@ fn status_names_each_condition_that_needs_a_human() {
     }
 }
 
-/// Receives notification datagrams until one contains `needle`; returns everything received.
-fn recv_until(sock: &UnixDatagram, needle: &str, seen: &mut Vec<String>) -> String {
-    sock.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let n = sock
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("no {needle:?} ({e}); got {seen:?}"));
-        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-        seen.push(msg.clone());
-        if msg.contains(needle) {
-            return msg;
-        }
-    }
-}
-
 #[test]
 fn under_systemd_the_daemon_notifies_ready_status_and_watchdog() {
     if !crate::common::tools::require_tool("kill") {
@@ -715,20 +698,20 @@ fn under_systemd_the_daemon_notifies_ready_status_and_watchdog() {
         .env("WATCHDOG_USEC", "400000");
     let mut daemon = Proc::spawn(c);
     let mut seen = Vec::new();
-    let ready = recv_until(&sock, "READY=1", &mut seen);
+    let ready = crate::common::proc::recv_notify_until(&sock, "READY=1", &mut seen);
     assert!(ready.contains("STATUS=ready: ledger "), "{ready}");
     assert!(
         dir.join("ledger.sqlite.lock").exists(),
         "READY only once the ledger is held"
     );
-    recv_until(&sock, "WATCHDOG=1", &mut seen);
+    crate::common::proc::recv_notify_until(&sock, "WATCHDOG=1", &mut seen);
     // After each sweep a one-line STATUS; the refund settles and nothing is pending.
-    let status = recv_until(&sock, "nothing pending", &mut seen);
+    let status = crate::common::proc::recv_notify_until(&sock, "nothing pending", &mut seen);
     assert!(status.starts_with("STATUS=last sweep "), "{status}");
     assert_eq!(status.lines().count(), 1);
     // Pings keep coming while the daemon idles.
     let pings_before = seen.iter().filter(|m| m.contains("WATCHDOG=1")).count();
-    recv_until(&sock, "WATCHDOG=1", &mut seen);
+    crate::common::proc::recv_notify_until(&sock, "WATCHDOG=1", &mut seen);
     assert!(seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() > pings_before);
 
     // The worker has swept, nothing is flagged: status is green and exits 0.
@@ -744,7 +727,7 @@ fn under_systemd_the_daemon_notifies_ready_status_and_watchdog() {
     while sock.recv(&mut buf).is_ok() {}
     sock.set_nonblocking(false).unwrap();
     daemon.signal("-TERM");
-    recv_until(&sock, "STOPPING=1", &mut seen);
+    crate::common::proc::recv_notify_until(&sock, "STOPPING=1", &mut seen);
     assert_eq!(daemon.wait_exit(Duration::from_secs(15)), 0);
 }
 

@@ -8,7 +8,6 @@
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
 
 use checus_reconciler::domain::{Timestamp, format_ts};
 use checus_reconciler::ledger::{Ledger, SweepCounts, SweepEnd};
@@ -265,24 +264,6 @@ fn status_judges_refunds_by_the_schedule_in_its_config() {
     );
 }
 
-/// Receives `sd_notify` datagrams until one contains `needle` (each arrives after the sweep it
-/// describes is recorded, so it is a readiness signal); returns it.
-fn notified(sock: &UnixDatagram, needle: &str, seen: &mut Vec<String>) -> String {
-    sock.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let n = sock
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("no {needle:?} ({e}); got {seen:#?}"));
-        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-        seen.push(msg.clone());
-        if msg.contains(needle) {
-            return msg;
-        }
-    }
-}
-
 #[test]
 fn a_gateway_outage_shows_in_status_and_status_line_until_the_gateway_answers() {
     let dir = tempfile::tempdir().unwrap();
@@ -310,7 +291,7 @@ fn a_gateway_outage_shows_in_status_and_status_line_until_the_gateway_answers() 
         .env("NOTIFY_SOCKET", &notify);
     let _daemon = Proc::spawn(c);
     let mut seen = Vec::new();
-    let line = notified(&sock, "GATEWAY UNAVAILABLE", &mut seen);
+    let line = crate::common::proc::recv_notify_until(&sock, "GATEWAY UNAVAILABLE", &mut seen);
     assert!(
         line.contains("; GATEWAY UNAVAILABLE: querying paused since ")
             && line.contains("; next probe at "),
@@ -330,7 +311,7 @@ fn a_gateway_outage_shows_in_status_and_status_line_until_the_gateway_answers() 
     // The gateway is back: the next probe closes the breaker, the sweep catches up, and
     // nothing needs a human any more.
     sandbox.get().set_global_fault(None);
-    notified(&sock, "nothing pending", &mut seen);
+    crate::common::proc::recv_notify_until(&sock, "nothing pending", &mut seen);
     let a = status(d, &["--config", cfg]);
     assert_eq!((a.exit, a.codes.len()), (0, 0), "{:?}\n{}", a.codes, a.text);
     assert_eq!(a.json["succeeded"], 6, "{}", a.json);
