@@ -68,7 +68,11 @@ pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
 
 /// [`count`] with its verb: `1 refund is`, `2 refunds are`.
 fn are(n: u64, one: &str, many: &str) -> String {
-    format!("{} {}", count(n, one, many), if n == 1 { "is" } else { "are" })
+    format!(
+        "{} {}",
+        count(n, one, many),
+        if n == 1 { "is" } else { "are" }
+    )
 }
 
 /// `2345` as `2,345`.
@@ -76,7 +80,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -491,7 +495,11 @@ pub fn demo_summary(r: &DemoReport) -> String {
         );
     } else {
         let n = u64::try_from(r.mismatches.len()).unwrap_or(u64::MAX);
-        let _ = writeln!(out, "result: MISMATCH in {}:", count(n, "refund", "refunds"));
+        let _ = writeln!(
+            out,
+            "result: MISMATCH in {}:",
+            count(n, "refund", "refunds")
+        );
         for m in &r.mismatches {
             let _ = writeln!(out, "  {m}");
         }
@@ -1203,6 +1211,59 @@ mod tests {
         }
         assert!(matches!(escape("plain"), Cow::Borrowed(_)));
         assert_eq!(opt_text(None), "-");
+    }
+
+    #[test]
+    fn counts_take_the_singular_for_one_and_group_thousands() {
+        assert_eq!(count(1u64, "refund", "refunds"), "1 refund");
+        assert_eq!(count(0u64, "refund", "refunds"), "0 refunds");
+        assert_eq!(count(2345u64, "refund", "refunds"), "2,345 refunds");
+        assert_eq!(are(1, "discrepancy", "discrepancies"), "1 discrepancy is");
+        assert_eq!(
+            are(3, "discrepancy", "discrepancies"),
+            "3 discrepancies are"
+        );
+        for (n, want) in [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (1234567, "1,234,567"),
+        ] {
+            assert_eq!(thousands(n), want);
+        }
+    }
+
+    #[test]
+    fn columns_are_as_wide_as_their_widest_cell() {
+        let head = [
+            ("A", Align::Left),
+            ("NUM", Align::Right),
+            ("LAST", Align::Left),
+        ];
+        let rows = vec![
+            vec!["long-value".to_owned(), "1".to_owned(), String::new()],
+            vec!["x".to_owned(), "12345".to_owned(), "end".to_owned()],
+        ];
+        assert_eq!(
+            columns(&head, &rows),
+            "A            NUM LAST\nlong-value     1\nx          12345 end\n"
+        );
+    }
+
+    #[test]
+    fn an_extent_counts_the_total_only_when_the_limit_was_reached() {
+        let never = || -> Result<u64, crate::ledger::LedgerError> { panic!("not asked") };
+        let e = Extent::new(2, 0, 3, never).unwrap();
+        assert_eq!((e.total, e.truncated), (2, false));
+        assert_eq!(e.footer("refund", "refunds"), "(2 refunds)\n");
+        let e = Extent::new(3, 0, 3, || Ok(3)).unwrap();
+        assert!(!e.truncated);
+        let e = Extent::new(99, 1, 100, || Ok(2345)).unwrap();
+        assert_eq!((e.shown, e.total, e.truncated), (99, 2345, true));
+        assert_eq!(
+            e.footer("refund", "refunds"),
+            "(99 of 2,345 refunds shown; --limit N to see more)\n"
+        );
     }
 
     #[test]

@@ -65,7 +65,9 @@ pub fn failed(args: FailedArgs, env: &Environment) -> Outcome {
     let l = open_for_reading(&args.ledger, env)?;
     let read = l.failed_since(since, args.limit)?;
     let extent = extent_of(&read, args.limit, || l.failed_total(since))?;
-    emit_page(args.json, &read, extent, |v| report::failed_table(v, &extent))
+    emit_page(args.json, &read, extent, |v| {
+        report::failed_table(v, &extent)
+    })
 }
 
 /// `explain`: one refund's history in time order.
@@ -97,7 +99,9 @@ pub fn list(args: ListArgs, env: &Environment) -> Outcome {
     };
     let read = l.list(&filter)?;
     let extent = extent_of(&read, args.limit, || l.list_total(&filter))?;
-    emit_page(args.json, &read, extent, |v| report::refund_table(v, &extent))
+    emit_page(args.json, &read, extent, |v| {
+        report::refund_table(v, &extent)
+    })
 }
 
 /// `show`: one refund with its attempts and discrepancies.

@@ -89,7 +89,11 @@ pub fn import(args: ImportArgs, env: &Environment) -> Outcome {
     } else {
         print(format!(
             "imported {} from {} into {}\n",
-            report::count(u64::try_from(written).unwrap_or(u64::MAX), "refund", "refunds"),
+            report::count(
+                u64::try_from(written).unwrap_or(u64::MAX),
+                "refund",
+                "refunds"
+            ),
             file.display(),
             path.display()
         ))?;

@@ -95,8 +95,8 @@ impl Ledger {
         if prunes.is_empty() {
             return Ok(None);
         }
-        let found = |p: &PruneRow, archive: Option<PathBuf>, archive_line: Option<u64>| {
-            PrunedRefund {
+        let found =
+            |p: &PruneRow, archive: Option<PathBuf>, archive_line: Option<u64>| PrunedRefund {
                 out_refund_no: no.clone(),
                 prune_id: p.id,
                 pruned_at: p.started_at,
@@ -104,8 +104,7 @@ impl Ledger {
                 actor: p.actor.clone(),
                 archive,
                 archive_line,
-            }
-        };
+            };
         for p in &prunes {
             if let Some(path) = &p.archive
                 && let Some(line) = archive_line_of(path, no)

@@ -82,7 +82,9 @@ impl Ledger {
         select_each::<RawRefund>(
             &self.conn,
             "list stuck refunds",
-            &format!("SELECT {REFUND_COLUMNS} FROM refunds {STUCK} ORDER BY created_at, id LIMIT ?2"),
+            &format!(
+                "SELECT {REFUND_COLUMNS} FROM refunds {STUCK} ORDER BY created_at, id LIMIT ?2"
+            ),
             params![ts_text(created_before), limit_arg(limit)],
         )
         .map(Readout::of)
@@ -118,9 +120,11 @@ impl Ledger {
     fn count_where(&self, op: &'static str, clause: &str, arg: String) -> Result<u64, LedgerError> {
         let n: i64 = self
             .conn
-            .query_row(&format!("SELECT count(*) FROM refunds {clause}"), [arg], |r| {
-                r.get(0)
-            })
+            .query_row(
+                &format!("SELECT count(*) FROM refunds {clause}"),
+                [arg],
+                |r| r.get(0),
+            )
             .during(op)?;
         Ok(to_u64(n))
     }
