@@ -52,7 +52,7 @@ pub struct ConfigArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the ledger file and apply schema.sql (idempotent).
-    Init(LedgerArgs),
+    Init(InitArgs),
     /// Run the reconciliation daemon until SIGTERM/SIGINT (SIGHUP reloads the config).
     Run(ConfigArgs),
     /// Counts by status, due now, flagged, oldest pending, last sweep, and what needs a human.
@@ -123,6 +123,17 @@ pub enum Command {
     Sandbox(SandboxArgs),
     /// Run the whole thing against the simulated gateway with short timings, then check it.
     Demo(DemoArgs),
+}
+
+/// `init`: which ledger, and how to print the result.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Print JSON: `ledger`, `schema_version`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `check-config`: the config file, and how to print the result.

@@ -4,9 +4,7 @@
 
 use std::sync::Arc;
 
-use checus_reconciler::cli::{
-    CheckConfigArgs, ExitCode, LedgerArgs, MigrateArgs, VerifyLedgerArgs,
-};
+use checus_reconciler::cli::{CheckConfigArgs, ExitCode, InitArgs, MigrateArgs, VerifyLedgerArgs};
 use checus_reconciler::config::Environment;
 use checus_reconciler::domain::{Clock, SystemClock};
 use checus_reconciler::gateway::GatewayClient;
@@ -18,12 +16,19 @@ use super::output::{emit, print, print_json};
 use super::{Failure, Outcome};
 
 /// `init`: create the ledger (or open an existing one) at the current schema.
-pub fn init(args: LedgerArgs, env: &Environment) -> Outcome {
-    let ledger = open_or_create(&args, env)?;
-    print(format!(
-        "ledger ready: {} (schema version {SCHEMA_VERSION})\n",
-        ledger.path().display(),
-    ))?;
+pub fn init(args: InitArgs, env: &Environment) -> Outcome {
+    let ledger = open_or_create(&args.ledger, env)?;
+    if args.json {
+        print_json(&serde_json::json!({
+            "ledger": ledger.path(),
+            "schema_version": SCHEMA_VERSION,
+        }))?;
+    } else {
+        print(format!(
+            "ledger ready: {} (schema version {SCHEMA_VERSION})\n",
+            ledger.path().display(),
+        ))?;
+    }
     Ok(ExitCode::Ok)
 }
 

@@ -86,6 +86,12 @@ fn every_command_that_prints_a_result_has_json_with_stable_fields() {
 
     let ledger = dir.join("ledger.sqlite");
     let l = ledger.to_str().unwrap();
+    let v = json(&ok(dir, &["init", "--ledger", l, "--json"], 0));
+    assert_eq!(v["ledger"], l);
+    assert_eq!(
+        v["schema_version"],
+        checus_reconciler::ledger::SCHEMA_VERSION
+    );
     let v = add(dir, l, "R-J-1", "12.50", &[]);
     assert_eq!(
         (&v["out_refund_no"], &v["amount"], &v["status"]),
@@ -361,7 +367,7 @@ fn status_counts_as_flagged_exactly_what_list_flagged_lists_and_explain_reads_fi
     assert!(v["flag"].is_null() && v["state"] == "REFUND_PENDING", "{v}");
 
     // Once cleared, neither counts it, and explain no longer mentions a flag.
-    ok(
+    let v = json(&ok(
         dir,
         &[
             "clear-flag",
@@ -372,9 +378,15 @@ fn status_counts_as_flagged_exactly_what_list_flagged_lists_and_explain_reads_fi
             "paid",
             "--by",
             "bob",
+            "--json",
         ],
         0,
+    ));
+    assert_eq!(
+        (&v["out_refund_no"], &v["action"], &v["by"]),
+        (&"R-F-FINAL".into(), &"clear_flag".into(), &"bob".into())
     );
+    assert!(v["at"].is_string(), "{v}");
     let status = json(&ok(dir, &["status", "--ledger", l, "--json"], 8));
     let flagged = json(&ok(dir, &["list", "--ledger", l, "--flagged", "--json"], 0));
     assert_eq!(
