@@ -52,7 +52,7 @@ pub struct ConfigArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the ledger file and apply schema.sql (idempotent).
-    Init(LedgerArgs),
+    Init(InitArgs),
     /// Run the reconciliation daemon until SIGTERM/SIGINT (SIGHUP reloads the config).
     Run(ConfigArgs),
     /// Counts by status, due now, flagged, oldest pending, last sweep, and what needs a human.
@@ -115,11 +115,56 @@ pub enum Command {
     /// Query one refund at Checus now; the attempt is recorded like any other.
     Query(QueryArgs),
     /// Validate the config file and load the keys, then exit.
-    CheckConfig(ConfigArgs),
+    CheckConfig(CheckConfigArgs),
+    /// The audit log: operator actions (resolve, retry-now, resolve-discrepancy, prune,
+    /// clear-flag) with who, when, why and what each changed; the latest ones, oldest first.
+    Audit(AuditArgs),
     /// Serve the simulated Checus gateway on loopback (tests, demos, benchmarks).
     Sandbox(SandboxArgs),
     /// Run the whole thing against the simulated gateway with short timings, then check it.
     Demo(DemoArgs),
+}
+
+/// `init`: which ledger, and how to print the result.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Print JSON: `ledger`, `schema_version`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `check-config`: the config file, and how to print the result.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The config file.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print JSON: `config`, `ledger`, `gateway`, `warnings`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `audit`: which operator actions to list.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Only actions about this refund.
+    #[arg(long, value_name = "OUT_REFUND_NO")]
+    pub refund: Option<String>,
+    /// Only actions at or after this RFC 3339 time, or this long ago (e.g. 7d).
+    #[arg(long, value_name = "TIME|AGO", value_parser = TimeArg::parse)]
+    pub since: Option<TimeArg>,
+    /// At most this many actions, the latest (a list cut short says so).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Print JSON: `total`, `shown`, `limit`, `truncated` and the actions under `rows`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `status`: the ledger and how long a silent worker counts as stale.
@@ -145,10 +190,10 @@ pub struct StuckArgs {
     /// Only refunds pending for at least this long, e.g. 2h.
     #[arg(long, default_value = "2h", value_name = "DURATION", value_parser = TimeArg::parse)]
     pub older_than: TimeArg,
-    /// At most this many rows.
+    /// At most this many rows (a list cut short says so, with the total).
     #[arg(long, default_value_t = 1000)]
     pub limit: usize,
-    /// Print JSON.
+    /// Print JSON: `total`, `shown`, `limit`, `truncated` and the refunds under `rows`.
     #[arg(long)]
     pub json: bool,
 }
@@ -162,10 +207,10 @@ pub struct FailedArgs {
     /// An RFC 3339 time, or this long ago (e.g. 24h).
     #[arg(long, default_value = "24h", value_name = "TIME|AGO", value_parser = TimeArg::parse)]
     pub since: TimeArg,
-    /// At most this many rows.
+    /// At most this many rows (a list cut short says so, with the total).
     #[arg(long, default_value_t = 1000)]
     pub limit: usize,
-    /// Print JSON.
+    /// Print JSON: `total`, `shown`, `limit`, `truncated` and the refunds under `rows`.
     #[arg(long)]
     pub json: bool,
 }
@@ -217,6 +262,9 @@ pub struct ClearFlagArgs {
     /// Who is acting, for the audit log.
     #[command(flatten)]
     pub operator: OperatorArgs,
+    /// Print JSON: `out_refund_no`, `action`, `by`, `at`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `resolve`: the refund, its final status, and the audited why and who.
@@ -269,6 +317,10 @@ pub struct ResolveDiscrepancyArgs {
     /// Who is acting, for the audit log.
     #[command(flatten)]
     pub operator: OperatorArgs,
+    /// Print JSON: the discrepancy as `discrepancies --json` now lists it (with
+    /// `resolved_at`, `resolved_by`, `resolution`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `export`: which refunds, in which format, to where.
@@ -286,6 +338,10 @@ pub struct ExportArgs {
     /// Write to this file (created new) instead of stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Print the summary as JSON on stdout: `exported`, `unreadable`, `output`, `format`,
+    /// `since` (needs --output: without it, stdout holds the rows).
+    #[arg(long, requires = "output")]
+    pub json: bool,
 }
 
 /// `prune`: the cutoff, the mode (dry run, archive, or neither), and the audited why and who.
@@ -381,16 +437,17 @@ pub struct ListArgs {
     /// Only this status.
     #[arg(long, value_enum)]
     pub status: Option<StatusArg>,
-    /// Only refunds flagged for review.
+    /// Only refunds flagged for review, pending or final: exactly what `status` counts as
+    /// flagged.
     #[arg(long)]
     pub flagged: bool,
     /// Only refunds created at or after this RFC 3339 time, or this long ago (e.g. 24h).
     #[arg(long, value_name = "TIME|AGO", value_parser = TimeArg::parse)]
     pub since: Option<TimeArg>,
-    /// At most this many rows.
+    /// At most this many rows (a list cut short says so, with the total).
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
-    /// Print JSON.
+    /// Print JSON: `total`, `shown`, `limit`, `truncated` and the refunds under `rows`.
     #[arg(long)]
     pub json: bool,
 }
@@ -422,6 +479,9 @@ pub struct AddArgs {
     /// When the refund was issued (RFC 3339); default now.
     #[arg(long)]
     pub created_at: Option<String>,
+    /// Print JSON: the refund row as stored (the columns of `list --json`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `import`: the file and, optionally, its format.
@@ -435,6 +495,9 @@ pub struct ImportArgs {
     /// Override the format detected from the extension.
     #[arg(long, value_enum)]
     pub format: Option<ImportFormat>,
+    /// Print JSON: `imported`, `file`, `ledger` (progress stays on stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `query`: the config (for the gateway and the ledger) and the refund.

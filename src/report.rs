@@ -11,8 +11,8 @@ use serde::Serialize;
 use crate::demo::DemoReport;
 use crate::domain::{Change, HaltCode, OutRefundNo, Timestamp, format_ts, is_unsafe_char};
 use crate::ledger::{
-    Applied, AttemptRow, Finding, Happened, Health, OpenDiscrepancy, RefundDetail, RefundRow,
-    StatusSummary, Timeline, TimelineEvent,
+    Applied, AttemptRow, Finding, Happened, Health, OpenDiscrepancy, OperatorActionRow,
+    RefundDetail, RefundRow, StatusSummary, Timeline, TimelineEvent,
 };
 use crate::worker::Processed;
 
@@ -57,6 +57,144 @@ pub fn escaped_row(r: &RefundRow) -> Cow<'_, RefundRow> {
 
 fn opt_ts(t: Option<Timestamp>) -> String {
     t.map_or_else(|| "-".to_owned(), format_ts)
+}
+
+/// `n` and the noun in the number it needs, for people: `1 refund`, `2 refunds`, `2,345
+/// refunds`.
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{} {}", thousands(n), if n == 1 { one } else { many })
+}
+
+/// [`count`] with its verb: `1 refund is`, `2 refunds are`.
+fn are(n: u64, one: &str, many: &str) -> String {
+    format!(
+        "{} {}",
+        count(n, one, many),
+        if n == 1 { "is" } else { "are" }
+    )
+}
+
+/// `2345` as `2,345`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// How a column lines its cells up under its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// A table for people: each column as wide as its widest cell or header, one space between
+/// columns, the last column unpadded. Cells are already escaped.
+fn columns(head: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = head.iter().map(|(h, _)| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, ((cell, (_, align)), w)) in cells.iter().zip(head).zip(&widths).enumerate() {
+            if i > 0 {
+                text.push(' ');
+            }
+            let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
+            match align {
+                Align::Right => text.push_str(&pad),
+                Align::Left => {}
+            }
+            text.push_str(cell);
+            if *align == Align::Left {
+                text.push_str(&pad);
+            }
+        }
+        // The last column is not padded.
+        let _ = writeln!(out, "{}", text.trim_end());
+    };
+    line(head.iter().map(|(h, _)| *h).collect());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// How much of a list its limit let through: the footer of a table, and the fields of
+/// `--json` next to the rows (`shown`, `total`, `limit`, `truncated`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Extent {
+    /// Rows printed.
+    pub shown: usize,
+    /// Rows matching the filters, the limit aside.
+    pub total: u64,
+    /// The `--limit` in force.
+    pub limit: usize,
+    /// True when the limit cut the list short (`total` is more than the rows fetched).
+    pub truncated: bool,
+}
+
+impl Extent {
+    /// A list of `shown` rows read (plus `unreadable` rows skipped) under `limit`;
+    /// `total` counts every match, and is asked for only when the limit was reached.
+    pub fn new(
+        shown: usize,
+        unreadable: usize,
+        limit: usize,
+        total: impl FnOnce() -> Result<u64, crate::ledger::LedgerError>,
+    ) -> Result<Self, crate::ledger::LedgerError> {
+        let fetched = shown.saturating_add(unreadable);
+        let fetched_u64 = u64::try_from(fetched).unwrap_or(u64::MAX);
+        let total = if fetched >= limit {
+            total()?.max(fetched_u64)
+        } else {
+            fetched_u64
+        };
+        Ok(Self {
+            shown,
+            total,
+            limit,
+            truncated: total > fetched_u64,
+        })
+    }
+
+    /// `(2 refunds)`, or when the limit cut the list short, `(100 of 2,345 refunds shown;
+    /// --limit N to see more)`.
+    pub fn footer(&self, one: &str, many: &str) -> String {
+        if self.truncated {
+            format!(
+                "({} of {} shown; --limit N to see more)\n",
+                thousands(u64::try_from(self.shown).unwrap_or(u64::MAX)),
+                count(self.total, one, many)
+            )
+        } else {
+            format!(
+                "({})\n",
+                count(u64::try_from(self.shown).unwrap_or(u64::MAX), one, many)
+            )
+        }
+    }
+}
+
+/// A list for `--json`: its [`Extent`] and its rows, under `rows`.
+#[derive(Debug, Serialize)]
+pub struct Page<'a, T> {
+    /// How much of the list is here.
+    #[serde(flatten)]
+    pub extent: Extent,
+    /// The rows, in the list's order.
+    pub rows: &'a [T],
 }
 
 /// The counts and the last sweep, for people (the top of [`health_table`]).
@@ -104,34 +242,40 @@ pub fn status_table(s: &StatusSummary) -> String {
     out
 }
 
-/// `list` for people.
-pub fn refund_table(rows: &[RefundRow]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<24} {:>14} {:<4} {:<15} {:<24} {:>4} {:<24} FLAG",
-        "OUT_REFUND_NO", "AMOUNT", "CUR", "STATUS", "CREATED", "TRY", "NEXT_QUERY"
-    );
-    for r in rows {
-        let _ = writeln!(
-            out,
-            "{:<24} {:>14} {:<4} {:<15} {:<24} {:>4} {:<24} {}",
-            r.out_refund_no,
-            r.amount.to_string(),
-            r.currency,
-            r.status,
-            format_ts(r.created_at),
-            r.attempts,
-            if r.status.is_final() {
-                "-".to_owned()
-            } else {
-                opt_ts(r.next_query_at)
-            },
-            r.review_reason.map(|x| x.as_str()).unwrap_or("")
-        );
-    }
-    let _ = writeln!(out, "({} refunds)", rows.len());
-    out
+/// `list` for people: the columns line up with their headers whatever the widths, and the
+/// footer says when `--limit` cut the list short.
+pub fn refund_table(rows: &[RefundRow], extent: &Extent) -> String {
+    use Align::{Left as L, Right as R};
+    let head = [
+        ("OUT_REFUND_NO", L),
+        ("AMOUNT", R),
+        ("CUR", L),
+        ("STATUS", L),
+        ("CREATED", L),
+        ("TRY", R),
+        ("NEXT_QUERY", L),
+        ("FLAG", L),
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.out_refund_no.to_string(),
+                r.amount.to_string(),
+                r.currency.to_string(),
+                r.status.to_string(),
+                format_ts(r.created_at),
+                r.attempts.to_string(),
+                if r.status.is_final() {
+                    "-".to_owned()
+                } else {
+                    opt_ts(r.next_query_at)
+                },
+                r.review_reason.map(|x| x.as_str()).unwrap_or("").to_owned(),
+            ]
+        })
+        .collect();
+    columns(&head, &cells) + &extent.footer("refund", "refunds")
 }
 
 /// `show` for people.
@@ -350,7 +494,12 @@ pub fn demo_summary(r: &DemoReport) -> String {
             "result: every refund is final or flagged, and the ledger matches the sandbox's truth"
         );
     } else {
-        let _ = writeln!(out, "result: MISMATCH in {} refunds:", r.mismatches.len());
+        let n = u64::try_from(r.mismatches.len()).unwrap_or(u64::MAX);
+        let _ = writeln!(
+            out,
+            "result: MISMATCH in {}:",
+            count(n, "refund", "refunds")
+        );
         for m in &r.mismatches {
             let _ = writeln!(out, "  {m}");
         }
@@ -400,8 +549,10 @@ pub fn finding_message(f: &Finding) -> String {
     match f {
         Finding::FlaggedRefunds { count } => {
             format!(
-                "{count} refunds are flagged for review (see `list --flagged`, `explain`; \
-                 `retry-now` or `clear-flag` once handled)"
+                "{} flagged for review, pending or final (`list --flagged` lists exactly \
+                 these; `explain` says why and since when; `retry-now` or `clear-flag` once \
+                 handled)",
+                are(*count, "refund", "refunds")
             )
         }
         Finding::WorkerNeverRan => {
@@ -423,7 +574,8 @@ pub fn finding_message(f: &Finding) -> String {
             })
         ),
         Finding::UnresolvedDiscrepancies { count } => format!(
-            "{count} discrepancies are unresolved (see `discrepancies`, `resolve-discrepancy`)"
+            "{} unresolved (see `discrepancies`, `resolve-discrepancy`)",
+            are(*count, "discrepancy", "discrepancies")
         ),
         Finding::GatewayUnavailable { since, paused_s } => format!(
             "the gateway has been unavailable since {} ({}): querying is paused and due refunds \
@@ -456,18 +608,22 @@ pub fn finding_message(f: &Finding) -> String {
             count,
             created_before,
         } => format!(
-            "{count} pending refunds created before {} have no next query time although a sweep \
-             has run since: they are never queried (check their created_at; `stuck` lists them, \
-             `retry-now` schedules one)",
-            format_ts(*created_before)
+            "{} created before {} {} no next query time although a sweep has run since: \
+             {} never queried (check created_at; `stuck` lists them, `retry-now` schedules \
+             one)",
+            self::count(*count, "pending refund", "pending refunds"),
+            format_ts(*created_before),
+            if *count == 1 { "has" } else { "have" },
+            if *count == 1 { "it is" } else { "they are" }
         ),
         Finding::OverdueUnflaggedRefunds {
             count,
             older_than_s,
         } => format!(
-            "{count} pending refunds are older than {} (pending_flag_after plus the longest \
+            "{} older than {} (pending_flag_after plus the longest \
              wait between queries) and still not flagged: the daemon is not querying them \
              or gets no answer that counts (see `stuck`, `explain`)",
+            are(*count, "pending refund", "pending refunds"),
             age(i64::try_from(*older_than_s).unwrap_or(i64::MAX))
         ),
         Finding::PruneLeftRunning { id, started_at } => format!(
@@ -484,22 +640,29 @@ fn unreadable_message([unread, skipped, flagged, bad_created_at]: [u64; 4]) -> S
     let mut parts = Vec::new();
     if unread > 0 {
         parts.push(format!(
-            "status could not read {unread} rows it needed (listed under `unreadable` in --json)"
+            "status could not read {} it needed (listed under `unreadable` in --json)",
+            count(unread, "row", "rows")
         ));
     }
     if skipped > 0 {
         parts.push(format!(
-            "the latest sweep skipped {skipped} rows it could not read or update"
+            "the latest sweep skipped {} it could not read or update",
+            count(skipped, "row", "rows")
         ));
     }
     if flagged > 0 {
         parts.push(format!(
-            "{flagged} refunds are flagged row_unreadable or row_unwritable"
+            "{} flagged row_unreadable or row_unwritable",
+            are(flagged, "refund", "refunds")
         ));
     }
     if bad_created_at > 0 {
         parts.push(format!(
-            "{bad_created_at} refunds have a created_at that is not a time"
+            "{} a created_at that is not a time",
+            match bad_created_at {
+                1 => "1 refund has".to_owned(),
+                n => format!("{} have", count(n, "refund", "refunds")),
+            }
         ));
     }
     format!(
@@ -555,75 +718,74 @@ impl<'a> HealthView<'a> {
 }
 
 /// `stuck` for people, ages counted at `now`.
-pub fn stuck_table(rows: &[RefundRow], now: Timestamp) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<24} {:>14} {:<4} {:>8} {:>4} {:<13} {:<24} FLAG",
-        "OUT_REFUND_NO", "AMOUNT", "CUR", "AGE", "TRY", "LAST_OUTCOME", "NEXT_QUERY"
-    );
-    for r in rows {
-        let _ = writeln!(
-            out,
-            "{:<24} {:>14} {:<4} {:>8} {:>4} {:<13} {:<24} {}",
-            r.out_refund_no.as_str(),
-            r.amount.to_string(),
-            r.currency.as_str(),
-            age((now - r.created_at).num_seconds()),
-            r.attempts,
-            r.last_outcome.map_or("-", |o| o.as_str()),
-            opt_ts(r.next_query_at),
-            r.review_reason.map(|x| x.as_str()).unwrap_or("")
-        );
-    }
-    let _ = writeln!(out, "({} stuck refunds)", rows.len());
-    out
+pub fn stuck_table(rows: &[RefundRow], now: Timestamp, extent: &Extent) -> String {
+    use Align::{Left as L, Right as R};
+    let head = [
+        ("OUT_REFUND_NO", L),
+        ("AMOUNT", R),
+        ("CUR", L),
+        ("AGE", R),
+        ("TRY", R),
+        ("LAST_OUTCOME", L),
+        ("NEXT_QUERY", L),
+        ("FLAG", L),
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.out_refund_no.to_string(),
+                r.amount.to_string(),
+                r.currency.to_string(),
+                age((now - r.created_at).num_seconds()),
+                r.attempts.to_string(),
+                r.last_outcome.map_or("-", |o| o.as_str()).to_owned(),
+                opt_ts(r.next_query_at),
+                r.review_reason.map(|x| x.as_str()).unwrap_or("").to_owned(),
+            ]
+        })
+        .collect();
+    columns(&head, &cells) + &extent.footer("stuck refund", "stuck refunds")
 }
 
 /// `failed` for people.
-pub fn failed_table(rows: &[RefundRow]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<24} {:>14} {:<4} {:<24} {:<15} {:>4} REFUND_TRADE_NO",
-        "OUT_REFUND_NO", "AMOUNT", "CUR", "FAILED_AT", "SOURCE", "TRY"
-    );
-    for r in rows {
-        let _ = writeln!(
-            out,
-            "{:<24} {:>14} {:<4} {:<24} {:<15} {:>4} {}",
-            r.out_refund_no.as_str(),
-            r.amount.to_string(),
-            r.currency.as_str(),
-            opt_ts(r.finalized_at),
-            r.final_source.map_or("-", |s| s.as_str()),
-            r.attempts,
-            opt_text(r.refund_trade_no.as_deref())
-        );
-    }
-    let _ = writeln!(out, "({} failed refunds)", rows.len());
-    out
+pub fn failed_table(rows: &[RefundRow], extent: &Extent) -> String {
+    use Align::{Left as L, Right as R};
+    let head = [
+        ("OUT_REFUND_NO", L),
+        ("AMOUNT", R),
+        ("CUR", L),
+        ("FAILED_AT", L),
+        ("SOURCE", L),
+        ("TRY", R),
+        ("REFUND_TRADE_NO", L),
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.out_refund_no.to_string(),
+                r.amount.to_string(),
+                r.currency.to_string(),
+                opt_ts(r.finalized_at),
+                r.final_source.map_or("-", |s| s.as_str()).to_owned(),
+                r.attempts.to_string(),
+                opt_text(r.refund_trade_no.as_deref()).into_owned(),
+            ]
+        })
+        .collect();
+    columns(&head, &cells) + &extent.footer("failed refund", "failed refunds")
 }
 
-/// `explain` for people: the refund's head line, then one line per event.
+/// `explain` for people: the refund's head line (its state: see [`refund_state`]), then one
+/// line per event.
 pub fn timeline(v: &TimelineView<'_>) -> String {
     let r = v.refund;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}  {} {}  {}{}",
-        r.out_refund_no,
-        r.amount,
-        r.currency,
-        r.status,
-        if r.review_flag {
-            format!(
-                "  FLAGGED ({})",
-                r.review_reason.map(|x| x.as_str()).unwrap_or("?")
-            )
-        } else {
-            String::new()
-        }
+        "{}  {} {}  {}",
+        r.out_refund_no, r.amount, r.currency, v.state
     );
     for e in &v.events {
         let _ = writeln!(
@@ -637,11 +799,40 @@ pub fn timeline(v: &TimelineView<'_>) -> String {
     out
 }
 
+/// A refund's state in one line: its status, since when it is final and who said so, and its
+/// review flag with when it was set and what clears it. A final refund whose flag nobody
+/// cleared reads as final first: `REFUND_SUCCESS since T2 (source query); flagged
+/// (answer_unrecordable) at T1; flag not yet cleared: clear-flag`.
+pub fn refund_state(r: &RefundRow) -> String {
+    let mut out = r.status.to_string();
+    if let (Some(at), Some(source)) = (r.finalized_at, r.final_source) {
+        let _ = write!(out, " since {} (source {})", format_ts(at), source.as_str());
+    }
+    if r.review_flag {
+        let _ = write!(
+            out,
+            "; flagged ({}) at {}",
+            r.review_reason.map_or("?", |x| x.as_str()),
+            opt_ts(r.flagged_at)
+        );
+        out.push_str(if r.status.is_final() {
+            "; flag not yet cleared: clear-flag"
+        } else {
+            ": retry-now, or clear-flag once handled"
+        });
+    }
+    out
+}
+
 /// A timeline in words: what `explain` prints, and (as JSON) what `explain --json` prints.
 #[derive(Debug, Serialize)]
 pub struct TimelineView<'a> {
     /// The refund as it is now.
     pub refund: &'a RefundRow,
+    /// [`refund_state`]: its status, since when final, its flag, in one line.
+    pub state: String,
+    /// Its review flag, while set: why, since when, and whether the refund is final by now.
+    pub flag: Option<FlagView>,
     /// Its events, oldest first.
     pub events: Vec<EventView>,
 }
@@ -674,11 +865,44 @@ fn ser_ts<S: serde::Serializer>(v: &Timestamp, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_str(&format_ts(*v))
 }
 
+/// A refund's review flag, for `explain --json`.
+#[derive(Debug, Serialize)]
+pub struct FlagView {
+    /// Why it was flagged (`review_reason`).
+    pub reason: &'static str,
+    /// When the flag was set (`flagged_at`).
+    #[serde(serialize_with = "ser_opt_ts")]
+    pub flagged_at: Option<Timestamp>,
+    /// True when the refund is final by now: only the flag is left to clear.
+    pub refund_final: bool,
+    /// The command that ends it: `clear-flag` (final), or `retry-now` / `clear-flag` (pending).
+    pub cleared_by: &'static str,
+}
+
+fn ser_opt_ts<S: serde::Serializer>(v: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(t) => s.serialize_str(&format_ts(*t)),
+        None => s.serialize_none(),
+    }
+}
+
 impl<'a> TimelineView<'a> {
     /// Words every event of `t`.
     pub fn new(t: &'a Timeline) -> Self {
+        let r = &t.refund;
         Self {
             refund: &t.refund,
+            state: refund_state(r),
+            flag: r.review_flag.then(|| FlagView {
+                reason: r.review_reason.map_or("?", |x| x.as_str()),
+                flagged_at: r.flagged_at,
+                refund_final: r.status.is_final(),
+                cleared_by: if r.status.is_final() {
+                    "clear-flag"
+                } else {
+                    "retry-now or clear-flag"
+                },
+            }),
             events: t.events.iter().map(event_view).collect(),
         }
     }
@@ -794,29 +1018,136 @@ fn query_summary(a: &AttemptRow) -> String {
     s
 }
 
-/// `discrepancies` for people.
+/// `discrepancies` for people; a resolved one (`--all`) shows who resolved it and when.
 pub fn discrepancy_table(rows: &[OpenDiscrepancy]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:>6} {:<24} {:<24} {:<13} {:<18} {:<16} {:<16} RESOLVED_BY",
-        "ID", "OUT_REFUND_NO", "DETECTED", "SOURCE", "KIND", "LEDGER", "OBSERVED"
-    );
-    for d in rows {
-        let _ = writeln!(
-            out,
-            "{:>6} {:<24} {:<24} {:<13} {:<18} {:<16} {:<16} {}",
-            d.id,
-            d.out_refund_no.as_str(),
-            format_ts(d.detected_at),
-            d.source.as_str(),
-            d.kind.as_str(),
-            opt_text(d.expected.as_deref()),
-            opt_text(d.observed.as_deref()),
-            opt_text(d.resolved_by.as_deref())
-        );
+    use Align::{Left as L, Right as R};
+    let head = [
+        ("ID", R),
+        ("OUT_REFUND_NO", L),
+        ("DETECTED", L),
+        ("SOURCE", L),
+        ("KIND", L),
+        ("LEDGER", L),
+        ("OBSERVED", L),
+        ("RESOLVED", L),
+        ("RESOLVED_BY", L),
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|d| {
+            vec![
+                d.id.to_string(),
+                d.out_refund_no.to_string(),
+                format_ts(d.detected_at),
+                d.source.as_str().to_owned(),
+                d.kind.as_str().to_owned(),
+                opt_text(d.expected.as_deref()).into_owned(),
+                opt_text(d.observed.as_deref()).into_owned(),
+                opt_ts(d.resolved_at),
+                opt_text(d.resolved_by.as_deref()).into_owned(),
+            ]
+        })
+        .collect();
+    let n = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+    columns(&head, &cells) + &format!("({})\n", count(n, "discrepancy", "discrepancies"))
+}
+
+/// One operator action for `audit --json`: the `operator_actions` row, with `detail` (the
+/// values the action replaced) as the JSON it holds.
+#[derive(Debug, Serialize)]
+pub struct ActionView<'a> {
+    /// The row id, increasing in action order.
+    pub id: i64,
+    /// When the operator acted.
+    #[serde(serialize_with = "ser_ts")]
+    pub at: Timestamp,
+    /// Who acted.
+    pub actor: &'a str,
+    /// What they did: `resolve`, `retry_now`, `resolve_discrepancy`, `prune`, `clear_flag`.
+    pub action: &'static str,
+    /// The refund concerned (`null` for a prune).
+    pub out_refund_no: Option<&'a str>,
+    /// `resolve`: the final status decided.
+    pub to_status: Option<&'static str>,
+    /// Why, in the operator's words (`null` for `retry_now`).
+    pub reason: Option<&'a str>,
+    /// What the action changed (JSON; as text when the stored value is not JSON).
+    pub detail: serde_json::Value,
+}
+
+impl<'a> ActionView<'a> {
+    /// The view of one row.
+    pub fn new(a: &'a OperatorActionRow) -> Self {
+        Self {
+            id: a.id,
+            at: a.at,
+            actor: &a.actor,
+            action: a.action.as_str(),
+            out_refund_no: a.out_refund_no.as_ref().map(OutRefundNo::as_str),
+            to_status: a.to_status.map(|s| s.as_str()),
+            reason: a.reason.as_deref(),
+            detail: a.detail.as_deref().map_or(serde_json::Value::Null, |d| {
+                serde_json::from_str(d).unwrap_or_else(|_| serde_json::Value::from(d))
+            }),
+        }
     }
-    let _ = writeln!(out, "({} discrepancies)", rows.len());
+}
+
+/// `audit` for people: one line per operator action, oldest first.
+pub fn audit_table(rows: &[ActionView<'_>], extent: &Extent) -> String {
+    use Align::{Left as L, Right as R};
+    let head = [
+        ("ID", R),
+        ("AT", L),
+        ("BY", L),
+        ("ACTION", L),
+        ("OUT_REFUND_NO", L),
+        ("REASON", L),
+        ("DETAIL", L),
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|a| {
+            let mut action = a.action.replace('_', "-");
+            if let Some(s) = a.to_status {
+                let _ = write!(action, " {s}");
+            }
+            vec![
+                a.id.to_string(),
+                format_ts(a.at),
+                escape(a.actor).into_owned(),
+                action,
+                a.out_refund_no.unwrap_or("-").to_owned(),
+                opt_text(a.reason).into_owned(),
+                if a.detail.is_null() {
+                    "-".to_owned()
+                } else {
+                    escape(&a.detail.to_string()).into_owned()
+                },
+            ]
+        })
+        .collect();
+    columns(&head, &cells) + &extent.footer("action", "actions")
+}
+
+/// What `show` and `explain` say about a refund a prune removed.
+pub fn pruned_message(p: &crate::ledger::PrunedRefund, ledger: &std::path::Path) -> String {
+    let mut out = format!(
+        "refund {} is not in the ledger {}: it was pruned at {} by prune #{} (run by {}, final \
+         refunds finalized before {})",
+        p.out_refund_no,
+        ledger.display(),
+        format_ts(p.pruned_at),
+        p.prune_id,
+        escape(&p.actor),
+        format_ts(p.finalized_before)
+    );
+    match (&p.archive, p.archive_line) {
+        (Some(a), Some(line)) => {
+            let _ = write!(out, "; its rows are archived in {}:{line}", a.display());
+        }
+        _ => out.push_str("; the audit log (`audit --refund`) still names it"),
+    }
     out
 }
 
@@ -827,19 +1158,19 @@ pub fn prune_summary(p: &crate::ledger::PruneReport) -> String {
     let verb = if p.dry_run { "would remove" } else { "removed" };
     let _ = writeln!(
         out,
-        "prune of refunds finalized before {}: {verb} {} refunds, {} attempts, {} notifications, {} discrepancies, {} sweeps",
+        "prune of refunds finalized before {}: {verb} {}, {}, {}, {}, {}",
         format_ts(p.finalized_before),
-        c.refunds,
-        c.attempts,
-        c.notifications,
-        c.discrepancies,
-        c.sweeps
+        count(c.refunds, "refund", "refunds"),
+        count(c.attempts, "attempt", "attempts"),
+        count(c.notifications, "notification", "notifications"),
+        count(c.discrepancies, "discrepancy", "discrepancies"),
+        count(c.sweeps, "sweep", "sweeps")
     );
     if c.kept_unresolved > 0 {
         let _ = writeln!(
             out,
-            "kept {} old final refunds with unresolved discrepancies",
-            c.kept_unresolved
+            "kept {} with unresolved discrepancies",
+            count(c.kept_unresolved, "old final refund", "old final refunds")
         );
     }
     match (&p.archive, &p.archive_sha256) {
@@ -883,6 +1214,59 @@ mod tests {
     }
 
     #[test]
+    fn counts_take_the_singular_for_one_and_group_thousands() {
+        assert_eq!(count(1u64, "refund", "refunds"), "1 refund");
+        assert_eq!(count(0u64, "refund", "refunds"), "0 refunds");
+        assert_eq!(count(2345u64, "refund", "refunds"), "2,345 refunds");
+        assert_eq!(are(1, "discrepancy", "discrepancies"), "1 discrepancy is");
+        assert_eq!(
+            are(3, "discrepancy", "discrepancies"),
+            "3 discrepancies are"
+        );
+        for (n, want) in [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (1234567, "1,234,567"),
+        ] {
+            assert_eq!(thousands(n), want);
+        }
+    }
+
+    #[test]
+    fn columns_are_as_wide_as_their_widest_cell() {
+        let head = [
+            ("A", Align::Left),
+            ("NUM", Align::Right),
+            ("LAST", Align::Left),
+        ];
+        let rows = vec![
+            vec!["long-value".to_owned(), "1".to_owned(), String::new()],
+            vec!["x".to_owned(), "12345".to_owned(), "end".to_owned()],
+        ];
+        assert_eq!(
+            columns(&head, &rows),
+            "A            NUM LAST\nlong-value     1\nx          12345 end\n"
+        );
+    }
+
+    #[test]
+    fn an_extent_counts_the_total_only_when_the_limit_was_reached() {
+        let never = || -> Result<u64, crate::ledger::LedgerError> { panic!("not asked") };
+        let e = Extent::new(2, 0, 3, never).unwrap();
+        assert_eq!((e.total, e.truncated), (2, false));
+        assert_eq!(e.footer("refund", "refunds"), "(2 refunds)\n");
+        let e = Extent::new(3, 0, 3, || Ok(3)).unwrap();
+        assert!(!e.truncated);
+        let e = Extent::new(99, 1, 100, || Ok(2345)).unwrap();
+        assert_eq!((e.shown, e.total, e.truncated), (99, 2345, true));
+        assert_eq!(
+            e.footer("refund", "refunds"),
+            "(99 of 2,345 refunds shown; --limit N to see more)\n"
+        );
+    }
+
+    #[test]
     fn each_stall_finding_says_what_since_when_and_where_to_look() {
         let t = crate::domain::parse_ts("2026-11-25T10:00:00.000Z").unwrap();
         let cases = [
@@ -919,7 +1303,7 @@ mod tests {
                     bad_created_at: 1,
                 },
                 "the latest sweep skipped 2 rows it could not read or update; \
-                 1 refunds have a created_at that is not a time: nothing reconciles them",
+                 1 refund has a created_at that is not a time: nothing reconciles them",
             ),
             (
                 Finding::UnscheduledRefunds {

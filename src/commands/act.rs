@@ -6,6 +6,7 @@ use checus_reconciler::cli::{
 };
 use checus_reconciler::config::Environment;
 use checus_reconciler::domain::{Clock, SystemClock, format_ts};
+use checus_reconciler::report;
 
 use super::args::{actor, open_existing, reason, refund_no};
 use super::output::{print, print_json};
@@ -39,9 +40,11 @@ pub fn retry_now(args: RetryNowArgs, env: &Environment) -> Outcome {
     for n in &names {
         text.push_str(&format!("{n}: due now, backoff restarted\n"));
     }
+    let n = u64::try_from(names.len()).unwrap_or(u64::MAX);
     text.push_str(&format!(
-        "{} refunds due now; the running daemon queries them at its next sweep\n",
-        names.len()
+        "{} due now; the running daemon queries {} at its next sweep\n",
+        report::count(n, "refund", "refunds"),
+        if n == 1 { "it" } else { "them" }
     ));
     print(text)?;
     Ok(ExitCode::Ok)
@@ -53,10 +56,20 @@ pub fn clear_flag(args: ClearFlagArgs, env: &Environment) -> Outcome {
     let why = reason(&args.reason)?;
     let no = refund_no(&args.out_refund_no)?;
     let l = open_existing(&args.ledger, env)?;
-    l.clear_flag(&no, &by, why, SystemClock.now())?;
-    print(format!(
-        "{no}: flag cleared (by {by}, recorded in operator_actions)\n"
-    ))?;
+    let now = SystemClock.now();
+    l.clear_flag(&no, &by, why, now)?;
+    if args.json {
+        print_json(&serde_json::json!({
+            "out_refund_no": no.as_str(),
+            "action": "clear_flag",
+            "by": by,
+            "at": format_ts(now),
+        }))?;
+    } else {
+        print(format!(
+            "{no}: flag cleared (by {by}, recorded in operator_actions)\n"
+        ))?;
+    }
     Ok(ExitCode::Ok)
 }
 
@@ -84,6 +97,11 @@ pub fn resolve_discrepancy(args: ResolveDiscrepancyArgs, env: &Environment) -> O
     let why = reason(&args.reason)?;
     let l = open_existing(&args.ledger, env)?;
     l.resolve_discrepancy(args.id, &by, why, SystemClock.now())?;
-    print(format!("discrepancy {} resolved by {by}\n", args.id))?;
+    if args.json {
+        // Read back, so the output is what `discrepancies --json` lists from now on.
+        print_json(&l.discrepancy(args.id)?)?;
+    } else {
+        print(format!("discrepancy {} resolved by {by}\n", args.id))?;
+    }
     Ok(ExitCode::Ok)
 }

@@ -32,8 +32,26 @@ pub fn export(args: ExportArgs, env: &Environment) -> Outcome {
     };
     write_rows(std::io::BufWriter::new(sink), &read.rows, args.format)
         .map_err(|e| Failure::new(ExitCode::Failure, e))?;
-    if let Some(path) = args.output {
-        eprintln!("exported {} refunds to {}", read.rows.len(), path.display());
+    if let Some(path) = &args.output {
+        let n = u64::try_from(read.rows.len()).unwrap_or(u64::MAX);
+        if args.json {
+            print_json(&serde_json::json!({
+                "exported": n,
+                "unreadable": read.unreadable.len(),
+                "output": path,
+                "format": match args.format {
+                    ExportFormat::Csv => "csv",
+                    ExportFormat::Jsonl => "jsonl",
+                },
+                "since": checus_reconciler::domain::format_ts(since),
+            }))?;
+        } else {
+            eprintln!(
+                "exported {} to {}",
+                report::count(n, "refund", "refunds"),
+                path.display()
+            );
+        }
     }
     Ok(warn_unreadable(&read.unreadable))
 }
@@ -105,10 +123,10 @@ pub fn backup(args: BackupArgs, env: &Environment) -> Outcome {
         print_json(&b)?;
     } else {
         print(format!(
-            "backup written: {} ({} bytes, {} refunds, integrity checked)\n",
+            "backup written: {} ({} bytes, {}, integrity checked)\n",
             b.path.display(),
             b.bytes,
-            b.refunds
+            report::count(b.refunds, "refund", "refunds")
         ))?;
     }
     Ok(ExitCode::Ok)

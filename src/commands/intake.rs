@@ -7,9 +7,10 @@ use checus_reconciler::config::Environment;
 use checus_reconciler::domain::{Clock, RefundStatus, SystemClock};
 use checus_reconciler::import::{self, RawRefund};
 use checus_reconciler::ledger::{Ledger, LedgerError};
+use checus_reconciler::report;
 
 use super::args::{open_or_create, resolve_ledger};
-use super::output::print;
+use super::output::{print, print_json};
 use super::{Failure, Outcome};
 
 /// `add`: validate one refund and insert it.
@@ -32,10 +33,16 @@ pub fn add(args: AddArgs, env: &Environment) -> Outcome {
     })?;
     let l = open_or_create(&args.ledger, env)?;
     l.insert_refund(&refund)?;
-    print(format!(
-        "added {} {} {} ({})\n",
-        refund.out_refund_no, refund.amount, refund.currency, refund.status
-    ))?;
+    if args.json {
+        // The row as stored, read back: the same fields as `list --json` and `show --json`.
+        let row = l.show(&refund.out_refund_no)?.map(|d| d.refund);
+        print_json(&row)?;
+    } else {
+        print(format!(
+            "added {} {} {} ({})\n",
+            refund.out_refund_no, refund.amount, refund.currency, refund.status
+        ))?;
+    }
     Ok(ExitCode::Ok)
 }
 
@@ -73,10 +80,23 @@ pub fn import(args: ImportArgs, env: &Environment) -> Outcome {
             ),
             other => other.into(),
         })?;
-    print(format!(
-        "imported {written} refunds from {} into {}\n",
-        file.display(),
-        path.display()
-    ))?;
+    if args.json {
+        print_json(&serde_json::json!({
+            "imported": written,
+            "file": file,
+            "ledger": path,
+        }))?;
+    } else {
+        print(format!(
+            "imported {} from {} into {}\n",
+            report::count(
+                u64::try_from(written).unwrap_or(u64::MAX),
+                "refund",
+                "refunds"
+            ),
+            file.display(),
+            path.display()
+        ))?;
+    }
     Ok(ExitCode::Ok)
 }

@@ -49,6 +49,7 @@ pub fn run(command: Command, env: Environment) -> Outcome {
         C::Failed(a) => find::failed(a, &env),
         C::Explain(a) => find::explain(a, &env),
         C::Discrepancies(a) => find::discrepancies(a, &env),
+        C::Audit(a) => find::audit(a, &env),
         C::RetryNow(a) => act::retry_now(a, &env),
         C::ClearFlag(a) => act::clear_flag(a, &env),
         C::Resolve(a) => act::resolve(a, &env),

@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use checus_reconciler::cli::ExitCode;
-use checus_reconciler::ledger::{Readout, UnreadableRow};
+use checus_reconciler::ledger::UnreadableRow;
 use checus_reconciler::report;
 
 use super::{Failure, Outcome};
@@ -53,18 +53,6 @@ pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), Failure
     let text =
         serde_json::to_string_pretty(value).map_err(|e| Failure::new(ExitCode::Failure, e))?;
     print(format!("{text}\n"))
-}
-
-/// Prints `read.rows` as [`emit`] does, then one warning on stderr for each row that could
-/// not be read (escaped: a stored value may hold terminal escapes). Exit 8 when there was
-/// one: the output is complete but for those rows, and a human should look at them.
-pub fn emit_read<T: serde::Serialize>(
-    json: bool,
-    read: &Readout<T>,
-    render: impl FnOnce(&[T]) -> String,
-) -> Outcome {
-    emit(json, read.rows.as_slice(), render)?;
-    Ok(warn_unreadable(&read.unreadable))
 }
 
 /// One stderr warning per unreadable row; exit 8 when there was one, else 0.

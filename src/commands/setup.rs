@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use checus_reconciler::cli::{ConfigArgs, ExitCode, LedgerArgs, MigrateArgs, VerifyLedgerArgs};
+use checus_reconciler::cli::{CheckConfigArgs, ExitCode, InitArgs, MigrateArgs, VerifyLedgerArgs};
 use checus_reconciler::config::Environment;
 use checus_reconciler::domain::{Clock, SystemClock};
 use checus_reconciler::gateway::GatewayClient;
@@ -12,16 +12,23 @@ use checus_reconciler::ledger::migrate::{self, MigrationReport};
 use checus_reconciler::ledger::{Ledger, SCHEMA_VERSION, SchemaCheck};
 
 use super::args::{load_config, open_or_create, resolve_ledger};
-use super::output::{emit, print};
+use super::output::{emit, print, print_json};
 use super::{Failure, Outcome};
 
 /// `init`: create the ledger (or open an existing one) at the current schema.
-pub fn init(args: LedgerArgs, env: &Environment) -> Outcome {
-    let ledger = open_or_create(&args, env)?;
-    print(format!(
-        "ledger ready: {} (schema version {SCHEMA_VERSION})\n",
-        ledger.path().display(),
-    ))?;
+pub fn init(args: InitArgs, env: &Environment) -> Outcome {
+    let ledger = open_or_create(&args.ledger, env)?;
+    if args.json {
+        print_json(&serde_json::json!({
+            "ledger": ledger.path(),
+            "schema_version": SCHEMA_VERSION,
+        }))?;
+    } else {
+        print(format!(
+            "ledger ready: {} (schema version {SCHEMA_VERSION})\n",
+            ledger.path().display(),
+        ))?;
+    }
     Ok(ExitCode::Ok)
 }
 
@@ -110,8 +117,8 @@ fn verify_text(c: &SchemaCheck) -> String {
 }
 
 /// `check-config`: load the config and the keys, and build the gateway client from them.
-pub fn check_config(args: ConfigArgs, env: &Environment) -> Outcome {
-    let config = args.config;
+pub fn check_config(args: CheckConfigArgs, env: &Environment) -> Outcome {
+    let config = args.config.config;
     let cfg = load_config(&config, env)?;
     let keys = cfg.keys.load()?;
     GatewayClient::new(
@@ -121,6 +128,15 @@ pub fn check_config(args: ConfigArgs, env: &Environment) -> Outcome {
         Arc::new(SystemClock),
     )
     .map_err(|e| Failure::new(ExitCode::Config, e))?;
+    if args.json {
+        print_json(&serde_json::json!({
+            "config": config,
+            "ledger": cfg.ledger_path,
+            "gateway": cfg.gateway.base_url,
+            "warnings": keys.warnings,
+        }))?;
+        return Ok(ExitCode::Ok);
+    }
     let mut text = String::new();
     for w in &keys.warnings {
         text.push_str(&format!("warning: {w}\n"));

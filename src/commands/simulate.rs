@@ -59,8 +59,13 @@ pub async fn demo(args: DemoArgs) -> Outcome {
         seed,
         timeout_secs,
     } = args;
+    let what = checus_reconciler::report::count(
+        u64::try_from(refunds).unwrap_or(u64::MAX),
+        "refund",
+        "refunds",
+    );
     print(format!(
-        "demo: {refunds} refunds (seed {seed}) against the simulated Checus gateway on 127.0.0.1 ...\n"
+        "demo: {what} (seed {seed}) against the simulated Checus gateway on 127.0.0.1 ...\n"
     ))?;
     let options = demo::DemoOptions {
         dir,

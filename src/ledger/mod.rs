@@ -21,7 +21,9 @@
 //! - `types.rs`: records, typed rows, the enums stored as TEXT;
 //! - the operator commands: `views.rs` (`stuck`, `failed`, `export`, `discrepancies`),
 //!   `timeline.rs` (`explain`'s typed events), `operator.rs` (`retry-now`, `resolve`,
-//!   `resolve-discrepancy`), `prune.rs`, `backup.rs`, `health.rs` (`status`'s findings);
+//!   `resolve-discrepancy`), `audit.rs` (`audit`: the operator actions), `prune.rs`,
+//!   `pruned.rs` (what a prune left to say about a refund it removed), `backup.rs`,
+//!   `health.rs` (`status`'s findings);
 //! - `error.rs`; `contract.rs`/`contract.sql` (the merchant app's SQL).
 //!
 //! The ledger stores and reads; it does not render. Timelines and health come back as typed
@@ -29,6 +31,7 @@
 //! (`attempts.decision`, an interrupted sweep's `halted_reason`).
 
 #![warn(missing_docs)]
+mod audit;
 mod backup;
 pub mod contract;
 mod error;
@@ -37,6 +40,7 @@ pub mod migrate;
 mod open;
 mod operator;
 mod prune;
+mod pruned;
 mod read;
 mod rows;
 mod timeline;
@@ -52,10 +56,12 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+pub use audit::AuditFilter;
 pub use backup::BackupReport;
 pub use error::LedgerError;
 pub use health::{Finding, Health};
 pub use prune::{PruneCounts, PruneReport};
+pub use pruned::PrunedRefund;
 pub use timeline::{EventKind, Happened, Timeline, TimelineEvent};
 pub use types::{
     Applied, AttemptRow, DiscrepancyRow, DiscrepancySource, ListFilter, MAX_ERROR_CHARS,

@@ -302,24 +302,30 @@ impl Ledger {
     /// that cannot be read is returned in `unreadable`, not a failure of the whole list.
     pub fn list(&self, filter: &ListFilter) -> Result<Readout<RefundRow>, LedgerError> {
         const OP: &str = "list refunds";
-        let mut sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE 1");
-        let mut args: Vec<Value> = Vec::new();
-        if let Some(status) = filter.status {
-            args.push(Value::Text(status.as_str().to_owned()));
-            sql.push_str(&format!(" AND status = ?{}", args.len()));
-        }
-        if let Some(flagged) = filter.flagged {
-            args.push(Value::Integer(i64::from(flagged)));
-            sql.push_str(&format!(" AND review_flag = ?{}", args.len()));
-        }
-        if let Some(since) = filter.since {
-            args.push(Value::Text(ts_text(since)));
-            sql.push_str(&format!(" AND created_at >= ?{}", args.len()));
-        }
+        let (clause, mut args) = list_clause(filter);
         args.push(Value::Integer(limit_arg(filter.limit)));
-        sql.push_str(&format!(" ORDER BY created_at, id LIMIT ?{}", args.len()));
+        let sql = format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds {clause} ORDER BY created_at, id LIMIT ?{}",
+            args.len()
+        );
         let rows = select_each::<RawRefund>(&self.conn, OP, &sql, params_from_iter(args))?;
         Ok(Readout::of(rows))
+    }
+
+    /// How many refunds match `filter`, ignoring its limit (`list` says when it cut a list
+    /// short). `--flagged` walks the partial index `refunds_flagged`; a status, the pending
+    /// or final rows; no filter at all counts the whole table.
+    pub fn list_total(&self, filter: &ListFilter) -> Result<u64, LedgerError> {
+        let (clause, args) = list_clause(filter);
+        let n: i64 = self
+            .conn
+            .query_row(
+                &format!("SELECT count(*) FROM refunds {clause}"),
+                params_from_iter(args),
+                |r| r.get(0),
+            )
+            .during("count refunds")?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// One refund with its attempts, discrepancies and notifications, oldest first.
@@ -342,6 +348,28 @@ impl Ledger {
     fn refund(&self, out_refund_no: &OutRefundNo) -> Result<Option<RefundRow>, LedgerError> {
         refund_of(&self.conn, out_refund_no.as_str())
     }
+}
+
+/// `list`'s `WHERE` clause for `filter` (its limit aside) and the values it binds.
+fn list_clause(filter: &ListFilter) -> (String, Vec<Value>) {
+    let mut sql = String::from("WHERE 1");
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(status) = filter.status {
+        args.push(Value::Text(status.as_str().to_owned()));
+        sql.push_str(&format!(" AND status = ?{}", args.len()));
+    }
+    // A literal, not a bound value: that is what lets SQLite prove the partial index
+    // `refunds_flagged` applies, so `list --flagged` and its count walk only flagged rows.
+    match filter.flagged {
+        Some(true) => sql.push_str(" AND review_flag = 1"),
+        Some(false) => sql.push_str(" AND review_flag = 0"),
+        None => {}
+    }
+    if let Some(since) = filter.since {
+        args.push(Value::Text(ts_text(since)));
+        sql.push_str(&format!(" AND created_at >= ?{}", args.len()));
+    }
+    (sql, args)
 }
 
 /// The state `decide` needs, from a full row.

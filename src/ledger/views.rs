@@ -7,15 +7,17 @@ use rusqlite::params;
 use serde::Serialize;
 
 use super::Ledger;
-use super::error::LedgerError;
+use super::error::{During, LedgerError};
 use super::read::REFUND_COLUMNS;
 use super::rows::{RawDiscrepancy, RawRefund, RawRow, select, select_each};
 use super::types::{
-    DiscrepancyRow, DiscrepancySource, Readout, RecordedKind, RefundRow, limit_arg, ser, ts_text,
+    DiscrepancyRow, DiscrepancySource, Readout, RecordedKind, RefundRow, limit_arg, ser, to_u64,
+    ts_text,
 };
 use crate::domain::{OutRefundNo, Timestamp};
 
-/// One discrepancy as `discrepancies` lists it: the row without its resolution's time and text.
+/// One discrepancy as `discrepancies` lists it, with its resolution (when, by whom, why) once
+/// an operator resolved it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OpenDiscrepancy {
     /// Its id, the number `resolve-discrepancy` takes.
@@ -36,8 +38,13 @@ pub struct OpenDiscrepancy {
     pub expected: Option<String>,
     /// The source's value, as text.
     pub observed: Option<String>,
+    /// When it was resolved (`None`: still open).
+    #[serde(serialize_with = "ser::opt_ts")]
+    pub resolved_at: Option<Timestamp>,
     /// The operator who resolved it (`None`: still open).
     pub resolved_by: Option<String>,
+    /// Why, in that operator's words (`resolve-discrepancy --reason`).
+    pub resolution: Option<String>,
 }
 
 impl From<DiscrepancyRow> for OpenDiscrepancy {
@@ -50,10 +57,19 @@ impl From<DiscrepancyRow> for OpenDiscrepancy {
             kind: d.kind,
             expected: d.expected,
             observed: d.observed,
+            resolved_at: d.resolved_at,
             resolved_by: d.resolved_by,
+            resolution: d.resolution,
         }
     }
 }
+
+/// `stuck`'s rows (`?1`: the cutoff). `+created_at`: walk the pending rows (partial index),
+/// not every refund by age.
+const STUCK: &str = "WHERE status = 'REFUND_PENDING' AND +created_at <= ?1";
+
+/// `failed`'s rows (`?1`: since when).
+const FAILED: &str = "WHERE finalized_at >= ?1 AND status = 'REFUND_FAILED'";
 
 impl Ledger {
     /// Pending refunds created at or before `created_before` (oldest first, at most `limit`):
@@ -63,14 +79,11 @@ impl Ledger {
         created_before: Timestamp,
         limit: usize,
     ) -> Result<Readout<RefundRow>, LedgerError> {
-        // `+created_at`: walk the pending rows (partial index), not every refund by age.
         select_each::<RawRefund>(
             &self.conn,
             "list stuck refunds",
             &format!(
-                "SELECT {REFUND_COLUMNS} FROM refunds
-                  WHERE status = 'REFUND_PENDING' AND +created_at <= ?1
-                  ORDER BY created_at, id LIMIT ?2"
+                "SELECT {REFUND_COLUMNS} FROM refunds {STUCK} ORDER BY created_at, id LIMIT ?2"
             ),
             params![ts_text(created_before), limit_arg(limit)],
         )
@@ -87,13 +100,33 @@ impl Ledger {
             &self.conn,
             "list failed refunds",
             &format!(
-                "SELECT {REFUND_COLUMNS} FROM refunds
-                  WHERE finalized_at >= ?1 AND status = 'REFUND_FAILED'
-                  ORDER BY finalized_at, id LIMIT ?2"
+                "SELECT {REFUND_COLUMNS} FROM refunds {FAILED} ORDER BY finalized_at, id LIMIT ?2"
             ),
             params![ts_text(since), limit_arg(limit)],
         )
         .map(Readout::of)
+    }
+
+    /// How many refunds [`Ledger::stuck`] would list without a limit (walks the pending rows).
+    pub fn stuck_total(&self, created_before: Timestamp) -> Result<u64, LedgerError> {
+        self.count_where("count stuck refunds", STUCK, ts_text(created_before))
+    }
+
+    /// How many refunds [`Ledger::failed_since`] would list without a limit.
+    pub fn failed_total(&self, since: Timestamp) -> Result<u64, LedgerError> {
+        self.count_where("count failed refunds", FAILED, ts_text(since))
+    }
+
+    fn count_where(&self, op: &'static str, clause: &str, arg: String) -> Result<u64, LedgerError> {
+        let n: i64 = self
+            .conn
+            .query_row(
+                &format!("SELECT count(*) FROM refunds {clause}"),
+                [arg],
+                |r| r.get(0),
+            )
+            .during(op)?;
+        Ok(to_u64(n))
     }
 
     /// Every refund created at or after `since`, oldest first, for `export`.
@@ -107,6 +140,16 @@ impl Ledger {
             params![ts_text(since)],
         )
         .map(Readout::of)
+    }
+
+    /// One discrepancy by id, resolved or not (`resolve-discrepancy --json` prints it).
+    pub fn discrepancy(&self, id: i64) -> Result<Option<OpenDiscrepancy>, LedgerError> {
+        let sql = format!(
+            "SELECT {} FROM discrepancies WHERE id = ?1",
+            RawDiscrepancy::COLUMNS
+        );
+        let rows = select::<RawDiscrepancy>(&self.conn, "read discrepancy", &sql, [id])?;
+        Ok(rows.into_iter().next().map(OpenDiscrepancy::from))
     }
 
     /// Discrepancies: only unresolved ones (oldest detected first) unless `all` (in id order).

@@ -160,6 +160,7 @@ fn add_show_list_status_round_trip() {
         ],
     );
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let v = &v["rows"];
     assert_eq!(v.as_array().unwrap().len(), 1);
     assert_eq!(v[0]["out_refund_no"], "R-CLI-2");
     assert_eq!(v[0]["final_source"], "refund_response");

@@ -97,6 +97,11 @@ fn operator_commands_find_explain_and_act() {
         &["stuck", c[0], c[1], "--older-than", "2h", "--json"],
         0,
     ));
+    assert_eq!(
+        (v["total"].as_u64(), v["truncated"].as_bool()),
+        (Some(2), Some(false))
+    );
+    let v = &v["rows"];
     let names: Vec<&str> = v
         .as_array()
         .unwrap()
@@ -115,6 +120,7 @@ fn operator_commands_find_explain_and_act() {
         &["failed", c[0], c[1], "--since", "24h", "--json"],
         0,
     ));
+    let v = &v["rows"];
     assert_eq!(v.as_array().unwrap().len(), 1);
     assert_eq!(v[0]["out_refund_no"], "R-OP-FAIL");
     assert_eq!(v[0]["final_source"], "query");
@@ -125,6 +131,7 @@ fn operator_commands_find_explain_and_act() {
         &["failed", c[0], c[1], "--since", "1s", "--json"],
         0,
     ));
+    let v = &v["rows"];
     assert!(v.as_array().unwrap().is_empty() || v[0]["out_refund_no"] == "R-OP-FAIL");
 
     // explain: creation, the query with its outcome and latency, the decision, what is next.
@@ -506,7 +513,7 @@ fn prune_archives_then_deletes_only_old_final_refunds_and_backup_is_consistent()
     ok(dir, &args, 5);
 
     let v = json(&ok(dir, &["list", l[0], l[1], "--json"], 0));
-    let left: Vec<&str> = v
+    let left: Vec<&str> = v["rows"]
         .as_array()
         .unwrap()
         .iter()

@@ -16,7 +16,7 @@ use crate::common::proc::{BIN, code, run, sql, stderr, stdout, write_config};
 use crate::common::tools::{is_root, read_only_mount, require_read_only_mount, require_tool};
 
 /// The read commands compared, each as its arguments without `--ledger`.
-const READS: [&[&str]; 15] = [
+const READS: [&[&str]; 17] = [
     &["status"],
     &["status", "--json"],
     &["list"],
@@ -29,6 +29,8 @@ const READS: [&[&str]; 15] = [
     &["stuck", "--older-than", "1h", "--json"],
     &["failed", "--since", "3650d"],
     &["discrepancies", "--all"],
+    &["audit"],
+    &["audit", "--json"],
     &["verify-ledger"],
     &["verify-ledger", "--json"],
     &["migrate", "--dry-run"],
