@@ -18,6 +18,7 @@ mod hostile;
 mod ledger;
 mod migrate;
 mod operations;
+mod operator;
 mod reconcile;
 mod sandbox;
 mod secrets;
