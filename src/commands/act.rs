@@ -8,6 +8,7 @@ use checus_reconciler::config::Environment;
 use checus_reconciler::domain::{Clock, SystemClock, format_ts};
 
 use super::args::{actor, open_existing, reason, refund_no};
+use super::heartbeat::Heartbeat;
 use super::output::{print, print_json};
 use super::{Failure, Outcome};
 
@@ -28,10 +29,14 @@ pub fn retry_now(args: RetryNowArgs, env: &Environment) -> Outcome {
         None => l.retry_all_flagged(&by, now)?,
     };
     let names: Vec<String> = done.iter().map(ToString::to_string).collect();
+    // Who will query them: a daemon holds the lock or none does, and it may be halted.
+    let heartbeat = Heartbeat::read(l.path(), &l)?;
     if args.json {
         print_json(&serde_json::json!({
             "due_at": format_ts(now),
             "refunds": names,
+            "daemon": heartbeat.state(),
+            "halted": heartbeat.halt(),
         }))?;
         return Ok(ExitCode::Ok);
     }
@@ -40,8 +45,9 @@ pub fn retry_now(args: RetryNowArgs, env: &Environment) -> Outcome {
         text.push_str(&format!("{n}: due now, backoff restarted\n"));
     }
     text.push_str(&format!(
-        "{} refunds due now; the running daemon queries them at its next sweep\n",
-        names.len()
+        "{} refunds due now; {}\n",
+        names.len(),
+        heartbeat.who_queries()
     ));
     print(text)?;
     Ok(ExitCode::Ok)

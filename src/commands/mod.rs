@@ -5,9 +5,9 @@
 //! family).
 //!
 //! Families: `setup` (init, check-config, migrate), `daemon` (run), `find` (read-only questions),
-//! `act` (audited actions on pending work), `intake` (add, import), `archive` (export, prune,
+//! `act` (audited actions on pending work), `resume` (ends a running daemon's halt), `intake` (add, import), `archive` (export, prune,
 //! backup), `query`, `simulate` (sandbox, demo), `packaging` (completions, man pages). Shared
-//! pieces: `args` (ledger, actor, reason), `output` (EPIPE-safe stdout), `failure` (exit
+//! pieces: `args` (ledger, actor, reason), `heartbeat` (is a daemon running, is it halted), `output` (EPIPE-safe stdout), `failure` (exit
 //! codes), `signals`.
 //!
 //! This tree belongs to the binary, not the library: it is the edge where anyhow, stdout and
@@ -19,10 +19,12 @@ mod args;
 mod daemon;
 mod failure;
 mod find;
+mod heartbeat;
 mod intake;
 mod output;
 mod packaging;
 mod query;
+mod resume;
 mod setup;
 mod signals;
 mod simulate;
@@ -51,6 +53,7 @@ pub fn run(command: Command, env: Environment) -> Outcome {
         C::Discrepancies(a) => find::discrepancies(a, &env),
         C::RetryNow(a) => act::retry_now(a, &env),
         C::ClearFlag(a) => act::clear_flag(a, &env),
+        C::Resume(a) => resume::resume(a, &env),
         C::Resolve(a) => act::resolve(a, &env),
         C::ResolveDiscrepancy(a) => act::resolve_discrepancy(a, &env),
         C::Add(a) => intake::add(a, &env),

@@ -3,11 +3,21 @@
 //! query, `resume` ending a halt of a real daemon at once, `query` reading `credential:` keys
 //! the way the service gets them, the root-on-a-service-ledger warning, and the man pages.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crate::common::proc::{KEYS, Proc, cmd, code, count, sandbox_command, sql, stderr, stdout};
+use checus_reconciler::sandbox::RefundScript;
+
+use crate::common::proc::{
+    KEYS, LiveSandbox, Proc, cmd, code, count, sandbox_command, sql, stderr, stdout, write_config,
+};
+
+/// A 12.50 USD refund whose gateway answers `steps` (spellings as in a script file).
+fn script(no: &str, steps: &[&str]) -> (String, RefundScript) {
+    let steps = steps.iter().map(|s| s.parse().unwrap()).collect();
+    (no.to_owned(), RefundScript::usd(no, steps))
+}
 
 /// The README, whose walk-through this suite runs.
 const README: &str = include_str!("../../README.md");
@@ -137,4 +147,197 @@ fn the_readme_walk_through_runs_a_daemon_against_the_sandbox_as_written() {
     assert!(stdout(&o).contains("REFUND_SUCCESS"), "{}", stdout(&o));
     let o = cr(d, &["explain", c[0], c[1], "R-OWN-9"]);
     assert!(stdout(&o).contains("ORDER_NOT_EXIST"), "{}", stdout(&o));
+}
+
+/// A daemon's config against `url` with a fast schedule but a halt re-checked only hourly:
+/// without `resume`, a halt lasts an hour.
+fn halting_config(dir: &Path, url: &str) -> PathBuf {
+    write_config(
+        dir,
+        url,
+        "[schedule]\ngrace = \"0s\"\nbackoff = [\"50ms\"]\nretry = \"100ms\"\nsteady = \"1s\"\n\
+         halt_recheck = \"1h\"\n\n[worker]\nsweep_cron = \"* * * * * *\"\n\n[log]\nformat = \"json\"\n",
+    )
+}
+
+/// The halt code of the newest finished sweep (`None`: not halted, or no sweep yet).
+fn latest_halt(ledger: &Path) -> Option<String> {
+    sql(ledger)
+        .query_row(
+            "SELECT halt_code FROM sweeps WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+        .flatten()
+}
+
+#[test]
+fn resume_ends_a_real_daemons_halt_at_once_and_retry_now_says_who_will_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The gateway refuses our key twice, then answers: a halt, a probe refused again, and
+    // one that gets through. halt_recheck is an hour, so only `resume` can end the halt.
+    let sandbox = LiveSandbox::start(vec![
+        script(
+            "R-HALT",
+            &[
+                "code:SIGN_VERIFY_FAILED",
+                "code:SIGN_VERIFY_FAILED",
+                "success",
+            ],
+        ),
+        script("R-LATER", &["success"]),
+    ]);
+    let config = halting_config(d, &sandbox.base_url());
+    let c = ["--config", config.to_str().unwrap()];
+    let ledger = d.join("ledger.sqlite");
+    assert_eq!(code(&cr(d, &["init", c[0], c[1]])), 0);
+    let add = |no: &str| {
+        let o = cr(
+            d,
+            &[
+                "add",
+                c[0],
+                c[1],
+                "--out-refund-no",
+                no,
+                "--amount",
+                "12.50",
+                "--currency",
+                "USD",
+            ],
+        );
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    };
+    add("R-HALT");
+
+    // No daemon: retry-now says so, and resume has nothing to resume (exit 5, nothing written).
+    let o = cr(d, &["retry-now", c[0], c[1], "R-HALT", "--by", "ops"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("no daemon is running on this ledger"),
+        "{}",
+        stdout(&o)
+    );
+    let o = cr(
+        d,
+        &["resume", c[0], c[1], "--by", "ops", "--reason", "key fixed"],
+    );
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no daemon is running"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        count(&ledger, "operator_actions WHERE action = 'resume'"),
+        0
+    );
+
+    let mut daemon = Proc::spawn({
+        let mut c = cmd(d);
+        c.args(["run", "--config", config.to_str().unwrap()]);
+        c
+    });
+    daemon.wait_for("daemon ready");
+    wait_until("the daemon halted", || {
+        latest_halt(&ledger).as_deref() == Some("config_error")
+    });
+    // Halted: retry-now says the refunds wait for the halt, and names resume. (It also makes
+    // R-HALT due now, so the probe below is R-HALT's, whose script decides its answer.)
+    let retry = |json: bool| {
+        let mut args = vec!["retry-now", c[0], c[1], "R-HALT", "--by", "ops"];
+        if json {
+            args.push("--json");
+        }
+        let o = cr(d, &args);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        o
+    };
+    let o = retry(false);
+    assert!(
+        stdout(&o).contains("the running daemon is halted"),
+        "{}",
+        stdout(&o)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&retry(true).stdout).unwrap();
+    assert_eq!(v["daemon"], "running");
+    assert!(
+        v["halted"].as_str().unwrap().contains("SIGN_VERIFY_FAILED"),
+        "{v}"
+    );
+
+    // The first resume probes at once; Checus refuses the key again: still halted, exit 8.
+    let started = Instant::now();
+    let o = cr(
+        d,
+        &[
+            "resume",
+            c[0],
+            c[1],
+            "--by",
+            "alice",
+            "--reason",
+            "rotated the key",
+        ],
+    );
+    assert_eq!(code(&o), 8, "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("still halted"), "{}", stdout(&o));
+    retry(false);
+    // The second gets through: querying resumes, and the same sweep catches up.
+    let o = cr(
+        d,
+        &[
+            "resume",
+            c[0],
+            c[1],
+            "--by",
+            "alice",
+            "--reason",
+            "fixed the key",
+            "--json",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}\n{}", stdout(&o), stderr(&o));
+    let took = started.elapsed();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["resumed"], true, "{v}");
+    eprintln!("two resumes of a daemon halted with halt_recheck = 1h took {took:?}");
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    add("R-LATER");
+    wait_until("both refunds are final", || {
+        status_of(&ledger, "R-HALT") == "REFUND_SUCCESS"
+            && status_of(&ledger, "R-LATER") == "REFUND_SUCCESS"
+    });
+    daemon.saw_or_wait("resume requested by an operator; probing now");
+    daemon.saw_or_wait("querying resumed");
+    // Audited: who, why, no refund named.
+    let audit: Vec<(String, String, Option<String>)> = sql(&ledger)
+        .prepare("SELECT actor, reason, out_refund_no FROM operator_actions WHERE action = 'resume' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        audit,
+        [
+            ("alice".into(), "rotated the key".into(), None),
+            ("alice".into(), "fixed the key".into(), None)
+        ]
+    );
+    // Not halted now: nothing to resume (exit 5), and retry-now says the daemon will query.
+    let o = cr(
+        d,
+        &["resume", c[0], c[1], "--by", "alice", "--reason", "again"],
+    );
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(stderr(&o).contains("not halted"), "{}", stderr(&o));
+    assert_eq!(
+        count(&ledger, "operator_actions WHERE action = 'resume'"),
+        2
+    );
+    daemon.signal("-TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), 0);
 }
