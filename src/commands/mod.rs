@@ -21,6 +21,7 @@ mod failure;
 mod find;
 mod heartbeat;
 mod intake;
+mod manpages;
 mod output;
 mod packaging;
 mod query;

@@ -341,3 +341,80 @@ fn resume_ends_a_real_daemons_halt_at_once_and_retry_now_says_who_will_query() {
     daemon.signal("-TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(30)), 0);
 }
+
+#[test]
+fn every_man_page_has_exit_status_environment_files_and_examples_and_the_config_has_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("man");
+    let o = cr(dir.path(), &["manpage", "--out-dir", out.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let mut pages: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    pages.sort();
+    // One page per visible command (resume among them), the main page, and the config's.
+    for want in [
+        "checus-reconciler.1",
+        "checus-reconciler-resume.1",
+        "checus-reconciler-status.1",
+        "checus-reconciler.toml.5",
+    ] {
+        assert!(pages.iter().any(|p| p == want), "{want} in {pages:?}");
+    }
+    assert!(!pages.iter().any(|p| p.contains("manpage")), "{pages:?}");
+    let has = |page: &str, section: &str| {
+        page.contains(&format!(".SH {section}\n")) || page.contains(&format!(".SH \"{section}\"\n"))
+    };
+    for name in pages.iter().filter(|p| p.ends_with(".1")) {
+        let page = std::fs::read_to_string(out.join(name)).unwrap();
+        for section in [
+            "NAME",
+            "SYNOPSIS",
+            "EXIT STATUS",
+            "ENVIRONMENT",
+            "FILES",
+            "EXAMPLES",
+        ] {
+            assert!(has(&page, section), "{name} lacks {section}");
+        }
+        assert!(page.contains("CHECUS_RECONCILER_CONFIG"), "{name}");
+    }
+    let resume = std::fs::read_to_string(out.join("checus-reconciler-resume.1")).unwrap();
+    assert!(resume.contains("resume \\-\\-reason"), "{resume}");
+    // The config's page is the example config: every key, with its default and its comment.
+    let toml = std::fs::read_to_string(out.join("checus-reconciler.toml.5")).unwrap();
+    for section in [
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "ENVIRONMENT",
+        "FILES",
+        "EXAMPLES",
+    ] {
+        assert!(has(&toml, section), "toml(5) lacks {section}");
+    }
+    for needle in [
+        "halt_recheck",
+        "from 1ms to 1d",
+        "credential:NAME",
+        "[worker]",
+    ] {
+        assert!(toml.contains(needle), "toml(5) lacks {needle:?}");
+    }
+    // The package ships it: cargo-deb's assets and the build script that gzips it.
+    let cargo = include_str!("../../Cargo.toml");
+    assert!(
+        cargo.contains(
+            r#"["target/assets/man/checus-reconciler.toml.5.gz", "usr/share/man/man5/", "644"]"#
+        ),
+        "Cargo.toml's deb assets lack the man5 page"
+    );
+    let build = include_str!("../../packaging/build-deb");
+    assert!(
+        build.contains(r#""$assets"/man/*.5"#),
+        "build-deb does not gzip the .5 page"
+    );
+    let check = include_str!("../../packaging/check-deb");
+    assert!(check.contains("./usr/share/man/man5/checus-reconciler.toml.5.gz"));
+}
