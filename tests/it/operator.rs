@@ -418,3 +418,139 @@ fn every_man_page_has_exit_status_environment_files_and_examples_and_the_config_
     let check = include_str!("../../packaging/check-deb");
     assert!(check.contains("./usr/share/man/man5/checus-reconciler.toml.5.gz"));
 }
+
+#[test]
+fn query_reads_credential_keys_like_the_service_or_says_exactly_how() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sandbox = LiveSandbox::start(vec![script("R-Q", &["success"])]);
+    let config = write_config(d, &sandbox.base_url(), "");
+    // The keys as systemd hands them over: files named by credential in a directory.
+    let creds = d.join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::copy(
+        d.join("merchant_private.b64"),
+        creds.join("merchant-private-key"),
+    )
+    .unwrap();
+    std::fs::copy(
+        d.join("gateway_public.b64"),
+        creds.join("gateway-public-key"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .lines()
+        .map(|l| match l.split_once(" = ") {
+            Some(("merchant_private_key", _)) => {
+                "merchant_private_key = \"credential:merchant-private-key\"".to_owned()
+            }
+            Some(("gateway_public_key", _)) => {
+                "gateway_public_key = \"credential:gateway-public-key\"".to_owned()
+            }
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&config, text).unwrap();
+    let c = ["--config", config.to_str().unwrap()];
+    assert_eq!(code(&cr(d, &["init", c[0], c[1]])), 0);
+    let o = cr(
+        d,
+        &[
+            "add",
+            c[0],
+            c[1],
+            "--out-refund-no",
+            "R-Q",
+            "--amount",
+            "12.50",
+            "--currency",
+            "USD",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    // Neither $CREDENTIALS_DIRECTORY nor a running service's directory: exit 3, saying how.
+    if !Path::new("/run/credentials/checus-reconciler.service").exists() {
+        let o = cr(d, &["query", "R-Q", c[0], c[1]]);
+        assert_eq!(code(&o), 3, "{}", stderr(&o));
+        let e = stderr(&o);
+        for needle in [
+            "credential:merchant-private-key",
+            "/run/credentials/checus-reconciler.service",
+            "sudo -u checus-reconciler checus-reconciler query",
+            "CREDENTIALS_DIRECTORY=/etc/checus-reconciler/keys",
+        ] {
+            assert!(e.contains(needle), "{needle:?} in:\n{e}");
+        }
+    }
+    // With the directory systemd would give: the query goes out and is recorded.
+    let o = cmd(d)
+        .args(["query", "R-Q", c[0], c[1]])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(status_of(&d.join("ledger.sqlite"), "R-Q"), "REFUND_SUCCESS");
+}
+
+#[test]
+fn root_writing_a_ledger_the_service_user_owns_is_warned_about_the_wal() {
+    use crate::common::tools::{is_root, require_root, require_tool};
+    use std::os::unix::fs::chown;
+    if !require_root("to own a ledger by another user") || !require_tool("setpriv") {
+        return;
+    }
+    assert!(is_root());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ledger = d.join("ledger.sqlite");
+    let l = ["--ledger", ledger.to_str().unwrap()];
+    let add = |no: &str| -> Vec<&str> {
+        let mut args = vec!["add", l[0], l[1], "--amount", "1.00", "--currency", "USD"];
+        args.extend(["--out-refund-no", Box::leak(no.to_owned().into_boxed_str())]);
+        args
+    };
+    const WARNING: &str = "writing as root to a ledger owned by another user";
+    // Root on its own ledger: no warning.
+    assert_eq!(code(&cr(d, &["init", l[0], l[1]])), 0);
+    let o = cr(d, &add("R-ROOT"));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(!stderr(&o).contains(WARNING), "{}", stderr(&o));
+    // The ledger and its directory handed to the service user (here: nobody, 65534).
+    for p in [d, ledger.as_path()] {
+        chown(p, Some(65534), Some(65534)).unwrap();
+    }
+    // Root writing it: warned, naming the ledger and what to do.
+    let o = cr(d, &add("R-AS-ROOT"));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(WARNING) && e.contains("sudo -u checus-reconciler"),
+        "{e}"
+    );
+    assert!(e.contains(ledger.to_str().unwrap()), "{e}");
+    for reader in [&["status", l[0], l[1]][..], &["list", l[0], l[1]][..]] {
+        assert!(
+            !stderr(&cr(d, reader)).contains(WARNING),
+            "{reader:?} only reads"
+        );
+    }
+    // The owner writing it: no warning.
+    let o = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            crate::common::proc::BIN,
+        ])
+        .args(add("R-AS-OWNER"))
+        .current_dir(d)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(!stderr(&o).contains(WARNING), "{}", stderr(&o));
+}
