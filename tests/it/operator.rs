@@ -172,96 +172,140 @@ fn latest_halt(ledger: &Path) -> Option<String> {
         .flatten()
 }
 
-#[test]
-fn resume_ends_a_real_daemons_halt_at_once_and_retry_now_says_who_will_query() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    // The gateway refuses our key twice, then answers: a halt, a probe refused again, and
-    // one that gets through. halt_recheck is an hour, so only `resume` can end the halt.
-    let sandbox = LiveSandbox::start(vec![
-        script(
-            "R-HALT",
-            &[
-                "code:SIGN_VERIFY_FAILED",
-                "code:SIGN_VERIFY_FAILED",
-                "success",
-            ],
-        ),
-        script("R-LATER", &["success"]),
-    ]);
-    let config = halting_config(d, &sandbox.base_url());
-    let c = ["--config", config.to_str().unwrap()];
-    let ledger = d.join("ledger.sqlite");
-    assert_eq!(code(&cr(d, &["init", c[0], c[1]])), 0);
-    let add = |no: &str| {
-        let o = cr(
-            d,
-            &[
-                "add",
-                c[0],
-                c[1],
-                "--out-refund-no",
-                no,
-                "--amount",
-                "12.50",
-                "--currency",
-                "USD",
-            ],
-        );
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
-    };
-    add("R-HALT");
+/// A ledger and a config for the halt tests: the gateway refuses our key twice, then
+/// answers (a halt, a probe refused again, and one that gets through); halt_recheck is an
+/// hour, so only `resume` can end the halt quickly.
+struct HaltFixture {
+    dir: tempfile::TempDir,
+    _sandbox: LiveSandbox,
+    config: PathBuf,
+    ledger: PathBuf,
+}
 
-    // No daemon: retry-now says so, and resume has nothing to resume (exit 5, nothing written).
-    let o = cr(d, &["retry-now", c[0], c[1], "R-HALT", "--by", "ops"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+impl HaltFixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = LiveSandbox::start(vec![
+            script(
+                "R-HALT",
+                &[
+                    "code:SIGN_VERIFY_FAILED",
+                    "code:SIGN_VERIFY_FAILED",
+                    "success",
+                ],
+            ),
+            script("R-LATER", &["success"]),
+        ]);
+        let config = halting_config(dir.path(), &sandbox.base_url());
+        let ledger = dir.path().join("ledger.sqlite");
+        let f = Self {
+            dir,
+            _sandbox: sandbox,
+            config,
+            ledger,
+        };
+        assert_eq!(code(&f.cr(&["init"])), 0);
+        f.add("R-HALT");
+        f
+    }
+
+    /// The binary with `args` and this fixture's `--config`.
+    fn cr(&self, args: &[&str]) -> Output {
+        let mut all = args.to_vec();
+        all.extend(["--config", self.config.to_str().unwrap()]);
+        cr(self.dir.path(), &all)
+    }
+
+    fn add(&self, no: &str) {
+        let o = self.cr(&[
+            "add",
+            "--out-refund-no",
+            no,
+            "--amount",
+            "12.50",
+            "--currency",
+            "USD",
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+
+    /// `retry-now R-HALT`, which also makes it due now, so a probe is R-HALT's.
+    fn retry(&self, json: bool) -> Output {
+        let mut args = vec!["retry-now", "R-HALT", "--by", "ops"];
+        if json {
+            args.push("--json");
+        }
+        let o = self.cr(&args);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        o
+    }
+
+    fn resume(&self, by: &str, reason: &str) -> Output {
+        self.cr(&["resume", "--by", by, "--reason", reason])
+    }
+
+    fn resumes(&self) -> i64 {
+        count(&self.ledger, "operator_actions WHERE action = 'resume'")
+    }
+
+    fn start_daemon(&self) -> Proc {
+        let mut c = cmd(self.dir.path());
+        c.args(["run", "--config", self.config.to_str().unwrap()]);
+        let mut daemon = Proc::spawn(c);
+        daemon.wait_for("daemon ready");
+        daemon
+    }
+}
+
+#[test]
+fn with_no_daemon_retry_now_says_so_and_resume_has_nothing_to_resume() {
+    let f = HaltFixture::new();
+    let o = f.retry(false);
     assert!(
         stdout(&o).contains("no daemon is running on this ledger"),
         "{}",
         stdout(&o)
     );
-    let o = cr(
-        d,
-        &["resume", c[0], c[1], "--by", "ops", "--reason", "key fixed"],
-    );
+    let v: serde_json::Value = serde_json::from_slice(&f.retry(true).stdout).unwrap();
+    assert_eq!(v["daemon"], "not_running");
+    let o = f.resume("ops", "key fixed");
     assert_eq!(code(&o), 5, "{}", stderr(&o));
     assert!(
         stderr(&o).contains("no daemon is running"),
         "{}",
         stderr(&o)
     );
-    assert_eq!(
-        count(&ledger, "operator_actions WHERE action = 'resume'"),
-        0
-    );
+    assert_eq!(f.resumes(), 0, "nothing written");
+    // A daemon that ran and stopped leaves its lock file unlocked: still no daemon.
+    let mut daemon = f.start_daemon();
+    daemon.signal("-TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), 0);
+    assert!(f.ledger.with_extension("sqlite.lock").exists());
+    let o = f.resume("ops", "key fixed");
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(stdout(&f.retry(false)).contains("no daemon is running"));
+}
 
-    let mut daemon = Proc::spawn({
-        let mut c = cmd(d);
-        c.args(["run", "--config", config.to_str().unwrap()]);
-        c
-    });
-    daemon.wait_for("daemon ready");
+#[test]
+fn resume_ends_a_real_daemons_halt_at_once_and_retry_now_says_who_will_query() {
+    let f = HaltFixture::new();
+    let mut daemon = f.start_daemon();
     wait_until("the daemon halted", || {
-        latest_halt(&ledger).as_deref() == Some("config_error")
+        latest_halt(&f.ledger).as_deref() == Some("config_error")
     });
-    // Halted: retry-now says the refunds wait for the halt, and names resume. (It also makes
-    // R-HALT due now, so the probe below is R-HALT's, whose script decides its answer.)
-    let retry = |json: bool| {
-        let mut args = vec!["retry-now", c[0], c[1], "R-HALT", "--by", "ops"];
-        if json {
-            args.push("--json");
-        }
-        let o = cr(d, &args);
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
-        o
-    };
-    let o = retry(false);
+    // Halted: retry-now says the refund waits for the halt, and names resume.
+    let o = f.retry(false);
     assert!(
         stdout(&o).contains("the running daemon is halted"),
         "{}",
         stdout(&o)
     );
-    let v: serde_json::Value = serde_json::from_slice(&retry(true).stdout).unwrap();
+    assert!(
+        stdout(&o).contains("checus-reconciler resume"),
+        "{}",
+        stdout(&o)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&f.retry(true).stdout).unwrap();
     assert_eq!(v["daemon"], "running");
     assert!(
         v["halted"].as_str().unwrap().contains("SIGN_VERIFY_FAILED"),
@@ -270,76 +314,62 @@ fn resume_ends_a_real_daemons_halt_at_once_and_retry_now_says_who_will_query() {
 
     // The first resume probes at once; Checus refuses the key again: still halted, exit 8.
     let started = Instant::now();
-    let o = cr(
-        d,
-        &[
-            "resume",
-            c[0],
-            c[1],
-            "--by",
-            "alice",
-            "--reason",
-            "rotated the key",
-        ],
-    );
+    let o = f.resume("alice", "rotated the key");
     assert_eq!(code(&o), 8, "{}\n{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("still halted"), "{}", stdout(&o));
-    retry(false);
+    f.retry(false);
     // The second gets through: querying resumes, and the same sweep catches up.
-    let o = cr(
-        d,
-        &[
-            "resume",
-            c[0],
-            c[1],
-            "--by",
-            "alice",
-            "--reason",
-            "fixed the key",
-            "--json",
-        ],
-    );
+    let o = f.cr(&[
+        "resume",
+        "--by",
+        "alice",
+        "--reason",
+        "fixed the key",
+        "--json",
+    ]);
     assert_eq!(code(&o), 0, "{}\n{}", stdout(&o), stderr(&o));
     let took = started.elapsed();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["resumed"], true, "{v}");
     eprintln!("two resumes of a daemon halted with halt_recheck = 1h took {took:?}");
     assert!(took < Duration::from_secs(60), "{took:?}");
-    add("R-LATER");
+    f.add("R-LATER");
     wait_until("both refunds are final", || {
-        status_of(&ledger, "R-HALT") == "REFUND_SUCCESS"
-            && status_of(&ledger, "R-LATER") == "REFUND_SUCCESS"
+        status_of(&f.ledger, "R-HALT") == "REFUND_SUCCESS"
+            && status_of(&f.ledger, "R-LATER") == "REFUND_SUCCESS"
     });
     daemon.saw_or_wait("resume requested by an operator; probing now");
     daemon.saw_or_wait("querying resumed");
-    // Audited: who, why, no refund named.
-    let audit: Vec<(String, String, Option<String>)> = sql(&ledger)
-        .prepare("SELECT actor, reason, out_refund_no FROM operator_actions WHERE action = 'resume' ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
     assert_eq!(
-        audit,
+        resume_audit(&f.ledger),
         [
             ("alice".into(), "rotated the key".into(), None),
             ("alice".into(), "fixed the key".into(), None)
         ]
     );
-    // Not halted now: nothing to resume (exit 5), and retry-now says the daemon will query.
-    let o = cr(
-        d,
-        &["resume", c[0], c[1], "--by", "alice", "--reason", "again"],
-    );
+    // Not halted now: nothing to resume (exit 5, nothing written); retry-now says it queries.
+    let o = f.resume("alice", "again");
     assert_eq!(code(&o), 5, "{}", stderr(&o));
     assert!(stderr(&o).contains("not halted"), "{}", stderr(&o));
-    assert_eq!(
-        count(&ledger, "operator_actions WHERE action = 'resume'"),
-        2
-    );
+    assert_eq!(f.resumes(), 2);
+    let o = f.cr(&["retry-now", "R-LATER", "--by", "ops"]);
+    assert_eq!(code(&o), 5, "R-LATER is final: {}", stderr(&o));
     daemon.signal("-TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(30)), 0);
+}
+
+/// The `resume` rows of the audit log: who, why, and the refund (always none).
+fn resume_audit(ledger: &Path) -> Vec<(String, String, Option<String>)> {
+    sql(ledger)
+        .prepare(
+            "SELECT actor, reason, out_refund_no FROM operator_actions
+              WHERE action = 'resume' ORDER BY id",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 #[test]
