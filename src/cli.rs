@@ -68,8 +68,9 @@ pub enum Command {
     /// One refund's history in time order: creation, notifications, each query with its
     /// outcome and latency, each decision, discrepancies, operator actions, the final outcome.
     Explain(RefundArgs),
-    /// Make a pending refund due now and restart its backoff (audited). The running daemon
-    /// queries it at its next sweep.
+    /// Make a pending refund due now and restart its backoff (audited). Then says who queries
+    /// it: the running daemon at its next sweep, or that the daemon is halted or paused, or
+    /// that no daemon runs on the ledger (nobody holds its lock).
     RetryNow(RetryNowArgs),
     /// Acknowledge a refund's review flag (pending or final) and clear it, audited.
     ClearFlag(ClearFlagArgs),

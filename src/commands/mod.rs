@@ -5,10 +5,11 @@
 //! family).
 //!
 //! Families: `setup` (init, check-config, migrate), `daemon` (run), `find` (read-only questions),
-//! `act` (audited actions on pending work), `resume` (ends a running daemon's halt), `intake` (add, import), `archive` (export, prune,
-//! backup), `query`, `simulate` (sandbox, demo), `packaging` (completions, man pages). Shared
-//! pieces: `args` (ledger, actor, reason), `heartbeat` (is a daemon running, is it halted), `output` (EPIPE-safe stdout), `failure` (exit
-//! codes), `signals`.
+//! `act` (audited actions on pending work), `resume` (ends a running daemon's halt), `intake`
+//! (add, import), `archive` (export, prune, backup), `query`, `simulate` (sandbox, demo),
+//! `packaging` (completions; the man pages are built in `manpages`). Shared pieces: `args`
+//! (ledger, actor, reason, the root-on-a-service-ledger warning), `heartbeat` (is a daemon
+//! running, is it halted), `output` (EPIPE-safe stdout), `failure` (exit codes), `signals`.
 //!
 //! This tree belongs to the binary, not the library: it is the edge where anyhow, stdout and
 //! exit codes live, and nothing else links it.
