@@ -58,8 +58,12 @@ const ENVIRONMENT: [(&str, &str); 7] = [
          An error about such a value names the variable.",
     ),
     (
-        "CHECUS_RECONCILER_OPERATOR, SUDO_USER, USER",
-        "Who is acting, for the audit log, when --by is not given (in this order after --by).",
+        "CHECUS_RECONCILER_OPERATOR",
+        "The default of --by: who is acting, for the audit log.",
+    ),
+    (
+        "SUDO_USER, USER, LOGNAME",
+        "Who is acting when neither --by nor CHECUS_RECONCILER_OPERATOR says, in this order.",
     ),
     (
         "CREDENTIALS_DIRECTORY",
@@ -73,10 +77,6 @@ const ENVIRONMENT: [(&str, &str); 7] = [
     (
         "JOURNAL_STREAM",
         "run: stderr is the journal, so logs go to journald with their fields.",
-    ),
-    (
-        "RUST_BACKTRACE",
-        "A backtrace with a panic's message (a bug: please report it).",
     ),
 ];
 
@@ -396,7 +396,7 @@ pub fn config_page() -> String {
             }
         }
     }
-    tagged(&mut r, "ENVIRONMENT", &ENVIRONMENT[..3]);
+    tagged(&mut r, "ENVIRONMENT", &ENVIRONMENT[..2]);
     tagged(&mut r, "FILES", &FILES[..3]);
     r.control("SH", ["EXAMPLES"]);
     r.text([roman(
