@@ -564,8 +564,9 @@ END;
 
 -- ---------------------------------------------------------------------------------------------
 -- operator_actions: the audit log of every operator command that changes the ledger (resolve,
--- retry-now, resolve-discrepancy, prune, clear-flag): who, when, why, and what it changed.
--- Append-only.
+-- retry-now, resolve-discrepancy, prune, clear-flag) or the daemon's course (resume: a running
+-- daemon halted on a configuration error probes at once when it sees a new resume row): who,
+-- when, why, and what it changed. Append-only.
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE operator_actions (
     id            INTEGER PRIMARY KEY,
@@ -575,8 +576,8 @@ CREATE TABLE operator_actions (
     actor         TEXT NOT NULL CHECK (length(actor) BETWEEN 1 AND 128),
     action        TEXT NOT NULL
                   CHECK (action IN ('resolve', 'retry_now', 'resolve_discrepancy', 'prune',
-                                    'clear_flag')),
-    -- The refund concerned (NULL for prune).
+                                    'clear_flag', 'resume')),
+    -- The refund concerned (NULL for prune and resume).
     out_refund_no TEXT
                   CHECK (length(out_refund_no) BETWEEN 1 AND 64
                          AND out_refund_no NOT GLOB '*[^!-~]*'),
@@ -666,4 +667,4 @@ BEGIN
     SELECT RAISE(ABORT, 'checus-reconciler: a prune is immutable once done');
 END;
 
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;

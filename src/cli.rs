@@ -68,11 +68,18 @@ pub enum Command {
     /// One refund's history in time order: creation, notifications, each query with its
     /// outcome and latency, each decision, discrepancies, operator actions, the final outcome.
     Explain(RefundArgs),
-    /// Make a pending refund due now and restart its backoff (audited). The running daemon
-    /// queries it at its next sweep.
+    /// Make a pending refund due now and restart its backoff (audited). Then says who queries
+    /// it: the running daemon at its next sweep, or that the daemon is halted or paused, or
+    /// that no daemon runs on the ledger (nobody holds its lock).
     RetryNow(RetryNowArgs),
     /// Acknowledge a refund's review flag (pending or final) and clear it, audited.
     ClearFlag(ClearFlagArgs),
+    /// End a halt now: a daemon that stopped querying on a configuration error or clock skew
+    /// probes Checus at once instead of at its next halt_recheck (audited with who and why).
+    /// Waits for that probe's sweep. Exit 0: querying resumed; 5: nothing to resume (no
+    /// daemon runs on this ledger, or it is not halted), nothing written; 8: still halted
+    /// after the probe, or no answer within --wait.
+    Resume(ResumeArgs),
     /// Operator override: record a final status for a still-pending refund, audited with who,
     /// when and why. A final refund is refused (exit 5): a final outcome never changes.
     Resolve(ResolveArgs),
@@ -263,6 +270,26 @@ pub struct ClearFlagArgs {
     #[command(flatten)]
     pub operator: OperatorArgs,
     /// Print JSON: `out_refund_no`, `action`, `by`, `at`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `resume`: the audited why and who, and how long to wait for the daemon's probe.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Why (kept in the audit log), e.g. what was fixed.
+    #[arg(long)]
+    pub reason: String,
+    /// Who is acting, for the audit log.
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+    /// How long to wait for the daemon's probe and its answer (0s: do not wait; at most 10m).
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_wait)]
+    pub wait: Duration,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -552,6 +579,16 @@ fn parse_latency(text: &str) -> Result<Duration, String> {
         most: Duration::from_secs(600),
     };
     LATENCY.parse_arg(text)
+}
+
+/// `resume --wait`: 0s to 10m.
+fn parse_wait(text: &str) -> Result<Duration, String> {
+    const WAIT: crate::config::Bounds<Duration> = crate::config::Bounds {
+        key: "--wait",
+        least: Duration::ZERO,
+        most: Duration::from_secs(600),
+    };
+    WAIT.parse_arg(text)
 }
 
 /// `demo --refunds`: 1 to 100,000 (each is scripted in memory first; exit 2 outside).

@@ -62,6 +62,16 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A value an environment override set that the configuration refuses: the message names
+    /// the variable (the file never held the value); the source says what is wrong with it.
+    #[error("environment variable {var}")]
+    FromEnv {
+        /// The `CHECUS_RECONCILER__*` variable that set the refused value.
+        var: String,
+        /// The refusal of the value, naming its key.
+        #[source]
+        source: Box<ConfigError>,
+    },
     /// A value that parsed but is not acceptable.
     #[error("{key}: {reason}")]
     Invalid {
@@ -87,6 +97,35 @@ impl ConfigError {
         Self::Invalid {
             key: key.to_owned(),
             reason: reason.into(),
+        }
+    }
+
+    /// The dotted key a value refusal names (`worker.concurrency`), if it names one.
+    fn key(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { key, .. } | Self::Gateway { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Puts the blame on the environment variable that set the refused value, when one did:
+    /// the operator looks for the value where the message says it is.
+    fn blame(self, overrides: &Overrides) -> Self {
+        match self {
+            Self::Parse { origin, message } => match overrides.culprit_of_parse_error(&message) {
+                Some(var) => Self::Env {
+                    var: var.to_owned(),
+                    reason: message,
+                },
+                None => Self::Parse { origin, message },
+            },
+            e => match e.key().and_then(|k| overrides.var_for(k)) {
+                Some(var) => Self::FromEnv {
+                    var: var.to_owned(),
+                    source: Box::new(e),
+                },
+                None => e,
+            },
         }
     }
 }
@@ -492,21 +531,69 @@ impl Config {
             origin: origin.to_owned(),
             message: syntax_message(text, &e),
         })?;
-        apply_env_overrides(&mut table, env)?;
+        let overrides = apply_env_overrides(&mut table, env)?;
         // A type error quotes the value (`invalid type: string "…"`): redacted, in case the
         // value is a key pasted into the wrong field.
-        let raw: RawConfig =
-            RawConfig::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+        let raw: RawConfig = RawConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
+            ConfigError::Parse {
                 origin: origin.to_owned(),
                 message: one_line(&redact(&e.to_string())),
-            })?;
-        raw.validate(env)
+            }
+            .blame(&overrides)
+        })?;
+        raw.validate(env).map_err(|e| e.blame(&overrides))
+    }
+}
+
+/// Which environment variable set which dotted key (`worker.concurrency`), so that an error
+/// about a value names the variable it came from rather than the file.
+#[derive(Debug, Default)]
+struct Overrides {
+    /// `(dotted key, variable)`, in the order applied.
+    set: Vec<(String, String)>,
+}
+
+impl Overrides {
+    /// The variable that set `key`, if one did.
+    fn var_for(&self, key: &str) -> Option<&str> {
+        self.set
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, var)| var.as_str())
+    }
+
+    /// The variable a deserialization error is about. toml names the path of the value at
+    /// fault in a trailing ``in `section.key` `` (absent at the top level), and an unknown
+    /// key's name in ``unknown field `name` ``: an override is to blame when its key is that
+    /// path, or the unknown name under it (an unknown section is blamed on its first variable).
+    fn culprit_of_parse_error(&self, message: &str) -> Option<&str> {
+        let path = message
+            .rsplit_once(" in `")
+            .and_then(|(_, rest)| rest.strip_suffix('`'))
+            .unwrap_or("");
+        let unknown = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name);
+        let blamed = |key: &str| match (path, unknown) {
+            ("", Some(name)) => key.split('.').next() == Some(name),
+            (path, Some(name)) => key == format!("{path}.{name}"),
+            (path, None) => key == path,
+        };
+        self.set
+            .iter()
+            .find(|(key, _)| blamed(key))
+            .map(|(_, var)| var.as_str())
     }
 }
 
 /// `CHECUS_RECONCILER__SECTION__KEY=value` sets `section.key`. Values parse as TOML when they
-/// can (numbers, arrays), else they are taken as strings.
-fn apply_env_overrides(table: &mut toml::Table, env: &Environment) -> Result<(), ConfigError> {
+/// can (numbers, arrays), else they are taken as strings. Returns which variable set which key.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: &Environment,
+) -> Result<Overrides, ConfigError> {
+    let mut overrides = Overrides::default();
     for (var, value) in &env.vars {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -532,9 +619,12 @@ fn apply_env_overrides(table: &mut toml::Table, env: &Environment) -> Result<(),
                 reason: format!("{section} is not a section"),
             });
         };
+        overrides
+            .set
+            .push((format!("{section}.{key}"), var.clone()));
         section_table.insert(key, parsed);
     }
-    Ok(())
+    Ok(overrides)
 }
 
 /// The longest duration any setting or command-line argument may name: 100 years. Every
@@ -545,13 +635,25 @@ pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * DAY_SECS);
 
 const DAY_SECS: u64 = 86_400;
 
+/// What every duration error ends with: the units, and how they are written.
+pub const DURATION_UNITS: &str =
+    "valid units are ms, s, m, h and d, right after the number (500ms, 30s, 10m, 1h30m, 2d)";
+
 /// Parses `500ms`, `30s`, `10m`, `1h`, `2d` and sums like `1h30m`, up to [`MAX_DURATION`].
-/// The arithmetic is checked: a number or a sum past the cap is refused, never wrapped.
+/// The arithmetic is checked: a number or a sum past the cap is refused, never wrapped. Every
+/// refusal lists the valid units, and suggests the spelling meant when it can (`"5 minutes"`:
+/// did you mean `"5m"`?).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let not_a_duration = |why: &str| {
+        let hint = suggest_duration(text)
+            .map(|s| format!(" (did you mean {s:?}?)"))
+            .unwrap_or_default();
+        format!("{text:?} is not a duration{hint}: {why}; {DURATION_UNITS}")
+    };
     let mut total_ms: u64 = 0;
     let mut rest = text.trim();
     if rest.is_empty() {
-        return Err("empty duration".into());
+        return Err(format!("empty duration; {DURATION_UNITS}"));
     }
     let too_long = || {
         format!(
@@ -562,7 +664,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.chars().take_while(char::is_ascii_digit).count();
         if digits == 0 {
-            return Err(format!("{text:?} is not a duration like 30s, 10m or 1h30m"));
+            return Err(not_a_duration("each part starts with a whole number"));
         }
         // Too many digits for a u64 is too long a duration, not a different kind of error.
         let n: u64 = rest[..digits].parse().map_err(|_| too_long())?;
@@ -570,17 +672,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let unit_len = rest.chars().take_while(char::is_ascii_alphabetic).count();
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let unit_ms: u64 = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => DAY_SECS * 1_000,
-            _ => {
-                return Err(format!(
-                    "{text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
-                ));
-            }
+        let Some(unit_ms) = unit_millis(unit) else {
+            let why = match unit {
+                "" if rest.starts_with(char::is_whitespace) => "no space before the unit".into(),
+                "" => format!("the number {n} has no unit"),
+                other => format!("unknown unit {other:?}"),
+            };
+            return Err(not_a_duration(&why));
         };
         total_ms = n
             .checked_mul(unit_ms)
@@ -589,6 +687,47 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .ok_or_else(too_long)?;
     }
     Ok(Duration::from_millis(total_ms))
+}
+
+/// Milliseconds in one `unit`, for the units a duration may use.
+fn unit_millis(unit: &str) -> Option<u64> {
+    match unit {
+        "ms" => Some(1),
+        "s" => Some(1_000),
+        "m" => Some(60_000),
+        "h" => Some(3_600_000),
+        "d" => Some(DAY_SECS * 1_000),
+        _ => None,
+    }
+}
+
+/// The duration `text` probably meant, written as the parser wants it: `"5 minutes"` ->
+/// `"5m"`, `"1 hour 30 min"` -> `"1h30m"`, `"10 Sec"` -> `"10s"`. `None` when there is no
+/// reading of it as whole numbers with unit words.
+fn suggest_duration(text: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let digits = rest.chars().take_while(char::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        out.push_str(&rest[..digits]);
+        rest = rest[digits..].trim_start();
+        let word_len = rest.chars().take_while(char::is_ascii_alphabetic).count();
+        let word = rest[..word_len].to_ascii_lowercase();
+        rest = rest[word_len..].trim_start_matches([' ', ',']);
+        out.push_str(match word.as_str() {
+            "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => "ms",
+            "s" | "sec" | "secs" | "second" | "seconds" => "s",
+            "m" | "min" | "mins" | "minute" | "minutes" => "m",
+            "h" | "hr" | "hrs" | "hour" | "hours" => "h",
+            "d" | "day" | "days" => "d",
+            _ => return None,
+        });
+    }
+    // Only a suggestion that is itself valid (and not the text as given) helps.
+    (out != text && parse_duration(&out).is_ok()).then_some(out)
 }
 
 /// A duration as the docs write it, in the largest unit that divides it: `90s`, `10m`, `7d`.
@@ -1442,6 +1581,106 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
         let env = Environment::from_pairs([("CHECUS_RECONCILER__GATEWAY", "x")]);
         let e = Config::parse(MINIMAL, "t", &env).unwrap_err().to_string();
         assert!(e.contains("CHECUS_RECONCILER__GATEWAY"), "{e}");
+    }
+
+    #[test]
+    fn an_override_the_config_refuses_names_its_variable_not_the_file() {
+        let refused = |var: &str, value: &str| {
+            let env = Environment::from_pairs([(var, value)]);
+            let e = Config::parse(MINIMAL, "test.toml", &env).unwrap_err();
+            crate::logging::one_line_chain(&e)
+        };
+        for (var, value, key) in [
+            // Out of range, and a bad duration: the validation's refusal, under the variable.
+            (
+                "CHECUS_RECONCILER__WORKER__CONCURRENCY",
+                "0",
+                "worker.concurrency",
+            ),
+            (
+                "CHECUS_RECONCILER__SCHEDULE__GRACE",
+                "5 minutes",
+                "schedule.grace",
+            ),
+            // A settings refusal with its own source.
+            (
+                "CHECUS_RECONCILER__GATEWAY__BASE_URL",
+                "ftp://x",
+                "gateway.base_url",
+            ),
+            (
+                "CHECUS_RECONCILER__KEYS__GATEWAY_PUBLIC_KEY",
+                "/etc/k",
+                "keys.gateway_public_key",
+            ),
+            // The wrong type: toml's refusal, which used to name the file.
+            (
+                "CHECUS_RECONCILER__WORKER__CONCURRENCY",
+                "abc",
+                "worker.concurrency",
+            ),
+            // A key no section has, or a section that does not exist.
+            ("CHECUS_RECONCILER__WORKER__NOPE", "1", "nope"),
+            ("CHECUS_RECONCILER__GATEWAY__GRACE", "1s", "grace"),
+            ("CHECUS_RECONCILER__NOPE__X", "1", "nope"),
+        ] {
+            let e = refused(var, value);
+            assert!(
+                e.starts_with(&format!("environment variable {var}: ")),
+                "{var}={value}: {e}"
+            );
+            assert!(e.contains(key), "{var}={value}: {e}");
+            assert!(!e.contains("test.toml"), "{var}={value}: {e}");
+        }
+        // The same refusals from the file still name the file or the key, not a variable.
+        let e = err(&format!("{MINIMAL}\n[worker]\nconcurrency = \"abc\"\n"));
+        assert!(e.starts_with("test.toml: "), "{e}");
+        // An override that is fine does not take the blame for the file's mistake.
+        let env = Environment::from_pairs([("CHECUS_RECONCILER__WORKER__CONCURRENCY", "4")]);
+        let text = format!("{MINIMAL}\n[schedule]\ngrace = \"5 minutes\"\n");
+        let e = Config::parse(&text, "test.toml", &env).unwrap_err();
+        let e = crate::logging::one_line_chain(&e);
+        assert!(e.starts_with("schedule.grace: "), "{e}");
+    }
+
+    #[test]
+    fn a_bad_duration_is_told_the_valid_units_and_the_spelling_it_meant() {
+        for (bad, meant) in [
+            ("5 minutes", Some("5m")),
+            ("5minutes", Some("5m")),
+            ("1 hour 30 min", Some("1h30m")),
+            ("10 Sec", Some("10s")),
+            ("2 days", Some("2d")),
+            ("10", None),
+            ("1.5h", None),
+            ("-1s", None),
+            ("1x", None),
+            ("ten minutes", None),
+            ("", None),
+        ] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains(DURATION_UNITS), "{bad:?}: {e}");
+            match meant {
+                Some(m) => {
+                    assert!(e.contains(&format!("did you mean {m:?}")), "{bad:?}: {e}");
+                    assert!(parse_duration(m).is_ok());
+                }
+                None => assert!(!e.contains("did you mean"), "{bad:?}: {e}"),
+            }
+        }
+        assert!(
+            parse_duration("5 minutes")
+                .unwrap_err()
+                .contains("no space")
+        );
+        assert!(parse_duration("10").unwrap_err().contains("10 has no unit"));
+        // The key's refusal carries the same list and the range.
+        let e = err(&format!("{MINIMAL}\n[schedule]\ngrace = \"5 minutes\"\n"));
+        assert!(
+            e.contains("did you mean \"5m\"") && e.contains("ms, s, m, h and d"),
+            "{e}"
+        );
+        assert!(e.ends_with("from 0ms to 7d"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use checus_reconciler::domain::{Clock, SystemClock, format_ts};
 use checus_reconciler::report;
 
 use super::args::{actor, open_existing, reason, refund_no};
+use super::heartbeat::Heartbeat;
 use super::output::{print, print_json};
 use super::{Failure, Outcome};
 
@@ -29,10 +30,14 @@ pub fn retry_now(args: RetryNowArgs, env: &Environment) -> Outcome {
         None => l.retry_all_flagged(&by, now)?,
     };
     let names: Vec<String> = done.iter().map(ToString::to_string).collect();
+    // Who will query them: a daemon holds the lock or none does, and it may be halted.
+    let heartbeat = Heartbeat::read(l.path(), &l)?;
     if args.json {
         print_json(&serde_json::json!({
             "due_at": format_ts(now),
             "refunds": names,
+            "daemon": heartbeat.state(),
+            "halted": heartbeat.halt(),
         }))?;
         return Ok(ExitCode::Ok);
     }
@@ -42,9 +47,9 @@ pub fn retry_now(args: RetryNowArgs, env: &Environment) -> Outcome {
     }
     let n = u64::try_from(names.len()).unwrap_or(u64::MAX);
     text.push_str(&format!(
-        "{} due now; the running daemon queries {} at its next sweep\n",
+        "{} due now; {}\n",
         report::count(n, "refund", "refunds"),
-        if n == 1 { "it" } else { "them" }
+        heartbeat.who_queries(n == 1)
     ));
     print(text)?;
     Ok(ExitCode::Ok)

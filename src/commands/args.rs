@@ -33,7 +33,36 @@ pub fn resolve_ledger(args: &LedgerArgs, env: &Environment) -> Result<PathBuf, F
 /// Opens a ledger that must already exist, for writing (operator commands never create one).
 pub fn open_existing(args: &LedgerArgs, env: &Environment) -> Result<Ledger, Failure> {
     let path = resolve_ledger(args, env)?;
+    warn_if_root_on_service_ledger(&path);
     Ok(Ledger::open_existing(&path)?)
+}
+
+/// Warns when root is about to write a ledger another user owns (the service user): SQLite
+/// may create `-wal` and `-shm` next to it owned by root, and the daemon, which runs as that
+/// user, then cannot open its own ledger. Called by every command that writes.
+pub fn warn_if_root_on_service_ledger(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(owner) = std::fs::metadata(path).map(|m| m.uid()) else {
+        return;
+    };
+    if effective_uid() == Some(0) && owner != 0 {
+        tracing::warn!(
+            ledger = %path.display(),
+            owner_uid = owner,
+            "writing as root to a ledger owned by another user: SQLite may leave its -wal and \
+             -shm files owned by root, and the daemon could no longer open the ledger; run this \
+             as the ledger's owner instead (sudo -u checus-reconciler ...)"
+        );
+    }
+}
+
+/// This process's effective uid, from `/proc/self/status` (no libc: unsafe code is
+/// forbidden here); `None` when it cannot be read.
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    // Real, effective, saved, filesystem.
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Opens a ledger that must already exist for a read command: also on a read-only file system,
@@ -46,6 +75,7 @@ pub fn open_for_reading(args: &LedgerArgs, env: &Environment) -> Result<Ledger, 
 /// Opens the ledger, creating it when it does not exist yet.
 pub fn open_or_create(args: &LedgerArgs, env: &Environment) -> Result<Ledger, Failure> {
     let path = resolve_ledger(args, env)?;
+    warn_if_root_on_service_ledger(&path);
     Ok(Ledger::open(&path)?)
 }
 

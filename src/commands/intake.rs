@@ -61,6 +61,7 @@ pub fn import(args: ImportArgs, env: &Environment) -> Outcome {
     })?;
     let (lines, refunds): (Vec<u64>, Vec<_>) = rows.into_iter().unzip();
     let path = resolve_ledger(&args.ledger, env)?;
+    super::args::warn_if_root_on_service_ledger(&path);
     let mut l = Ledger::open(&path)?;
     let total = refunds.len();
     let written = l

@@ -5,10 +5,11 @@
 //! family).
 //!
 //! Families: `setup` (init, check-config, migrate), `daemon` (run), `find` (read-only questions),
-//! `act` (audited actions on pending work), `intake` (add, import), `archive` (export, prune,
-//! backup), `query`, `simulate` (sandbox, demo), `packaging` (completions, man pages). Shared
-//! pieces: `args` (ledger, actor, reason), `output` (EPIPE-safe stdout), `failure` (exit
-//! codes), `signals`.
+//! `act` (audited actions on pending work), `resume` (ends a running daemon's halt), `intake`
+//! (add, import), `archive` (export, prune, backup), `query`, `simulate` (sandbox, demo),
+//! `packaging` (completions; the man pages are built in `manpages`). Shared pieces: `args`
+//! (ledger, actor, reason, the root-on-a-service-ledger warning), `heartbeat` (is a daemon
+//! running, is it halted), `output` (EPIPE-safe stdout), `failure` (exit codes), `signals`.
 //!
 //! This tree belongs to the binary, not the library: it is the edge where anyhow, stdout and
 //! exit codes live, and nothing else links it.
@@ -19,10 +20,13 @@ mod args;
 mod daemon;
 mod failure;
 mod find;
+mod heartbeat;
 mod intake;
+mod manpages;
 mod output;
 mod packaging;
 mod query;
+mod resume;
 mod setup;
 mod signals;
 mod simulate;
@@ -52,6 +56,7 @@ pub fn run(command: Command, env: Environment) -> Outcome {
         C::Audit(a) => find::audit(a, &env),
         C::RetryNow(a) => act::retry_now(a, &env),
         C::ClearFlag(a) => act::clear_flag(a, &env),
+        C::Resume(a) => resume::resume(a, &env),
         C::Resolve(a) => act::resolve(a, &env),
         C::ResolveDiscrepancy(a) => act::resolve_discrepancy(a, &env),
         C::Add(a) => intake::add(a, &env),

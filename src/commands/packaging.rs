@@ -5,8 +5,8 @@ use clap::CommandFactory;
 
 use checus_reconciler::cli::{Cli, CompletionsArgs, ExitCode, ManpageArgs};
 
-use super::Outcome;
 use super::output::print;
+use super::{Outcome, manpages};
 
 /// `completions SHELL`: the completion script on stdout.
 pub fn completions(args: CompletionsArgs) -> Outcome {
@@ -18,18 +18,19 @@ pub fn completions(args: CompletionsArgs) -> Outcome {
     Ok(ExitCode::Ok)
 }
 
-/// `manpage [--out-dir DIR]`: every page into DIR, or the main page on stdout.
+/// `manpage [--out-dir DIR]`: every page into DIR (one per command, and
+/// `checus-reconciler.toml.5`), or the main page on stdout.
 pub fn manpage(args: ManpageArgs) -> Outcome {
     let cmd = Cli::command();
     match args.out_dir {
         None => {
             let mut page = Vec::new();
-            clap_mangen::Man::new(cmd).render(&mut page)?;
+            manpages::render(&clap_mangen::Man::new(cmd.clone()), &cmd, "", &mut page)?;
             print(page)?;
         }
         Some(dir) => {
             std::fs::create_dir_all(&dir)?;
-            clap_mangen::generate_to(cmd, &dir)?;
+            manpages::write_all(cmd, &dir)?;
         }
     }
     Ok(ExitCode::Ok)

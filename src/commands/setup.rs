@@ -42,6 +42,7 @@ pub fn migrate(args: MigrateArgs, env: &Environment) -> Outcome {
     let report = if args.dry_run {
         migrate::plan(&path, now)?
     } else {
+        super::args::warn_if_root_on_service_ledger(&path);
         migrate::apply(&path, now)?
     };
     emit(args.json, &report, migration_text)

@@ -66,12 +66,52 @@ impl Guard {
     }
 }
 
+/// `<ledger>.lock`: the file the single-daemon lock is taken on.
+pub fn lock_path(ledger_path: &Path) -> PathBuf {
+    let mut name = ledger_path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Whether a daemon runs on a ledger, as another process (the CLI) can tell: the kernel's lock
+/// is the worker's heartbeat that cannot go stale, since it dies with the process.
+#[derive(Debug)]
+pub enum Presence {
+    /// A process holds `<ledger>.lock`: a daemon is running on this ledger.
+    Running,
+    /// Nobody holds it (or it does not exist: no daemon ever started here).
+    NotRunning,
+    /// The lock file could not be opened or tested (e.g. permissions): no answer.
+    Unknown(std::io::Error),
+}
+
+/// Tells whether a daemon holds the lock on `ledger_path`'s lock file, without creating it
+/// and without ever blocking or refusing a daemon for long: it tries a *shared* lock, which
+/// only fails while a daemon holds the exclusive one, and drops it at once. A daemon starting
+/// in that instant retries (see [`DaemonLock::acquire`]). Opened read-only: flock needs no
+/// write access, so an operator who can only read the lock file gets an answer too.
+pub fn presence(ledger_path: &Path) -> Presence {
+    let file = match File::open(lock_path(ledger_path)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Presence::NotRunning,
+        Err(e) => return Presence::Unknown(e),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Presence::NotRunning,
+        Err(std::fs::TryLockError::WouldBlock) => Presence::Running,
+        Err(std::fs::TryLockError::Error(e)) => Presence::Unknown(e),
+    }
+}
+
+/// How long a starting daemon keeps trying a lock that is busy: a [`presence`] check holds a
+/// shared lock for microseconds, and must not make a daemon start fail (exit 4, which systemd
+/// does not restart). A real second daemon holds it for good and is refused after this.
+const LOCK_BUSY_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl DaemonLock {
     /// Takes the lock for `ledger_path`, or says who holds it.
     pub fn acquire(ledger_path: &Path) -> Result<Self, DaemonError> {
-        let mut name = ledger_path.as_os_str().to_owned();
-        name.push(".lock");
-        let path = PathBuf::from(name);
+        let path = lock_path(ledger_path);
         let file = File::options()
             .create(true)
             .truncate(false)
@@ -81,7 +121,7 @@ impl DaemonLock {
                 path: path.clone(),
                 source,
             })?;
-        match file.try_lock() {
+        match try_lock_briefly(&file) {
             Ok(()) => {
                 let id = |p: &Path, meta: std::io::Result<std::fs::Metadata>| {
                     meta.map(|m| (p.to_owned(), FileId::of(&m)))
@@ -113,5 +153,44 @@ impl DaemonLock {
     /// The guard over the lock file's and the ledger's identities.
     pub(super) fn guard(&self) -> Guard {
         self.guard.clone()
+    }
+}
+
+/// Tries the exclusive lock for up to [`LOCK_BUSY_RETRY`] while it is busy (a CLI's
+/// [`presence`] check may hold a shared lock for an instant). Called on the blocking pool.
+fn try_lock_briefly(file: &File) -> Result<(), std::fs::TryLockError> {
+    let deadline = std::time::Instant::now() + LOCK_BUSY_RETRY;
+    loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                // A retry interval, not a wait for a condition: flock has no timed wait.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_tells_a_held_lock_from_a_free_or_missing_one_without_taking_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("ledger.sqlite");
+        std::fs::write(&ledger, b"").unwrap();
+        // No lock file: no daemon ever ran; the check creates none.
+        assert!(matches!(presence(&ledger), Presence::NotRunning));
+        assert!(!lock_path(&ledger).exists());
+        let lock = DaemonLock::acquire(&ledger).unwrap();
+        assert!(matches!(presence(&ledger), Presence::Running));
+        // A second daemon is still refused.
+        assert!(matches!(
+            DaemonLock::acquire(&ledger),
+            Err(DaemonError::AlreadyRunning { .. })
+        ));
+        drop(lock);
+        assert!(matches!(presence(&ledger), Presence::NotRunning));
     }
 }

@@ -10,7 +10,7 @@
 mod lock;
 mod sweeps;
 
-pub use lock::DaemonLock;
+pub use lock::{DaemonLock, Presence, lock_path, presence};
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -327,6 +327,7 @@ async fn open(
         let ledger = Ledger::open(path)?;
         let lock = DaemonLock::acquire(path)?;
         let watermark = ledger.finalized_watermark()?;
+        let resumes_after = ledger.operator_actions_watermark()?;
         let closed = ledger.close_interrupted_sweeps(clock.now())?;
         if closed > 0 {
             warn!(count = closed, "closed sweep rows a previous run left open");
@@ -337,6 +338,7 @@ async fn open(
             worker = worker.with_jitter(j);
         }
         worker.log_finalized_after(watermark);
+        worker.watch_resumes_after(resumes_after);
         Ok(Opened {
             lock,
             ledger,

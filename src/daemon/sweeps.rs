@@ -78,7 +78,15 @@ enum Event {
     Sweep,
     /// Between sweeps: tell systemd the loop is alive.
     Ping,
+    /// While halted: look whether an operator asked to resume.
+    CheckResume,
 }
+
+/// How often a halted daemon looks for an operator's `resume` request in the ledger. The
+/// request travels through the ledger, where its audit row is anyway (see
+/// `ledger/resume.rs` for why not a signal): one read of the rows added since, once a second
+/// and only while halted, so `resume` takes effect within about a second plus the probe.
+const RESUME_POLL: Duration = Duration::from_secs(1);
 
 /// A rejected reload: the configuration did not load, or no worker could be built from it.
 #[derive(Debug, thiserror::Error)]
@@ -131,14 +139,28 @@ impl SweepLoop {
         // only while the worker makes progress (ledger calls complete). A hung loop or a hung
         // sweep stops the pings, and systemd restarts the service after WatchdogSec=.
         let mut watchdog = Watchdog::new(self.notifier.watchdog_interval());
+        let mut resume_poll = tokio::time::interval(RESUME_POLL);
+        resume_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            match self
-                .next_event(wake_at, &shutdown, &mut reload, &mut watchdog)
-                .await
-            {
+            let event = self
+                .next_event(
+                    wake_at,
+                    &shutdown,
+                    &mut reload,
+                    &mut watchdog,
+                    &mut resume_poll,
+                )
+                .await;
+            let event = match event {
+                Event::CheckResume if self.resume_requested().await => Event::Sweep,
+                Event::CheckResume => continue,
+                other => other,
+            };
+            match event {
                 Event::Stop => return Ok(()),
                 Event::Reload(reloader) => self.apply_reload(reloader).await,
                 Event::Ping => self.notifier.watchdog(),
+                Event::CheckResume => {}
                 Event::Sweep => {
                     if let Err(e) = self.guard.check().await {
                         error!(error = %e, "ledger identity lost; stopping");
@@ -168,7 +190,9 @@ impl SweepLoop {
         shutdown: &CancellationToken,
         reload: &mut mpsc::Receiver<Reloader>,
         watchdog: &mut Watchdog,
+        resume_poll: &mut Interval,
     ) -> Event {
+        let halted = self.worker.halted().is_some();
         let sleep = wake_at.map(|t| {
             let ms = (t - self.clock.now()).num_milliseconds().max(0) as u64;
             // Wake a hair late so the refund is due by the time we look.
@@ -181,6 +205,19 @@ impl SweepLoop {
             Some(()) = self.poke.recv() => Event::Sweep,
             () = tokio::time::sleep(sleep.unwrap_or(Duration::MAX)), if sleep.is_some() => Event::Sweep,
             () = watchdog.tick() => Event::Ping,
+            _ = resume_poll.tick(), if halted => Event::CheckResume,
+        }
+    }
+
+    /// Whether an operator asked to resume; a ledger error is logged and read as "no" (the
+    /// next sweep meets it and reports it).
+    async fn resume_requested(&self) -> bool {
+        match self.worker.resume_requested().await {
+            Ok(asked) => asked,
+            Err(e) => {
+                warn!(error = %e, "could not read resume requests");
+                false
+            }
         }
     }
 

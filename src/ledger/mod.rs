@@ -23,7 +23,8 @@
 //!   `timeline.rs` (`explain`'s typed events), `operator.rs` (`retry-now`, `resolve`,
 //!   `resolve-discrepancy`), `audit.rs` (`audit`: the operator actions), `prune.rs`,
 //!   `pruned.rs` (what a prune left to say about a refund it removed), `backup.rs`,
-//!   `health.rs` (`status`'s findings);
+//!   `health.rs` (`status`'s findings), `resume.rs` (`resume`'s request and the daemon's
+//!   watch for it);
 //! - `error.rs`; `contract.rs`/`contract.sql` (the merchant app's SQL).
 //!
 //! The ledger stores and reads; it does not render. Timelines and health come back as typed
@@ -42,6 +43,7 @@ mod operator;
 mod prune;
 mod pruned;
 mod read;
+mod resume;
 mod rows;
 mod timeline;
 mod types;
@@ -62,6 +64,7 @@ pub use error::LedgerError;
 pub use health::{Finding, Health};
 pub use prune::{PruneCounts, PruneReport};
 pub use pruned::PrunedRefund;
+pub use resume::{ResumeAction, ResumeRequest};
 pub use timeline::{EventKind, Happened, Timeline, TimelineEvent};
 pub use types::{
     Applied, AttemptRow, DiscrepancyRow, DiscrepancySource, ListFilter, MAX_ERROR_CHARS,
@@ -80,7 +83,7 @@ pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The schema version this build reads and writes (`PRAGMA user_version`).
 /// Older ledgers are migrated to it (see [`migrate`]).
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// How long a statement waits for another writer's lock before failing with SQLITE_BUSY.
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5000);

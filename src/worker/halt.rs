@@ -75,6 +75,9 @@ pub struct Halting {
     run: Option<Run>,
     /// How many different refunds in a row make a per-refund code systematic (at least 1).
     halt_after: usize,
+    /// The next probe is an operator's (`resume`): with nothing due to probe with, it resumes
+    /// querying rather than waiting another interval.
+    operator_probe: bool,
 }
 
 impl Halting {
@@ -86,6 +89,7 @@ impl Halting {
             recheck,
             run: None,
             halt_after: halt_after.max(1),
+            operator_probe: false,
         }
     }
 
@@ -150,6 +154,7 @@ impl Halting {
             since,
             next_probe_at: now + self.recheck,
         });
+        self.operator_probe = false;
         transition
     }
 
@@ -157,7 +162,21 @@ impl Halting {
     /// resumes. Returns when querying had halted, if it had.
     pub fn resume(&mut self) -> Option<Timestamp> {
         self.run = None;
+        self.operator_probe = false;
         self.state.take().map(|h| h.since)
+    }
+
+    /// An operator asked to resume (`checus-reconciler resume`): the next probe is due `now`
+    /// instead of at the end of the re-check interval. Returns false when not halted.
+    pub fn probe_now(&mut self, now: Timestamp) -> bool {
+        match self.state.as_mut() {
+            Some(h) => {
+                h.next_probe_at = h.next_probe_at.min(now);
+                self.operator_probe = true;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Pushes the next probe out by one interval (nothing was due to probe with).
@@ -167,11 +186,23 @@ impl Halting {
         }
     }
 
+    /// Nothing was due to probe with. An operator's probe resumes querying then (they vouched
+    /// for the fix, and the first answer that halts again restores the halt, having cost no
+    /// attempt): returns since when it had halted. Otherwise the probe waits one interval.
+    pub fn nothing_to_probe(&mut self, now: Timestamp) -> Option<Timestamp> {
+        if self.operator_probe {
+            return self.resume();
+        }
+        self.postpone(now);
+        None
+    }
+
     /// Takes over the halt of the machine this one replaces (a reload does not resume
     /// querying with what may be the same bad configuration).
     pub fn carry_over(&mut self, previous: &Halting) {
         self.state = previous.state.clone();
         self.run = previous.run.clone();
+        self.operator_probe = previous.operator_probe;
     }
 }
 
@@ -212,6 +243,36 @@ mod tests {
         // Postponing a running machine changes nothing.
         next.postpone(t1);
         assert_eq!(next.current(), None);
+    }
+
+    #[test]
+    fn an_operator_resume_probes_at_once_and_resumes_when_nothing_is_due_to_probe_with() {
+        let t0 = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
+        let hour = Duration::from_secs(3600);
+        let bad_key = Halt::ConfigError {
+            code: "SIGN_VERIFY_FAILED".into(),
+        };
+        let mut h = Halting::new(hour, 3);
+        // Not halted: nothing to probe.
+        assert!(!h.probe_now(t0));
+        h.enter(bad_key.clone(), t0);
+        let t1 = t0 + Duration::from_secs(5);
+        assert!(h.probe_now(t1));
+        assert_eq!(h.halted_until(), Some(t1), "probe due now, not in an hour");
+        // The operator's probe halts again: the normal interval from then, and an idle probe
+        // later waits as usual.
+        assert_eq!(h.enter(bad_key.clone(), t1), Transition::StillHalted);
+        assert_eq!(h.halted_until(), Some(t1 + hour));
+        assert_eq!(h.nothing_to_probe(t1 + hour), None);
+        assert_eq!(h.halted_until(), Some(t1 + hour + hour));
+        // Asked again with nothing due to probe with: resumed, since the halt began.
+        assert!(h.probe_now(t1 + hour));
+        assert_eq!(h.nothing_to_probe(t1 + hour), Some(t0));
+        assert_eq!(h.current(), None);
+        // Without the operator, an idle probe only waits.
+        h.enter(bad_key, t1);
+        assert_eq!(h.nothing_to_probe(t1), None);
+        assert!(h.current().is_some());
     }
 
     fn no(n: &str) -> OutRefundNo {

@@ -149,6 +149,8 @@ struct Inner {
     logged_until: Mutex<LogWatermark>,
     /// Rows skipped because they could not be read, recorded or flagged (see [`skip`]).
     skipping: skip::Skipping,
+    /// The newest `operator_actions` id already looked at for `resume` requests.
+    resume_seen: Mutex<i64>,
 }
 
 impl Worker {
@@ -178,6 +180,7 @@ impl Worker {
             breaker,
             logged_until: Mutex::new(LogWatermark::Unread),
             skipping: skip::Skipping::default(),
+            resume_seen: Mutex::new(0),
         })
     }
 
@@ -209,6 +212,27 @@ impl Worker {
         let watermark = previous.inner.watermark_lock().clone();
         *self.inner.watermark_lock() = watermark;
         self.inner.skipping.carry_over(&previous.inner.skipping);
+        let seen = *previous.inner.resume_seen_lock();
+        *self.inner.resume_seen_lock() = seen;
+    }
+
+    /// Resume requests older than `watermark` (an `operator_actions` id) were for an earlier
+    /// run: the daemon reads the watermark when it opens the ledger.
+    pub fn watch_resumes_after(&self, watermark: i64) {
+        *self.inner.resume_seen_lock() = watermark;
+    }
+
+    /// Whether an operator asked to resume (`checus-reconciler resume`) since the last sweep
+    /// looked: one read of the `operator_actions` rows added since. The halted daemon asks
+    /// every second and runs a sweep at once when it is true; that sweep takes the request.
+    pub async fn resume_requested(&self) -> Result<bool, WorkerError> {
+        let seen = *self.inner.resume_seen_lock();
+        let found = self
+            .inner
+            .ledger
+            .call(move |l| l.resume_requested_after(seen))
+            .await?;
+        Ok(found.is_some())
     }
 
     /// Logs refunds finalized elsewhere only after this watermark (the daemon reads it when
@@ -279,6 +303,32 @@ impl Inner {
 
     fn watermark_lock(&self) -> MutexGuard<'_, LogWatermark> {
         self.logged_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn resume_seen_lock(&self) -> MutexGuard<'_, i64> {
+        self.resume_seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes an operator's resume request written since the last look, if any: while halted,
+    /// the halt's probe becomes due `now`. A request while querying runs only moves the mark.
+    async fn take_resume_request(&self, now: Timestamp) -> Result<(), WorkerError> {
+        let seen = *self.resume_seen_lock();
+        let Some(request) = self
+            .ledger
+            .call(move |l| l.resume_requested_after(seen))
+            .await?
+        else {
+            return Ok(());
+        };
+        *self.resume_seen_lock() = request.id;
+        if self.halt_lock().probe_now(now) {
+            info!(
+                by = %request.actor,
+                operator_action = request.id,
+                "resume requested by an operator; probing now"
+            );
+        }
+        Ok(())
     }
 
     fn paused(&self) -> bool {
@@ -373,6 +423,7 @@ impl Inner {
         }
         self.log_finalized_elsewhere(report).await?;
         let now = self.clock.now();
+        self.take_resume_request(now).await?;
         // A halt is probed first: while Checus rejects us, whether the gateway is up is moot.
         if !self.pass(Pause::Halt, now, report).await?
             || !self.pass(Pause::Breaker, now, report).await?
@@ -426,7 +477,16 @@ impl Inner {
         let due = self.usable(due, now, report).await?;
         let Some(state) = due.into_iter().next() else {
             match pause {
-                Pause::Halt => self.halt_lock().postpone(now),
+                Pause::Halt => {
+                    let resumed = self.halt_lock().nothing_to_probe(now);
+                    if let Some(since) = resumed {
+                        info!(
+                            halted_since = format_ts(since),
+                            "querying resumed; an operator asked and nothing was due to probe with"
+                        );
+                        return Ok(true);
+                    }
+                }
                 Pause::Breaker => self.breaker_lock().postpone(now),
             }
             return Ok(false);

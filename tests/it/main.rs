@@ -18,6 +18,7 @@ mod hostile;
 mod ledger;
 mod migrate;
 mod operations;
+mod operator;
 mod papercuts;
 mod reconcile;
 mod sandbox;
