@@ -43,7 +43,7 @@ struct Migration {
 
 /// Every migration, oldest first, one per version after [`OLDEST_MIGRATABLE`]. The last one
 /// must leave exactly what `schema.sql` creates (tests/it/migrate.rs compares sqlite_master).
-const MIGRATIONS: [Migration; 3] = [
+const MIGRATIONS: [Migration; 4] = [
     Migration {
         to: 2,
         name: "0002_sweeps_halt_code",
@@ -58,6 +58,11 @@ const MIGRATIONS: [Migration; 3] = [
         to: 4,
         name: "0004_sweep_health",
         sql: include_str!("migrations/0004_sweep_health.sql"),
+    },
+    Migration {
+        to: 5,
+        name: "0005_refund_counts",
+        sql: include_str!("migrations/0005_refund_counts.sql"),
     },
 ];
 

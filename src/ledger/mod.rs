@@ -32,6 +32,7 @@
 mod backup;
 pub mod contract;
 mod error;
+mod gauges;
 mod health;
 pub mod migrate;
 mod open;
@@ -54,6 +55,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use backup::BackupReport;
 pub use error::LedgerError;
+pub use gauges::LedgerGauges;
 pub use health::{Finding, Health};
 pub use prune::{PruneCounts, PruneReport};
 pub use timeline::{EventKind, Happened, Timeline, TimelineEvent};
@@ -74,7 +76,7 @@ pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The schema version this build reads and writes (`PRAGMA user_version`).
 /// Older ledgers are migrated to it (see [`migrate`]).
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// How long a statement waits for another writer's lock before failing with SQLITE_BUSY.
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5000);
