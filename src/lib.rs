@@ -10,6 +10,7 @@
 //! - [`sandbox`]: a protocol-faithful simulated Checus gateway for tests, demo and benchmarks.
 //! - [`demo`]: the README's first command, end to end against the sandbox.
 //! - [`cli`], [`import`], [`report`]: the command line, input parsing and output rendering.
+//! - [`metrics`]: the Prometheus registry and the metric names (an interface).
 //! - [`notify`], [`logging`]: running under systemd — `Type=notify` messages and journald fields.
 
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod gateway;
 pub mod import;
 pub mod ledger;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod report;
 pub mod sandbox;
