@@ -7,6 +7,7 @@
 //! - [`gateway`]: keys, the signed `/refundQuery` envelope, the HTTP client, classification.
 //! - [`worker`]: one sweep — ledger → gateway → `domain::decide` → ledger.
 //! - [`daemon`]: scheduling, the single-daemon lock, SIGHUP reload, the drain deadline.
+//! - [`http`]: the daemon's HTTP listener and its routes (`/metrics`, `/healthz`, `/readyz`).
 //! - [`sandbox`]: a protocol-faithful simulated Checus gateway for tests, demo and benchmarks.
 //! - [`demo`]: the README's first command, end to end against the sandbox.
 //! - [`cli`], [`import`], [`report`]: the command line, input parsing and output rendering.
@@ -19,6 +20,7 @@ pub mod daemon;
 pub mod demo;
 pub mod domain;
 pub mod gateway;
+pub mod http;
 pub mod import;
 pub mod ledger;
 pub mod logging;
