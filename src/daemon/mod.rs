@@ -435,7 +435,20 @@ pub fn sweep_interval(cron: &str, now: Timestamp) -> Duration {
     let Ok(cron) = parsed else {
         return FALLBACK;
     };
-    let fires: Vec<Timestamp> = cron.iter_after(now).take(5).collect();
+    // One fire after another with `find_next_occurrence`: croner's own iterator steps a
+    // second past each fire before searching exclusively, and skips every other fire of an
+    // every-second cron.
+    let mut fires: Vec<Timestamp> = Vec::with_capacity(5);
+    let mut after = now;
+    while fires.len() < 5 {
+        match cron.find_next_occurrence(&after, false) {
+            Ok(next) => {
+                fires.push(next);
+                after = next;
+            }
+            Err(_) => break,
+        }
+    }
     fires
         .windows(2)
         .filter_map(|w| (w[1] - w[0]).to_std().ok())
