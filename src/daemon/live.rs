@@ -218,3 +218,21 @@ impl Live {
         read
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthy_while_the_last_tick_is_within_twice_the_interval() {
+        let s = Duration::from_secs;
+        let limit = s(60);
+        for (since_tick, healthy) in [(s(0), true), (s(59), true), (s(60), true), (s(61), false)] {
+            assert_eq!(
+                Health { since_tick, limit }.is_healthy(),
+                healthy,
+                "{since_tick:?}"
+            );
+        }
+    }
+}

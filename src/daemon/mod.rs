@@ -452,6 +452,7 @@ pub fn sweep_interval(cron: &str, now: Timestamp) -> Duration {
     fires
         .windows(2)
         .filter_map(|w| (w[1] - w[0]).to_std().ok())
+        .filter(|gap| !gap.is_zero())
         .max()
         .unwrap_or(FALLBACK)
 }
