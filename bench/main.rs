@@ -44,7 +44,7 @@ enum Cmd {
         /// Where generated ledgers are cached between runs.
         #[arg(long, default_value = "target/bench-data")]
         data: PathBuf,
-        /// Only these scenarios (1-6), e.g. `--only 1,2`; the results file is left alone.
+        /// Only these scenarios (1-7), e.g. `--only 1,2`; the results file is left alone.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Keep the run's working folder (ledgers, logs, configs) and print its path.
@@ -171,6 +171,7 @@ fn run_all(env: &Env, quick: bool, out: &Path, only: &[String]) -> Result<()> {
             big_ledger: 1_000_000,
             idle_ledger: 1_000_000,
             idle_window_s: 20,
+            scrape_window_s: 30,
         }
     } else {
         Sizes {
@@ -182,6 +183,7 @@ fn run_all(env: &Env, quick: bool, out: &Path, only: &[String]) -> Result<()> {
             big_ledger: 10_000_000,
             idle_ledger: 1_000_000,
             idle_window_s: 60,
+            scrape_window_s: 150,
         }
     };
     let mut figures = Vec::new();
@@ -319,7 +321,7 @@ fn run_all(env: &Env, quick: bool, out: &Path, only: &[String]) -> Result<()> {
             "== 4. idle with {} final rows",
             thousands(sizes.idle_ledger)
         );
-        let idle = idle_run(env, sizes.idle_ledger, sizes.idle_window_s)?;
+        let idle = idle_run(env, sizes.idle_ledger, sizes.idle_window_s, None)?;
         figures.push(Figure {
             id: "4a",
             what: format!(
@@ -413,6 +415,10 @@ fn run_all(env: &Env, quick: bool, out: &Path, only: &[String]) -> Result<()> {
     ));
     }
 
+    if want("7") {
+        metrics_figures(env, &sizes, &mut figures, &mut notes)?;
+    }
+
     let block = render(&figures, &notes, quick)?;
     println!("{block}");
     if only.is_empty() {
@@ -420,6 +426,133 @@ fn run_all(env: &Env, quick: bool, out: &Path, only: &[String]) -> Result<()> {
         eprintln!("results written to {}", out.display());
     }
     Ok(())
+}
+
+/// Figures 7a and 7b: a `/metrics` scrape on the big ledger, and idle CPU with a scrape
+/// every 15 s (issue 12).
+fn metrics_figures(
+    env: &Env,
+    sizes: &Sizes,
+    figures: &mut Vec<Figure>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    eprintln!("== 7. /metrics: a scrape on the big ledger; idle with a scrape every 15 s");
+    let big = cached_ledger(env, sizes.big_ledger, 1_000)?;
+    let scrape = scrape_run(env, &big)?;
+    figures.push(Figure {
+        id: "7a",
+        what: format!(
+            "`GET /metrics` on {} rows: whole request (connect to last byte), ledger gauges read uncached (median of 11)",
+            thousands(sizes.big_ledger)
+        ),
+        target: "≤ 20 ms".into(),
+        measured: format!(
+            "{:.1} ms (max {:.1} ms)",
+            scrape.uncached * 1e3,
+            scrape.uncached_max * 1e3
+        ),
+        met: scrape.uncached <= 0.020,
+    });
+    notes.push(format!(
+        "Run 7a: {} bytes per page; a scrape within the {} s gauge cache takes {:.2} ms (median of 11).",
+        scrape.bytes,
+        checus_reconciler::daemon::GAUGE_CACHE.as_secs(),
+        scrape.cached * 1e3
+    ));
+    let every = Duration::from_secs(15);
+    let idle = idle_run(env, sizes.idle_ledger, sizes.scrape_window_s, Some(every))?;
+    figures.push(Figure {
+        id: "7b",
+        what: format!(
+            "Idle CPU with a `/metrics` scrape every 15 s, {} final rows, default 30 s cron ({} s window)",
+            thousands(sizes.idle_ledger),
+            sizes.scrape_window_s
+        ),
+        target: "< 0.5 % of a core".into(),
+        measured: format!("{:.3} %", idle.cpu_pct),
+        met: idle.cpu_pct < 0.5,
+    });
+    notes.push(format!(
+        "Run 7b: idle CPU {:.3} s over {} s with {} scrapes.",
+        idle.cpu_s, sizes.scrape_window_s, idle.scrapes
+    ));
+    Ok(())
+}
+
+/// What [`scrape_run`] measured.
+struct Scrape {
+    uncached: f64,
+    uncached_max: f64,
+    cached: f64,
+    bytes: usize,
+}
+
+/// A free loopback address for the daemon's listener.
+fn free_addr() -> Result<std::net::SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// One `GET /metrics` as Prometheus makes it (a new connection), timed from connect to the
+/// last byte; returns the seconds and the page's size.
+fn scrape(addr: std::net::SocketAddr) -> Result<(f64, usize)> {
+    use std::io::{Read, Write};
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut page = Vec::new();
+    s.read_to_end(&mut page)?;
+    let elapsed = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        page.starts_with(b"HTTP/1.1 200"),
+        "scrape failed: {}",
+        String::from_utf8_lossy(&page[..page.len().min(200)])
+    );
+    Ok((elapsed, page.len()))
+}
+
+/// The daemon on a copy of `source` (its due refunds answered "unknown" by an unscripted
+/// sandbox, so the first sweep has something to do), scraped once its first sweep is done:
+/// 11 scrapes spaced past the gauge cache, then 11 back to back.
+fn scrape_run(env: &Env, source: &Path) -> Result<Scrape> {
+    let dir = env.work.path().join("scrape");
+    std::fs::create_dir_all(&dir)?;
+    let ledger = dir.join("ledger.sqlite");
+    std::fs::copy(source, &ledger)?;
+    let scripts = dir.join("scripts.jsonl");
+    std::fs::write(&scripts, "")?;
+    let sandbox = SandboxProc::start(&env.bin, &scripts, "0ms", &dir.join("sandbox.log"))?;
+    let addr = free_addr()?;
+    let config = dir.join("config.toml");
+    let text =
+        config_text(env, &ledger, &sandbox.url, 8) + &format!("\n[http]\nlisten = \"{addr}\"\n");
+    std::fs::write(&config, text)?;
+    let mut daemon = Timed::start(
+        &env.bin,
+        &["run", "-c", config.to_str().context("path")?],
+        &dir,
+        "daemon",
+    )?;
+    daemon.wait_log("daemon ready", Duration::from_secs(120))?;
+    daemon.wait_log("sweep finished", Duration::from_secs(120))?;
+    let (_, bytes) = scrape(addr)?;
+    let mut uncached = Vec::new();
+    for _ in 0..11 {
+        std::thread::sleep(checus_reconciler::daemon::GAUGE_CACHE + Duration::from_millis(100));
+        uncached.push(scrape(addr)?.0);
+    }
+    let mut cached = Vec::new();
+    for _ in 0..11 {
+        cached.push(scrape(addr)?.0);
+    }
+    daemon.stop()?;
+    drop(sandbox);
+    let uncached_max = uncached.iter().copied().fold(0.0, f64::max);
+    Ok(Scrape {
+        uncached: median(&mut uncached),
+        uncached_max,
+        cached: median(&mut cached),
+        bytes,
+    })
 }
 
 struct Sizes {
@@ -431,6 +564,8 @@ struct Sizes {
     big_ledger: u64,
     idle_ledger: u64,
     idle_window_s: u64,
+    /// The idle window with a `/metrics` scrape every 15 s (figure 7b).
+    scrape_window_s: u64,
 }
 
 /// CPU seconds of one sign and one verify, measured on this thread: the median over
@@ -737,15 +872,24 @@ fn status_time(env: &Env, ledger: &Path) -> Result<f64> {
 }
 
 struct Idle {
+    /// `/metrics` scrapes made during the window.
+    scrapes: u32,
     cpu_s: f64,
     cpu_pct: f64,
     peak_rss_kb: u64,
     sampled_rss_kb: u64,
 }
 
-fn idle_run(env: &Env, finals: u64, window_s: u64) -> Result<Idle> {
+/// Idle CPU over `window_s`; with `scrape_every`, the listener is on and `/metrics` is
+/// scraped that often, as Prometheus would.
+fn idle_run(env: &Env, finals: u64, window_s: u64, scrape_every: Option<Duration>) -> Result<Idle> {
     let source = cached_ledger(env, finals, 0)?;
-    let dir = env.work.path().join("idle");
+    let name = if scrape_every.is_some() {
+        "idle-scraped"
+    } else {
+        "idle"
+    };
+    let dir = env.work.path().join(name);
     std::fs::create_dir_all(&dir)?;
     // A copy: the daemon records its sweeps, and the cached file stays as generated.
     let ledger = dir.join("ledger.sqlite");
@@ -774,6 +918,10 @@ fn idle_run(env: &Env, finals: u64, window_s: u64) -> Result<Idle> {
     let config = dir.join("config.toml");
     let mut text = config_text(env, &ledger, &sandbox.url, 8);
     text = text.replace("rate_per_second = 100000.0", "rate_per_second = 5.0");
+    let addr = free_addr()?;
+    if scrape_every.is_some() {
+        text.push_str(&format!("\n[http]\nlisten = \"{addr}\"\n"));
+    }
     std::fs::write(&config, text)?;
     let mut daemon = Timed::start(
         &env.bin,
@@ -786,8 +934,17 @@ fn idle_run(env: &Env, finals: u64, window_s: u64) -> Result<Idle> {
     let c0 = daemon.cpu_now()?;
     let t0 = Instant::now();
     let mut sampled = 0;
+    let mut scrapes = 0;
+    let mut next_scrape = t0;
     while t0.elapsed() < Duration::from_secs(window_s) {
         sampled = sampled.max(daemon.rss_kb()?);
+        if let Some(every) = scrape_every
+            && Instant::now() >= next_scrape
+        {
+            scrape(addr)?;
+            scrapes += 1;
+            next_scrape += every;
+        }
         std::thread::sleep(Duration::from_secs(1));
     }
     let cpu_s = daemon.cpu_now()? - c0;
@@ -795,6 +952,7 @@ fn idle_run(env: &Env, finals: u64, window_s: u64) -> Result<Idle> {
     let time = daemon.stop()?;
     drop(sandbox);
     Ok(Idle {
+        scrapes,
         cpu_s,
         cpu_pct: cpu_s / wall * 100.0,
         peak_rss_kb: time.max_rss_kb,

@@ -54,6 +54,9 @@ pub enum Command {
     /// Create the ledger file and apply schema.sql (idempotent).
     Init(InitArgs),
     /// Run the reconciliation daemon until SIGTERM/SIGINT (SIGHUP reloads the config).
+    ///
+    /// With `[http] listen` in the config it also serves GET /metrics (Prometheus), /healthz
+    /// (liveness) and /readyz (readiness) on that address, bound before it reports ready.
     Run(ConfigArgs),
     /// Counts by status, due now, flagged, oldest pending, last sweep, and what needs a human.
     /// Exits 8 when something does (flagged refunds, a halted or stale worker, the gateway

@@ -145,6 +145,16 @@ pub struct Config {
     pub worker: WorkerSettings,
     /// Log format and filter.
     pub log: LogSettings,
+    /// The daemon's HTTP listener (`/metrics`, `/healthz`, `/readyz`).
+    pub http: HttpSettings,
+}
+
+/// The `[http]` section: where the daemon serves `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// The address and port to listen on; `None` (the key absent): no listener at all.
+    /// Loopback is the intended use: anything else goes behind the operator's TLS proxy.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Worker limits and timings.
@@ -271,6 +281,37 @@ struct RawConfig {
     worker: RawWorker,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
+}
+
+impl RawHttp {
+    /// An IP address and port; a host name is refused (the listener binds one address, and
+    /// a name could resolve to several or to none at start-up).
+    fn validate(self) -> Result<HttpSettings, ConfigError> {
+        let Some(text) = self.listen else {
+            return Ok(HttpSettings::default());
+        };
+        let listen = text.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+            ConfigError::invalid(
+                "http.listen",
+                format!(
+                    "{:?} is not an IP address and port (e.g. \"127.0.0.1:9464\" or \"[::1]:9464\"); \
+                     leave the key out for no listener",
+                    redact(&text)
+                ),
+            )
+        })?;
+        Ok(HttpSettings {
+            listen: Some(listen),
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -1012,6 +1053,8 @@ const KEY_NAMES: &[&str] = &[
     "log",
     "format",
     "level",
+    "http",
+    "listen",
 ];
 
 /// A TOML syntax error as line, column, the key of that line when it is a known one, and the
@@ -1115,6 +1158,7 @@ impl RawConfig {
         let gateway = self.gateway.validate()?;
         let policy = self.schedule.validate()?;
         let worker = self.worker.validate()?;
+        let http = self.http.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid("log.level", e.to_string()));
         }
@@ -1139,6 +1183,7 @@ impl RawConfig {
                 format: self.log.format,
                 level: self.log.level,
             },
+            http,
         })
     }
 }
@@ -1559,6 +1604,37 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
         assert_eq!(minimal.policy, example.policy);
         assert_eq!(minimal.worker, example.worker);
         assert_eq!(minimal.log, example.log);
+        // [http] is the one section the example turns on: without it there is no listener.
+        assert_eq!(minimal.http, HttpSettings::default());
+        assert_eq!(
+            example.http.listen,
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+    }
+
+    #[test]
+    fn http_listen_takes_an_address_and_port_and_names_the_key_otherwise() {
+        let with = |v: &str| format!("{MINIMAL}\n[http]\nlisten = \"{v}\"\n");
+        assert_eq!(
+            parse(&with("[::1]:9464")).unwrap().http.listen,
+            Some("[::1]:9464".parse().unwrap())
+        );
+        for bad in [
+            "localhost:9464",
+            "127.0.0.1",
+            "127.0.0.1:99999",
+            ":9464",
+            "",
+        ] {
+            let e = err(&with(bad));
+            assert!(
+                e.starts_with("http.listen: ") && e.contains("IP address and port"),
+                "{bad:?}: {e}"
+            );
+        }
+        let env = Environment::from_pairs([("CHECUS_RECONCILER__HTTP__LISTEN", "127.0.0.1:9")]);
+        let c = Config::parse(MINIMAL, "test.toml", &env).unwrap();
+        assert_eq!(c.http.listen, Some("127.0.0.1:9".parse().unwrap()));
     }
 
     #[test]
@@ -1838,8 +1914,10 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
     #[test]
     fn the_key_name_list_holds_every_field_of_every_section() {
         // serde's unknown-field error lists the section's fields: all must be known names.
-        for section in ["ledger", "gateway", "keys", "schedule", "worker", "log"] {
-            let text = if ["schedule", "worker", "log"].contains(&section) {
+        for section in [
+            "ledger", "gateway", "keys", "schedule", "worker", "log", "http",
+        ] {
+            let text = if ["schedule", "worker", "log", "http"].contains(&section) {
                 format!("{MINIMAL}\n[{section}]\nzzz = 1\n")
             } else {
                 MINIMAL.replace(&format!("[{section}]"), &format!("[{section}]\nzzz = 1"))

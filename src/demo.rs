@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    Config, KeySource, KeySources, LoadedKeys, LogFormat, LogSettings, WorkerSettings,
+    Config, HttpSettings, KeySource, KeySources, LoadedKeys, LogFormat, LogSettings, WorkerSettings,
 };
 use crate::domain::{
     Clock, NewRefund, OutRefundNo, Policy, RefundStatus, Schedule, SystemClock, Timestamp,
@@ -395,5 +395,6 @@ fn demo_config(ledger_path: &Path, sb: &Sandbox) -> Config {
             format: LogFormat::Text,
             level: "info".to_owned(),
         },
+        http: HttpSettings::default(),
     }
 }

@@ -86,6 +86,8 @@ impl ExitCoded for DaemonError {
             Self::AlreadyRunning { .. } => ExitCode::Ledger,
             // The gateway client is built from the configuration before anything runs.
             Self::Gateway(_) => ExitCode::Config,
+            // `http.listen` names an address this host cannot listen on.
+            Self::Http(_) => ExitCode::Config,
             _ => ExitCode::Failure,
         }
     }

@@ -7,9 +7,11 @@
 //! test): this is the one shutdown path. Every ledger call and file read runs on the blocking
 //! pool, never on an async worker thread.
 
+mod live;
 mod lock;
 mod sweeps;
 
+pub use live::{GAUGE_CACHE, Health, Live, NotReady};
 pub use lock::{DaemonLock, Presence, lock_path, presence};
 
 use std::path::PathBuf;
@@ -25,7 +27,9 @@ use tracing::{error, info, warn};
 use crate::config::{Config, ConfigError, LoadedKeys};
 use crate::domain::{Clock, Timestamp, format_ts};
 use crate::gateway::{GatewayClient, GatewayError};
+use crate::http::{AppState, HttpError, Listener, Server};
 use crate::ledger::{Ledger, LedgerError};
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::worker::{JitterSource, LedgerHandle, SweepReport, Worker};
 
@@ -60,6 +64,9 @@ pub enum DaemonError {
     /// The scheduler failed to start.
     #[error("scheduler: {0}")]
     Scheduler(String),
+    /// The HTTP listener could not be bound (`http.listen`).
+    #[error(transparent)]
+    Http(#[from] HttpError),
     /// The lock file or the ledger file at its path is no longer the one the daemon opened
     /// (deleted, or replaced by another file): the daemon stops so that systemd restarts it on
     /// what is there now, where the lock decides again who runs.
@@ -158,6 +165,30 @@ struct Parts {
     deadline: Duration,
     /// Shared with the sweep loop, which may be aborted: read for "daemon stopped".
     totals: Arc<Mutex<Totals>>,
+    /// The HTTP listener, if `http.listen` is set; the sweep loop moves it on a reload.
+    http: Arc<HttpSlot>,
+}
+
+/// The serving HTTP listener, if any. Shared by the sweep loop (a reload replaces it) and
+/// the daemon's stop.
+#[derive(Debug, Default)]
+pub(crate) struct HttpSlot(tokio::sync::Mutex<Option<Server>>);
+
+impl HttpSlot {
+    /// Stops accepting at once (the drain begins); in-flight requests finish.
+    async fn begin_stop(&self) {
+        if let Some(server) = self.0.lock().await.as_ref() {
+            server.begin_stop();
+        }
+    }
+
+    /// Stops the listener and waits for its in-flight requests.
+    async fn stop(&self) {
+        let server = self.0.lock().await.take();
+        if let Some(server) = server {
+            server.stop().await;
+        }
+    }
 }
 
 /// What the start-up's blocking part hands back.
@@ -165,6 +196,8 @@ struct Opened {
     lock: DaemonLock,
     ledger: LedgerHandle,
     worker: Worker,
+    /// A second connection, for the HTTP endpoints' reads.
+    reader: Ledger,
 }
 
 impl Daemon {
@@ -179,7 +212,23 @@ impl Daemon {
         for w in &keys.warnings {
             warn!(warning = %w, "key warning");
         }
-        let opened = open(&config, &keys, &clock, hooks.jitter.clone()).await?;
+        let metrics = Arc::new(Metrics::new());
+        let opened = open(&config, &keys, &clock, hooks.jitter.clone(), &metrics).await?;
+        let interval = sweep_interval(&config.worker.sweep_cron, clock.now());
+        let live = Arc::new(Live::new(
+            metrics,
+            opened.reader,
+            opened.worker.view(),
+            opened.lock.guard(),
+            Arc::clone(&clock),
+            interval,
+        ));
+        // Bound and serving before READY=1: a bad address fails start-up (exit 3).
+        let http = Arc::new(HttpSlot::default());
+        if let Some(addr) = config.http.listen {
+            let server = serve(addr, &live)?;
+            *http.0.lock().await = Some(server);
+        }
         let (poke_tx, poke_rx) = mpsc::channel::<()>(1);
         let scheduler = start_scheduler(&config.worker.sweep_cron, poke_tx).await?;
         info!(
@@ -213,6 +262,9 @@ impl Daemon {
             totals: Arc::clone(&totals),
             poke: poke_rx,
             guard: opened.lock.guard(),
+            live,
+            http: Arc::clone(&http),
+            interval,
         };
         let parts = Parts {
             lock: opened.lock,
@@ -222,6 +274,7 @@ impl Daemon {
             notifier,
             deadline,
             totals,
+            http,
         };
         Ok(Self { parts, sweeps })
     }
@@ -243,7 +296,12 @@ impl Daemon {
         };
         let outcome = match finished {
             Some(r) => r,
-            None => parts.drain(&mut handle).await,
+            None => {
+                // The listener closes as the drain begins: a load balancer stops sending,
+                // and in-flight scrapes finish.
+                parts.http.begin_stop().await;
+                parts.drain(&mut handle).await
+            }
         };
         let stopped = match outcome {
             Ok(stopped) => stopped,
@@ -291,8 +349,10 @@ impl Parts {
         Ok(Ok(()))
     }
 
-    /// Stops the parts: the scheduler, then logs the totals, then releases the lock.
+    /// Stops the parts: the HTTP listener and the scheduler, then logs the totals, then
+    /// releases the lock.
     async fn stop(mut self) {
+        self.http.stop().await;
         let _ = self.scheduler.shutdown().await;
         let t = self
             .totals
@@ -320,8 +380,10 @@ async fn open(
     keys: &LoadedKeys,
     clock: &Arc<dyn Clock>,
     jitter: Option<JitterSource>,
+    metrics: &Arc<Metrics>,
 ) -> Result<Opened, DaemonError> {
     let (config, keys, clock) = (config.clone(), keys.clone(), Arc::clone(clock));
+    let metrics = Arc::clone(metrics);
     let opening = tokio::task::spawn_blocking(move || {
         let path = &config.ledger_path;
         let ledger = Ledger::open(path)?;
@@ -332,8 +394,9 @@ async fn open(
         if closed > 0 {
             warn!(count = closed, "closed sweep rows a previous run left open");
         }
+        let reader = Ledger::open_existing(path)?;
         let ledger = LedgerHandle::new(ledger);
-        let mut worker = build_worker(&config, &keys, ledger.clone(), clock)?;
+        let mut worker = build_worker(&config, &keys, ledger.clone(), clock)?.with_metrics(metrics);
         if let Some(j) = jitter {
             worker = worker.with_jitter(j);
         }
@@ -343,12 +406,57 @@ async fn open(
             lock,
             ledger,
             worker,
+            reader,
         })
     });
     match opening.await {
         Ok(opened) => opened,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
+}
+
+/// Binds `addr` and serves the endpoints of `live` on it.
+pub(crate) fn serve(addr: std::net::SocketAddr, live: &Arc<Live>) -> Result<Server, HttpError> {
+    let app = crate::http::router(AppState {
+        live: Arc::clone(live),
+    });
+    Listener::bind(addr)?.serve(app)
+}
+
+/// The sweep interval of `cron` as of `now`: the longest gap between its next few fires (for
+/// "every 30 s" that is 30 s; for an uneven list of times, its longest gap). `/healthz` allows
+/// twice this between two ticks of the work loop, and the loop ticks at least this often.
+/// A cron that never fires again (validated crons always do) counts as one hour.
+pub fn sweep_interval(cron: &str, now: Timestamp) -> Duration {
+    const FALLBACK: Duration = Duration::from_secs(3600);
+    let parsed = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(cron);
+    let Ok(cron) = parsed else {
+        return FALLBACK;
+    };
+    // One fire after another with `find_next_occurrence`: croner's own iterator steps a
+    // second past each fire before searching exclusively, and skips every other fire of an
+    // every-second cron.
+    let mut fires: Vec<Timestamp> = Vec::with_capacity(5);
+    let mut after = now;
+    while fires.len() < 5 {
+        match cron.find_next_occurrence(&after, false) {
+            Ok(next) => {
+                fires.push(next);
+                after = next;
+            }
+            Err(_) => break,
+        }
+    }
+    fires
+        .windows(2)
+        .filter_map(|w| (w[1] - w[0]).to_std().ok())
+        .filter(|gap| !gap.is_zero())
+        .max()
+        .unwrap_or(FALLBACK)
 }
 
 /// Starts the cron safety net. The job only pokes the sweep loop; the loop runs sweeps one at
@@ -414,6 +522,23 @@ pub fn sweep_status(report: &SweepReport, now: Timestamp) -> String {
 mod tests {
     use super::*;
     use crate::domain::{Halt, parse_ts};
+
+    #[test]
+    fn the_sweep_interval_is_the_longest_gap_between_the_crons_next_fires() {
+        let now = parse_ts("2026-11-25T10:00:07.250Z").unwrap();
+        let s = Duration::from_secs;
+        for (cron, want) in [
+            ("*/30 * * * * *", s(30)),
+            ("* * * * * *", s(1)),
+            ("0 */5 * * * *", s(300)),
+            ("0 0 * * * *", s(3600)),
+            // Uneven: 0, 10 and 50 past each minute; the longest gap is 40 s.
+            ("0,10,50 * * * * *", s(40)),
+        ] {
+            assert_eq!(sweep_interval(cron, now), want, "{cron}");
+        }
+        assert_eq!(sweep_interval("not a cron", now), s(3600));
+    }
 
     #[test]
     fn status_line_names_the_halt_the_outage_or_the_next_due_time() {

@@ -10,10 +10,12 @@ use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use super::live::Live;
 use super::lock::Guard;
-use super::{DaemonError, Reloader, build_worker, sweep_status};
+use super::{DaemonError, HttpSlot, Reloader, build_worker, sweep_status};
 use crate::config::{Config, ConfigError, LoadedKeys};
 use crate::domain::{Clock, Timestamp, format_ts};
+use crate::http::HttpError;
 use crate::notify::Notifier;
 use crate::worker::{JitterSource, LedgerHandle, SweepReport, Worker, WorkerError};
 
@@ -66,6 +68,14 @@ pub(super) struct SweepLoop {
     /// The lock file and the ledger as opened: checked before every sweep, so a deleted lock
     /// (a second daemon could start) or a replaced ledger stops this daemon.
     pub(super) guard: Guard,
+    /// What the HTTP endpoints see: ticked on every turn of the loop, given the new worker on
+    /// a reload, and the metrics the sweeps count into.
+    pub(super) live: Arc<Live>,
+    /// The HTTP listener, moved when a reload changes `http.listen`.
+    pub(super) http: Arc<HttpSlot>,
+    /// The cron's sweep interval: the loop ticks at least this often, even idle, so
+    /// `/healthz` (twice this) tells a stuck loop from a quiet one.
+    pub(super) interval: Duration,
 }
 
 /// What the loop does next.
@@ -80,6 +90,8 @@ enum Event {
     Ping,
     /// While halted: look whether an operator asked to resume.
     CheckResume,
+    /// Idle for a sweep interval: the loop is alive (for `/healthz`).
+    Tick,
 }
 
 /// How often a halted daemon looks for an operator's `resume` request in the ledger. The
@@ -97,6 +109,9 @@ enum ReloadError {
     /// The gateway client could not be built from the new configuration.
     #[error(transparent)]
     Worker(#[from] DaemonError),
+    /// The new `http.listen` could not be bound.
+    #[error(transparent)]
+    Http(HttpError),
 }
 
 /// The watchdog timer: its ticks exist only when systemd asked for a watchdog.
@@ -141,6 +156,8 @@ impl SweepLoop {
         let mut watchdog = Watchdog::new(self.notifier.watchdog_interval());
         let mut resume_poll = tokio::time::interval(RESUME_POLL);
         resume_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ticks = tokio::time::interval(self.interval);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let event = self
                 .next_event(
@@ -148,9 +165,10 @@ impl SweepLoop {
                     &shutdown,
                     &mut reload,
                     &mut watchdog,
-                    &mut resume_poll,
+                    (&mut resume_poll, &mut ticks),
                 )
                 .await;
+            self.live.ticked();
             let event = match event {
                 Event::CheckResume if self.resume_requested().await => Event::Sweep,
                 Event::CheckResume => continue,
@@ -158,6 +176,7 @@ impl SweepLoop {
             };
             match event {
                 Event::Stop => return Ok(()),
+                Event::Tick => {}
                 Event::Reload(reloader) => self.apply_reload(reloader).await,
                 Event::Ping => self.notifier.watchdog(),
                 Event::CheckResume => {}
@@ -190,7 +209,7 @@ impl SweepLoop {
         shutdown: &CancellationToken,
         reload: &mut mpsc::Receiver<Reloader>,
         watchdog: &mut Watchdog,
-        resume_poll: &mut Interval,
+        (resume_poll, ticks): (&mut Interval, &mut Interval),
     ) -> Event {
         let halted = self.worker.halted().is_some();
         let sleep = wake_at.map(|t| {
@@ -206,6 +225,7 @@ impl SweepLoop {
             () = tokio::time::sleep(sleep.unwrap_or(Duration::MAX)), if sleep.is_some() => Event::Sweep,
             () = watchdog.tick() => Event::Ping,
             _ = resume_poll.tick(), if halted => Event::CheckResume,
+            _ = ticks.tick() => Event::Tick,
         }
     }
 
@@ -233,6 +253,11 @@ impl SweepLoop {
         let sweep = self.worker.sweep(shutdown).instrument(span);
         tokio::pin!(sweep);
         let mut progress = self.ledger.completed_calls();
+        // `/healthz` sees a long sweep that makes progress as a live loop, as the watchdog
+        // does: its own timer, at the sweep interval, ticks only when ledger calls completed.
+        let mut ticks = tokio::time::interval(self.interval);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ticked_at = progress;
         loop {
             tokio::select! {
                 r = &mut sweep => return r,
@@ -241,6 +266,13 @@ impl SweepLoop {
                     if now != progress {
                         progress = now;
                         self.notifier.watchdog();
+                    }
+                }
+                _ = ticks.tick() => {
+                    let now = self.ledger.completed_calls();
+                    if now != ticked_at {
+                        ticked_at = now;
+                        self.live.ticked();
                     }
                 }
             }
@@ -255,6 +287,8 @@ impl SweepLoop {
         sweep_no: u64,
         result: Result<SweepReport, WorkerError>,
     ) -> Option<Timestamp> {
+        let metrics = self.live.metrics();
+        metrics.sweep_ended(result.is_err(), self.clock.now());
         let report = match result {
             Ok(report) => report,
             Err(e) => {
@@ -315,6 +349,7 @@ impl SweepLoop {
             self.jitter.clone(),
         );
         let in_use = self.config.ledger_path.clone();
+        let metrics = self.live.metrics();
         let loaded = tokio::task::spawn_blocking(move || {
             let (mut config, keys) = reloader()?;
             if config.ledger_path != in_use {
@@ -325,30 +360,73 @@ impl SweepLoop {
                 );
             }
             config.ledger_path = in_use;
-            let mut worker = build_worker(&config, &keys, ledger, clock)?;
+            let mut worker = build_worker(&config, &keys, ledger, clock)?.with_metrics(metrics);
             if let Some(j) = jitter {
                 worker = worker.with_jitter(j);
             }
             Ok::<_, ReloadError>((config, keys, worker))
         })
         .await;
-        let (config, keys, worker) = match loaded {
-            Ok(Ok(loaded)) => loaded,
-            Ok(Err(e)) => {
+        let loaded = match loaded {
+            Ok(Ok(loaded)) => Ok(loaded),
+            Ok(Err(e)) => Err(e),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        // A new listen address is bound before anything changes: a failed bind rejects the
+        // reload like any other error, and the old listener keeps serving.
+        let moved = match loaded {
+            Ok((config, keys, worker)) => match self.bind_moved(&config).await {
+                Ok(moved) => Ok((config, keys, worker, moved)),
+                Err(e) => Err(ReloadError::Http(e)),
+            },
+            Err(e) => Err(e),
+        };
+        let (config, keys, worker, moved) = match moved {
+            Ok(m) => m,
+            Err(e) => {
                 error!(
                     error = %crate::logging::one_line_chain(&e),
                     "configuration reload rejected; keeping the running configuration"
                 );
                 return;
             }
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
+        if let Some(server) = moved {
+            self.swap_listener(server).await;
+        }
         self.take_over(config, &keys, worker);
+    }
+
+    /// When a reload changes `http.listen`: the new listener, bound and serving (`None`
+    /// inside: the key was removed). `None`: unchanged.
+    async fn bind_moved(
+        &self,
+        config: &Config,
+    ) -> Result<Option<Option<crate::http::Server>>, HttpError> {
+        if config.http.listen == self.config.http.listen {
+            return Ok(None);
+        }
+        match config.http.listen {
+            Some(addr) => Ok(Some(Some(super::serve(addr, &self.live)?))),
+            None => Ok(Some(None)),
+        }
+    }
+
+    /// Puts the reload's listener (or none) in place, then stops the old one: the new
+    /// address serves before the old one closes.
+    async fn swap_listener(&self, server: Option<crate::http::Server>) {
+        let old = std::mem::replace(&mut *self.http.0.lock().await, server);
+        if let Some(old) = old {
+            // In the background: its in-flight requests may take a few seconds, and the
+            // loop does not wait for them.
+            tokio::spawn(old.stop());
+        }
     }
 
     /// Puts a reloaded configuration's worker in charge.
     fn take_over(&mut self, config: Config, keys: &LoadedKeys, worker: Worker) {
         worker.inherit_halt(&self.worker);
+        self.live.set_worker(worker.view());
         self.worker = worker;
         for warning in &keys.warnings {
             warn!(warning = %warning, "key warning");

@@ -59,10 +59,13 @@ const MIGRATIONS: [Migration; 4] = [
         name: "0004_sweep_health",
         sql: include_str!("migrations/0004_sweep_health.sql"),
     },
-    // Numbered 0007 because 0005 and 0006 are other branches' (issue 12); self-contained
-    // after version 4, it becomes version 7 once those are merged before it.
     Migration {
         to: 5,
+        name: "0005_refund_counts",
+        sql: include_str!("migrations/0005_refund_counts.sql"),
+    },
+    Migration {
+        to: 6,
         name: "0007_operator_resume",
         sql: include_str!("migrations/0007_operator_resume.sql"),
     },

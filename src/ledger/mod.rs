@@ -36,6 +36,7 @@ mod audit;
 mod backup;
 pub mod contract;
 mod error;
+mod gauges;
 mod health;
 pub mod migrate;
 mod open;
@@ -61,6 +62,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 pub use audit::AuditFilter;
 pub use backup::BackupReport;
 pub use error::LedgerError;
+pub use gauges::LedgerGauges;
 pub use health::{Finding, Health};
 pub use prune::{PruneCounts, PruneReport};
 pub use pruned::PrunedRefund;
@@ -83,7 +85,7 @@ pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The schema version this build reads and writes (`PRAGMA user_version`).
 /// Older ledgers are migrated to it (see [`migrate`]).
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// How long a statement waits for another writer's lock before failing with SQLITE_BUSY.
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5000);

@@ -749,3 +749,85 @@ fn rows_status_cannot_read_are_unreadable_rows_not_a_worker_that_never_ran() {
         ]
     );
 }
+
+#[test]
+fn gauge_queries_cost_what_they_report() {
+    use super::gauges::{DUE as GAUGE_DUE, FLAGGED, OLDEST_PENDING, REFUND_COUNTS, UNRESOLVED};
+    let (_dir, mut ledger) = new_ledger();
+    for analyzed in [false, true] {
+        if analyzed {
+            populate(&mut ledger);
+        }
+        let now = "2026-01-02T00:00:00.000Z";
+        let p = plan(&ledger.conn, REFUND_COUNTS, &[]);
+        assert!(p.contains("SCAN refund_counts"), "analyzed={analyzed}: {p}");
+        let p = plan(&ledger.conn, FLAGGED, &[]);
+        assert!(p.contains("refunds_flagged"), "analyzed={analyzed}: {p}");
+        let p = plan(&ledger.conn, GAUGE_DUE, &[&now]);
+        assert!(
+            p.contains("refunds_due (next_query_at<?)"),
+            "analyzed={analyzed}: {p}"
+        );
+        let p = plan(&ledger.conn, OLDEST_PENDING, &[]);
+        assert!(
+            p.contains("refunds_pending_unflagged") && p.contains("refunds_flagged"),
+            "analyzed={analyzed}: {p}"
+        );
+        assert!(!p.contains("TEMP B-TREE"), "analyzed={analyzed}: {p}");
+        let p = plan(&ledger.conn, UNRESOLVED, &[]);
+        assert!(
+            p.contains("discrepancies_unresolved"),
+            "analyzed={analyzed}: {p}"
+        );
+    }
+}
+
+#[test]
+fn gauges_follow_every_writer_through_the_count_triggers() {
+    let (_dir, mut ledger) = new_ledger();
+    let now = parse_ts("2026-01-02T00:00:00.000Z").unwrap();
+    let counts = |l: &Ledger| {
+        let g = l.gauges(now).unwrap();
+        g.refunds.iter().map(|(_, n)| *n).collect::<Vec<_>>()
+    };
+    assert_eq!(counts(&ledger), vec![0, 0, 0]);
+    populate(&mut ledger);
+    // 200 pending, 1800 failed (populate), in RefundStatus::ALL order.
+    assert_eq!(counts(&ledger), vec![200, 0, 1800]);
+    // The merchant app's own SQL moves them too.
+    ledger
+        .conn
+        .execute_batch(
+            "INSERT INTO refunds (out_refund_no, amount, currency, created_at)
+             VALUES ('APP-1', '1.00', 'USD', '2025-12-31T00:00:00.000Z');
+             UPDATE refunds SET status = 'REFUND_SUCCESS', final_source = 'notification',
+                    finalized_at = '2026-01-01T00:00:01.000Z', next_query_at = NULL
+              WHERE out_refund_no = 'R00000';",
+        )
+        .unwrap();
+    assert_eq!(counts(&ledger), vec![200, 1, 1800]);
+    let g = ledger.gauges(now).unwrap();
+    assert_eq!(
+        g.oldest_pending_created_at,
+        Some(parse_ts("2025-12-31T00:00:00.000Z").unwrap())
+    );
+    assert_eq!((g.flagged, g.unresolved_discrepancies), (0, 0));
+    // populate schedules the pending ones 10 minutes after 2026-01-01T00:00: all due at `now`.
+    assert_eq!(g.due, 199);
+    // The counts agree with a full count(*) by status.
+    let full: Vec<u64> = RefundStatus::ALL
+        .iter()
+        .map(|s| {
+            let n: i64 = ledger
+                .conn
+                .query_row(
+                    "SELECT count(*) FROM refunds WHERE status = ?1",
+                    [s.as_str()],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            n as u64
+        })
+        .collect();
+    assert_eq!(counts(&ledger), full);
+}

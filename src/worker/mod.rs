@@ -26,11 +26,12 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::WorkerSettings;
 use crate::domain::{
-    Change, Clock, Decision, Halt, OutRefundNo, Policy, QueryOutcome, RefundState, RefundStatus,
-    Timestamp, decide, format_ts,
+    Change, Clock, Decision, DiscrepancyKind, FinalSource, Halt, OutRefundNo, Policy, QueryOutcome,
+    RefundState, RefundStatus, Timestamp, decide, format_ts,
 };
 use crate::gateway::{GatewayClient, QueryReport};
 use crate::ledger::{Applied, LedgerError, Readout, SweepCounts, SweepEnd, Watermark};
+use crate::metrics::Metrics;
 
 use log::{log_applied, log_finalized};
 use rate::RateLimiter;
@@ -132,6 +133,30 @@ pub struct Worker {
     inner: Arc<Inner>,
 }
 
+/// What the daemon's HTTP endpoints read of a worker: its pauses and its query rate, as they
+/// are at the moment of the call.
+#[derive(Clone)]
+pub struct WorkerView {
+    inner: Arc<Inner>,
+}
+
+impl WorkerView {
+    /// The current halt, if querying is stopped.
+    pub fn halted(&self) -> Option<HaltState> {
+        self.inner.halted()
+    }
+
+    /// Since when the circuit breaker has querying paused (`None`: closed).
+    pub fn breaker_open_since(&self) -> Option<Timestamp> {
+        self.inner.breaker_lock().open_since()
+    }
+
+    /// The current query rate (queries per second).
+    pub fn current_rate(&self) -> f64 {
+        self.inner.limiter.rate()
+    }
+}
+
 /// The worker's state, shared with the per-refund tasks a sweep spawns.
 struct Inner {
     ledger: LedgerHandle,
@@ -151,6 +176,9 @@ struct Inner {
     skipping: skip::Skipping,
     /// The newest `operator_actions` id already looked at for `resume` requests.
     resume_seen: Mutex<i64>,
+    /// Counts queries, finalizations and discrepancies for `/metrics` (the daemon's registry;
+    /// a registry of its own for the CLI's `query`).
+    metrics: Arc<Metrics>,
 }
 
 impl Worker {
@@ -181,6 +209,7 @@ impl Worker {
             logged_until: Mutex::new(LogWatermark::Unread),
             skipping: skip::Skipping::default(),
             resume_seen: Mutex::new(0),
+            metrics: Arc::new(Metrics::new()),
         })
     }
 
@@ -196,6 +225,21 @@ impl Worker {
             .unwrap_or_else(|_| panic!("with_jitter is called before the worker is shared"));
         inner.jitter = jitter;
         Self::from_inner(inner)
+    }
+
+    /// Counts into `metrics` (the daemon's registry, shared with `/metrics`).
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("with_metrics is called before the worker is shared"));
+        inner.metrics = metrics;
+        Self::from_inner(inner)
+    }
+
+    /// A view of this worker's pauses and rate for the HTTP endpoints.
+    pub fn view(&self) -> WorkerView {
+        WorkerView {
+            inner: Arc::clone(&self.inner),
+        }
     }
 
     /// Carries state over from a worker this one replaces (SIGHUP reload): the halt, so a
@@ -730,6 +774,7 @@ impl Inner {
         decision: Decision,
     ) -> Result<Applied, WorkerError> {
         let class = decision.class;
+        self.metrics.query_answered(class, report.latency);
         let applied = match self
             .ledger
             .record_attempt(report.clone(), decision.clone())
@@ -745,6 +790,7 @@ impl Inner {
             Err(e) => return Err(e.into()),
         };
         log_applied(state, report, &decision, &applied);
+        self.count_applied(&decision, &applied);
         Ok(applied)
     }
 
@@ -772,6 +818,9 @@ impl Inner {
             for row in &read.rows {
                 let source = row.final_source.map_or("", |s| s.as_str());
                 log_finalized(row.out_refund_no.as_str(), row.status, source, row.attempts);
+                if let Some(s) = row.final_source {
+                    self.metrics.refund_finalized(row.status, s);
+                }
             }
             report.unreadable += self
                 .skipping
@@ -782,6 +831,22 @@ impl Inner {
             if seen < BATCH {
                 return Ok(());
             }
+        }
+    }
+
+    /// Counts a recorded attempt's final outcome and discrepancies for `/metrics`.
+    fn count_applied(&self, decision: &Decision, applied: &Applied) {
+        for d in &decision.discrepancies {
+            self.metrics.discrepancy_recorded(d.kind);
+        }
+        match applied {
+            Applied::Finalized(status) => self
+                .metrics
+                .refund_finalized(status.status(), FinalSource::Query),
+            Applied::Conflict { .. } => self
+                .metrics
+                .discrepancy_recorded(DiscrepancyKind::ConflictingFinal),
+            _ => {}
         }
     }
 

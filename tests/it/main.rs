@@ -17,6 +17,7 @@ mod group_commit;
 mod hostile;
 mod ledger;
 mod migrate;
+mod observe;
 mod operations;
 mod operator;
 mod papercuts;

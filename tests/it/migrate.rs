@@ -237,6 +237,7 @@ fn the_v1_demo_ledger_migrates_with_every_row_intact_and_a_checked_backup() {
             "0002_sweeps_halt_code",
             "0003_real_instants",
             "0004_sweep_health",
+            "0005_refund_counts",
             "0007_operator_resume"
         ]
     );
@@ -471,6 +472,8 @@ fn migrate_dry_run_prints_the_steps_and_changes_nothing() {
         "0002_sweeps_halt_code (1 -> 2)",
         "0003_real_instants (2 -> 3)",
         "0004_sweep_health (3 -> 4)",
+        "0005_refund_counts (4 -> 5)",
+        "count the refunds of each status into refund_counts",
         "create refunds with the new review reasons",
         "copy every row of every table, unchanged",
         "recreate the trigger sweeps_finished_are_immutable",

@@ -987,6 +987,7 @@ async fn a_hung_work_loop_stops_the_watchdog_pings() {
             format: LogFormat::Text,
             level: "warn".into(),
         },
+        http: Default::default(),
     };
     let keys = LoadedKeys {
         merchant: crate::common::merchant_key(),
