@@ -43,7 +43,7 @@ struct Migration {
 
 /// Every migration, oldest first, one per version after [`OLDEST_MIGRATABLE`]. The last one
 /// must leave exactly what `schema.sql` creates (tests/it/migrate.rs compares sqlite_master).
-const MIGRATIONS: [Migration; 3] = [
+const MIGRATIONS: [Migration; 4] = [
     Migration {
         to: 2,
         name: "0002_sweeps_halt_code",
@@ -58,6 +58,13 @@ const MIGRATIONS: [Migration; 3] = [
         to: 4,
         name: "0004_sweep_health",
         sql: include_str!("migrations/0004_sweep_health.sql"),
+    },
+    // File 0006 takes version 4 to 5: the number 0005 was given to a parallel change, and the
+    // two are renumbered together when both land (each is self-contained on top of 4).
+    Migration {
+        to: 5,
+        name: "0006_sweep_ids_and_lasting_discrepancy_ids",
+        sql: include_str!("migrations/0006_sweep_ids_and_lasting_discrepancy_ids.sql"),
     },
 ];
 

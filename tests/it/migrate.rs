@@ -26,7 +26,8 @@ const V1_DEMO: &str = concat!(
     "/testdata/ledger-v1/demo.sqlite"
 );
 
-/// Every table of the ledger but sweeps, whose rows must come through a migration unchanged.
+/// Every table of the ledger but sweeps, whose rows must come through a migration unchanged
+/// (attempts: its v1 columns; version 5 adds `sweep_id`, NULL on old rows).
 const UNCHANGED_TABLES: [&str; 6] = [
     "refunds",
     "attempts",
@@ -39,6 +40,19 @@ const UNCHANGED_TABLES: [&str; 6] = [
 /// The v1 columns of sweeps, which v2 keeps as they were (and adds halt_code).
 const V1_SWEEP_COLUMNS: &str =
     "id, started_at, finished_at, claimed, finalized, rescheduled, failed, halted_reason";
+
+/// The v1 columns of attempts, which v5 keeps as they were (and adds sweep_id).
+const V1_ATTEMPT_COLUMNS: &str = "id, out_refund_no, attempted_at, outcome, http_status, \
+     gateway_code, data_status, latency_ms, error, decision";
+
+/// The columns of `table` that every migration keeps as they were.
+fn kept_columns(table: &str) -> &'static str {
+    match table {
+        "sweeps" => V1_SWEEP_COLUMNS,
+        "attempts" => V1_ATTEMPT_COLUMNS,
+        _ => "*",
+    }
+}
 
 /// Set, the ledger suite's `new_ledger()` starts from [`empty_v1_ledger`] and lets
 /// `Ledger::open` migrate it, so every ledger test runs on a migrated ledger.
@@ -151,7 +165,10 @@ fn rows(path: &Path, query: &str) -> Vec<Vec<Value>> {
 fn data(path: &Path) -> Vec<Vec<Vec<Value>>> {
     let mut all: Vec<_> = UNCHANGED_TABLES
         .iter()
-        .map(|t| rows(path, &format!("SELECT * FROM {t} ORDER BY rowid")))
+        .map(|t| {
+            let cols = kept_columns(t);
+            rows(path, &format!("SELECT {cols} FROM {t} ORDER BY rowid"))
+        })
         .collect();
     all.push(rows(
         path,
@@ -169,12 +186,11 @@ fn differing_tables(path: &Path, reference: &Path) -> Vec<&'static str> {
         [reference.to_str().unwrap()],
     )
     .unwrap();
-    let columns = |t: &str| if t == "sweeps" { V1_SWEEP_COLUMNS } else { "*" };
     UNCHANGED_TABLES
         .into_iter()
         .chain(["sweeps"])
         .filter(|t| {
-            let cols = columns(t);
+            let cols = kept_columns(t);
             let differing: i64 = conn
                 .query_row(
                     &format!(
@@ -236,7 +252,8 @@ fn the_v1_demo_ledger_migrates_with_every_row_intact_and_a_checked_backup() {
         [
             "0002_sweeps_halt_code",
             "0003_real_instants",
-            "0004_sweep_health"
+            "0004_sweep_health",
+            "0006_sweep_ids_and_lasting_discrepancy_ids"
         ]
     );
     let backup = report.backup.clone().unwrap();
@@ -464,11 +481,16 @@ fn migrate_dry_run_prints_the_steps_and_changes_nothing() {
     let o = run(dir.path(), &["migrate", "--dry-run", "--ledger", l]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let out = stdout(&o);
+    let versions = format!("schema version 1 -> {SCHEMA_VERSION}");
+    let last = format!("0006_sweep_ids_and_lasting_discrepancy_ids (4 -> {SCHEMA_VERSION})");
     for needle in [
-        "schema version 1 -> 4",
+        versions.as_str(),
         "0002_sweeps_halt_code (1 -> 2)",
         "0003_real_instants (2 -> 3)",
         "0004_sweep_health (3 -> 4)",
+        last.as_str(),
+        "add attempts.sweep_id",
+        "create discrepancies with an AUTOINCREMENT id",
         "create refunds with the new review reasons",
         "copy every row of every table, unchanged",
         "recreate the trigger sweeps_finished_are_immutable",
