@@ -78,6 +78,50 @@ fn start(dir: &Path, config: &Path) -> Proc {
     daemon
 }
 
+/// The sweep that finalized R-LOG-1: its lines carry its `sweeps.id`, which the attempt row
+/// it wrote carries too, and `explain` shows.
+fn sweep_ids_tie_log_lines_to_rows(d: &Path, ledger: &Path, daemon: &mut Proc) {
+    let finalized = wait_message(daemon, "refund finalized");
+    let sweep = finalized["span"]["sweep"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no sweep id on {finalized}"));
+    let attempt_sweep: Option<i64> = sql(ledger)
+        .query_row(
+            "SELECT a.sweep_id FROM attempts AS a JOIN sweeps AS s ON s.id = a.sweep_id
+              WHERE a.out_refund_no = 'R-LOG-1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(attempt_sweep, Some(sweep), "the attempt row's sweep_id");
+    wait_sweep(daemon, sweep);
+    let finished: Vec<Value> = daemon
+        .json_lines()
+        .into_iter()
+        .filter(|v| v["message"] == "sweep finished" && v["sweep"] == sweep)
+        .collect();
+    assert_eq!(finished.len(), 1, "one 'sweep finished' for sweep {sweep}");
+    assert_eq!(finished[0]["claimed"], 1);
+    let l = ledger.to_str().unwrap();
+    let o = run(d, &["explain", "--ledger", l, "R-LOG-1", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let query = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "query")
+        .cloned()
+        .unwrap_or_else(|| panic!("no query event: {v}"));
+    assert_eq!(query["sweep_id"], sweep, "{query}");
+    let o = run(d, &["explain", "--ledger", l, "R-LOG-1"]);
+    assert!(
+        stdout(&o).contains(&format!("(sweep {sweep})")),
+        "{}",
+        stdout(&o)
+    );
+}
+
 #[test]
 fn trigger_discrepancies_are_logged_once_and_sweep_ids_tie_log_lines_to_attempt_rows() {
     let dir = tempfile::tempdir().unwrap();
@@ -104,29 +148,7 @@ fn trigger_discrepancies_are_logged_once_and_sweep_ids_tie_log_lines_to_attempt_
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let mut daemon = start(d, &config);
 
-    // The sweep's lines carry its sweeps.id, and so does the attempt row it wrote.
-    let finalized = wait_message(&mut daemon, "refund finalized");
-    let sweep = finalized["span"]["sweep"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no sweep id on {finalized}"));
-    let (attempt_sweep, started): (Option<i64>, String) = sql(&ledger)
-        .query_row(
-            "SELECT a.sweep_id, s.started_at FROM attempts AS a JOIN sweeps AS s ON s.id = ?1
-              WHERE a.out_refund_no = 'R-LOG-1'",
-            [sweep],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(attempt_sweep, Some(sweep), "the attempt row's sweep_id");
-    assert!(!started.is_empty());
-    wait_sweep(&mut daemon, sweep);
-    let finished: Vec<Value> = daemon
-        .json_lines()
-        .into_iter()
-        .filter(|v| v["message"] == "sweep finished" && v["sweep"] == sweep)
-        .collect();
-    assert_eq!(finished.len(), 1, "one 'sweep finished' for sweep {sweep}");
-    assert_eq!(finished[0]["claimed"], 1);
+    sweep_ids_tie_log_lines_to_rows(d, &ledger, &mut daemon);
 
     // The merchant's app stores two notifications that disagree: the trigger records two
     // discrepancies (a conflicting final status, an unknown refund), and the daemon logs

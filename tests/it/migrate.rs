@@ -826,3 +826,34 @@ fn the_merchant_app_keeps_writing_while_a_ledger_migrates() {
     assert_healthy(&path);
     eprintln!("migration took {took:?}; the app wrote {written} refunds meanwhile");
 }
+
+#[test]
+fn after_migrating_a_new_discrepancy_id_is_above_every_id_an_audit_row_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = v1_copy(dir.path());
+    // The demo has discrepancy 1. A prune before version 5 took discrepancies up to 41, and
+    // the audit row of 41's resolution still names it: version 4 would give 41 again.
+    let conn = sql(&path);
+    conn.execute(
+        "INSERT INTO operator_actions (at, actor, action, out_refund_no, reason, detail)
+         VALUES ('2026-11-30T10:00:00.000Z', 'ops', 'resolve_discrepancy', 'R-GONE',
+                 'checked with Checus', '{\"discrepancy\":41}')",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    drop(Ledger::open(&path).unwrap());
+    let conn = sql(&path);
+    conn.execute(
+        "INSERT INTO notifications (out_refund_no, status, amount, currency, notify_time)
+         VALUES ('R-NEVER-ISSUED', 'REFUND_SUCCESS', '1.00', 'USD', '2026-12-01T00:00:00.000Z')",
+        [],
+    )
+    .unwrap();
+    let ids = rows(&path, "SELECT id FROM discrepancies ORDER BY id");
+    assert_eq!(
+        ids,
+        vec![vec![Value::Integer(1)], vec![Value::Integer(42)]],
+        "kept rows keep their ids; the next one is above every id ever named"
+    );
+}
