@@ -214,7 +214,15 @@ impl SweepLoop {
         let report = match result {
             Ok(report) => report,
             Err(e) => {
-                error!(error = %e, "sweep failed; retrying at the next tick");
+                // The sweep's row says why too (`sweeps.error`), when it could be written;
+                // the line gives the whole cause chain (SQLite's message included).
+                let chain = crate::logging::one_line_chain(&e);
+                match self.worker.last_sweep_id() {
+                    Some(sweep) => {
+                        error!(sweep, error = %chain, "sweep failed; retrying at the next tick");
+                    }
+                    None => error!(error = %chain, "sweep failed; retrying at the next tick"),
+                }
                 self.notifier.status(&format!(
                     "sweep failed at {}: {e}; retrying at the next tick",
                     format_ts(self.clock.now())

@@ -153,6 +153,9 @@ struct Inner {
     /// The last discrepancy id the log has passed (`None`: not read yet; the first sweep
     /// reads the ledger's newest, as for [`LogWatermark::Unread`]).
     discrepancies_logged: Mutex<Option<i64>>,
+    /// The `sweeps.id` of the latest sweep's row (`None`: no sweep yet, or its row could not
+    /// be written), for the lines logged about a sweep after it ended.
+    last_sweep: Mutex<Option<i64>>,
     /// Rows skipped because they could not be read, recorded or flagged (see [`skip`]).
     skipping: skip::Skipping,
 }
@@ -184,6 +187,7 @@ impl Worker {
             breaker,
             logged_until: Mutex::new(LogWatermark::Unread),
             discrepancies_logged: Mutex::new(None),
+            last_sweep: Mutex::new(None),
             skipping: skip::Skipping::default(),
         })
     }
@@ -231,6 +235,17 @@ impl Worker {
     /// same rule as [`Worker::log_finalized_after`]).
     pub fn log_discrepancies_after(&self, id: i64) {
         *self.inner.discrepancies_lock() = Some(id);
+    }
+
+    /// The `sweeps.id` of the latest sweep this worker began (`None`: none, or its row could
+    /// not be written): the `sweep` field of a line logged about it once it has ended, such
+    /// as the daemon's "sweep failed".
+    pub fn last_sweep_id(&self) -> Option<i64> {
+        *self
+            .inner
+            .last_sweep
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The ledger this worker writes to.
@@ -349,7 +364,9 @@ impl Inner {
         shutdown: &CancellationToken,
     ) -> Result<SweepReport, WorkerError> {
         let started = self.clock.now();
+        *self.last_sweep.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let sweep_id = self.ledger.call(move |l| l.begin_sweep(started)).await?;
+        *self.last_sweep.lock().unwrap_or_else(|p| p.into_inner()) = Some(sweep_id);
         // Every line the sweep logs carries its `sweeps.id`, the id its attempt rows carry,
         // so a log line leads to the ledger's rows and back across restarts.
         self.sweep_in_row(sweep_id, shutdown)

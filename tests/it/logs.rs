@@ -364,3 +364,44 @@ fn a_config_error_is_one_line_naming_the_file_or_key_at_err_priority_under_the_j
         }
     }
 }
+
+#[test]
+fn a_failed_sweep_is_logged_with_its_sweeps_row_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ledger = d.join("ledger.sqlite");
+    let sandbox = LiveSandbox::start(Vec::new());
+    let extra = format!("{}level = \"checus_reconciler=debug\"\n", fast_schedule(""));
+    let config = write_config(d, &sandbox.base_url(), &extra);
+    let mut daemon = start(d, &config);
+    wait_message(&mut daemon, "sweep finished");
+    // The merchant's app (or a mistake of its DBA) stops sweeps from ending: every sweep now
+    // fails at its last write, after its row was begun.
+    sql(&ledger)
+        .execute_batch(
+            "CREATE TRIGGER app_holds_sweeps BEFORE UPDATE OF finished_at ON sweeps
+             BEGIN SELECT RAISE(ABORT, 'the app holds sweeps'); END;",
+        )
+        .unwrap();
+    let failed = wait_message(&mut daemon, "sweep failed; retrying at the next tick");
+    assert_eq!(failed["level"], "ERROR", "{failed}");
+    let open: i64 = sql(&ledger)
+        .query_row(
+            "SELECT min(id) FROM sweeps WHERE finished_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(failed["sweep"], open, "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("the app holds sweeps")),
+        "{failed}"
+    );
+    sql(&ledger)
+        .execute_batch("DROP TRIGGER app_holds_sweeps")
+        .unwrap();
+    daemon.signal("-TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)), 0);
+}
