@@ -262,8 +262,8 @@ CREATE TABLE attempts (
     -- 'reschedule 2026-11-25T21:00:00.000Z', '... flag pending_too_long', 'keep'.
     decision      TEXT
 , sweep_id
-                  -- The sweep that made it (NULL: recorded before schema version 5, or by
-                  -- `checus-reconciler query`, outside any sweep).
+                  -- The sweep that made it (NULL: recorded before this column existed, or
+                  -- by `checus-reconciler query`, outside any sweep).
                   INTEGER) STRICT;
 
 -- `show`: a refund's attempts in order.

@@ -23,8 +23,8 @@
 
 -- step: add attempts.sweep_id (nullable, no default: O(1), no row is rewritten)
 ALTER TABLE attempts ADD COLUMN sweep_id
-                  -- The sweep that made it (NULL: recorded before schema version 5, or by
-                  -- `checus-reconciler query`, outside any sweep).
+                  -- The sweep that made it (NULL: recorded before this column existed, or
+                  -- by `checus-reconciler query`, outside any sweep).
                   INTEGER;
 
 -- step: rename discrepancies to discrepancies_v4 (its indexes and triggers go with it)
