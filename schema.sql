@@ -1,4 +1,4 @@
--- checus-reconciler ledger, schema version 6. The ONLY DDL of the project.
+-- checus-reconciler ledger, schema version 7. The ONLY DDL of the project.
 --
 -- This file is embedded in the binary (src/ledger/open.rs) and applied, in one transaction,
 -- to a new or empty SQLite file. An older ledger is upgraded by the migrations in
@@ -226,6 +226,10 @@ END;
 -- ---------------------------------------------------------------------------------------------
 -- attempts: append-only log of every /refundQuery attempt, written by checus-reconciler.
 -- Never holds secrets: no keys, no signatures, no request bodies.
+-- `sweep_id` (last, and laid out as `ALTER TABLE ... ADD COLUMN` stores it, so a ledger that
+-- migration 0006 upgraded in O(1) holds the same text) is the `sweeps.id` of the sweep that
+-- made the attempt, the `sweep` field of the daemon's log lines. No foreign key: old sweeps
+-- are pruned while the attempts of refunds still kept are not.
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE attempts (
     id            INTEGER PRIMARY KEY,
@@ -257,7 +261,10 @@ CREATE TABLE attempts (
     -- What the daemon decided from this attempt, for `explain`: 'finalize REFUND_SUCCESS',
     -- 'reschedule 2026-11-25T21:00:00.000Z', '... flag pending_too_long', 'keep'.
     decision      TEXT
-) STRICT;
+, sweep_id
+                  -- The sweep that made it (NULL: recorded before this column existed, or
+                  -- by `checus-reconciler query`, outside any sweep).
+                  INTEGER) STRICT;
 
 -- `show`: a refund's attempts in order.
 CREATE INDEX attempts_by_refund ON attempts (out_refund_no, id);
@@ -290,7 +297,10 @@ END;
 -- what it had. resolved_* are for a later operator command.
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE discrepancies (
-    id            INTEGER PRIMARY KEY,
+    -- AUTOINCREMENT: an id is never used twice, even after a prune deleted the newest row, so
+    -- the ids that operator_actions (resolve-discrepancy's detail), prune archives and the
+    -- daemon's log name keep meaning one discrepancy.
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     -- No foreign key: an 'unknown_refund' row names a refund the ledger does not have.
     out_refund_no TEXT    NOT NULL
                   CHECK (length(out_refund_no) BETWEEN 1 AND 64
@@ -705,4 +715,4 @@ BEGIN
     UPDATE refund_counts SET n = n - 1 WHERE status = OLD.status;
 END;
 
-PRAGMA user_version = 6;
+PRAGMA user_version = 7;

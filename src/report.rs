@@ -853,6 +853,9 @@ pub struct EventView {
     /// `query`: time on the wire in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// `query`: the sweep that made it (`sweeps.id`, the `sweep` field of the daemon's logs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep_id: Option<i64>,
     /// `operator`, `discrepancy_resolved`: the operator.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
@@ -915,6 +918,7 @@ fn event_view(e: &TimelineEvent) -> EventView {
         summary: event_summary(&e.what),
         outcome: None,
         latency_ms: None,
+        sweep_id: None,
         actor: None,
         discrepancy_id: None,
     };
@@ -922,6 +926,7 @@ fn event_view(e: &TimelineEvent) -> EventView {
         Happened::Queried(a) => {
             v.outcome = Some(a.outcome.as_str());
             v.latency_ms = Some(a.latency_ms);
+            v.sweep_id = a.sweep_id;
         }
         Happened::DiscrepancyDetected(d) => v.discrepancy_id = Some(d.id),
         Happened::DiscrepancyResolved(d) => {
@@ -1012,6 +1017,9 @@ fn query_summary(a: &AttemptRow) -> String {
         let _ = write!(s, " status={d}");
     }
     let _ = write!(s, " in {} ms", a.latency_ms);
+    if let Some(sweep) = a.sweep_id {
+        let _ = write!(s, " (sweep {sweep})");
+    }
     if let Some(e) = &a.error {
         let _ = write!(s, ": {e}");
     }

@@ -18,11 +18,13 @@ use super::{Outcome, signals};
 pub async fn run(args: ConfigArgs, env: Environment) -> Outcome {
     let config = args.config;
     let cfg = load_config(&config, &env)?;
+    // Keys before logging: a config or key error is then the one line `main` prints (exit
+    // 3), with nothing logged before it (such as a journald fallback warning).
+    let keys = cfg.keys.load()?;
     let sink = logging::init(cfg.log.format, &cfg.log.level, &env);
     if let Sink::TextAfterJournaldFailed(e) = &sink {
         tracing::warn!(error = %e, "journald socket unavailable; logging text to stderr");
     }
-    let keys = cfg.keys.load()?;
     let token = CancellationToken::new();
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     let reloader: Reloader = {

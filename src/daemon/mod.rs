@@ -388,8 +388,11 @@ async fn open(
         let path = &config.ledger_path;
         let ledger = Ledger::open(path)?;
         let lock = DaemonLock::acquire(path)?;
+        // What is already final or recorded when the daemon starts is not logged again (a
+        // restart does not repeat lines); what lands from here on is logged once each.
         let watermark = ledger.finalized_watermark()?;
         let resumes_after = ledger.operator_actions_watermark()?;
+        let discrepancies = ledger.discrepancy_watermark()?;
         let closed = ledger.close_interrupted_sweeps(clock.now())?;
         if closed > 0 {
             warn!(count = closed, "closed sweep rows a previous run left open");
@@ -402,6 +405,7 @@ async fn open(
         }
         worker.log_finalized_after(watermark);
         worker.watch_resumes_after(resumes_after);
+        worker.log_discrepancies_after(discrepancies);
         Ok(Opened {
             lock,
             ledger,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{debug, error, info, warn};
 
 use super::live::Live;
 use super::lock::Guard;
@@ -149,7 +149,6 @@ impl SweepLoop {
         mut reload: mpsc::Receiver<Reloader>,
     ) -> Result<(), DaemonError> {
         let mut wake_at = Some(self.clock.now());
-        let mut sweep_no: u64 = 0;
         // WATCHDOG=1 comes from this loop only: between sweeps on every tick, during a sweep
         // only while the worker makes progress (ledger calls complete). A hung loop or a hung
         // sweep stops the pings, and systemd restarts the service after WatchdogSec=.
@@ -193,9 +192,8 @@ impl SweepLoop {
                         self.notifier.status(&e.to_string());
                         return Err(e.into());
                     }
-                    sweep_no += 1;
-                    let result = self.sweep_watched(sweep_no, &shutdown, &mut watchdog).await;
-                    wake_at = self.after_sweep(sweep_no, result).await;
+                    let result = self.sweep_watched(&shutdown, &mut watchdog).await;
+                    wake_at = self.after_sweep(result).await;
                 }
             }
         }
@@ -241,16 +239,15 @@ impl SweepLoop {
         }
     }
 
-    /// Runs one sweep in its span; while it runs, pings the watchdog only when the worker
-    /// made progress since the last tick.
+    /// Runs one sweep (in its span, named by its `sweeps.id`: the worker opens it once the
+    /// row exists); while it runs, pings the watchdog only when the worker made progress
+    /// since the last tick.
     async fn sweep_watched(
         &self,
-        sweep_no: u64,
         shutdown: &CancellationToken,
         watchdog: &mut Watchdog,
     ) -> Result<SweepReport, WorkerError> {
-        let span = info_span!("sweep", sweep = sweep_no);
-        let sweep = self.worker.sweep(shutdown).instrument(span);
+        let sweep = self.worker.sweep(shutdown);
         tokio::pin!(sweep);
         let mut progress = self.ledger.completed_calls();
         // `/healthz` sees a long sweep that makes progress as a live loop, as the watchdog
@@ -282,17 +279,21 @@ impl SweepLoop {
     /// Logs and reports a finished sweep (totals, `STATUS=`, the hook) and returns when to
     /// wake next: the halt's probe while halted, else the next refund due (`None`: the
     /// cron's next tick).
-    async fn after_sweep(
-        &self,
-        sweep_no: u64,
-        result: Result<SweepReport, WorkerError>,
-    ) -> Option<Timestamp> {
+    async fn after_sweep(&self, result: Result<SweepReport, WorkerError>) -> Option<Timestamp> {
         let metrics = self.live.metrics();
         metrics.sweep_ended(result.is_err(), self.clock.now());
         let report = match result {
             Ok(report) => report,
             Err(e) => {
-                error!(error = %e, "sweep failed; retrying at the next tick");
+                // The sweep's row says why too (`sweeps.error`), when it could be written;
+                // the line gives the whole cause chain (SQLite's message included).
+                let chain = crate::logging::one_line_chain(&e);
+                match self.worker.last_sweep_id() {
+                    Some(sweep) => {
+                        error!(sweep, error = %chain, "sweep failed; retrying at the next tick");
+                    }
+                    None => error!(error = %chain, "sweep failed; retrying at the next tick"),
+                }
                 self.notifier.status(&format!(
                     "sweep failed at {}: {e}; retrying at the next tick",
                     format_ts(self.clock.now())
@@ -307,7 +308,7 @@ impl SweepLoop {
         if report.claimed > 0 || report.halted.is_some() {
             let halted = report.halted.as_ref().map(ToString::to_string);
             info!(
-                sweep = sweep_no,
+                sweep = report.sweep_id,
                 claimed = report.claimed,
                 finalized = report.finalized,
                 rescheduled = report.rescheduled,
@@ -318,7 +319,7 @@ impl SweepLoop {
                 "sweep finished"
             );
         } else {
-            debug!(sweep = sweep_no, "sweep finished");
+            debug!(sweep = report.sweep_id, "sweep finished");
         }
         let wake_at = match (&report.halted, report.next_probe_at, report.next_due_at) {
             (Some(_), probe, _) => probe,

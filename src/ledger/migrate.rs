@@ -43,7 +43,7 @@ struct Migration {
 
 /// Every migration, oldest first, one per version after [`OLDEST_MIGRATABLE`]. The last one
 /// must leave exactly what `schema.sql` creates (tests/it/migrate.rs compares sqlite_master).
-const MIGRATIONS: [Migration; 4] = [
+const MIGRATIONS: [Migration; 6] = [
     Migration {
         to: 2,
         name: "0002_sweeps_halt_code",
@@ -66,6 +66,11 @@ const MIGRATIONS: [Migration; 4] = [
     },
     Migration {
         to: 6,
+        name: "0006_sweep_ids_and_lasting_discrepancy_ids",
+        sql: include_str!("migrations/0006_sweep_ids_and_lasting_discrepancy_ids.sql"),
+    },
+    Migration {
+        to: 7,
         name: "0007_operator_resume",
         sql: include_str!("migrations/0007_operator_resume.sql"),
     },

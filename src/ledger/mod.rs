@@ -69,10 +69,10 @@ pub use pruned::PrunedRefund;
 pub use resume::{ResumeAction, ResumeRequest};
 pub use timeline::{EventKind, Happened, Timeline, TimelineEvent};
 pub use types::{
-    Applied, AttemptRow, DiscrepancyRow, DiscrepancySource, ListFilter, MAX_ERROR_CHARS,
-    NotificationEffect, NotificationRecord, NotificationRow, OperatorAction, OperatorActionRow,
-    Readout, RecordedKind, RefundDetail, RefundRow, SkipList, StatusSummary, SweepCounts, SweepEnd,
-    SweepRow, UnreadableRow, Watermark,
+    Applied, AttemptRow, DiscrepancyRow, DiscrepancySource, ListFilter, LoggedDiscrepancy,
+    MAX_ERROR_CHARS, NotificationEffect, NotificationRecord, NotificationRow, OperatorAction,
+    OperatorActionRow, Readout, RecordedKind, RefundDetail, RefundRow, SkipList, StatusSummary,
+    SweepCounts, SweepEnd, SweepRow, UnreadableRow, Watermark,
 };
 pub use verify::{Difference, ObjectKind, SchemaCheck, SchemaDifference};
 pub use views::OpenDiscrepancy;
@@ -85,7 +85,7 @@ pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The schema version this build reads and writes (`PRAGMA user_version`).
 /// Older ledgers are migrated to it (see [`migrate`]).
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// How long a statement waits for another writer's lock before failing with SQLITE_BUSY.
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5000);

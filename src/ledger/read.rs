@@ -12,8 +12,9 @@ use super::rows::{
     identify, select, select_each,
 };
 use super::types::{
-    AttemptRow, Cell, DiscrepancyRow, ListFilter, NotificationRow, OperatorActionRow, Readout,
-    RefundDetail, RefundRow, SkipList, StatusSummary, UnreadableRow, Watermark, limit_arg, ts_text,
+    AttemptRow, Cell, DiscrepancyRow, ListFilter, LoggedDiscrepancy, NotificationRow,
+    OperatorActionRow, Readout, RefundDetail, RefundRow, SkipList, StatusSummary, UnreadableRow,
+    Watermark, limit_arg, ts_text,
 };
 use crate::domain::{OutRefundNo, RefundState, RefundStatus, Timestamp};
 
@@ -180,6 +181,50 @@ impl Ledger {
                 })
             })
             .optional()
+            .during(OP)
+    }
+
+    /// The discrepancies recorded after `after` (a `discrepancies.id`), oldest first, at most
+    /// `limit`, whoever recorded them; the caller logs those it did not record itself. Ids
+    /// only grow (AUTOINCREMENT), so "after this id" is "recorded since". Read as text, so no
+    /// stored value can stop the log.
+    pub fn discrepancies_since(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<LoggedDiscrepancy>, LedgerError> {
+        const OP: &str = "list new discrepancies";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, CAST(out_refund_no AS TEXT), CAST(source AS TEXT), CAST(kind AS TEXT),
+                        CAST(expected AS TEXT), CAST(observed AS TEXT)
+                   FROM discrepancies WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )
+            .during(OP)?;
+        let rows = stmt
+            .query_map(params![after, limit_arg(limit)], |r| {
+                Ok(LoggedDiscrepancy {
+                    id: r.get(0)?,
+                    out_refund_no: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    source: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    kind: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                    expected: r.get(4)?,
+                    observed: r.get(5)?,
+                })
+            })
+            .during(OP)?;
+        rows.collect::<Result<_, _>>().during(OP)
+    }
+
+    /// The newest discrepancy id (0: none), so a starting daemon logs only the discrepancies
+    /// recorded from now on, as with [`Ledger::finalized_watermark`].
+    pub fn discrepancy_watermark(&self) -> Result<i64, LedgerError> {
+        const OP: &str = "read discrepancy watermark";
+        self.conn
+            .prepare_cached("SELECT coalesce(max(id), 0) FROM discrepancies")
+            .during(OP)?
+            .query_row([], |r| r.get(0))
             .during(OP)
     }
 

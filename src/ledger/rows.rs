@@ -285,12 +285,13 @@ pub(super) struct RawAttempt {
     latency_ms: i64,
     error: Option<String>,
     decision: Option<String>,
+    sweep_id: Option<i64>,
 }
 
 impl RawRow for RawAttempt {
     type Parsed = AttemptRow;
     const COLUMNS: &'static str = "id, out_refund_no, attempted_at, outcome, http_status, \
-        gateway_code, data_status, latency_ms, error, decision";
+        gateway_code, data_status, latency_ms, error, decision, sweep_id";
     const TABLE: &'static str = "attempts";
     const ID_AT: usize = 0;
     const REFUND_NO_AT: Option<usize> = Some(1);
@@ -307,6 +308,7 @@ impl RawRow for RawAttempt {
             latency_ms: r.get(7)?,
             error: r.get(8)?,
             decision: r.get(9)?,
+            sweep_id: r.get(10)?,
         })
     }
 
@@ -328,6 +330,7 @@ impl RawRow for RawAttempt {
             data_status: self.data_status,
             error: self.error,
             decision: self.decision,
+            sweep_id: self.sweep_id,
         })
     }
 }

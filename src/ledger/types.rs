@@ -371,6 +371,9 @@ pub struct AttemptRow {
     pub error: Option<String>,
     /// What the daemon decided from this attempt (`attempts.decision`).
     pub decision: Option<String>,
+    /// The sweep that made it (`sweeps.id`, the `sweep` field of the daemon's log lines);
+    /// `None` for an attempt of `query`, or one recorded before schema version 6.
+    pub sweep_id: Option<i64>,
 }
 
 /// One `discrepancies` row.
@@ -582,6 +585,24 @@ impl SkipList {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty() && self.refund_nos.is_empty()
     }
+}
+
+/// A discrepancy as the daemon logs it, read as stored text (never parsed), so any row can be
+/// logged and passed: `id` is the log's watermark, and the rest are the line's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedDiscrepancy {
+    /// `discrepancies.id` (never reused: AUTOINCREMENT).
+    pub id: i64,
+    /// The refund concerned, possibly one the ledger does not have.
+    pub out_refund_no: String,
+    /// Who disagreed with the ledger: `query`, `notification` or `operator`.
+    pub source: String,
+    /// What kind of disagreement (`conflicting_final`, `amount_mismatch`, ...).
+    pub kind: String,
+    /// The ledger's value, as text.
+    pub expected: Option<String>,
+    /// The source's value, as text.
+    pub observed: Option<String>,
 }
 
 /// How far the log of refunds finalized elsewhere has got: the `(finalized_at, id)` of the

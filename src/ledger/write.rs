@@ -80,16 +80,33 @@ impl Ledger {
     ///
     /// Discrepancies are recorded even when the refund went final meanwhile: they are
     /// observations about the gateway's answer, never applied to the row.
+    ///
+    /// The attempt row carries no sweep id: this is the attempt of a query made outside any
+    /// sweep (`checus-reconciler query`); a sweep's attempts go through
+    /// [`Ledger::record_attempt_in`].
     pub fn record_attempt(
         &mut self,
         attempt: &QueryReport,
         decision: &Decision,
     ) -> Result<Applied, LedgerError> {
-        self.write(RECORD_ATTEMPT, |tx| apply_attempt(tx, attempt, decision))
+        self.record_attempt_in(None, attempt, decision)
     }
 
-    /// Group commit: records every `(attempt, decision)` of `batch` exactly as
-    /// [`Ledger::record_attempt`] would, but in ONE transaction, so concurrent query
+    /// [`Ledger::record_attempt`] for an attempt made by the sweep `sweep` (the id
+    /// [`Ledger::begin_sweep`] returned), stored in `attempts.sweep_id`.
+    pub fn record_attempt_in(
+        &mut self,
+        sweep: Option<i64>,
+        attempt: &QueryReport,
+        decision: &Decision,
+    ) -> Result<Applied, LedgerError> {
+        self.write(RECORD_ATTEMPT, |tx| {
+            apply_attempt(tx, sweep, attempt, decision)
+        })
+    }
+
+    /// Group commit: records every `(sweep, attempt, decision)` of `batch` exactly as
+    /// [`Ledger::record_attempt_in`] would, but in ONE transaction, so concurrent query
     /// completions share one commit (one WAL fsync) instead of paying one each.
     ///
     /// Each record runs inside its own savepoint: one that fails (not found, a corrupt row, a
@@ -99,17 +116,17 @@ impl Ledger {
     /// the batch was written.
     pub fn record_attempts(
         &mut self,
-        batch: &[(QueryReport, Decision)],
+        batch: &[(Option<i64>, QueryReport, Decision)],
     ) -> Result<Vec<Result<Applied, LedgerError>>, LedgerError> {
         const OP: &str = RECORD_ATTEMPT;
         self.write(OP, |tx| {
             let mut out = Vec::with_capacity(batch.len());
-            for (attempt, decision) in batch {
+            for (sweep, attempt, decision) in batch {
                 tx.prepare_cached("SAVEPOINT record_attempt")
                     .during(OP)?
                     .execute([])
                     .during(OP)?;
-                let result = apply_attempt(tx, attempt, decision);
+                let result = apply_attempt(tx, *sweep, attempt, decision);
                 if result.is_err() {
                     tx.prepare_cached("ROLLBACK TO record_attempt")
                         .during(OP)?
@@ -157,6 +174,7 @@ impl Ledger {
     /// The due query then leaves the refund out until an operator clears the flag.
     pub fn record_refused_attempt(
         &self,
+        sweep: Option<i64>,
         attempt: &QueryReport,
         class: OutcomeClass,
         refusal: &str,
@@ -167,8 +185,8 @@ impl Ledger {
         self.write(OP, |tx| {
             tx.prepare_cached(
                 "INSERT INTO attempts (out_refund_no, attempted_at, outcome, latency_ms, error,
-                                       decision)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'not applied: the ledger refused it; flag row_unwritable')",
+                                       decision, sweep_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'not applied: the ledger refused it; flag row_unwritable', ?6)",
             )
             .during(OP)?
             .execute(params![
@@ -177,6 +195,7 @@ impl Ledger {
                 class.as_str(),
                 i64::try_from(attempt.latency.as_millis()).unwrap_or(i64::MAX),
                 error,
+                sweep,
             ])
             .during(OP)?;
             tx.prepare_cached(
@@ -359,6 +378,7 @@ const RECORD_ATTEMPT: &str = "record attempt";
 /// the decision's discrepancies.
 fn apply_attempt(
     tx: &rusqlite::Transaction<'_>,
+    sweep: Option<i64>,
     attempt: &QueryReport,
     decision: &Decision,
 ) -> Result<Applied, LedgerError> {
@@ -376,6 +396,7 @@ fn apply_attempt(
     };
     let w = AttemptWrite {
         tx,
+        sweep,
         attempt,
         no,
         at: ts_text(attempt.attempted_at),
@@ -437,6 +458,8 @@ fn apply_attempt(
 /// bookkeeping columns, and the status the row held when the transaction read it.
 struct AttemptWrite<'a, 't> {
     tx: &'a rusqlite::Transaction<'t>,
+    /// The sweep that made the attempt (`attempts.sweep_id`).
+    sweep: Option<i64>,
     attempt: &'a QueryReport,
     no: &'a str,
     at: String,
@@ -452,8 +475,8 @@ impl AttemptWrite<'_, '_> {
         self.tx
             .prepare_cached(
                 "INSERT INTO attempts (out_refund_no, attempted_at, outcome, http_status, gateway_code,
-                                   data_status, latency_ms, error, decision)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                   data_status, latency_ms, error, decision, sweep_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
             .during(RECORD_ATTEMPT)?
             .execute(params![
@@ -466,6 +489,7 @@ impl AttemptWrite<'_, '_> {
                 i64::try_from(a.latency.as_millis()).unwrap_or(i64::MAX),
                 self.error,
                 decision_text(decision),
+                self.sweep,
             ])
             .during(RECORD_ATTEMPT)?;
         Ok(())

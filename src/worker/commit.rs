@@ -49,6 +49,7 @@ pub struct LedgerHandle {
 
 /// An attempt waiting to be committed, and who to tell once it is.
 type WaitingAttempt = (
+    Option<i64>,
     QueryReport,
     Decision,
     oneshot::Sender<Result<Applied, LedgerError>>,
@@ -164,10 +165,21 @@ impl LedgerHandle {
         attempt: QueryReport,
         decision: Decision,
     ) -> Result<Applied, LedgerError> {
+        self.record_attempt_in(None, attempt, decision).await
+    }
+
+    /// [`LedgerHandle::record_attempt`] for an attempt of the sweep `sweep`, like
+    /// [`Ledger::record_attempt_in`].
+    pub async fn record_attempt_in(
+        &self,
+        sweep: Option<i64>,
+        attempt: QueryReport,
+        decision: Decision,
+    ) -> Result<Applied, LedgerError> {
         let (tx, rx) = oneshot::channel();
         let start_flush = {
             let mut q = self.commits.lock();
-            q.waiting.push((attempt, decision, tx));
+            q.waiting.push((sweep, attempt, decision, tx));
             self.commits.ring_if_complete(&q);
             !std::mem::replace(&mut q.flushing, true)
         };
@@ -251,21 +263,23 @@ fn flush_commits(
     while let Some(batch) = next_batch(&guard.0, window) {
         let mut records = Vec::with_capacity(batch.len());
         let mut senders = Vec::with_capacity(batch.len());
-        for (attempt, decision, tx) in batch {
-            records.push((attempt, decision));
+        for (sweep, attempt, decision, tx) in batch {
+            records.push((sweep, attempt, decision));
             senders.push(tx);
         }
         let results = {
             let mut ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
             match records.as_slice() {
-                [(attempt, decision)] => vec![ledger.record_attempt(attempt, decision)],
+                [(sweep, attempt, decision)] => {
+                    vec![ledger.record_attempt_in(*sweep, attempt, decision)]
+                }
                 _ => match ledger.record_attempts(&records) {
                     Ok(results) => results,
                     Err(e) => {
                         warn!(error = %e, count = records.len(), "group commit failed; recording attempts one by one");
                         records
                             .iter()
-                            .map(|(a, d)| ledger.record_attempt(a, d))
+                            .map(|(s, a, d)| ledger.record_attempt_in(*s, a, d))
                             .collect()
                     }
                 },

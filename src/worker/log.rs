@@ -6,7 +6,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::domain::{Change, Decision, QueryOutcome, RefundState, RefundStatus, format_ts};
 use crate::gateway::QueryReport;
-use crate::ledger::Applied;
+use crate::ledger::{Applied, LoggedDiscrepancy};
 
 /// The one line every final outcome gets: INFO for success, WARN for REFUND_FAILED, so
 /// operators can follow failures by level or by field.
@@ -29,6 +29,21 @@ pub(super) fn log_finalized(no: &str, status: RefundStatus, source: &str, attemp
             "refund finalized"
         );
     }
+}
+
+/// The line for a discrepancy someone else recorded (the ledger's notification trigger, the
+/// merchant's app): the same message and fields as the daemon's own, plus its `id`, the number
+/// `resolve-discrepancy` takes.
+pub(super) fn log_discrepancy(d: &LoggedDiscrepancy) {
+    error!(
+        id = d.id,
+        out_refund_no = d.out_refund_no.as_str(),
+        kind = d.kind.as_str(),
+        expected = d.expected.as_deref().unwrap_or(""),
+        observed = d.observed.as_deref().unwrap_or(""),
+        source = d.source.as_str(),
+        "discrepancy recorded"
+    );
 }
 
 /// A verified answer held an informative field we could not read: it did not stop the status

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::WorkerSettings;
 use crate::domain::{
@@ -33,7 +33,7 @@ use crate::gateway::{GatewayClient, QueryReport};
 use crate::ledger::{Applied, LedgerError, Readout, SweepCounts, SweepEnd, Watermark};
 use crate::metrics::Metrics;
 
-use log::{log_applied, log_finalized};
+use log::{log_applied, log_discrepancy, log_finalized};
 use rate::RateLimiter;
 
 /// Errors a sweep or a single query can end with. Gateway trouble is never an error here: it
@@ -58,6 +58,9 @@ pub enum WorkerError {
 /// What one sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SweepReport {
+    /// The sweep's row in the `sweeps` table: the `sweep` field of its log lines, and the
+    /// `sweep_id` of its attempts.
+    pub sweep_id: i64,
     /// Refunds claimed as due (probes included).
     pub claimed: u64,
     /// Queries sent (including the immediate clock-skew retry).
@@ -172,6 +175,12 @@ struct Inner {
     breaker: Mutex<breaker::Breaker>,
     /// The last refund finalized elsewhere that was logged.
     logged_until: Mutex<LogWatermark>,
+    /// The last discrepancy id the log has passed (`None`: not read yet; the first sweep
+    /// reads the ledger's newest, as for [`LogWatermark::Unread`]).
+    discrepancies_logged: Mutex<Option<i64>>,
+    /// The `sweeps.id` of the latest sweep's row (`None`: no sweep yet, or its row could not
+    /// be written), for the lines logged about a sweep after it ended.
+    last_sweep: Mutex<Option<i64>>,
     /// Rows skipped because they could not be read, recorded or flagged (see [`skip`]).
     skipping: skip::Skipping,
     /// The newest `operator_actions` id already looked at for `resume` requests.
@@ -207,6 +216,8 @@ impl Worker {
             halt,
             breaker,
             logged_until: Mutex::new(LogWatermark::Unread),
+            discrepancies_logged: Mutex::new(None),
+            last_sweep: Mutex::new(None),
             skipping: skip::Skipping::default(),
             resume_seen: Mutex::new(0),
             metrics: Arc::new(Metrics::new()),
@@ -255,6 +266,8 @@ impl Worker {
         }
         let watermark = previous.inner.watermark_lock().clone();
         *self.inner.watermark_lock() = watermark;
+        let logged = *previous.inner.discrepancies_lock();
+        *self.inner.discrepancies_lock() = logged;
         self.inner.skipping.carry_over(&previous.inner.skipping);
         let seen = *previous.inner.resume_seen_lock();
         *self.inner.resume_seen_lock() = seen;
@@ -283,6 +296,24 @@ impl Worker {
     /// it opens the ledger, so outcomes that land before the first sweep are still logged).
     pub fn log_finalized_after(&self, watermark: Option<Watermark>) {
         *self.inner.watermark_lock() = LogWatermark::After(watermark);
+    }
+
+    /// Logs discrepancies recorded by others (the notification trigger, the merchant's app)
+    /// only when their id is above `id` (the daemon reads it when it opens the ledger: the
+    /// same rule as [`Worker::log_finalized_after`]).
+    pub fn log_discrepancies_after(&self, id: i64) {
+        *self.inner.discrepancies_lock() = Some(id);
+    }
+
+    /// The `sweeps.id` of the latest sweep this worker began (`None`: none, or its row could
+    /// not be written): the `sweep` field of a line logged about it once it has ended, such
+    /// as the daemon's "sweep failed".
+    pub fn last_sweep_id(&self) -> Option<i64> {
+        *self
+            .inner
+            .last_sweep
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The ledger this worker writes to.
@@ -318,7 +349,8 @@ impl Worker {
         let inner = &self.inner;
         let found = inner.ledger.call(move |l| l.state(&no)).await?;
         let (status, state) = found.ok_or_else(|| WorkerError::NotFound(out_refund_no.clone()))?;
-        let processed = inner.process(status, state, None).await?;
+        // Outside any sweep: the attempt row has no sweep id.
+        let processed = inner.process(status, state, None, None).await?;
         if processed.decision.halt.is_none() {
             inner.halt_lock().resume();
         }
@@ -375,6 +407,12 @@ impl Inner {
         Ok(())
     }
 
+    fn discrepancies_lock(&self) -> MutexGuard<'_, Option<i64>> {
+        self.discrepancies_logged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     fn paused(&self) -> bool {
         self.breaker_lock().is_open()
     }
@@ -420,9 +458,27 @@ impl Inner {
         shutdown: &CancellationToken,
     ) -> Result<SweepReport, WorkerError> {
         let started = self.clock.now();
+        *self.last_sweep.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let sweep_id = self.ledger.call(move |l| l.begin_sweep(started)).await?;
-        let mut report = SweepReport::default();
-        let result = self.sweep_inner(shutdown, &mut report).await;
+        *self.last_sweep.lock().unwrap_or_else(|p| p.into_inner()) = Some(sweep_id);
+        // Every line the sweep logs carries its `sweeps.id`, the id its attempt rows carry,
+        // so a log line leads to the ledger's rows and back across restarts.
+        self.sweep_in_row(sweep_id, shutdown)
+            .instrument(info_span!("sweep", sweep = sweep_id))
+            .await
+    }
+
+    /// The sweep whose row [`Inner::sweep`] began: its work, then the row's end.
+    async fn sweep_in_row(
+        self: &Arc<Self>,
+        sweep_id: i64,
+        shutdown: &CancellationToken,
+    ) -> Result<SweepReport, WorkerError> {
+        let mut report = SweepReport {
+            sweep_id,
+            ..SweepReport::default()
+        };
+        let result = self.sweep_inner(shutdown, sweep_id, &mut report).await;
         // The sweep row records the halt in force when the sweep ended, whichever way it ended.
         report.halted = self.halted().map(|h| h.halt);
         let finished = self.clock.now();
@@ -458,6 +514,7 @@ impl Inner {
     async fn sweep_inner(
         self: &Arc<Self>,
         shutdown: &CancellationToken,
+        sweep: i64,
         report: &mut SweepReport,
     ) -> Result<(), WorkerError> {
         let grace = self.policy.schedule.grace;
@@ -466,17 +523,18 @@ impl Inner {
             debug!(count = scheduled, "new refunds scheduled");
         }
         self.log_finalized_elsewhere(report).await?;
+        self.log_discrepancies_elsewhere().await?;
         let now = self.clock.now();
         self.take_resume_request(now).await?;
         // A halt is probed first: while Checus rejects us, whether the gateway is up is moot.
-        if !self.pass(Pause::Halt, now, report).await?
-            || !self.pass(Pause::Breaker, now, report).await?
+        if !self.pass(Pause::Halt, now, sweep, report).await?
+            || !self.pass(Pause::Breaker, now, sweep, report).await?
         {
             return Ok(());
         }
         let due = self.claim_due(now, report).await?;
         report.claimed += due.len() as u64;
-        let tasks = self.dispatch(due, shutdown).await;
+        let tasks = self.dispatch(due, sweep, shutdown).await;
         let result = self.collect(tasks, report).await;
         if result.slowed {
             let rate = self.limiter.slow_down();
@@ -507,6 +565,7 @@ impl Inner {
         &self,
         pause: Pause,
         now: Timestamp,
+        sweep: i64,
         report: &mut SweepReport,
     ) -> Result<bool, WorkerError> {
         let Some(probe_at) = self.probe_at(pause) else {
@@ -536,7 +595,9 @@ impl Inner {
             return Ok(false);
         };
         report.claimed += 1;
-        let processed = self.process(RefundStatus::Pending, state, None).await?;
+        let processed = self
+            .process(RefundStatus::Pending, state, None, Some(sweep))
+            .await?;
         tally(report, &processed);
         if processed.decision.halt.is_some() {
             return Ok(false);
@@ -612,7 +673,12 @@ impl Inner {
 
     /// Sends the claimed queries, `concurrency` at a time at the limiter's rate, until the
     /// batch is done, `shutdown` fires, or a pause stops querying.
-    async fn dispatch(self: &Arc<Self>, due: Claimed, shutdown: &CancellationToken) -> Dispatched {
+    async fn dispatch(
+        self: &Arc<Self>,
+        due: Claimed,
+        sweep: i64,
+        shutdown: &CancellationToken,
+    ) -> Dispatched {
         let semaphore = Arc::new(Semaphore::new(self.settings.concurrency));
         // Answers not yet committed are bounded too: a task holds one of these from dispatch
         // until its attempt is committed, so at most `concurrency` queries are on the wire and
@@ -635,19 +701,24 @@ impl Inner {
             };
             let me = Arc::clone(self);
             let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                let _pending_commit = pending_commit;
-                tokio::select! {
-                    () = me.limiter.acquire() => {}
-                    () = shutdown.cancelled() => return Ok(None),
+            tasks.spawn(
+                async move {
+                    let _pending_commit = pending_commit;
+                    tokio::select! {
+                        () = me.limiter.acquire() => {}
+                        () = shutdown.cancelled() => return Ok(None),
+                    }
+                    // Re-check at the last moment: a sibling may have halted querying, or
+                    // tripped the circuit breaker.
+                    if me.is_stopped() {
+                        return Ok(None);
+                    }
+                    me.process(recorded, state, Some(permit), Some(sweep))
+                        .await
+                        .map(Some)
                 }
-                // Re-check at the last moment: a sibling may have halted querying, or
-                // tripped the circuit breaker.
-                if me.is_stopped() {
-                    return Ok(None);
-                }
-                me.process(recorded, state, Some(permit)).await.map(Some)
-            });
+                .in_current_span(),
+            );
         }
         tasks
     }
@@ -679,12 +750,13 @@ impl Inner {
     ///
     /// `slot` is the sweep's concurrency permit: it bounds queries in flight toward Checus, so
     /// it is released as soon as the last answer is in, and the next query goes out while this
-    /// attempt waits for its (group) commit.
+    /// attempt waits for its (group) commit. `sweep` is the sweep's row (`None`: `query`).
     async fn process(
         &self,
         recorded: RefundStatus,
         state: RefundState,
         slot: Option<OwnedSemaphorePermit>,
+        sweep: Option<i64>,
     ) -> Result<Processed, WorkerError> {
         // Lets the group commit wait for this answer rather than commit without it.
         let _coming = self.ledger.attempt_coming();
@@ -697,7 +769,7 @@ impl Inner {
                 "gateway reports clock skew; retrying once with a fresh requestTime"
             );
             // The retry's decision supersedes this one, so its halt is not applied.
-            self.record(&state, &report, first).await?;
+            self.record(&state, &report, first, sweep).await?;
             report = self.client.query(&state.out_refund_no).await;
         }
         let decision = self.decide_counted(recorded, &state, &report);
@@ -707,7 +779,9 @@ impl Inner {
         // A halting answer keeps its slot until the halt is in force, so no sibling query
         // slips out meanwhile (a bad key must not burn through the ledger).
         let slot = slot.filter(|_| decision.halt.is_some());
-        let applied = self.record(&state, &report, decision.clone()).await?;
+        let applied = self
+            .record(&state, &report, decision.clone(), sweep)
+            .await?;
         if let Some(halt) = &decision.halt {
             self.enter_halt(halt, &state.out_refund_no, &report);
         }
@@ -772,18 +846,19 @@ impl Inner {
         state: &RefundState,
         report: &QueryReport,
         decision: Decision,
+        sweep: Option<i64>,
     ) -> Result<Applied, WorkerError> {
         let class = decision.class;
         self.metrics.query_answered(class, report.latency);
         let applied = match self
             .ledger
-            .record_attempt(report.clone(), decision.clone())
+            .record_attempt_in(sweep, report.clone(), decision.clone())
             .await
         {
             Ok(applied) => applied,
             Err(e) if e.is_row_refusal() => {
                 self.skipping
-                    .unwritable(&self.ledger, report, class, &e)
+                    .unwritable(&self.ledger, sweep, report, class, &e)
                     .await?;
                 return Err(WorkerError::RowRefused(state.out_refund_no.clone()));
             }
@@ -847,6 +922,35 @@ impl Inner {
                 .metrics
                 .discrepancy_recorded(DiscrepancyKind::ConflictingFinal),
             _ => {}
+        }
+    }
+
+    /// Logs one "discrepancy recorded" ERROR line for each discrepancy this daemon did not
+    /// record itself (the notification trigger's, written when the merchant's app inserts a
+    /// notification that disagrees; any other writer's), once each: the watermark is the
+    /// last id logged, and ids are never reused. The daemon's own (source `query`) were
+    /// logged when it recorded them, and are only passed here.
+    async fn log_discrepancies_elsewhere(&self) -> Result<(), WorkerError> {
+        const BATCH: usize = 1000;
+        let Some(mut after) = *self.discrepancies_lock() else {
+            let start = self.ledger.call(|l| l.discrepancy_watermark()).await?;
+            *self.discrepancies_lock() = Some(start);
+            return Ok(());
+        };
+        loop {
+            let from = after;
+            let rows = self
+                .ledger
+                .call(move |l| l.discrepancies_since(from, BATCH))
+                .await?;
+            for d in rows.iter().filter(|d| d.source != "query") {
+                log_discrepancy(d);
+            }
+            after = rows.last().map_or(after, |d| d.id);
+            *self.discrepancies_lock() = Some(after);
+            if rows.len() < BATCH {
+                return Ok(());
+            }
         }
     }
 

@@ -96,6 +96,7 @@ impl Skipping {
     pub(super) async fn unwritable(
         &self,
         ledger: &LedgerHandle,
+        sweep: Option<i64>,
         report: &QueryReport,
         class: OutcomeClass,
         refusal: &LedgerError,
@@ -104,7 +105,7 @@ impl Skipping {
         let (attempt, why) = (report.clone(), text.clone());
         let recorded = ledger
             .call(
-                move |l| match l.record_refused_attempt(&attempt, class, &why) {
+                move |l| match l.record_refused_attempt(sweep, &attempt, class, &why) {
                     Err(e) if e.is_row_refusal() => Ok(false),
                     other => other.map(|()| true),
                 },

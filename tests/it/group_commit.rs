@@ -76,12 +76,13 @@ fn seeded() -> (tempfile::TempDir, Ledger) {
     (dir, ledger)
 }
 
-fn batch() -> Vec<(QueryReport, Decision)> {
+/// Attempts of sweep 7, and one outside any sweep (`query`'s).
+fn batch() -> Vec<(Option<i64>, QueryReport, Decision)> {
     vec![
-        (answered("R1"), finalize(FinalStatus::Success)),
-        (answered("GHOST"), finalize(FinalStatus::Success)),
-        (answered("R2"), reschedule()),
-        (answered("R3"), finalize(FinalStatus::Success)),
+        (Some(7), answered("R1"), finalize(FinalStatus::Success)),
+        (Some(7), answered("GHOST"), finalize(FinalStatus::Success)),
+        (None, answered("R2"), reschedule()),
+        (Some(7), answered("R3"), finalize(FinalStatus::Success)),
     ]
 }
 
@@ -92,7 +93,7 @@ fn a_group_commit_records_exactly_what_one_transaction_per_attempt_would() {
     let results = grouped.record_attempts(&batch()).unwrap();
     let one_by_one: Vec<_> = batch()
         .iter()
-        .map(|(a, d)| single.record_attempt(a, d))
+        .map(|(sweep, a, d)| single.record_attempt_in(*sweep, a, d))
         .collect();
 
     assert_eq!(results.len(), 4);
@@ -128,6 +129,9 @@ fn a_group_commit_records_exactly_what_one_transaction_per_attempt_would() {
         }
         assert_eq!(g.refund, s.refund, "{n}");
         assert_eq!(g.attempts.len(), 1, "{n}: one attempt row");
+        let sweep = if n == "R2" { None } else { Some(7) };
+        assert_eq!(g.attempts[0].sweep_id, sweep, "{n}: the attempt's sweep");
+        assert_eq!(s.attempts[0].sweep_id, sweep, "{n}: the attempt's sweep");
         assert_eq!(
             g.attempts.iter().map(|a| a.outcome).collect::<Vec<_>>(),
             s.attempts.iter().map(|a| a.outcome).collect::<Vec<_>>()

@@ -16,6 +16,7 @@ mod gateway_openssl;
 mod group_commit;
 mod hostile;
 mod ledger;
+mod logs;
 mod migrate;
 mod observe;
 mod operations;

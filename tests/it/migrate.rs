@@ -26,7 +26,8 @@ const V1_DEMO: &str = concat!(
     "/testdata/ledger-v1/demo.sqlite"
 );
 
-/// Every table of the ledger but sweeps, whose rows must come through a migration unchanged.
+/// Every table of the ledger but sweeps, whose rows must come through a migration unchanged
+/// (attempts: its v1 columns; version 5 adds `sweep_id`, NULL on old rows).
 const UNCHANGED_TABLES: [&str; 6] = [
     "refunds",
     "attempts",
@@ -39,6 +40,19 @@ const UNCHANGED_TABLES: [&str; 6] = [
 /// The v1 columns of sweeps, which v2 keeps as they were (and adds halt_code).
 const V1_SWEEP_COLUMNS: &str =
     "id, started_at, finished_at, claimed, finalized, rescheduled, failed, halted_reason";
+
+/// The v1 columns of attempts, which v5 keeps as they were (and adds sweep_id).
+const V1_ATTEMPT_COLUMNS: &str = "id, out_refund_no, attempted_at, outcome, http_status, \
+     gateway_code, data_status, latency_ms, error, decision";
+
+/// The columns of `table` that every migration keeps as they were.
+fn kept_columns(table: &str) -> &'static str {
+    match table {
+        "sweeps" => V1_SWEEP_COLUMNS,
+        "attempts" => V1_ATTEMPT_COLUMNS,
+        _ => "*",
+    }
+}
 
 /// Set, the ledger suite's `new_ledger()` starts from [`empty_v1_ledger`] and lets
 /// `Ledger::open` migrate it, so every ledger test runs on a migrated ledger.
@@ -151,7 +165,10 @@ fn rows(path: &Path, query: &str) -> Vec<Vec<Value>> {
 fn data(path: &Path) -> Vec<Vec<Vec<Value>>> {
     let mut all: Vec<_> = UNCHANGED_TABLES
         .iter()
-        .map(|t| rows(path, &format!("SELECT * FROM {t} ORDER BY rowid")))
+        .map(|t| {
+            let cols = kept_columns(t);
+            rows(path, &format!("SELECT {cols} FROM {t} ORDER BY rowid"))
+        })
         .collect();
     all.push(rows(
         path,
@@ -169,12 +186,11 @@ fn differing_tables(path: &Path, reference: &Path) -> Vec<&'static str> {
         [reference.to_str().unwrap()],
     )
     .unwrap();
-    let columns = |t: &str| if t == "sweeps" { V1_SWEEP_COLUMNS } else { "*" };
     UNCHANGED_TABLES
         .into_iter()
         .chain(["sweeps"])
         .filter(|t| {
-            let cols = columns(t);
+            let cols = kept_columns(t);
             let differing: i64 = conn
                 .query_row(
                     &format!(
@@ -238,6 +254,7 @@ fn the_v1_demo_ledger_migrates_with_every_row_intact_and_a_checked_backup() {
             "0003_real_instants",
             "0004_sweep_health",
             "0005_refund_counts",
+            "0006_sweep_ids_and_lasting_discrepancy_ids",
             "0007_operator_resume"
         ]
     );
@@ -474,6 +491,10 @@ fn migrate_dry_run_prints_the_steps_and_changes_nothing() {
         "0004_sweep_health (3 -> 4)",
         "0005_refund_counts (4 -> 5)",
         "count the refunds of each status into refund_counts",
+        "0006_sweep_ids_and_lasting_discrepancy_ids (5 -> 6)",
+        "add attempts.sweep_id",
+        "create discrepancies with an AUTOINCREMENT id",
+        "0007_operator_resume (6 -> 7)",
         "create refunds with the new review reasons",
         "copy every row of every table, unchanged",
         "recreate the trigger sweeps_finished_are_immutable",
@@ -808,4 +829,35 @@ fn the_merchant_app_keeps_writing_while_a_ledger_migrates() {
     );
     assert_healthy(&path);
     eprintln!("migration took {took:?}; the app wrote {written} refunds meanwhile");
+}
+
+#[test]
+fn after_migrating_a_new_discrepancy_id_is_above_every_id_an_audit_row_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = v1_copy(dir.path());
+    // The demo has discrepancy 1. A prune before version 5 took discrepancies up to 41, and
+    // the audit row of 41's resolution still names it: version 4 would give 41 again.
+    let conn = sql(&path);
+    conn.execute(
+        "INSERT INTO operator_actions (at, actor, action, out_refund_no, reason, detail)
+         VALUES ('2026-11-30T10:00:00.000Z', 'ops', 'resolve_discrepancy', 'R-GONE',
+                 'checked with Checus', '{\"discrepancy\":41}')",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    drop(Ledger::open(&path).unwrap());
+    let conn = sql(&path);
+    conn.execute(
+        "INSERT INTO notifications (out_refund_no, status, amount, currency, notify_time)
+         VALUES ('R-NEVER-ISSUED', 'REFUND_SUCCESS', '1.00', 'USD', '2026-12-01T00:00:00.000Z')",
+        [],
+    )
+    .unwrap();
+    let ids = rows(&path, "SELECT id FROM discrepancies ORDER BY id");
+    assert_eq!(
+        ids,
+        vec![vec![Value::Integer(1)], vec![Value::Integer(42)]],
+        "kept rows keep their ids; the next one is above every id ever named"
+    );
 }

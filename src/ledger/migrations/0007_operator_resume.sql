@@ -1,18 +1,17 @@
--- Schema version 4 -> 5 (issue 12, part 6): operator_actions.action gains 'resume'
+-- Schema version 6 -> 7 (issue 12, part 6): operator_actions.action gains 'resume'
 -- (`checus-reconciler resume`: an audited request that a running daemon halted on a
 -- configuration error or clock skew probes Checus now instead of at its next halt_recheck;
 -- the daemon watches for new resume rows while it is halted). A resume row names no refund.
 --
--- Self-contained after version 4 (the lead renumbers it after 0005 and 0006 at the merge: the
--- file is 0007, and it only rebuilds operator_actions).
+-- It only rebuilds operator_actions (written beside 0005 and 0006, each self-contained).
 --
 -- The CHECK of a STRICT table changes, so operator_actions is rebuilt with SQLite's documented
 -- procedure (https://sqlite.org/lang_altertable.html#otheralter), as in 0004: run by
 -- src/ledger/migrate.rs in ONE `BEGIN IMMEDIATE` transaction that also sets user_version, with
 -- `legacy_alter_table` on, so the rename rewrites no trigger of refunds that reads
 -- operator_actions (refunds_operator_decision_is_audited names it, and finds the new table
--- once it exists under that name). Every row is copied unchanged: each action version 4
--- allowed, version 5 allows too. The index and triggers are created after the copy.
+-- once it exists under that name). Every row is copied unchanged: each action version 6
+-- allowed, version 7 allows too. The index and triggers are created after the copy.
 --
 -- Each `-- step:` line is what `checus-reconciler migrate --dry-run` prints.
 
