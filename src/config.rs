@@ -155,6 +155,9 @@ pub struct HttpSettings {
     /// The address and port to listen on; `None` (the key absent): no listener at all.
     /// Loopback is the intended use: anything else goes behind the operator's TLS proxy.
     pub listen: Option<std::net::SocketAddr>,
+    /// Where the refunds API's bearer token comes from (`file:`, `env:` or `credential:`,
+    /// like the keys); `None`: the `/v1/refunds` API is off. Loaded by [`Config::load_keys`].
+    pub api_token: Option<KeySource>,
 }
 
 /// Worker limits and timings.
@@ -289,14 +292,22 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Option<String>,
+    api_token: Option<String>,
 }
 
 impl RawHttp {
     /// An IP address and port; a host name is refused (the listener binds one address, and
     /// a name could resolve to several or to none at start-up).
-    fn validate(self) -> Result<HttpSettings, ConfigError> {
+    fn validate(self, env: &Environment) -> Result<HttpSettings, ConfigError> {
+        let api_token = self
+            .api_token
+            .map(|t| key_source("http.api_token", &t, env))
+            .transpose()?;
         let Some(text) = self.listen else {
-            return Ok(HttpSettings::default());
+            return Ok(HttpSettings {
+                listen: None,
+                api_token,
+            });
         };
         let listen = text.trim().parse::<std::net::SocketAddr>().map_err(|_| {
             ConfigError::invalid(
@@ -310,6 +321,7 @@ impl RawHttp {
         })?;
         Ok(HttpSettings {
             listen: Some(listen),
+            api_token,
         })
     }
 }
@@ -1055,6 +1067,7 @@ const KEY_NAMES: &[&str] = &[
     "level",
     "http",
     "listen",
+    "api_token",
 ];
 
 /// A TOML syntax error as line, column, the key of that line when it is a known one, and the
@@ -1158,7 +1171,7 @@ impl RawConfig {
         let gateway = self.gateway.validate()?;
         let policy = self.schedule.validate()?;
         let worker = self.worker.validate()?;
-        let http = self.http.validate()?;
+        let http = self.http.validate(env)?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid("log.level", e.to_string()));
         }
@@ -1281,6 +1294,8 @@ pub struct LoadedKeys {
     pub gateway: std::sync::Arc<crate::gateway::GatewayKey>,
     /// Things worth a warning at start-up (a converted key format, loose file permissions).
     pub warnings: Vec<String>,
+    /// The refunds API's bearer token (`http.api_token`); `None`: the API is off.
+    pub api_token: Option<std::sync::Arc<crate::http::ApiToken>>,
 }
 
 impl KeySource {
@@ -1466,7 +1481,25 @@ impl KeySources {
             merchant: std::sync::Arc::new(merchant),
             gateway: std::sync::Arc::new(gateway),
             warnings,
+            api_token: None,
         })
+    }
+}
+
+impl Config {
+    /// Reads and parses every secret the daemon uses: both keys ([`KeySources::load`]) and,
+    /// when `http.api_token` is set, the API token (a secret file like the private key: not
+    /// accessible to other users). Errors name the config key, never the secret.
+    pub fn load_keys(&self) -> Result<LoadedKeys, ConfigError> {
+        let mut keys = self.keys.load()?;
+        if let Some(source) = &self.http.api_token {
+            let k = "http.api_token";
+            let text = source.read(k, true, &mut keys.warnings)?;
+            let token = crate::http::ApiToken::from_text(&text)
+                .map_err(|e| ConfigError::invalid(k, format!("{source:?} {e}")))?;
+            keys.api_token = Some(std::sync::Arc::new(token));
+        }
+        Ok(keys)
     }
 }
 

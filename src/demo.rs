@@ -231,6 +231,7 @@ fn demo_keys() -> LoadedKeys {
                 .expect("committed test key parses"),
         ),
         warnings: Vec::new(),
+        api_token: None,
     }
 }
 

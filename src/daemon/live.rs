@@ -15,9 +15,10 @@ use tracing::warn;
 
 use super::lock::Guard;
 use crate::domain::{Clock, Timestamp};
+use crate::http::ApiToken;
 use crate::ledger::{Finding, Ledger, LedgerGauges};
 use crate::metrics::Metrics;
-use crate::worker::WorkerView;
+use crate::worker::{LedgerHandle, WorkerView};
 
 /// How long a ledger gauge read serves scrapes: Prometheus scrapes every 15 s or so, and a
 /// burst of scrapers (two Prometheus replicas, a curl) shares one read.
@@ -72,6 +73,10 @@ pub struct Live {
     last_tick: Mutex<Instant>,
     /// The sweep interval the cron gives (see [`super::sweep_interval`]).
     interval: Duration,
+    /// The worker's ledger handle: the refunds API writes through it, on the blocking pool.
+    ledger: LedgerHandle,
+    /// The refunds API's token (`None`: the API is off); a reload replaces it.
+    api_token: Mutex<Option<Arc<ApiToken>>>,
 }
 
 impl Live {
@@ -83,6 +88,7 @@ impl Live {
         guard: Guard,
         clock: Arc<dyn Clock>,
         interval: Duration,
+        ledger: LedgerHandle,
     ) -> Self {
         Self {
             metrics,
@@ -93,7 +99,33 @@ impl Live {
             clock,
             last_tick: Mutex::new(Instant::now()),
             interval,
+            ledger,
+            api_token: Mutex::new(None),
         }
+    }
+
+    /// Puts the (re)loaded `http.api_token` in charge (`None`: the API is off).
+    pub(super) fn set_api_token(&self, token: Option<Arc<ApiToken>>) {
+        *self.api_token.lock().unwrap_or_else(|p| p.into_inner()) = token;
+    }
+
+    /// The refunds API's token, if the API is on.
+    pub fn api_token(&self) -> Option<Arc<ApiToken>> {
+        self.api_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The ledger handle the refunds API uses (the worker's: its calls run on the blocking
+    /// pool, one at a time with the worker's own).
+    pub fn ledger(&self) -> &LedgerHandle {
+        &self.ledger
+    }
+
+    /// The daemon's clock (the API's default `createdAt`).
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// The work loop went round once (an event, a sweep making progress, an idle tick).

@@ -222,7 +222,9 @@ impl Daemon {
             opened.lock.guard(),
             Arc::clone(&clock),
             interval,
+            opened.ledger.clone(),
         ));
+        live.set_api_token(keys.api_token.clone());
         // Bound and serving before READY=1: a bad address fails start-up (exit 3).
         let http = Arc::new(HttpSlot::default());
         if let Some(addr) = config.http.listen {

@@ -76,7 +76,7 @@ pub use types::{
 };
 pub use verify::{Difference, ObjectKind, SchemaCheck, SchemaDifference};
 pub use views::OpenDiscrepancy;
-pub use write::IMPORT_PROGRESS_EVERY;
+pub use write::{IMPORT_PROGRESS_EVERY, Registered};
 
 use error::During;
 

@@ -993,6 +993,7 @@ async fn a_hung_work_loop_stops_the_watchdog_pings() {
         merchant: crate::common::merchant_key(),
         gateway: crate::common::gateway_key(),
         warnings: Vec::new(),
+        api_token: None,
     };
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
