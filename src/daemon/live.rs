@@ -16,9 +16,9 @@ use tracing::warn;
 use super::lock::Guard;
 use crate::domain::{Clock, Timestamp};
 use crate::http::ApiToken;
-use crate::ledger::{Finding, Ledger, LedgerGauges};
+use crate::ledger::{Finding, Ledger, LedgerError, LedgerGauges};
 use crate::metrics::Metrics;
-use crate::worker::{LedgerHandle, WorkerView};
+use crate::worker::WorkerView;
 
 /// How long a ledger gauge read serves scrapes: Prometheus scrapes every 15 s or so, and a
 /// burst of scrapers (two Prometheus replicas, a curl) shares one read.
@@ -73,8 +73,10 @@ pub struct Live {
     last_tick: Mutex<Instant>,
     /// The sweep interval the cron gives (see [`super::sweep_interval`]).
     interval: Duration,
-    /// The worker's ledger handle: the refunds API writes through it, on the blocking pool.
-    ledger: LedgerHandle,
+    /// The refunds API's own connection, used on the blocking pool only: a request waits for
+    /// no worker call or scrape, only for SQLite's lock (at most [`crate::ledger::BUSY_TIMEOUT`],
+    /// inside the request timeout, so a busy ledger is a 503, not a 408).
+    api_ledger: Arc<Mutex<Ledger>>,
     /// The refunds API's token (`None`: the API is off); a reload replaces it.
     api_token: Mutex<Option<Arc<ApiToken>>>,
 }
@@ -88,7 +90,7 @@ impl Live {
         guard: Guard,
         clock: Arc<dyn Clock>,
         interval: Duration,
-        ledger: LedgerHandle,
+        api_ledger: Ledger,
     ) -> Self {
         Self {
             metrics,
@@ -99,7 +101,7 @@ impl Live {
             clock,
             last_tick: Mutex::new(Instant::now()),
             interval,
-            ledger,
+            api_ledger: Arc::new(Mutex::new(api_ledger)),
             api_token: Mutex::new(None),
         }
     }
@@ -117,10 +119,23 @@ impl Live {
             .clone()
     }
 
-    /// The ledger handle the refunds API uses (the worker's: its calls run on the blocking
-    /// pool, one at a time with the worker's own).
-    pub fn ledger(&self) -> &LedgerHandle {
-        &self.ledger
+    /// Runs `f` on the refunds API's connection, on the blocking pool.
+    pub async fn api_call<R, F>(&self, f: F) -> Result<R, LedgerError>
+    where
+        F: FnOnce(&Ledger) -> Result<R, LedgerError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let ledger = Arc::clone(&self.api_ledger);
+        let joined = tokio::task::spawn_blocking(move || {
+            // Every ledger method is one transaction, rolled back on unwind: a panic leaves
+            // the connection usable.
+            f(&ledger.lock().unwrap_or_else(|p| p.into_inner()))
+        })
+        .await;
+        match joined {
+            Ok(result) => result,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 
     /// The daemon's clock (the API's default `createdAt`).

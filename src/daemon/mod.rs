@@ -198,6 +198,9 @@ struct Opened {
     worker: Worker,
     /// A second connection, for the HTTP endpoints' reads.
     reader: Ledger,
+    /// A third, for the refunds API: its writes wait for no worker call (at most one busy
+    /// timeout, inside the request timeout).
+    api: Ledger,
 }
 
 impl Daemon {
@@ -222,7 +225,7 @@ impl Daemon {
             opened.lock.guard(),
             Arc::clone(&clock),
             interval,
-            opened.ledger.clone(),
+            opened.api,
         ));
         live.set_api_token(keys.api_token.clone());
         // Bound and serving before READY=1: a bad address fails start-up (exit 3).
@@ -400,6 +403,7 @@ async fn open(
             warn!(count = closed, "closed sweep rows a previous run left open");
         }
         let reader = Ledger::open_existing(path)?;
+        let api = Ledger::open_existing(path)?;
         let ledger = LedgerHandle::new(ledger);
         let mut worker = build_worker(&config, &keys, ledger.clone(), clock)?.with_metrics(metrics);
         if let Some(j) = jitter {
@@ -413,6 +417,7 @@ async fn open(
             ledger,
             worker,
             reader,
+            api,
         })
     });
     match opening.await {

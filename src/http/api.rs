@@ -9,9 +9,9 @@
 //! is looked at). A body is validated by the same [`RawRefund::validate`] as `add` and
 //! `import`, after this module has read the JSON's shape: a JSON object, only the documented
 //! fields, each once, strings (the amount also as a JSON number, read from its exact text).
-//! Any refusal writes nothing. Ledger calls run on the blocking pool through the worker's
-//! [`crate::worker::LedgerHandle`]; a ledger busy past its busy timeout, or a full disk, is
-//! 503 (try again later).
+//! Any refusal writes nothing. Ledger calls run on the blocking pool, on a connection of the
+//! API's own ([`crate::daemon::Live::api_call`]); a ledger busy past its busy timeout, or a
+//! full disk, is 503 (try again later).
 
 use axum::Json;
 use axum::Router;
@@ -333,11 +333,7 @@ async fn register(State(s): State<AppState>, headers: HeaderMap, body: Bytes) ->
         Err(e) => return Refusal::from(e).answer(StatusCode::BAD_REQUEST),
     };
     let refund = asked.clone();
-    let written = s
-        .live
-        .ledger()
-        .call(move |l| l.register_refund(&refund))
-        .await;
+    let written = s.live.api_call(move |l| l.register_refund(&refund)).await;
     let no = asked.out_refund_no.as_str();
     match written {
         Ok(Registered::Created(row)) => {
@@ -379,7 +375,7 @@ async fn read(
         Err(e) => return Refusal::from(e).answer(StatusCode::BAD_REQUEST),
     };
     let shown = no.to_string();
-    match s.live.ledger().call(move |l| l.refund(&no)).await {
+    match s.live.api_call(move |l| l.refund(&no)).await {
         Ok(Some(row)) => (StatusCode::OK, Json(RefundView::from(&row))).into_response(),
         Ok(None) => Refusal::new(
             Some("outRefundNo"),
