@@ -2093,6 +2093,75 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
     }
 
     #[test]
+    fn the_api_token_loads_like_the_keys_and_is_never_shown() {
+        const TOKEN: &str = "tok-0123456789abcdef-xyz";
+        let dir = tempfile::tempdir().unwrap();
+        write_private(
+            dir.path(),
+            "merchant-private-key",
+            &test_key("merchant_private.b64"),
+            0o400,
+        );
+        write_private(dir.path(), "api-token", &format!("{TOKEN}\n"), 0o400);
+        let public = write_private(dir.path(), "public", &test_key("gateway_public.pem"), 0o444);
+        let base = MINIMAL.replace(
+            "file:/etc/checus-reconciler/gateway-public.key",
+            &format!("file:{}", public.display()),
+        );
+        let with = |source: &str| format!("{base}\n[http]\napi_token = \"{source}\"\n");
+        let creds = dir.path().display().to_string();
+        let load = |text: &str, pairs: Vec<(&str, &str)>| {
+            let mut pairs = pairs;
+            pairs.push(("CREDENTIALS_DIRECTORY", creds.as_str()));
+            Config::parse(text, "t", &Environment::from_pairs(pairs)).and_then(|c| c.load_keys())
+        };
+        let want = crate::http::ApiToken::from_text(TOKEN).unwrap();
+        // Absent: the API is off.
+        assert!(load(&base, vec![]).unwrap().api_token.is_none());
+        // credential:, env: (also through the CHECUS_RECONCILER__HTTP__API_TOKEN override).
+        for (text, pairs) in [
+            (with("credential:api-token"), vec![]),
+            (with("env:API_TOKEN"), vec![("API_TOKEN", TOKEN)]),
+            (
+                base.clone(),
+                vec![
+                    ("CHECUS_RECONCILER__HTTP__API_TOKEN", "env:API_TOKEN"),
+                    ("API_TOKEN", TOKEN),
+                ],
+            ),
+        ] {
+            let keys = load(&text, pairs).unwrap();
+            assert_eq!(keys.api_token.as_deref(), Some(&want), "{text}");
+        }
+        // Refusals name the key and never the token.
+        for (text, pairs, needle) in [
+            (
+                with("env:API_TOKEN"),
+                vec![("API_TOKEN", "too-short")],
+                "shorter than 16",
+            ),
+            (with("env:API_TOKEN"), vec![], "API_TOKEN is not set"),
+            (
+                with("env:API_TOKEN"),
+                vec![("API_TOKEN", "tok en 0123456789abcdef")],
+                "visible ASCII",
+            ),
+            (with("token:abc"), vec![], "unknown key source"),
+            (with(TOKEN), vec![], "expected file:"),
+        ] {
+            let e = load(&text, pairs).unwrap_err().to_string();
+            assert!(
+                e.starts_with("http.api_token: ") && e.contains(needle),
+                "{e}"
+            );
+            assert!(
+                !e.contains("0123456789abcdef") && !e.contains("too-short"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn keys_load_from_a_file_an_env_var_and_the_systemd_credentials_directory() {
         let dir = tempfile::tempdir().unwrap();
         let private = test_key("merchant_private.b64");

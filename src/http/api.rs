@@ -145,18 +145,21 @@ impl From<&RefundRow> for RefundView {
     }
 }
 
-/// 404 while `http.api_token` is not configured; 401 unless the request carries the token.
-fn authorize(s: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// The refusal, if any: 404 while `http.api_token` is not configured; 401 unless the request
+/// carries the token.
+fn refuse_unauthorized(s: &AppState, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = s.live.api_token() else {
-        return Err(Refusal::new(
-            None,
-            "the refunds API is off: set http.api_token to turn it on",
-        )
-        .answer(StatusCode::NOT_FOUND));
+        return Some(
+            Refusal::new(
+                None,
+                "the refunds API is off: set http.api_token to turn it on",
+            )
+            .answer(StatusCode::NOT_FOUND),
+        );
     };
     let presented = headers.get(header::AUTHORIZATION);
     if presented.is_some_and(|v| token.admits(v.as_bytes())) {
-        return Ok(());
+        return None;
     }
     warn!(
         presented = presented.is_some(),
@@ -171,7 +174,7 @@ fn authorize(s: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Bearer"),
     );
-    Err(answer)
+    Some(answer)
 }
 
 /// True for `application/json`, bare or with `charset=utf-8` (any case).
@@ -316,7 +319,7 @@ pub fn differing(
 
 /// `POST /v1/refunds`.
 async fn register(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(refused) = authorize(&s, &headers) {
+    if let Some(refused) = refuse_unauthorized(&s, &headers) {
         return refused;
     }
     let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
@@ -363,7 +366,7 @@ async fn read(
     headers: HeaderMap,
     no: Result<Path<String>, PathRejection>,
 ) -> Response {
-    if let Err(refused) = authorize(&s, &headers) {
+    if let Some(refused) = refuse_unauthorized(&s, &headers) {
         return refused;
     }
     let no = match no {
