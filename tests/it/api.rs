@@ -383,3 +383,38 @@ fn the_real_server_matches_its_openapi_document() {
         daemon.tail(20)
     );
 }
+
+#[test]
+fn a_sighup_reload_rotates_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sandbox, mut daemon, addr, ledger) = api_daemon(dir.path(), Vec::new());
+    let rotated = "rotated-token-abcdef0123456789";
+    std::fs::write(dir.path().join("api-token"), rotated).unwrap();
+    daemon.signal("-HUP");
+    daemon.wait_for("configuration reloaded");
+    let body = json!({"outRefundNo": "R-ROTATED", "amount": "1", "currency": "USD"});
+    let old = post(addr, &body);
+    assert_eq!(old.status, 401, "{}", old.body);
+    let new = send(
+        addr,
+        "POST",
+        "/v1/refunds",
+        &[
+            ("authorization", &format!("Bearer {rotated}")),
+            ("content-type", "application/json"),
+        ],
+        Some(body.to_string().into_bytes()),
+    );
+    assert_eq!(new.status, 201, "{}", new.body);
+    assert_eq!(count(&ledger, "refunds"), 1);
+    daemon.signal("-TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), 0);
+    daemon.drain();
+    assert!(
+        daemon
+            .seen
+            .iter()
+            .all(|l| !l.contains(rotated) && !l.contains(TOKEN)),
+        "a token was logged"
+    );
+}
