@@ -215,6 +215,7 @@ impl Daemon {
         let metrics = Arc::new(Metrics::new());
         let opened = open(&config, &keys, &clock, hooks.jitter.clone(), &metrics).await?;
         let interval = sweep_interval(&config.worker.sweep_cron, clock.now());
+        metrics.set_settings(interval, config.policy.pending_flag_after);
         let live = Arc::new(Live::new(
             metrics,
             opened.reader,

@@ -395,6 +395,10 @@ impl SweepLoop {
         if let Some(server) = moved {
             self.swap_listener(server).await;
         }
+        // `worker.sweep_cron` needs a restart (README), so the interval stays.
+        self.live
+            .metrics()
+            .set_settings(self.interval, config.policy.pending_flag_after);
         self.take_over(config, &keys, worker);
     }
 

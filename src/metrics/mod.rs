@@ -33,7 +33,7 @@ use crate::ledger::{Finding, LedgerGauges};
 /// The metric names as PromQL sees them (counters with their `_total`; the histogram's
 /// samples add `_bucket`, `_sum` and `_count`). An interface: a rename breaks operators'
 /// alerts and dashboards.
-pub const NAMES: [&str; 16] = [
+pub const NAMES: [&str; 18] = [
     "checus_reconciler_queries_total",
     "checus_reconciler_query_duration_seconds",
     "checus_reconciler_refunds_finalized_total",
@@ -50,6 +50,8 @@ pub const NAMES: [&str; 16] = [
     "checus_reconciler_sweep_errors_total",
     "checus_reconciler_last_sweep_end_timestamp_seconds",
     "checus_reconciler_build_info",
+    "checus_reconciler_sweep_interval_seconds",
+    "checus_reconciler_pending_flag_after_seconds",
 ];
 
 /// The content type of [`Metrics::render`]'s text.
@@ -129,6 +131,8 @@ pub struct Metrics {
     sweeps: Counter,
     sweep_errors: Counter,
     last_sweep_end: FloatGauge,
+    sweep_interval: FloatGauge,
+    pending_flag_after: FloatGauge,
 }
 
 impl Default for Metrics {
@@ -159,6 +163,8 @@ impl Metrics {
             sweeps: Counter::default(),
             sweep_errors: Counter::default(),
             last_sweep_end: FloatGauge::default(),
+            sweep_interval: FloatGauge::default(),
+            pending_flag_after: FloatGauge::default(),
         };
         m.register();
         m.preset();
@@ -240,6 +246,16 @@ impl Metrics {
             "Unix time the latest sweep of this process ended",
             self.last_sweep_end.clone(),
         );
+        r.register(
+            "sweep_interval_seconds",
+            "The sweep cron's interval (alerts: no sweep for 3 intervals)",
+            self.sweep_interval.clone(),
+        );
+        r.register(
+            "pending_flag_after_seconds",
+            "schedule.pending_flag_after: a refund pending longer is flagged (alerts compare the oldest pending age with it)",
+            self.pending_flag_after.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -320,6 +336,18 @@ impl Metrics {
             self.sweep_errors.inc();
         }
         self.last_sweep_end.set(unix_seconds(at));
+    }
+
+    /// The two settings the shipped alert rules compare against: the sweep cron's interval and
+    /// `schedule.pending_flag_after`. Set at start and by every accepted reload.
+    pub fn set_settings(
+        &self,
+        sweep_interval: std::time::Duration,
+        pending_flag_after: std::time::Duration,
+    ) {
+        self.sweep_interval.set(sweep_interval.as_secs_f64());
+        self.pending_flag_after
+            .set(pending_flag_after.as_secs_f64());
     }
 
     /// Sets the ledger gauges from a read at `now`.

@@ -18,6 +18,7 @@ mod hostile;
 mod ledger;
 mod logs;
 mod migrate;
+mod monitoring;
 mod observe;
 mod operations;
 mod operator;
