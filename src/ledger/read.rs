@@ -254,8 +254,10 @@ impl Ledger {
             {
                 let mut stmt = tx
                     .prepare(
-                        "SELECT status, count(*) FROM refunds
-                          WHERE status <> 'REFUND_PENDING' GROUP BY status",
+                        // Kept by triggers on every write, whoever writes: three rows
+                        // to read instead of every final refund (0.4 s on 10M rows).
+                        "SELECT status, n FROM refund_counts
+                          WHERE status <> 'REFUND_PENDING' AND n > 0",
                     )
                     .during(OP)?;
                 let rows = stmt
