@@ -572,6 +572,10 @@ pub struct DemoArgs {
     /// Give up after this many seconds (1 to 86400).
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout_secs: u64,
+    /// Serve /metrics, /healthz and /readyz on this address while the demo's daemon runs
+    /// (e.g. 127.0.0.1:9464), as `[http] listen` does for `run`.
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `sandbox --latency`: 0 to 10 minutes, in the units of [`parse_duration`] (exit 2 outside).

@@ -147,3 +147,55 @@ fn metric_names_are_found_wherever_a_text_mentions_them() {
         ]
     );
 }
+
+/// `GET path` with a bare HTTP/1.0 request; `None` while nothing listens.
+fn try_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+#[test]
+fn the_demo_serves_its_metrics_while_it_runs_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut c = crate::common::proc::cmd(dir.path());
+    c.args(["demo", "--refunds", "40", "--listen", &port.to_string()]);
+    c.args(["--dir", dir.path().to_str().unwrap()]);
+    let mut demo = Proc::spawn(c);
+    // Scrape until the demo's daemon has counted a query of its own, or the demo ended.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let page = loop {
+        let page = try_get(port, "/metrics").unwrap_or_default();
+        if page.contains("checus_reconciler_queries_total{outcome=\"final\"} ")
+            && !page.contains("checus_reconciler_queries_total{outcome=\"final\"} 0\n")
+        {
+            break page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no metrics from the demo: {}",
+            demo.tail(20)
+        );
+        // Polling the demo's listener: it has no readiness signal of its own.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"),
+        "{page}"
+    );
+    assert_eq!(
+        demo.wait_exit(std::time::Duration::from_secs(120)),
+        0,
+        "{}",
+        demo.tail(20)
+    );
+}
