@@ -16,7 +16,7 @@ use super::types::{
     OperatorActionRow, Readout, RefundDetail, RefundRow, SkipList, StatusSummary, UnreadableRow,
     Watermark, limit_arg, ts_text,
 };
-use crate::domain::{OutRefundNo, RefundState, RefundStatus, Timestamp};
+use crate::domain::{OutRefundNo, RefundState, RefundStatus, ReviewReason, Timestamp};
 
 /// Every `refunds` column [`RawRefund`] reads, in its order.
 pub(super) const REFUND_COLUMNS: &str = RawRefund::COLUMNS;
@@ -430,6 +430,8 @@ fn state_of(row: &RefundRow) -> RefundState {
         attempts: row.attempts,
         unknown_since: row.unknown_since,
         flagged: row.review_flag,
+        rejected_before: row.review_flag
+            && row.review_reason == Some(ReviewReason::GatewayRejectedRequest),
         last_error: row.last_error.clone(),
     }
 }
