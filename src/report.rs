@@ -632,6 +632,12 @@ pub fn finding_message(f: &Finding) -> String {
              wrote it, then close it as README's status warnings show)",
             opt_ts(*started_at)
         ),
+        Finding::DeadWebhooks { count } => format!(
+            "{} dead: retried past webhook.give_up_after without a 2xx answer, each holding \
+             back the later events of its refund (see `webhooks --state dead`; fix the \
+             receiver, then `webhooks redeliver ID... --reason ...`)",
+            are(*count, "webhook event", "webhook events")
+        ),
     }
 }
 
@@ -1326,6 +1332,10 @@ mod tests {
                     started_at: None,
                 },
                 "prune #7 (started -) is marked running outside a prune",
+            ),
+            (
+                Finding::DeadWebhooks { count: 1 },
+                "1 webhook event is dead: retried past webhook.give_up_after",
             ),
         ];
         for (finding, start) in cases {

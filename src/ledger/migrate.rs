@@ -43,7 +43,7 @@ struct Migration {
 
 /// Every migration, oldest first, one per version after [`OLDEST_MIGRATABLE`]. The last one
 /// must leave exactly what `schema.sql` creates (tests/it/migrate.rs compares sqlite_master).
-const MIGRATIONS: [Migration; 3] = [
+const MIGRATIONS: [Migration; 4] = [
     Migration {
         to: 2,
         name: "0002_sweeps_halt_code",
@@ -58,6 +58,13 @@ const MIGRATIONS: [Migration; 3] = [
         to: 4,
         name: "0004_sweep_health",
         sql: include_str!("migrations/0004_sweep_health.sql"),
+    },
+    // Issue 13 part 3's outbox, numbered 0008 to follow issue 12's 0005-0007 at the merge;
+    // on its own it is the version after 4 (`to` becomes 8 when those land before it).
+    Migration {
+        to: 5,
+        name: "0008_webhook_outbox",
+        sql: include_str!("migrations/0008_webhook_outbox.sql"),
     },
 ];
 
@@ -441,7 +448,13 @@ mod tests {
 
     /// Time columns added after version 3: born with their round-trip CHECK, so no older
     /// ledger can hold a bad value in them, and [`TIME_COLUMNS`] leaves them out.
-    const ADDED_AFTER_V3: [(&str, &str); 1] = [("sweeps", "breaker_open_since")];
+    const ADDED_AFTER_V3: [(&str, &str); 5] = [
+        ("sweeps", "breaker_open_since"),
+        ("webhook_events", "queued_at"),
+        ("webhook_events", "first_attempt_at"),
+        ("webhook_events", "next_attempt_at"),
+        ("webhook_events", "delivered_at"),
+    ];
 
     #[test]
     fn time_columns_are_every_round_trip_check_of_schema_sql_in_order() {

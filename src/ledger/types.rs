@@ -171,6 +171,8 @@ pub enum OperatorAction {
     Prune,
     /// `clear-flag`: acknowledged a refund's review flag (pending or final) and cleared it.
     ClearFlag,
+    /// `webhooks redeliver`: put a delivered or dead webhook event back to pending.
+    RedeliverWebhook,
 }
 
 /// `Display` and `FromStr` from an enum's `ALL` list and `as_str`, so the spelling lives in
@@ -256,12 +258,13 @@ ledger_text!(NotificationEffect, "effect");
 
 impl OperatorAction {
     /// Every action.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Resolve,
         Self::RetryNow,
         Self::ResolveDiscrepancy,
         Self::Prune,
         Self::ClearFlag,
+        Self::RedeliverWebhook,
     ];
 
     /// The spelling stored in `operator_actions.action`.
@@ -272,6 +275,7 @@ impl OperatorAction {
             Self::ResolveDiscrepancy => "resolve_discrepancy",
             Self::Prune => "prune",
             Self::ClearFlag => "clear_flag",
+            Self::RedeliverWebhook => "redeliver_webhook",
         }
     }
 }

@@ -252,9 +252,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn schema_sql_defines_the_seven_tables_and_every_trigger() {
+    fn schema_sql_defines_the_eight_tables_and_every_trigger() {
         let count = |kind| expected().iter().filter(|e| e.kind == kind).count();
-        assert_eq!(count(ObjectKind::Table), 7);
+        assert_eq!(count(ObjectKind::Table), 8);
         assert_eq!(
             count(ObjectKind::Trigger),
             SCHEMA_SQL.matches("CREATE TRIGGER").count()
