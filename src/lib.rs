@@ -7,6 +7,7 @@
 //! - [`gateway`]: keys, the signed `/refundQuery` envelope, the HTTP client, classification.
 //! - [`worker`]: one sweep — ledger → gateway → `domain::decide` → ledger.
 //! - [`daemon`]: scheduling, the single-daemon lock, SIGHUP reload, the drain deadline.
+//! - [`webhook`]: outgoing webhooks from the ledger's outbox — signing and the delivery task.
 //! - [`sandbox`]: a protocol-faithful simulated Checus gateway for tests, demo and benchmarks.
 //! - [`demo`]: the README's first command, end to end against the sandbox.
 //! - [`cli`], [`import`], [`report`]: the command line, input parsing and output rendering.
@@ -24,4 +25,5 @@ pub mod logging;
 pub mod notify;
 pub mod report;
 pub mod sandbox;
+pub mod webhook;
 pub mod worker;

@@ -5,7 +5,8 @@
 //! family).
 //!
 //! Families: `setup` (init, check-config, migrate), `daemon` (run), `find` (read-only questions),
-//! `act` (audited actions on pending work), `intake` (add, import), `archive` (export, prune,
+//! `act` (audited actions on pending work), `webhooks` (the outbox: list, redeliver),
+//! `intake` (add, import), `archive` (export, prune,
 //! backup), `query`, `simulate` (sandbox, demo), `packaging` (completions, man pages). Shared
 //! pieces: `args` (ledger, actor, reason), `output` (EPIPE-safe stdout), `failure` (exit
 //! codes), `signals`.
@@ -26,6 +27,7 @@ mod query;
 mod setup;
 mod signals;
 mod simulate;
+mod webhooks;
 
 use std::future::Future;
 
@@ -50,6 +52,7 @@ pub fn run(command: Command, env: Environment) -> Outcome {
         C::Explain(a) => find::explain(a, &env),
         C::Discrepancies(a) => find::discrepancies(a, &env),
         C::Audit(a) => find::audit(a, &env),
+        C::Webhooks(a) => webhooks::webhooks(a, &env),
         C::RetryNow(a) => act::retry_now(a, &env),
         C::ClearFlag(a) => act::clear_flag(a, &env),
         C::Resolve(a) => act::resolve(a, &env),

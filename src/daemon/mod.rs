@@ -2,7 +2,9 @@
 //! single-daemon lock ([`lock`]) and starts the scheduler (tokio-cron-scheduler as the safety
 //! net); [`Daemon::run`] runs the sweep loop ([`sweeps`]: sweeps with their watchdog, plus a
 //! wake-up at the earliest `next_query_at`, and SIGHUP reloads between sweeps) until `shutdown`
-//! fires, then drains within a deadline and stops the parts.
+//! fires, then drains within a deadline and stops the parts. Next to the sweep loop runs the
+//! webhook delivery task ([`crate::webhook`]), started before READY and stopped when the
+//! drain begins.
 //! `shutdown` is created by the caller and cancelled only by the caller's signal handler (or a
 //! test): this is the one shutdown path. Every ledger call and file read runs on the blocking
 //! pool, never on an async worker thread.
@@ -16,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinError, JoinHandle};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +29,7 @@ use crate::domain::{Clock, Timestamp, format_ts};
 use crate::gateway::{GatewayClient, GatewayError};
 use crate::ledger::{Ledger, LedgerError};
 use crate::notify::Notifier;
+use crate::webhook::{Delivery, Target};
 use crate::worker::{JitterSource, LedgerHandle, SweepReport, Worker};
 
 use sweeps::{SweepLoop, Totals};
@@ -158,6 +161,11 @@ struct Parts {
     deadline: Duration,
     /// Shared with the sweep loop, which may be aborted: read for "daemon stopped".
     totals: Arc<Mutex<Totals>>,
+    /// Stops the webhook delivery task (cancelled when the drain begins: a delivery cut
+    /// short is sent again by the next run, so it need not finish).
+    webhook_stop: CancellationToken,
+    /// The webhook delivery task, awaited in [`Parts::stop`].
+    webhook_task: JoinHandle<()>,
 }
 
 /// What the start-up's blocking part hands back.
@@ -165,6 +173,10 @@ struct Opened {
     lock: DaemonLock,
     ledger: LedgerHandle,
     worker: Worker,
+    /// The webhook delivery task's own connection.
+    webhook_ledger: LedgerHandle,
+    /// The webhook target of the configuration (`None`: no `[webhook]`).
+    webhook_target: Option<Arc<Target>>,
 }
 
 impl Daemon {
@@ -180,6 +192,18 @@ impl Daemon {
             warn!(warning = %w, "key warning");
         }
         let opened = open(&config, &keys, &clock, hooks.jitter.clone()).await?;
+        let (webhook_tx, webhook_rx) = watch::channel(opened.webhook_target);
+        let webhook_stop = CancellationToken::new();
+        let delivery = Delivery {
+            ledger: opened.webhook_ledger,
+            clock: Arc::clone(&clock),
+            jitter: hooks
+                .jitter
+                .clone()
+                .unwrap_or_else(|| Arc::new(rand::random::<f64>)),
+            target: webhook_rx,
+        };
+        let webhook_task = tokio::spawn(delivery.run(webhook_stop.clone()));
         let (poke_tx, poke_rx) = mpsc::channel::<()>(1);
         let scheduler = start_scheduler(&config.worker.sweep_cron, poke_tx).await?;
         info!(
@@ -213,6 +237,7 @@ impl Daemon {
             totals: Arc::clone(&totals),
             poke: poke_rx,
             guard: opened.lock.guard(),
+            webhook: webhook_tx,
         };
         let parts = Parts {
             lock: opened.lock,
@@ -222,6 +247,8 @@ impl Daemon {
             notifier,
             deadline,
             totals,
+            webhook_stop,
+            webhook_task,
         };
         Ok(Self { parts, sweeps })
     }
@@ -264,6 +291,7 @@ impl Parts {
         handle: &mut JoinHandle<Result<(), DaemonError>>,
     ) -> Result<Result<(), DaemonError>, JoinError> {
         self.notifier.stopping();
+        self.webhook_stop.cancel();
         let deadline = self.deadline;
         info!(
             deadline_s = deadline.as_secs_f64(),
@@ -293,6 +321,12 @@ impl Parts {
 
     /// Stops the parts: the scheduler, then logs the totals, then releases the lock.
     async fn stop(mut self) {
+        self.webhook_stop.cancel();
+        if let Err(e) = (&mut self.webhook_task).await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
         let _ = self.scheduler.shutdown().await;
         let t = self
             .totals
@@ -337,10 +371,16 @@ async fn open(
             worker = worker.with_jitter(j);
         }
         worker.log_finalized_after(watermark);
+        // Its own connection: a slow webhook write never holds the sweeps' ledger mutex.
+        let webhook_ledger = LedgerHandle::new(Ledger::open_existing(path)?);
+        let webhook_target =
+            crate::webhook::target_for(config.webhook.as_ref(), keys.webhook_secret.as_ref());
         Ok(Opened {
             lock,
             ledger,
             worker,
+            webhook_ledger,
+            webhook_target,
         })
     });
     match opening.await {

@@ -66,6 +66,8 @@ pub(super) struct SweepLoop {
     /// The lock file and the ledger as opened: checked before every sweep, so a deleted lock
     /// (a second daemon could start) or a replaced ledger stops this daemon.
     pub(super) guard: Guard,
+    /// The webhook delivery task's target: a reload sends the new `[webhook]` here.
+    pub(super) webhook: tokio::sync::watch::Sender<Option<Arc<crate::webhook::Target>>>,
 }
 
 /// What the loop does next.
@@ -292,10 +294,12 @@ impl SweepLoop {
             if let Some(j) = jitter {
                 worker = worker.with_jitter(j);
             }
-            Ok::<_, ReloadError>((config, keys, worker))
+            let target =
+                crate::webhook::target_for(config.webhook.as_ref(), keys.webhook_secret.as_ref());
+            Ok::<_, ReloadError>((config, keys, worker, target))
         })
         .await;
-        let (config, keys, worker) = match loaded {
+        let (config, keys, worker, target) = match loaded {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(e)) => {
                 error!(
@@ -306,6 +310,10 @@ impl SweepLoop {
             }
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
+        if config.webhook.is_none() && self.config.webhook.is_some() {
+            info!("webhooks disabled; events wait in the ledger");
+        }
+        self.webhook.send_replace(target);
         self.take_over(config, &keys, worker);
     }
 
