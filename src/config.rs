@@ -2117,6 +2117,36 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
     }
 
     #[test]
+    fn the_readme_and_the_example_state_every_webhook_range() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+        let example = std::fs::read_to_string(format!("{root}/examples/config.toml")).unwrap();
+        let ranges = WEBHOOK_DURATION_BOUNDS
+            .iter()
+            .map(|b| (b.key, b.range()))
+            .chain([(WEBHOOK_CONCURRENCY.key, WEBHOOK_CONCURRENCY.number_range())]);
+        for (key, range) in ranges {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{key}` |")))
+                .unwrap_or_else(|| panic!("README has no row for {key}"));
+            assert!(
+                row.contains(&range),
+                "README {key}: {row:?} lacks {range:?}"
+            );
+            let field = key.split_once('.').unwrap().1;
+            let line = example
+                .lines()
+                .find(|l| l.starts_with(&format!("# {field} =")))
+                .unwrap_or_else(|| panic!("example has no {field}"));
+            assert!(
+                line.contains(&range),
+                "example {key}: {line:?} lacks {range:?}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_webhook_settings_are_refused_naming_the_key() {
         let url = |u: &str| WEBHOOK.replace("https://app.internal/checus-refunds", u);
         let cases = [

@@ -24,3 +24,4 @@ mod sandbox;
 mod secrets;
 mod shutdown;
 mod tolerant;
+mod webhooks;

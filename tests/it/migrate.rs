@@ -236,7 +236,8 @@ fn the_v1_demo_ledger_migrates_with_every_row_intact_and_a_checked_backup() {
         [
             "0002_sweeps_halt_code",
             "0003_real_instants",
-            "0004_sweep_health"
+            "0004_sweep_health",
+            "0008_webhook_outbox"
         ]
     );
     let backup = report.backup.clone().unwrap();
@@ -465,10 +466,12 @@ fn migrate_dry_run_prints_the_steps_and_changes_nothing() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let out = stdout(&o);
     for needle in [
-        "schema version 1 -> 4",
+        "schema version 1 -> 5",
         "0002_sweeps_halt_code (1 -> 2)",
         "0003_real_instants (2 -> 3)",
         "0004_sweep_health (3 -> 4)",
+        "0008_webhook_outbox (4 -> 5)",
+        "create webhook_events, its indexes and triggers",
         "create refunds with the new review reasons",
         "copy every row of every table, unchanged",
         "recreate the trigger sweeps_finished_are_immutable",
