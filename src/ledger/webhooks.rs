@@ -451,3 +451,124 @@ impl Ledger {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        parse_ts(s).unwrap()
+    }
+
+    /// A ledger with refunds R-1 and R-2, two events each (finalized, then a discrepancy),
+    /// written through the SQL contract.
+    fn ledger_with_events() -> (tempfile::TempDir, Ledger) {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+        for no in ["R-1", "R-2"] {
+            ledger
+                .conn
+                .execute_batch(&format!(
+                    "INSERT INTO refunds (out_refund_no, amount, currency) VALUES ('{no}', '1', 'USD');
+                     INSERT INTO notifications (out_refund_no, status, amount, currency, notify_time)
+                          VALUES ('{no}', 'REFUND_SUCCESS', '1', 'USD', '2026-11-25T10:00:00.000Z');
+                     INSERT INTO notifications (out_refund_no, status, amount, currency, notify_time)
+                          VALUES ('{no}', 'REFUND_FAILED', '1', 'USD', '2026-11-25T10:00:00.000Z');"
+                ))
+                .unwrap();
+        }
+        (dir, ledger)
+    }
+
+    fn due_ids(l: &Ledger, now: &str) -> Vec<i64> {
+        l.due_webhooks(ts(now), 10)
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect()
+    }
+
+    fn result(id: i64, outcome: DeliveryOutcome) -> DeliveryResult {
+        DeliveryResult {
+            id,
+            attempted_at: ts("2099-01-01T00:00:00.000Z"),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn only_the_earliest_undelivered_event_of_each_refund_is_due() {
+        let (_dir, l) = ledger_with_events();
+        let far = "2099-01-01T00:00:00.000Z";
+        assert_eq!(due_ids(&l, far), [1, 3]);
+        let body: serde_json::Value =
+            serde_json::from_str(&l.due_webhooks(ts(far), 1).unwrap()[0].body).unwrap();
+        assert_eq!(body["type"], "refund.finalized");
+        assert_eq!(body["data"]["amount"], "1");
+        // A retry waits for its time; a delivery lets the refund's next event through.
+        let retry_at = ts("2099-01-01T00:01:00.000Z");
+        l.record_webhook_results(&[
+            result(1, DeliveryOutcome::Delivered),
+            result(
+                3,
+                DeliveryOutcome::Retry {
+                    error: "HTTP 503".into(),
+                    at: retry_at,
+                },
+            ),
+        ])
+        .unwrap();
+        assert_eq!(due_ids(&l, far), [2]);
+        assert_eq!(due_ids(&l, "2099-01-01T00:01:00.000Z"), [2, 3]);
+        // A dead event holds its refund's later events back until it is redelivered.
+        l.record_webhook_results(&[result(
+            3,
+            DeliveryOutcome::Dead {
+                error: "HTTP 500".into(),
+            },
+        )])
+        .unwrap();
+        assert_eq!(l.dead_webhook_count().unwrap(), 1);
+        assert_eq!(due_ids(&l, "2099-01-02T00:00:00.000Z"), [2]);
+        let dead = l
+            .webhook_events(&WebhookFilter {
+                state: Some(WebhookState::Dead),
+                refund: None,
+                limit: 10,
+            })
+            .unwrap();
+        let id = dead.rows[0].event_id.clone();
+        assert_eq!(dead.rows[0].attempts, 2);
+        assert_eq!(dead.rows[0].last_error.as_deref(), Some("HTTP 500"));
+        l.redeliver_webhooks(&[id], "ops", "fixed", ts("2099-01-01T00:02:00.000Z"))
+            .unwrap();
+        assert_eq!(l.dead_webhook_count().unwrap(), 0);
+        assert_eq!(due_ids(&l, "2099-01-01T00:02:00.000Z"), [2, 3]);
+        let again = &l.due_webhooks(ts(far), 10).unwrap()[0];
+        assert_eq!((again.attempts, again.first_attempt_at), (0, None));
+    }
+
+    #[test]
+    fn the_due_and_dead_queries_walk_their_partial_indexes() {
+        let (_dir, l) = ledger_with_events();
+        let plan = |sql: &str| -> String {
+            let mut stmt = l
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            stmt.query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap()
+                .join("\n")
+        };
+        let due = DUE
+            .replace("?1", "'2099-01-01T00:00:00.000Z'")
+            .replace("?2", "10");
+        let p = plan(&due);
+        assert!(p.contains("webhook_events_due"), "{p}");
+        assert!(p.contains("webhook_events_undelivered"), "{p}");
+        let p = plan(DEAD_COUNT);
+        assert!(p.contains("webhook_events_dead"), "{p}");
+    }
+}
