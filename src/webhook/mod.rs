@@ -37,6 +37,19 @@ pub use sign::{EVENT_ID_HEADER, SIGNATURE_HEADER, signature};
 /// blocking pool (README "Webhooks" gives the measured idle cost).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How long the task pauses after a ledger call failed (busy beyond its timeout, disk full).
+const LEDGER_RETRY: Duration = Duration::from_secs(5);
+
+/// What one wave did.
+enum Wave {
+    /// Events were sent and their results recorded: look again at once.
+    Sent,
+    /// Nothing was due.
+    Idle,
+    /// The ledger could not be read or written.
+    LedgerFailed,
+}
+
 /// The longest `last_error` kept (a receiver's error text is not ours to store in full).
 const MAX_ERROR_CHARS: usize = 300;
 
@@ -108,17 +121,19 @@ impl Delivery {
     pub async fn run(mut self, stop: CancellationToken) {
         loop {
             let target = self.target.borrow_and_update().clone();
-            let sent = match &target {
+            let wave = match &target {
                 Some(t) => tokio::select! {
                     biased;
                     () = stop.cancelled() => return,
-                    sent = self.wave(t) => sent,
+                    wave = self.wave(t) => wave,
                 },
-                None => 0,
+                None => Wave::Idle,
             };
-            if sent > 0 {
-                continue;
-            }
+            let pause = match wave {
+                Wave::Sent => continue,
+                Wave::Idle => POLL_INTERVAL,
+                Wave::LedgerFailed => LEDGER_RETRY,
+            };
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
@@ -129,36 +144,39 @@ impl Delivery {
                         return;
                     }
                 }
-                () = tokio::time::sleep(POLL_INTERVAL), if target.is_some() => {}
+                () = tokio::time::sleep(pause), if target.is_some() => {}
             }
         }
     }
 
-    /// Sends the events due now and records the results; returns how many were sent.
-    async fn wave(&self, target: &Arc<Target>) -> usize {
+    /// Sends the events due now and records the results.
+    async fn wave(&self, target: &Arc<Target>) -> Wave {
         let now = self.clock.now();
         let limit = target.concurrency;
         let due = match self.ledger.call(move |l| l.due_webhooks(now, limit)).await {
             Ok(due) => due,
             Err(e) => {
                 error!(error = %e, "cannot read due webhook events");
-                return 0;
+                return Wave::LedgerFailed;
             }
         };
         if due.is_empty() {
-            return 0;
+            return Wave::Idle;
         }
-        let sent = due.len();
         let results = join_all(due.into_iter().map(|e| self.deliver(target, e))).await;
         let recorded = self
             .ledger
             .call(move |l| l.record_webhook_results(&results))
             .await;
-        if let Err(e) = recorded {
-            // Not recorded: the events stay pending and are sent again (at least once).
-            error!(error = %e, "cannot record webhook deliveries; they will be sent again");
+        match recorded {
+            Ok(()) => Wave::Sent,
+            Err(e) => {
+                // Not recorded: the events stay pending and are sent again (at least once),
+                // after a pause so a failing disk does not resend them in a tight loop.
+                error!(error = %e, "cannot record webhook deliveries; they will be sent again");
+                Wave::LedgerFailed
+            }
         }
-        sent
     }
 
     /// One attempt: POST the body, signed; a 2xx answer is delivered, anything else failed.
