@@ -551,6 +551,42 @@ mod tests {
     }
 
     #[test]
+    fn a_prune_removes_the_delivered_events_of_the_refunds_it_removes_and_keeps_the_rest() {
+        let (_dir, l) = ledger_with_events();
+        // R-1's two events delivered; R-2's first delivered, its second pending.
+        l.record_webhook_results(&[
+            result(1, DeliveryOutcome::Delivered),
+            result(2, DeliveryOutcome::Delivered),
+            result(3, DeliveryOutcome::Delivered),
+        ])
+        .unwrap();
+        // Both refunds' discrepancies must be resolved for a prune to take them.
+        l.conn
+            .execute_batch(
+                "UPDATE discrepancies SET resolved_at = '2026-11-25T11:00:00.000Z',
+                        resolved_by = 'ops', resolution = 'checked'",
+            )
+            .unwrap();
+        l.prune(
+            ts("2099-01-01T00:00:00.000Z"),
+            "ops",
+            "tidy",
+            None,
+            ts("2099-01-01T00:00:00.000Z"),
+        )
+        .unwrap();
+        let left: Vec<(i64, String)> = l
+            .conn
+            .prepare("SELECT id, state FROM webhook_events ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(left, [(4, "pending".to_owned())]);
+    }
+
+    #[test]
     fn the_due_and_dead_queries_walk_their_partial_indexes() {
         let (_dir, l) = ledger_with_events();
         let plan = |sql: &str| -> String {
