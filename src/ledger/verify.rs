@@ -292,6 +292,31 @@ mod tests {
     }
 
     #[test]
+    fn the_webhook_outbox_triggers_and_indexes_are_guarantees_too() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA_SQL).unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER refunds_webhook_on_update;
+             DROP TRIGGER webhook_events_content_is_immutable;
+             DROP INDEX webhook_events_dead;",
+        )
+        .unwrap();
+        let found: Vec<String> = differences(&conn)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "missing index webhook_events_dead",
+                "missing trigger webhook_events_content_is_immutable",
+                "missing trigger refunds_webhook_on_update"
+            ]
+        );
+    }
+
+    #[test]
     fn whitespace_alone_is_not_a_difference() {
         assert_eq!(
             normalized("CREATE  TABLE t (\n    x TEXT\n)"),

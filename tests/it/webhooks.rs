@@ -262,6 +262,23 @@ fn events_are_written_by_triggers_in_the_same_transaction_and_never_rewritten() 
     )
     .unwrap();
     assert_eq!(count(&ledger, "webhook_events"), 0);
+    // The same through the sqlite3 shell, as a merchant's script would: rolled back, nothing.
+    if require_tool("sqlite3") {
+        let shell = |sql: &str| {
+            let o = std::process::Command::new("sqlite3")
+                .args([l, sql])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        };
+        shell(
+            "BEGIN IMMEDIATE;
+             INSERT INTO notifications (out_refund_no, status, amount, currency, notify_time)
+                  VALUES ('W-1', 'REFUND_FAILED', '12.50', 'USD', '2026-11-25T10:00:00.000Z');
+             ROLLBACK;",
+        );
+        assert_eq!(count(&ledger, "webhook_events"), 0);
+    }
     // Finalized by a notification; flagged by hand; a conflicting notification; an unknown
     // refund; a refund inserted already final (the synchronous /refund failure).
     c.execute_batch(
