@@ -234,6 +234,7 @@ fn demo_keys() -> LoadedKeys {
             GatewayKey::from_text(sandbox::test_keys::INSECURE_GATEWAY_PUBLIC_B64)
                 .expect("committed test key parses"),
         ),
+        webhook_secret: None,
         warnings: Vec::new(),
     }
 }
@@ -386,6 +387,7 @@ fn demo_config(ledger_path: &Path, sb: &Sandbox) -> Config {
             gateway_public_key: KeySource::Embedded {
                 name: "INSECURE_GATEWAY_PUBLIC_B64",
             },
+            webhook_secret: None,
         },
         policy: demo_policy(),
         worker: WorkerSettings {
@@ -400,5 +402,6 @@ fn demo_config(ledger_path: &Path, sb: &Sandbox) -> Config {
             level: "info".to_owned(),
         },
         http: HttpSettings::default(),
+        webhook: None,
     }
 }

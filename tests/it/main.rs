@@ -28,3 +28,4 @@ mod sandbox;
 mod secrets;
 mod shutdown;
 mod tolerant;
+mod webhooks;
