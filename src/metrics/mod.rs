@@ -33,7 +33,7 @@ use crate::ledger::{Finding, LedgerGauges};
 /// The metric names as PromQL sees them (counters with their `_total`; the histogram's
 /// samples add `_bucket`, `_sum` and `_count`). An interface: a rename breaks operators'
 /// alerts and dashboards.
-pub const NAMES: [&str; 18] = [
+pub const NAMES: [&str; 19] = [
     "checus_reconciler_queries_total",
     "checus_reconciler_query_duration_seconds",
     "checus_reconciler_refunds_finalized_total",
@@ -52,6 +52,7 @@ pub const NAMES: [&str; 18] = [
     "checus_reconciler_build_info",
     "checus_reconciler_sweep_interval_seconds",
     "checus_reconciler_pending_flag_after_seconds",
+    "checus_reconciler_webhooks_dead",
 ];
 
 /// The content type of [`Metrics::render`]'s text.
@@ -133,6 +134,7 @@ pub struct Metrics {
     last_sweep_end: FloatGauge,
     sweep_interval: FloatGauge,
     pending_flag_after: FloatGauge,
+    webhooks_dead: Gauge,
 }
 
 impl Default for Metrics {
@@ -165,6 +167,7 @@ impl Metrics {
             last_sweep_end: FloatGauge::default(),
             sweep_interval: FloatGauge::default(),
             pending_flag_after: FloatGauge::default(),
+            webhooks_dead: Gauge::default(),
         };
         m.register();
         m.preset();
@@ -255,6 +258,11 @@ impl Metrics {
             "pending_flag_after_seconds",
             "schedule.pending_flag_after: a refund pending longer is flagged (alerts compare the oldest pending age with it)",
             self.pending_flag_after.clone(),
+        );
+        r.register(
+            "webhooks_dead",
+            "Webhook events in the ledger retried past webhook.give_up_after and given up (webhooks redeliver sends them again)",
+            self.webhooks_dead.clone(),
         );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
@@ -362,6 +370,7 @@ impl Metrics {
         self.flagged.set(clamp(g.flagged));
         self.due.set(clamp(g.due));
         self.unresolved.set(clamp(g.unresolved_discrepancies));
+        self.webhooks_dead.set(clamp(g.dead_webhooks));
         let age = g.oldest_pending_created_at.map_or(0.0, |t| {
             ((now - t).num_milliseconds().max(0) as f64) / 1000.0
         });
@@ -463,6 +472,7 @@ mod tests {
                 due: 3,
                 oldest_pending_created_at: Some(parse_ts("2026-12-01T09:59:00.500Z").unwrap()),
                 unresolved_discrepancies: 1,
+                dead_webhooks: 4,
             },
             now,
         );
@@ -494,6 +504,7 @@ mod tests {
             "checus_reconciler_refunds_due 3",
             "checus_reconciler_oldest_pending_age_seconds 59.5",
             "checus_reconciler_unresolved_discrepancies 1",
+            "checus_reconciler_webhooks_dead 4",
             "checus_reconciler_breaker_open 1",
             "checus_reconciler_halted{reason=\"clock_skew\"} 1",
             "checus_reconciler_halted{reason=\"config_error\"} 0",

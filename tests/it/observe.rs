@@ -92,7 +92,7 @@ fn sample(page: &str, series: &str) -> Option<f64> {
 }
 
 /// Waits until `/metrics` has `series` at `want`.
-fn metric_becomes(addr: SocketAddr, series: &str, want: f64) -> String {
+pub(crate) fn metric_becomes(addr: SocketAddr, series: &str, want: f64) -> String {
     until(&format!("{series} = {want}"), || {
         let page = get(addr, "/metrics").body;
         (sample(&page, series) == Some(want)).then_some(page)

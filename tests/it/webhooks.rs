@@ -608,16 +608,20 @@ fn an_event_retried_past_its_window_is_dead_until_an_audited_redeliver() {
     let d = dir.path();
     let receiver = Receiver::start(Answer::Fail, 2);
     let sandbox = LiveSandbox::start(Vec::new());
-    let extra = schedule() + &webhook_section(d, &receiver.url(), "give_up_after = \"300ms\"\n");
+    let extra = schedule()
+        + &webhook_section(d, &receiver.url(), "give_up_after = \"300ms\"\n")
+        + &crate::observe::http_section("127.0.0.1:0");
     let config = write_config(d, &sandbox.base_url(), &extra);
     let ledger = d.join("ledger.sqlite");
-    let mut daemon = spawn_daemon(d, &config);
+    let (mut daemon, addr) = crate::observe::start(d, &config);
     contract_refund(&sql(&ledger), "S-DEAD-1");
     wait_until(Duration::from_secs(30), "the first event dead", || {
         ledger_events(&ledger)
             .first()
             .is_some_and(|e| e.4 == "dead")
     });
+    // /metrics counts the dead event from the ledger (alerts: CheckusWebhooksDead).
+    crate::observe::metric_becomes(addr, "checus_reconciler_webhooks_dead", 1.0);
     let events = ledger_events(&ledger);
     let (dead, held) = (&events[0], &events[1]);
     // The refund's second event waits behind the dead one: never sent.
@@ -652,6 +656,7 @@ fn an_event_retried_past_its_window_is_dead_until_an_audited_redeliver() {
     wait_until(Duration::from_secs(30), "both delivered", || {
         ledger_events(&ledger).iter().all(|e| e.4 == "delivered")
     });
+    crate::observe::metric_becomes(addr, "checus_reconciler_webhooks_dead", 0.0);
     let ok: Vec<String> = receiver
         .log()
         .into_iter()
