@@ -34,6 +34,9 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Give up after this long.
     pub timeout: Duration,
+    /// Where the daemon serves `/metrics`, `/healthz` and `/readyz` while it runs (`None`: no
+    /// listener).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Why the demo could not run (a mismatch is not an error: it is in the report).
@@ -152,7 +155,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
     let scripts = sandbox::mixed_scripts(opts.refunds, opts.seed, "DEMO-");
     seed_ledger(&ledger_path, &sb, &scripts, clock.now())?;
 
-    let config = demo_config(&ledger_path, &sb);
+    let mut config = demo_config(&ledger_path, &sb);
+    config.http.listen = opts.listen;
     let settled = run_until_settled(config, demo_keys(), &clock, &shutdown, opts.timeout).await?;
     if !settled {
         sb.shutdown().await;
@@ -230,6 +234,7 @@ fn demo_keys() -> LoadedKeys {
             GatewayKey::from_text(sandbox::test_keys::INSECURE_GATEWAY_PUBLIC_B64)
                 .expect("committed test key parses"),
         ),
+        webhook_secret: None,
         warnings: Vec::new(),
         api_token: None,
     }
@@ -383,6 +388,7 @@ fn demo_config(ledger_path: &Path, sb: &Sandbox) -> Config {
             gateway_public_key: KeySource::Embedded {
                 name: "INSECURE_GATEWAY_PUBLIC_B64",
             },
+            webhook_secret: None,
         },
         policy: demo_policy(),
         worker: WorkerSettings {
@@ -397,5 +403,6 @@ fn demo_config(ledger_path: &Path, sb: &Sandbox) -> Config {
             level: "info".to_owned(),
         },
         http: HttpSettings::default(),
+        webhook: None,
     }
 }
