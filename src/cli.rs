@@ -56,7 +56,9 @@ pub enum Command {
     /// Run the reconciliation daemon until SIGTERM/SIGINT (SIGHUP reloads the config).
     ///
     /// With `[http] listen` in the config it also serves GET /metrics (Prometheus), /healthz
-    /// (liveness) and /readyz (readiness) on that address, bound before it reports ready.
+    /// (liveness) and /readyz (readiness) on that address, bound before it reports ready; with
+    /// `[http] api_token` as well, the refunds API for the merchant's app: POST /v1/refunds and
+    /// GET /v1/refunds/{outRefundNo}, with `Authorization: Bearer <token>`.
     Run(ConfigArgs),
     /// Counts by status, due now, flagged, oldest pending, last sweep, and what needs a human.
     /// Exits 8 when something does (flagged refunds, a halted or stale worker, the gateway

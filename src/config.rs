@@ -158,6 +158,9 @@ pub struct HttpSettings {
     /// The address and port to listen on; `None` (the key absent): no listener at all.
     /// Loopback is the intended use: anything else goes behind the operator's TLS proxy.
     pub listen: Option<std::net::SocketAddr>,
+    /// Where the refunds API's bearer token comes from (`file:`, `env:` or `credential:`,
+    /// like the keys); `None`: the `/v1/refunds` API is off. Loaded by [`Config::load_keys`].
+    pub api_token: Option<KeySource>,
 }
 
 /// Where and how the daemon delivers webhook events (README "Webhooks").
@@ -322,14 +325,22 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Option<String>,
+    api_token: Option<String>,
 }
 
 impl RawHttp {
     /// An IP address and port; a host name is refused (the listener binds one address, and
     /// a name could resolve to several or to none at start-up).
-    fn validate(self) -> Result<HttpSettings, ConfigError> {
+    fn validate(self, env: &Environment) -> Result<HttpSettings, ConfigError> {
+        let api_token = self
+            .api_token
+            .map(|t| key_source("http.api_token", &t, env))
+            .transpose()?;
         let Some(text) = self.listen else {
-            return Ok(HttpSettings::default());
+            return Ok(HttpSettings {
+                listen: None,
+                api_token,
+            });
         };
         let listen = text.trim().parse::<std::net::SocketAddr>().map_err(|_| {
             ConfigError::invalid(
@@ -343,6 +354,7 @@ impl RawHttp {
         })?;
         Ok(HttpSettings {
             listen: Some(listen),
+            api_token,
         })
     }
 }
@@ -1147,6 +1159,7 @@ const KEY_NAMES: &[&str] = &[
     "level",
     "http",
     "listen",
+    "api_token",
     "webhook",
     "url",
     "secret",
@@ -1257,7 +1270,7 @@ impl RawConfig {
         let gateway = self.gateway.validate()?;
         let policy = self.schedule.validate()?;
         let worker = self.worker.validate()?;
-        let http = self.http.validate()?;
+        let http = self.http.validate(env)?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid("log.level", e.to_string()));
         }
@@ -1437,7 +1450,7 @@ impl RawWorker {
     }
 }
 
-/// The two keys, parsed once.
+/// The keys and the secrets (webhook secret, API token), parsed once.
 #[derive(Debug, Clone)]
 pub struct LoadedKeys {
     /// Signs requests.
@@ -1448,6 +1461,8 @@ pub struct LoadedKeys {
     pub webhook_secret: Option<std::sync::Arc<WebhookSecret>>,
     /// Things worth a warning at start-up (a converted key format, loose file permissions).
     pub warnings: Vec<String>,
+    /// The refunds API's bearer token (`http.api_token`); `None`: the API is off.
+    pub api_token: Option<std::sync::Arc<crate::http::ApiToken>>,
 }
 
 /// The webhook HMAC secret: the bytes of `webhook.secret`'s text, surrounding whitespace
@@ -1676,7 +1691,25 @@ impl KeySources {
             gateway: std::sync::Arc::new(gateway),
             webhook_secret,
             warnings,
+            api_token: None,
         })
+    }
+}
+
+impl Config {
+    /// Reads and parses every secret the daemon uses: both keys ([`KeySources::load`]) and,
+    /// when `http.api_token` is set, the API token (a secret file like the private key: not
+    /// accessible to other users). Errors name the config key, never the secret.
+    pub fn load_keys(&self) -> Result<LoadedKeys, ConfigError> {
+        let mut keys = self.keys.load()?;
+        if let Some(source) = &self.http.api_token {
+            let k = "http.api_token";
+            let text = source.read(k, true, &mut keys.warnings)?;
+            let token = crate::http::ApiToken::from_text(&text)
+                .map_err(|e| ConfigError::invalid(k, format!("{source:?} {e}")))?;
+            keys.api_token = Some(std::sync::Arc::new(token));
+        }
+        Ok(keys)
     }
 }
 
@@ -2269,6 +2302,75 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
         std::fs::write(&p, text).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
         p
+    }
+
+    #[test]
+    fn the_api_token_loads_like_the_keys_and_is_never_shown() {
+        const TOKEN: &str = "tok-0123456789abcdef-xyz";
+        let dir = tempfile::tempdir().unwrap();
+        write_private(
+            dir.path(),
+            "merchant-private-key",
+            &test_key("merchant_private.b64"),
+            0o400,
+        );
+        write_private(dir.path(), "api-token", &format!("{TOKEN}\n"), 0o400);
+        let public = write_private(dir.path(), "public", &test_key("gateway_public.pem"), 0o444);
+        let base = MINIMAL.replace(
+            "file:/etc/checus-reconciler/gateway-public.key",
+            &format!("file:{}", public.display()),
+        );
+        let with = |source: &str| format!("{base}\n[http]\napi_token = \"{source}\"\n");
+        let creds = dir.path().display().to_string();
+        let load = |text: &str, pairs: Vec<(&str, &str)>| {
+            let mut pairs = pairs;
+            pairs.push(("CREDENTIALS_DIRECTORY", creds.as_str()));
+            Config::parse(text, "t", &Environment::from_pairs(pairs)).and_then(|c| c.load_keys())
+        };
+        let want = crate::http::ApiToken::from_text(TOKEN).unwrap();
+        // Absent: the API is off.
+        assert!(load(&base, vec![]).unwrap().api_token.is_none());
+        // credential:, env: (also through the CHECUS_RECONCILER__HTTP__API_TOKEN override).
+        for (text, pairs) in [
+            (with("credential:api-token"), vec![]),
+            (with("env:API_TOKEN"), vec![("API_TOKEN", TOKEN)]),
+            (
+                base.clone(),
+                vec![
+                    ("CHECUS_RECONCILER__HTTP__API_TOKEN", "env:API_TOKEN"),
+                    ("API_TOKEN", TOKEN),
+                ],
+            ),
+        ] {
+            let keys = load(&text, pairs).unwrap();
+            assert_eq!(keys.api_token.as_deref(), Some(&want), "{text}");
+        }
+        // Refusals name the key and never the token.
+        for (text, pairs, needle) in [
+            (
+                with("env:API_TOKEN"),
+                vec![("API_TOKEN", "too-short")],
+                "shorter than 16",
+            ),
+            (with("env:API_TOKEN"), vec![], "API_TOKEN is not set"),
+            (
+                with("env:API_TOKEN"),
+                vec![("API_TOKEN", "tok en 0123456789abcdef")],
+                "visible ASCII",
+            ),
+            (with("token:abc"), vec![], "unknown key source"),
+            (with(TOKEN), vec![], "expected file:"),
+        ] {
+            let e = load(&text, pairs).unwrap_err().to_string();
+            assert!(
+                e.starts_with("http.api_token: ") && e.contains(needle),
+                "{e}"
+            );
+            assert!(
+                !e.contains("0123456789abcdef") && !e.contains("too-short"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -236,6 +236,7 @@ fn demo_keys() -> LoadedKeys {
         ),
         webhook_secret: None,
         warnings: Vec::new(),
+        api_token: None,
     }
 }
 

@@ -109,6 +109,17 @@ impl RawRefund {
     }
 }
 
+/// A JSON amount's exact text, never through a float: a JSON number's digits as written
+/// (`12.50`, `1e3`, `-1`: [`RawRefund::validate`] decides), or a JSON string's content. The
+/// JSON lines import and the HTTP API (`crate::http`) read amounts with it.
+pub fn json_amount_text(amount: &RawValue) -> String {
+    let text = amount.get();
+    match serde_json::from_str::<String>(text) {
+        Ok(s) => s,
+        Err(_) => text.to_owned(),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct JsonRow<'a> {
@@ -289,12 +300,7 @@ fn parse_jsonl(
             field: "json".into(),
             reason: escape(&e.to_string()).into_owned(),
         })?;
-        // Amounts keep their exact text: a JSON number's digits, or a JSON string's content.
-        let amount_text = row.amount.get();
-        let amount = match serde_json::from_str::<String>(amount_text) {
-            Ok(s) => s,
-            Err(_) => amount_text.to_owned(),
-        };
+        let amount = json_amount_text(row.amount);
         let raw = RawRefund {
             out_refund_no: row.out_refund_no,
             amount,

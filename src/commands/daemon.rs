@@ -20,7 +20,7 @@ pub async fn run(args: ConfigArgs, env: Environment) -> Outcome {
     let cfg = load_config(&config, &env)?;
     // Keys before logging: a config or key error is then the one line `main` prints (exit
     // 3), with nothing logged before it (such as a journald fallback warning).
-    let keys = cfg.keys.load()?;
+    let keys = cfg.load_keys()?;
     let sink = logging::init(cfg.log.format, &cfg.log.level, &env);
     if let Sink::TextAfterJournaldFailed(e) = &sink {
         tracing::warn!(error = %e, "journald socket unavailable; logging text to stderr");
@@ -31,7 +31,7 @@ pub async fn run(args: ConfigArgs, env: Environment) -> Outcome {
         let env = env.clone();
         Arc::new(move || {
             let cfg = Config::load(&config, &env)?;
-            let keys = cfg.keys.load()?;
+            let keys = cfg.load_keys()?;
             Ok((cfg, keys))
         })
     };

@@ -15,7 +15,8 @@ use tracing::warn;
 
 use super::lock::Guard;
 use crate::domain::{Clock, Timestamp};
-use crate::ledger::{Finding, Ledger, LedgerGauges};
+use crate::http::ApiToken;
+use crate::ledger::{Finding, Ledger, LedgerError, LedgerGauges};
 use crate::metrics::Metrics;
 use crate::worker::WorkerView;
 
@@ -72,6 +73,12 @@ pub struct Live {
     last_tick: Mutex<Instant>,
     /// The sweep interval the cron gives (see [`super::sweep_interval`]).
     interval: Duration,
+    /// The refunds API's own connection, used on the blocking pool only: a request waits for
+    /// no worker call or scrape, only for SQLite's lock (at most [`crate::ledger::BUSY_TIMEOUT`],
+    /// inside the request timeout, so a busy ledger is a 503, not a 408).
+    api_ledger: Arc<Mutex<Ledger>>,
+    /// The refunds API's token (`None`: the API is off); a reload replaces it.
+    api_token: Mutex<Option<Arc<ApiToken>>>,
 }
 
 impl Live {
@@ -83,6 +90,7 @@ impl Live {
         guard: Guard,
         clock: Arc<dyn Clock>,
         interval: Duration,
+        api_ledger: Ledger,
     ) -> Self {
         Self {
             metrics,
@@ -93,7 +101,46 @@ impl Live {
             clock,
             last_tick: Mutex::new(Instant::now()),
             interval,
+            api_ledger: Arc::new(Mutex::new(api_ledger)),
+            api_token: Mutex::new(None),
         }
+    }
+
+    /// Puts the (re)loaded `http.api_token` in charge (`None`: the API is off).
+    pub(super) fn set_api_token(&self, token: Option<Arc<ApiToken>>) {
+        *self.api_token.lock().unwrap_or_else(|p| p.into_inner()) = token;
+    }
+
+    /// The refunds API's token, if the API is on.
+    pub fn api_token(&self) -> Option<Arc<ApiToken>> {
+        self.api_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Runs `f` on the refunds API's connection, on the blocking pool.
+    pub async fn api_call<R, F>(&self, f: F) -> Result<R, LedgerError>
+    where
+        F: FnOnce(&Ledger) -> Result<R, LedgerError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let ledger = Arc::clone(&self.api_ledger);
+        let joined = tokio::task::spawn_blocking(move || {
+            // Every ledger method is one transaction, rolled back on unwind: a panic leaves
+            // the connection usable.
+            f(&ledger.lock().unwrap_or_else(|p| p.into_inner()))
+        })
+        .await;
+        match joined {
+            Ok(result) => result,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// The daemon's clock (the API's default `createdAt`).
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// The work loop went round once (an event, a sweep making progress, an idle tick).

@@ -206,6 +206,9 @@ struct Opened {
     worker: Worker,
     /// A second connection, for the HTTP endpoints' reads.
     reader: Ledger,
+    /// A third, for the refunds API: its writes wait for no worker call (at most one busy
+    /// timeout, inside the request timeout).
+    api: Ledger,
     /// The webhook delivery task's own connection.
     webhook_ledger: LedgerHandle,
     /// The webhook target of the configuration (`None`: no `[webhook]`).
@@ -235,7 +238,9 @@ impl Daemon {
             opened.lock.guard(),
             Arc::clone(&clock),
             interval,
+            opened.api,
         ));
+        live.set_api_token(keys.api_token.clone());
         // Bound and serving before READY=1: a bad address fails start-up (exit 3).
         let http = Arc::new(HttpSlot::default());
         if let Some(addr) = config.http.listen {
@@ -433,6 +438,7 @@ async fn open(
             warn!(count = closed, "closed sweep rows a previous run left open");
         }
         let reader = Ledger::open_existing(path)?;
+        let api = Ledger::open_existing(path)?;
         let ledger = LedgerHandle::new(ledger);
         let mut worker = build_worker(&config, &keys, ledger.clone(), clock)?.with_metrics(metrics);
         if let Some(j) = jitter {
@@ -450,6 +456,7 @@ async fn open(
             ledger,
             worker,
             reader,
+            api,
             webhook_ledger,
             webhook_target,
         })

@@ -440,6 +440,7 @@ impl SweepLoop {
     fn take_over(&mut self, config: Config, keys: &LoadedKeys, worker: Worker) {
         worker.inherit_halt(&self.worker);
         self.live.set_worker(worker.view());
+        self.live.set_api_token(keys.api_token.clone());
         self.worker = worker;
         for warning in &keys.warnings {
             warn!(warning = %warning, "key warning");

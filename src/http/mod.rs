@@ -13,7 +13,9 @@
 //! - [`REQUEST_TIMEOUT`] for a whole request (408), the same for reading its body, and a body
 //!   cap of [`BODY_LIMIT`] bytes (413), which issue 13's routes that take a body rely on.
 
+pub mod api;
 pub mod routes;
+mod token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use routes::{AppState, router};
+pub use token::{ApiToken, TokenError};
 
 /// Connections served at once. Prometheus, a load balancer's probes and an operator's curl
 /// need a handful; the rest of the 64 is headroom for issue 13's notification route.

@@ -450,6 +450,23 @@ impl LedgerError {
     }
 }
 
+impl LedgerError {
+    /// True when the ledger cannot take a write *now* but may later: another writer held the
+    /// lock past the busy timeout, or the disk is full. The HTTP API answers 503 (try again).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Sqlite {
+                source: rusqlite::Error::SqliteFailure(f, _),
+                ..
+            } => matches!(
+                f.code,
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// True when `e` is the RAISE of the trigger whose message is `msg`.
 pub(crate) fn is_trigger(e: &rusqlite::Error, msg: &str) -> bool {
     match e {

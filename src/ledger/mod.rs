@@ -80,7 +80,7 @@ pub use views::OpenDiscrepancy;
 pub use webhooks::{
     DeliveryOutcome, DeliveryResult, DueWebhook, WebhookEventRow, WebhookFilter, WebhookState,
 };
-pub use write::IMPORT_PROGRESS_EVERY;
+pub use write::{IMPORT_PROGRESS_EVERY, Registered};
 
 use error::During;
 

@@ -391,8 +391,8 @@ impl Ledger {
             }))
         })
     }
-    /// One refund row, typed.
-    fn refund(&self, out_refund_no: &OutRefundNo) -> Result<Option<RefundRow>, LedgerError> {
+    /// One refund row, typed (`None`: no such refund).
+    pub fn refund(&self, out_refund_no: &OutRefundNo) -> Result<Option<RefundRow>, LedgerError> {
         refund_of(&self.conn, out_refund_no.as_str())
     }
 }

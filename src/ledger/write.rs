@@ -16,6 +16,18 @@ use crate::domain::{
     QueryReport, RefundStatus, ReviewReason, Timestamp, validate_amount,
 };
 
+/// What [`Ledger::register_refund`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Registered {
+    /// The refund was inserted: its row as stored.
+    Created(Box<super::RefundRow>),
+    /// The refund number was already in the ledger: its row as it is now (nothing written).
+    Existing(Box<super::RefundRow>),
+    /// The refund number was used by a refund that `prune` has since removed (nothing
+    /// written; the trigger that keeps pruned numbers from coming back refused it).
+    Pruned,
+}
+
 /// `import` reports progress after every this many rows.
 pub const IMPORT_PROGRESS_EVERY: usize = 10_000;
 
@@ -33,6 +45,36 @@ impl Ledger {
         self.write("insert refund", |tx| {
             let mut stmt = tx.prepare_cached(INSERT_REFUND).during("insert refund")?;
             insert_one(&mut stmt, r, None)
+        })
+    }
+
+    /// Registers one new refund for the HTTP API: [`Ledger::insert_refund`]'s insert and the row
+    /// as stored, or, when
+    /// the refund number is already taken, the row that holds it, read in the same
+    /// transaction (so the caller can tell a repeated request from a conflicting one).
+    pub fn register_refund(&self, r: &NewRefund) -> Result<Registered, LedgerError> {
+        const OP: &str = "register refund";
+        self.write(OP, |tx| {
+            let mut stmt = tx.prepare_cached(INSERT_REFUND).during(OP)?;
+            match insert_one(&mut stmt, r, None) {
+                Ok(()) => {
+                    let no = r.out_refund_no.as_str();
+                    let row =
+                        super::read::refund_of(tx, no)?.ok_or_else(|| LedgerError::CorruptRow {
+                            out_refund_no: no.to_owned(),
+                            column: "out_refund_no",
+                            detail: "the refund just inserted cannot be read back".into(),
+                        })?;
+                    Ok(Registered::Created(Box::new(row)))
+                }
+                Err(LedgerError::DuplicateRefund { .. }) => Ok(
+                    match super::read::refund_of(tx, r.out_refund_no.as_str())? {
+                        Some(row) => Registered::Existing(Box::new(row)),
+                        None => Registered::Pruned,
+                    },
+                ),
+                Err(e) => Err(e),
+            }
         })
     }
 

@@ -996,6 +996,7 @@ async fn a_hung_work_loop_stops_the_watchdog_pings() {
         gateway: crate::common::gateway_key(),
         webhook_secret: None,
         warnings: Vec::new(),
+        api_token: None,
     };
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();

@@ -4,6 +4,7 @@
 //! read-only file system or that this user may not write).
 
 mod answers;
+mod api;
 mod config;
 mod findings;
 mod guard;
