@@ -149,12 +149,30 @@ pub struct Config {
     pub http: HttpSettings,
 }
 
-/// The `[http]` section: where the daemon serves `/metrics`, `/healthz` and `/readyz`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The `[http]` section: where the daemon serves `/metrics`, `/healthz`, `/readyz` and the
+/// Checus refund notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSettings {
     /// The address and port to listen on; `None` (the key absent): no listener at all.
     /// Loopback is the intended use: anything else goes behind the operator's TLS proxy.
     pub listen: Option<std::net::SocketAddr>,
+    /// The path Checus POSTs refund result notifications to ([`DEFAULT_NOTIFY_PATH`]).
+    pub notify_path: String,
+}
+
+/// `http.notify_path`'s default.
+pub const DEFAULT_NOTIFY_PATH: &str = "/checus/refund-notify";
+
+/// Paths the listener serves itself, which `http.notify_path` may not take.
+const RESERVED_PATHS: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            notify_path: DEFAULT_NOTIFY_PATH.to_owned(),
+        }
+    }
 }
 
 /// Worker limits and timings.
@@ -289,14 +307,22 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Option<String>,
+    notify_path: Option<String>,
 }
 
 impl RawHttp {
     /// An IP address and port; a host name is refused (the listener binds one address, and
     /// a name could resolve to several or to none at start-up).
     fn validate(self) -> Result<HttpSettings, ConfigError> {
+        let notify_path = match self.notify_path {
+            None => DEFAULT_NOTIFY_PATH.to_owned(),
+            Some(path) => validate_notify_path(&path)?,
+        };
         let Some(text) = self.listen else {
-            return Ok(HttpSettings::default());
+            return Ok(HttpSettings {
+                listen: None,
+                notify_path,
+            });
         };
         let listen = text.trim().parse::<std::net::SocketAddr>().map_err(|_| {
             ConfigError::invalid(
@@ -310,8 +336,43 @@ impl RawHttp {
         })?;
         Ok(HttpSettings {
             listen: Some(listen),
+            notify_path,
         })
     }
+}
+
+/// `http.notify_path`: an absolute URL path of plain segments (letters, digits, `-`, `_`,
+/// `.`, `~`), not one the listener already serves. No query, no `{..}` (axum would read a
+/// segment as a parameter), no trailing `/`.
+fn validate_notify_path(path: &str) -> Result<String, ConfigError> {
+    let segments_ok = path.strip_prefix('/').is_some_and(|rest| {
+        !rest.is_empty()
+            && rest.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+            })
+    });
+    if !segments_ok || path.len() > 200 {
+        return Err(ConfigError::invalid(
+            "http.notify_path",
+            format!(
+                "{:?} is not a URL path like \"{DEFAULT_NOTIFY_PATH}\" (a leading /, segments \
+                 of letters, digits, -, _, . and ~, no trailing /)",
+                redact(path)
+            ),
+        ));
+    }
+    if RESERVED_PATHS.contains(&path) {
+        return Err(ConfigError::invalid(
+            "http.notify_path",
+            format!("{path} is served by the listener itself; choose another path"),
+        ));
+    }
+    Ok(path.to_owned())
 }
 
 #[derive(Debug, Deserialize)]
@@ -1055,6 +1116,7 @@ const KEY_NAMES: &[&str] = &[
     "level",
     "http",
     "listen",
+    "notify_path",
 ];
 
 /// A TOML syntax error as line, column, the key of that line when it is a known one, and the
@@ -1635,6 +1697,25 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
         let env = Environment::from_pairs([("CHECUS_RECONCILER__HTTP__LISTEN", "127.0.0.1:9")]);
         let c = Config::parse(MINIMAL, "test.toml", &env).unwrap();
         assert_eq!(c.http.listen, Some("127.0.0.1:9".parse().unwrap()));
+    }
+
+    #[test]
+    fn http_notify_path_defaults_and_refuses_what_is_no_plain_path() {
+        assert_eq!(
+            parse(MINIMAL).unwrap().http.notify_path,
+            "/checus/refund-notify"
+        );
+        let with = |v: &str| format!("{MINIMAL}\n[http]\nnotify_path = \"{v}\"\n");
+        assert_eq!(
+            parse(&with("/hooks/checus_v2")).unwrap().http.notify_path,
+            "/hooks/checus_v2"
+        );
+        for bad in [
+            "", "/", "hooks", "/hooks/", "/a//b", "/a/../b", "/a?x=1", "/{x}", "/a b", "/metrics",
+        ] {
+            let e = err(&with(bad));
+            assert!(e.starts_with("http.notify_path: "), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::lock::Guard;
 use crate::domain::{Clock, Timestamp};
+use crate::http::notify::Inbox;
 use crate::ledger::{Finding, Ledger, LedgerGauges};
 use crate::metrics::Metrics;
 use crate::worker::WorkerView;
@@ -72,6 +73,8 @@ pub struct Live {
     last_tick: Mutex<Instant>,
     /// The sweep interval the cron gives (see [`super::sweep_interval`]).
     interval: Duration,
+    /// Checus refund notifications: verification and the writer that records them.
+    inbox: Arc<Inbox>,
 }
 
 impl Live {
@@ -83,6 +86,7 @@ impl Live {
         guard: Guard,
         clock: Arc<dyn Clock>,
         interval: Duration,
+        inbox: Arc<Inbox>,
     ) -> Self {
         Self {
             metrics,
@@ -93,12 +97,18 @@ impl Live {
             clock,
             last_tick: Mutex::new(Instant::now()),
             interval,
+            inbox,
         }
     }
 
     /// The work loop went round once (an event, a sweep making progress, an idle tick).
     pub(super) fn ticked(&self) {
         *self.last_tick.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// The notification inbox (`POST http.notify_path`).
+    pub fn inbox(&self) -> &Arc<Inbox> {
+        &self.inbox
     }
 
     /// The registry the worker and the sweep loop count into.

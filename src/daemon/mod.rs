@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 use crate::config::{Config, ConfigError, LoadedKeys};
 use crate::domain::{Clock, Timestamp, format_ts};
 use crate::gateway::{GatewayClient, GatewayError};
+use crate::http::notify::Inbox;
 use crate::http::{AppState, HttpError, Listener, Server};
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
@@ -67,6 +68,9 @@ pub enum DaemonError {
     /// The HTTP listener could not be bound (`http.listen`).
     #[error(transparent)]
     Http(#[from] HttpError),
+    /// The notification writer's thread could not be started.
+    #[error("cannot start the notification writer thread")]
+    NotifyWriter(#[source] std::io::Error),
     /// The lock file or the ledger file at its path is no longer the one the daemon opened
     /// (deleted, or replaced by another file): the daemon stops so that systemd restarts it on
     /// what is there now, where the lock decides again who runs.
@@ -198,6 +202,8 @@ struct Opened {
     worker: Worker,
     /// A second connection, for the HTTP endpoints' reads.
     reader: Ledger,
+    /// A third, for the notification writer's group commits.
+    inbox: Ledger,
 }
 
 impl Daemon {
@@ -215,6 +221,15 @@ impl Daemon {
         let metrics = Arc::new(Metrics::new());
         let opened = open(&config, &keys, &clock, hooks.jitter.clone(), &metrics).await?;
         let interval = sweep_interval(&config.worker.sweep_cron, clock.now());
+        let inbox = Inbox::start(
+            opened.inbox,
+            Arc::clone(&keys.gateway),
+            config.gateway.merchant_no.clone(),
+            config.http.notify_path.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&clock),
+        )
+        .map_err(DaemonError::NotifyWriter)?;
         let live = Arc::new(Live::new(
             metrics,
             opened.reader,
@@ -222,6 +237,7 @@ impl Daemon {
             opened.lock.guard(),
             Arc::clone(&clock),
             interval,
+            Arc::new(inbox),
         ));
         // Bound and serving before READY=1: a bad address fails start-up (exit 3).
         let http = Arc::new(HttpSlot::default());
@@ -398,6 +414,7 @@ async fn open(
             warn!(count = closed, "closed sweep rows a previous run left open");
         }
         let reader = Ledger::open_existing(path)?;
+        let inbox = Ledger::open_existing(path)?;
         let ledger = LedgerHandle::new(ledger);
         let mut worker = build_worker(&config, &keys, ledger.clone(), clock)?.with_metrics(metrics);
         if let Some(j) = jitter {
@@ -411,6 +428,7 @@ async fn open(
             ledger,
             worker,
             reader,
+            inbox,
         })
     });
     match opening.await {

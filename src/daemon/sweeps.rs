@@ -428,6 +428,13 @@ impl SweepLoop {
     fn take_over(&mut self, config: Config, keys: &LoadedKeys, worker: Worker) {
         worker.inherit_halt(&self.worker);
         self.live.set_worker(worker.view());
+        self.live.inbox().set_verifier(
+            Arc::clone(&keys.gateway),
+            config.gateway.merchant_no.clone(),
+        );
+        if config.http.notify_path != self.config.http.notify_path {
+            warn!("http.notify_path changes need a restart");
+        }
         self.worker = worker;
         for warning in &keys.warnings {
             warn!(warning = %warning, "key warning");

@@ -13,6 +13,7 @@
 //! - [`REQUEST_TIMEOUT`] for a whole request (408), the same for reading its body, and a body
 //!   cap of [`BODY_LIMIT`] bytes (413), which issue 13's routes that take a body rely on.
 
+pub mod notify;
 pub mod routes;
 
 use std::net::SocketAddr;

@@ -33,7 +33,7 @@ use crate::ledger::{Finding, LedgerGauges};
 /// The metric names as PromQL sees them (counters with their `_total`; the histogram's
 /// samples add `_bucket`, `_sum` and `_count`). An interface: a rename breaks operators'
 /// alerts and dashboards.
-pub const NAMES: [&str; 16] = [
+pub const NAMES: [&str; 17] = [
     "checus_reconciler_queries_total",
     "checus_reconciler_query_duration_seconds",
     "checus_reconciler_refunds_finalized_total",
@@ -50,6 +50,21 @@ pub const NAMES: [&str; 16] = [
     "checus_reconciler_sweep_errors_total",
     "checus_reconciler_last_sweep_end_timestamp_seconds",
     "checus_reconciler_build_info",
+    "checus_reconciler_notifications_total",
+];
+
+/// The `result` label values of `checus_reconciler_notifications_total`: what the daemon did
+/// with each Checus refund notification it received. The first five were acknowledged (the
+/// ledger trigger's effect); the last three were not (401, 400, 503).
+pub const NOTIFICATION_RESULTS: [&str; 8] = [
+    "finalized",
+    "already_final",
+    "conflicting_final",
+    "mismatch",
+    "unknown_refund",
+    "unverified",
+    "unreadable",
+    "unavailable",
 ];
 
 /// The content type of [`Metrics::render`]'s text.
@@ -102,6 +117,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -129,6 +149,7 @@ pub struct Metrics {
     sweeps: Counter,
     sweep_errors: Counter,
     last_sweep_end: FloatGauge,
+    notifications: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -159,6 +180,7 @@ impl Metrics {
             sweeps: Counter::default(),
             sweep_errors: Counter::default(),
             last_sweep_end: FloatGauge::default(),
+            notifications: Family::default(),
         };
         m.register();
         m.preset();
@@ -240,6 +262,11 @@ impl Metrics {
             "Unix time the latest sweep of this process ended",
             self.last_sweep_end.clone(),
         );
+        r.register(
+            "notifications",
+            "Checus refund notifications received, by result (acknowledged: the ledger's effect; not: unverified, unreadable, unavailable)",
+            self.notifications.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -275,6 +302,9 @@ impl Metrics {
             let _ = self.refunds.get_or_create(&StatusLabel {
                 status: status.as_str(),
             });
+        }
+        for result in NOTIFICATION_RESULTS {
+            let _ = self.notifications.get_or_create(&ResultLabel { result });
         }
         for code in HaltCode::ALL {
             let _ = self.halted.get_or_create(&ReasonLabel {
@@ -313,6 +343,15 @@ impl Metrics {
             .inc();
     }
 
+    /// A Checus refund notification was answered with `result`, one of
+    /// [`NOTIFICATION_RESULTS`] (another value is counted under it all the same).
+    pub fn notification_received(&self, result: &'static str) {
+        debug_assert!(NOTIFICATION_RESULTS.contains(&result), "{result}");
+        self.notifications
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
     /// A sweep ended at `at`; `failed`: as a whole (the ledger or the disk).
     pub fn sweep_ended(&self, failed: bool, at: Timestamp) {
         self.sweeps.inc();
@@ -347,6 +386,9 @@ impl Metrics {
             .iter()
             .any(|f| matches!(f, Finding::GatewayUnavailable { .. }));
         self.breaker_open.set(i64::from(breaker));
+        for result in NOTIFICATION_RESULTS {
+            let _ = self.notifications.get_or_create(&ResultLabel { result });
+        }
         for code in HaltCode::ALL {
             let halted = findings
                 .iter()
