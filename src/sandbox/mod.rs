@@ -39,6 +39,7 @@
 //! ```
 
 pub mod http;
+pub mod notify;
 pub mod protocol;
 pub mod script;
 mod server;

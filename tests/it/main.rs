@@ -18,6 +18,7 @@ mod hostile;
 mod ledger;
 mod logs;
 mod migrate;
+mod notify;
 mod observe;
 mod operations;
 mod operator;
