@@ -19,7 +19,7 @@ use crate::common::proc::{
 };
 
 /// The acknowledgement, byte for byte.
-const ACK: &str = r#"{"code":"SUCCESS","msg":"Success"}"#;
+pub(crate) const ACK: &str = r#"{"code":"SUCCESS","msg":"Success"}"#;
 
 /// No query before a notification can arrive (grace 1 h); the confirming query 200 ms after
 /// one; JSON logs.
@@ -29,12 +29,16 @@ fn notify_schedule() -> String {
         .to_owned()
 }
 
-fn script(no: &str, steps: Vec<Step>) -> (String, RefundScript) {
+pub(crate) fn script(no: &str, steps: Vec<Step>) -> (String, RefundScript) {
     (no.to_owned(), RefundScript::usd(no, steps))
 }
 
 /// Imports `scripts`, starts the daemon, and returns it with the notification URL.
-fn start(dir: &Path, sandbox: &LiveSandbox, scripts: &[(String, RefundScript)]) -> (Proc, String) {
+pub(crate) fn start(
+    dir: &Path,
+    sandbox: &LiveSandbox,
+    scripts: &[(String, RefundScript)],
+) -> (Proc, String) {
     let extra = format!("{}{}", notify_schedule(), http_on_loopback());
     let config = write_config(dir, &sandbox.base_url(), &extra);
     let csv = import_csv(dir, scripts);

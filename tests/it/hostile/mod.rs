@@ -9,5 +9,6 @@ mod findings;
 mod guard;
 mod input;
 mod ledger;
+mod notify;
 mod readonly;
 mod rows;
