@@ -346,3 +346,74 @@ fn every_acknowledged_notification_survives_a_sigkill_during_a_storm() {
     daemon.signal("-TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(30)), 0);
 }
+
+#[test]
+fn the_sandbox_sends_like_checus_final_states_only_retried_until_acknowledged() {
+    use checus_reconciler::sandbox::notify::{Delivery, NotifySender};
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.sqlite");
+    let scripts = vec![
+        script("R-SB-AT-ONCE", vec![Step::Pending, Step::Success]),
+        script("R-SB-LOST-TWICE", vec![Step::Failed]),
+        script("R-SB-NEVER", vec![Step::Success]),
+        script("R-SB-PENDING", vec![Step::Pending]),
+    ];
+    let sandbox = LiveSandbox::start(scripts.clone());
+    let (mut daemon, url) = start(dir.path(), &sandbox, &scripts);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // 0.001: the 30 s retry after 30 ms, the 5 min one after 300 ms.
+    let sender = Arc::new(
+        NotifySender::new(
+            url,
+            checus_reconciler::sandbox::test_keys::insecure_gateway_private(),
+            "SANDBOX-MERCHANT",
+            0.001,
+            Arc::new(checus_reconciler::domain::SystemClock),
+        )
+        .unwrap(),
+    );
+    let sb = sandbox.get();
+    let delivered = rt.block_on(async {
+        let at_once = sb
+            .notify(&sender, "R-SB-AT-ONCE", Delivery::Deliver)
+            .unwrap();
+        let lost = sb
+            .notify(&sender, "R-SB-LOST-TWICE", Delivery::LoseFirst(2))
+            .unwrap();
+        assert!(sb.notify(&sender, "R-SB-NEVER", Delivery::Never).is_none());
+        // Final states only: a refund that never finalizes gets no notification.
+        assert!(
+            sb.notify(&sender, "R-SB-PENDING", Delivery::Deliver)
+                .is_none()
+        );
+        (at_once.await.unwrap(), lost.await.unwrap())
+    });
+    assert_eq!((delivered.0.attempts, delivered.0.acked), (1, true));
+    assert_eq!(
+        (delivered.1.attempts, delivered.1.lost, delivered.1.acked),
+        (3, 2, true)
+    );
+    assert_eq!(
+        refund(&ledger, "R-SB-AT-ONCE"),
+        ("REFUND_SUCCESS".into(), Some("notification".into()))
+    );
+    assert_eq!(refund(&ledger, "R-SB-LOST-TWICE").0, "REFUND_FAILED");
+    assert_eq!(refund(&ledger, "R-SB-NEVER").0, "REFUND_PENDING");
+    assert_eq!(count(&ledger, "notifications"), 2);
+    // Checus finalized R-SB-AT-ONCE before notifying, so its confirming query agrees.
+    until("the confirming query of R-SB-AT-ONCE", || {
+        sql(&ledger)
+            .query_row(
+                "SELECT confirm_at IS NULL FROM refunds WHERE out_refund_no = 'R-SB-AT-ONCE'",
+                [],
+                |r| r.get::<_, bool>(0),
+            )
+            .unwrap()
+    });
+    assert!(kinds(&ledger, "R-SB-AT-ONCE").is_empty());
+    daemon.signal("-TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(30)), 0);
+}
