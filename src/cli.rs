@@ -56,7 +56,9 @@ pub enum Command {
     /// Run the reconciliation daemon until SIGTERM/SIGINT (SIGHUP reloads the config).
     ///
     /// With `[http] listen` in the config it also serves GET /metrics (Prometheus), /healthz
-    /// (liveness) and /readyz (readiness) on that address, bound before it reports ready.
+    /// (liveness) and /readyz (readiness) on that address, bound before it reports ready, and
+    /// receives Checus refund notifications on POST `http.notify_path` (default
+    /// /checus/refund-notify): verified, recorded, then acknowledged.
     Run(ConfigArgs),
     /// Counts by status, due now, flagged, oldest pending, last sweep, and what needs a human.
     /// Exits 8 when something does (flagged refunds, a halted or stale worker, the gateway
