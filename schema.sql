@@ -1,4 +1,4 @@
--- checus-reconciler ledger, schema version 7. The ONLY DDL of the project.
+-- checus-reconciler ledger, schema version 8. The ONLY DDL of the project.
 --
 -- This file is embedded in the binary (src/ledger/open.rs) and applied, in one transaction,
 -- to a new or empty SQLite file. An older ledger is upgraded by the migrations in
@@ -574,9 +574,9 @@ END;
 
 -- ---------------------------------------------------------------------------------------------
 -- operator_actions: the audit log of every operator command that changes the ledger (resolve,
--- retry-now, resolve-discrepancy, prune, clear-flag) or the daemon's course (resume: a running
--- daemon halted on a configuration error probes at once when it sees a new resume row): who,
--- when, why, and what it changed. Append-only.
+-- retry-now, resolve-discrepancy, prune, clear-flag, webhooks redeliver) or the daemon's course
+-- (resume: a running daemon halted on a configuration error probes at once when it sees a new
+-- resume row): who, when, why, and what it changed. Append-only.
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE operator_actions (
     id            INTEGER PRIMARY KEY,
@@ -586,8 +586,8 @@ CREATE TABLE operator_actions (
     actor         TEXT NOT NULL CHECK (length(actor) BETWEEN 1 AND 128),
     action        TEXT NOT NULL
                   CHECK (action IN ('resolve', 'retry_now', 'resolve_discrepancy', 'prune',
-                                    'clear_flag', 'resume')),
-    -- The refund concerned (NULL for prune and resume).
+                                    'clear_flag', 'resume', 'redeliver_webhook')),
+    -- The refund concerned (NULL for prune and resume; for redeliver_webhook, the event's refund).
     out_refund_no TEXT
                   CHECK (length(out_refund_no) BETWEEN 1 AND 64
                          AND out_refund_no NOT GLOB '*[^!-~]*'),
@@ -715,4 +715,149 @@ BEGIN
     UPDATE refund_counts SET n = n - 1 WHERE status = OLD.status;
 END;
 
-PRAGMA user_version = 7;
+-- ---------------------------------------------------------------------------------------------
+-- webhook_events: the transactional outbox of outgoing webhooks. The triggers below write one
+-- row IN THE SAME TRANSACTION as the change that caused it, whoever made the change (the
+-- daemon, an operator command, the merchant's SQL contract), so a change that rolls back
+-- leaves no event and a committed change always has its event:
+--   refund.finalized      a refund became final (any source), or was inserted already final
+--   refund.flagged        a refund's review flag went from 0 to 1 (or it was inserted flagged)
+--   discrepancy.recorded  a discrepancy was recorded
+-- The daemon delivers them (README "Webhooks"): in order per refund, at least once. What an
+-- event says (id, type, refund, time, payload) never changes; only the delivery columns do.
+-- Rows are written whether or not a [webhook] is configured: enabling webhooks later delivers
+-- the backlog, oldest first.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE webhook_events (
+    -- AUTOINCREMENT: an id is never reused after a prune, so "earlier event" stays id order.
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- The id receivers deduplicate on: random, so a ledger restored from a backup never
+    -- gives an old id to a new event. Sent as the `Checus-Reconciler-Event-Id` header and `id`.
+    event_id         TEXT    NOT NULL UNIQUE DEFAULT ('evt_' || lower(hex(randomblob(16))))
+                     CHECK (event_id GLOB 'evt_*' AND length(event_id) BETWEEN 5 AND 64),
+    type             TEXT    NOT NULL
+                     CHECK (type IN ('refund.finalized', 'refund.flagged', 'discrepancy.recorded')),
+    -- The refund concerned (no foreign key: a discrepancy can name a refund the ledger lacks).
+    out_refund_no    TEXT    NOT NULL
+                     CHECK (length(out_refund_no) BETWEEN 1 AND 64
+                            AND out_refund_no NOT GLOB '*[^!-~]*'),
+    -- When the change happened (the event's `created_at`).
+    queued_at        TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                     CHECK (queued_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(queued_at))),
+    -- The event's `data` object, built by the trigger with json_object (amounts as strings).
+    payload          TEXT    NOT NULL CHECK (json_valid(payload)),
+    -- Delivery: pending (to be sent), delivered (a 2xx answer), dead (retried past
+    -- webhook.give_up_after; `webhooks redeliver` puts it back to pending).
+    state            TEXT    NOT NULL DEFAULT 'pending'
+                     CHECK (state IN ('pending', 'delivered', 'dead')),
+    -- Delivery attempts made, and when the first one was (the retry window counts from it).
+    attempts         INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    first_attempt_at TEXT
+                     CHECK (first_attempt_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(first_attempt_at))),
+    -- When a pending event may be sent next.
+    next_attempt_at  TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                     CHECK (next_attempt_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(next_attempt_at))),
+    -- Why the latest attempt failed (an HTTP status or a transport error; never the secret).
+    last_error       TEXT,
+    delivered_at     TEXT
+                     CHECK (delivered_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(delivered_at))),
+    CHECK ((state = 'delivered') = (delivered_at IS NOT NULL))
+) STRICT;
+
+-- Events not delivered yet (pending or dead), by refund: the daemon's "is an earlier event of
+-- this refund still undelivered?" look-up, which keeps each refund's events in order.
+CREATE INDEX webhook_events_undelivered ON webhook_events (out_refund_no, id)
+    WHERE state <> 'delivered';
+-- Pending events by when they may be sent: what the daemon delivers next.
+CREATE INDEX webhook_events_due ON webhook_events (next_attempt_at) WHERE state = 'pending';
+-- Dead events (normally none): `status`'s dead_webhooks finding and the metric count them.
+CREATE INDEX webhook_events_dead ON webhook_events (id) WHERE state = 'dead';
+-- `webhooks --refund`, and a prune's delete of a pruned refund's delivered events.
+CREATE INDEX webhook_events_by_refund ON webhook_events (out_refund_no, id);
+
+-- What an event says never changes; only state, attempts, first_attempt_at, next_attempt_at,
+-- last_error and delivered_at do.
+CREATE TRIGGER webhook_events_content_is_immutable
+BEFORE UPDATE ON webhook_events
+WHEN NEW.id IS NOT OLD.id
+  OR NEW.event_id IS NOT OLD.event_id
+  OR NEW.type IS NOT OLD.type
+  OR NEW.out_refund_no IS NOT OLD.out_refund_no
+  OR NEW.queued_at IS NOT OLD.queued_at
+  OR NEW.payload IS NOT OLD.payload
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: a webhook event''s content is immutable');
+END;
+
+CREATE TRIGGER webhook_events_insert_is_not_replace
+BEFORE INSERT ON webhook_events
+WHEN EXISTS (SELECT 1 FROM webhook_events WHERE id = NEW.id OR event_id = NEW.event_id)
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: a webhook event''s content is immutable');
+END;
+
+-- Events are never deleted, except a delivered event of a refund a running prune removes.
+CREATE TRIGGER webhook_events_are_never_deleted
+BEFORE DELETE ON webhook_events
+WHEN NOT coalesce((
+    OLD.state = 'delivered'
+    AND (SELECT r.status <> 'REFUND_PENDING'
+            AND r.finalized_at < (SELECT finalized_before FROM prunes WHERE state = 'running')
+           FROM refunds AS r WHERE r.out_refund_no = OLD.out_refund_no)), 0)
+BEGIN
+    SELECT RAISE(ABORT, 'checus-reconciler: webhook events are never deleted');
+END;
+
+-- The events of a refund row, in the order they happen: final first, then flagged.
+CREATE TRIGGER refunds_webhook_on_insert
+AFTER INSERT ON refunds
+WHEN NEW.status <> 'REFUND_PENDING' OR NEW.review_flag = 1
+BEGIN
+    INSERT INTO webhook_events (type, out_refund_no, payload)
+    SELECT 'refund.finalized', NEW.out_refund_no,
+           json_object('out_refund_no', NEW.out_refund_no, 'status', NEW.status,
+                       'final_source', NEW.final_source, 'amount', NEW.amount,
+                       'currency', NEW.currency, 'finalized_at', NEW.finalized_at,
+                       'refund_finish_time', NEW.refund_finish_time,
+                       'refund_trade_no', NEW.refund_trade_no, 'out_trade_no', NEW.out_trade_no)
+     WHERE NEW.status <> 'REFUND_PENDING';
+    INSERT INTO webhook_events (type, out_refund_no, payload)
+    SELECT 'refund.flagged', NEW.out_refund_no,
+           json_object('out_refund_no', NEW.out_refund_no, 'status', NEW.status,
+                       'review_reason', NEW.review_reason, 'flagged_at', NEW.flagged_at,
+                       'amount', NEW.amount, 'currency', NEW.currency)
+     WHERE NEW.review_flag = 1;
+END;
+
+CREATE TRIGGER refunds_webhook_on_update
+AFTER UPDATE OF status, review_flag ON refunds
+WHEN (OLD.status = 'REFUND_PENDING' AND NEW.status <> 'REFUND_PENDING')
+  OR (OLD.review_flag = 0 AND NEW.review_flag = 1)
+BEGIN
+    INSERT INTO webhook_events (type, out_refund_no, payload)
+    SELECT 'refund.finalized', NEW.out_refund_no,
+           json_object('out_refund_no', NEW.out_refund_no, 'status', NEW.status,
+                       'final_source', NEW.final_source, 'amount', NEW.amount,
+                       'currency', NEW.currency, 'finalized_at', NEW.finalized_at,
+                       'refund_finish_time', NEW.refund_finish_time,
+                       'refund_trade_no', NEW.refund_trade_no, 'out_trade_no', NEW.out_trade_no)
+     WHERE OLD.status = 'REFUND_PENDING' AND NEW.status <> 'REFUND_PENDING';
+    INSERT INTO webhook_events (type, out_refund_no, payload)
+    SELECT 'refund.flagged', NEW.out_refund_no,
+           json_object('out_refund_no', NEW.out_refund_no, 'status', NEW.status,
+                       'review_reason', NEW.review_reason, 'flagged_at', NEW.flagged_at,
+                       'amount', NEW.amount, 'currency', NEW.currency)
+     WHERE OLD.review_flag = 0 AND NEW.review_flag = 1;
+END;
+
+CREATE TRIGGER discrepancies_webhook_on_insert
+AFTER INSERT ON discrepancies
+BEGIN
+    INSERT INTO webhook_events (type, out_refund_no, payload)
+    VALUES ('discrepancy.recorded', NEW.out_refund_no,
+            json_object('discrepancy_id', NEW.id, 'out_refund_no', NEW.out_refund_no,
+                        'source', NEW.source, 'kind', NEW.kind, 'expected', NEW.expected,
+                        'observed', NEW.observed, 'detected_at', NEW.detected_at));
+END;
+
+PRAGMA user_version = 8;

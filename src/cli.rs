@@ -63,8 +63,8 @@ pub enum Command {
     /// Counts by status, due now, flagged, oldest pending, last sweep, and what needs a human.
     /// Exits 8 when something does (flagged refunds, a halted or stale worker, the gateway
     /// unavailable, failing sweeps, unreadable rows, refunds never scheduled or overdue and
-    /// unflagged, unresolved discrepancies, a prune row left running), so a monitoring check
-    /// can run it. Refunds are judged by the schedule in --config, else by the defaults.
+    /// unflagged, unresolved discrepancies, a prune row left running, dead webhook events), so
+    /// a monitoring check can run it. Refunds are judged by the schedule in --config, else by the defaults.
     Status(StatusArgs),
     /// Pending refunds created longer ago than --older-than, oldest first.
     Stuck(StuckArgs),
@@ -129,8 +129,12 @@ pub enum Command {
     /// Validate the config file and load the keys, then exit.
     CheckConfig(CheckConfigArgs),
     /// The audit log: operator actions (resolve, retry-now, resolve-discrepancy, prune,
-    /// clear-flag) with who, when, why and what each changed; the latest ones, oldest first.
+    /// clear-flag, webhooks redeliver) with who, when, why and what each changed; the latest
+    /// ones, oldest first.
     Audit(AuditArgs),
+    /// Outgoing webhook events (the ledger's outbox): the latest ones, oldest first, with their
+    /// delivery state; `webhooks redeliver` sends delivered or dead ones again (audited).
+    Webhooks(WebhooksArgs),
     /// Serve the simulated Checus gateway on loopback (tests, demos, benchmarks).
     Sandbox(SandboxArgs),
     /// Run the whole thing against the simulated gateway with short timings, then check it.
@@ -155,6 +159,77 @@ pub struct CheckConfigArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
     /// Print JSON: `config`, `ledger`, `gateway`, `warnings`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `webhooks`: which events to list, or `redeliver`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct WebhooksArgs {
+    /// `redeliver`; without it, the events are listed.
+    #[command(subcommand)]
+    pub action: Option<WebhooksAction>,
+    /// What to list.
+    #[command(flatten)]
+    pub list: WebhooksListArgs,
+}
+
+/// What `webhooks` can do besides listing.
+#[derive(Debug, Subcommand)]
+pub enum WebhooksAction {
+    /// Put delivered or dead events back to pending, due now with a fresh retry window, each
+    /// audited with who, when and why. A pending or unknown event refuses the whole command.
+    Redeliver(RedeliverArgs),
+}
+
+/// A webhook event's delivery state, as `--state` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WebhookStateArg {
+    /// Waiting to be sent, or to be retried.
+    Pending,
+    /// Answered with a 2xx.
+    Delivered,
+    /// Retried past webhook.give_up_after.
+    Dead,
+}
+
+/// `webhooks` (list): the filters.
+#[derive(Debug, Args)]
+pub struct WebhooksListArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Only events in this delivery state.
+    #[arg(long, value_enum)]
+    pub state: Option<WebhookStateArg>,
+    /// Only events about this refund.
+    #[arg(long, value_name = "OUT_REFUND_NO")]
+    pub refund: Option<String>,
+    /// At most this many events, the latest (a list cut short says so).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Print JSON: `total`, `shown`, `limit`, `truncated` and the events under `rows`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `webhooks redeliver`: the events, and the audited why and who.
+#[derive(Debug, Args)]
+pub struct RedeliverArgs {
+    /// Where the ledger is.
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// The event ids (`evt_…`, as `webhooks` lists them).
+    #[arg(required = true, value_name = "EVENT_ID")]
+    pub event_ids: Vec<String>,
+    /// Why (kept in the audit log), e.g. the receiver's outage that was fixed.
+    #[arg(long)]
+    pub reason: String,
+    /// Who is acting, for the audit log.
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+    /// Print JSON: `event_ids`, `action`, `by`, `at`.
     #[arg(long)]
     pub json: bool,
 }
@@ -574,6 +649,11 @@ pub struct DemoArgs {
     /// Give up after this many seconds (1 to 86400).
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout_secs: u64,
+    /// Serve /metrics, /healthz, /readyz and the notify path on this address while the demo's
+    /// daemon runs (e.g. 127.0.0.1:9464), as `[http] listen` does for `run`; default: a free
+    /// loopback port (the demo's gateway sends its notifications there).
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `sandbox --latency`: 0 to 10 minutes, in the units of [`parse_duration`] (exit 2 outside).

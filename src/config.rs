@@ -147,6 +147,9 @@ pub struct Config {
     pub log: LogSettings,
     /// The daemon's HTTP listener (`/metrics`, `/healthz`, `/readyz`).
     pub http: HttpSettings,
+    /// Outgoing webhooks (`[webhook]`); `None` when the section is absent: events are still
+    /// written to the ledger's outbox, and delivered once a `[webhook]` is configured.
+    pub webhook: Option<WebhookSettings>,
 }
 
 /// The `[http]` section: where the daemon serves `/metrics`, `/healthz`, `/readyz` and the
@@ -172,6 +175,33 @@ impl Default for HttpSettings {
             listen: None,
             notify_path: DEFAULT_NOTIFY_PATH.to_owned(),
         }
+    }
+}
+
+/// Where and how the daemon delivers webhook events (README "Webhooks").
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookSettings {
+    /// The receiver: `https://`, or `http://` to a loopback address only.
+    pub url: url::Url,
+    /// The HMAC secret's source (loaded by [`KeySources::load`] into
+    /// [`LoadedKeys::webhook_secret`]; its material is never kept here).
+    pub secret: KeySource,
+    /// The whole request's timeout (connect included).
+    pub timeout: std::time::Duration,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// When to retry a failed delivery, and when to give up.
+    pub retry: crate::domain::webhook::RetryPolicy,
+}
+
+impl WebhookSettings {
+    /// The URL as logs show it: scheme, host, port and path, never a query string or
+    /// fragment (a receiver may take a token there).
+    pub fn shown_url(&self) -> String {
+        let mut u = self.url.clone();
+        u.set_query(None);
+        u.set_fragment(None);
+        u.to_string()
     }
 }
 
@@ -285,6 +315,8 @@ pub struct KeySources {
     pub merchant_private_key: KeySource,
     /// The Checus gateway's public key (verifies answers).
     pub gateway_public_key: KeySource,
+    /// `webhook.secret`, when a `[webhook]` is configured.
+    pub webhook_secret: Option<KeySource>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -301,6 +333,7 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     http: RawHttp,
+    webhook: Option<RawWebhook>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -373,6 +406,23 @@ fn validate_notify_path(path: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(path.to_owned())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    secret: String,
+    #[serde(default = "d_webhook_timeout")]
+    timeout: String,
+    #[serde(default = "d_webhook_concurrency")]
+    concurrency: usize,
+    #[serde(default = "d_webhook_retry_first")]
+    retry_first: String,
+    #[serde(default = "d_webhook_retry_max")]
+    retry_max: String,
+    #[serde(default = "d_webhook_give_up_after")]
+    give_up_after: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -531,6 +581,29 @@ fn d_format() -> LogFormat {
 fn d_level() -> String {
     LogSettings::default().level
 }
+fn d_webhook_timeout() -> String {
+    fmt_d(DEFAULT_WEBHOOK_TIMEOUT)
+}
+fn d_webhook_concurrency() -> usize {
+    DEFAULT_WEBHOOK_CONCURRENCY
+}
+fn d_webhook_retry_first() -> String {
+    fmt_d(crate::domain::webhook::RetryPolicy::default().first)
+}
+fn d_webhook_retry_max() -> String {
+    fmt_d(crate::domain::webhook::RetryPolicy::default().max)
+}
+fn d_webhook_give_up_after() -> String {
+    fmt_d(crate::domain::webhook::RetryPolicy::default().give_up_after)
+}
+
+/// `webhook.timeout`'s default: a receiver that has not answered in 10 s is retried later.
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// `webhook.concurrency`'s default: deliveries in flight at once (each to a different refund).
+pub const DEFAULT_WEBHOOK_CONCURRENCY: usize = 4;
+/// The shortest `webhook.secret` accepted, in bytes (an HMAC key shorter than this is
+/// guessable; `openssl rand -hex 32` makes a 64-character one).
+pub const MIN_WEBHOOK_SECRET_BYTES: usize = 16;
 
 impl Default for RawSchedule {
     fn default() -> Self {
@@ -935,6 +1008,25 @@ const BATCH: Bounds<usize> = Bounds {
     most: 100_000,
 };
 
+/// The range of every `[webhook]` duration and count (README "Webhooks"). Kept apart from
+/// [`DURATION_BOUNDS`] because the example config shows the section commented out.
+pub const WEBHOOK_DURATION_BOUNDS: [Bounds<Duration>; 4] = [
+    WEBHOOK_TIMEOUT,
+    WEBHOOK_RETRY_FIRST,
+    WEBHOOK_RETRY_MAX,
+    WEBHOOK_GIVE_UP_AFTER,
+];
+const WEBHOOK_TIMEOUT: Bounds<Duration> = Bounds::d("webhook.timeout", MS, mins(5));
+const WEBHOOK_RETRY_FIRST: Bounds<Duration> = Bounds::d("webhook.retry_first", MS, days(1));
+const WEBHOOK_RETRY_MAX: Bounds<Duration> = Bounds::d("webhook.retry_max", MS, days(1));
+const WEBHOOK_GIVE_UP_AFTER: Bounds<Duration> = Bounds::d("webhook.give_up_after", MS, days(30));
+/// `webhook.concurrency`'s range.
+pub const WEBHOOK_CONCURRENCY: Bounds<usize> = Bounds {
+    key: "webhook.concurrency",
+    least: 1,
+    most: 64,
+};
+
 /// The range of every fractional setting.
 pub const RATE_BOUNDS: [Bounds<f64>; 2] = [JITTER, RATE];
 const JITTER: Bounds<f64> = Bounds {
@@ -1117,6 +1209,13 @@ const KEY_NAMES: &[&str] = &[
     "http",
     "listen",
     "notify_path",
+    "webhook",
+    "url",
+    "secret",
+    "timeout",
+    "retry_first",
+    "retry_max",
+    "give_up_after",
 ];
 
 /// A TOML syntax error as line, column, the key of that line when it is a known one, and the
@@ -1224,6 +1323,7 @@ impl RawConfig {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid("log.level", e.to_string()));
         }
+        let webhook = self.webhook.map(|w| w.validate(env)).transpose()?;
         Ok(Config {
             ledger_path: self.ledger.path,
             gateway,
@@ -1238,6 +1338,7 @@ impl RawConfig {
                     &self.keys.gateway_public_key,
                     env,
                 )?,
+                webhook_secret: webhook.as_ref().map(|w| w.secret.clone()),
             },
             policy,
             worker,
@@ -1246,6 +1347,70 @@ impl RawConfig {
                 level: self.log.level,
             },
             http,
+            webhook,
+        })
+    }
+}
+
+impl RawWebhook {
+    /// The receiver URL (https, or http to a loopback host; no user or password, which
+    /// would be logged), the secret's source and the ranges.
+    fn validate(self, env: &Environment) -> Result<WebhookSettings, ConfigError> {
+        const KEY: &str = "webhook.url";
+        let url = url::Url::parse(self.url.trim())
+            .map_err(|e| ConfigError::invalid(KEY, format!("not an absolute URL ({e})")))?;
+        let loopback = match url.host() {
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => return Err(ConfigError::invalid(KEY, "has no host")),
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            "http" => {
+                return Err(ConfigError::invalid(
+                    KEY,
+                    "http:// is allowed only to a loopback address (127.0.0.1, ::1, localhost); \
+                     use https:// (the payload names refunds and amounts)",
+                ));
+            }
+            other => {
+                return Err(ConfigError::invalid(
+                    KEY,
+                    format!("scheme {:?} is not http or https", redact(other)),
+                ));
+            }
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ConfigError::invalid(
+                KEY,
+                "must not hold a user name or password (they would reach logs); the receiver \
+                 authenticates the sender by the signature header",
+            ));
+        }
+        let first = WEBHOOK_RETRY_FIRST.parse(&self.retry_first)?;
+        let max = WEBHOOK_RETRY_MAX.parse(&self.retry_max)?;
+        if max < first {
+            return Err(ConfigError::invalid(
+                WEBHOOK_RETRY_MAX.key,
+                format!(
+                    "{} is less than webhook.retry_first ({})",
+                    fmt_human(max),
+                    fmt_human(first)
+                ),
+            ));
+        }
+        Ok(WebhookSettings {
+            url,
+            secret: key_source("webhook.secret", &self.secret, env)?,
+            timeout: WEBHOOK_TIMEOUT.parse(&self.timeout)?,
+            concurrency: WEBHOOK_CONCURRENCY.check_number(self.concurrency)?,
+            retry: crate::domain::webhook::RetryPolicy {
+                first,
+                max,
+                give_up_after: WEBHOOK_GIVE_UP_AFTER.parse(&self.give_up_after)?,
+            },
         })
     }
 }
@@ -1341,8 +1506,42 @@ pub struct LoadedKeys {
     pub merchant: std::sync::Arc<crate::gateway::MerchantKey>,
     /// Verifies answers.
     pub gateway: std::sync::Arc<crate::gateway::GatewayKey>,
+    /// `webhook.secret`, when a `[webhook]` is configured.
+    pub webhook_secret: Option<std::sync::Arc<WebhookSecret>>,
     /// Things worth a warning at start-up (a converted key format, loose file permissions).
     pub warnings: Vec<String>,
+}
+
+/// The webhook HMAC secret: the bytes of `webhook.secret`'s text, surrounding whitespace
+/// (a file's final newline) removed. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(Vec<u8>);
+
+impl WebhookSecret {
+    /// The secret from its text, refused when shorter than [`MIN_WEBHOOK_SECRET_BYTES`]
+    /// (the reason never quotes it).
+    pub fn from_text(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        if t.len() < MIN_WEBHOOK_SECRET_BYTES {
+            return Err(format!(
+                "the secret is {} bytes; at least {MIN_WEBHOOK_SECRET_BYTES} are needed \
+                 (e.g. openssl rand -hex 32)",
+                t.len()
+            ));
+        }
+        Ok(Self(t.as_bytes().to_vec()))
+    }
+
+    /// The key bytes, for the HMAC.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret(<not shown>)")
+    }
 }
 
 impl KeySource {
@@ -1524,9 +1723,20 @@ impl KeySources {
         let text = self.gateway_public_key.read(k, false, &mut warnings)?;
         let gateway = GatewayKey::from_text(&text)
             .map_err(|e| ConfigError::invalid(k, format!("{:?} {e}", self.gateway_public_key)))?;
+        let webhook_secret = match &self.webhook_secret {
+            Some(source) => {
+                let k = "webhook.secret";
+                let text = source.read(k, true, &mut warnings)?;
+                let secret = WebhookSecret::from_text(&text)
+                    .map_err(|reason| ConfigError::invalid(k, format!("{source:?}: {reason}")))?;
+                Some(std::sync::Arc::new(secret))
+            }
+            None => None,
+        };
         Ok(LoadedKeys {
             merchant: std::sync::Arc::new(merchant),
             gateway: std::sync::Arc::new(gateway),
+            webhook_secret,
             warnings,
         })
     }
@@ -1996,9 +2206,11 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
     fn the_key_name_list_holds_every_field_of_every_section() {
         // serde's unknown-field error lists the section's fields: all must be known names.
         for section in [
-            "ledger", "gateway", "keys", "schedule", "worker", "log", "http",
+            "ledger", "gateway", "keys", "schedule", "worker", "log", "http", "webhook",
         ] {
-            let text = if ["schedule", "worker", "log", "http"].contains(&section) {
+            let text = if section == "webhook" {
+                format!("{MINIMAL}\n{WEBHOOK}zzz = 1\n")
+            } else if ["schedule", "worker", "log", "http"].contains(&section) {
                 format!("{MINIMAL}\n[{section}]\nzzz = 1\n")
             } else {
                 MINIMAL.replace(&format!("[{section}]"), &format!("[{section}]\nzzz = 1"))
@@ -2274,5 +2486,161 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
             e.starts_with("keys.merchant_private_key:") && e.contains("public key"),
             "{e}"
         );
+    }
+
+    const WEBHOOK: &str = "[webhook]\nurl = \"https://app.internal/checus-refunds\"\nsecret = \"credential:webhook-secret\"\n";
+
+    #[test]
+    fn a_webhook_section_takes_its_defaults_and_is_optional() {
+        assert_eq!(parse(MINIMAL).unwrap().webhook, None);
+        let c = parse(&format!("{MINIMAL}\n{WEBHOOK}")).unwrap();
+        let w = c.webhook.unwrap();
+        assert_eq!(w.url.as_str(), "https://app.internal/checus-refunds");
+        assert_eq!(w.timeout, DEFAULT_WEBHOOK_TIMEOUT);
+        assert_eq!(w.concurrency, DEFAULT_WEBHOOK_CONCURRENCY);
+        assert_eq!(w.retry, crate::domain::webhook::RetryPolicy::default());
+        assert_eq!(c.keys.webhook_secret, Some(w.secret));
+        let c = parse(&format!(
+            "{MINIMAL}\n{WEBHOOK}give_up_after = \"2s\"\nretry_first = \"50ms\"\nretry_max = \"200ms\"\n"
+        ))
+        .unwrap();
+        let retry = c.webhook.unwrap().retry;
+        assert_eq!(retry.give_up_after, Duration::from_secs(2));
+        assert_eq!(retry.first, Duration::from_millis(50));
+        // http:// to a loopback receiver is allowed (tests, a same-host app).
+        let local = WEBHOOK.replace("https://app.internal", "http://127.0.0.1:8080");
+        assert!(parse(&format!("{MINIMAL}\n{local}")).is_ok());
+    }
+
+    #[test]
+    fn the_readme_and_the_example_state_every_webhook_range() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+        let example = std::fs::read_to_string(format!("{root}/examples/config.toml")).unwrap();
+        let ranges = WEBHOOK_DURATION_BOUNDS
+            .iter()
+            .map(|b| (b.key, b.range()))
+            .chain([(WEBHOOK_CONCURRENCY.key, WEBHOOK_CONCURRENCY.number_range())]);
+        for (key, range) in ranges {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{key}` |")))
+                .unwrap_or_else(|| panic!("README has no row for {key}"));
+            assert!(
+                row.contains(&range),
+                "README {key}: {row:?} lacks {range:?}"
+            );
+            let field = key.split_once('.').unwrap().1;
+            let line = example
+                .lines()
+                .find(|l| l.starts_with(&format!("# {field} =")))
+                .unwrap_or_else(|| panic!("example has no {field}"));
+            assert!(
+                line.contains(&range),
+                "example {key}: {line:?} lacks {range:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_webhook_settings_are_refused_naming_the_key() {
+        let url = |u: &str| WEBHOOK.replace("https://app.internal/checus-refunds", u);
+        let cases = [
+            (url("not a url"), "webhook.url: not an absolute URL"),
+            (
+                url("http://app.internal/x"),
+                "webhook.url: http:// is allowed only to a loopback",
+            ),
+            (
+                url("ftp://127.0.0.1/x"),
+                "webhook.url: scheme \"ftp\" is not http or https",
+            ),
+            (
+                url("https://user:pw@app.internal/x"),
+                "webhook.url: must not hold a user name",
+            ),
+            (
+                WEBHOOK.replace("credential:webhook-secret", "s3cr3t"),
+                "webhook.secret: expected file:",
+            ),
+            (
+                format!("{WEBHOOK}concurrency = 0\n"),
+                "webhook.concurrency: 0 is out of range",
+            ),
+            (
+                format!("{WEBHOOK}timeout = \"6m\"\n"),
+                "webhook.timeout: 6m is out of range",
+            ),
+            (
+                format!("{WEBHOOK}retry_first = \"1h\"\nretry_max = \"1m\"\n"),
+                "webhook.retry_max: 1m is less than webhook.retry_first",
+            ),
+            (
+                "[webhook]\nurl = \"https://a.example\"\n".to_owned(),
+                "missing field `secret`",
+            ),
+        ];
+        for (section, expected) in cases {
+            let e = err(&format!("{MINIMAL}\n{section}"));
+            assert!(e.contains(expected), "{section}: {e}");
+            assert!(!e.contains("pw@"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_webhook_secret_loads_from_a_private_file_and_is_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = |secret: &str| {
+            let text = format!("{MINIMAL}\n{WEBHOOK}")
+                .replace("credential:webhook-secret", secret)
+                .replace(
+                    "credential:merchant-private-key",
+                    &format!(
+                        "file:{}",
+                        write_private(
+                            dir.path(),
+                            "m.pem",
+                            &test_key("merchant_private.pem"),
+                            0o600
+                        )
+                        .display()
+                    ),
+                )
+                .replace(
+                    "file:/etc/checus-reconciler/gateway-public.key",
+                    &format!(
+                        "file:{}",
+                        write_private(dir.path(), "g.pem", &test_key("gateway_public.pem"), 0o644)
+                            .display()
+                    ),
+                );
+            parse(&text).unwrap().keys.load()
+        };
+        let good = write_private(dir.path(), "secret", "0123456789abcdef0123\n", 0o600);
+        let loaded = keys(&format!("file:{}", good.display())).unwrap();
+        let secret = loaded.webhook_secret.unwrap();
+        assert_eq!(secret.bytes(), b"0123456789abcdef0123");
+        assert_eq!(format!("{secret:?}"), "WebhookSecret(<not shown>)");
+        let missing = keys(&format!("file:{}/nope", dir.path().display())).unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .starts_with("webhook.secret: cannot read"),
+            "{missing}"
+        );
+        let open = write_private(dir.path(), "open", "0123456789abcdef0123", 0o644);
+        let e = keys(&format!("file:{}", open.display()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("accessible to other users"), "{e}");
+        let short = write_private(dir.path(), "short", "hunter2", 0o600);
+        let e = keys(&format!("file:{}", short.display()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("webhook.secret:") && e.contains("7 bytes"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
     }
 }

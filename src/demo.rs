@@ -41,6 +41,9 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Give up after this long.
     pub timeout: Duration,
+    /// Where the daemon serves `/metrics`, `/healthz`, `/readyz` and the notifications the
+    /// sandbox sends while it runs (`None`: a free loopback port).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Why the demo could not run (a mismatch is not an error: it is in the report).
@@ -167,7 +170,11 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
     let scripts = sandbox::mixed_scripts(opts.refunds, opts.seed, "DEMO-");
     seed_ledger(&ledger_path, &sb, &scripts, clock.now())?;
 
-    let listen = free_loopback_port().map_err(io(&run_dir))?;
+    // The sandbox must know the notify URL before the daemon binds its listener.
+    let listen = match opts.listen {
+        Some(addr) => addr,
+        None => free_loopback_port().map_err(io(&run_dir))?,
+    };
     let config = demo_config(&ledger_path, &sb, listen);
     let notify_url = format!("http://{listen}{}", config.http.notify_path);
     let sender = Arc::new(
@@ -258,6 +265,7 @@ fn demo_keys() -> LoadedKeys {
             GatewayKey::from_text(sandbox::test_keys::INSECURE_GATEWAY_PUBLIC_B64)
                 .expect("committed test key parses"),
         ),
+        webhook_secret: None,
         warnings: Vec::new(),
     }
 }
@@ -453,6 +461,7 @@ fn demo_config(ledger_path: &Path, sb: &Sandbox, listen: std::net::SocketAddr) -
             gateway_public_key: KeySource::Embedded {
                 name: "INSECURE_GATEWAY_PUBLIC_B64",
             },
+            webhook_secret: None,
         },
         policy: demo_policy(),
         worker: WorkerSettings {
@@ -470,5 +479,6 @@ fn demo_config(ledger_path: &Path, sb: &Sandbox, listen: std::net::SocketAddr) -
             listen: Some(listen),
             ..HttpSettings::default()
         },
+        webhook: None,
     }
 }

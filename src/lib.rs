@@ -8,6 +8,7 @@
 //! - [`worker`]: one sweep — ledger → gateway → `domain::decide` → ledger.
 //! - [`daemon`]: scheduling, the single-daemon lock, SIGHUP reload, the drain deadline.
 //! - [`http`]: the daemon's HTTP listener and its routes (`/metrics`, `/healthz`, `/readyz`).
+//! - [`webhook`]: outgoing webhooks from the ledger's outbox — signing and the delivery task.
 //! - [`sandbox`]: a protocol-faithful simulated Checus gateway for tests, demo and benchmarks.
 //! - [`demo`]: the README's first command, end to end against the sandbox.
 //! - [`cli`], [`import`], [`report`]: the command line, input parsing and output rendering.
@@ -28,4 +29,5 @@ pub mod metrics;
 pub mod notify;
 pub mod report;
 pub mod sandbox;
+pub mod webhook;
 pub mod worker;

@@ -637,6 +637,12 @@ pub fn finding_message(f: &Finding) -> String {
              wrote it, then close it as README's status warnings show)",
             opt_ts(*started_at)
         ),
+        Finding::DeadWebhooks { count } => format!(
+            "{} dead: retried past webhook.give_up_after without a 2xx answer, each holding \
+             back the later events of its refund (see `webhooks --state dead`; fix the \
+             receiver, then `webhooks redeliver ID... --reason ...`)",
+            are(*count, "webhook event", "webhook events")
+        ),
     }
 }
 
@@ -1143,6 +1149,42 @@ pub fn audit_table(rows: &[ActionView<'_>], extent: &Extent) -> String {
     columns(&head, &cells) + &extent.footer("action", "actions")
 }
 
+/// `webhooks` for people: one line per event, oldest first; LAST_ERROR for a pending or dead
+/// one, the delivery time for a delivered one.
+pub fn webhooks_table(rows: &[crate::ledger::WebhookEventRow], extent: &Extent) -> String {
+    use Align::{Left as L, Right as R};
+    let head = [
+        ("EVENT_ID", L),
+        ("TYPE", L),
+        ("OUT_REFUND_NO", L),
+        ("CREATED_AT", L),
+        ("STATE", L),
+        ("ATTEMPTS", R),
+        ("NEXT_OR_DELIVERED_AT", L),
+        ("LAST_ERROR", L),
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|e| {
+            let when = match (e.state, e.delivered_at) {
+                (crate::ledger::WebhookState::Pending, _) => format_ts(e.next_attempt_at),
+                (_, at) => opt_ts(at),
+            };
+            vec![
+                escape(&e.event_id).into_owned(),
+                escape(&e.kind).into_owned(),
+                escape(&e.out_refund_no).into_owned(),
+                format_ts(e.created_at),
+                e.state.to_string(),
+                e.attempts.to_string(),
+                when,
+                opt_text(e.last_error.as_deref()).into_owned(),
+            ]
+        })
+        .collect();
+    columns(&head, &cells) + &extent.footer("event", "events")
+}
+
 /// What `show` and `explain` say about a refund a prune removed.
 pub fn pruned_message(p: &crate::ledger::PrunedRefund, ledger: &std::path::Path) -> String {
     let mut out = format!(
@@ -1339,6 +1381,10 @@ mod tests {
                     started_at: None,
                 },
                 "prune #7 (started -) is marked running outside a prune",
+            ),
+            (
+                Finding::DeadWebhooks { count: 1 },
+                "1 webhook event is dead: retried past webhook.give_up_after",
             ),
         ];
         for (finding, start) in cases {

@@ -66,8 +66,11 @@ impl ExitCoded for LedgerError {
             Self::DuplicateRefund { .. }
             | Self::AlreadyFinal { .. }
             | Self::NotFlagged { .. }
+            | Self::WebhookEventPending { .. }
             | Self::TargetExists { .. } => ExitCode::Input,
-            Self::NotFound { .. } | Self::DiscrepancyNotOpen { .. } => ExitCode::NotFound,
+            Self::NotFound { .. }
+            | Self::DiscrepancyNotOpen { .. }
+            | Self::WebhookEventNotFound { .. } => ExitCode::NotFound,
             _ => ExitCode::Failure,
         }
     }

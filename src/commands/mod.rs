@@ -5,11 +5,12 @@
 //! family).
 //!
 //! Families: `setup` (init, check-config, migrate), `daemon` (run), `find` (read-only questions),
-//! `act` (audited actions on pending work), `resume` (ends a running daemon's halt), `intake`
-//! (add, import), `archive` (export, prune, backup), `query`, `simulate` (sandbox, demo),
-//! `packaging` (completions; the man pages are built in `manpages`). Shared pieces: `args`
-//! (ledger, actor, reason, the root-on-a-service-ledger warning), `heartbeat` (is a daemon
-//! running, is it halted), `output` (EPIPE-safe stdout), `failure` (exit codes), `signals`.
+//! `act` (audited actions on pending work), `resume` (ends a running daemon's halt),
+//! `webhooks` (the outbox: list, redeliver), `intake` (add, import), `archive` (export, prune,
+//! backup), `query`, `simulate` (sandbox, demo), `packaging` (completions; the man pages are
+//! built in `manpages`). Shared pieces: `args` (ledger, actor, reason, the root-on-a-service-
+//! ledger warning), `heartbeat` (is a daemon running, is it halted), `output` (EPIPE-safe
+//! stdout), `failure` (exit codes), `signals`.
 //!
 //! This tree belongs to the binary, not the library: it is the edge where anyhow, stdout and
 //! exit codes live, and nothing else links it.
@@ -30,6 +31,7 @@ mod resume;
 mod setup;
 mod signals;
 mod simulate;
+mod webhooks;
 
 use std::future::Future;
 
@@ -54,6 +56,7 @@ pub fn run(command: Command, env: Environment) -> Outcome {
         C::Explain(a) => find::explain(a, &env),
         C::Discrepancies(a) => find::discrepancies(a, &env),
         C::Audit(a) => find::audit(a, &env),
+        C::Webhooks(a) => webhooks::webhooks(a, &env),
         C::RetryNow(a) => act::retry_now(a, &env),
         C::ClearFlag(a) => act::clear_flag(a, &env),
         C::Resume(a) => resume::resume(a, &env),

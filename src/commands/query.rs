@@ -23,6 +23,9 @@ pub async fn query(args: QueryArgs, env: Environment) -> Outcome {
     // Operator commands log to stderr as asked; only `run` looks at $JOURNAL_STREAM.
     logging::init(cfg.log.format, "warn", &Environment::default());
     let no = refund_no(&args.out_refund_no)?;
+    // A query never delivers webhooks: their secret is not read (the operator may not be
+    // able to read it, and need not).
+    cfg.keys.webhook_secret = None;
     let service = Path::new(SERVICE_CREDENTIALS);
     let unfound = use_service_credentials(&mut cfg.keys, service);
     let keys = cfg.keys.load().map_err(|e| match &unfound {
@@ -104,6 +107,7 @@ mod tests {
                 name: "gateway-public-key".into(),
                 dir: None,
             },
+            webhook_secret: None,
         }
     }
 

@@ -58,6 +58,7 @@ pub async fn demo(args: DemoArgs) -> Outcome {
         refunds,
         seed,
         timeout_secs,
+        listen,
     } = args;
     let what = checus_reconciler::report::count(
         u64::try_from(refunds).unwrap_or(u64::MAX),
@@ -72,6 +73,7 @@ pub async fn demo(args: DemoArgs) -> Outcome {
         refunds,
         seed,
         timeout: Duration::from_secs(timeout_secs),
+        listen,
     };
     let report = demo::run(options, token).await?;
     print(report::demo_summary(&report))?;

@@ -2,7 +2,9 @@
 //! single-daemon lock ([`lock`]) and starts the scheduler (tokio-cron-scheduler as the safety
 //! net); [`Daemon::run`] runs the sweep loop ([`sweeps`]: sweeps with their watchdog, plus a
 //! wake-up at the earliest `next_query_at`, and SIGHUP reloads between sweeps) until `shutdown`
-//! fires, then drains within a deadline and stops the parts.
+//! fires, then drains within a deadline and stops the parts. Next to the sweep loop runs the
+//! webhook delivery task ([`crate::webhook`]), started before READY and stopped when the
+//! drain begins.
 //! `shutdown` is created by the caller and cancelled only by the caller's signal handler (or a
 //! test): this is the one shutdown path. Every ledger call and file read runs on the blocking
 //! pool, never on an async worker thread.
@@ -18,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinError, JoinHandle};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +34,7 @@ use crate::http::{AppState, HttpError, Listener, Server};
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::webhook::{Delivery, Target};
 use crate::worker::{JitterSource, LedgerHandle, SweepReport, Worker};
 
 use sweeps::{SweepLoop, Totals};
@@ -171,6 +174,11 @@ struct Parts {
     totals: Arc<Mutex<Totals>>,
     /// The HTTP listener, if `http.listen` is set; the sweep loop moves it on a reload.
     http: Arc<HttpSlot>,
+    /// Stops the webhook delivery task (cancelled when the drain begins: a delivery cut
+    /// short is sent again by the next run, so it need not finish).
+    webhook_stop: CancellationToken,
+    /// The webhook delivery task, awaited in [`Parts::stop`].
+    webhook_task: JoinHandle<()>,
 }
 
 /// The serving HTTP listener, if any. Shared by the sweep loop (a reload replaces it) and
@@ -204,6 +212,10 @@ struct Opened {
     reader: Ledger,
     /// A third, for the notification writer's group commits.
     inbox: Ledger,
+    /// The webhook delivery task's own connection.
+    webhook_ledger: LedgerHandle,
+    /// The webhook target of the configuration (`None`: no `[webhook]`).
+    webhook_target: Option<Arc<Target>>,
 }
 
 impl Daemon {
@@ -230,6 +242,7 @@ impl Daemon {
             Arc::clone(&clock),
         )
         .map_err(DaemonError::NotifyWriter)?;
+        metrics.set_settings(interval, config.policy.pending_flag_after);
         let live = Arc::new(Live::new(
             metrics,
             opened.reader,
@@ -245,6 +258,18 @@ impl Daemon {
             let server = serve(addr, &live)?;
             *http.0.lock().await = Some(server);
         }
+        let (webhook_tx, webhook_rx) = watch::channel(opened.webhook_target);
+        let webhook_stop = CancellationToken::new();
+        let delivery = Delivery {
+            ledger: opened.webhook_ledger,
+            clock: Arc::clone(&clock),
+            jitter: hooks
+                .jitter
+                .clone()
+                .unwrap_or_else(|| Arc::new(rand::random::<f64>)),
+            target: webhook_rx,
+        };
+        let webhook_task = tokio::spawn(delivery.run(webhook_stop.clone()));
         let (poke_tx, poke_rx) = mpsc::channel::<()>(1);
         let scheduler = start_scheduler(&config.worker.sweep_cron, poke_tx).await?;
         info!(
@@ -281,6 +306,7 @@ impl Daemon {
             live,
             http: Arc::clone(&http),
             interval,
+            webhook: webhook_tx,
         };
         let parts = Parts {
             lock: opened.lock,
@@ -291,6 +317,8 @@ impl Daemon {
             deadline,
             totals,
             http,
+            webhook_stop,
+            webhook_task,
         };
         Ok(Self { parts, sweeps })
     }
@@ -338,6 +366,7 @@ impl Parts {
         handle: &mut JoinHandle<Result<(), DaemonError>>,
     ) -> Result<Result<(), DaemonError>, JoinError> {
         self.notifier.stopping();
+        self.webhook_stop.cancel();
         let deadline = self.deadline;
         info!(
             deadline_s = deadline.as_secs_f64(),
@@ -369,6 +398,12 @@ impl Parts {
     /// releases the lock.
     async fn stop(mut self) {
         self.http.stop().await;
+        self.webhook_stop.cancel();
+        if let Err(e) = (&mut self.webhook_task).await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
         let _ = self.scheduler.shutdown().await;
         let t = self
             .totals
@@ -423,12 +458,18 @@ async fn open(
         worker.log_finalized_after(watermark);
         worker.watch_resumes_after(resumes_after);
         worker.log_discrepancies_after(discrepancies);
+        // Its own connection: a slow webhook write never holds the sweeps' ledger mutex.
+        let webhook_ledger = LedgerHandle::new(Ledger::open_existing(path)?);
+        let webhook_target =
+            crate::webhook::target_for(config.webhook.as_ref(), keys.webhook_secret.as_ref());
         Ok(Opened {
             lock,
             ledger,
             worker,
             reader,
             inbox,
+            webhook_ledger,
+            webhook_target,
         })
     });
     match opening.await {

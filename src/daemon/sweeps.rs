@@ -76,6 +76,8 @@ pub(super) struct SweepLoop {
     /// The cron's sweep interval: the loop ticks at least this often, even idle, so
     /// `/healthz` (twice this) tells a stuck loop from a quiet one.
     pub(super) interval: Duration,
+    /// The webhook delivery task's target: a reload sends the new `[webhook]` here.
+    pub(super) webhook: tokio::sync::watch::Sender<Option<Arc<crate::webhook::Target>>>,
 }
 
 /// What the loop does next.
@@ -365,7 +367,9 @@ impl SweepLoop {
             if let Some(j) = jitter {
                 worker = worker.with_jitter(j);
             }
-            Ok::<_, ReloadError>((config, keys, worker))
+            let target =
+                crate::webhook::target_for(config.webhook.as_ref(), keys.webhook_secret.as_ref());
+            Ok::<_, ReloadError>((config, keys, worker, target))
         })
         .await;
         let loaded = match loaded {
@@ -376,13 +380,13 @@ impl SweepLoop {
         // A new listen address is bound before anything changes: a failed bind rejects the
         // reload like any other error, and the old listener keeps serving.
         let moved = match loaded {
-            Ok((config, keys, worker)) => match self.bind_moved(&config).await {
-                Ok(moved) => Ok((config, keys, worker, moved)),
+            Ok((config, keys, worker, target)) => match self.bind_moved(&config).await {
+                Ok(moved) => Ok((config, keys, worker, target, moved)),
                 Err(e) => Err(ReloadError::Http(e)),
             },
             Err(e) => Err(e),
         };
-        let (config, keys, worker, moved) = match moved {
+        let (config, keys, worker, target, moved) = match moved {
             Ok(m) => m,
             Err(e) => {
                 error!(
@@ -395,6 +399,14 @@ impl SweepLoop {
         if let Some(server) = moved {
             self.swap_listener(server).await;
         }
+        // `worker.sweep_cron` needs a restart (README), so the interval stays.
+        self.live
+            .metrics()
+            .set_settings(self.interval, config.policy.pending_flag_after);
+        if config.webhook.is_none() && self.config.webhook.is_some() {
+            info!("webhooks disabled; events wait in the ledger");
+        }
+        self.webhook.send_replace(target);
         self.take_over(config, &keys, worker);
     }
 

@@ -70,6 +70,10 @@ pub struct RefundState {
     pub unknown_since: Option<Timestamp>,
     /// Whether the refund is already flagged for review.
     pub flagged: bool,
+    /// Whether Checus already refused a query for this refund alone (it is flagged
+    /// `gateway_rejected_request`): the same refusal again is no news about the requests as a
+    /// whole, so the halt's count of refunds refused in a row passes it by.
+    pub rejected_before: bool,
     /// The error text its last attempt recorded (`refunds.last_error`). `decide` ignores it;
     /// the worker uses it to WARN about an unreadable answer field once per refund, not on
     /// every poll.
@@ -541,6 +545,7 @@ mod tests {
             attempts: 2,
             unknown_since: None,
             flagged: false,
+            rejected_before: false,
             last_error: None,
         }
     }

@@ -1,5 +1,6 @@
 //! The pure core: refund statuses, gateway outcomes, what of an answer the ledger can store
-//! ([`recordable`]), the decision state machine and the backoff schedule. Nothing here reads a
+//! ([`recordable`]), the decision state machine, the backoff schedule and the webhook retry
+//! rule ([`webhook`]). Nothing here reads a
 //! clock, touches the network or the ledger, or draws random numbers: time and jitter are
 //! arguments, so every rule is a table-testable function.
 
@@ -12,6 +13,7 @@ pub mod outcome;
 pub mod recordable;
 pub mod refund;
 pub mod time;
+pub mod webhook;
 
 pub use attempt::QueryReport;
 pub use backoff::Schedule;

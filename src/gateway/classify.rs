@@ -1225,6 +1225,7 @@ mod tests {
             attempts: 0,
             unknown_since: None,
             flagged: false,
+            rejected_before: false,
             last_error: None,
         };
         let now = parse_ts("2023-10-20T04:00:00Z").unwrap();

@@ -326,6 +326,20 @@ pub enum LedgerError {
         /// The refund.
         out_refund_no: OutRefundNo,
     },
+    /// `webhooks redeliver` named an event id the ledger does not have.
+    #[error("webhook event {event_id} is not in the ledger")]
+    WebhookEventNotFound {
+        /// The event id as given.
+        event_id: String,
+    },
+    /// `webhooks redeliver` named an event that is still pending (the daemon delivers it).
+    #[error(
+        "webhook event {event_id} is still pending: the daemon delivers it; only a delivered or dead event can be redelivered"
+    )]
+    WebhookEventPending {
+        /// The event id.
+        event_id: String,
+    },
     /// No such discrepancy, or it is already resolved.
     #[error("discrepancy {id} is not in the ledger or is already resolved")]
     DiscrepancyNotOpen {

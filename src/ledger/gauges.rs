@@ -1,5 +1,5 @@
 //! What `/metrics` reads from the ledger: the refunds by status, flagged, due, the oldest
-//! pending one and the unresolved discrepancies. Read from the file, not from the daemon's
+//! pending one, the unresolved discrepancies and the dead webhook events. Read from the file, not from the daemon's
 //! memory, so the merchant app's writes show too. Every query costs what it reports, never the
 //! size of the ledger: the status counts are the three rows of `refund_counts` (kept by
 //! triggers, schema.sql), and the rest walk partial indexes (`tests` checks the plans).
@@ -25,6 +25,8 @@ pub struct LedgerGauges {
     pub oldest_pending_created_at: Option<Timestamp>,
     /// Discrepancies nobody has resolved.
     pub unresolved_discrepancies: u64,
+    /// Webhook events retried past `webhook.give_up_after` (normally none).
+    pub dead_webhooks: u64,
 }
 
 /// The refund counts by status: the three rows of `refund_counts`.
@@ -89,5 +91,6 @@ fn read_gauges(tx: &Transaction<'_>, now: Timestamp) -> Result<LedgerGauges, Led
         due: count(DUE, &[&ts_text(now)])?,
         oldest_pending_created_at: oldest.as_deref().and_then(|t| parse_ts(t).ok()),
         unresolved_discrepancies: count(UNRESOLVED, &[])?,
+        dead_webhooks: count(super::webhooks::DEAD_COUNT, &[])?,
     })
 }

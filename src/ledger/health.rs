@@ -111,6 +111,12 @@ pub enum Finding {
         /// Its `started_at` (`None` when the stored value is not a time).
         started_at: Option<Timestamp>,
     },
+    /// Webhook events retried past `webhook.give_up_after`: the merchant's app did not get
+    /// them, and each holds back the later events of its refund until redelivered.
+    DeadWebhooks {
+        /// How many events are dead.
+        count: u64,
+    },
 }
 
 impl Finding {
@@ -118,7 +124,7 @@ impl Finding {
     /// `flagged_refunds`, `worker_never_ran`, `worker_stale`, `config_error`, `clock_skew`,
     /// `unresolved_discrepancies`, `gateway_unavailable`, `sweeps_failing`,
     /// `unreadable_rows`, `unscheduled_refunds`, `overdue_unflagged_refunds`,
-    /// `prune_left_running`.
+    /// `prune_left_running`, `dead_webhooks`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::FlaggedRefunds { .. } => "flagged_refunds",
@@ -132,6 +138,7 @@ impl Finding {
             Self::UnscheduledRefunds { .. } => "unscheduled_refunds",
             Self::OverdueUnflaggedRefunds { .. } => "overdue_unflagged_refunds",
             Self::PruneLeftRunning { .. } => "prune_left_running",
+            Self::DeadWebhooks { .. } => "dead_webhooks",
         }
     }
 }
@@ -278,7 +285,7 @@ impl Ledger {
     /// for `stale_after` (or never), a halted worker (configuration rejected by Checus, clock
     /// skew), unresolved discrepancies, and everything that stops reconciliation without a
     /// halt: the gateway unavailable, failing sweeps, unreadable rows, refunds never scheduled
-    /// or overdue and unflagged, a prune row left running.
+    /// or overdue and unflagged, a prune row left running, dead webhook events.
     ///
     /// `policy` is the daemon's (its grace window, `pending_flag_after` and schedule decide
     /// when a refund should have been scheduled or flagged). The counts and the findings are
@@ -419,6 +426,10 @@ fn stalls(
             id,
             started_at: parse_ts(&started_at).ok(),
         });
+    }
+    let dead = count(super::webhooks::DEAD_COUNT, &[])?;
+    if dead > 0 {
+        findings.push(Finding::DeadWebhooks { count: dead });
     }
     Ok(findings)
 }

@@ -43,7 +43,7 @@ struct Migration {
 
 /// Every migration, oldest first, one per version after [`OLDEST_MIGRATABLE`]. The last one
 /// must leave exactly what `schema.sql` creates (tests/it/migrate.rs compares sqlite_master).
-const MIGRATIONS: [Migration; 6] = [
+const MIGRATIONS: [Migration; 7] = [
     Migration {
         to: 2,
         name: "0002_sweeps_halt_code",
@@ -73,6 +73,11 @@ const MIGRATIONS: [Migration; 6] = [
         to: 7,
         name: "0007_operator_resume",
         sql: include_str!("migrations/0007_operator_resume.sql"),
+    },
+    Migration {
+        to: 8,
+        name: "0008_webhook_outbox",
+        sql: include_str!("migrations/0008_webhook_outbox.sql"),
     },
 ];
 
@@ -456,7 +461,13 @@ mod tests {
 
     /// Time columns added after version 3: born with their round-trip CHECK, so no older
     /// ledger can hold a bad value in them, and [`TIME_COLUMNS`] leaves them out.
-    const ADDED_AFTER_V3: [(&str, &str); 1] = [("sweeps", "breaker_open_since")];
+    const ADDED_AFTER_V3: [(&str, &str); 5] = [
+        ("sweeps", "breaker_open_since"),
+        ("webhook_events", "queued_at"),
+        ("webhook_events", "first_attempt_at"),
+        ("webhook_events", "next_attempt_at"),
+        ("webhook_events", "delivered_at"),
+    ];
 
     #[test]
     fn time_columns_are_every_round_trip_check_of_schema_sql_in_order() {

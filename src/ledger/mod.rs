@@ -24,7 +24,7 @@
 //!   `resolve-discrepancy`), `audit.rs` (`audit`: the operator actions), `prune.rs`,
 //!   `pruned.rs` (what a prune left to say about a refund it removed), `backup.rs`,
 //!   `health.rs` (`status`'s findings), `resume.rs` (`resume`'s request and the daemon's
-//!   watch for it);
+//!   watch for it), `webhooks.rs` (the webhook outbox: delivery, `webhooks`);
 //! - `error.rs`; `contract.rs`/`contract.sql` (the merchant app's SQL).
 //!
 //! The ledger stores and reads; it does not render. Timelines and health come back as typed
@@ -51,6 +51,7 @@ mod timeline;
 mod types;
 mod verify;
 mod views;
+mod webhooks;
 mod write;
 
 #[cfg(test)]
@@ -77,6 +78,9 @@ pub use types::{
 };
 pub use verify::{Difference, ObjectKind, SchemaCheck, SchemaDifference};
 pub use views::OpenDiscrepancy;
+pub use webhooks::{
+    DeliveryOutcome, DeliveryResult, DueWebhook, WebhookEventRow, WebhookFilter, WebhookState,
+};
 pub use write::IMPORT_PROGRESS_EVERY;
 
 use error::During;
@@ -86,7 +90,7 @@ pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
 /// The schema version this build reads and writes (`PRAGMA user_version`).
 /// Older ledgers are migrated to it (see [`migrate`]).
-pub const SCHEMA_VERSION: i32 = 7;
+pub const SCHEMA_VERSION: i32 = 8;
 
 /// How long a statement waits for another writer's lock before failing with SQLITE_BUSY.
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5000);

@@ -117,7 +117,13 @@ impl Ledger {
                     "DELETE FROM discrepancies WHERE resolved_at IS NOT NULL
                         AND out_refund_no IN ({victims})"
                 ))?,
-                refunds: n(format!("DELETE FROM refunds WHERE {PRUNABLE}"))?,
+                // A pruned refund's delivered webhook events go with it (derived from the
+                // archived rows, so not archived or counted); undelivered ones stay to be sent.
+                refunds: n(format!(
+                    "DELETE FROM webhook_events WHERE state = 'delivered'
+                        AND out_refund_no IN ({victims})"
+                ))
+                .and_then(|_| n(format!("DELETE FROM refunds WHERE {PRUNABLE}")))?,
                 sweeps: n("DELETE FROM sweeps WHERE finished_at < ?1".to_owned())?,
                 kept_unresolved: counts.kept_unresolved,
             };

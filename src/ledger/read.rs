@@ -16,7 +16,7 @@ use super::types::{
     OperatorActionRow, Readout, RefundDetail, RefundRow, SkipList, StatusSummary, UnreadableRow,
     Watermark, limit_arg, ts_text,
 };
-use crate::domain::{OutRefundNo, RefundState, RefundStatus, Timestamp};
+use crate::domain::{OutRefundNo, RefundState, RefundStatus, ReviewReason, Timestamp};
 
 /// Every `refunds` column [`RawRefund`] reads, in its order.
 pub(super) const REFUND_COLUMNS: &str = RawRefund::COLUMNS;
@@ -254,8 +254,10 @@ impl Ledger {
             {
                 let mut stmt = tx
                     .prepare(
-                        "SELECT status, count(*) FROM refunds
-                          WHERE status <> 'REFUND_PENDING' GROUP BY status",
+                        // Kept by triggers on every write, whoever writes: three rows
+                        // to read instead of every final refund (0.4 s on 10M rows).
+                        "SELECT status, n FROM refund_counts
+                          WHERE status <> 'REFUND_PENDING' AND n > 0",
                     )
                     .during(OP)?;
                 let rows = stmt
@@ -428,6 +430,8 @@ fn state_of(row: &RefundRow) -> RefundState {
         attempts: row.attempts,
         unknown_since: row.unknown_since,
         flagged: row.review_flag,
+        rejected_before: row.review_flag
+            && row.review_reason == Some(ReviewReason::GatewayRejectedRequest),
         last_error: row.last_error.clone(),
     }
 }

@@ -174,6 +174,8 @@ pub enum OperatorAction {
     /// `resume`: asked a daemon halted on a configuration error or clock skew to probe now
     /// (the row names no refund).
     Resume,
+    /// `webhooks redeliver`: put a delivered or dead webhook event back to pending.
+    RedeliverWebhook,
 }
 
 /// `Display` and `FromStr` from an enum's `ALL` list and `as_str`, so the spelling lives in
@@ -259,13 +261,14 @@ ledger_text!(NotificationEffect, "effect");
 
 impl OperatorAction {
     /// Every action.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Resolve,
         Self::RetryNow,
         Self::ResolveDiscrepancy,
         Self::Prune,
         Self::ClearFlag,
         Self::Resume,
+        Self::RedeliverWebhook,
     ];
 
     /// The spelling stored in `operator_actions.action`.
@@ -277,6 +280,7 @@ impl OperatorAction {
             Self::Prune => "prune",
             Self::ClearFlag => "clear_flag",
             Self::Resume => "resume",
+            Self::RedeliverWebhook => "redeliver_webhook",
         }
     }
 }

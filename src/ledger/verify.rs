@@ -252,10 +252,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn schema_sql_defines_the_eight_tables_and_every_trigger() {
+    fn schema_sql_defines_the_nine_tables_and_every_trigger() {
         let count = |kind| expected().iter().filter(|e| e.kind == kind).count();
-        // The seven tables of the ledger, and refund_counts (kept by triggers, for /metrics).
-        assert_eq!(count(ObjectKind::Table), 8);
+        // The seven tables of the ledger, refund_counts (kept by triggers, for /metrics) and
+        // webhook_events (the outbox).
+        assert_eq!(count(ObjectKind::Table), 9);
         assert_eq!(
             count(ObjectKind::Trigger),
             SCHEMA_SQL.matches("CREATE TRIGGER").count()
@@ -288,6 +289,31 @@ mod tests {
             [
                 "altered index refunds_due",
                 "missing trigger refunds_final_status_is_immutable"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_webhook_outbox_triggers_and_indexes_are_guarantees_too() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA_SQL).unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER refunds_webhook_on_update;
+             DROP TRIGGER webhook_events_content_is_immutable;
+             DROP INDEX webhook_events_dead;",
+        )
+        .unwrap();
+        let found: Vec<String> = differences(&conn)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "missing index webhook_events_dead",
+                "missing trigger webhook_events_content_is_immutable",
+                "missing trigger refunds_webhook_on_update"
             ]
         );
     }

@@ -33,7 +33,7 @@ use crate::ledger::{Finding, LedgerGauges};
 /// The metric names as PromQL sees them (counters with their `_total`; the histogram's
 /// samples add `_bucket`, `_sum` and `_count`). An interface: a rename breaks operators'
 /// alerts and dashboards.
-pub const NAMES: [&str; 17] = [
+pub const NAMES: [&str; 20] = [
     "checus_reconciler_queries_total",
     "checus_reconciler_query_duration_seconds",
     "checus_reconciler_refunds_finalized_total",
@@ -50,6 +50,9 @@ pub const NAMES: [&str; 17] = [
     "checus_reconciler_sweep_errors_total",
     "checus_reconciler_last_sweep_end_timestamp_seconds",
     "checus_reconciler_build_info",
+    "checus_reconciler_sweep_interval_seconds",
+    "checus_reconciler_pending_flag_after_seconds",
+    "checus_reconciler_webhooks_dead",
     "checus_reconciler_notifications_total",
 ];
 
@@ -149,6 +152,9 @@ pub struct Metrics {
     sweeps: Counter,
     sweep_errors: Counter,
     last_sweep_end: FloatGauge,
+    sweep_interval: FloatGauge,
+    pending_flag_after: FloatGauge,
+    webhooks_dead: Gauge,
     notifications: Family<ResultLabel, Counter>,
 }
 
@@ -180,6 +186,9 @@ impl Metrics {
             sweeps: Counter::default(),
             sweep_errors: Counter::default(),
             last_sweep_end: FloatGauge::default(),
+            sweep_interval: FloatGauge::default(),
+            pending_flag_after: FloatGauge::default(),
+            webhooks_dead: Gauge::default(),
             notifications: Family::default(),
         };
         m.register();
@@ -261,6 +270,21 @@ impl Metrics {
             "last_sweep_end_timestamp_seconds",
             "Unix time the latest sweep of this process ended",
             self.last_sweep_end.clone(),
+        );
+        r.register(
+            "sweep_interval_seconds",
+            "The sweep cron's interval (alerts: no sweep for 3 intervals)",
+            self.sweep_interval.clone(),
+        );
+        r.register(
+            "pending_flag_after_seconds",
+            "schedule.pending_flag_after: a refund pending longer is flagged (alerts compare the oldest pending age with it)",
+            self.pending_flag_after.clone(),
+        );
+        r.register(
+            "webhooks_dead",
+            "Webhook events in the ledger retried past webhook.give_up_after and given up (webhooks redeliver sends them again)",
+            self.webhooks_dead.clone(),
         );
         r.register(
             "notifications",
@@ -361,6 +385,18 @@ impl Metrics {
         self.last_sweep_end.set(unix_seconds(at));
     }
 
+    /// The two settings the shipped alert rules compare against: the sweep cron's interval and
+    /// `schedule.pending_flag_after`. Set at start and by every accepted reload.
+    pub fn set_settings(
+        &self,
+        sweep_interval: std::time::Duration,
+        pending_flag_after: std::time::Duration,
+    ) {
+        self.sweep_interval.set(sweep_interval.as_secs_f64());
+        self.pending_flag_after
+            .set(pending_flag_after.as_secs_f64());
+    }
+
     /// Sets the ledger gauges from a read at `now`.
     pub fn set_ledger(&self, g: &LedgerGauges, now: Timestamp) {
         for (status, n) in &g.refunds {
@@ -373,6 +409,7 @@ impl Metrics {
         self.flagged.set(clamp(g.flagged));
         self.due.set(clamp(g.due));
         self.unresolved.set(clamp(g.unresolved_discrepancies));
+        self.webhooks_dead.set(clamp(g.dead_webhooks));
         let age = g.oldest_pending_created_at.map_or(0.0, |t| {
             ((now - t).num_milliseconds().max(0) as f64) / 1000.0
         });
@@ -477,6 +514,7 @@ mod tests {
                 due: 3,
                 oldest_pending_created_at: Some(parse_ts("2026-12-01T09:59:00.500Z").unwrap()),
                 unresolved_discrepancies: 1,
+                dead_webhooks: 4,
             },
             now,
         );
@@ -508,6 +546,7 @@ mod tests {
             "checus_reconciler_refunds_due 3",
             "checus_reconciler_oldest_pending_age_seconds 59.5",
             "checus_reconciler_unresolved_discrepancies 1",
+            "checus_reconciler_webhooks_dead 4",
             "checus_reconciler_breaker_open 1",
             "checus_reconciler_halted{reason=\"clock_skew\"} 1",
             "checus_reconciler_halted{reason=\"config_error\"} 0",

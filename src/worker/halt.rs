@@ -97,8 +97,16 @@ impl Halting {
     /// rejection means. An answer the gateway accepted (a status, or "unknown refund") ends
     /// the run; a different per-refund code starts a new one; failures that say nothing about
     /// the request (transport, rate limit, clock, configuration) leave it as it is. The same
-    /// refund rejected again does not count twice.
-    pub fn observe(&mut self, outcome: &QueryOutcome, refund: &OutRefundNo) -> Rejection {
+    /// refund rejected again does not count twice, nor does a refund Checus refused before
+    /// this run (`rejected_before`, its flag): once only such refunds are left to poll, their
+    /// refusals would otherwise make a run of their own and halt a healthy fleet. It neither
+    /// counts nor ends the run (unless querying is halted on its code: then it is a probe).
+    pub fn observe(
+        &mut self,
+        outcome: &QueryOutcome,
+        refund: &OutRefundNo,
+        rejected_before: bool,
+    ) -> Rejection {
         let code = match outcome {
             QueryOutcome::RequestRejected { code } => code,
             QueryOutcome::Final(_) | QueryOutcome::Pending(_) | QueryOutcome::Unknown { .. } => {
@@ -107,6 +115,11 @@ impl Halting {
             }
             _ => return Rejection::Alone,
         };
+        let halt = Halt::ConfigError { code: code.clone() };
+        let halted_on_it = self.state.as_ref().is_some_and(|h| h.halt == halt);
+        if rejected_before && !halted_on_it {
+            return Rejection::Alone;
+        }
         let run = match self.run.take() {
             Some(run) if run.code == *code => run,
             _ => Run {
@@ -116,8 +129,6 @@ impl Halting {
         };
         let run = self.run.insert(run);
         let known = run.refunds.contains(refund);
-        let halt = Halt::ConfigError { code: code.clone() };
-        let halted_on_it = self.state.as_ref().is_some_and(|h| h.halt == halt);
         if halted_on_it && !known {
             return Rejection::Systematic { code: code.clone() };
         }
@@ -299,7 +310,7 @@ mod tests {
     fn feed(h: &mut Halting, answers: &[(QueryOutcome, &str)]) -> Rejection {
         let mut last = Rejection::Alone;
         for (o, n) in answers {
-            last = h.observe(o, &no(n));
+            last = h.observe(o, &no(n), false);
         }
         last
     }
@@ -373,7 +384,37 @@ mod tests {
         }
         // 1 halts at the first rejection, as before issue 11.
         let mut h = Halting::new(Duration::from_secs(60), 1);
-        assert_eq!(h.observe(&p(), &no("A")), params_halt(1));
+        assert_eq!(h.observe(&p(), &no("A"), false), params_halt(1));
+    }
+
+    #[test]
+    fn refunds_refused_before_neither_count_nor_end_a_run() {
+        let p = || rejected("PARAMS_INVALID");
+        let mut h = Halting::new(Duration::from_secs(60), 3);
+        // Only the refunds Checus refused earlier are left to poll (the demo's end, or a quiet
+        // ledger): however many, and however often, they never halt a healthy fleet.
+        for _ in 0..3 {
+            for n in ["OLD-1", "OLD-2", "OLD-3", "OLD-4"] {
+                assert_eq!(h.observe(&p(), &no(n), true), Rejection::Alone, "{n}");
+            }
+        }
+        // Nor do they end a run of new refusals: the request format broke for everyone.
+        assert_eq!(h.observe(&p(), &no("A"), false), Rejection::Alone);
+        assert_eq!(h.observe(&p(), &no("OLD-1"), true), Rejection::Alone);
+        assert_eq!(h.observe(&p(), &no("B"), false), Rejection::Alone);
+        assert_eq!(h.observe(&p(), &no("C"), false), params_halt(3));
+        // Once halted on the code, any refund is a probe, refused before or not.
+        let t0 = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
+        let Rejection::Halts { halt, .. } = params_halt(3) else {
+            unreachable!()
+        };
+        assert_eq!(h.enter(halt, t0), Transition::Halted);
+        assert_eq!(
+            h.observe(&p(), &no("OLD-2"), true),
+            Rejection::Systematic {
+                code: "PARAMS_INVALID".into()
+            }
+        );
     }
 
     #[test]
@@ -390,21 +431,21 @@ mod tests {
         let systematic = Rejection::Systematic {
             code: "PARAMS_INVALID".into(),
         };
-        assert_eq!(h.observe(&p(), &no("D")), systematic);
+        assert_eq!(h.observe(&p(), &no("D"), false), systematic);
         // One of the refunds that halted it: rejected as itself, and still halted.
-        assert_eq!(h.observe(&p(), &no("B")), params_halt(3));
+        assert_eq!(h.observe(&p(), &no("B"), false), params_halt(3));
         // A reload keeps the run with the halt.
         let mut next = Halting::new(Duration::from_secs(60), 3);
         next.carry_over(&h);
-        assert_eq!(next.observe(&p(), &no("E")), systematic);
+        assert_eq!(next.observe(&p(), &no("E"), false), systematic);
         // Resumed (an accepted probe): the run starts over.
         assert!(h.resume().is_some());
-        assert_eq!(h.observe(&p(), &no("D")), Rejection::Alone);
-        assert_eq!(h.observe(&p(), &no("A")), Rejection::Alone);
+        assert_eq!(h.observe(&p(), &no("D"), false), Rejection::Alone);
+        assert_eq!(h.observe(&p(), &no("A"), false), Rejection::Alone);
         // Halted for another reason: a per-refund code still counts its own run.
         let mut h = Halting::new(Duration::from_secs(60), 2);
         h.enter(Halt::ClockSkew, t0);
-        assert_eq!(h.observe(&p(), &no("A")), Rejection::Alone);
-        assert_eq!(h.observe(&p(), &no("B")), params_halt(2));
+        assert_eq!(h.observe(&p(), &no("A"), false), Rejection::Alone);
+        assert_eq!(h.observe(&p(), &no("B"), false), params_halt(2));
     }
 }

@@ -820,7 +820,9 @@ impl Inner {
         report: &QueryReport,
     ) -> Decision {
         let no = &state.out_refund_no;
-        let rejection = self.halt_lock().observe(&report.outcome, no);
+        let rejection = self
+            .halt_lock()
+            .observe(&report.outcome, no, state.rejected_before);
         match rejection {
             halt::Rejection::Alone => self.decide(recorded, state, &report.outcome),
             halt::Rejection::Halts { halt, refunds } => {

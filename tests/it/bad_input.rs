@@ -120,6 +120,88 @@ fn bad_config_values_are_refused_with_exit_3_naming_the_key() {
     }
 }
 
+#[test]
+fn bad_webhook_settings_are_refused_with_exit_3_naming_the_key() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let secret = d.join("webhook.secret");
+    std::fs::write(&secret, "whsec-0123456789abcdef-SECRET\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let good_secret = format!("file:{}", secret.display());
+    let section = |url: &str, secret: &str, extra: &str| {
+        format!("\n[webhook]\nurl = \"{url}\"\nsecret = \"{secret}\"\n{extra}")
+    };
+    let local = "http://127.0.0.1:9/hooks";
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            section("not a url", &good_secret, ""),
+            vec!["webhook.url", "not an absolute URL"],
+        ),
+        (
+            section("http://app.example.com/hooks", &good_secret, ""),
+            vec!["webhook.url", "loopback"],
+        ),
+        (
+            section("https://u:pw@app.example.com/hooks", &good_secret, ""),
+            vec!["webhook.url", "user name"],
+        ),
+        (
+            section("gopher://127.0.0.1/x", &good_secret, ""),
+            vec!["webhook.url", "not http or https"],
+        ),
+        (
+            "\n[webhook]\nurl = \"http://127.0.0.1:9/hooks\"\n".to_owned(),
+            vec!["secret"],
+        ),
+        (
+            section(local, "whsec-0123456789abcdef", ""),
+            vec!["webhook.secret", "expected file:"],
+        ),
+        (
+            section(local, &format!("file:{}/absent", d.display()), ""),
+            vec!["webhook.secret", "cannot read"],
+        ),
+        (
+            section(local, "env:WEBHOOK_KEY_UNSET", ""),
+            vec!["webhook.secret", "not set"],
+        ),
+        (
+            section(local, &good_secret, "concurrency = 0\n"),
+            vec!["webhook.concurrency"],
+        ),
+        (
+            section(local, &good_secret, "give_up_after = \"3 days\"\n"),
+            vec!["webhook.give_up_after"],
+        ),
+        (
+            section(local, &good_secret, "retries = 3\n"),
+            vec!["retries"],
+        ),
+    ];
+    for (extra, names) in cases {
+        let c = config_with(d, |t| t + &extra);
+        let msg = assert_config_refused(d, &c, 3, &names);
+        assert!(!msg.contains("SECRET"), "the secret is never shown: {msg}");
+        assert!(!msg.contains("pw@"), "{msg}");
+    }
+    // A secret file others can read, and one too short to be a key.
+    let open = d.join("open.secret");
+    std::fs::write(&open, "whsec-0123456789abcdef-SECRET").unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = config_with(d, |t| {
+        t + &section(local, &format!("file:{}", open.display()), "")
+    });
+    assert_config_refused(d, &c, 3, &["webhook.secret", "accessible to other users"]);
+    let short = d.join("short.secret");
+    std::fs::write(&short, "SECRET").unwrap();
+    std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let c = config_with(d, |t| {
+        t + &section(local, &format!("file:{}", short.display()), "")
+    });
+    let msg = assert_config_refused(d, &c, 3, &["webhook.secret", "at least 16"]);
+    assert!(!msg.contains("SECRET"), "{msg}");
+}
+
 /// Points `keys.merchant_private_key` at `text` written with `mode`.
 fn config_with_private_key(dir: &Path, text: &[u8], mode: u32) -> PathBuf {
     let key = dir.join("candidate.key");

@@ -255,7 +255,8 @@ fn the_v1_demo_ledger_migrates_with_every_row_intact_and_a_checked_backup() {
             "0004_sweep_health",
             "0005_refund_counts",
             "0006_sweep_ids_and_lasting_discrepancy_ids",
-            "0007_operator_resume"
+            "0007_operator_resume",
+            "0008_webhook_outbox"
         ]
     );
     let backup = report.backup.clone().unwrap();
@@ -495,6 +496,8 @@ fn migrate_dry_run_prints_the_steps_and_changes_nothing() {
         "add attempts.sweep_id",
         "create discrepancies with an AUTOINCREMENT id",
         "0007_operator_resume (6 -> 7)",
+        "0008_webhook_outbox (7 -> 8)",
+        "create webhook_events, its indexes and triggers",
         "create refunds with the new review reasons",
         "copy every row of every table, unchanged",
         "recreate the trigger sweeps_finished_are_immutable",

@@ -19,10 +19,10 @@ use crate::common::proc::{
 };
 
 /// An answer: status, content type, body.
-struct Got {
-    status: u16,
-    content_type: String,
-    body: String,
+pub(crate) struct Got {
+    pub(crate) status: u16,
+    pub(crate) content_type: String,
+    pub(crate) body: String,
 }
 
 impl Got {
@@ -64,7 +64,7 @@ fn request(method: &str, url: &str, body: Option<Vec<u8>>) -> Result<Got, reqwes
     })
 }
 
-fn get(addr: SocketAddr, path: &str) -> Got {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> Got {
     request("GET", &format!("http://{addr}{path}"), None)
         .unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"))
 }
@@ -92,7 +92,7 @@ fn sample(page: &str, series: &str) -> Option<f64> {
 }
 
 /// Waits until `/metrics` has `series` at `want`.
-fn metric_becomes(addr: SocketAddr, series: &str, want: f64) -> String {
+pub(crate) fn metric_becomes(addr: SocketAddr, series: &str, want: f64) -> String {
     until(&format!("{series} = {want}"), || {
         let page = get(addr, "/metrics").body;
         (sample(&page, series) == Some(want)).then_some(page)
@@ -115,12 +115,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn http_section(listen: &str) -> String {
+pub(crate) fn http_section(listen: &str) -> String {
     format!("\n[http]\nlisten = \"{listen}\"\n")
 }
 
 /// Starts the daemon on `config` and returns it with its listener's address, once ready.
-fn start(dir: &Path, config: &Path) -> (Proc, SocketAddr) {
+pub(crate) fn start(dir: &Path, config: &Path) -> (Proc, SocketAddr) {
     let mut c = cmd(dir);
     c.args(["run", "--config", config.to_str().unwrap()]);
     let mut daemon = Proc::spawn(c);

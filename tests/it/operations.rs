@@ -980,6 +980,7 @@ async fn a_hung_work_loop_stops_the_watchdog_pings() {
         keys: KeySources {
             merchant_private_key: KeySource::File(format!("{KEYS}/merchant_private.b64").into()),
             gateway_public_key: KeySource::File(format!("{KEYS}/gateway_public.b64").into()),
+            webhook_secret: None,
         },
         policy: checus_reconciler::domain::Policy::default(),
         worker,
@@ -988,10 +989,12 @@ async fn a_hung_work_loop_stops_the_watchdog_pings() {
             level: "warn".into(),
         },
         http: Default::default(),
+        webhook: None,
     };
     let keys = LoadedKeys {
         merchant: crate::common::merchant_key(),
         gateway: crate::common::gateway_key(),
+        webhook_secret: None,
         warnings: Vec::new(),
     };
     let sock_path = dir.path().join("notify.sock");
