@@ -5,6 +5,7 @@
 //! `bench run` runs everything; `bench gen` only generates a ledger (N rows, K due).
 
 mod ledgergen;
+mod notify;
 mod procs;
 
 use std::fmt::Write as _;
@@ -44,7 +45,7 @@ enum Cmd {
         /// Where generated ledgers are cached between runs.
         #[arg(long, default_value = "target/bench-data")]
         data: PathBuf,
-        /// Only these scenarios (1-7), e.g. `--only 1,2`; the results file is left alone.
+        /// Only these scenarios (1-8), e.g. `--only 1,2`; the results file is left alone.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Keep the run's working folder (ledgers, logs, configs) and print its path.
@@ -417,6 +418,10 @@ fn run_all(env: &Env, quick: bool, out: &Path, only: &[String]) -> Result<()> {
 
     if want("7") {
         metrics_figures(env, &sizes, &mut figures, &mut notes)?;
+    }
+
+    if want("8") {
+        notify::figures(env, quick, &mut figures, &mut notes)?;
     }
 
     let block = render(&figures, &notes, quick)?;

@@ -56,8 +56,10 @@ pub enum Command {
     /// Run the reconciliation daemon until SIGTERM/SIGINT (SIGHUP reloads the config).
     ///
     /// With `[http] listen` in the config it also serves GET /metrics (Prometheus), /healthz
-    /// (liveness) and /readyz (readiness) on that address, bound before it reports ready; with
-    /// `[http] api_token` as well, the refunds API for the merchant's app: POST /v1/refunds and
+    /// (liveness) and /readyz (readiness) on that address, bound before it reports ready, and
+    /// receives Checus refund notifications on POST `http.notify_path` (default
+    /// /checus/refund-notify): verified, recorded, then acknowledged. With `[http] api_token`
+    /// as well, the refunds API for the merchant's app: POST /v1/refunds and
     /// GET /v1/refunds/{outRefundNo}, with `Authorization: Bearer <token>`.
     Run(ConfigArgs),
     /// Counts by status, due now, flagged, oldest pending, last sweep, and what needs a human.
@@ -649,8 +651,9 @@ pub struct DemoArgs {
     /// Give up after this many seconds (1 to 86400).
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout_secs: u64,
-    /// Serve /metrics, /healthz and /readyz on this address while the demo's daemon runs
-    /// (e.g. 127.0.0.1:9464), as `[http] listen` does for `run`.
+    /// Serve /metrics, /healthz, /readyz and the notify path on this address while the demo's
+    /// daemon runs (e.g. 127.0.0.1:9464), as `[http] listen` does for `run`; default: a free
+    /// loopback port (the demo's gateway sends its notifications there).
     #[arg(long, value_name = "IP:PORT")]
     pub listen: Option<std::net::SocketAddr>,
 }

@@ -152,8 +152,9 @@ pub struct Config {
     pub webhook: Option<WebhookSettings>,
 }
 
-/// The `[http]` section: where the daemon serves `/metrics`, `/healthz` and `/readyz`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The `[http]` section: where the daemon serves `/metrics`, `/healthz`, `/readyz` and the
+/// Checus refund notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSettings {
     /// The address and port to listen on; `None` (the key absent): no listener at all.
     /// Loopback is the intended use: anything else goes behind the operator's TLS proxy.
@@ -161,6 +162,24 @@ pub struct HttpSettings {
     /// Where the refunds API's bearer token comes from (`file:`, `env:` or `credential:`,
     /// like the keys); `None`: the `/v1/refunds` API is off. Loaded by [`Config::load_keys`].
     pub api_token: Option<KeySource>,
+    /// The path Checus POSTs refund result notifications to ([`DEFAULT_NOTIFY_PATH`]).
+    pub notify_path: String,
+}
+
+/// `http.notify_path`'s default.
+pub const DEFAULT_NOTIFY_PATH: &str = "/checus/refund-notify";
+
+/// Paths the listener serves itself, which `http.notify_path` may not take.
+const RESERVED_PATHS: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            api_token: None,
+            notify_path: DEFAULT_NOTIFY_PATH.to_owned(),
+        }
+    }
 }
 
 /// Where and how the daemon delivers webhook events (README "Webhooks").
@@ -326,6 +345,7 @@ struct RawConfig {
 struct RawHttp {
     listen: Option<String>,
     api_token: Option<String>,
+    notify_path: Option<String>,
 }
 
 impl RawHttp {
@@ -336,10 +356,15 @@ impl RawHttp {
             .api_token
             .map(|t| key_source("http.api_token", &t, env))
             .transpose()?;
+        let notify_path = match self.notify_path {
+            None => DEFAULT_NOTIFY_PATH.to_owned(),
+            Some(path) => validate_notify_path(&path)?,
+        };
         let Some(text) = self.listen else {
             return Ok(HttpSettings {
                 listen: None,
                 api_token,
+                notify_path,
             });
         };
         let listen = text.trim().parse::<std::net::SocketAddr>().map_err(|_| {
@@ -355,8 +380,44 @@ impl RawHttp {
         Ok(HttpSettings {
             listen: Some(listen),
             api_token,
+            notify_path,
         })
     }
+}
+
+/// `http.notify_path`: an absolute URL path of plain segments (letters, digits, `-`, `_`,
+/// `.`, `~`), not one the listener already serves. No query, no `{..}` (axum would read a
+/// segment as a parameter), no trailing `/`.
+fn validate_notify_path(path: &str) -> Result<String, ConfigError> {
+    let segments_ok = path.strip_prefix('/').is_some_and(|rest| {
+        !rest.is_empty()
+            && rest.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+            })
+    });
+    if !segments_ok || path.len() > 200 {
+        return Err(ConfigError::invalid(
+            "http.notify_path",
+            format!(
+                "{:?} is not a URL path like \"{DEFAULT_NOTIFY_PATH}\" (a leading /, segments \
+                 of letters, digits, -, _, . and ~, no trailing /)",
+                redact(path)
+            ),
+        ));
+    }
+    // The refunds API owns /v1/refunds and every path below it.
+    if RESERVED_PATHS.contains(&path) || path == "/v1/refunds" || path.starts_with("/v1/refunds/") {
+        return Err(ConfigError::invalid(
+            "http.notify_path",
+            format!("{path} is served by the listener itself; choose another path"),
+        ));
+    }
+    Ok(path.to_owned())
 }
 
 #[derive(Debug, Deserialize)]
@@ -1160,6 +1221,7 @@ const KEY_NAMES: &[&str] = &[
     "http",
     "listen",
     "api_token",
+    "notify_path",
     "webhook",
     "url",
     "secret",
@@ -1878,6 +1940,36 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
         let env = Environment::from_pairs([("CHECUS_RECONCILER__HTTP__LISTEN", "127.0.0.1:9")]);
         let c = Config::parse(MINIMAL, "test.toml", &env).unwrap();
         assert_eq!(c.http.listen, Some("127.0.0.1:9".parse().unwrap()));
+    }
+
+    #[test]
+    fn http_notify_path_defaults_and_refuses_what_is_no_plain_path() {
+        assert_eq!(
+            parse(MINIMAL).unwrap().http.notify_path,
+            "/checus/refund-notify"
+        );
+        let with = |v: &str| format!("{MINIMAL}\n[http]\nnotify_path = \"{v}\"\n");
+        assert_eq!(
+            parse(&with("/hooks/checus_v2")).unwrap().http.notify_path,
+            "/hooks/checus_v2"
+        );
+        for bad in [
+            "",
+            "/",
+            "hooks",
+            "/hooks/",
+            "/a//b",
+            "/a/../b",
+            "/a?x=1",
+            "/{x}",
+            "/a b",
+            "/metrics",
+            "/v1/refunds",
+            "/v1/refunds/x",
+        ] {
+            let e = err(&with(bad));
+            assert!(e.starts_with("http.notify_path: "), "{bad:?}: {e}");
+        }
     }
 
     #[test]

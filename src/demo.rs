@@ -4,6 +4,12 @@
 //! against the sandbox's truth. The sandbox runs in its realistic mode (every answer form the
 //! world sends, `PARAMS_INVALID` for a few refunds), seeded with the demo's seed. Keys are the
 //! committed INSECURE test keys, used here only.
+//!
+//! Both methods of the refund guide run together: once the daemon is ready, the sandbox
+//! finalizes each refund whose script ends final and POSTs its signed notification to the
+//! daemon's `http.notify_path` (about one in ten never sent, one in ten with its first attempt
+//! lost and redelivered on Checus's schedule, compressed [`NOTIFY_TIME_SCALE`] times); the
+//! daemon's polling finds the rest. The summary says how many came each way.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +27,7 @@ use crate::domain::{
 };
 use crate::gateway::{GatewayKey, GatewaySettings, MerchantKey};
 use crate::ledger::{Ledger, LedgerError, ListFilter, NotificationRecord};
+use crate::sandbox::notify::NotifySender;
 use crate::sandbox::{self, RefundScript, Sandbox, SandboxOptions};
 
 /// Demo parameters.
@@ -34,8 +41,8 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Give up after this long.
     pub timeout: Duration,
-    /// Where the daemon serves `/metrics`, `/healthz` and `/readyz` while it runs (`None`: no
-    /// listener).
+    /// Where the daemon serves `/metrics`, `/healthz`, `/readyz` and the notifications the
+    /// sandbox sends while it runs (`None`: a free loopback port).
     pub listen: Option<std::net::SocketAddr>,
 }
 
@@ -80,8 +87,14 @@ pub struct DemoReport {
     pub by_status: BTreeMap<String, u64>,
     /// Pending refunds flagged for review.
     pub flagged: u64,
-    /// Refunds finalized by the merchant app's notifications rather than a query.
+    /// Refunds finalized by a Checus notification rather than a query.
     pub finalized_by_notification: u64,
+    /// Refunds finalized by the daemon's own query.
+    pub finalized_by_query: u64,
+    /// Notifications the sandbox gateway sent (attempts, lost ones included).
+    pub notification_attempts: u64,
+    /// Refunds whose notification the daemon acknowledged.
+    pub notifications_acked: u64,
     /// Discrepancies recorded (conflicting notifications sent on purpose).
     pub discrepancies: u64,
     /// Queries sent to the sandbox.
@@ -99,16 +112,18 @@ impl DemoReport {
     }
 }
 
-/// Every this many refunds, the demo's merchant app receives a notification (when the gateway
-/// already reports the refund successful).
-const NOTIFY_EVERY: usize = 3;
+/// The demo's compression of Checus's notification retry schedule: the 30 s retry after
+/// 0.3 s, the 5 min one after 3 s.
+pub const NOTIFY_TIME_SCALE: f64 = 0.01;
 
 /// The short timings the demo runs with: the real policy, compressed from hours to seconds.
 pub fn demo_policy() -> Policy {
     let s = Duration::from_secs;
     Policy {
         schedule: Schedule {
-            grace: Duration::from_millis(500),
+            // As in production (minutes there), the grace window lets a notification arrive
+            // before the first query; polling finds what was never notified.
+            grace: s(2),
             steps: vec![
                 Duration::from_millis(300),
                 Duration::from_millis(600),
@@ -155,27 +170,65 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
     let scripts = sandbox::mixed_scripts(opts.refunds, opts.seed, "DEMO-");
     seed_ledger(&ledger_path, &sb, &scripts, clock.now())?;
 
-    let mut config = demo_config(&ledger_path, &sb);
-    config.http.listen = opts.listen;
-    let settled = run_until_settled(config, demo_keys(), &clock, &shutdown, opts.timeout).await?;
-    if !settled {
+    // The sandbox must know the notify URL before the daemon binds its listener.
+    let listen = match opts.listen {
+        Some(addr) => addr,
+        None => free_loopback_port().map_err(io(&run_dir))?,
+    };
+    let config = demo_config(&ledger_path, &sb, listen);
+    let notify_url = format!("http://{listen}{}", config.http.notify_path);
+    let sender = Arc::new(
+        NotifySender::new(
+            notify_url,
+            sandbox::test_keys::insecure_gateway_private(),
+            sandbox::TEST_MERCHANT_NO,
+            NOTIFY_TIME_SCALE,
+            Arc::clone(&clock),
+        )
+        .map_err(|e| DemoError::Sandbox(std::io::Error::other(e)))?,
+    );
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let realism = sandbox::Realism::world(opts.seed);
+    // Once the daemon listens, Checus finalizes and notifies (in the background).
+    let notifying = async {
+        if ready_rx.await.is_err() {
+            return Vec::new();
+        }
+        scripts
+            .iter()
+            .filter_map(|(no, _)| sb.notify(&sender, no, realism.delivery_for(no)))
+            .collect::<Vec<_>>()
+    };
+    let settling = run_until_settled(
+        config,
+        demo_keys(),
+        &clock,
+        &shutdown,
+        opts.timeout,
+        ready_tx,
+    );
+    let (settled, deliveries) = tokio::join!(settling, notifying);
+    let (attempts, acked) = delivery_totals(deliveries).await;
+    if !settled? {
         sb.shutdown().await;
         return Err(DemoError::Timeout(opts.timeout));
     }
 
     let ledger = Ledger::open_existing(&ledger_path)?;
-    send_conflicting_notification(&ledger, &sb, &scripts, clock.now())?;
+    send_conflicting_notification(&ledger, &scripts, clock.now())?;
     let mut report = check_against_truth(&ledger, &sb, clock.now())?;
     report.ledger = ledger_path;
     report.seed = opts.seed;
+    report.notification_attempts = attempts;
+    report.notifications_acked = acked;
     sb.shutdown().await;
     report.elapsed_ms = started.elapsed().as_millis();
     tracing::info!(at = %format_ts(clock.now()), "demo finished");
     Ok(report)
 }
 
-/// Seeds the ledger as the merchant's app would: one row per refund issued, plus the
-/// notifications that app receives. Also hands the scripts to the sandbox.
+/// Seeds the ledger as the merchant's app would: one row per refund issued. Also hands the
+/// scripts to the sandbox.
 fn seed_ledger(
     ledger_path: &Path,
     sb: &Sandbox,
@@ -198,28 +251,6 @@ fn seed_ledger(
     ledger.import(&rows, &mut |_| {})?;
     sb.script_many(scripts.iter().cloned())
         .expect("generated scripts are valid");
-    // The merchant's app also receives some notifications: every third refund that the gateway
-    // already reports successful gets its (agreeing) notification before the first query is
-    // due. Its confirming query then agrees too. (A refund the sandbox still reports pending
-    // would make the confirmation a recorded disagreement: the sandbox's timelines advance per
-    // query, not with time.)
-    for (no, script) in scripts.iter().step_by(NOTIFY_EVERY) {
-        // Not for a refund the realistic mode refuses with PARAMS_INVALID: it never finalizes.
-        if script.steps.first() == Some(&crate::sandbox::Step::Success)
-            && sb.truth(no) == Some(RefundStatus::Success)
-        {
-            let status = RefundStatus::Success;
-            ledger.record_notification(&NotificationRecord {
-                out_refund_no: OutRefundNo::parse(no).expect("generated refund numbers are valid"),
-                status: status.as_final().expect("final"),
-                refund_trade_no: Some(script.refund_trade_no.clone()),
-                amount: script.amount,
-                currency: script.currency,
-                refund_finish_time: Some(now),
-                notify_time: now,
-            })?;
-        }
-    }
     Ok(())
 }
 
@@ -248,6 +279,7 @@ async fn run_until_settled(
     clock: &Arc<dyn Clock>,
     shutdown: &CancellationToken,
     timeout: Duration,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) -> Result<bool, DemoError> {
     let daemon_stop = shutdown.child_token();
     let settled = CancellationToken::new();
@@ -269,6 +301,9 @@ async fn run_until_settled(
     let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     let hooks = crate::daemon::Hooks {
         on_sweep: Some(Box::new(on_sweep)),
+        on_ready: Some(Box::new(move || {
+            let _ = ready.send(());
+        })),
         ..Default::default()
     };
     let daemon = crate::daemon::run(
@@ -286,17 +321,51 @@ async fn run_until_settled(
     Ok(!timed_out || settled.is_cancelled())
 }
 
-/// After the fact, the merchant's app receives a late, conflicting notification for one
-/// refund the query already finalized: it must be recorded as a discrepancy, not applied.
+/// Attempts made and refunds acknowledged over the sandbox's deliveries; those still waiting
+/// for a retry when the demo settled are stopped.
+async fn delivery_totals(
+    deliveries: Vec<tokio::task::JoinHandle<crate::sandbox::notify::Delivered>>,
+) -> (u64, u64) {
+    let (mut attempts, mut acked) = (0, 0);
+    for d in deliveries {
+        if !d.is_finished() {
+            d.abort();
+        }
+        if let Ok(d) = d.await {
+            attempts += u64::from(d.attempts);
+            acked += u64::from(d.acked);
+        }
+    }
+    (attempts, acked)
+}
+
+/// A loopback address with a port free right now, for the daemon's listener (the sandbox
+/// must know the notify URL before the daemon binds it).
+fn free_loopback_port() -> std::io::Result<std::net::SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// After the fact, the merchant's app records a late, conflicting notification for one
+/// refund a query finalized successfully, through the SQL contract (the same-host
+/// alternative): it must be recorded as a discrepancy, not applied.
 fn send_conflicting_notification(
     ledger: &Ledger,
-    sb: &Sandbox,
     scripts: &Scripts,
     now: Timestamp,
 ) -> Result<(), DemoError> {
-    let conflicting = scripts.iter().find(|(no, _)| {
-        sb.truth(no) == Some(RefundStatus::Success)
-            && !scripts.iter().step_by(NOTIFY_EVERY).any(|(n, _)| n == no)
+    let by_query = ledger.list(&ListFilter {
+        limit: usize::MAX,
+        ..Default::default()
+    })?;
+    let conflicting = by_query.rows.iter().find_map(|row| {
+        (row.status == RefundStatus::Success
+            && row.final_source == Some(crate::domain::FinalSource::Query))
+        .then(|| {
+            scripts
+                .iter()
+                .find(|(no, _)| no == row.out_refund_no.as_str())
+        })
+        .flatten()
     });
     if let Some((no, script)) = conflicting {
         ledger.record_notification(&NotificationRecord {
@@ -334,6 +403,9 @@ fn check_against_truth(
         by_status: BTreeMap::new(),
         flagged: 0,
         finalized_by_notification: 0,
+        finalized_by_query: 0,
+        notification_attempts: 0,
+        notifications_acked: 0,
         discrepancies: ledger.status(now)?.unresolved_discrepancies,
         queries: sb.stats().requests,
         mismatches: Vec::new(),
@@ -341,8 +413,10 @@ fn check_against_truth(
     };
     for row in &rows {
         *report.by_status.entry(row.status.to_string()).or_default() += 1;
-        if row.final_source == Some(crate::domain::FinalSource::Notification) {
-            report.finalized_by_notification += 1;
+        match row.final_source {
+            Some(crate::domain::FinalSource::Notification) => report.finalized_by_notification += 1,
+            Some(crate::domain::FinalSource::Query) => report.finalized_by_query += 1,
+            _ => {}
         }
         let truth = sb.truth(row.out_refund_no.as_str());
         let ok = match truth {
@@ -368,7 +442,7 @@ fn check_against_truth(
 
 /// The daemon's config for the demo. Its keys are the compiled-in INSECURE test keys, which
 /// `run` parses and hands to the daemon as [`LoadedKeys`]; `KeySource::Embedded` says so.
-fn demo_config(ledger_path: &Path, sb: &Sandbox) -> Config {
+fn demo_config(ledger_path: &Path, sb: &Sandbox, listen: std::net::SocketAddr) -> Config {
     let mut gateway = GatewaySettings::new(
         sb.base_url(),
         sandbox::TEST_APP_ID,
@@ -402,7 +476,10 @@ fn demo_config(ledger_path: &Path, sb: &Sandbox) -> Config {
             format: LogFormat::Text,
             level: "info".to_owned(),
         },
-        http: HttpSettings::default(),
+        http: HttpSettings {
+            listen: Some(listen),
+            ..HttpSettings::default()
+        },
         webhook: None,
     }
 }

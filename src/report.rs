@@ -484,8 +484,13 @@ pub fn demo_summary(r: &DemoReport) -> String {
     let _ = writeln!(out, "  flagged for review (still pending): {}", r.flagged);
     let _ = writeln!(
         out,
-        "  finalized by the merchant app's notifications: {}",
-        r.finalized_by_notification
+        "  finalized by a Checus notification: {} (sandbox sent {} attempts, {} refunds acknowledged)",
+        r.finalized_by_notification, r.notification_attempts, r.notifications_acked
+    );
+    let _ = writeln!(
+        out,
+        "  finalized by the daemon's polling:  {}",
+        r.finalized_by_query
     );
     let _ = writeln!(out, "  discrepancies recorded: {}", r.discrepancies);
     if r.matches_truth() {

@@ -16,6 +16,7 @@ use tracing::warn;
 use super::lock::Guard;
 use crate::domain::{Clock, Timestamp};
 use crate::http::ApiToken;
+use crate::http::notify::Inbox;
 use crate::ledger::{Finding, Ledger, LedgerError, LedgerGauges};
 use crate::metrics::Metrics;
 use crate::worker::WorkerView;
@@ -79,6 +80,8 @@ pub struct Live {
     api_ledger: Arc<Mutex<Ledger>>,
     /// The refunds API's token (`None`: the API is off); a reload replaces it.
     api_token: Mutex<Option<Arc<ApiToken>>>,
+    /// Checus refund notifications: verification and the writer that records them.
+    inbox: Arc<Inbox>,
 }
 
 impl Live {
@@ -91,6 +94,7 @@ impl Live {
         clock: Arc<dyn Clock>,
         interval: Duration,
         api_ledger: Ledger,
+        inbox: Arc<Inbox>,
     ) -> Self {
         Self {
             metrics,
@@ -103,6 +107,7 @@ impl Live {
             interval,
             api_ledger: Arc::new(Mutex::new(api_ledger)),
             api_token: Mutex::new(None),
+            inbox,
         }
     }
 
@@ -146,6 +151,11 @@ impl Live {
     /// The work loop went round once (an event, a sweep making progress, an idle tick).
     pub(super) fn ticked(&self) {
         *self.last_tick.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// The notification inbox (`POST http.notify_path`).
+    pub fn inbox(&self) -> &Arc<Inbox> {
+        &self.inbox
     }
 
     /// The registry the worker and the sweep loop count into.

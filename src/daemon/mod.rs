@@ -29,6 +29,7 @@ use tracing::{error, info, warn};
 use crate::config::{Config, ConfigError, LoadedKeys};
 use crate::domain::{Clock, Timestamp, format_ts};
 use crate::gateway::{GatewayClient, GatewayError};
+use crate::http::notify::Inbox;
 use crate::http::{AppState, HttpError, Listener, Server};
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
@@ -70,6 +71,9 @@ pub enum DaemonError {
     /// The HTTP listener could not be bound (`http.listen`).
     #[error(transparent)]
     Http(#[from] HttpError),
+    /// The notification writer's thread could not be started.
+    #[error("cannot start the notification writer thread")]
+    NotifyWriter(#[source] std::io::Error),
     /// The lock file or the ledger file at its path is no longer the one the daemon opened
     /// (deleted, or replaced by another file): the daemon stops so that systemd restarts it on
     /// what is there now, where the lock decides again who runs.
@@ -209,6 +213,8 @@ struct Opened {
     /// A third, for the refunds API: its writes wait for no worker call (at most one busy
     /// timeout, inside the request timeout).
     api: Ledger,
+    /// A third, for the notification writer's group commits.
+    inbox: Ledger,
     /// The webhook delivery task's own connection.
     webhook_ledger: LedgerHandle,
     /// The webhook target of the configuration (`None`: no `[webhook]`).
@@ -230,6 +236,15 @@ impl Daemon {
         let metrics = Arc::new(Metrics::new());
         let opened = open(&config, &keys, &clock, hooks.jitter.clone(), &metrics).await?;
         let interval = sweep_interval(&config.worker.sweep_cron, clock.now());
+        let inbox = Inbox::start(
+            opened.inbox,
+            Arc::clone(&keys.gateway),
+            config.gateway.merchant_no.clone(),
+            config.http.notify_path.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&clock),
+        )
+        .map_err(DaemonError::NotifyWriter)?;
         metrics.set_settings(interval, config.policy.pending_flag_after);
         let live = Arc::new(Live::new(
             metrics,
@@ -239,6 +254,7 @@ impl Daemon {
             Arc::clone(&clock),
             interval,
             opened.api,
+            Arc::new(inbox),
         ));
         live.set_api_token(keys.api_token.clone());
         // Bound and serving before READY=1: a bad address fails start-up (exit 3).
@@ -439,6 +455,7 @@ async fn open(
         }
         let reader = Ledger::open_existing(path)?;
         let api = Ledger::open_existing(path)?;
+        let inbox = Ledger::open_existing(path)?;
         let ledger = LedgerHandle::new(ledger);
         let mut worker = build_worker(&config, &keys, ledger.clone(), clock)?.with_metrics(metrics);
         if let Some(j) = jitter {
@@ -457,6 +474,7 @@ async fn open(
             worker,
             reader,
             api,
+            inbox,
             webhook_ledger,
             webhook_target,
         })

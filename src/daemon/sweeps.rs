@@ -441,6 +441,13 @@ impl SweepLoop {
         worker.inherit_halt(&self.worker);
         self.live.set_worker(worker.view());
         self.live.set_api_token(keys.api_token.clone());
+        self.live.inbox().set_verifier(
+            Arc::clone(&keys.gateway),
+            config.gateway.merchant_no.clone(),
+        );
+        if config.http.notify_path != self.config.http.notify_path {
+            warn!("http.notify_path changes need a restart");
+        }
         self.worker = worker;
         for warning in &keys.warnings {
             warn!(warning = %warning, "key warning");

@@ -14,6 +14,7 @@
 //!   cap of [`BODY_LIMIT`] bytes (413), which issue 13's routes that take a body rely on.
 
 pub mod api;
+pub mod notify;
 pub mod routes;
 mod token;
 

@@ -5,6 +5,8 @@
 //! - `GET /metrics`: the Prometheus exposition ([`crate::metrics`]), OpenMetrics text.
 //! - `GET /healthz`: 200 while the work loop ticked within twice its sweep interval, else 503
 //!   (a load balancer's liveness check).
+//! - `POST http.notify_path` (default `/checus/refund-notify`): Checus refund result
+//!   notifications ([`super::notify`]).
 //! - `GET /readyz`: 200 while the ledger is readable, the lock is held, querying is not halted
 //!   and the breaker is closed; else 503 with the reasons as the stable codes `status --json`
 //!   uses (a load balancer's readiness check).
@@ -16,7 +18,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
@@ -33,7 +35,9 @@ pub struct AppState {
 
 /// The listener's router: the routes, their state, and the body cap and timeouts.
 pub fn router(state: AppState) -> Router {
+    let notify_path = state.live.inbox().path().to_owned();
     Router::new()
+        .route(&notify_path, post(super::notify::receive))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -16,7 +16,7 @@
 //!   still has schema.sql's tables, indexes and triggers (every open, `verify-ledger`);
 //!   `migrate.rs` and `migrations/`: upgrading an older ledger (backup, one transaction per
 //!   upgrade);
-//! - `write.rs`: inserts, attempts, sweeps; `read.rs`: due work, `status`, `list`, `show`;
+//! - `write.rs`: inserts, attempts, sweeps; `inbox.rs`: the daemon's notifications, grouped; `read.rs`: due work, `status`, `list`, `show`;
 //! - `rows.rs`: how every table's rows are read (read the stored values, then parse them);
 //! - `types.rs`: records, typed rows, the enums stored as TEXT;
 //! - the operator commands: `views.rs` (`stuck`, `failed`, `export`, `discrepancies`),
@@ -38,6 +38,7 @@ pub mod contract;
 mod error;
 mod gauges;
 mod health;
+mod inbox;
 pub mod migrate;
 mod open;
 mod operator;

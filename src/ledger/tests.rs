@@ -835,3 +835,53 @@ fn gauges_follow_every_writer_through_the_count_triggers() {
         .collect();
     assert_eq!(counts(&ledger), full);
 }
+
+#[test]
+fn grouped_notifications_go_through_the_contract_and_each_gets_its_effect() {
+    use crate::domain::FinalStatus;
+    let (_dir, mut ledger) = new_ledger();
+    ledger
+        .insert_refund(&refund("R-1", "12.50", "2026-11-25T10:00:00.000Z"))
+        .unwrap();
+    ledger
+        .insert_refund(&refund("R-2", "12.50", "2026-11-25T10:00:00.000Z"))
+        .unwrap();
+    let at = parse_ts("2026-11-25T10:05:00.000Z").unwrap();
+    let note = |no: &str, amount: &str| NotificationRecord {
+        out_refund_no: OutRefundNo::parse(no).unwrap(),
+        status: FinalStatus::Success,
+        refund_trade_no: None,
+        amount: Decimal::from_str(amount).unwrap(),
+        currency: Currency::parse("USD").unwrap(),
+        refund_finish_time: Some(at),
+        notify_time: at,
+    };
+    let batch = [
+        note("R-1", "12.5"),
+        note("R-1", "12.50"),
+        note("R-2", "99.00"),
+        note("R-404", "1"),
+    ];
+    let effects: Vec<NotificationEffect> = ledger
+        .record_notifications(&batch)
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        effects,
+        [
+            NotificationEffect::Finalized,
+            NotificationEffect::AlreadyFinal,
+            NotificationEffect::Mismatch,
+            NotificationEffect::UnknownRefund,
+        ]
+    );
+    let r1 = ledger
+        .show(&OutRefundNo::parse("R-1").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(r1.refund.status, RefundStatus::Success);
+    assert_eq!(r1.notifications.len(), 2);
+    assert!(ledger.record_notifications(&[]).unwrap().is_empty());
+}

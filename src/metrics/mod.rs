@@ -33,7 +33,7 @@ use crate::ledger::{Finding, LedgerGauges};
 /// The metric names as PromQL sees them (counters with their `_total`; the histogram's
 /// samples add `_bucket`, `_sum` and `_count`). An interface: a rename breaks operators'
 /// alerts and dashboards.
-pub const NAMES: [&str; 19] = [
+pub const NAMES: [&str; 20] = [
     "checus_reconciler_queries_total",
     "checus_reconciler_query_duration_seconds",
     "checus_reconciler_refunds_finalized_total",
@@ -53,6 +53,21 @@ pub const NAMES: [&str; 19] = [
     "checus_reconciler_sweep_interval_seconds",
     "checus_reconciler_pending_flag_after_seconds",
     "checus_reconciler_webhooks_dead",
+    "checus_reconciler_notifications_total",
+];
+
+/// The `result` label values of `checus_reconciler_notifications_total`: what the daemon did
+/// with each Checus refund notification it received. The first five were acknowledged (the
+/// ledger trigger's effect); the last three were not (401, 400, 503).
+pub const NOTIFICATION_RESULTS: [&str; 8] = [
+    "finalized",
+    "already_final",
+    "conflicting_final",
+    "mismatch",
+    "unknown_refund",
+    "unverified",
+    "unreadable",
+    "unavailable",
 ];
 
 /// The content type of [`Metrics::render`]'s text.
@@ -105,6 +120,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -135,6 +155,7 @@ pub struct Metrics {
     sweep_interval: FloatGauge,
     pending_flag_after: FloatGauge,
     webhooks_dead: Gauge,
+    notifications: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -168,6 +189,7 @@ impl Metrics {
             sweep_interval: FloatGauge::default(),
             pending_flag_after: FloatGauge::default(),
             webhooks_dead: Gauge::default(),
+            notifications: Family::default(),
         };
         m.register();
         m.preset();
@@ -264,6 +286,11 @@ impl Metrics {
             "Webhook events in the ledger retried past webhook.give_up_after and given up (webhooks redeliver sends them again)",
             self.webhooks_dead.clone(),
         );
+        r.register(
+            "notifications",
+            "Checus refund notifications received, by result (acknowledged: the ledger's effect; not: unverified, unreadable, unavailable)",
+            self.notifications.clone(),
+        );
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -300,6 +327,9 @@ impl Metrics {
                 status: status.as_str(),
             });
         }
+        for result in NOTIFICATION_RESULTS {
+            let _ = self.notifications.get_or_create(&ResultLabel { result });
+        }
         for code in HaltCode::ALL {
             let _ = self.halted.get_or_create(&ReasonLabel {
                 reason: code.as_str(),
@@ -334,6 +364,15 @@ impl Metrics {
             .get_or_create(&KindLabel {
                 kind: kind.as_str(),
             })
+            .inc();
+    }
+
+    /// A Checus refund notification was answered with `result`, one of
+    /// [`NOTIFICATION_RESULTS`] (another value is counted under it all the same).
+    pub fn notification_received(&self, result: &'static str) {
+        debug_assert!(NOTIFICATION_RESULTS.contains(&result), "{result}");
+        self.notifications
+            .get_or_create(&ResultLabel { result })
             .inc();
     }
 
@@ -384,6 +423,9 @@ impl Metrics {
             .iter()
             .any(|f| matches!(f, Finding::GatewayUnavailable { .. }));
         self.breaker_open.set(i64::from(breaker));
+        for result in NOTIFICATION_RESULTS {
+            let _ = self.notifications.get_or_create(&ResultLabel { result });
+        }
         for code in HaltCode::ALL {
             let halted = findings
                 .iter()

@@ -39,6 +39,7 @@
 //! ```
 
 pub mod http;
+pub mod notify;
 pub mod protocol;
 pub mod script;
 mod server;
@@ -190,6 +191,30 @@ impl Sandbox {
     /// `http://127.0.0.1:PORT/aggregate-pay/api/gateway`: append `/refundQuery`.
     pub fn base_url(&self) -> String {
         format!("http://{}{GATEWAY_PREFIX}", self.shared.addr)
+    }
+
+    /// Checus finalizes refund `out_refund_no` now and sends its result notification with
+    /// `sender` in the background, as `delivery` says; queries from now on report the final
+    /// status. `None` (nothing sent, nothing changed) when `delivery` is
+    /// [`notify::Delivery::Never`], the refund is not scripted, never finalizes, or the
+    /// realistic mode refuses it.
+    pub fn notify(
+        &self,
+        sender: &Arc<notify::NotifySender>,
+        out_refund_no: &str,
+        delivery: notify::Delivery,
+    ) -> Option<JoinHandle<notify::Delivered>> {
+        if delivery == notify::Delivery::Never {
+            return None;
+        }
+        let now = self.shared.clock.now();
+        let (script, status, finished) = self.shared.lock().finalize_now(out_refund_no, now)?;
+        let (sender, no) = (Arc::clone(sender), out_refund_no.to_owned());
+        Some(tokio::spawn(async move {
+            sender
+                .deliver(&no, &script, status, finished, delivery)
+                .await
+        }))
     }
 
     /// Scripts one refund (replacing any earlier script and its progress).

@@ -712,6 +712,18 @@ impl Realism {
         StdRng::seed_from_u64(self.seed ^ hash)
     }
 
+    /// How the gateway delivers `out_refund_no`'s result notification in this world: about
+    /// one in ten never sent (the refund is found by polling), one in ten with its first
+    /// attempt lost (delivered on the 30 s retry), the rest at once.
+    pub fn delivery_for(&self, out_refund_no: &str) -> super::notify::Delivery {
+        use super::notify::Delivery;
+        match self.rng("notify", out_refund_no).random_range(0..10) {
+            0 => Delivery::Never,
+            1 => Delivery::LoseFirst(1),
+            _ => Delivery::Deliver,
+        }
+    }
+
     /// Whether the gateway refuses `out_refund_no` with `PARAMS_INVALID` on every query.
     pub fn rejects(&self, out_refund_no: &str) -> bool {
         let share = if self.params_invalid.is_nan() {

@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 
 use super::protocol::{self, AnswerData, QueryKey, Rejection, Variance};
 use super::script::{Fault, Realism, RefundScript, Step};
-use crate::domain::{Currency, InvalidValue, RefundStatus, Timestamp};
+use crate::domain::{Currency, FinalStatus, InvalidValue, RefundStatus, Timestamp};
 
 /// Counters describing everything the sandbox has seen since it started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -241,6 +241,30 @@ impl State {
             return None;
         }
         self.refunds.get(out_refund_no)?.script.truth()
+    }
+
+    /// Checus finalizes `out_refund_no` now (its side of a notification): later queries
+    /// answer from the script's first final step on, with this finish time, so a query after
+    /// the notification agrees with it. The script, its final status and the finish time;
+    /// `None` when the script never finalizes or the realistic mode refuses the refund.
+    pub fn finalize_now(
+        &mut self,
+        out_refund_no: &str,
+        now: Timestamp,
+    ) -> Option<(RefundScript, FinalStatus, Timestamp)> {
+        if self.rejects(out_refund_no) {
+            return None;
+        }
+        let entry = self.refunds.get_mut(out_refund_no)?;
+        let (at, status) = entry
+            .script
+            .steps
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.status().and_then(RefundStatus::as_final).map(|f| (i, f)))?;
+        entry.next = entry.next.max(at);
+        let finished = *entry.finished_at.get_or_insert(now);
+        Some((entry.script.clone(), status, finished))
     }
 
     /// Sets or clears the realistic mode.

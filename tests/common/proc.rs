@@ -496,3 +496,78 @@ pub fn recv_notify_until(
         }
     }
 }
+
+/// An HTTP answer: status, content type, body.
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// One POST with reqwest on a runtime of its own; `sign` becomes the `sign` header.
+pub fn post(
+    url: &str,
+    body: Vec<u8>,
+    sign: Option<&str>,
+    content_type: &str,
+) -> Result<Answer, reqwest::Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .no_proxy()
+            .build()?;
+        let mut req = client
+            .post(url)
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(s) = sign {
+            req = req.header("sign", s);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        Ok(Answer {
+            status,
+            content_type,
+            body: resp.text().await?,
+        })
+    })
+}
+
+/// A notification about `script`'s refund as the sandbox gateway signs it (`amount`
+/// overrides the script's), finished and sent now.
+pub fn signed_notification(
+    no: &str,
+    script: &RefundScript,
+    status: checus_reconciler::domain::FinalStatus,
+    amount: Option<rust_decimal::Decimal>,
+) -> checus_reconciler::sandbox::notify::SignedNotification {
+    use checus_reconciler::sandbox::notify::{notification_body, sign_notification};
+    let now = chrono::Utc::now();
+    let body = notification_body(no, script, status, amount, "SANDBOX-MERCHANT", now, now);
+    sign_notification(
+        &checus_reconciler::sandbox::test_keys::insecure_gateway_private(),
+        body,
+    )
+}
+
+/// The `[http]` section on a free loopback port, with the default notify path.
+pub fn http_on_loopback() -> String {
+    "\n[http]\nlisten = \"127.0.0.1:0\"\n".to_owned()
+}
+
+/// The address in the daemon's latest "http listening" line.
+pub fn listening_addr(daemon: &mut Proc) -> std::net::SocketAddr {
+    let line = daemon.wait_for("http listening");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    v["address"].as_str().unwrap().parse().unwrap()
+}

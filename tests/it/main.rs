@@ -20,6 +20,7 @@ mod ledger;
 mod logs;
 mod migrate;
 mod monitoring;
+mod notify;
 mod observe;
 mod operations;
 mod operator;

@@ -10,5 +10,6 @@ mod findings;
 mod guard;
 mod input;
 mod ledger;
+mod notify;
 mod readonly;
 mod rows;
