@@ -84,18 +84,27 @@ pub struct Live {
     inbox: Arc<Inbox>,
 }
 
+/// The ledger connections the HTTP endpoints read and write through, each its own so that
+/// none waits behind the worker's calls.
+pub(super) struct Connections {
+    /// The gauges' and findings' reads.
+    pub(super) reader: Ledger,
+    /// The refunds API's reads and writes.
+    pub(super) api: Ledger,
+}
+
 impl Live {
     /// The view of a daemon that just started (its loop counts as having ticked now).
     pub(super) fn new(
         metrics: Arc<Metrics>,
-        reader: Ledger,
+        connections: Connections,
         worker: WorkerView,
         guard: Guard,
         clock: Arc<dyn Clock>,
         interval: Duration,
-        api_ledger: Ledger,
         inbox: Arc<Inbox>,
     ) -> Self {
+        let Connections { reader, api } = connections;
         Self {
             metrics,
             reader: Arc::new(Mutex::new(reader)),
@@ -105,7 +114,7 @@ impl Live {
             clock,
             last_tick: Mutex::new(Instant::now()),
             interval,
-            api_ledger: Arc::new(Mutex::new(api_ledger)),
+            api_ledger: Arc::new(Mutex::new(api)),
             api_token: Mutex::new(None),
             inbox,
         }

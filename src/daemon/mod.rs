@@ -246,14 +246,17 @@ impl Daemon {
         )
         .map_err(DaemonError::NotifyWriter)?;
         metrics.set_settings(interval, config.policy.pending_flag_after);
+        let connections = live::Connections {
+            reader: opened.reader,
+            api: opened.api,
+        };
         let live = Arc::new(Live::new(
             metrics,
-            opened.reader,
+            connections,
             opened.worker.view(),
             opened.lock.guard(),
             Arc::clone(&clock),
             interval,
-            opened.api,
             Arc::new(inbox),
         ));
         live.set_api_token(keys.api_token.clone());
