@@ -108,24 +108,25 @@ struct Head<'a> {
     data: Option<&'a RawValue>,
 }
 
-/// `data` of a verified `APPLY_SUCCESS`, kept raw field by field: `status` and `outRefundNo`
-/// are read strictly in [`parse_data`], the informative ones tolerantly ([`super::reader`]).
+/// A refund's `data` object as Checus sends it, in a query answer or a notification, kept raw
+/// field by field: `status` and `outRefundNo` are read strictly (here in [`parse_data`], and
+/// by the notification endpoint), the informative ones tolerantly ([`super::reader`]).
 /// Unlisted fields (`outTradeNo`, `resultMsg`, ...) are ignored; `null` is the same as absent.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Data<'a> {
+pub(crate) struct Data<'a> {
     #[serde(borrow)]
-    out_refund_no: Option<&'a RawValue>,
+    pub(crate) out_refund_no: Option<&'a RawValue>,
     #[serde(borrow)]
-    refund_trade_no: Option<&'a RawValue>,
+    pub(crate) refund_trade_no: Option<&'a RawValue>,
     #[serde(borrow)]
-    refund_amount: Option<&'a RawValue>,
+    pub(crate) refund_amount: Option<&'a RawValue>,
     #[serde(borrow)]
-    refund_currency: Option<&'a RawValue>,
+    pub(crate) refund_currency: Option<&'a RawValue>,
     #[serde(borrow)]
-    status: Option<&'a RawValue>,
+    pub(crate) status: Option<&'a RawValue>,
     #[serde(borrow)]
-    refund_finish_time: Option<&'a RawValue>,
+    pub(crate) refund_finish_time: Option<&'a RawValue>,
 }
 
 /// Classifies one raw answer. `sign_header` is the response's `sign` header, if any; `key` is

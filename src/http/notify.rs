@@ -93,24 +93,6 @@ struct Head<'a> {
     data: Option<&'a RawValue>,
 }
 
-/// `data`, field by field, raw.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Data<'a> {
-    #[serde(borrow)]
-    out_refund_no: Option<&'a RawValue>,
-    #[serde(borrow)]
-    refund_trade_no: Option<&'a RawValue>,
-    #[serde(borrow)]
-    refund_amount: Option<&'a RawValue>,
-    #[serde(borrow)]
-    refund_currency: Option<&'a RawValue>,
-    #[serde(borrow)]
-    status: Option<&'a RawValue>,
-    #[serde(borrow)]
-    refund_finish_time: Option<&'a RawValue>,
-}
-
 /// A JSON string's text, `None` for absent, `null` or another JSON type.
 fn text<'a>(raw: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
     raw.and_then(|r| serde_json::from_str::<Cow<'a, str>>(r.get()).ok())
@@ -149,7 +131,7 @@ pub fn read_notification(
         return Err(unreadable("merchantNo is not this merchant's"));
     }
     let data = head.data.ok_or_else(|| unreadable("data is missing"))?;
-    let data: Data<'_> = serde_json::from_str(data.get())
+    let data: crate::gateway::classify::Data<'_> = serde_json::from_str(data.get())
         .map_err(|e| unreadable(format!("data is not the expected JSON object: {e}")))?;
     let utc = FixedOffset::east_opt(0).expect("UTC");
     let record = NotificationRecord {

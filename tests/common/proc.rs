@@ -497,19 +497,36 @@ pub fn recv_notify_until(
     }
 }
 
-/// An HTTP answer: status, content type, body.
+/// An HTTP answer: status, the headers the tests read, body.
 pub struct Answer {
     pub status: u16,
     pub content_type: String,
+    pub www_authenticate: Option<String>,
+    pub retry_after: Option<String>,
     pub body: String,
 }
 
-/// One POST with reqwest on a runtime of its own; `sign` becomes the `sign` header.
-pub fn post(
+impl Answer {
+    /// The body as JSON (panics, showing it, when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {} {}", self.status, self.body))
+    }
+
+    /// The refused field of an error body (`null` → `None`).
+    pub fn field(&self) -> Option<String> {
+        self.json()["error"]["field"].as_str().map(str::to_owned)
+    }
+}
+
+/// One request with reqwest on a runtime of its own (the tests are synchronous: they wait on
+/// the daemon's output lines), `headers` exactly as given, no proxy, within `timeout`.
+pub fn http(
+    method: &str,
     url: &str,
-    body: Vec<u8>,
-    sign: Option<&str>,
-    content_type: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+    timeout: Duration,
 ) -> Result<Answer, reqwest::Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -517,30 +534,50 @@ pub fn post(
         .unwrap();
     rt.block_on(async {
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
+            .timeout(timeout)
             .no_proxy()
             .build()?;
-        let mut req = client
-            .post(url)
-            .header("content-type", content_type)
-            .body(body);
-        if let Some(s) = sign {
-            req = req.header("sign", s);
+        let mut req = client.request(method.parse().unwrap(), url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
         }
         let resp = req.send().await?;
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (content_type, www_authenticate, retry_after) = (
+            header("content-type").unwrap_or_default(),
+            header("www-authenticate"),
+            header("retry-after"),
+        );
         Ok(Answer {
-            status,
+            status: resp.status().as_u16(),
             content_type,
+            www_authenticate,
+            retry_after,
             body: resp.text().await?,
         })
     })
+}
+
+/// One POST of `body` as `content_type`; `sign` becomes the `sign` header.
+pub fn post(
+    url: &str,
+    body: Vec<u8>,
+    sign: Option<&str>,
+    content_type: &str,
+) -> Result<Answer, reqwest::Error> {
+    let mut headers = vec![("content-type", content_type)];
+    if let Some(s) = sign {
+        headers.push(("sign", s));
+    }
+    http("POST", url, &headers, Some(body), Duration::from_secs(15))
 }
 
 /// A notification about `script`'s refund as the sandbox gateway signs it (`amount`

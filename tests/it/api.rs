@@ -13,32 +13,16 @@ use std::time::Duration;
 use checus_reconciler::sandbox::{RefundScript, Step};
 use serde_json::{Value, json};
 
-use crate::common::proc::{LiveSandbox, Proc, cmd, count, fast_schedule, sql, write_config};
+use crate::common::proc::{
+    Answer, LiveSandbox, Proc, cmd, count, fast_schedule, http, sql, write_config,
+};
 use crate::common::tools::require_tool;
 
 /// The token the tests configure (a file, mode 0600).
 pub const TOKEN: &str = "api-test-token-0123456789abcdef";
 
-/// An answer: status, headers of interest, body.
-pub struct Got {
-    pub status: u16,
-    pub content_type: String,
-    pub www_authenticate: Option<String>,
-    pub retry_after: Option<String>,
-    pub body: String,
-}
-
-impl Got {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: {} {}", self.status, self.body))
-    }
-
-    /// The refused field of an error body (`null` → `None`).
-    pub fn field(&self) -> Option<String> {
-        self.json()["error"]["field"].as_str().map(str::to_owned)
-    }
-}
+/// An answer: status, headers of interest, body (the common request helper's).
+pub type Got = Answer;
 
 /// One request, raw: `headers` as given (no default content type or token).
 pub fn send(
@@ -48,46 +32,9 @@ pub fn send(
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> Got {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .no_proxy()
-            .build()
-            .unwrap();
-        let mut req = client.request(method.parse().unwrap(), format!("http://{addr}{path}"));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        if let Some(b) = body {
-            req = req.body(b);
-        }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let (content_type, www_authenticate, retry_after) = (
-            header("content-type").unwrap_or_default(),
-            header("www-authenticate"),
-            header("retry-after"),
-        );
-        Got {
-            status: resp.status().as_u16(),
-            content_type,
-            www_authenticate,
-            retry_after,
-            body: resp.text().await.unwrap(),
-        }
-    })
+    let url = format!("http://{addr}{path}");
+    http(method, &url, headers, body, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 const BEARER: &str = "Bearer api-test-token-0123456789abcdef";

@@ -14,54 +14,16 @@ use checus_reconciler::sandbox::{RefundScript, Step};
 use serde_json::Value;
 
 use crate::common::proc::{
-    LiveSandbox, Proc, cmd, code, fast_schedule, import_csv, recv_notify_until, run, sql, stderr,
-    stdout, write_config,
+    Answer, LiveSandbox, Proc, cmd, code, fast_schedule, http, import_csv, recv_notify_until, run,
+    sql, stderr, stdout, write_config,
 };
 
-/// An answer: status, content type, body.
-pub(crate) struct Got {
-    pub(crate) status: u16,
-    pub(crate) content_type: String,
-    pub(crate) body: String,
-}
+/// An answer: status, content type, body (the common request helper's).
+pub(crate) type Got = Answer;
 
-impl Got {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-/// One request with reqwest on a runtime of its own (the tests are synchronous: they wait on
-/// the daemon's output lines).
+/// One request with no headers of its own, within 10 s.
 fn request(method: &str, url: &str, body: Option<Vec<u8>>) -> Result<Got, reqwest::Error> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .no_proxy()
-            .build()?;
-        let mut req = client.request(method.parse().unwrap(), url);
-        if let Some(b) = body {
-            req = req.body(b);
-        }
-        let resp = req.send().await?;
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let body = resp.text().await?;
-        Ok(Got {
-            status,
-            content_type,
-            body,
-        })
-    })
+    http(method, url, &[], body, Duration::from_secs(10))
 }
 
 pub(crate) fn get(addr: SocketAddr, path: &str) -> Got {
