@@ -497,6 +497,22 @@ pub fn recv_notify_until(
     }
 }
 
+/// Imports `scripts` into the ledger of `config` with the real `import` command, as an
+/// operator would (the CSV from [`import_csv`]); panics unless it exits 0.
+pub fn import_scripts(dir: &Path, config: &Path, scripts: &[(String, RefundScript)]) {
+    let csv = import_csv(dir, scripts);
+    let o = run(
+        dir,
+        &[
+            "import",
+            "--config",
+            config.to_str().unwrap(),
+            csv.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
 /// An HTTP answer: status, the headers the tests read, body.
 pub struct Answer {
     pub status: u16,

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::proc::{
-    AttemptSnap, LiveSandbox, Proc, RefundSnap, attempts, cmd, code, count, env_or, fast_schedule,
-    import_csv, integrity, refunds, run, seed_from_env, stderr, write_config,
+    AttemptSnap, LiveSandbox, Proc, RefundSnap, attempts, cmd, count, env_or, fast_schedule,
+    import_scripts, integrity, refunds, seed_from_env, write_config,
 };
 use checus_reconciler::domain::{Currency, RefundStatus};
 use checus_reconciler::sandbox::{RefundScript, Step};
@@ -185,17 +185,7 @@ fn crash_run(refund_count: usize, kills: u32, seed: u64) -> Figures {
         )),
     );
     let ledger = d.join("ledger.sqlite");
-    let csv = import_csv(d, &scripts);
-    let o = run(
-        d,
-        &[
-            "import",
-            "--config",
-            config.to_str().unwrap(),
-            csv.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    import_scripts(d, &config, &scripts);
 
     let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
     let mut figures = Figures {

@@ -14,7 +14,8 @@ use checus_reconciler::sandbox::{RefundScript, Step};
 use serde_json::Value;
 
 use crate::common::proc::{
-    LiveSandbox, Proc, cmd, code, fast_schedule, import_csv, run, sql, stderr, stdout, write_config,
+    LiveSandbox, Proc, cmd, code, fast_schedule, import_scripts, run, sql, stderr, stdout,
+    write_config,
 };
 
 /// The daemon's JSON log line in `line`, if it is one.
@@ -135,17 +136,7 @@ fn trigger_discrepancies_are_logged_once_and_sweep_ids_tie_log_lines_to_attempt_
     // Debug: every sweep logs "sweep finished" with its id, the readiness signal used below.
     let extra = format!("{}level = \"checus_reconciler=debug\"\n", fast_schedule(""));
     let config = write_config(d, &sandbox.base_url(), &extra);
-    let csv = import_csv(d, &scripts);
-    let o = run(
-        d,
-        &[
-            "import",
-            "--config",
-            config.to_str().unwrap(),
-            csv.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    import_scripts(d, &config, &scripts);
     let mut daemon = start(d, &config);
 
     sweep_ids_tie_log_lines_to_rows(d, &ledger, &mut daemon);

@@ -14,8 +14,8 @@ use checus_reconciler::sandbox::{RefundScript, Step};
 use serde_json::Value;
 
 use crate::common::proc::{
-    Answer, LiveSandbox, Proc, cmd, code, fast_schedule, http, import_csv, recv_notify_until, run,
-    sql, stderr, stdout, write_config,
+    Answer, LiveSandbox, Proc, cmd, code, fast_schedule, http, import_scripts, recv_notify_until,
+    run, sql, stderr, stdout, write_config,
 };
 
 /// An answer: status, content type, body (the common request helper's).
@@ -91,20 +91,6 @@ pub(crate) fn start(dir: &Path, config: &Path) -> (Proc, SocketAddr) {
     (daemon, addr)
 }
 
-fn import(dir: &Path, config: &Path, scripts: &[(String, RefundScript)]) {
-    let csv = import_csv(dir, scripts);
-    let o = run(
-        dir,
-        &[
-            "import",
-            "--config",
-            config.to_str().unwrap(),
-            csv.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-}
-
 fn script(no: &str, steps: Vec<Step>) -> (String, RefundScript) {
     (no.to_owned(), RefundScript::usd(no, steps))
 }
@@ -121,7 +107,7 @@ fn metrics_move_with_the_daemon_and_the_ledger_and_health_is_green() {
     let sandbox = LiveSandbox::start(scripts.clone());
     let extra = format!("{}{}", fast_schedule(""), http_section("127.0.0.1:0"));
     let config = write_config(dir.path(), &sandbox.base_url(), &extra);
-    import(dir.path(), &config, &scripts);
+    import_scripts(dir.path(), &config, &scripts);
     let (mut daemon, addr) = start(dir.path(), &config);
 
     // Every family is there from the first scrape, in the OpenMetrics format.
@@ -210,7 +196,7 @@ fn the_listener_closes_as_the_drain_begins() {
     let sandbox = LiveSandbox::start_with(scripts.clone(), |o| o.latency = Duration::from_secs(3));
     let extra = format!("{}{}", fast_schedule(""), http_section("127.0.0.1:0"));
     let config = write_config(dir.path(), &sandbox.base_url(), &extra);
-    import(dir.path(), &config, &scripts);
+    import_scripts(dir.path(), &config, &scripts);
     let (mut daemon, addr) = start(dir.path(), &config);
     assert_eq!(get(addr, "/healthz").status, 200);
     until("the query in flight", || {
@@ -238,7 +224,7 @@ fn readyz_and_the_halted_gauge_name_a_halt_with_the_status_code() {
     let sandbox = LiveSandbox::start(scripts.clone());
     let extra = format!("{}{}", fast_schedule(""), http_section("127.0.0.1:0"));
     let config = write_config(dir.path(), &sandbox.base_url(), &extra);
-    import(dir.path(), &config, &scripts);
+    import_scripts(dir.path(), &config, &scripts);
     let (mut daemon, addr) = start(dir.path(), &config);
     let ready = until("readyz 503", || {
         let r = get(addr, "/readyz");
@@ -299,7 +285,7 @@ fn a_gateway_outage_shows_in_readyz_metrics_status_and_the_status_line() {
     let scripts: Vec<_> = (0..8)
         .map(|i| script(&format!("R-DOWN-{i}"), vec![Step::Success]))
         .collect();
-    import(dir.path(), &config, &scripts);
+    import_scripts(dir.path(), &config, &scripts);
     let notify = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&notify).unwrap();
     let mut c = cmd(dir.path());

@@ -19,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::common::proc::{
-    LiveSandbox, Proc, cmd, code, count, import_csv, run, seed_from_env, sql, stderr, stdout,
+    LiveSandbox, Proc, cmd, code, count, import_scripts, run, seed_from_env, sql, stderr, stdout,
     write_config,
 };
 use crate::common::tools::require_tool;
@@ -388,17 +388,7 @@ fn the_daemon_delivers_signed_events_that_an_independent_hmac_verifies() {
     let extra = schedule() + &webhook_section(d, &receiver.url(), "");
     let config = write_config(d, &sandbox.base_url(), &extra);
     let ledger = d.join("ledger.sqlite");
-    let csv = import_csv(d, &scripts);
-    let o = run(
-        d,
-        &[
-            "import",
-            "--config",
-            config.to_str().unwrap(),
-            csv.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    import_scripts(d, &config, &scripts);
     let mut daemon = spawn_daemon(d, &config);
     // The daemon's own finalizations and a contract write while it runs.
     contract_refund(&sql(&ledger), "S-SIG-1");
@@ -491,17 +481,7 @@ fn every_event_is_delivered_at_least_once_in_order_across_sigkills_and_failures(
     let extra = schedule() + &webhook_section(d, &receiver.url(), "concurrency = 8\n");
     let config = write_config(d, &sandbox.base_url(), &extra);
     let ledger = d.join("ledger.sqlite");
-    let csv = import_csv(d, &scripts);
-    let o = run(
-        d,
-        &[
-            "import",
-            "--config",
-            config.to_str().unwrap(),
-            csv.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    import_scripts(d, &config, &scripts);
     // 150 finalized by the daemon's queries; 120 refunds of 2 events each and 30 unknown
     // refunds through the SQL contract, written while the daemon is killed and restarted.
     let writer = {
