@@ -497,6 +497,43 @@ fn free_addr() -> Result<std::net::SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
+/// A daemon on `ledger` with its HTTP listener on a free loopback address, against an
+/// unscripted sandbox at 0 ms (every refund unknown to it), once it says it is ready.
+struct Listening {
+    daemon: Timed,
+    addr: std::net::SocketAddr,
+    sandbox: SandboxProc,
+}
+
+/// Starts [`Listening`] in `dir`; gives the daemon `ready_within` to be ready.
+fn start_listening(
+    env: &Env,
+    dir: &Path,
+    ledger: &Path,
+    ready_within: Duration,
+) -> Result<Listening> {
+    let scripts = dir.join("scripts.jsonl");
+    std::fs::write(&scripts, "")?;
+    let sandbox = SandboxProc::start(&env.bin, &scripts, "0ms", &dir.join("sandbox.log"))?;
+    let addr = free_addr()?;
+    let config = dir.join("config.toml");
+    let text =
+        config_text(env, ledger, &sandbox.url, 8) + &format!("\n[http]\nlisten = \"{addr}\"\n");
+    std::fs::write(&config, text)?;
+    let mut daemon = Timed::start(
+        &env.bin,
+        &["run", "-c", config.to_str().context("path")?],
+        dir,
+        "daemon",
+    )?;
+    daemon.wait_log("daemon ready", ready_within)?;
+    Ok(Listening {
+        daemon,
+        addr,
+        sandbox,
+    })
+}
+
 /// One `GET /metrics` as Prometheus makes it (a new connection), timed from connect to the
 /// last byte; returns the seconds and the page's size.
 fn scrape(addr: std::net::SocketAddr) -> Result<(f64, usize)> {
@@ -523,21 +560,11 @@ fn scrape_run(env: &Env, source: &Path) -> Result<Scrape> {
     std::fs::create_dir_all(&dir)?;
     let ledger = dir.join("ledger.sqlite");
     std::fs::copy(source, &ledger)?;
-    let scripts = dir.join("scripts.jsonl");
-    std::fs::write(&scripts, "")?;
-    let sandbox = SandboxProc::start(&env.bin, &scripts, "0ms", &dir.join("sandbox.log"))?;
-    let addr = free_addr()?;
-    let config = dir.join("config.toml");
-    let text =
-        config_text(env, &ledger, &sandbox.url, 8) + &format!("\n[http]\nlisten = \"{addr}\"\n");
-    std::fs::write(&config, text)?;
-    let mut daemon = Timed::start(
-        &env.bin,
-        &["run", "-c", config.to_str().context("path")?],
-        &dir,
-        "daemon",
-    )?;
-    daemon.wait_log("daemon ready", Duration::from_secs(120))?;
+    let Listening {
+        mut daemon,
+        addr,
+        sandbox,
+    } = start_listening(env, &dir, &ledger, Duration::from_secs(120))?;
     daemon.wait_log("sweep finished", Duration::from_secs(120))?;
     let (_, bytes) = scrape(addr)?;
     let mut uncached = Vec::new();

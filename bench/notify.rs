@@ -20,7 +20,7 @@ use checus_reconciler::sandbox::test_keys;
 use chrono::{TimeDelta, Utc};
 
 use super::procs::{SandboxProc, Timed};
-use super::{Env, Figure, config_text, free_addr, ledgergen, median};
+use super::{Env, Figure, Listening, ledgergen, median, start_listening};
 
 /// The acknowledgement, byte for byte.
 const ACK: &[u8] = br#"{"code":"SUCCESS","msg":"Success"}"#;
@@ -51,21 +51,11 @@ fn stage(env: &Env, name: &str, n: usize) -> Result<NotifyStage> {
         },
         &mut |_| {},
     )?;
-    let scripts = dir.join("scripts.jsonl");
-    std::fs::write(&scripts, "")?;
-    let sandbox = SandboxProc::start(&env.bin, &scripts, "0ms", &dir.join("sandbox.log"))?;
-    let addr = free_addr()?;
-    let config = dir.join("config.toml");
-    let text =
-        config_text(env, &ledger, &sandbox.url, 8) + &format!("\n[http]\nlisten = \"{addr}\"\n");
-    std::fs::write(&config, text)?;
-    let mut daemon = Timed::start(
-        &env.bin,
-        &["run", "-c", config.to_str().context("path")?],
-        &dir,
-        "daemon",
-    )?;
-    daemon.wait_log("daemon ready", Duration::from_secs(60))?;
+    let Listening {
+        daemon,
+        addr,
+        sandbox,
+    } = start_listening(env, &dir, &ledger, Duration::from_secs(60))?;
     Ok(NotifyStage {
         ledger,
         url: format!("http://{addr}/checus/refund-notify"),
