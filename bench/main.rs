@@ -2,11 +2,13 @@
 //! run, each as a ratio against a reference measured in the same run, prints the table and
 //! rewrites the results block of BENCHMARKS.md. Not a test: nothing here asserts.
 //!
-//! `bench run` runs everything; `bench gen` only generates a ledger (N rows, K due).
+//! `bench run` runs everything; `bench gen` only generates a ledger (N rows, K due); `bench
+//! record` measures the ledger's share of a reconciled refund alone (`record.rs`).
 
 mod ledgergen;
 mod notify;
 mod procs;
+mod record;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -67,6 +69,22 @@ enum Cmd {
         #[arg(long)]
         scripts: Option<PathBuf>,
     },
+    /// The ledger's CPU per reconciled refund alone: record a verified final answer for each
+    /// of REFUNDS pending rows through the worker's group-commit call, BATCH per transaction.
+    Record {
+        /// Pending refunds to record.
+        #[arg(long, default_value_t = 20_000)]
+        refunds: usize,
+        /// Attempts per transaction (the daemon's writer gathers about its concurrency).
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Final rows of history in the ledger beside them.
+        #[arg(long, default_value_t = 100_000)]
+        history: u64,
+        /// Keep the ledger and print its folder.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 /// Everything the harness needs to find.
@@ -96,6 +114,29 @@ fn main() -> Result<()> {
             if let Some(s) = scripts {
                 std::fs::write(s, ledgergen::success_scripts(due))?;
             }
+            Ok(())
+        }
+        Cmd::Record {
+            refunds,
+            batch,
+            history,
+            keep,
+        } => {
+            let dir = tempfile::Builder::new()
+                .prefix("checus-record-")
+                .tempdir()?;
+            let cost = record::run(dir.path(), history, refunds, batch)?;
+            if keep {
+                eprintln!("ledger kept in {}", dir.keep().display());
+            }
+            println!(
+                "{} refunds in {} commits of {batch}: {:.4} ms CPU per refund ({:.4} ms wall), {}",
+                cost.refunds,
+                cost.commits,
+                cost.cpu_per_refund * 1e3,
+                cost.wall_per_refund * 1e3,
+                machine(),
+            );
             Ok(())
         }
         Cmd::Run {
