@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use checus_reconciler::domain::{Timestamp, format_ts};
-use checus_reconciler::ledger::Ledger;
+use checus_reconciler::ledger::SqliteLedger;
 use chrono::TimeDelta;
 use rusqlite::{Connection, params};
 
@@ -39,7 +39,7 @@ pub fn pending_no(i: usize) -> String {
 /// Creates `path` (which must not exist) with the product's schema and fills it per `spec`.
 pub fn generate(path: &Path, spec: &Spec, progress: &mut dyn FnMut(u64)) -> Result<()> {
     anyhow::ensure!(!path.exists(), "{} already exists", path.display());
-    drop(Ledger::open(path).context("creating the ledger with schema.sql")?);
+    drop(SqliteLedger::open(path).context("creating the ledger with schema.sql")?);
     let mut conn = Connection::open(path)?;
     // Bulk load only: durability is irrelevant until the final checkpoint below.
     conn.execute_batch("PRAGMA synchronous = OFF; PRAGMA cache_size = -262144;")?;

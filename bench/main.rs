@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use checus_reconciler::domain::{Timestamp, parse_ts};
 use checus_reconciler::gateway::{GatewayKey, MerchantKey};
-use checus_reconciler::ledger::Ledger;
+use checus_reconciler::ledger::SqliteLedger;
 use checus_reconciler::sandbox::test_keys;
 use chrono::{TimeDelta, Utc};
 use clap::{Parser, Subcommand};
@@ -907,7 +907,7 @@ fn cached_ledger(env: &Env, finals: u64, due: usize) -> Result<PathBuf> {
 
 /// Median wall time of the worker's claim (`Ledger::due(now, 1000)`), warm.
 fn claim_time(ledger: &Path) -> Result<f64> {
-    let l = Ledger::open_existing(ledger)?;
+    let l = SqliteLedger::open_existing(ledger)?;
     let now = Utc::now();
     for _ in 0..3 {
         anyhow::ensure!(l.due(now, 1_000)?.rows.len() == 1_000, "expected 1000 due");

@@ -22,7 +22,7 @@ pub struct Cli {
 /// Where the ledger is: `--ledger PATH`, or `ledger.path` from `--config FILE`.
 #[derive(Debug, Args, Clone, Default)]
 pub struct LedgerArgs {
-    /// The config file (its ledger.path is used unless --ledger is given).
+    /// The config file (its ledger.path or ledger.url is used unless --ledger is given).
     #[arg(
         long,
         short = 'c',
@@ -30,7 +30,7 @@ pub struct LedgerArgs {
         value_name = "FILE"
     )]
     pub config: Option<PathBuf>,
-    /// The ledger file (overrides the config's ledger.path).
+    /// The SQLite ledger file (overrides the config's ledger.path or ledger.url).
     #[arg(long, value_name = "PATH")]
     pub ledger: Option<PathBuf>,
 }

@@ -27,6 +27,7 @@ use serde::Deserialize;
 
 use crate::domain::{Policy, Schedule};
 use crate::gateway::{GatewaySettings, SettingsError, ValidGatewaySettings};
+use crate::ledger::{LedgerTarget, PostgresTarget};
 
 /// Prefix of environment variables that override config keys:
 /// `CHECUS_RECONCILER__GATEWAY__APP_ID` overrides `gateway.app_id`.
@@ -133,8 +134,8 @@ impl ConfigError {
 /// The validated configuration of a daemon.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The ledger file.
-    pub ledger_path: PathBuf,
+    /// The ledger: `ledger.path` (an SQLite file) or `ledger.url` (PostgreSQL).
+    pub ledger: LedgerTarget,
     /// How to reach Checus, already checked by the gateway settings' rules.
     pub gateway: ValidGatewaySettings,
     /// Where the keys come from (loaded by [`KeySources::load`]; material is never kept here).
@@ -440,7 +441,84 @@ struct RawWebhook {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLedger {
-    path: PathBuf,
+    path: Option<PathBuf>,
+    url: Option<String>,
+    password: Option<String>,
+}
+
+impl RawLedger {
+    /// Exactly one of `ledger.path` (SQLite) and `ledger.url` (PostgreSQL). A URL must be a
+    /// `postgres://` or `postgresql://` one that `postgres::Config` parses, with no password
+    /// in it: a password comes from `ledger.password` (`file:`, `env:` or `credential:`, like
+    /// the keys), so it never sits in the config file, a log line or `check-config`'s output.
+    fn validate(self, env: &Environment) -> Result<LedgerTarget, ConfigError> {
+        match (self.path, self.url) {
+            (Some(_), Some(_)) => Err(ConfigError::invalid(
+                "ledger.path",
+                "ledger.path (SQLite) and ledger.url (PostgreSQL) are both set; keep one",
+            )),
+            (None, None) => Err(ConfigError::invalid(
+                "ledger.path",
+                "missing: set ledger.path (an SQLite file) or ledger.url (PostgreSQL)",
+            )),
+            (Some(path), None) => {
+                if path.as_os_str().is_empty() {
+                    return Err(ConfigError::invalid("ledger.path", "is empty"));
+                }
+                if self.password.is_some() {
+                    return Err(ConfigError::invalid(
+                        "ledger.password",
+                        "is for ledger.url (PostgreSQL); an SQLite ledger has no password",
+                    ));
+                }
+                Ok(LedgerTarget::Sqlite(path))
+            }
+            (None, Some(url)) => {
+                postgres_url(&url)?;
+                let password = self
+                    .password
+                    .map(|p| key_source("ledger.password", &p, env))
+                    .transpose()?;
+                Ok(LedgerTarget::Postgres(PostgresTarget { url, password }))
+            }
+        }
+    }
+}
+
+/// Checks `ledger.url`: the scheme, what `postgres::Config` makes of it, and no password.
+/// The error never repeats the URL (it could hold a password).
+fn postgres_url(url: &str) -> Result<(), ConfigError> {
+    const KEY: &str = "ledger.url";
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    if !matches!(scheme, Some("postgres" | "postgresql")) {
+        return Err(ConfigError::invalid(
+            KEY,
+            "expected postgres://user@host:port/database (or postgresql://)",
+        ));
+    }
+    let parsed: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+        ConfigError::invalid(KEY, format!("is not a PostgreSQL URL: {e}"))
+    })?;
+    if parsed.get_password().is_some() {
+        return Err(ConfigError::invalid(
+            KEY,
+            "holds a password; remove it and set ledger.password = \"credential:NAME\" (or \
+             file:/path, env:VARIABLE) instead, so it is never in the config file",
+        ));
+    }
+    if parsed.get_user().is_none() {
+        return Err(ConfigError::invalid(
+            KEY,
+            "names no user; write postgres://USER@host:port/database",
+        ));
+    }
+    if parsed.get_dbname().is_none() {
+        return Err(ConfigError::invalid(
+            KEY,
+            "names no database; write postgres://user@host:port/DATABASE",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -1185,6 +1263,7 @@ fn shown_path(path: &Path) -> String {
 const KEY_NAMES: &[&str] = &[
     "ledger",
     "path",
+    "password",
     "gateway",
     "base_url",
     "app_id",
@@ -1326,9 +1405,7 @@ pub fn validate_cron(key: &str, expr: &str) -> Result<(), ConfigError> {
 
 impl RawConfig {
     fn validate(self, env: &Environment) -> Result<Config, ConfigError> {
-        if self.ledger.path.as_os_str().is_empty() {
-            return Err(ConfigError::invalid("ledger.path", "is empty"));
-        }
+        let ledger = self.ledger.validate(env)?;
         let gateway = self.gateway.validate()?;
         let policy = self.schedule.validate()?;
         let worker = self.worker.validate()?;
@@ -1338,7 +1415,7 @@ impl RawConfig {
         }
         let webhook = self.webhook.map(|w| w.validate(env)).transpose()?;
         Ok(Config {
-            ledger_path: self.ledger.path,
+            ledger,
             gateway,
             keys: KeySources {
                 merchant_private_key: key_source(
@@ -1915,6 +1992,100 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
             example.http.listen,
             Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)))
         );
+    }
+
+    /// MINIMAL with its `[ledger]` table replaced by `ledger`.
+    fn with_ledger(ledger: &str) -> String {
+        MINIMAL.replace(
+            "[ledger]\npath = \"/var/lib/checus-reconciler/ledger.sqlite\"\n",
+            &format!("[ledger]\n{ledger}\n"),
+        )
+    }
+
+    #[test]
+    fn ledger_url_selects_postgresql_and_a_path_sqlite() {
+        let sqlite = parse(MINIMAL).unwrap();
+        assert_eq!(
+            sqlite.ledger,
+            LedgerTarget::sqlite("/var/lib/checus-reconciler/ledger.sqlite")
+        );
+        for url in [
+            "postgres://checus@db.internal:5432/ledger",
+            "postgresql://checus@127.0.0.1/ledger",
+        ] {
+            let c = parse(&with_ledger(&format!("url = \"{url}\""))).unwrap();
+            assert_eq!(
+                c.ledger,
+                LedgerTarget::Postgres(PostgresTarget {
+                    url: url.to_owned(),
+                    password: None,
+                }),
+                "{url}"
+            );
+            assert_eq!(c.ledger.to_string(), url);
+        }
+        let with_password = parse(&with_ledger(
+            "url = \"postgres://checus@db/ledger\"\npassword = \"credential:ledger-password\"",
+        ))
+        .unwrap();
+        let LedgerTarget::Postgres(pg) = with_password.ledger else {
+            panic!("not PostgreSQL");
+        };
+        assert!(
+            matches!(pg.password, Some(KeySource::Credential { ref name, .. }) if name == "ledger-password")
+        );
+    }
+
+    #[test]
+    fn the_ledger_url_comes_from_the_environment_too() {
+        let env = Environment::from_pairs([(
+            "CHECUS_RECONCILER__LEDGER__URL",
+            "postgres://checus@db:5432/ledger",
+        )]);
+        let c = Config::parse(&with_ledger(""), "test.toml", &env).unwrap();
+        assert_eq!(c.ledger.engine(), "PostgreSQL");
+        assert_eq!(c.ledger.to_string(), "postgres://checus@db:5432/ledger");
+    }
+
+    #[test]
+    fn bad_ledger_tables_are_refused_naming_the_key() {
+        let cases = [
+            (
+                "path = \"/l.sqlite\"\nurl = \"postgres://u@h/db\"",
+                "ledger.path",
+                "ledger.url",
+            ),
+            ("", "ledger.path", "ledger.url"),
+            ("url = \"mysql://u@h/db\"", "ledger.url", "postgres://"),
+            (
+                "url = \"postgres://u@h:notaport/db\"",
+                "ledger.url",
+                "not a PostgreSQL URL",
+            ),
+            (
+                "url = \"postgres://u:hunter2@h/db\"",
+                "ledger.url",
+                "ledger.password",
+            ),
+            ("url = \"postgres://h/db\"", "ledger.url", "no user"),
+            ("url = \"postgres://u@h\"", "ledger.url", "no database"),
+            (
+                "url = \"postgres://u@h/db\"\npassword = \"hunter2\"",
+                "ledger.password",
+                "credential:",
+            ),
+            (
+                "path = \"/l.sqlite\"\npassword = \"env:PW\"",
+                "ledger.password",
+                "no password",
+            ),
+            ("path = \"\"", "ledger.path", "is empty"),
+        ];
+        for (ledger, key, says) in cases {
+            let e = err(&with_ledger(ledger));
+            assert!(e.contains(key) && e.contains(says), "{ledger:?}: {e}");
+            assert!(!e.contains("hunter2"), "the password leaked: {e}");
+        }
     }
 
     #[test]

@@ -26,7 +26,9 @@ use crate::domain::{
     format_ts,
 };
 use crate::gateway::{GatewayKey, GatewaySettings, MerchantKey};
-use crate::ledger::{Ledger, LedgerError, ListFilter, NotificationRecord};
+use crate::ledger::{
+    self, Ledger, LedgerError, LedgerTarget, ListFilter, NotificationRecord, OpenMode,
+};
 use crate::sandbox::notify::NotifySender;
 use crate::sandbox::{self, RefundScript, Sandbox, SandboxOptions};
 
@@ -214,7 +216,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<DemoR
         return Err(DemoError::Timeout(opts.timeout));
     }
 
-    let ledger = Ledger::open_existing(&ledger_path)?;
+    let ledger = ledger::open(&LedgerTarget::sqlite(&ledger_path), OpenMode::Existing)?;
     send_conflicting_notification(&ledger, &scripts, clock.now())?;
     let mut report = check_against_truth(&ledger, &sb, clock.now())?;
     report.ledger = ledger_path;
@@ -235,7 +237,7 @@ fn seed_ledger(
     scripts: &Scripts,
     now: Timestamp,
 ) -> Result<(), DemoError> {
-    let mut ledger = Ledger::open(ledger_path)?;
+    let mut ledger = ledger::open(&LedgerTarget::sqlite(ledger_path), OpenMode::Create)?;
     let rows: Vec<NewRefund> = scripts
         .iter()
         .map(|(no, script)| NewRefund {
@@ -284,12 +286,12 @@ async fn run_until_settled(
     let daemon_stop = shutdown.child_token();
     let settled = CancellationToken::new();
     let on_sweep = {
-        let path = config.ledger_path.clone();
+        let target = config.ledger.clone();
         let stop = daemon_stop.clone();
         let settled = settled.clone();
         let clock = Arc::clone(clock);
         move |_: &crate::worker::SweepReport| {
-            let open = Ledger::open_existing(&path)
+            let open = ledger::open(&target, OpenMode::Existing)
                 .and_then(|l| l.status(clock.now()))
                 .map(|s| s.pending.saturating_sub(s.flagged));
             if let Ok(0) = open {
@@ -451,7 +453,7 @@ fn demo_config(ledger_path: &Path, sb: &Sandbox, listen: std::net::SocketAddr) -
     gateway.connect_timeout = Duration::from_secs(2);
     gateway.request_timeout = Duration::from_secs(2);
     Config {
-        ledger_path: ledger_path.to_owned(),
+        ledger: LedgerTarget::sqlite(ledger_path),
         gateway: gateway
             .validate()
             .expect("the sandbox's loopback URL and test ids are valid settings"),

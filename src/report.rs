@@ -1186,12 +1186,15 @@ pub fn webhooks_table(rows: &[crate::ledger::WebhookEventRow], extent: &Extent) 
 }
 
 /// What `show` and `explain` say about a refund a prune removed.
-pub fn pruned_message(p: &crate::ledger::PrunedRefund, ledger: &std::path::Path) -> String {
+pub fn pruned_message(
+    p: &crate::ledger::PrunedRefund,
+    ledger: &crate::ledger::LedgerTarget,
+) -> String {
     let mut out = format!(
         "refund {} is not in the ledger {}: it was pruned at {} by prune #{} (run by {}, final \
          refunds finalized before {})",
         p.out_refund_no,
-        ledger.display(),
+        ledger,
         format_ts(p.pruned_at),
         p.prune_id,
         escape(&p.actor),

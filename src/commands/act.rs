@@ -31,7 +31,7 @@ pub fn retry_now(args: RetryNowArgs, env: &Environment) -> Outcome {
     };
     let names: Vec<String> = done.iter().map(ToString::to_string).collect();
     // Who will query them: a daemon holds the lock or none does, and it may be halted.
-    let heartbeat = Heartbeat::read(l.path(), &l)?;
+    let heartbeat = Heartbeat::read(&l)?;
     if args.json {
         print_json(&serde_json::json!({
             "due_at": format_ts(now),

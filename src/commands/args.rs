@@ -2,13 +2,13 @@
 //! which refund. Checks clap cannot make (a name from the environment, a trimmed reason) are
 //! made here, once, against the limits schema.sql also enforces.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use checus_reconciler::cli::{ExitCode, LedgerArgs, OperatorArgs};
 use checus_reconciler::config::{Config, Environment};
 use checus_reconciler::domain::OutRefundNo;
 use checus_reconciler::domain::limits::{MAX_ACTOR_CHARS, MAX_REASON_CHARS};
-use checus_reconciler::ledger::Ledger;
+use checus_reconciler::ledger::{self, Ledger, LedgerTarget, OpenMode};
 
 use super::Failure;
 
@@ -17,13 +17,13 @@ pub fn load_config(path: &Path, env: &Environment) -> Result<Config, Failure> {
     Ok(Config::load(path, env)?)
 }
 
-/// The ledger path: `--ledger`, else the config's `ledger.path`.
-pub fn resolve_ledger(args: &LedgerArgs, env: &Environment) -> Result<PathBuf, Failure> {
+/// Which ledger: `--ledger PATH` (an SQLite file), else the config's `[ledger]`.
+pub fn resolve_ledger(args: &LedgerArgs, env: &Environment) -> Result<LedgerTarget, Failure> {
     if let Some(p) = &args.ledger {
-        return Ok(p.clone());
+        return Ok(LedgerTarget::sqlite(p));
     }
     match &args.config {
-        Some(c) => Ok(load_config(c, env)?.ledger_path),
+        Some(c) => Ok(load_config(c, env)?.ledger),
         None => Err(Failure::usage(
             "name the ledger with --ledger PATH or --config FILE",
         )),
@@ -32,16 +32,19 @@ pub fn resolve_ledger(args: &LedgerArgs, env: &Environment) -> Result<PathBuf, F
 
 /// Opens a ledger that must already exist, for writing (operator commands never create one).
 pub fn open_existing(args: &LedgerArgs, env: &Environment) -> Result<Ledger, Failure> {
-    let path = resolve_ledger(args, env)?;
-    warn_if_root_on_service_ledger(&path);
-    Ok(Ledger::open_existing(&path)?)
+    let target = resolve_ledger(args, env)?;
+    warn_if_root_on_service_ledger(&target);
+    Ok(ledger::open(&target, OpenMode::Existing)?)
 }
 
 /// Warns when root is about to write a ledger another user owns (the service user): SQLite
 /// may create `-wal` and `-shm` next to it owned by root, and the daemon, which runs as that
 /// user, then cannot open its own ledger. Called by every command that writes.
-pub fn warn_if_root_on_service_ledger(path: &Path) {
+pub fn warn_if_root_on_service_ledger(target: &LedgerTarget) {
     use std::os::unix::fs::MetadataExt;
+    let Some(path) = target.path() else {
+        return;
+    };
     let Ok(owner) = std::fs::metadata(path).map(|m| m.uid()) else {
         return;
     };
@@ -66,17 +69,17 @@ fn effective_uid() -> Option<u32> {
 }
 
 /// Opens a ledger that must already exist for a read command: also on a read-only file system,
-/// and nothing can be written through it (`Ledger::open_for_reading`).
+/// and nothing can be written through it (`OpenMode::Reading`).
 pub fn open_for_reading(args: &LedgerArgs, env: &Environment) -> Result<Ledger, Failure> {
-    let path = resolve_ledger(args, env)?;
-    Ok(Ledger::open_for_reading(&path)?)
+    let target = resolve_ledger(args, env)?;
+    Ok(ledger::open(&target, OpenMode::Reading)?)
 }
 
 /// Opens the ledger, creating it when it does not exist yet.
 pub fn open_or_create(args: &LedgerArgs, env: &Environment) -> Result<Ledger, Failure> {
-    let path = resolve_ledger(args, env)?;
-    warn_if_root_on_service_ledger(&path);
-    Ok(Ledger::open(&path)?)
+    let target = resolve_ledger(args, env)?;
+    warn_if_root_on_service_ledger(&target);
+    Ok(ledger::open(&target, OpenMode::Create)?)
 }
 
 /// Who is acting, for the audit log: --by (or $CHECUS_RECONCILER_OPERATOR), else the login.
@@ -122,6 +125,6 @@ pub fn refund_no(text: &str) -> Result<OutRefundNo, Failure> {
 pub fn not_in_ledger(no: &OutRefundNo, l: &Ledger) -> Failure {
     Failure::new(
         ExitCode::NotFound,
-        anyhow::anyhow!("refund {no} is not in the ledger {}", l.path().display()),
+        anyhow::anyhow!("refund {no} is not in the ledger {}", l.target()),
     )
 }

@@ -63,6 +63,8 @@ impl ExitCoded for LedgerError {
             return ExitCode::Ledger;
         }
         match self {
+            // The configuration chose an engine that cannot do this (README "Exit codes").
+            Self::NotOnThisEngine { .. } | Self::EngineNotBuilt { .. } => ExitCode::Config,
             Self::DuplicateRefund { .. }
             | Self::AlreadyFinal { .. }
             | Self::NotFlagged { .. }

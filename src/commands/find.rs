@@ -12,7 +12,9 @@ use checus_reconciler::cli::{
 };
 use checus_reconciler::config::Environment;
 use checus_reconciler::domain::{Clock, OutRefundNo, Policy, RefundStatus, SystemClock};
-use checus_reconciler::ledger::{AuditFilter, Ledger, ListFilter, Readout};
+use checus_reconciler::ledger::{
+    self, AuditFilter, Ledger, LedgerTarget, ListFilter, OpenMode, Readout,
+};
 use checus_reconciler::report::{self, Extent, Page};
 
 use super::args::{load_config, not_in_ledger, open_for_reading, refund_no};
@@ -40,11 +42,11 @@ fn ledger_and_policy(args: &LedgerArgs, env: &Environment) -> Result<(Ledger, Po
         return Ok((open_for_reading(args, env)?, Policy::default()));
     };
     let config = load_config(config, env)?;
-    let ledger = LedgerArgs {
-        config: None,
-        ledger: Some(args.ledger.clone().unwrap_or(config.ledger_path)),
+    let target = match &args.ledger {
+        Some(path) => LedgerTarget::sqlite(path),
+        None => config.ledger,
     };
-    Ok((open_for_reading(&ledger, env)?, config.policy))
+    Ok((ledger::open(&target, OpenMode::Reading)?, config.policy))
 }
 
 /// `stuck`: pending refunds created before the cutoff, oldest first.
@@ -181,6 +183,6 @@ fn missing(no: &OutRefundNo, l: &Ledger, json: bool) -> Result<Failure, Failure>
     }
     Ok(Failure::new(
         ExitCode::NotFound,
-        anyhow::anyhow!(report::pruned_message(&p, l.path())),
+        anyhow::anyhow!(report::pruned_message(&p, l.target())),
     ))
 }

@@ -4,7 +4,7 @@
 //! as who will query the refunds and when; `resume` decides from it whether there is a halt
 //! to end.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use checus_reconciler::daemon::{self, Presence};
 use checus_reconciler::domain::format_ts;
@@ -22,8 +22,15 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Looks at the lock of the ledger at `path` and at the newest finished sweep in `l`.
-    pub fn read(path: &Path, l: &Ledger) -> Result<Self, LedgerError> {
+    /// Looks at the lock of the ledger `l` was opened from and at its newest finished sweep.
+    /// The lock is a file beside an SQLite ledger; another engine answers
+    /// [`LedgerError::NotOnThisEngine`].
+    pub fn read(l: &Ledger) -> Result<Self, LedgerError> {
+        let path = l.target().path().ok_or(LedgerError::NotOnThisEngine {
+            what: "telling whether a daemon runs from its lock file",
+            engine: l.target().engine(),
+            instead: "see `status`",
+        })?;
         Ok(Self {
             lock: daemon::lock_path(path),
             presence: daemon::presence(path),

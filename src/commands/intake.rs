@@ -6,7 +6,7 @@ use checus_reconciler::cli::{AddArgs, ExitCode, ImportArgs, ImportFormat};
 use checus_reconciler::config::Environment;
 use checus_reconciler::domain::{Clock, RefundStatus, SystemClock};
 use checus_reconciler::import::{self, RawRefund};
-use checus_reconciler::ledger::{Ledger, LedgerError};
+use checus_reconciler::ledger::{self, LedgerError, OpenMode};
 use checus_reconciler::report;
 
 use super::args::{open_or_create, resolve_ledger};
@@ -60,9 +60,9 @@ pub fn import(args: ImportArgs, env: &Environment) -> Outcome {
         eprintln!("validated {n} rows");
     })?;
     let (lines, refunds): (Vec<u64>, Vec<_>) = rows.into_iter().unzip();
-    let path = resolve_ledger(&args.ledger, env)?;
-    super::args::warn_if_root_on_service_ledger(&path);
-    let mut l = Ledger::open(&path)?;
+    let target = resolve_ledger(&args.ledger, env)?;
+    super::args::warn_if_root_on_service_ledger(&target);
+    let mut l = ledger::open(&target, OpenMode::Create)?;
     let total = refunds.len();
     let written = l
         .import(&refunds, &mut |n| eprintln!("imported {n} of {total} rows"))
@@ -85,7 +85,7 @@ pub fn import(args: ImportArgs, env: &Environment) -> Outcome {
         print_json(&serde_json::json!({
             "imported": written,
             "file": file,
-            "ledger": path,
+            "ledger": target.to_string(),
         }))?;
     } else {
         print(format!(
@@ -96,7 +96,7 @@ pub fn import(args: ImportArgs, env: &Environment) -> Outcome {
                 "refunds"
             ),
             file.display(),
-            path.display()
+            target
         ))?;
     }
     Ok(ExitCode::Ok)

@@ -9,7 +9,7 @@ use checus_reconciler::cli::{ExitCode, QueryArgs};
 use checus_reconciler::config::{Environment, KeySource, KeySources};
 use checus_reconciler::daemon::build_worker;
 use checus_reconciler::domain::SystemClock;
-use checus_reconciler::ledger::Ledger;
+use checus_reconciler::ledger::{self, OpenMode};
 use checus_reconciler::worker::LedgerHandle;
 use checus_reconciler::{logging, report};
 
@@ -39,8 +39,9 @@ pub async fn query(args: QueryArgs, env: Environment) -> Outcome {
         ),
         None => e.into(),
     })?;
-    warn_if_root_on_service_ledger(&cfg.ledger_path);
-    let ledger = Ledger::open_existing(&cfg.ledger_path)?;
+    let target = cfg.ledger.clone();
+    warn_if_root_on_service_ledger(&target);
+    let ledger = ledger::open(&target, OpenMode::Existing)?;
     // A client the config cannot build is a config error (exit 3), as for `run`.
     let worker = build_worker(
         &cfg,

@@ -28,7 +28,7 @@ pub fn resume(args: ResumeArgs, env: &Environment) -> Outcome {
     let by = actor(&args.operator, env)?;
     let why = reason(&args.reason)?;
     let l = open_existing(&args.ledger, env)?;
-    let heartbeat = Heartbeat::read(l.path(), &l)?;
+    let heartbeat = Heartbeat::read(&l)?;
     let nothing = |why: String| {
         Failure::new(
             ExitCode::Input,

@@ -8,8 +8,8 @@ use checus_reconciler::cli::{CheckConfigArgs, ExitCode, InitArgs, MigrateArgs, V
 use checus_reconciler::config::Environment;
 use checus_reconciler::domain::{Clock, SystemClock};
 use checus_reconciler::gateway::GatewayClient;
-use checus_reconciler::ledger::migrate::{self, MigrationReport};
-use checus_reconciler::ledger::{Ledger, SCHEMA_VERSION, SchemaCheck};
+use checus_reconciler::ledger::migrate::MigrationReport;
+use checus_reconciler::ledger::{self, SCHEMA_VERSION, SchemaCheck};
 
 use super::args::{load_config, open_or_create, resolve_ledger};
 use super::output::{emit, print, print_json};
@@ -20,13 +20,13 @@ pub fn init(args: InitArgs, env: &Environment) -> Outcome {
     let ledger = open_or_create(&args.ledger, env)?;
     if args.json {
         print_json(&serde_json::json!({
-            "ledger": ledger.path(),
+            "ledger": ledger.target().to_string(),
             "schema_version": SCHEMA_VERSION,
         }))?;
     } else {
         print(format!(
             "ledger ready: {} (schema version {SCHEMA_VERSION})\n",
-            ledger.path().display(),
+            ledger.target(),
         ))?;
     }
     Ok(ExitCode::Ok)
@@ -37,13 +37,13 @@ pub fn init(args: InitArgs, env: &Environment) -> Outcome {
 /// `ledger::migrate`; this only prints. Exit 4 when the ledger is refused or the migration
 /// failed (the ledger is then unchanged).
 pub fn migrate(args: MigrateArgs, env: &Environment) -> Outcome {
-    let path = resolve_ledger(&args.ledger, env)?;
+    let target = resolve_ledger(&args.ledger, env)?;
     let now = SystemClock.now();
     let report = if args.dry_run {
-        migrate::plan(&path, now)?
+        ledger::migrate_plan(&target, now)?
     } else {
-        super::args::warn_if_root_on_service_ledger(&path);
-        migrate::apply(&path, now)?
+        super::args::warn_if_root_on_service_ledger(&target);
+        ledger::migrate_apply(&target, now)?
     };
     emit(args.json, &report, migration_text)
 }
@@ -85,8 +85,8 @@ fn migration_text(r: &MigrationReport) -> String {
 /// the list) when any is missing or altered, the same code every other command refuses such a
 /// ledger with.
 pub fn verify_ledger(args: VerifyLedgerArgs, env: &Environment) -> Outcome {
-    let path = resolve_ledger(&args.ledger, env)?;
-    let check = Ledger::verify(&path)?;
+    let target = resolve_ledger(&args.ledger, env)?;
+    let check = ledger::verify(&target)?;
     emit(args.json, &check, verify_text)?;
     Ok(if check.is_intact() {
         ExitCode::Ok
@@ -132,7 +132,7 @@ pub fn check_config(args: CheckConfigArgs, env: &Environment) -> Outcome {
     if args.json {
         print_json(&serde_json::json!({
             "config": config,
-            "ledger": cfg.ledger_path,
+            "ledger": cfg.ledger.to_string(),
             "gateway": cfg.gateway.base_url,
             "warnings": keys.warnings,
         }))?;
@@ -145,7 +145,7 @@ pub fn check_config(args: CheckConfigArgs, env: &Environment) -> Outcome {
     text.push_str(&format!(
         "config ok: {} (ledger {}, gateway {})\n",
         config.display(),
-        cfg.ledger_path.display(),
+        cfg.ledger,
         cfg.gateway.base_url
     ));
     print(text)?;

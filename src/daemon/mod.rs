@@ -31,7 +31,7 @@ use crate::domain::{Clock, Timestamp, format_ts};
 use crate::gateway::{GatewayClient, GatewayError};
 use crate::http::notify::Inbox;
 use crate::http::{AppState, HttpError, Listener, Server};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{self, Ledger, LedgerError, LedgerTarget, OpenMode};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::webhook::{Delivery, Target};
@@ -281,7 +281,7 @@ impl Daemon {
         let (poke_tx, poke_rx) = mpsc::channel::<()>(1);
         let scheduler = start_scheduler(&config.worker.sweep_cron, poke_tx).await?;
         info!(
-            ledger = %config.ledger_path.display(),
+            ledger = %config.ledger,
             lock = %opened.lock.path().display(),
             gateway = %config.gateway.base_url,
             sweep_cron = %config.worker.sweep_cron,
@@ -293,7 +293,7 @@ impl Daemon {
         let notifier = hooks.notify;
         notifier.ready(&format!(
             "ready: ledger {}, waiting for the first sweep",
-            config.ledger_path.display()
+            config.ledger
         ));
         if let Some(ready) = hooks.on_ready {
             ready();
@@ -432,6 +432,18 @@ impl Parts {
     }
 }
 
+/// The single-daemon lock: `<ledger>.lock` beside an SQLite file. (A PostgreSQL ledger is
+/// refused by `ledger::open` before this, in this build.)
+fn lock(target: &LedgerTarget) -> Result<DaemonLock, DaemonError> {
+    match target {
+        LedgerTarget::Sqlite(path) => DaemonLock::acquire(path),
+        LedgerTarget::Postgres(_) => Err(DaemonError::Ledger(LedgerError::EngineNotBuilt {
+            key: "ledger.url",
+            engine: target.engine(),
+        })),
+    }
+}
+
 /// Opens the ledger, takes the lock, closes sweep rows a previous run left open and builds
 /// the worker, all on the blocking pool (SQLite, the lock file and the TLS set-up block).
 async fn open(
@@ -444,9 +456,9 @@ async fn open(
     let (config, keys, clock) = (config.clone(), keys.clone(), Arc::clone(clock));
     let metrics = Arc::clone(metrics);
     let opening = tokio::task::spawn_blocking(move || {
-        let path = &config.ledger_path;
-        let ledger = Ledger::open(path)?;
-        let lock = DaemonLock::acquire(path)?;
+        let target = &config.ledger;
+        let ledger = ledger::open(target, OpenMode::Create)?;
+        let lock = lock(target)?;
         // What is already final or recorded when the daemon starts is not logged again (a
         // restart does not repeat lines); what lands from here on is logged once each.
         let watermark = ledger.finalized_watermark()?;
@@ -456,9 +468,9 @@ async fn open(
         if closed > 0 {
             warn!(count = closed, "closed sweep rows a previous run left open");
         }
-        let reader = Ledger::open_existing(path)?;
-        let api = Ledger::open_existing(path)?;
-        let inbox = Ledger::open_existing(path)?;
+        let reader = ledger::open(target, OpenMode::Existing)?;
+        let api = ledger::open(target, OpenMode::Existing)?;
+        let inbox = ledger::open(target, OpenMode::Existing)?;
         let ledger = LedgerHandle::new(ledger);
         let mut worker = build_worker(&config, &keys, ledger.clone(), clock)?.with_metrics(metrics);
         if let Some(j) = jitter {
@@ -468,7 +480,7 @@ async fn open(
         worker.watch_resumes_after(resumes_after);
         worker.log_discrepancies_after(discrepancies);
         // Its own connection: a slow webhook write never holds the sweeps' ledger mutex.
-        let webhook_ledger = LedgerHandle::new(Ledger::open_existing(path)?);
+        let webhook_ledger = LedgerHandle::new(ledger::open(target, OpenMode::Existing)?);
         let webhook_target =
             crate::webhook::target_for(config.webhook.as_ref(), keys.webhook_secret.as_ref());
         Ok(Opened {

@@ -351,18 +351,18 @@ impl SweepLoop {
             Arc::clone(&self.clock),
             self.jitter.clone(),
         );
-        let in_use = self.config.ledger_path.clone();
+        let in_use = self.config.ledger.clone();
         let metrics = self.live.metrics();
         let loaded = tokio::task::spawn_blocking(move || {
             let (mut config, keys) = reloader()?;
-            if config.ledger_path != in_use {
+            if config.ledger != in_use {
                 warn!(
-                    configured = %config.ledger_path.display(),
-                    in_use = %in_use.display(),
+                    configured = %config.ledger,
+                    in_use = %in_use,
                     "ledger.path changes need a restart; keeping the open ledger"
                 );
             }
-            config.ledger_path = in_use;
+            config.ledger = in_use;
             let mut worker = build_worker(&config, &keys, ledger, clock)?.with_metrics(metrics);
             if let Some(j) = jitter {
                 worker = worker.with_jitter(j);

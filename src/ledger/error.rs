@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use rusqlite::ErrorCode;
 
-use super::verify::SchemaDifference;
+use super::sqlite::SchemaDifference;
 use crate::domain::{InvalidValue, OutRefundNo};
 
 /// Messages the schema's triggers raise. Kept here so the mapping to typed errors and the
@@ -201,7 +201,7 @@ pub enum LedgerError {
     /// The ledger cannot be written here: its file system is mounted read-only, or this user
     /// may not write the file or create `<ledger>-wal` and `<ledger>-shm` beside it. Refused
     /// for every command that writes (the daemon first of all); the read commands open it
-    /// read-only instead ([`Ledger::open_for_reading`](super::Ledger::open_for_reading)).
+    /// read-only instead ([`Ledger::open_for_reading`](super::SqliteLedger::open_for_reading)).
     #[error(
         "ledger {} is read-only here (a read-only file system, or this user may not write the \
          file or create its -wal and -shm files beside it); `run` and the other commands that \
@@ -242,6 +242,30 @@ pub enum LedgerError {
         path: PathBuf,
         /// The write that was refused, e.g. "insert refund".
         op: &'static str,
+    },
+    /// The ledger's engine cannot do this at all (a file backup of a PostgreSQL ledger): the
+    /// message says what to use instead. The binary exits 3 (the configuration's `ledger.url`
+    /// chose that engine). Nothing was done.
+    #[error("{what} is not available on a {engine} ledger: {instead}")]
+    NotOnThisEngine {
+        /// What was asked, e.g. "backup".
+        what: &'static str,
+        /// The engine, e.g. "PostgreSQL".
+        engine: &'static str,
+        /// What to use instead, e.g. "use pg_dump".
+        instead: &'static str,
+    },
+    /// The configuration selects an engine this build does not have yet (`ledger.url`: the
+    /// PostgreSQL engine of issue 14 is not in this build). The binary exits 3.
+    #[error(
+        "{key} selects a {engine} ledger, and the {engine} engine is not in this build yet; \
+         use ledger.path (SQLite) instead"
+    )]
+    EngineNotBuilt {
+        /// The config key that selected it.
+        key: &'static str,
+        /// The engine, e.g. "PostgreSQL".
+        engine: &'static str,
     },
     /// The connection could not be set up (pragmas, schema creation).
     #[error("cannot set up ledger {}: {step}", path.display())]

@@ -1,30 +1,21 @@
-//! The SQLite ledger: every SQL statement of the project lives in this module (the DDL in
-//! `schema.sql`). One [`Ledger`] is one connection; rusqlite blocks, so callers run it on a
-//! blocking thread.
+//! The ledger: one interface ([`LedgerStore`], its parts in `store.rs`), the engines behind it
+//! (`sqlite/`, the embedded default), and the engine-neutral values every engine reads and
+//! writes. Every SQL statement of the project lives under this module (the DDL in
+//! `schema.sql`).
 //!
-//! The file is shared with the merchant's application, which writes to it concurrently. So:
-//! - every public method is one short, self-contained transaction, and write transactions
-//!   start with `BEGIN IMMEDIATE` (plus a 5 s busy timeout) so lock contention waits instead
-//!   of failing with "database is locked";
-//! - the rules that protect money (final is final, no deletes, append-only logs, how a
-//!   notification is applied) are CHECKs and triggers in the schema, so they bind every
-//!   writer, including the `sqlite3` shell; see [`contract`] for the merchant's SQL.
+//! Callers hold a [`Ledger`], opened from the config's target with [`open`]; they never name
+//! an engine. Every method is synchronous and one short transaction, so callers run it on a
+//! blocking thread. The rules that protect money (final is final, no deletes, append-only
+//! logs, how a notification is applied) are the schema's CHECKs and triggers, so they bind
+//! every writer, including the merchant's app (see [`contract`] for its SQL).
 //!
 //! Files:
-//! - `open.rs`: open, version check, connection setup, the read-only open of the read commands
-//!   (immutable on a read-only file system); `verify.rs`: the check that the file
-//!   still has schema.sql's tables, indexes and triggers (every open, `verify-ledger`);
-//!   `migrate.rs` and `migrations/`: upgrading an older ledger (backup, one transaction per
-//!   upgrade);
-//! - `write.rs`: inserts, attempts, sweeps; `inbox.rs`: the daemon's notifications, grouped; `read.rs`: due work, `status`, `list`, `show`;
-//! - `rows.rs`: how every table's rows are read (read the stored values, then parse them);
-//! - `types.rs`: records, typed rows, the enums stored as TEXT;
-//! - the operator commands: `views.rs` (`stuck`, `failed`, `export`, `discrepancies`),
-//!   `timeline.rs` (`explain`'s typed events), `operator.rs` (`retry-now`, `resolve`,
-//!   `resolve-discrepancy`), `audit.rs` (`audit`: the operator actions), `prune.rs`,
-//!   `pruned.rs` (what a prune left to say about a refund it removed), `backup.rs`,
-//!   `health.rs` (`status`'s findings), `resume.rs` (`resume`'s request and the daemon's
-//!   watch for it), `webhooks.rs` (the webhook outbox: delivery, `webhooks`);
+//! - `store.rs`: the interface, one trait per kind of caller (the worker's queue, intake,
+//!   reads, operator actions, the webhook outbox, maintenance);
+//! - `sqlite/`: the SQLite engine ([`SqliteLedger`]), its opening, verification and
+//!   migrations;
+//! - `types.rs`: records, typed rows, the enums stored as TEXT; `health.rs` (`status`'s
+//!   findings), `timeline.rs` (`explain`'s events), `webhooks.rs` (the outbox's values);
 //! - `error.rs`; `contract.rs`/`contract.sql` (the merchant app's SQL).
 //!
 //! The ledger stores and reads; it does not render. Timelines and health come back as typed
@@ -32,128 +23,210 @@
 //! (`attempts.decision`, an interrupted sweep's `halted_reason`).
 
 #![warn(missing_docs)]
-mod audit;
-mod backup;
 pub mod contract;
 mod error;
-mod gauges;
 mod health;
-mod inbox;
-pub mod migrate;
-mod open;
-mod operator;
-mod prune;
-mod pruned;
-mod read;
-mod resume;
-mod rows;
+pub mod sqlite;
+mod store;
 mod timeline;
 mod types;
-mod verify;
-mod views;
 mod webhooks;
-mod write;
 
-#[cfg(test)]
-mod tests;
-
+use std::fmt;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
-
-pub use audit::AuditFilter;
-pub use backup::BackupReport;
 pub use error::LedgerError;
-pub use gauges::LedgerGauges;
 pub use health::{Finding, Health};
-pub use prune::{PruneCounts, PruneReport};
-pub use pruned::PrunedRefund;
-pub use resume::{ResumeAction, ResumeRequest};
+pub use sqlite::{
+    Difference, ObjectKind, SCHEMA_SQL, SchemaCheck, SchemaDifference, SqliteLedger, migrate,
+};
+pub use store::{Intake, LedgerStore, Maintenance, OperatorActions, Outbox, Reads, WorkQueue};
 pub use timeline::{EventKind, Happened, Timeline, TimelineEvent};
 pub use types::{
-    Applied, AttemptRow, DiscrepancyRow, DiscrepancySource, ListFilter, LoggedDiscrepancy,
-    MAX_ERROR_CHARS, NotificationEffect, NotificationRecord, NotificationRow, OperatorAction,
-    OperatorActionRow, Readout, RecordedKind, RefundDetail, RefundRow, SkipList, StatusSummary,
-    SweepCounts, SweepEnd, SweepRow, UnreadableRow, Watermark,
+    Applied, AttemptRow, AuditFilter, BackupReport, DiscrepancyRow, DiscrepancySource,
+    IMPORT_PROGRESS_EVERY, LedgerGauges, ListFilter, LoggedDiscrepancy, MAX_ERROR_CHARS,
+    NotificationEffect, NotificationRecord, NotificationRow, OpenDiscrepancy, OperatorAction,
+    OperatorActionRow, PruneCounts, PruneReport, PrunedRefund, Readout, RecordedKind, RefundDetail,
+    RefundRow, Registered, ResumeAction, ResumeRequest, SkipList, StatusSummary, SweepCounts,
+    SweepEnd, SweepRow, UnreadableRow, Watermark,
 };
-pub use verify::{Difference, ObjectKind, SchemaCheck, SchemaDifference};
-pub use views::OpenDiscrepancy;
 pub use webhooks::{
     DeliveryOutcome, DeliveryResult, DueWebhook, WebhookEventRow, WebhookFilter, WebhookState,
 };
-pub use write::{IMPORT_PROGRESS_EVERY, Registered};
 
-use error::During;
-
-/// The only DDL of the project, applied to new ledgers.
-pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
-
-/// The schema version this build reads and writes (`PRAGMA user_version`).
-/// Older ledgers are migrated to it (see [`migrate`]).
+/// The schema version this build reads and writes, the same number on every engine (SQLite
+/// keeps it in `PRAGMA user_version`). Older ledgers are migrated to it.
 pub const SCHEMA_VERSION: i32 = 8;
 
-/// How long a statement waits for another writer's lock before failing with SQLITE_BUSY.
-pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5000);
-
-/// An open ledger: one SQLite connection set up for WAL, `synchronous=FULL`, foreign keys and
-/// a busy timeout (or, for the read commands, a read-only one: [`Ledger::open_for_reading`]).
-#[derive(Debug)]
-pub struct Ledger {
-    conn: Connection,
-    path: PathBuf,
-    /// Whether this ledger may be written through; checked before every write transaction.
-    access: Access,
+/// Which ledger to open: the config's `ledger.path` (or a command's `--ledger`), or its
+/// `ledger.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerTarget {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(PostgresTarget),
 }
 
-/// What an open ledger may be used for.
+/// A PostgreSQL ledger as the config names it: `ledger.url` (checked by `postgres::Config`,
+/// with no password in it) and where the password comes from, if the server asks for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresTarget {
+    /// `ledger.url`, as written (it holds no password: the config refuses one).
+    pub url: String,
+    /// `ledger.password`: a `file:`, `env:` or `credential:` source, read when connecting.
+    pub password: Option<crate::config::KeySource>,
+}
+
+impl LedgerTarget {
+    /// The SQLite file at `path`.
+    pub fn sqlite(path: impl Into<PathBuf>) -> Self {
+        Self::Sqlite(path.into())
+    }
+
+    /// The engine's name, as messages say it.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "SQLite",
+            Self::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// The SQLite file, for what only a file has (its lock, its backups); `None` on an engine
+    /// that keeps no file here.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Self::Sqlite(p) => Some(p),
+            Self::Postgres(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for LedgerTarget {
+    /// How messages name the ledger: the file's path, or the URL (which holds no password).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(p) => write!(f, "{}", p.display()),
+            Self::Postgres(pg) => f.write_str(&pg.url),
+        }
+    }
+}
+
+/// What a ledger is opened for; each engine refuses what its mode refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    /// Reads and writes (`open`, `open_existing`): refused up front when the file or its
-    /// directory cannot be written ([`LedgerError::ReadOnly`]).
-    ReadWrite,
-    /// Reads only (`open_for_reading`): a write is refused with
-    /// [`LedgerError::OpenedForReading`] before SQLite is asked (whose own refusal, for an
-    /// immutable connection, would only say "attempt to write a readonly database").
-    ReadOnly,
+pub enum OpenMode {
+    /// Create the ledger if it is new, migrate an older one (`init`, `run`, `add`, `import`).
+    Create,
+    /// An existing, current ledger, for writing (the operator commands that write).
+    Existing,
+    /// An existing, current ledger for the read commands: nothing can be written through it
+    /// (on SQLite also a file this user may not write, or one on a read-only file system).
+    Reading,
+}
+
+/// An open ledger of any engine: what callers hold. It dereferences to the interface
+/// ([`LedgerStore`]), so `ledger.status(now)` calls the engine.
+pub struct Ledger {
+    store: Box<dyn LedgerStore>,
+    target: LedgerTarget,
+}
+
+/// Opens the ledger `target` names, for `mode`: the one way callers open a ledger.
+pub fn open(target: &LedgerTarget, mode: OpenMode) -> Result<Ledger, LedgerError> {
+    match target {
+        LedgerTarget::Sqlite(path) => {
+            let ledger = match mode {
+                OpenMode::Create => SqliteLedger::open(path)?,
+                OpenMode::Existing => SqliteLedger::open_existing(path)?,
+                OpenMode::Reading => SqliteLedger::open_for_reading(path)?,
+            };
+            Ok(Ledger::from(ledger))
+        }
+        LedgerTarget::Postgres(_) => Err(LedgerError::EngineNotBuilt {
+            key: "ledger.url",
+            engine: target.engine(),
+        }),
+    }
+}
+
+/// What [`migrate_apply`] would do to the ledger `target` names, changing nothing
+/// (`migrate --dry-run`).
+pub fn migrate_plan(
+    target: &LedgerTarget,
+    now: crate::domain::Timestamp,
+) -> Result<migrate::MigrationReport, LedgerError> {
+    match target {
+        LedgerTarget::Sqlite(path) => migrate::plan(path, now),
+        LedgerTarget::Postgres(_) => Err(LedgerError::EngineNotBuilt {
+            key: "ledger.url",
+            engine: target.engine(),
+        }),
+    }
+}
+
+/// Upgrades the ledger `target` names to [`SCHEMA_VERSION`] (`migrate`): a backup first, one
+/// transaction per upgrade.
+pub fn migrate_apply(
+    target: &LedgerTarget,
+    now: crate::domain::Timestamp,
+) -> Result<migrate::MigrationReport, LedgerError> {
+    match target {
+        LedgerTarget::Sqlite(path) => migrate::apply(path, now),
+        LedgerTarget::Postgres(_) => Err(LedgerError::EngineNotBuilt {
+            key: "ledger.url",
+            engine: target.engine(),
+        }),
+    }
+}
+
+/// Compares the ledger's tables, indexes and triggers with this build's schema, read-only
+/// (`verify-ledger`).
+pub fn verify(target: &LedgerTarget) -> Result<SchemaCheck, LedgerError> {
+    match target {
+        LedgerTarget::Sqlite(path) => SqliteLedger::verify(path),
+        LedgerTarget::Postgres(_) => Err(LedgerError::EngineNotBuilt {
+            key: "ledger.url",
+            engine: target.engine(),
+        }),
+    }
 }
 
 impl Ledger {
-    /// The file this ledger was opened from.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The target this ledger was opened from (its file on SQLite).
+    pub fn target(&self) -> &LedgerTarget {
+        &self.target
     }
+}
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction: the write lock is taken up front (waiting
-    /// up to the busy timeout), so the transaction can never fail half-way on lock upgrade.
-    /// Rolled back if `f` fails or panics. Refused on a ledger opened for reading.
-    fn write<T>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError>,
-    ) -> Result<T, LedgerError> {
-        if self.access == Access::ReadOnly {
-            return Err(LedgerError::OpenedForReading {
-                path: self.path.clone(),
-                op,
-            });
+impl From<SqliteLedger> for Ledger {
+    fn from(ledger: SqliteLedger) -> Self {
+        let target = LedgerTarget::Sqlite(ledger.path().to_owned());
+        Self {
+            store: Box::new(ledger),
+            target,
         }
-        let tx =
-            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).during(op)?;
-        let out = f(&tx)?;
-        tx.commit().during(op)?;
-        Ok(out)
     }
+}
 
-    /// Runs `f` in one read transaction, so every statement sees the same snapshot.
-    fn read<T>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError>,
-    ) -> Result<T, LedgerError> {
-        let tx =
-            Transaction::new_unchecked(&self.conn, TransactionBehavior::Deferred).during(op)?;
-        let out = f(&tx)?;
-        tx.commit().during(op)?;
-        Ok(out)
+impl Deref for Ledger {
+    type Target = dyn LedgerStore;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.store
+    }
+}
+
+impl DerefMut for Ledger {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut *self.store
+    }
+}
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
     }
 }

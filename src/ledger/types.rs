@@ -5,6 +5,7 @@
 //! [`crate::domain::QueryReport`].)
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
@@ -39,7 +40,7 @@ pub struct NotificationRecord {
     pub notify_time: Timestamp,
 }
 
-/// What [`super::Ledger::record_attempt`] did to the refund.
+/// What [`super::WorkQueue::record_attempt`] did to the refund.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     /// The pending refund took this final status (source `query`).
@@ -85,7 +86,7 @@ pub struct SweepCounts {
     pub unreadable: u64,
 }
 
-/// How a sweep ended, as [`super::Ledger::finish_sweep`] records it.
+/// How a sweep ended, as [`super::WorkQueue::finish_sweep`] records it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SweepEnd {
     /// What it did.
@@ -98,7 +99,7 @@ pub struct SweepEnd {
     pub breaker_open_since: Option<Timestamp>,
 }
 
-/// Filter for [`super::Ledger::list`]. All conditions are combined with AND.
+/// Filter for [`super::Reads::list`]. All conditions are combined with AND.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListFilter {
     /// Only this status.
@@ -565,7 +566,7 @@ impl<T> Readout<T> {
 
 /// Rows the worker skips without the ledger's help: rows it could neither use nor flag (so
 /// the due query does not leave them out). Kept by the worker, passed to the reads that must
-/// not count them ([`super::Ledger::next_due_at`]).
+/// not count them ([`super::WorkQueue::next_due_at`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SkipList {
     /// Rows by id (unreadable rows: their refund number may not read).
@@ -823,3 +824,184 @@ pub(crate) fn clip_error(text: &str) -> &str {
         None => text,
     }
 }
+
+/// Which operator actions `audit` lists. All conditions are combined with AND.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only actions about this refund (a prune names no refund, so it is left out then).
+    pub refund: Option<OutRefundNo>,
+    /// Only actions at or after this instant.
+    pub since: Option<Timestamp>,
+    /// At most this many, the latest ones.
+    pub limit: usize,
+}
+
+/// What `backup` wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupReport {
+    /// Where the copy was written.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Refunds in the copy, counted after its integrity check.
+    pub refunds: u64,
+}
+
+/// The ledger's gauges at one instant, read in one read transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerGauges {
+    /// Refunds per status, from `refund_counts` (a status missing there counts 0).
+    pub refunds: Vec<(RefundStatus, u64)>,
+    /// Refunds flagged for review (pending or final), as `status` counts them.
+    pub flagged: u64,
+    /// Pending refunds due at the `now` given.
+    pub due: u64,
+    /// Creation time of the oldest pending refund (`None`: none pending, or its `created_at`
+    /// is not an instant, which `status` reports as an unreadable row).
+    pub oldest_pending_created_at: Option<Timestamp>,
+    /// Discrepancies nobody has resolved.
+    pub unresolved_discrepancies: u64,
+    /// Webhook events retried past `webhook.give_up_after` (normally none).
+    pub dead_webhooks: u64,
+}
+
+/// What `prune` removes (or, in a dry run, would remove).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PruneCounts {
+    /// Final refunds finalized before the cutoff with no unresolved discrepancy.
+    pub refunds: u64,
+    /// Attempts of those refunds.
+    pub attempts: u64,
+    /// Notifications about those refunds.
+    pub notifications: u64,
+    /// Resolved discrepancies about those refunds.
+    pub discrepancies: u64,
+    /// Sweeps finished before the cutoff.
+    pub sweeps: u64,
+    /// Old final refunds kept because a discrepancy about them is unresolved.
+    pub kept_unresolved: u64,
+}
+
+/// What a prune did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    /// The `prunes` row id (`None` for a dry run).
+    pub prune_id: Option<i64>,
+    /// The cutoff: final refunds finalized before it are removed.
+    #[serde(serialize_with = "ser::ts")]
+    pub finalized_before: Timestamp,
+    /// Rows removed (or that would be).
+    pub counts: PruneCounts,
+    /// The JSON-lines file the removed rows were written to first (`None`: `--no-archive`,
+    /// or a dry run).
+    pub archive: Option<PathBuf>,
+    /// The archive's SHA-256 in hex, also recorded in the `prunes` row.
+    pub archive_sha256: Option<String>,
+    /// True for `--dry-run`: nothing was written.
+    pub dry_run: bool,
+}
+
+/// A prune that removed a refund, or that the ledger's facts point at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrunedRefund {
+    /// The refund asked about.
+    #[serde(serialize_with = "ser::display")]
+    pub out_refund_no: OutRefundNo,
+    /// The `prunes` row id.
+    pub prune_id: i64,
+    /// When that prune ran.
+    #[serde(serialize_with = "ser::ts")]
+    pub pruned_at: Timestamp,
+    /// Its cutoff: it removed final refunds finalized before this.
+    #[serde(serialize_with = "ser::ts")]
+    pub finalized_before: Timestamp,
+    /// Who ran it.
+    pub actor: String,
+    /// The archive that holds the refund's rows, when one does.
+    pub archive: Option<PathBuf>,
+    /// The line of the refund's row in that archive (1-based).
+    pub archive_line: Option<u64>,
+}
+
+/// A recorded resume request: its audit row, and the newest sweep when it was recorded, so
+/// the command knows which sweep came after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeRequest {
+    /// The `operator_actions` row.
+    pub action_id: i64,
+    /// The newest `sweeps` id when the request committed (0: none yet). Every sweep with a
+    /// greater id started after the request was visible to the daemon.
+    pub after_sweep: i64,
+}
+
+/// A resume request as the daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeAction {
+    /// The `operator_actions` row.
+    pub id: i64,
+    /// Who asked.
+    pub actor: String,
+}
+
+/// One discrepancy as `discrepancies` lists it, with its resolution (when, by whom, why) once
+/// an operator resolved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpenDiscrepancy {
+    /// Its id, the number `resolve-discrepancy` takes.
+    pub id: i64,
+    /// The refund concerned (possibly one the ledger does not have).
+    #[serde(serialize_with = "ser::display")]
+    pub out_refund_no: OutRefundNo,
+    /// When it was detected.
+    #[serde(serialize_with = "ser::ts")]
+    pub detected_at: Timestamp,
+    /// Who disagreed with the ledger.
+    #[serde(serialize_with = "ser::display")]
+    pub source: DiscrepancySource,
+    /// What kind of disagreement.
+    #[serde(serialize_with = "ser::display")]
+    pub kind: RecordedKind,
+    /// The ledger's value, as text.
+    pub expected: Option<String>,
+    /// The source's value, as text.
+    pub observed: Option<String>,
+    /// When it was resolved (`None`: still open).
+    #[serde(serialize_with = "ser::opt_ts")]
+    pub resolved_at: Option<Timestamp>,
+    /// The operator who resolved it (`None`: still open).
+    pub resolved_by: Option<String>,
+    /// Why, in that operator's words (`resolve-discrepancy --reason`).
+    pub resolution: Option<String>,
+}
+
+impl From<DiscrepancyRow> for OpenDiscrepancy {
+    fn from(d: DiscrepancyRow) -> Self {
+        Self {
+            id: d.id,
+            out_refund_no: d.out_refund_no,
+            detected_at: d.detected_at,
+            source: d.source,
+            kind: d.kind,
+            expected: d.expected,
+            observed: d.observed,
+            resolved_at: d.resolved_at,
+            resolved_by: d.resolved_by,
+            resolution: d.resolution,
+        }
+    }
+}
+
+/// What [`super::Intake::register_refund`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Registered {
+    /// The refund was inserted: its row as stored.
+    Created(Box<super::RefundRow>),
+    /// The refund number was already in the ledger: its row as it is now (nothing written).
+    Existing(Box<super::RefundRow>),
+    /// The refund number was used by a refund that `prune` has since removed (nothing
+    /// written; the trigger that keeps pruned numbers from coming back refused it).
+    Pruned,
+}
+
+/// `import` reports progress after every this many rows.
+pub const IMPORT_PROGRESS_EVERY: usize = 10_000;

@@ -4,7 +4,7 @@
 //!
 //! The loop: every [`POLL_INTERVAL`] (or at once after a wave that sent something) it asks
 //! the ledger for the events due now, at most `webhook.concurrency`, each the earliest
-//! undelivered event of its refund ([`crate::ledger::Ledger::due_webhooks`]); sends them all
+//! undelivered event of its refund ([`crate::ledger::Outbox::due_webhooks`]); sends them all
 //! at once; then records every result in one transaction. Because a refund's next event is
 //! only taken once the one before it is recorded delivered, each refund's events arrive in
 //! order. A result is recorded only after the answer, so a crash in between sends the event

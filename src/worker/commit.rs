@@ -157,7 +157,7 @@ impl LedgerHandle {
         Coming(Arc::clone(&self.commits))
     }
 
-    /// Records one attempt like [`Ledger::record_attempt`], with group commit (see the module
+    /// Records one attempt like [`WorkQueue::record_attempt`](crate::ledger::WorkQueue::record_attempt), with group commit (see the module
     /// documentation). Returns only once this attempt is committed (or failed); the
     /// compare-and-set on `REFUND_PENDING` is the same statement as without batching.
     pub async fn record_attempt(
@@ -169,7 +169,7 @@ impl LedgerHandle {
     }
 
     /// [`LedgerHandle::record_attempt`] for an attempt of the sweep `sweep`, like
-    /// [`Ledger::record_attempt_in`].
+    /// [`WorkQueue::record_attempt_in`](crate::ledger::WorkQueue::record_attempt_in).
     pub async fn record_attempt_in(
         &self,
         sweep: Option<i64>,

@@ -16,7 +16,7 @@ use checus_reconciler::domain::{
     Clock, Currency, ManualClock, NewRefund, OutRefundNo, Policy, RefundStatus, Timestamp, parse_ts,
 };
 use checus_reconciler::gateway::{GatewayClient, GatewayKey, GatewaySettings, MerchantKey};
-use checus_reconciler::ledger::{Ledger, RefundDetail};
+use checus_reconciler::ledger::{Ledger, RefundDetail, SqliteLedger};
 use checus_reconciler::sandbox::{self, RefundScript, Sandbox, SandboxOptions, Step};
 use checus_reconciler::worker::{LedgerHandle, SweepReport, Worker};
 use rust_decimal::Decimal;
@@ -101,7 +101,7 @@ impl Harness {
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let ledger_path = dir.path().join("ledger.sqlite");
-        let ledger = Ledger::open(&ledger_path).unwrap();
+        let ledger = SqliteLedger::open(&ledger_path).unwrap();
         let mut settings = settings_for(&sb);
         tweak(&mut settings);
         let client = GatewayClient::new(
@@ -113,7 +113,7 @@ impl Harness {
         .unwrap();
         let policy = Policy::default();
         let worker = Worker::new(
-            LedgerHandle::new(ledger),
+            LedgerHandle::new(ledger.into()),
             client,
             policy.clone(),
             worker_settings(),
@@ -178,7 +178,9 @@ impl Harness {
 
     /// A second connection, as another process would have.
     pub fn ledger(&self) -> Ledger {
-        Ledger::open_existing(&self.ledger_path).unwrap()
+        SqliteLedger::open_existing(&self.ledger_path)
+            .unwrap()
+            .into()
     }
 
     pub fn detail(&self, no: &str) -> RefundDetail {

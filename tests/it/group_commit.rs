@@ -15,7 +15,7 @@ use checus_reconciler::domain::{
     Change, Clock, Currency, Decision, FinalStatus, NewRefund, OutcomeClass, QueryReport,
     RefundStatus, SystemClock, Timestamp,
 };
-use checus_reconciler::ledger::{Applied, Ledger, LedgerError, NotificationRecord};
+use checus_reconciler::ledger::{Applied, Ledger, LedgerError, NotificationRecord, SqliteLedger};
 use checus_reconciler::sandbox::{self, RefundScript, SandboxOptions, Step, test_keys};
 use checus_reconciler::worker::LedgerHandle;
 use rust_decimal::Decimal;
@@ -57,7 +57,7 @@ fn reschedule() -> Decision {
 /// A ledger with R1, R2 pending and R3 already failed by a notification.
 fn seeded() -> (tempfile::TempDir, Ledger) {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+    let ledger = SqliteLedger::open(&dir.path().join("ledger.sqlite")).unwrap();
     let created = ts("2026-01-01T00:00:00.000Z");
     for n in ["R1", "R2", "R3"] {
         ledger.insert_refund(&refund(n, created)).unwrap();
@@ -73,7 +73,7 @@ fn seeded() -> (tempfile::TempDir, Ledger) {
             notify_time: ts("2026-01-01T00:05:00.000Z"),
         })
         .unwrap();
-    (dir, ledger)
+    (dir, ledger.into())
 }
 
 /// Attempts of sweep 7, and one outside any sweep (`query`'s).
@@ -149,14 +149,14 @@ fn a_group_commit_records_exactly_what_one_transaction_per_attempt_would() {
 async fn concurrent_attempts_through_the_handle_are_each_committed_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");
-    let ledger = Ledger::open(&path).unwrap();
+    let ledger = SqliteLedger::open(&path).unwrap();
     let names: Vec<String> = (0..64).map(|i| format!("C{i:03}")).collect();
     for n in &names {
         ledger
             .insert_refund(&refund(n, ts("2026-01-01T00:00:00.000Z")))
             .unwrap();
     }
-    let handle = LedgerHandle::new(ledger);
+    let handle = LedgerHandle::new(ledger.into());
     let record_all = |status: FinalStatus| {
         let mut set = tokio::task::JoinSet::new();
         for n in &names {
@@ -178,7 +178,7 @@ async fn concurrent_attempts_through_the_handle_are_each_committed_once() {
     while let Some(r) = second.join_next().await {
         assert!(matches!(r.unwrap().unwrap(), Applied::Conflict { .. }));
     }
-    let check = Ledger::open_existing(&path).unwrap();
+    let check = SqliteLedger::open_existing(&path).unwrap();
     for n in &names {
         let d = check.show(&no(n)).unwrap().unwrap();
         assert_eq!(d.refund.status, RefundStatus::Success, "{n}");
@@ -192,13 +192,13 @@ async fn concurrent_attempts_through_the_handle_are_each_committed_once() {
 fn patient_handle(names: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, LedgerHandle) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");
-    let ledger = Ledger::open(&path).unwrap();
+    let ledger = SqliteLedger::open(&path).unwrap();
     for n in names {
         ledger
             .insert_refund(&refund(n, ts("2026-01-01T00:00:00.000Z")))
             .unwrap();
     }
-    let handle = LedgerHandle::new(ledger).with_gather_window(Duration::from_secs(3600));
+    let handle = LedgerHandle::new(ledger.into()).with_gather_window(Duration::from_secs(3600));
     (dir, path, handle)
 }
 
@@ -226,7 +226,7 @@ async fn announced_answers_are_committed_together_in_one_transaction() {
         "one transaction for the batch"
     );
     drop(guards);
-    let check = Ledger::open_existing(&path).unwrap();
+    let check = SqliteLedger::open_existing(&path).unwrap();
     for n in ["G1", "G2", "G3"] {
         assert_eq!(
             check.show(&no(n)).unwrap().unwrap().refund.status,
@@ -284,7 +284,7 @@ async fn the_daemon_queries_refunds_due_at_start_without_waiting_for_cron() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");
-    Ledger::open(&path)
+    SqliteLedger::open(&path)
         .unwrap()
         .insert_refund(&refund("DUE-AT-START", SystemClock.now()))
         .unwrap();
@@ -330,7 +330,7 @@ async fn the_daemon_queries_refunds_due_at_start_without_waiting_for_cron() {
     assert_eq!(first.finalized, 1);
     token.cancel();
     daemon.await.unwrap().unwrap();
-    let d = Ledger::open_existing(&path)
+    let d = SqliteLedger::open_existing(&path)
         .unwrap()
         .show(&no("DUE-AT-START"))
         .unwrap()

@@ -16,9 +16,9 @@ use checus_reconciler::domain::{
     NewRefund, OutcomeClass, RefundStatus, ReviewReason, format_ts,
 };
 use checus_reconciler::ledger::{
-    Applied, EventKind, Finding, Happened, Ledger, LedgerError, ListFilter, NotificationEffect,
-    NotificationRecord, OperatorAction, RecordedKind, SCHEMA_VERSION, SweepCounts, SweepEnd,
-    contract,
+    Applied, EventKind, Finding, Happened, LedgerError, ListFilter, NotificationEffect,
+    NotificationRecord, OperatorAction, RecordedKind, SCHEMA_VERSION, SqliteLedger, SweepCounts,
+    SweepEnd, contract,
 };
 use rusqlite::Connection;
 use rust_decimal::Decimal;
@@ -65,14 +65,14 @@ fn reschedule(next: &str, attempts: u32, flag: Option<ReviewReason>) -> Decision
     }
 }
 
-fn new_ledger() -> (tempfile::TempDir, Ledger) {
+fn new_ledger() -> (tempfile::TempDir, SqliteLedger) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");
     // migrate::every_ledger_test_passes_on_a_migrated_v1_ledger reruns this suite from v1.
     if std::env::var_os(crate::migrate::FROM_V1_ENV).is_some() {
         crate::migrate::empty_v1_ledger(&path);
     }
-    let ledger = Ledger::open(&path).unwrap();
+    let ledger = SqliteLedger::open(&path).unwrap();
     (dir, ledger)
 }
 
@@ -99,7 +99,7 @@ fn err_text(e: &rusqlite::Error) -> String {
 fn open_creates_a_versioned_wal_ledger_and_reopens_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");
-    let ledger = Ledger::open(&path).unwrap();
+    let ledger = SqliteLedger::open(&path).unwrap();
     assert_eq!(ledger.path(), path);
     ledger.insert_refund(&refund("R1", "1.00")).unwrap();
     drop(ledger);
@@ -116,9 +116,9 @@ fn open_creates_a_versioned_wal_ledger_and_reopens_it() {
     drop(raw);
 
     // The current version is used as is, by both constructors.
-    let again = Ledger::open(&path).unwrap();
+    let again = SqliteLedger::open(&path).unwrap();
     assert!(again.state(&no("R1")).unwrap().is_some());
-    let existing = Ledger::open_existing(&path).unwrap();
+    let existing = SqliteLedger::open_existing(&path).unwrap();
     assert!(existing.state(&no("R1")).unwrap().is_some());
 }
 
@@ -127,7 +127,7 @@ fn open_applies_the_schema_to_an_empty_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("empty.sqlite");
     std::fs::write(&path, b"").unwrap();
-    let ledger = Ledger::open(&path).unwrap();
+    let ledger = SqliteLedger::open(&path).unwrap();
     ledger.insert_refund(&refund("R1", "1.00")).unwrap();
 }
 
@@ -141,7 +141,7 @@ fn open_refuses_a_newer_or_unknown_schema_version() {
             SCHEMA_VERSION + 1
         ))
         .unwrap();
-    let err = Ledger::open(&path).unwrap_err();
+    let err = SqliteLedger::open(&path).unwrap_err();
     match &err {
         LedgerError::SchemaTooNew {
             path: p,
@@ -160,7 +160,7 @@ fn open_refuses_a_newer_or_unknown_schema_version() {
             && text.contains(&SCHEMA_VERSION.to_string())
     );
     assert!(matches!(
-        Ledger::open_existing(&path),
+        SqliteLedger::open_existing(&path),
         Err(LedgerError::SchemaTooNew { found, .. }) if found == SCHEMA_VERSION + 1
     ));
 
@@ -169,7 +169,7 @@ fn open_refuses_a_newer_or_unknown_schema_version() {
         .execute_batch("PRAGMA user_version = -7;")
         .unwrap();
     assert!(matches!(
-        Ledger::open(&path),
+        SqliteLedger::open(&path),
         Err(LedgerError::UnknownSchema {
             found: -7,
             supported: SCHEMA_VERSION,
@@ -184,7 +184,7 @@ fn open_refuses_a_file_that_is_not_sqlite_and_leaves_it_untouched() {
     let path = dir.path().join("notes.txt");
     let content = "these are my notes, not a database\n".repeat(40);
     std::fs::write(&path, &content).unwrap();
-    let err = Ledger::open(&path).unwrap_err();
+    let err = SqliteLedger::open(&path).unwrap_err();
     assert!(
         matches!(&err, LedgerError::NotSqlite { path: p, .. } if p == &path),
         "{err:?}"
@@ -201,7 +201,7 @@ fn open_refuses_a_foreign_sqlite_database_and_leaves_its_journal_mode() {
     outsider(&path)
         .execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT);")
         .unwrap();
-    let err = Ledger::open(&path).unwrap_err();
+    let err = SqliteLedger::open(&path).unwrap_err();
     assert!(
         matches!(&err, LedgerError::NotALedger { found: 0, supported: SCHEMA_VERSION, path: p } if p == &path),
         "{err:?}"
@@ -217,7 +217,7 @@ fn open_refuses_a_foreign_sqlite_database_and_leaves_its_journal_mode() {
         .execute_batch("CREATE TABLE t (x); PRAGMA user_version = 1;")
         .unwrap();
     assert!(matches!(
-        Ledger::open(&path),
+        SqliteLedger::open(&path),
         Err(LedgerError::NotALedger { found: 1, .. })
     ));
 }
@@ -226,7 +226,7 @@ fn open_refuses_a_foreign_sqlite_database_and_leaves_its_journal_mode() {
 fn open_existing_refuses_a_missing_or_empty_file_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("absent.sqlite");
-    let err = Ledger::open_existing(&path).unwrap_err();
+    let err = SqliteLedger::open_existing(&path).unwrap_err();
     assert!(matches!(&err, LedgerError::Missing { path: p } if p == &path));
     assert!(err.to_string().contains("does not exist"));
     assert!(!path.exists());
@@ -234,7 +234,7 @@ fn open_existing_refuses_a_missing_or_empty_file_and_creates_nothing() {
     let empty = dir.path().join("empty.sqlite");
     std::fs::write(&empty, b"").unwrap();
     assert!(matches!(
-        Ledger::open_existing(&empty),
+        SqliteLedger::open_existing(&empty),
         Err(LedgerError::NotALedger { found: 0, .. })
     ));
 }
@@ -243,7 +243,7 @@ fn open_existing_refuses_a_missing_or_empty_file_and_creates_nothing() {
 fn open_in_a_missing_or_read_only_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no-such-dir").join("ledger.sqlite");
-    let err = Ledger::open(&path).unwrap_err();
+    let err = SqliteLedger::open(&path).unwrap_err();
     assert!(
         matches!(&err, LedgerError::Open { path: p, .. } if p == &path),
         "{err:?}"
@@ -255,7 +255,7 @@ fn open_in_a_missing_or_read_only_directory_is_a_clear_error() {
     let file = dir.path().join("plain-file");
     std::fs::write(&file, b"x").unwrap();
     assert!(matches!(
-        Ledger::open(&file.join("ledger.sqlite")),
+        SqliteLedger::open(&file.join("ledger.sqlite")),
         Err(LedgerError::Open { .. })
     ));
 
@@ -270,7 +270,7 @@ fn open_in_a_missing_or_read_only_directory_is_a_clear_error() {
         if privileged {
             eprintln!("running with privileges: read-only directory case not observable");
         } else {
-            let err = Ledger::open(&ro.join("ledger.sqlite")).unwrap_err();
+            let err = SqliteLedger::open(&ro.join("ledger.sqlite")).unwrap_err();
             assert!(matches!(err, LedgerError::Open { .. }), "{err:?}");
         }
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -1183,7 +1183,7 @@ fn two_writers_in_parallel_never_see_busy_and_lose_nothing() {
     const NEW: usize = 600;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");
-    let mut ledger = Ledger::open(&path).unwrap();
+    let mut ledger = SqliteLedger::open(&path).unwrap();
     let seeded: Vec<NewRefund> = (0..SEEDED)
         .map(|i| refund(&format!("S{i}"), "5.00"))
         .collect();
@@ -1197,7 +1197,7 @@ fn two_writers_in_parallel_never_see_busy_and_lose_nothing() {
         let path = path.clone();
         let barrier = barrier.clone();
         std::thread::spawn(move || -> Result<(), LedgerError> {
-            let ledger = Ledger::open(&path)?;
+            let ledger = SqliteLedger::open(&path)?;
             barrier.wait();
             for i in 0..NEW {
                 ledger.insert_refund(&refund(&format!("N{i}"), "1"))?;
@@ -1213,7 +1213,7 @@ fn two_writers_in_parallel_never_see_busy_and_lose_nothing() {
     let daemon = {
         let path = path.clone();
         std::thread::spawn(move || -> Result<(usize, usize), LedgerError> {
-            let mut ledger = Ledger::open(&path)?;
+            let mut ledger = SqliteLedger::open(&path)?;
             barrier.wait();
             let (mut calls, mut finalized) = (0, 0);
             for round in 0..3 {
@@ -1241,7 +1241,7 @@ fn two_writers_in_parallel_never_see_busy_and_lose_nothing() {
     app.join().unwrap().expect("the app thread saw no error");
     let (calls, finalized_by_query) = daemon.join().unwrap().expect("the daemon saw no error");
 
-    let ledger = Ledger::open_existing(&path).unwrap();
+    let ledger = SqliteLedger::open_existing(&path).unwrap();
     let s = ledger.status(ts("2026-01-01T00:00:00.000Z")).unwrap();
     assert_eq!(s.succeeded, SEEDED as u64, "every seeded refund is final");
     assert_eq!(s.pending, NEW as u64, "every new refund is there");

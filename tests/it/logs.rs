@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use checus_reconciler::domain::{Currency, FinalStatus, NewRefund, OutRefundNo, RefundStatus};
-use checus_reconciler::ledger::{Ledger, NotificationRecord};
+use checus_reconciler::ledger::{NotificationRecord, SqliteLedger};
 use checus_reconciler::sandbox::{RefundScript, Step};
 use serde_json::Value;
 
@@ -221,7 +221,7 @@ fn a_discrepancy_id_is_never_reused_after_a_prune_deletes_the_newest() {
         notify_time: long_ago,
     };
     {
-        let ledger = Ledger::open(&path).unwrap();
+        let ledger = SqliteLedger::open(&path).unwrap();
         for (no, created_at) in [("R-ID-OLD", long_ago), ("R-ID-NEW", chrono::Utc::now())] {
             ledger
                 .insert_refund(&NewRefund {
@@ -280,7 +280,7 @@ fn a_discrepancy_id_is_never_reused_after_a_prune_deletes_the_newest() {
     assert!(ids(&raw).is_empty(), "the prune took discrepancy 1");
 
     // The next discrepancy gets 2: the audit row of the resolve still means the pruned one.
-    Ledger::open_existing(&path)
+    SqliteLedger::open_existing(&path)
         .unwrap()
         .record_notification(&note("R-ID-NEW", "5.12"))
         .unwrap();

@@ -11,7 +11,9 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use checus_reconciler::domain::parse_ts;
-use checus_reconciler::ledger::{Ledger, LedgerError, SCHEMA_VERSION, SweepEnd, contract, migrate};
+use checus_reconciler::ledger::{
+    LedgerError, SCHEMA_VERSION, SqliteLedger, SweepEnd, contract, migrate,
+};
 use rand::{Rng, SeedableRng};
 use rusqlite::types::Value;
 
@@ -105,7 +107,7 @@ fn every_ledger_test_passes_on_a_migrated_v1_ledger() {
     let path = dir.path().join("v1.sqlite");
     empty_v1_ledger(&path);
     assert_eq!(user_version(&path), 1);
-    drop(Ledger::open(&path).unwrap());
+    drop(SqliteLedger::open(&path).unwrap());
     assert_eq!(schema(&path), fresh_schema(dir.path()));
     assert_eq!(backups(&path).len(), 1);
 }
@@ -146,7 +148,7 @@ fn schema(path: &Path) -> Vec<(String, String, String, Option<String>)> {
 /// A fresh ledger made by this build from schema.sql.
 fn fresh_schema(dir: &Path) -> Vec<(String, String, String, Option<String>)> {
     let path = dir.join("fresh.sqlite");
-    drop(Ledger::open(&path).unwrap());
+    drop(SqliteLedger::open(&path).unwrap());
     schema(&path)
 }
 
@@ -296,7 +298,7 @@ fn the_v1_demo_ledger_migrates_with_every_row_intact_and_a_checked_backup() {
     assert_eq!(backups(&path).len(), 1);
 
     // The library works on it: a sweep with the new column, the health check.
-    let ledger = Ledger::open_existing(&path).unwrap();
+    let ledger = SqliteLedger::open_existing(&path).unwrap();
     let now = parse_ts("2026-12-01T05:00:00.000Z").unwrap();
     let id = ledger.begin_sweep(now).unwrap();
     ledger.finish_sweep(id, now, &SweepEnd::default()).unwrap();
@@ -309,7 +311,7 @@ fn a_migrated_v1_ledger_has_exactly_the_schema_of_a_fresh_one() {
     let dir = tempfile::tempdir().unwrap();
     let path = v1_copy(dir.path());
     let v1 = schema(&path);
-    drop(Ledger::open(&path).unwrap());
+    drop(SqliteLedger::open(&path).unwrap());
     let migrated = schema(&path);
     let fresh = fresh_schema(dir.path());
     assert_ne!(v1, fresh, "v1 differs from the current schema");
@@ -330,7 +332,7 @@ fn a_migrated_v1_ledger_has_exactly_the_schema_of_a_fresh_one() {
 fn every_rule_of_the_schema_still_holds_after_migrating() {
     let dir = tempfile::tempdir().unwrap();
     let path = v1_copy(dir.path());
-    drop(Ledger::open(&path).unwrap());
+    drop(SqliteLedger::open(&path).unwrap());
     let conn = sql(&path);
     let refused = |statement: &str, message: &str| {
         let err = conn.execute_batch(statement).unwrap_err().to_string();
@@ -385,7 +387,7 @@ fn a_view_of_the_merchant_app_on_sweeps_survives_the_migration() {
     sql(&path)
         .execute_batch("CREATE VIEW app_sweeps AS SELECT id, claimed FROM sweeps;")
         .unwrap();
-    drop(Ledger::open(&path).unwrap());
+    drop(SqliteLedger::open(&path).unwrap());
     assert_eq!(user_version(&path), SCHEMA_VERSION);
     let view = rows(
         &path,
@@ -461,7 +463,7 @@ fn halt_code_is_backfilled_from_the_halted_reason_text() {
         .unwrap();
     }
     drop(conn);
-    drop(Ledger::open(&path).unwrap());
+    drop(SqliteLedger::open(&path).unwrap());
     let got = rows(
         &path,
         "SELECT halted_reason, halt_code FROM sweeps ORDER BY id DESC LIMIT 4",
@@ -849,7 +851,7 @@ fn after_migrating_a_new_discrepancy_id_is_above_every_id_an_audit_row_names() {
     )
     .unwrap();
     drop(conn);
-    drop(Ledger::open(&path).unwrap());
+    drop(SqliteLedger::open(&path).unwrap());
     let conn = sql(&path);
     conn.execute(
         "INSERT INTO notifications (out_refund_no, status, amount, currency, notify_time)

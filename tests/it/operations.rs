@@ -349,7 +349,7 @@ fn operator_commands_find_explain_and_act() {
 #[test]
 fn prune_archives_then_deletes_only_old_final_refunds_and_backup_is_consistent() {
     use checus_reconciler::domain::{Currency, FinalStatus, NewRefund, OutRefundNo, RefundStatus};
-    use checus_reconciler::ledger::{Ledger, NotificationRecord};
+    use checus_reconciler::ledger::{NotificationRecord, SqliteLedger};
     use std::str::FromStr;
 
     let d = tempfile::tempdir().unwrap();
@@ -359,7 +359,7 @@ fn prune_archives_then_deletes_only_old_final_refunds_and_backup_is_consistent()
     let l = ["--ledger", l_arg.as_str()];
     let long_ago = chrono::Utc::now() - chrono::TimeDelta::days(400);
     {
-        let ledger = Ledger::open(&path).unwrap();
+        let ledger = SqliteLedger::open(&path).unwrap();
         let refund = |no: &str, status, created_at| NewRefund {
             out_refund_no: OutRefundNo::parse(no).unwrap(),
             refund_trade_no: None,
@@ -592,11 +592,11 @@ fn prune_archives_then_deletes_only_old_final_refunds_and_backup_is_consistent()
 #[test]
 fn status_names_each_condition_that_needs_a_human() {
     use checus_reconciler::domain::Halt;
-    use checus_reconciler::ledger::{Ledger, SweepEnd};
+    use checus_reconciler::ledger::{SqliteLedger, SweepEnd};
     use checus_reconciler::report::finding_message;
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("ledger.sqlite");
-    let ledger = Ledger::open(&path).unwrap();
+    let ledger = SqliteLedger::open(&path).unwrap();
     let now = chrono::Utc::now();
     let stale = Duration::from_secs(300);
     let h = ledger.health(now, stale).unwrap();
@@ -975,7 +975,7 @@ async fn a_hung_work_loop_stops_the_watchdog_pings() {
     let mut worker = crate::common::worker_settings();
     worker.sweep_cron = "* * * * * *".into();
     let config = Config {
-        ledger_path: dir.path().join("ledger.sqlite"),
+        ledger: checus_reconciler::ledger::LedgerTarget::sqlite(dir.path().join("ledger.sqlite")),
         gateway: crate::common::settings_for(&sb).validate().unwrap(),
         keys: KeySources {
             merchant_private_key: KeySource::File(format!("{KEYS}/merchant_private.b64").into()),

@@ -9,7 +9,7 @@ use std::process::Output;
 use std::str::FromStr;
 
 use checus_reconciler::domain::{Currency, FinalStatus, OutRefundNo, format_ts};
-use checus_reconciler::ledger::{Ledger, NotificationRecord};
+use checus_reconciler::ledger::{NotificationRecord, SqliteLedger};
 use rust_decimal::Decimal;
 
 use crate::common::proc::{code, run, sandbox_command, stderr, stdout, write_config};
@@ -55,7 +55,7 @@ fn add(dir: &Path, l: &str, no: &str, amount: &str, extra: &[&str]) -> serde_jso
 
 /// A notification the merchant's app records, as its contract says (through the library).
 fn notify(ledger: &Path, no: &str, status: FinalStatus, amount: &str) {
-    Ledger::open_existing(ledger)
+    SqliteLedger::open_existing(ledger)
         .unwrap()
         .record_notification(&NotificationRecord {
             out_refund_no: OutRefundNo::parse(no).unwrap(),

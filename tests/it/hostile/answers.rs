@@ -12,7 +12,7 @@ use checus_reconciler::domain::{
     Change, Currency, Decision, FinalStatus, NewRefund, ObservedRefund, QueryOutcome, RefundStatus,
     parse_ts,
 };
-use checus_reconciler::ledger::{Ledger, LedgerError};
+use checus_reconciler::ledger::{LedgerError, SqliteLedger};
 use checus_reconciler::sandbox::{FAR_FINISH_TIME, RefundScript};
 use serde_json::Value;
 
@@ -383,7 +383,7 @@ fn an_unrecordable_pending_answer_is_flagged_once_and_an_unstorable_refund_numbe
 fn the_ledger_stores_exactly_what_recordable_keeps() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");
-    let mut ledger = Ledger::open(&path).unwrap();
+    let mut ledger = SqliteLedger::open(&path).unwrap();
     let at = "2026-11-25T10:00:00.000Z";
     let mut n = 0;
     let mut write = |trade_no: &str, finish: &str| -> (ObservedRefund, Result<(), LedgerError>) {

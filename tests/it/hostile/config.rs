@@ -410,3 +410,46 @@ fn key_files_that_are_not_small_regular_files_are_refused_at_once() {
         TRIED.load(std::sync::atomic::Ordering::SeqCst)
     );
 }
+
+/// `ledger.url` (PostgreSQL, issue 14) is a valid setting, but this build has no PostgreSQL
+/// engine yet: `check-config` accepts it, and every command that opens the ledger (`run`,
+/// `status`, `backup`) exits 3 with one line naming `ledger.url`, saying the engine is not in
+/// this build, and showing no password. No SQLite file is created instead.
+#[test]
+fn a_postgresql_ledger_url_is_refused_at_start_until_the_engine_is_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(dir.path(), |text| {
+        let path_line = text
+            .lines()
+            .find(|l| l.starts_with("path = "))
+            .unwrap()
+            .to_owned();
+        text.replace(
+            &path_line,
+            "url = \"postgres://checus@127.0.0.1:5432/refunds\"\npassword = \"env:PGPW\"",
+        )
+    });
+    let cfg = config.to_str().unwrap();
+    let ok = run(dir.path(), &["check-config", "--config", cfg]);
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("postgres://checus@127.0.0.1:5432/refunds"));
+    for args in [
+        vec!["run", "--config", cfg],
+        vec!["status", "--config", cfg],
+        vec!["backup", "--config", cfg, "copy.sqlite"],
+    ] {
+        let mut c = cmd(dir.path());
+        c.args(&args).env("PGPW", "hunter2");
+        let o = c.output().unwrap();
+        let msg = stderr(&o);
+        assert_eq!(code(&o), 3, "{args:?}: {msg}");
+        assert!(
+            msg.contains("ledger.url")
+                && msg.contains("PostgreSQL")
+                && msg.contains("not in this build"),
+            "{args:?}: {msg}"
+        );
+        assert!(!msg.contains("hunter2"), "{args:?}: {msg}");
+    }
+    assert!(!dir.path().join("ledger.sqlite").exists());
+}

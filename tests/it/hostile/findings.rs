@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use checus_reconciler::domain::{Timestamp, format_ts};
-use checus_reconciler::ledger::{Ledger, SweepCounts, SweepEnd};
+use checus_reconciler::ledger::{SqliteLedger, SweepCounts, SweepEnd};
 use checus_reconciler::sandbox::{Fault, RefundScript, Step};
 use chrono::{TimeDelta, Utc};
 
@@ -28,7 +28,7 @@ fn new_ledger(dir: &Path) -> PathBuf {
 
 /// A sweep from `at` to `at` that ended as `end` says, recorded as the daemon records one.
 fn sweep(path: &Path, at: Timestamp, end: SweepEnd) {
-    let ledger = Ledger::open_existing(path).unwrap();
+    let ledger = SqliteLedger::open_existing(path).unwrap();
     let id = ledger.begin_sweep(at).unwrap();
     ledger.finish_sweep(id, at, &end).unwrap();
 }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use checus_reconciler::ledger::{Ledger, LedgerError, SCHEMA_VERSION, contract};
+use checus_reconciler::ledger::{LedgerError, SCHEMA_VERSION, SqliteLedger, contract};
 use rusqlite::named_params;
 
 use crate::common::proc::{code, run, sql, stderr, stdout, write_config};
@@ -206,7 +206,7 @@ fn an_older_ledger_holding_an_impossible_time_is_not_migrated_and_the_row_is_nam
         .collect();
     assert!(names.is_empty(), "{names:?}");
     assert!(matches!(
-        Ledger::open(&path),
+        SqliteLedger::open(&path),
         Err(LedgerError::UnrealInstant {
             table: "refunds",
             column: "next_query_at",

@@ -12,36 +12,14 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use rusqlite::params;
-use serde::Serialize;
 
-use super::Ledger;
+use super::SqliteLedger;
 use super::error::{During, LedgerError};
-use super::types::{Cell, ser};
+use super::types::Cell;
 use crate::domain::{OutRefundNo, Timestamp};
+use crate::ledger::PrunedRefund;
 
-/// A prune that removed a refund, or that the ledger's facts point at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PrunedRefund {
-    /// The refund asked about.
-    #[serde(serialize_with = "ser::display")]
-    pub out_refund_no: OutRefundNo,
-    /// The `prunes` row id.
-    pub prune_id: i64,
-    /// When that prune ran.
-    #[serde(serialize_with = "ser::ts")]
-    pub pruned_at: Timestamp,
-    /// Its cutoff: it removed final refunds finalized before this.
-    #[serde(serialize_with = "ser::ts")]
-    pub finalized_before: Timestamp,
-    /// Who ran it.
-    pub actor: String,
-    /// The archive that holds the refund's rows, when one does.
-    pub archive: Option<PathBuf>,
-    /// The line of the refund's row in that archive (1-based).
-    pub archive_line: Option<u64>,
-}
-
-/// One done prune, as [`Ledger::pruned`] reads it.
+/// One done prune, as [`SqliteLedger::pruned`] reads it.
 struct PruneRow {
     id: i64,
     started_at: Timestamp,
@@ -50,7 +28,7 @@ struct PruneRow {
     archive: Option<PathBuf>,
 }
 
-impl Ledger {
+impl SqliteLedger {
     /// Which prune removed `no`, when the ledger does not have it: the newest prune whose
     /// archive holds its refund row or, when no archive that can be read does, the first
     /// prune after the last operator action about it (the audit log keeps naming a refund

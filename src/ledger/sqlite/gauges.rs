@@ -6,28 +6,11 @@
 
 use rusqlite::Transaction;
 
-use super::Ledger;
+use super::SqliteLedger;
 use super::error::{During, LedgerError};
 use super::types::{to_u64, ts_text};
 use crate::domain::{RefundStatus, Timestamp, parse_ts};
-
-/// The ledger's gauges at one instant, read in one read transaction.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LedgerGauges {
-    /// Refunds per status, from `refund_counts` (a status missing there counts 0).
-    pub refunds: Vec<(RefundStatus, u64)>,
-    /// Refunds flagged for review (pending or final), as `status` counts them.
-    pub flagged: u64,
-    /// Pending refunds due at the `now` given.
-    pub due: u64,
-    /// Creation time of the oldest pending refund (`None`: none pending, or its `created_at`
-    /// is not an instant, which `status` reports as an unreadable row).
-    pub oldest_pending_created_at: Option<Timestamp>,
-    /// Discrepancies nobody has resolved.
-    pub unresolved_discrepancies: u64,
-    /// Webhook events retried past `webhook.give_up_after` (normally none).
-    pub dead_webhooks: u64,
-}
+use crate::ledger::LedgerGauges;
 
 /// The refund counts by status: the three rows of `refund_counts`.
 pub(super) const REFUND_COUNTS: &str = "SELECT status, n FROM refund_counts";
@@ -52,7 +35,7 @@ pub(super) const OLDEST_PENDING: &str = "\
 /// Unresolved discrepancies: a walk of `discrepancies_unresolved`.
 pub(super) const UNRESOLVED: &str = "SELECT count(*) FROM discrepancies WHERE resolved_at IS NULL";
 
-impl Ledger {
+impl SqliteLedger {
     /// The gauges `/metrics` exposes, at `now`, in one read transaction.
     pub fn gauges(&self, now: Timestamp) -> Result<LedgerGauges, LedgerError> {
         self.read("read gauges", |tx| read_gauges(tx, now))

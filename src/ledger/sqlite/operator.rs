@@ -7,14 +7,14 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::Ledger;
+use super::SqliteLedger;
 use super::error::{During, LedgerError, is_trigger, trigger_msg};
 use super::read::REFUND_COLUMNS;
 use super::rows::{RawRefund, RawRow, select_each};
 use super::types::{RefundRow, ts_text};
 use crate::domain::{FinalStatus, OutRefundNo, RefundStatus, Timestamp};
 
-impl Ledger {
+impl SqliteLedger {
     /// Makes a pending refund due now and restarts its backoff (counted attempts, the
     /// unknown-at-gateway clock and the review flag are reset; the attempt log keeps all).
     /// Audited as `retry_now` with the values it replaced. A final refund is refused.
@@ -31,7 +31,7 @@ impl Ledger {
         })
     }
 
-    /// [`Ledger::retry_now`] for every pending flagged refund, in one transaction. Returns
+    /// [`SqliteLedger::retry_now`] for every pending flagged refund, in one transaction. Returns
     /// the refunds it reset, oldest first.
     pub fn retry_all_flagged(
         &self,

@@ -10,33 +10,14 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::Ledger;
+use super::SqliteLedger;
 use super::error::{During, LedgerError};
 use super::rows::{RawRow, RawSweep, select};
 use super::types::{SweepRow, ts_text};
 use crate::domain::Timestamp;
+use crate::ledger::{ResumeAction, ResumeRequest};
 
-/// A recorded resume request: its audit row, and the newest sweep when it was recorded, so
-/// the command knows which sweep came after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResumeRequest {
-    /// The `operator_actions` row.
-    pub action_id: i64,
-    /// The newest `sweeps` id when the request committed (0: none yet). Every sweep with a
-    /// greater id started after the request was visible to the daemon.
-    pub after_sweep: i64,
-}
-
-/// A resume request as the daemon sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResumeAction {
-    /// The `operator_actions` row.
-    pub id: i64,
-    /// Who asked.
-    pub actor: String,
-}
-
-impl Ledger {
+impl SqliteLedger {
     /// Records an operator's request to resume querying (`operator_actions` action `resume`,
     /// with who and why) and returns it with the newest sweep id, read in the same write
     /// transaction, so no sweep can start between the two.

@@ -1,26 +1,14 @@
 //! `backup`: an online, consistent copy of the ledger with SQLite's `VACUUM INTO`, opened and
 //! checked before it is reported.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::Serialize;
-
-use super::Ledger;
+use super::SqliteLedger;
 use super::error::{During, LedgerError};
 use super::types::to_u64;
+use crate::ledger::BackupReport;
 
-/// What `backup` wrote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BackupReport {
-    /// Where the copy was written.
-    pub path: PathBuf,
-    /// Its size in bytes.
-    pub bytes: u64,
-    /// Refunds in the copy, counted after its integrity check.
-    pub refunds: u64,
-}
-
-impl Ledger {
+impl SqliteLedger {
     /// An online, consistent copy of the ledger at `dest` with SQLite's `VACUUM INTO` (one
     /// read transaction: the daemon and the merchant's app keep writing meanwhile). `dest`
     /// must not exist. The copy is then opened and checked (`quick_check`, schema version).

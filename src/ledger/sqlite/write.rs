@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{OptionalExtension, Statement, params};
 
-use super::Ledger;
+use super::SqliteLedger;
 use super::error::{During, LedgerError, is_trigger, is_unique_violation, trigger_msg};
 use super::types::{
     Applied, Cell, NotificationRecord, SweepEnd, clip_error, decision_text, ts_text,
@@ -15,32 +15,18 @@ use crate::domain::{
     Change, Decision, FinalSource, FinalStatus, Halt, InvalidValue, NewRefund, OutcomeClass,
     QueryReport, RefundStatus, ReviewReason, Timestamp, validate_amount,
 };
-
-/// What [`Ledger::register_refund`] found.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Registered {
-    /// The refund was inserted: its row as stored.
-    Created(Box<super::RefundRow>),
-    /// The refund number was already in the ledger: its row as it is now (nothing written).
-    Existing(Box<super::RefundRow>),
-    /// The refund number was used by a refund that `prune` has since removed (nothing
-    /// written; the trigger that keeps pruned numbers from coming back refused it).
-    Pruned,
-}
-
-/// `import` reports progress after every this many rows.
-pub const IMPORT_PROGRESS_EVERY: usize = 10_000;
+use crate::ledger::{IMPORT_PROGRESS_EVERY, Registered};
 
 const INSERT_REFUND: &str = "\
     INSERT INTO refunds (out_refund_no, refund_trade_no, out_trade_no, amount, currency, status,
                          created_at, final_source, finalized_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
-impl Ledger {
+impl SqliteLedger {
     /// Inserts one new refund. A final status (only `REFUND_FAILED` is possible: `/refund`
     /// never answers success synchronously) is recorded with `final_source =
     /// 'refund_response'` and `finalized_at = created_at`. `next_query_at` stays NULL until
-    /// [`Ledger::schedule_new`].
+    /// [`SqliteLedger::schedule_new`].
     pub fn insert_refund(&self, r: &NewRefund) -> Result<(), LedgerError> {
         self.write("insert refund", |tx| {
             let mut stmt = tx.prepare_cached(INSERT_REFUND).during("insert refund")?;
@@ -48,7 +34,7 @@ impl Ledger {
         })
     }
 
-    /// Registers one new refund for the HTTP API: [`Ledger::insert_refund`]'s insert and the row
+    /// Registers one new refund for the HTTP API: [`SqliteLedger::insert_refund`]'s insert and the row
     /// as stored, or, when
     /// the refund number is already taken, the row that holds it, read in the same
     /// transaction (so the caller can tell a repeated request from a conflicting one).
@@ -125,7 +111,7 @@ impl Ledger {
     ///
     /// The attempt row carries no sweep id: this is the attempt of a query made outside any
     /// sweep (`checus-reconciler query`); a sweep's attempts go through
-    /// [`Ledger::record_attempt_in`].
+    /// [`SqliteLedger::record_attempt_in`].
     pub fn record_attempt(
         &mut self,
         attempt: &QueryReport,
@@ -134,8 +120,8 @@ impl Ledger {
         self.record_attempt_in(None, attempt, decision)
     }
 
-    /// [`Ledger::record_attempt`] for an attempt made by the sweep `sweep` (the id
-    /// [`Ledger::begin_sweep`] returned), stored in `attempts.sweep_id`.
+    /// [`SqliteLedger::record_attempt`] for an attempt made by the sweep `sweep` (the id
+    /// [`SqliteLedger::begin_sweep`] returned), stored in `attempts.sweep_id`.
     pub fn record_attempt_in(
         &mut self,
         sweep: Option<i64>,
@@ -148,7 +134,7 @@ impl Ledger {
     }
 
     /// Group commit: records every `(sweep, attempt, decision)` of `batch` exactly as
-    /// [`Ledger::record_attempt_in`] would, but in ONE transaction, so concurrent query
+    /// [`SqliteLedger::record_attempt_in`] would, but in ONE transaction, so concurrent query
     /// completions share one commit (one WAL fsync) instead of paying one each.
     ///
     /// Each record runs inside its own savepoint: one that fails (not found, a corrupt row, a
@@ -277,7 +263,7 @@ impl Ledger {
         })
     }
 
-    /// Records the start of a sweep; returns its id for [`Ledger::finish_sweep`].
+    /// Records the start of a sweep; returns its id for [`SqliteLedger::finish_sweep`].
     pub fn begin_sweep(&self, started_at: Timestamp) -> Result<i64, LedgerError> {
         const OP: &str = "begin sweep";
         self.write(OP, |tx| {
@@ -416,7 +402,7 @@ fn insert_one(
 const RECORD_ATTEMPT: &str = "record attempt";
 
 /// One attempt and its decision, inside the caller's transaction (see
-/// [`Ledger::record_attempt`]): the attempt row, then the refund row as the decision says, then
+/// [`SqliteLedger::record_attempt`]): the attempt row, then the refund row as the decision says, then
 /// the decision's discrepancies.
 fn apply_attempt(
     tx: &rusqlite::Transaction<'_>,

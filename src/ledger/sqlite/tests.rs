@@ -13,10 +13,14 @@ use super::read::{DUE, NEXT_DUE};
 use super::write::SCHEDULE_NEW;
 use super::*;
 use crate::domain::{Currency, NewRefund, OutRefundNo, RefundStatus, Timestamp, parse_ts};
+use crate::ledger::{
+    EventKind, Finding, Happened, Health, MAX_ERROR_CHARS, NotificationEffect, NotificationRecord,
+    OperatorAction, SweepCounts, SweepEnd, TimelineEvent, contract,
+};
 
-fn new_ledger() -> (tempfile::TempDir, Ledger) {
+fn new_ledger() -> (tempfile::TempDir, SqliteLedger) {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(&dir.path().join("ledger.sqlite")).unwrap();
+    let ledger = SqliteLedger::open(&dir.path().join("ledger.sqlite")).unwrap();
     (dir, ledger)
 }
 
@@ -43,7 +47,7 @@ fn plan(conn: &Connection, sql: &str, params: &[&dyn rusqlite::ToSql]) -> String
 }
 
 /// Fills the ledger so the planner has a realistic choice: many final rows, a few pending.
-fn populate(ledger: &mut Ledger) {
+fn populate(ledger: &mut SqliteLedger) {
     let rows: Vec<NewRefund> = (0..2000)
         .map(|i| {
             let mut r = refund(&format!("R{i:05}"), "10.00", "2026-01-01T00:00:00.000Z");
@@ -182,7 +186,7 @@ fn amounts_compare_exactly_as_decimal_text() {
 fn a_corrupt_stored_value_is_reported_not_panicked() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");
-    let ledger = Ledger::open(&path).unwrap();
+    let ledger = SqliteLedger::open(&path).unwrap();
     ledger
         .insert_refund(&refund("R-BAD", "1.00", "2026-01-01T00:00:00.000Z"))
         .unwrap();
@@ -353,7 +357,7 @@ fn hours(h: i64) -> chrono::TimeDelta {
 }
 
 /// A finished sweep from `at` to `at`, ending as `end` says.
-fn swept(ledger: &Ledger, at: Timestamp, end: SweepEnd) {
+fn swept(ledger: &SqliteLedger, at: Timestamp, end: SweepEnd) {
     let id = ledger.begin_sweep(at).unwrap();
     ledger.finish_sweep(id, at, &end).unwrap();
 }
@@ -363,7 +367,7 @@ fn codes(h: &Health) -> Vec<&'static str> {
 }
 
 /// The findings `health` adds past the original five, at `now` under the default policy.
-fn stalls(ledger: &Ledger, now: Timestamp) -> Vec<Finding> {
+fn stalls(ledger: &SqliteLedger, now: Timestamp) -> Vec<Finding> {
     let h = ledger.health(now, STALE).unwrap();
     h.findings
         .into_iter()
@@ -581,7 +585,7 @@ fn the_longest_gap_is_the_largest_delay_stretched_by_the_full_jitter() {
 fn unreadable_rows_count_flags_and_created_at_values_that_are_not_times() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");
-    let ledger = Ledger::open(&path).unwrap();
+    let ledger = SqliteLedger::open(&path).unwrap();
     let t = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
     swept(&ledger, t, SweepEnd::default());
     for no in ["R-A", "R-B", "R-C", "R-D"] {
@@ -718,7 +722,7 @@ fn health_queries_walk_only_the_rows_they_count() {
 fn rows_status_cannot_read_are_unreadable_rows_not_a_worker_that_never_ran() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");
-    let ledger = Ledger::open(&path).unwrap();
+    let ledger = SqliteLedger::open(&path).unwrap();
     let t = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
     ledger.begin_sweep(t).unwrap();
     ledger
@@ -790,7 +794,7 @@ fn gauge_queries_cost_what_they_report() {
 fn gauges_follow_every_writer_through_the_count_triggers() {
     let (_dir, mut ledger) = new_ledger();
     let now = parse_ts("2026-01-02T00:00:00.000Z").unwrap();
-    let counts = |l: &Ledger| {
+    let counts = |l: &SqliteLedger| {
         let g = l.gauges(now).unwrap();
         g.refunds.iter().map(|(_, n)| *n).collect::<Vec<_>>()
     };

@@ -4,17 +4,17 @@
 
 use rusqlite::named_params;
 
-use super::Ledger;
-use super::contract;
+use super::SqliteLedger;
 use super::error::{During, LedgerError};
 use super::types::{NotificationEffect, NotificationRecord, ts_text};
+use crate::ledger::contract;
 
 /// The contract's `record_notification` statement, exactly as the merchant's app runs it.
 fn record_notification_sql() -> &'static str {
     contract::snippet("record_notification").expect("contract.sql has record_notification")
 }
 
-impl Ledger {
+impl SqliteLedger {
     /// Group commit for notifications: inserts every record of `batch` with the contract's
     /// `record_notification` statement in ONE transaction, and returns, per record, the
     /// effect the ledger's trigger gave it (finalized, already final, conflicting final,

@@ -4,65 +4,14 @@
 //! Rendering is the CLI's (`report.rs`).
 
 use rusqlite::params;
-use serde::Serialize;
 
-use super::Ledger;
+use super::SqliteLedger;
 use super::error::{During, LedgerError};
 use super::read::REFUND_COLUMNS;
 use super::rows::{RawDiscrepancy, RawRefund, RawRow, select, select_each};
-use super::types::{
-    DiscrepancyRow, DiscrepancySource, Readout, RecordedKind, RefundRow, limit_arg, ser, to_u64,
-    ts_text,
-};
-use crate::domain::{OutRefundNo, Timestamp};
-
-/// One discrepancy as `discrepancies` lists it, with its resolution (when, by whom, why) once
-/// an operator resolved it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OpenDiscrepancy {
-    /// Its id, the number `resolve-discrepancy` takes.
-    pub id: i64,
-    /// The refund concerned (possibly one the ledger does not have).
-    #[serde(serialize_with = "ser::display")]
-    pub out_refund_no: OutRefundNo,
-    /// When it was detected.
-    #[serde(serialize_with = "ser::ts")]
-    pub detected_at: Timestamp,
-    /// Who disagreed with the ledger.
-    #[serde(serialize_with = "ser::display")]
-    pub source: DiscrepancySource,
-    /// What kind of disagreement.
-    #[serde(serialize_with = "ser::display")]
-    pub kind: RecordedKind,
-    /// The ledger's value, as text.
-    pub expected: Option<String>,
-    /// The source's value, as text.
-    pub observed: Option<String>,
-    /// When it was resolved (`None`: still open).
-    #[serde(serialize_with = "ser::opt_ts")]
-    pub resolved_at: Option<Timestamp>,
-    /// The operator who resolved it (`None`: still open).
-    pub resolved_by: Option<String>,
-    /// Why, in that operator's words (`resolve-discrepancy --reason`).
-    pub resolution: Option<String>,
-}
-
-impl From<DiscrepancyRow> for OpenDiscrepancy {
-    fn from(d: DiscrepancyRow) -> Self {
-        Self {
-            id: d.id,
-            out_refund_no: d.out_refund_no,
-            detected_at: d.detected_at,
-            source: d.source,
-            kind: d.kind,
-            expected: d.expected,
-            observed: d.observed,
-            resolved_at: d.resolved_at,
-            resolved_by: d.resolved_by,
-            resolution: d.resolution,
-        }
-    }
-}
+use super::types::{Readout, RefundRow, limit_arg, to_u64, ts_text};
+use crate::domain::Timestamp;
+use crate::ledger::OpenDiscrepancy;
 
 /// `stuck`'s rows (`?1`: the cutoff). `+created_at`: walk the pending rows (partial index),
 /// not every refund by age.
@@ -71,7 +20,7 @@ const STUCK: &str = "WHERE status = 'REFUND_PENDING' AND +created_at <= ?1";
 /// `failed`'s rows (`?1`: since when).
 const FAILED: &str = "WHERE finalized_at >= ?1 AND status = 'REFUND_FAILED'";
 
-impl Ledger {
+impl SqliteLedger {
     /// Pending refunds created at or before `created_before` (oldest first, at most `limit`):
     /// the ones an operator should look at.
     pub fn stuck(
@@ -107,12 +56,12 @@ impl Ledger {
         .map(Readout::of)
     }
 
-    /// How many refunds [`Ledger::stuck`] would list without a limit (walks the pending rows).
+    /// How many refunds [`SqliteLedger::stuck`] would list without a limit (walks the pending rows).
     pub fn stuck_total(&self, created_before: Timestamp) -> Result<u64, LedgerError> {
         self.count_where("count stuck refunds", STUCK, ts_text(created_before))
     }
 
-    /// How many refunds [`Ledger::failed_since`] would list without a limit.
+    /// How many refunds [`SqliteLedger::failed_since`] would list without a limit.
     pub fn failed_total(&self, since: Timestamp) -> Result<u64, LedgerError> {
         self.count_where("count failed refunds", FAILED, ts_text(since))
     }

@@ -6,7 +6,7 @@
 //!
 //! A ledger that cannot be written here (a read-only file system, or a file or directory this
 //! user may not write) is refused by every writing open ([`LedgerError::ReadOnly`]), and still
-//! read by the read commands ([`Ledger::open_for_reading`]). SQLite reads a WAL-mode file
+//! read by the read commands ([`SqliteLedger::open_for_reading`]). SQLite reads a WAL-mode file
 //! through `<ledger>-shm`, which it must be able to create; when it cannot, the file is opened
 //! `immutable=1`, which reads the ledger file alone. That is sound only when `<ledger>-wal`
 //! holds nothing (committed frames there would be ignored), so a non-empty one is refused
@@ -19,7 +19,7 @@ use rusqlite::{Connection, ErrorCode, MAIN_DB, OpenFlags, Transaction, Transacti
 use super::error::LedgerError;
 use super::migrate::{self, MigrationReport, OLDEST_MIGRATABLE};
 use super::verify;
-use super::{Access, BUSY_TIMEOUT, Ledger, SCHEMA_SQL, SCHEMA_VERSION};
+use super::{Access, BUSY_TIMEOUT, SCHEMA_SQL, SCHEMA_VERSION, SqliteLedger};
 use crate::domain::{Clock, SystemClock, Timestamp};
 
 /// The tables a ledger must have (every version so far has these seven).
@@ -58,14 +58,14 @@ pub(super) enum OnOlder {
     Refuse,
 }
 
-impl Ledger {
+impl SqliteLedger {
     /// Opens the ledger at `path`, creating the file and applying the schema if it is new or
     /// empty, and migrating it (backup first, log line "ledger migrated") if it has an older
     /// schema version. Refuses (without changing it) a file that is not SQLite, an SQLite file
     /// that is not a ledger, a ledger of a newer or unknown schema version, one whose
     /// tables, indexes or triggers are not schema.sql's ([`LedgerError::SchemaAltered`]), and
     /// one that cannot be written here ([`LedgerError::ReadOnly`]).
-    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+    pub fn open(path: &Path) -> Result<SqliteLedger, LedgerError> {
         let now = SystemClock.now();
         Self::open_with(path, true, OnOlder::Migrate { now }, Access::ReadWrite)
             .map(|(ledger, _)| ledger)
@@ -76,18 +76,18 @@ impl Ledger {
     /// operator migrates on purpose, with a backup, rather than as a side effect of a read),
     /// and one that cannot be written here ([`LedgerError::ReadOnly`]). For the operator
     /// commands that write.
-    pub fn open_existing(path: &Path) -> Result<Ledger, LedgerError> {
+    pub fn open_existing(path: &Path) -> Result<SqliteLedger, LedgerError> {
         Self::refuse_missing(path)?;
         Self::open_with(path, false, OnOlder::Refuse, Access::ReadWrite).map(|(ledger, _)| ledger)
     }
 
-    /// Opens an existing ledger for the read commands, refusing what [`Ledger::open_existing`]
+    /// Opens an existing ledger for the read commands, refusing what [`SqliteLedger::open_existing`]
     /// refuses (schema verification included) except a ledger that cannot be written here:
     /// that one is opened read-only, and `immutable=1` when SQLite cannot create the files
     /// beside it that WAL reading needs (a read-only file system). A non-empty `<ledger>-wal`
     /// is then refused ([`LedgerError::WalNotMerged`]). Every write through the returned
     /// ledger is refused ([`LedgerError::OpenedForReading`]).
-    pub fn open_for_reading(path: &Path) -> Result<Ledger, LedgerError> {
+    pub fn open_for_reading(path: &Path) -> Result<SqliteLedger, LedgerError> {
         Self::refuse_missing(path)?;
         match Self::open_with(path, false, OnOlder::Refuse, Access::ReadOnly) {
             Err(LedgerError::Setup { source, .. }) if cannot_write(&source) => {
@@ -99,10 +99,10 @@ impl Ledger {
 
     /// The read commands' ledger on a file SQLite cannot read the usual way here: immutable
     /// ([`connect_immutable`]), judged as `open_existing` judges.
-    fn open_immutable(path: &Path) -> Result<Ledger, LedgerError> {
+    fn open_immutable(path: &Path) -> Result<SqliteLedger, LedgerError> {
         let conn = connect_immutable(path)?;
         judge(&conn, path, false, OnOlder::Refuse)?;
-        Ok(Ledger {
+        Ok(SqliteLedger {
             conn,
             path: path.to_owned(),
             access: Access::ReadOnly,
@@ -114,7 +114,7 @@ impl Ledger {
     pub(super) fn open_and_migrate(
         path: &Path,
         now: Timestamp,
-    ) -> Result<(Ledger, Option<MigrationReport>), LedgerError> {
+    ) -> Result<(SqliteLedger, Option<MigrationReport>), LedgerError> {
         Self::refuse_missing(path)?;
         Self::open_with(path, false, OnOlder::Migrate { now }, Access::ReadWrite)
     }
@@ -130,7 +130,7 @@ impl Ledger {
         }
     }
 
-    /// [`Ledger::set_up`], with a failure that says the ledger cannot be written turned into
+    /// [`SqliteLedger::set_up`], with a failure that says the ledger cannot be written turned into
     /// [`LedgerError::ReadOnly`] for a writing open. Only failures after the file was opened:
     /// SQLite could not open it at all for other reasons too (a missing directory).
     fn open_with(
@@ -138,7 +138,7 @@ impl Ledger {
         create: bool,
         older: OnOlder,
         access: Access,
-    ) -> Result<(Ledger, Option<MigrationReport>), LedgerError> {
+    ) -> Result<(SqliteLedger, Option<MigrationReport>), LedgerError> {
         match Self::set_up(path, create, older, access) {
             Err(LedgerError::Setup { path, source, .. })
                 if access == Access::ReadWrite && cannot_write(&source) =>
@@ -160,7 +160,7 @@ impl Ledger {
         create: bool,
         older: OnOlder,
         access: Access,
-    ) -> Result<(Ledger, Option<MigrationReport>), LedgerError> {
+    ) -> Result<(SqliteLedger, Option<MigrationReport>), LedgerError> {
         let owned = path.to_owned();
         // No URI flag: a path is a path, never a `file:` URI with options.
         let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -225,7 +225,7 @@ impl Ledger {
             }
             _ => {}
         }
-        let ledger = Ledger {
+        let ledger = SqliteLedger {
             conn,
             path: owned,
             access,
@@ -463,7 +463,7 @@ mod tests {
 
     /// A ledger holding R-1, closed again (so its `-wal` and `-shm` are gone), at `path`.
     fn closed_ledger(path: &Path) {
-        Ledger::open(path)
+        SqliteLedger::open(path)
             .unwrap()
             .insert_refund(&refund("R-1"))
             .unwrap();
@@ -473,7 +473,7 @@ mod tests {
         );
     }
 
-    fn is_r1(ledger: &Ledger) -> bool {
+    fn is_r1(ledger: &SqliteLedger) -> bool {
         let no = OutRefundNo::parse("R-1").unwrap();
         ledger
             .show(&no)
@@ -515,7 +515,7 @@ mod tests {
         let path = odd.join("ledger?.sqlite");
         closed_ledger(&path);
         let before = std::fs::read(&path).unwrap();
-        let ledger = Ledger::open_immutable(&path).unwrap();
+        let ledger = SqliteLedger::open_immutable(&path).unwrap();
         assert!(is_r1(&ledger));
         assert_eq!(ledger.path(), path);
         drop(ledger);
@@ -533,8 +533,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.sqlite");
         closed_ledger(&path);
-        let immutable = Ledger::open_immutable(&path).unwrap();
-        let readable = Ledger::open_for_reading(&path).unwrap();
+        let immutable = SqliteLedger::open_immutable(&path).unwrap();
+        let readable = SqliteLedger::open_for_reading(&path).unwrap();
         for ledger in [&immutable, &readable] {
             match ledger.insert_refund(&refund("R-2")) {
                 Err(
@@ -556,7 +556,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(raw.sqlite_error_code(), Some(ErrorCode::ReadOnly));
         drop((immutable, readable));
-        assert!(is_r1(&Ledger::open_existing(&path).unwrap()));
+        assert!(is_r1(&SqliteLedger::open_existing(&path).unwrap()));
     }
 
     #[test]
@@ -565,15 +565,15 @@ mod tests {
         let path = dir.path().join("ledger.sqlite");
         // A second connection kept open: the writer's close is then not the last, so its
         // frames stay in the -wal, not yet copied into the ledger file.
-        let keeper = Ledger::open(&path).unwrap();
+        let keeper = SqliteLedger::open(&path).unwrap();
         assert!(!is_r1(&keeper));
-        Ledger::open_existing(&path)
+        SqliteLedger::open_existing(&path)
             .unwrap()
             .insert_refund(&refund("R-1"))
             .unwrap();
         let wal = sidecar(&path, "-wal");
         assert!(std::fs::metadata(&wal).unwrap().len() > 0);
-        match Ledger::open_immutable(&path) {
+        match SqliteLedger::open_immutable(&path) {
             Err(e @ LedgerError::WalNotMerged { .. }) => {
                 assert!(e.is_refusal());
                 assert!(e.to_string().contains(&wal.display().to_string()), "{e}");
@@ -581,7 +581,7 @@ mod tests {
             other => panic!("expected WalNotMerged, got {other:?}"),
         }
         // Where the -shm can be used, reading goes the usual way and sees the frames.
-        assert!(is_r1(&Ledger::open_for_reading(&path).unwrap()));
+        assert!(is_r1(&SqliteLedger::open_for_reading(&path).unwrap()));
         drop(keeper);
     }
 
@@ -594,7 +594,7 @@ mod tests {
             .unwrap()
             .execute_batch("DROP TRIGGER refunds_final_status_is_immutable")
             .unwrap();
-        match Ledger::open_immutable(&altered) {
+        match SqliteLedger::open_immutable(&altered) {
             Err(LedgerError::SchemaAltered { differences, .. }) => {
                 assert_eq!(differences.len(), 1, "{differences:?}");
                 assert_eq!(differences[0].name, "refunds_final_status_is_immutable");
@@ -608,19 +608,19 @@ mod tests {
             .pragma_update(None, "user_version", SCHEMA_VERSION - 1)
             .unwrap();
         assert!(matches!(
-            Ledger::open_immutable(&older),
+            SqliteLedger::open_immutable(&older),
             Err(LedgerError::NeedsMigration { found, .. }) if found == SCHEMA_VERSION - 1
         ));
         let empty = dir.path().join("empty.sqlite");
         std::fs::write(&empty, "").unwrap();
         assert!(matches!(
-            Ledger::open_immutable(&empty),
+            SqliteLedger::open_immutable(&empty),
             Err(LedgerError::NotALedger { found: 0, .. })
         ));
         let junk = dir.path().join("junk.sqlite");
         std::fs::write(&junk, "out_refund_no,amount\n".repeat(100)).unwrap();
         assert!(matches!(
-            Ledger::open_immutable(&junk),
+            SqliteLedger::open_immutable(&junk),
             Err(LedgerError::NotSqlite { .. })
         ));
     }

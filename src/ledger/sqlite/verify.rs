@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use super::error::LedgerError;
 use super::open::{Found, connect_read_only, probe};
-use super::{Ledger, SCHEMA_SQL, SCHEMA_VERSION};
+use super::{SCHEMA_SQL, SCHEMA_VERSION, SqliteLedger};
 
 /// The kind of a schema object the check compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -203,7 +203,7 @@ pub(super) fn refuse_altered(conn: &Connection, path: &Path) -> Result<(), Ledge
     }
 }
 
-impl Ledger {
+impl SqliteLedger {
     /// Compares the open ledger with schema.sql again ([`LedgerError::SchemaAltered`] when a
     /// trigger, CHECK or index went missing or changed since it was opened). The daemon calls
     /// it before every sweep: one read of `sqlite_schema` against the cached expectation.

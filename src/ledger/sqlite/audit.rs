@@ -5,41 +5,13 @@
 use rusqlite::params_from_iter;
 use rusqlite::types::Value;
 
-use super::Ledger;
+use super::SqliteLedger;
 use super::error::{During, LedgerError};
 use super::rows::{RawOperatorAction, RawRow, select_each};
 use super::types::{OperatorActionRow, Readout, limit_arg, to_u64, ts_text};
-use crate::domain::{OutRefundNo, Timestamp};
+use crate::ledger::AuditFilter;
 
-/// Which operator actions `audit` lists. All conditions are combined with AND.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditFilter {
-    /// Only actions about this refund (a prune names no refund, so it is left out then).
-    pub refund: Option<OutRefundNo>,
-    /// Only actions at or after this instant.
-    pub since: Option<Timestamp>,
-    /// At most this many, the latest ones.
-    pub limit: usize,
-}
-
-impl AuditFilter {
-    /// The `WHERE` clause and its bound values.
-    fn clause(&self) -> (String, Vec<Value>) {
-        let mut sql = String::from("WHERE 1");
-        let mut args = Vec::new();
-        if let Some(no) = &self.refund {
-            args.push(Value::Text(no.as_str().to_owned()));
-            sql.push_str(&format!(" AND out_refund_no = ?{}", args.len()));
-        }
-        if let Some(since) = self.since {
-            args.push(Value::Text(ts_text(since)));
-            sql.push_str(&format!(" AND at >= ?{}", args.len()));
-        }
-        (sql, args)
-    }
-}
-
-impl Ledger {
+impl SqliteLedger {
     /// The latest `filter.limit` operator actions matching `filter`, oldest first (the order
     /// they happened in). A row that cannot be read comes back in `unreadable`.
     pub fn audit(&self, filter: &AuditFilter) -> Result<Readout<OperatorActionRow>, LedgerError> {
@@ -70,5 +42,22 @@ impl Ledger {
             .query_row(&sql, params_from_iter(args), |r| r.get(0))
             .during("count operator actions")?;
         Ok(to_u64(n))
+    }
+}
+
+impl AuditFilter {
+    /// The `WHERE` clause and its bound values.
+    fn clause(&self) -> (String, Vec<Value>) {
+        let mut sql = String::from("WHERE 1");
+        let mut args = Vec::new();
+        if let Some(no) = &self.refund {
+            args.push(Value::Text(no.as_str().to_owned()));
+            sql.push_str(&format!(" AND out_refund_no = ?{}", args.len()));
+        }
+        if let Some(since) = self.since {
+            args.push(Value::Text(ts_text(since)));
+            sql.push_str(&format!(" AND at >= ?{}", args.len()));
+        }
+        (sql, args)
     }
 }

@@ -5,7 +5,7 @@
 use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, Transaction, params, params_from_iter};
 
-use super::Ledger;
+use super::SqliteLedger;
 use super::error::{During, LedgerError};
 use super::rows::{
     RawAttempt, RawDiscrepancy, RawNotification, RawOperatorAction, RawRefund, RawRow, RawSweep,
@@ -45,7 +45,7 @@ pub(crate) const NEXT_DUE: &str = "\
        AND review_reason IS NOT 'row_unreadable' AND review_reason IS NOT 'row_unwritable'
      ORDER BY next_query_at, id LIMIT ?1";
 
-impl Ledger {
+impl SqliteLedger {
     /// Pending refunds whose `next_query_at` is at or before `now`, most overdue first, at most
     /// `limit`, leaving out rows flagged unusable. A row that cannot be read comes back in
     /// `unreadable` (it took a place in the batch). Costs O(due): it walks the partial index
@@ -218,7 +218,7 @@ impl Ledger {
     }
 
     /// The newest discrepancy id (0: none), so a starting daemon logs only the discrepancies
-    /// recorded from now on, as with [`Ledger::finalized_watermark`].
+    /// recorded from now on, as with [`SqliteLedger::finalized_watermark`].
     pub fn discrepancy_watermark(&self) -> Result<i64, LedgerError> {
         const OP: &str = "read discrepancy watermark";
         self.conn

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::error::LedgerError;
 use super::open::{Found, probe};
-use super::{Ledger, SCHEMA_VERSION};
+use super::{SCHEMA_VERSION, SqliteLedger};
 use crate::domain::Timestamp;
 
 /// The oldest schema version this build can migrate from.
@@ -182,7 +182,7 @@ fn steps_from(from: i32) -> Vec<MigrationStep> {
 /// file, a file that is not a ledger, a newer or unknown schema version, and a stored time
 /// that version 3 would refuse ([`LedgerError::UnrealInstant`]).
 pub fn plan(path: &Path, now: Timestamp) -> Result<MigrationReport, LedgerError> {
-    Ledger::refuse_missing(path)?;
+    SqliteLedger::refuse_missing(path)?;
     // The read commands' connection: on a read-only filesystem it falls back to an
     // immutable open, so a plan can be made there too.
     let conn = super::open::connect_read_only(path)?;
@@ -214,7 +214,7 @@ pub fn plan(path: &Path, now: Timestamp) -> Result<MigrationReport, LedgerError>
 /// `migrate`: migrates the ledger at `path` if it is older (backup first), or reports that it
 /// is current. Refuses a missing file, a file that is not a ledger, a newer or unknown schema.
 pub fn apply(path: &Path, now: Timestamp) -> Result<MigrationReport, LedgerError> {
-    let (_ledger, report) = Ledger::open_and_migrate(path, now)?;
+    let (_ledger, report) = SqliteLedger::open_and_migrate(path, now)?;
     Ok(report.unwrap_or_else(|| MigrationReport::current(path, false)))
 }
 

@@ -4,52 +4,16 @@
 //! money rows.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Transaction, params};
-use serde::Serialize;
 
-use super::Ledger;
+use super::SqliteLedger;
 use super::error::{During, LedgerError};
-use super::types::{ser, to_u64, ts_text};
+use super::types::{to_u64, ts_text};
 use crate::domain::Timestamp;
-
-/// What `prune` removes (or, in a dry run, would remove).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct PruneCounts {
-    /// Final refunds finalized before the cutoff with no unresolved discrepancy.
-    pub refunds: u64,
-    /// Attempts of those refunds.
-    pub attempts: u64,
-    /// Notifications about those refunds.
-    pub notifications: u64,
-    /// Resolved discrepancies about those refunds.
-    pub discrepancies: u64,
-    /// Sweeps finished before the cutoff.
-    pub sweeps: u64,
-    /// Old final refunds kept because a discrepancy about them is unresolved.
-    pub kept_unresolved: u64,
-}
-
-/// What a prune did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PruneReport {
-    /// The `prunes` row id (`None` for a dry run).
-    pub prune_id: Option<i64>,
-    /// The cutoff: final refunds finalized before it are removed.
-    #[serde(serialize_with = "ser::ts")]
-    pub finalized_before: Timestamp,
-    /// Rows removed (or that would be).
-    pub counts: PruneCounts,
-    /// The JSON-lines file the removed rows were written to first (`None`: `--no-archive`,
-    /// or a dry run).
-    pub archive: Option<PathBuf>,
-    /// The archive's SHA-256 in hex, also recorded in the `prunes` row.
-    pub archive_sha256: Option<String>,
-    /// True for `--dry-run`: nothing was written.
-    pub dry_run: bool,
-}
+use crate::ledger::{PruneCounts, PruneReport};
 
 /// The condition that makes a refund prunable (kept in step with the schema's delete triggers;
 /// `?1` is the cutoff).
@@ -57,7 +21,7 @@ const PRUNABLE: &str = "status <> 'REFUND_PENDING' AND finalized_at < ?1
     AND NOT EXISTS (SELECT 1 FROM discrepancies AS d
                      WHERE d.out_refund_no = refunds.out_refund_no AND d.resolved_at IS NULL)";
 
-impl Ledger {
+impl SqliteLedger {
     /// What a prune with this cutoff would remove; writes nothing.
     pub fn prune_plan(&self, finalized_before: Timestamp) -> Result<PruneCounts, LedgerError> {
         const OP: &str = "plan prune";
