@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use checus_reconciler::domain::{
     Currency, ObservedRefund, Policy, QueryOutcome, QueryReport, RefundStatus, decide,
 };
-use checus_reconciler::ledger::Ledger;
+use checus_reconciler::ledger::SqliteLedger;
 use chrono::{TimeDelta, Utc};
 use rust_decimal::Decimal;
 
@@ -47,7 +47,7 @@ pub fn run(dir: &Path, history: u64, refunds: usize, batch: usize) -> Result<Rec
         now,
     };
     ledgergen::generate(&path, &spec, &mut |_| {})?;
-    let mut ledger = Ledger::open(&path).context("opening the generated ledger")?;
+    let mut ledger = SqliteLedger::open(&path).context("opening the generated ledger")?;
     let due = ledger.due(Utc::now(), refunds)?.rows;
     anyhow::ensure!(
         due.len() == refunds,
