@@ -10,7 +10,9 @@
 -- %s): the order is already right, nothing else changes.
 --
 -- Bind every value as a string (setString, a JS string, a Python str), amounts too: the exact
--- number text, e.g. '12.50', never a float; the statements cast it ($4::numeric). NULL where
+-- number text, e.g. '12.50', never a float; the statements cast it ($4::text::numeric: the
+-- parameter is text, so a driver that types its parameters, such as JDBC or the Rust
+-- `postgres` crate, accepts a string, and a numeric bound by psycopg still works). NULL where
 -- a value is absent. Connect with the ledger's schema first in search_path when the database
 -- holds several ledgers (e.g. options=-csearch_path=merchant_a in the URL). Run each statement
 -- in its own transaction (autocommit is fine); a concurrent writer makes you wait on a row
@@ -24,14 +26,14 @@
 -- window. A second insert of the same out_refund_no is refused ('checus-reconciler: refund
 -- already exists', or unique_violation 23505 when both inserts race).
 INSERT INTO refunds (out_refund_no, refund_trade_no, out_trade_no, amount, currency)
-VALUES ($1, $2, $3, $4::numeric, $5);
+VALUES ($1, $2, $3, $4::text::numeric, $5);
 
 -- contract: insert_failed_refund
 -- A refund the /refund call answered with data.status REFUND_FAILED: recorded as final.
 -- The same five parameters as insert_refund.
 INSERT INTO refunds (out_refund_no, refund_trade_no, out_trade_no, amount, currency,
                      status, final_source, finalized_at)
-VALUES ($1, $2, $3, $4::numeric, $5,
+VALUES ($1, $2, $3, $4::text::numeric, $5,
         'REFUND_FAILED', 'refund_response', statement_timestamp());
 
 -- contract: record_notification
@@ -46,4 +48,4 @@ VALUES ($1, $2, $3, $4::numeric, $5,
 -- a discrepancy when it disagrees.
 INSERT INTO notifications (out_refund_no, status, refund_trade_no, amount, currency,
                            refund_finish_time, notify_time)
-VALUES ($1, $2, $3, $4::numeric, $5, checus_instant($6), checus_instant($7));
+VALUES ($1, $2, $3, $4::text::numeric, $5, checus_instant($6), checus_instant($7));

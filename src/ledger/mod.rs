@@ -88,6 +88,10 @@ use error::During;
 /// The only DDL of the project, applied to new ledgers.
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
+/// The PostgreSQL form of the ledger's DDL at schema version 9 (`schema.postgres.sql`),
+/// applied in one transaction to an empty schema.
+pub const SCHEMA_POSTGRES_SQL: &str = include_str!("../../schema.postgres.sql");
+
 /// The schema version this build reads and writes (`PRAGMA user_version`).
 /// Older ledgers are migrated to it (see [`migrate`]).
 pub const SCHEMA_VERSION: i32 = 8;
