@@ -229,6 +229,18 @@ fn pg_schema_has_every_index_and_trigger_message_of_schema_sql() {
 }
 
 #[test]
+fn pg_readme_shows_the_contract_s_notification_insert_verbatim() {
+    let readme = include_str!("../../README.md");
+    let from = readme
+        .find("**On PostgreSQL**")
+        .expect("README has its PostgreSQL part");
+    let block = &readme[from..];
+    let block = &block[block.find("```sql\n").unwrap() + 7..];
+    let block = block[..block.find("```").unwrap()].trim();
+    assert!(snippet("record_notification").contains(block), "{block}");
+}
+
+#[test]
 fn pg_schema_applies_into_any_schema_and_each_ledger_keeps_to_its_own() {
     if !require_tool("psql") {
         return;
