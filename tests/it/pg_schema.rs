@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use checus_reconciler::ledger::SCHEMA_SQL;
 use checus_reconciler::ledger::contract::{CONTRACT_POSTGRES_SQL, SNIPPETS};
+use checus_reconciler::ledger::{SCHEMA_POSTGRES_SQL, SCHEMA_SQL};
 use postgres::Client;
 
 use crate::common::pg::{self, DropDb};
@@ -258,6 +258,19 @@ fn pg_schema_applies_into_any_schema_and_each_ledger_keeps_to_its_own() {
         assert!(run.ok, "{schema}: {}", run.stderr);
     }
     let mut c = pg::connect(&url).unwrap();
+    // The daemon's way: the embedded text as one simple query, inside its own transaction.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("CREATE SCHEMA merchant_c; SET LOCAL search_path = merchant_c")
+        .unwrap();
+    tx.batch_execute(SCHEMA_POSTGRES_SQL).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        one_i64(
+            &mut c,
+            "SELECT max(version)::bigint FROM merchant_c.schema_version"
+        ),
+        9
+    );
     // A session whose search_path names merchant_b writes to merchant_a's tables: the triggers
     // read and write merchant_a's rows (their functions keep their own search_path).
     c.batch_execute(
