@@ -5,6 +5,10 @@
 /// The whole contract file, comments included.
 pub const CONTRACT_SQL: &str = include_str!("contract.sql");
 
+/// The same contract for a PostgreSQL ledger (`schema.postgres.sql`): the same snippet names,
+/// with `$1..$n` placeholders.
+pub const CONTRACT_POSTGRES_SQL: &str = include_str!("contract.postgres.sql");
+
 /// Names of the snippets in [`CONTRACT_SQL`], in file order.
 pub const SNIPPETS: [&str; 3] = [
     "insert_refund",

@@ -59,6 +59,10 @@ pub use webhooks::{
 /// keeps it in `PRAGMA user_version`). Older ledgers are migrated to it.
 pub const SCHEMA_VERSION: i32 = 8;
 
+/// The PostgreSQL form of the ledger's DDL at schema version 9 (`schema.postgres.sql`),
+/// applied in one transaction to an empty schema.
+pub const SCHEMA_POSTGRES_SQL: &str = include_str!("../../schema.postgres.sql");
+
 /// Which ledger to open: the config's `ledger.path` (or a command's `--ledger`), or its
 /// `ledger.url`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,168 @@
+//! PostgreSQL for the tests: the server's URL, a fresh database per test (dropped when its guard
+//! drops, even when the test panics), and `psql` runs. An unreachable server follows the one
+//! policy of `tools.rs`: under CI (`CI=true`) the test fails; elsewhere it prints a loud
+//! `SKIPPED` line on stderr saying how to run it, and returns early.
+//!
+//! Use it first thing in the test: `let Some((url, _db)) = pg::fresh_db() else { return };`.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use postgres::{Client, NoTls};
+
+/// The variable that names the server (a `postgres://` URL of a database the tests may connect
+/// to as a role that may create databases).
+pub const URL_ENV: &str = "CHECUS_TEST_POSTGRES_URL";
+
+/// The server the tests use when [`URL_ENV`] is unset: the development machines' and CI's.
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The server's URL: [`URL_ENV`], else [`DEFAULT_URL`].
+pub fn server_url() -> String {
+    std::env::var(URL_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_URL.to_owned())
+}
+
+/// `url` with its database name replaced by `db`.
+pub fn with_database(url: &str, db: &str) -> String {
+    let mut u = url::Url::parse(url)
+        .unwrap_or_else(|e| panic!("{URL_ENV}={url} is not a postgres:// URL: {e}"));
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+/// A connection to `url`, waiting at most 5 s for the server.
+pub fn connect(url: &str) -> Result<Client, postgres::Error> {
+    let mut config: postgres::Config = url
+        .parse()
+        .unwrap_or_else(|e| panic!("{url} is not a PostgreSQL connection URL: {e}"));
+    config.connect_timeout(Duration::from_secs(5));
+    config.connect(NoTls)
+}
+
+/// Drops its database (`DROP DATABASE ... WITH (FORCE)`, so open sessions do not keep it) when
+/// dropped, which a panicking test does too.
+#[derive(Debug)]
+pub struct DropDb {
+    server: String,
+    name: String,
+}
+
+impl DropDb {
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for DropDb {
+    fn drop(&mut self) {
+        let dropped = connect(&self.server).and_then(|mut c| {
+            c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
+        });
+        if let Err(e) = dropped {
+            let _ = writeln!(
+                std::io::stderr(),
+                "could not drop test database {}: {e}",
+                self.name
+            );
+        }
+    }
+}
+
+/// A new, uniquely named, empty database on the server: its URL and the guard that drops it.
+/// `None` when the server cannot be reached and this is not CI (a `SKIPPED` line was printed);
+/// under CI an unreachable server panics.
+pub fn fresh_db() -> Option<(String, DropDb)> {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let server = server_url();
+    let mut admin = match connect(&server) {
+        Ok(c) => c,
+        Err(e) => {
+            let cause = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+            super::tools::require(
+                &format!(
+                    "a reachable PostgreSQL server at {server} ({e}{cause}); start one, or point \
+                     {URL_ENV} at one (e.g. {URL_ENV}=postgres://postgres@127.0.0.1:5432/postgres \
+                     cargo nextest run -E 'test(/pg_/)')"
+                ),
+                false,
+            );
+            return None;
+        }
+    };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    // Process, sequence and time: unique among parallel tests and against leftovers of a run
+    // that was killed before its guards ran.
+    let name = format!(
+        "checus_test_{}_{}_{nanos}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name} on {server}: {e}"));
+    let url = with_database(&server, &name);
+    Some((url, DropDb { server, name }))
+}
+
+/// What one `psql` run did.
+#[derive(Debug)]
+pub struct PsqlRun {
+    /// psql exited 0.
+    pub ok: bool,
+    /// What it printed on stdout.
+    pub stdout: String,
+    /// What it printed on stderr (the server's errors).
+    pub stderr: String,
+}
+
+/// `psql` on `url`, no ~/.psqlrc, stopping at the first error, quiet, unaligned tuples only
+/// (`-X -v ON_ERROR_STOP=1 -q -A -t`); the caller adds arguments (`-1 -f FILE`, `-c SQL`).
+pub fn psql(url: &str) -> Command {
+    let mut c = Command::new("psql");
+    c.args(["-X", "-v", "ON_ERROR_STOP=1", "-q", "-A", "-t", "-d", url])
+        .env_remove("PGOPTIONS")
+        .env_remove("PSQLRC");
+    c
+}
+
+/// Runs `script` through `psql` on `url` (on its standard input).
+pub fn psql_script(url: &str, script: &str) -> PsqlRun {
+    let mut child = psql(url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql runs (the caller checked require_tool(\"psql\"))");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    finish(child.wait_with_output().unwrap())
+}
+
+/// Runs a prepared `psql` command to its end.
+pub fn run(cmd: &mut Command) -> PsqlRun {
+    finish(cmd.output().expect("psql runs"))
+}
+
+fn finish(out: std::process::Output) -> PsqlRun {
+    PsqlRun {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
