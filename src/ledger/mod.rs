@@ -57,7 +57,7 @@ pub use webhooks::{
 
 /// The schema version this build reads and writes, the same number on every engine (SQLite
 /// keeps it in `PRAGMA user_version`). Older ledgers are migrated to it.
-pub const SCHEMA_VERSION: i32 = 8;
+pub const SCHEMA_VERSION: i32 = 9;
 
 /// The PostgreSQL form of the ledger's DDL at schema version 9 (`schema.postgres.sql`),
 /// applied in one transaction to an empty schema.

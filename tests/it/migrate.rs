@@ -258,7 +258,8 @@ fn the_v1_demo_ledger_migrates_with_every_row_intact_and_a_checked_backup() {
             "0005_refund_counts",
             "0006_sweep_ids_and_lasting_discrepancy_ids",
             "0007_operator_resume",
-            "0008_webhook_outbox"
+            "0008_webhook_outbox",
+            "0009_cheaper_checks"
         ]
     );
     let backup = report.backup.clone().unwrap();

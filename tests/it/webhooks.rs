@@ -375,6 +375,28 @@ fn events_are_written_by_triggers_in_the_same_transaction_and_never_rewritten() 
     );
 }
 
+/// One UPDATE that finalizes and flags a refund (a final answer the ledger records with a
+/// value dropped) writes refund.finalized before refund.flagged, as the insert trigger does:
+/// schema.sql creates the flag's trigger first because SQLite fires the newest first.
+#[test]
+fn one_update_that_finalizes_and_flags_queues_finalized_before_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.sqlite");
+    let l = ledger.to_str().unwrap();
+    assert_eq!(code(&run(dir.path(), &["init", "--ledger", l])), 0);
+    let c = sql(&ledger);
+    c.execute_batch(
+        "INSERT INTO refunds (out_refund_no, amount, currency) VALUES ('W-9', '3.00', 'USD');
+         UPDATE refunds SET status = 'REFUND_SUCCESS', final_source = 'query',
+                finalized_at = '2026-11-25T10:00:00.000Z', review_flag = 1,
+                review_reason = 'answer_unrecordable', flagged_at = '2026-11-25T10:00:00.000Z'
+          WHERE out_refund_no = 'W-9';",
+    )
+    .unwrap();
+    let types: Vec<String> = ledger_events(&ledger).into_iter().map(|e| e.2).collect();
+    assert_eq!(types, ["refund.finalized", "refund.flagged"]);
+}
+
 #[test]
 fn the_daemon_delivers_signed_events_that_an_independent_hmac_verifies() {
     if !require_tool("python3") {

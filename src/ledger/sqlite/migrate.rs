@@ -39,47 +39,115 @@ struct Migration {
     name: &'static str,
     /// The statements, run in the upgrade's one transaction.
     sql: &'static str,
+    /// What SQL alone cannot do, run after `sql` in the same transaction.
+    code: Option<CodeStep>,
 }
+
+/// A migration's step written in Rust (see [`Migration::code`]).
+type CodeStep = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Every migration, oldest first, one per version after [`OLDEST_MIGRATABLE`]. The last one
 /// must leave exactly what `schema.sql` creates (tests/it/migrate.rs compares sqlite_master).
-const MIGRATIONS: [Migration; 7] = [
+const MIGRATIONS: [Migration; 8] = [
     Migration {
         to: 2,
         name: "0002_sweeps_halt_code",
         sql: include_str!("migrations/0002_sweeps_halt_code.sql"),
+        code: None,
     },
     Migration {
         to: 3,
         name: "0003_real_instants",
         sql: include_str!("migrations/0003_real_instants.sql"),
+        code: None,
     },
     Migration {
         to: 4,
         name: "0004_sweep_health",
         sql: include_str!("migrations/0004_sweep_health.sql"),
+        code: None,
     },
     Migration {
         to: 5,
         name: "0005_refund_counts",
         sql: include_str!("migrations/0005_refund_counts.sql"),
+        code: None,
     },
     Migration {
         to: 6,
         name: "0006_sweep_ids_and_lasting_discrepancy_ids",
         sql: include_str!("migrations/0006_sweep_ids_and_lasting_discrepancy_ids.sql"),
+        code: None,
     },
     Migration {
         to: 7,
         name: "0007_operator_resume",
         sql: include_str!("migrations/0007_operator_resume.sql"),
+        code: None,
     },
     Migration {
         to: 8,
         name: "0008_webhook_outbox",
         sql: include_str!("migrations/0008_webhook_outbox.sql"),
+        code: None,
+    },
+    Migration {
+        to: 9,
+        name: "0009_cheaper_checks",
+        sql: include_str!("migrations/0009_cheaper_checks.sql"),
+        code: Some(write_enum_checks_as_comparisons),
     },
 ];
+
+/// The tables of schema.sql whose CREATE text migration 0009 rewrites (the merchant app's own
+/// tables are left as they are).
+const LEDGER_TABLES: [&str; 9] = [
+    "refunds",
+    "attempts",
+    "discrepancies",
+    "notifications",
+    "sweeps",
+    "operator_actions",
+    "prunes",
+    "refund_counts",
+    "webhook_events",
+];
+
+/// Migration 0009's Rust step: every ledger table's stored CREATE text gets its enum CHECKs as
+/// OR chains ([`super::checks`]), through `writable_schema`, then a new `schema_version` so
+/// every connection reloads the schema, and `writable_schema = RESET` so this one does now.
+/// No row is read or written: the new CHECKs mean what the old ones meant.
+fn write_enum_checks_as_comparisons(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let mut changed = Vec::new();
+    for table in LEDGER_TABLES {
+        let sql: Option<String> = tx
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(sql) = sql {
+            let rewritten = super::checks::enum_checks_as_comparisons(&sql);
+            if rewritten != sql {
+                changed.push((table, rewritten));
+            }
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let version: i64 = tx.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+    tx.pragma_update(None, "writable_schema", true)?;
+    for (table, sql) in &changed {
+        tx.execute(
+            "UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = ?2",
+            [sql.as_str(), table],
+        )?;
+    }
+    tx.pragma_update(None, "schema_version", version + 1)?;
+    tx.execute_batch("PRAGMA writable_schema = RESET")
+}
 
 /// The time columns (table, column) that version 3's round-trip CHECKs guard: every one that
 /// schema.sql has but for those added later (a unit test ties the list to it). Before
@@ -276,6 +344,9 @@ fn migrate_in_one_transaction(
     let steps = steps_from(from);
     for m in MIGRATIONS.iter().filter(|m| m.to > from) {
         tx.execute_batch(m.sql).map_err(failed(from, m.name))?;
+        if let Some(code) = m.code {
+            code(&tx).map_err(failed(from, m.name))?;
+        }
         tx.pragma_update(None, "user_version", m.to)
             .map_err(failed(from, m.name))?;
     }

@@ -31,6 +31,7 @@
 
 mod audit;
 mod backup;
+mod checks;
 mod gauges;
 mod health;
 mod inbox;

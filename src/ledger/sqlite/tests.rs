@@ -247,29 +247,24 @@ fn the_due_query_selects_exactly_the_columns_raw_refund_reads() {
 
 #[test]
 fn operator_actions_match_the_schema_check() {
-    let list = |spellings: Vec<&str>| {
-        spellings
-            .iter()
-            .map(|s| format!("'{s}'"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let actions = list(OperatorAction::ALL.iter().map(|a| a.as_str()).collect());
+    // Enum CHECKs are OR chains (schema.sql's conventions, migration 0009).
+    let actions = OperatorAction::ALL
+        .iter()
+        .map(|a| format!("action = '{}'", a.as_str()))
+        .collect::<Vec<_>>()
+        .join(" OR ");
     let flat: String = SCHEMA_SQL.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(
-        flat.contains(&format!("action IN ({actions})")),
-        "{actions}"
-    );
+    assert!(flat.contains(&format!("CHECK (({actions}))")), "{actions}");
 }
 
 #[test]
 fn review_reasons_match_the_schema_check() {
     let reasons: Vec<String> = super::types::REVIEW_REASONS
         .iter()
-        .map(|r| format!("'{}'", r.as_str()))
+        .map(|r| format!("review_reason = '{}'", r.as_str()))
         .collect();
     let flat: String = SCHEMA_SQL.split_whitespace().collect::<Vec<_>>().join(" ");
-    let check = format!("review_reason IN ({}))", reasons.join(", "));
+    let check = format!("CHECK (({}))", reasons.join(" OR "));
     assert!(flat.contains(&check), "{check}");
 }
 

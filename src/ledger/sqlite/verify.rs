@@ -298,7 +298,7 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(SCHEMA_SQL).unwrap();
         conn.execute_batch(
-            "DROP TRIGGER refunds_webhook_on_update;
+            "DROP TRIGGER refunds_webhook_on_finalize;
              DROP TRIGGER webhook_events_content_is_immutable;
              DROP INDEX webhook_events_dead;",
         )
@@ -313,7 +313,7 @@ mod tests {
             [
                 "missing index webhook_events_dead",
                 "missing trigger webhook_events_content_is_immutable",
-                "missing trigger refunds_webhook_on_update"
+                "missing trigger refunds_webhook_on_finalize"
             ]
         );
     }
