@@ -453,6 +453,62 @@ BEGIN
     SELECT RAISE(ABORT, 'checus-reconciler: notifications are append-only and effect is set by the ledger');
 END;
 
+-- The discrepancies a notification's effect calls for, one trigger each, so the common case (a
+-- pending refund finalized) runs none of them: each is skipped by its WHEN, and inserts with
+-- VALUES (an INSERT ... SELECT into discrepancies, which has triggers, is staged in a
+-- temporary table even when it selects nothing). They read the effect notifications_apply
+-- stored, so they must fire after it: SQLite fires the triggers of one event newest first, and
+-- notifications_apply is created after them (a test would see a missing discrepancy). They
+-- are created in reverse, so a notification that differs in amount and currency gets its
+-- amount_mismatch first, as when one trigger did it all.
+
+-- unknown_refund: the ledger has nothing to compare with; keep what was said.
+CREATE TRIGGER notifications_record_unknown_refund
+AFTER INSERT ON notifications
+WHEN (SELECT effect FROM notifications WHERE id = NEW.id) = 'unknown_refund'
+BEGIN
+    INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
+    VALUES (NEW.out_refund_no, NEW.received_at, 'notification', 'unknown_refund', NULL,
+            NEW.status || ' ' || NEW.amount || ' ' || NEW.currency);
+END;
+
+CREATE TRIGGER notifications_record_currency_mismatch
+AFTER INSERT ON notifications
+WHEN (SELECT effect FROM notifications WHERE id = NEW.id) = 'mismatch'
+ AND (SELECT r.currency <> NEW.currency FROM refunds AS r WHERE r.out_refund_no = NEW.out_refund_no)
+BEGIN
+    INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
+    VALUES (NEW.out_refund_no, NEW.received_at, 'notification', 'currency_mismatch',
+            (SELECT currency FROM refunds WHERE out_refund_no = NEW.out_refund_no), NEW.currency);
+END;
+
+-- mismatch: one discrepancy per differing field, nothing applied.
+CREATE TRIGGER notifications_record_amount_mismatch
+AFTER INSERT ON notifications
+WHEN (SELECT effect FROM notifications WHERE id = NEW.id) = 'mismatch'
+ AND (SELECT (CASE WHEN instr(r.amount, '.') > 0
+                 THEN rtrim(rtrim(ltrim(r.amount, '0'), '0'), '.')
+                 ELSE ltrim(r.amount, '0') END)
+        <> (CASE WHEN instr(NEW.amount, '.') > 0
+                 THEN rtrim(rtrim(ltrim(NEW.amount, '0'), '0'), '.')
+                 ELSE ltrim(NEW.amount, '0') END)
+        FROM refunds AS r WHERE r.out_refund_no = NEW.out_refund_no)
+BEGIN
+    INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
+    VALUES (NEW.out_refund_no, NEW.received_at, 'notification', 'amount_mismatch',
+            (SELECT amount FROM refunds WHERE out_refund_no = NEW.out_refund_no), NEW.amount);
+END;
+
+-- conflicting_final: record, change nothing.
+CREATE TRIGGER notifications_record_conflicting_final
+AFTER INSERT ON notifications
+WHEN (SELECT effect FROM notifications WHERE id = NEW.id) = 'conflicting_final'
+BEGIN
+    INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
+    VALUES (NEW.out_refund_no, NEW.received_at, 'notification', 'conflicting_final',
+            (SELECT status FROM refunds WHERE out_refund_no = NEW.out_refund_no), NEW.status);
+END;
+
 -- Applies one notification, atomically with its INSERT. It first classifies the notification
 -- against the refund as it is now and stores that in `effect`; every later statement acts on
 -- that one classification, so the order of the statements cannot change the outcome.
@@ -499,39 +555,6 @@ BEGIN
      WHERE out_refund_no = NEW.out_refund_no
        AND notified_at IS NULL
        AND (SELECT effect FROM notifications WHERE id = NEW.id) = 'already_final';
-
-    -- conflicting_final: record, change nothing.
-    INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
-    SELECT NEW.out_refund_no, NEW.received_at, 'notification', 'conflicting_final', r.status, NEW.status
-      FROM refunds AS r
-     WHERE r.out_refund_no = NEW.out_refund_no
-       AND (SELECT effect FROM notifications WHERE id = NEW.id) = 'conflicting_final';
-
-    -- mismatch: one discrepancy per differing field, nothing applied.
-    INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
-    SELECT NEW.out_refund_no, NEW.received_at, 'notification', 'amount_mismatch', r.amount, NEW.amount
-      FROM refunds AS r
-     WHERE r.out_refund_no = NEW.out_refund_no
-       AND (SELECT effect FROM notifications WHERE id = NEW.id) = 'mismatch'
-       AND (CASE WHEN instr(r.amount, '.') > 0
-                 THEN rtrim(rtrim(ltrim(r.amount, '0'), '0'), '.')
-                 ELSE ltrim(r.amount, '0') END)
-        <> (CASE WHEN instr(NEW.amount, '.') > 0
-                 THEN rtrim(rtrim(ltrim(NEW.amount, '0'), '0'), '.')
-                 ELSE ltrim(NEW.amount, '0') END);
-
-    INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
-    SELECT NEW.out_refund_no, NEW.received_at, 'notification', 'currency_mismatch', r.currency, NEW.currency
-      FROM refunds AS r
-     WHERE r.out_refund_no = NEW.out_refund_no
-       AND (SELECT effect FROM notifications WHERE id = NEW.id) = 'mismatch'
-       AND r.currency <> NEW.currency;
-
-    -- unknown_refund: the ledger has nothing to compare with; keep what was said.
-    INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
-    SELECT NEW.out_refund_no, NEW.received_at, 'notification', 'unknown_refund', NULL,
-           NEW.status || ' ' || NEW.amount || ' ' || NEW.currency
-     WHERE (SELECT effect FROM notifications WHERE id = NEW.id) = 'unknown_refund';
 END;
 
 -- ---------------------------------------------------------------------------------------------

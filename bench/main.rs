@@ -84,6 +84,9 @@ enum Cmd {
         /// Keep the ledger and print its folder.
         #[arg(long)]
         keep: bool,
+        /// Record verified notifications through the daemon's inbox instead of query answers.
+        #[arg(long)]
+        notifications: bool,
     },
 }
 
@@ -121,11 +124,17 @@ fn main() -> Result<()> {
             batch,
             history,
             keep,
+            notifications,
         } => {
             let dir = tempfile::Builder::new()
                 .prefix("checus-record-")
                 .tempdir()?;
-            let cost = record::run(dir.path(), history, refunds, batch)?;
+            let kind = if notifications {
+                record::Kind::Notifications
+            } else {
+                record::Kind::Attempts
+            };
+            let cost = record::run(dir.path(), history, refunds, batch, kind)?;
             if keep {
                 eprintln!("ledger kept in {}", dir.keep().display());
             }

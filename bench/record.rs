@@ -7,17 +7,20 @@
 //! calling thread's CPU per refund (SQLite's work, the WAL writes and the fsync's system
 //! time; not the disk's wait), so an A/B of a schema or pragma change needs no daemon, and
 //! `valgrind --tool=callgrind target/release/examples/bench record ...` counts its
-//! instructions repeatably on a loaded machine.
+//! instructions repeatably on a loaded machine. `--notifications` records verified Checus
+//! notifications through the daemon's inbox instead: the ledger's share of the notification
+//! path (figure 8c).
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use checus_reconciler::domain::FinalStatus;
 use checus_reconciler::domain::{
     Currency, ObservedRefund, Policy, QueryOutcome, QueryReport, RefundStatus, decide,
 };
-use checus_reconciler::ledger::SqliteLedger;
+use checus_reconciler::ledger::{NotificationEffect, NotificationRecord, SqliteLedger};
 use chrono::{TimeDelta, Utc};
 use rust_decimal::Decimal;
 
@@ -36,9 +39,25 @@ pub struct RecordCost {
     pub wall_per_refund: f64,
 }
 
+/// What to record for each pending refund.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A verified /refundQuery answer, through the worker's `record_attempts`.
+    Attempts,
+    /// A verified Checus notification, through the daemon's inbox (`record_notifications`,
+    /// the merchant contract's INSERT; the schema's trigger applies it).
+    Notifications,
+}
+
 /// Creates a ledger of `history` final rows plus `refunds` pending ones due now in `dir`,
-/// then records one final answer for each, `batch` to a transaction.
-pub fn run(dir: &Path, history: u64, refunds: usize, batch: usize) -> Result<RecordCost> {
+/// then records one final outcome of `kind` for each, `batch` to a transaction.
+pub fn run(
+    dir: &Path,
+    history: u64,
+    refunds: usize,
+    batch: usize,
+    kind: Kind,
+) -> Result<RecordCost> {
     let path = dir.join("record.sqlite");
     let now = Utc::now();
     let spec = ledgergen::Spec {
@@ -48,6 +67,9 @@ pub fn run(dir: &Path, history: u64, refunds: usize, batch: usize) -> Result<Rec
     };
     ledgergen::generate(&path, &spec, &mut |_| {})?;
     let mut ledger = SqliteLedger::open(&path).context("opening the generated ledger")?;
+    if kind == Kind::Notifications {
+        return notifications(&mut ledger, refunds, batch);
+    }
     let due = ledger.due(Utc::now(), refunds)?.rows;
     anyhow::ensure!(
         due.len() == refunds,
@@ -80,6 +102,48 @@ pub fn run(dir: &Path, history: u64, refunds: usize, batch: usize) -> Result<Rec
         commits += 1;
         for r in results {
             r.context("recording an attempt")?;
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    Ok(RecordCost {
+        refunds,
+        commits,
+        cpu_per_refund: cpu / refunds as f64,
+        wall_per_refund: wall / refunds as f64,
+    })
+}
+
+/// One verified REFUND_SUCCESS notification per generated pending refund, `batch` to a
+/// transaction, each checked to have finalized its refund.
+fn notifications(ledger: &mut SqliteLedger, refunds: usize, batch: usize) -> Result<RecordCost> {
+    let amount = Decimal::from_str(ledgergen::AMOUNT)?;
+    let currency = Currency::parse(ledgergen::CURRENCY)?;
+    let all: Vec<NotificationRecord> = (0..refunds)
+        .map(|i| {
+            let at = Utc::now();
+            Ok(NotificationRecord {
+                out_refund_no: ledgergen::pending_no(i).parse()?,
+                status: FinalStatus::Success,
+                refund_trade_no: Some(format!("T{i}")),
+                amount,
+                currency: currency.clone(),
+                refund_finish_time: Some(at),
+                notify_time: at,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let (mut cpu, mut commits) = (0.0, 0);
+    let started = Instant::now();
+    for chunk in all.chunks(batch.max(1)) {
+        let before = thread_cpu();
+        let effects = ledger.record_notifications(chunk)?;
+        cpu += thread_cpu() - before;
+        commits += 1;
+        for e in effects {
+            anyhow::ensure!(
+                e? == NotificationEffect::Finalized,
+                "a notification did not finalize its refund"
+            );
         }
     }
     let wall = started.elapsed().as_secs_f64();

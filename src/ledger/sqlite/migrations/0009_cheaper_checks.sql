@@ -16,6 +16,10 @@
 --     temporary table first, even when its WHERE is false.
 --   * webhook_events_insert_is_not_replace looks the id and the event_id up with two EXISTS,
 --     each on its own index, instead of one OR that SQLite answers with a temporary table.
+--   * notifications_apply keeps the classification and the refund updates; the four
+--     discrepancies it may record move to four triggers skipped by their WHEN in the common
+--     case, inserting with VALUES. They are created before the new notifications_apply,
+--     because SQLite fires the newest trigger first and they read the effect it stores.
 --
 -- Each `-- step:` line is what `checus-reconciler migrate --dry-run` prints.
 
@@ -57,4 +61,96 @@ WHEN EXISTS (SELECT 1 FROM webhook_events WHERE id = NEW.id)
   OR EXISTS (SELECT 1 FROM webhook_events WHERE event_id = NEW.event_id)
 BEGIN
     SELECT RAISE(ABORT, 'checus-reconciler: a webhook event''s content is immutable');
+END;
+
+-- step: notifications_apply records its discrepancies through four triggers that run only when one is due
+DROP TRIGGER notifications_apply;
+
+CREATE TRIGGER notifications_record_unknown_refund
+AFTER INSERT ON notifications
+WHEN (SELECT effect FROM notifications WHERE id = NEW.id) = 'unknown_refund'
+BEGIN
+    INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
+    VALUES (NEW.out_refund_no, NEW.received_at, 'notification', 'unknown_refund', NULL,
+            NEW.status || ' ' || NEW.amount || ' ' || NEW.currency);
+END;
+
+CREATE TRIGGER notifications_record_currency_mismatch
+AFTER INSERT ON notifications
+WHEN (SELECT effect FROM notifications WHERE id = NEW.id) = 'mismatch'
+ AND (SELECT r.currency <> NEW.currency FROM refunds AS r WHERE r.out_refund_no = NEW.out_refund_no)
+BEGIN
+    INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
+    VALUES (NEW.out_refund_no, NEW.received_at, 'notification', 'currency_mismatch',
+            (SELECT currency FROM refunds WHERE out_refund_no = NEW.out_refund_no), NEW.currency);
+END;
+
+CREATE TRIGGER notifications_record_amount_mismatch
+AFTER INSERT ON notifications
+WHEN (SELECT effect FROM notifications WHERE id = NEW.id) = 'mismatch'
+ AND (SELECT (CASE WHEN instr(r.amount, '.') > 0
+                 THEN rtrim(rtrim(ltrim(r.amount, '0'), '0'), '.')
+                 ELSE ltrim(r.amount, '0') END)
+        <> (CASE WHEN instr(NEW.amount, '.') > 0
+                 THEN rtrim(rtrim(ltrim(NEW.amount, '0'), '0'), '.')
+                 ELSE ltrim(NEW.amount, '0') END)
+        FROM refunds AS r WHERE r.out_refund_no = NEW.out_refund_no)
+BEGIN
+    INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
+    VALUES (NEW.out_refund_no, NEW.received_at, 'notification', 'amount_mismatch',
+            (SELECT amount FROM refunds WHERE out_refund_no = NEW.out_refund_no), NEW.amount);
+END;
+
+CREATE TRIGGER notifications_record_conflicting_final
+AFTER INSERT ON notifications
+WHEN (SELECT effect FROM notifications WHERE id = NEW.id) = 'conflicting_final'
+BEGIN
+    INSERT INTO discrepancies (out_refund_no, detected_at, source, kind, expected, observed)
+    VALUES (NEW.out_refund_no, NEW.received_at, 'notification', 'conflicting_final',
+            (SELECT status FROM refunds WHERE out_refund_no = NEW.out_refund_no), NEW.status);
+END;
+
+CREATE TRIGGER notifications_apply
+AFTER INSERT ON notifications
+BEGIN
+    UPDATE notifications
+       SET effect = coalesce(
+               (SELECT CASE
+                           WHEN r.currency <> NEW.currency
+                             OR (CASE WHEN instr(r.amount, '.') > 0
+                                      THEN rtrim(rtrim(ltrim(r.amount, '0'), '0'), '.')
+                                      ELSE ltrim(r.amount, '0') END)
+                             <> (CASE WHEN instr(NEW.amount, '.') > 0
+                                      THEN rtrim(rtrim(ltrim(NEW.amount, '0'), '0'), '.')
+                                      ELSE ltrim(NEW.amount, '0') END)
+                               THEN 'mismatch'
+                           WHEN r.status = 'REFUND_PENDING' THEN 'finalized'
+                           WHEN r.status = NEW.status THEN 'already_final'
+                           ELSE 'conflicting_final'
+                       END
+                  FROM refunds AS r
+                 WHERE r.out_refund_no = NEW.out_refund_no),
+               'unknown_refund')
+     WHERE id = NEW.id;
+
+    -- finalized: pending -> the notified final status.
+    UPDATE refunds
+       SET status = NEW.status,
+           final_source = 'notification',
+           finalized_at = NEW.received_at,
+           notified_at = NEW.received_at,
+           refund_finish_time = NEW.refund_finish_time,
+           refund_trade_no = coalesce(refund_trade_no, NEW.refund_trade_no),
+           next_query_at = NULL,
+           confirm_at = NEW.received_at
+     WHERE out_refund_no = NEW.out_refund_no
+       AND status = 'REFUND_PENDING'
+       AND (SELECT effect FROM notifications WHERE id = NEW.id) = 'finalized';
+
+    -- already_final: a duplicate delivery only records that a notification arrived.
+    UPDATE refunds
+       SET notified_at = NEW.received_at
+     WHERE out_refund_no = NEW.out_refund_no
+       AND notified_at IS NULL
+       AND (SELECT effect FROM notifications WHERE id = NEW.id) = 'already_final';
 END;
