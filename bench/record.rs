@@ -126,7 +126,7 @@ fn notifications(ledger: &mut SqliteLedger, refunds: usize, batch: usize) -> Res
                 status: FinalStatus::Success,
                 refund_trade_no: Some(format!("T{i}")),
                 amount,
-                currency: currency.clone(),
+                currency,
                 refund_finish_time: Some(at),
                 notify_time: at,
             })
