@@ -235,6 +235,7 @@ pub fn latency(env: &Env, rate: u32, window_s: u64) -> Result<AckLatency> {
 pub fn figures(
     env: &Env,
     quick: bool,
+    verify_s: f64,
     figures: &mut Vec<Figure>,
     notes: &mut Vec<String>,
 ) -> Result<()> {
@@ -255,6 +256,41 @@ pub fn figures(
         tput.daemon_cpu,
         tput.n,
         tput.daemon_cpu / tput.n as f64 * 1e3
+    ));
+    // 8c: the same daemon CPU per notification against its floor: one verify, plus the
+    // ledger's durable share of one notification (the contract INSERT, the trigger's work, the
+    // commit and its fsync, divided by the batch) measured alone in batches of the size the 32
+    // connections give the inbox's writer.
+    let dir = env.work.path().join("notify-ledger-share");
+    std::fs::create_dir_all(&dir)?;
+    let share = crate::record::run(
+        &dir,
+        0,
+        tput.n,
+        CONNECTIONS,
+        crate::record::Kind::Notifications,
+    )?;
+    let per = tput.daemon_cpu / tput.n as f64;
+    let floor = verify_s + share.cpu_per_refund;
+    figures.push(Figure {
+        id: "8c",
+        what: "Daemon CPU per verified notification ÷ (one verify + the ledger's durable share of one notification)".into(),
+        target: "≤ 1.5×".into(),
+        measured: format!(
+            "{:.2}× ({:.3} ms ÷ ({:.3} + {:.3}) ms)",
+            per / floor,
+            per * 1e3,
+            verify_s * 1e3,
+            share.cpu_per_refund * 1e3
+        ),
+        met: per / floor <= 1.5,
+    });
+    notes.push(format!(
+        "Run 8c: the ledger's share measured alone (`bench record --notifications --refunds {} --batch {CONNECTIONS} --history 0`): {} notifications in {} commits, {:.3} ms CPU each.",
+        tput.n,
+        share.refunds,
+        share.commits,
+        share.cpu_per_refund * 1e3
     ));
     let window = if quick { 10 } else { 30 };
     let lat = latency(env, 200, window)?;
