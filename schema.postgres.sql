@@ -1,6 +1,7 @@
--- checus-reconciler ledger on PostgreSQL, schema version 9: the PostgreSQL form of schema.sql.
+-- checus-reconciler ledger on PostgreSQL, schema version 10: the PostgreSQL form of schema.sql.
 --
--- Same tables, same columns, same meaning, same rules as schema.sql (version 8) plus version 9's
+-- Same tables, same columns, same meaning, same rules as schema.sql (version 10: version 9 only
+-- changed how SQLite words its CHECKs and triggers, which PostgreSQL does not need) with version 10's
 -- additions for several daemons on one ledger (refunds.claimed_by/claimed_until, attempts.node,
 -- sweeps.node, the `nodes` table, the `schema_version` table). What schema.sql says about each
 -- column holds here; this file only says where PostgreSQL differs.
@@ -181,7 +182,7 @@ CREATE TABLE refunds (
                        CHECK (flagged_at BETWEEN '0001-01-01 00:00:00Z' AND '9999-12-31 23:59:59.999Z'),
     confirm_at         timestamptz(3)
                        CHECK (confirm_at BETWEEN '0001-01-01 00:00:00Z' AND '9999-12-31 23:59:59.999Z'),
-    -- Version 9: the node holding this refund's lease, and when the lease ends (both NULL when
+    -- Version 10: the node holding this refund's lease, and when the lease ends (both NULL when
     -- unclaimed). A lease exists only on a pending refund: finalizing clears both in the same
     -- UPDATE (the notification-apply trigger does). Not part of the refund's identity or outcome.
     claimed_by         text
@@ -327,7 +328,7 @@ CREATE TABLE attempts (
     error         text,
     decision      text,
     sweep_id      bigint,
-    -- Version 9: the node that made the attempt (NULL on rows older than version 9).
+    -- Version 10: the node that made the attempt (NULL on rows older than version 10).
     node          text    CHECK (node ~ '^[A-Za-z0-9._-]{1,64}$')
 );
 
@@ -575,7 +576,7 @@ CREATE TABLE sweeps (
     error              text,
     breaker_open_since timestamptz(3)
                        CHECK (breaker_open_since BETWEEN '0001-01-01 00:00:00Z' AND '9999-12-31 23:59:59.999Z'),
-    -- Version 9: the node that ran the sweep (NULL on rows older than version 9).
+    -- Version 10: the node that ran the sweep (NULL on rows older than version 10).
     node               text    CHECK (node ~ '^[A-Za-z0-9._-]{1,64}$')
 );
 
@@ -870,7 +871,7 @@ AFTER INSERT ON discrepancies
 FOR EACH ROW EXECUTE FUNCTION discrepancies_webhook_on_insert();
 
 -- ---------------------------------------------------------------------------------------------
--- nodes (version 9): one row per daemon node name ever seen. Never deleted by the daemon; an
+-- nodes (version 10): one row per daemon node name ever seen. Never deleted by the daemon; an
 -- operator may remove a retired node by hand only when it holds no live lease.
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE nodes (
@@ -898,4 +899,4 @@ CREATE TABLE schema_version (
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 
-INSERT INTO schema_version (version) VALUES (9);
+INSERT INTO schema_version (version) VALUES (10);

@@ -1,4 +1,4 @@
--- checus-reconciler ledger, schema version 9. The ONLY DDL of the project.
+-- checus-reconciler ledger, schema version 10. The ONLY DDL of the project.
 --
 -- This file is embedded in the binary (src/ledger/sqlite/open.rs) and applied, in one transaction,
 -- to a new or empty SQLite file. An older ledger is upgraded by the migrations in
@@ -119,7 +119,16 @@ CREATE TABLE refunds (
     -- finalizes the refund (the daemon queries once, schedule.confirm_after later, and records
     -- a discrepancy if Checus disagrees); NULL once confirmed, and for every other refund.
     confirm_at         TEXT
-                       CHECK (confirm_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(confirm_at))),
+                       CHECK (confirm_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(confirm_at))), claimed_by
+                       -- The claim lease (schema version 10), laid out as ALTER TABLE ... ADD
+                       -- COLUMN stores it: the node whose worker claimed this pending refund,
+                       -- and until when. NULL together when unclaimed. Recording the attempt
+                       -- clears both; another node skips the refund until claimed_until.
+                       TEXT
+                       CHECK (length(claimed_by) BETWEEN 1 AND 64
+                              AND claimed_by NOT GLOB '*[^A-Za-z0-9._-]*'), claimed_until TEXT
+                       CHECK (claimed_until IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(claimed_until)))
+                       CHECK ((claimed_by IS NULL) = (claimed_until IS NULL)),
 
     -- pending <=> no final_source <=> no finalized_at.
     CHECK ((status = 'REFUND_PENDING') = (final_source IS NULL)),
@@ -265,7 +274,11 @@ CREATE TABLE attempts (
 , sweep_id
                   -- The sweep that made it (NULL: recorded before this column existed, or
                   -- by `checus-reconciler query`, outside any sweep).
-                  INTEGER) STRICT;
+                  INTEGER, node
+                  -- The node that made it (`worker.node_name`; NULL: recorded before schema
+                  -- version 10).
+                  TEXT
+                  CHECK (length(node) BETWEEN 1 AND 64 AND node NOT GLOB '*[^A-Za-z0-9._-]*')) STRICT;
 
 -- `show`: a refund's attempts in order.
 CREATE INDEX attempts_by_refund ON attempts (out_refund_no, id);
@@ -585,7 +598,10 @@ CREATE TABLE sweeps (
     -- Since when the circuit breaker had querying paused when the sweep ended (NULL: closed).
     breaker_open_since TEXT
                   CHECK (breaker_open_since IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(breaker_open_since)))
-) STRICT;
+, node
+                  -- The node that ran it (NULL: recorded before schema version 10).
+                  TEXT
+                  CHECK (length(node) BETWEEN 1 AND 64 AND node NOT GLOB '*[^A-Za-z0-9._-]*')) STRICT;
 
 CREATE TRIGGER sweeps_finished_are_immutable
 BEFORE UPDATE ON sweeps
@@ -593,6 +609,32 @@ WHEN OLD.finished_at IS NOT NULL
 BEGIN
     SELECT RAISE(ABORT, 'checus-reconciler: a finished sweep is immutable');
 END;
+
+-- ---------------------------------------------------------------------------------------------
+-- nodes: one row per daemon node name ever seen (schema version 10). A daemon upserts its row at
+-- start, heartbeats it while it runs (at least once a sweep interval) and sets stopped_at on a
+-- clean stop; `status` shows each node running, stopped, or silent (no heartbeat for three
+-- sweep intervals and no clean stop). Rows are never deleted by the daemon; an operator may
+-- remove a retired node by hand once no refund is claimed by it.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE nodes (
+    -- The node's name (`worker.node_name`, by default the host name).
+    name         TEXT    PRIMARY KEY
+                 CHECK (length(name) BETWEEN 1 AND 64 AND name NOT GLOB '*[^A-Za-z0-9._-]*'),
+    -- The host it last ran on, its process id and version at its last start.
+    host         TEXT    NOT NULL CHECK (length(host) BETWEEN 1 AND 255),
+    pid          INTEGER NOT NULL CHECK (pid > 0),
+    version      TEXT    NOT NULL CHECK (length(version) BETWEEN 1 AND 64),
+    -- Its last start, its last heartbeat (never before that start), and its clean stop
+    -- (NULL while it runs, or when it was killed: `status` then shows it silent).
+    started_at   TEXT    NOT NULL
+                 CHECK (started_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(started_at))),
+    heartbeat_at TEXT    NOT NULL
+                 CHECK (heartbeat_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(heartbeat_at))),
+    stopped_at   TEXT
+                 CHECK (stopped_at IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(stopped_at))),
+    CHECK (heartbeat_at >= started_at)
+) STRICT;
 
 -- ---------------------------------------------------------------------------------------------
 -- operator_actions: the audit log of every operator command that changes the ledger (resolve,
@@ -889,4 +931,4 @@ BEGIN
                         'observed', NEW.observed, 'detected_at', NEW.detected_at));
 END;
 
-PRAGMA user_version = 9;
+PRAGMA user_version = 10;

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::{Policy, Schedule};
+use crate::domain::{DEFAULT_CLAIM_LEASE, LeaseTerms, NodeName, Policy, Schedule};
 use crate::gateway::{GatewaySettings, SettingsError, ValidGatewaySettings};
 use crate::ledger::{LedgerTarget, PostgresTarget};
 
@@ -223,12 +223,22 @@ pub struct WorkerSettings {
     pub batch_size: usize,
     /// How long SIGTERM may take to drain in-flight queries.
     pub shutdown_deadline: Duration,
+    /// The name this daemon works under (`worker.node_name`, by default the host name): on
+    /// its sweeps, attempts and claim leases, and its row in the ledger's `nodes`.
+    pub node_name: NodeName,
+    /// The host name as read at start-up (the `nodes` row's `host`).
+    pub host: String,
+    /// How long a claim holds its refunds (`worker.claim_lease`): at least twice what one
+    /// refund's work may take (see [`LeaseTerms::least_lease`]).
+    pub claim_lease: Duration,
 }
 
 impl Default for WorkerSettings {
     /// The documented defaults (`examples/config.toml`): a safety-net sweep every 30 s, 8
     /// queries in flight, 5 queries/s (well under what Checus tolerates), 500 refunds per sweep,
-    /// and 10 s to drain, which leaves margin under the unit's `TimeoutStopSec=30s`.
+    /// 10 s to drain, which leaves margin under the unit's `TimeoutStopSec=30s`, and claim
+    /// leases of [`DEFAULT_CLAIM_LEASE`]. The node name's default is the host name, read when
+    /// the config is loaded ([`Environment::capture`]); without one, as here, `localhost`.
     fn default() -> Self {
         Self {
             sweep_cron: "*/30 * * * * *".to_owned(),
@@ -236,6 +246,9 @@ impl Default for WorkerSettings {
             rate_per_second: 5.0,
             batch_size: 500,
             shutdown_deadline: Duration::from_secs(10),
+            node_name: NodeName::parse(FALLBACK_HOST).expect("a valid node name"),
+            host: FALLBACK_HOST.to_owned(),
+            claim_lease: DEFAULT_CLAIM_LEASE,
         }
     }
 }
@@ -586,6 +599,11 @@ struct RawWorker {
     batch_size: usize,
     #[serde(default = "d_deadline")]
     shutdown_deadline: String,
+    /// Absent: the host name.
+    #[serde(default)]
+    node_name: Option<String>,
+    #[serde(default = "d_claim_lease")]
+    claim_lease: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -671,6 +689,9 @@ fn d_format() -> LogFormat {
 fn d_level() -> String {
     LogSettings::default().level
 }
+fn d_claim_lease() -> String {
+    fmt_d(WorkerSettings::default().claim_lease)
+}
 fn d_webhook_timeout() -> String {
     fmt_d(DEFAULT_WEBHOOK_TIMEOUT)
 }
@@ -720,6 +741,8 @@ impl Default for RawWorker {
             rate_per_second: d_rate(),
             batch_size: d_batch(),
             shutdown_deadline: d_deadline(),
+            node_name: None,
+            claim_lease: d_claim_lease(),
         }
     }
 }
@@ -734,9 +757,12 @@ impl Default for RawLog {
 }
 
 /// The process environment, captured once at start-up (tests pass their own).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Environment {
     vars: BTreeMap<String, String>,
+    /// The host name (`None`: it could not be read): `worker.node_name`'s default and the
+    /// `nodes` row's host.
+    hostname: Option<String>,
 }
 
 impl fmt::Debug for Environment {
@@ -746,11 +772,22 @@ impl fmt::Debug for Environment {
     }
 }
 
+impl Default for Environment {
+    /// No variables, on a host named `localhost`.
+    fn default() -> Self {
+        Self {
+            vars: BTreeMap::new(),
+            hostname: Some(FALLBACK_HOST.to_owned()),
+        }
+    }
+}
+
 impl Environment {
     /// Captures the real environment.
     pub fn capture() -> Self {
         Self {
             vars: std::env::vars().collect(),
+            hostname: read_hostname(),
         }
     }
 
@@ -766,7 +803,20 @@ impl Environment {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            hostname: Some(FALLBACK_HOST.to_owned()),
         }
+    }
+
+    /// The same environment on a host named `hostname` (`None`: one whose name cannot be
+    /// read), for tests.
+    pub fn with_hostname(mut self, hostname: Option<&str>) -> Self {
+        self.hostname = hostname.map(str::to_owned);
+        self
+    }
+
+    /// The host name, when it could be read.
+    pub fn hostname(&self) -> Option<&str> {
+        self.hostname.as_deref()
     }
 
     /// One variable.
@@ -774,6 +824,17 @@ impl Environment {
         self.vars.get(name).map(String::as_str)
     }
 }
+
+/// The host name the kernel reports (what `hostname` prints), trimmed; `None` when it cannot
+/// be read or is empty. Linux: `/proc/sys/kernel/hostname`, read once at start-up.
+fn read_hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// The host name of an environment that names none (tests, [`WorkerSettings::default`]).
+const FALLBACK_HOST: &str = "localhost";
 
 impl Config {
     /// Reads, overrides and validates the config file at `path`.
@@ -1034,7 +1095,7 @@ const fn days(n: u64) -> Duration {
 }
 
 /// The range of every duration setting, in the order of `examples/config.toml`.
-pub const DURATION_BOUNDS: [Bounds<Duration>; 11] = [
+pub const DURATION_BOUNDS: [Bounds<Duration>; 12] = [
     CONNECT_TIMEOUT,
     REQUEST_TIMEOUT,
     GRACE,
@@ -1046,6 +1107,7 @@ pub const DURATION_BOUNDS: [Bounds<Duration>; 11] = [
     HALT_RECHECK,
     CONFIRM_AFTER,
     SHUTDOWN_DEADLINE,
+    CLAIM_LEASE,
 ];
 const CONNECT_TIMEOUT: Bounds<Duration> = Bounds::d("gateway.connect_timeout", MS, mins(5));
 const REQUEST_TIMEOUT: Bounds<Duration> = Bounds::d("gateway.request_timeout", MS, mins(10));
@@ -1061,6 +1123,8 @@ const HALT_RECHECK: Bounds<Duration> = Bounds::d("schedule.halt_recheck", MS, da
 const CONFIRM_AFTER: Bounds<Duration> =
     Bounds::d("schedule.confirm_after", Duration::ZERO, days(30));
 const SHUTDOWN_DEADLINE: Bounds<Duration> = Bounds::d("worker.shutdown_deadline", MS, mins(10));
+const CLAIM_LEASE: Bounds<Duration> =
+    Bounds::d("worker.claim_lease", Duration::from_secs(2), days(1));
 
 /// The range of every count setting.
 pub const COUNT_BOUNDS: [Bounds<usize>; 5] = [
@@ -1294,6 +1358,8 @@ const KEY_NAMES: &[&str] = &[
     "rate_per_second",
     "batch_size",
     "shutdown_deadline",
+    "node_name",
+    "claim_lease",
     "log",
     "format",
     "level",
@@ -1408,7 +1474,7 @@ impl RawConfig {
         let ledger = self.ledger.validate(env)?;
         let gateway = self.gateway.validate()?;
         let policy = self.schedule.validate()?;
-        let worker = self.worker.validate()?;
+        let worker = self.worker.validate(env, gateway.request_timeout)?;
         let http = self.http.validate(env)?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid("log.level", e.to_string()));
@@ -1577,16 +1643,74 @@ impl RawSchedule {
 }
 
 impl RawWorker {
-    fn validate(self) -> Result<WorkerSettings, ConfigError> {
+    /// Validates `[worker]`; the claim lease against the gateway's `request_timeout`.
+    fn validate(
+        self,
+        env: &Environment,
+        request_timeout: Duration,
+    ) -> Result<WorkerSettings, ConfigError> {
         validate_cron("worker.sweep_cron", &self.sweep_cron)?;
+        let host = env.hostname().unwrap_or(FALLBACK_HOST).to_owned();
         Ok(WorkerSettings {
             sweep_cron: self.sweep_cron,
             concurrency: CONCURRENCY.check_number(self.concurrency)?,
             rate_per_second: RATE.check_number(self.rate_per_second)?,
             batch_size: BATCH.check_number(self.batch_size)?,
             shutdown_deadline: SHUTDOWN_DEADLINE.parse(&self.shutdown_deadline)?,
+            node_name: node_name(self.node_name.as_deref(), env.hostname())?,
+            host,
+            claim_lease: claim_lease(&self.claim_lease, request_timeout)?,
         })
     }
+}
+
+/// `worker.node_name`, or the host name when it is not set; a bad value (or a host name that
+/// is not a valid node name) is refused naming the key.
+fn node_name(set: Option<&str>, hostname: Option<&str>) -> Result<NodeName, ConfigError> {
+    const KEY: &str = "worker.node_name";
+    match (set, hostname) {
+        (Some(name), _) => {
+            NodeName::parse_as(KEY, name).map_err(|e| ConfigError::invalid(KEY, e.reason))
+        }
+        (None, Some(host)) => NodeName::parse_as(KEY, host).map_err(|e| {
+            ConfigError::invalid(
+                KEY,
+                format!(
+                    "not set, and the host name is not a node name ({}); set worker.node_name",
+                    e.reason
+                ),
+            )
+        }),
+        (None, None) => Err(ConfigError::invalid(
+            KEY,
+            "not set, and the host name could not be read; set worker.node_name",
+        )),
+    }
+}
+
+/// `worker.claim_lease`: in range, and at least twice what one refund's work may take at
+/// `request_timeout` (two queries and the commit window), so a claimed refund has as long to
+/// wait for its turn as its query has to run.
+fn claim_lease(text: &str, request_timeout: Duration) -> Result<Duration, ConfigError> {
+    let lease = CLAIM_LEASE.parse(text)?;
+    let window = crate::worker::commit::GATHER_WINDOW;
+    let query = crate::gateway::query_timeout(request_timeout);
+    let least = LeaseTerms::least_lease(query, window);
+    if lease < least {
+        return Err(ConfigError::invalid(
+            CLAIM_LEASE.key,
+            format!(
+                "{} is too short: once queried, a claimed refund may take two queries of \
+                 gateway.request_timeout and a margin ({} each) plus the {} commit window, and \
+                 the lease must be at least twice that: {} or more",
+                fmt_human(lease),
+                fmt_human(query),
+                fmt_human(window),
+                fmt_human(least)
+            ),
+        ));
+    }
+    Ok(lease)
 }
 
 /// The keys and the secrets (webhook secret, API token), parsed once.
@@ -2303,17 +2427,28 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
                 } else {
                     v
                 };
-                // connect_timeout must stay within request_timeout (a settings rule).
+                // connect_timeout must stay within request_timeout (a settings rule), and the
+                // claim lease at least twice two request timeouts and the commit window.
                 let also = match field {
                     "connect_timeout" => "request_timeout = \"10m\"\n",
                     "request_timeout" => "connect_timeout = \"1ms\"\n",
                     _ => "",
                 };
+                let long_lease = matches!(field, "request_timeout" | "connect_timeout")
+                    .then_some("\n[worker]\nclaim_lease = \"1d\"\n");
+                if field == "claim_lease" {
+                    let quick = MINIMAL.replace(
+                        "merchant_no = \"M1\"",
+                        "merchant_no = \"M1\"\nconnect_timeout = \"1ms\"\nrequest_timeout = \"1ms\"",
+                    );
+                    return format!("{quick}\n[{section}]\n{field} = {v}\n");
+                }
                 if section == "gateway" {
-                    MINIMAL.replace(
+                    let gateway = MINIMAL.replace(
                         "merchant_no = \"M1\"",
                         &format!("merchant_no = \"M1\"\n{also}{field} = {v}"),
-                    )
+                    );
+                    format!("{gateway}{}", long_lease.unwrap_or(""))
                 } else {
                     format!("{MINIMAL}\n[{section}]\n{field} = {v}\n")
                 }

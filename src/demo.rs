@@ -473,6 +473,8 @@ fn demo_config(ledger_path: &Path, sb: &Sandbox, listen: std::net::SocketAddr) -
             rate_per_second: 400.0,
             batch_size: 1000,
             shutdown_deadline: Duration::from_secs(5),
+            node_name: crate::domain::NodeName::parse("demo").expect("a valid node name"),
+            ..WorkerSettings::default()
         },
         log: LogSettings {
             format: LogFormat::Text,

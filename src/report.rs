@@ -9,9 +9,11 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::demo::DemoReport;
-use crate::domain::{Change, HaltCode, OutRefundNo, Timestamp, format_ts, is_unsafe_char};
+use crate::domain::{
+    Change, HaltCode, OutRefundNo, Timestamp, format_ts, is_unsafe_char, node_state,
+};
 use crate::ledger::{
-    Applied, AttemptRow, Finding, Happened, Health, OpenDiscrepancy, OperatorActionRow,
+    Applied, AttemptRow, Finding, Happened, Health, NodeRow, OpenDiscrepancy, OperatorActionRow,
     RefundDetail, RefundRow, StatusSummary, Timeline, TimelineEvent,
 };
 use crate::worker::Processed;
@@ -697,6 +699,86 @@ pub struct HealthView<'a> {
     pub warnings: Vec<Warning>,
     /// True when any warning is present (`status` then exits 8).
     pub needs_human: bool,
+    /// Every daemon node the ledger has seen, by name (a silent node is not a warning by
+    /// itself: on SQLite one daemon runs per file, and `worker_stale` covers a dead one).
+    pub nodes: Vec<NodeView>,
+}
+
+/// One daemon node as `status` shows it: its `nodes` row judged at the time of the check.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    /// The node's name (`worker.node_name`).
+    pub name: String,
+    /// The host it last ran on.
+    pub host: String,
+    /// Its process id at its last start.
+    pub pid: i64,
+    /// The daemon's version at its last start.
+    pub version: String,
+    /// Its last start.
+    #[serde(serialize_with = "ser_ts")]
+    pub started_at: Timestamp,
+    /// Its last heartbeat.
+    #[serde(serialize_with = "ser_ts")]
+    pub heartbeat_at: Timestamp,
+    /// Seconds from its last heartbeat to the check (0 for a heartbeat ahead of our clock).
+    pub heartbeat_age_s: i64,
+    /// Its clean stop, if it stopped.
+    #[serde(serialize_with = "ser_opt_ts")]
+    pub stopped_at: Option<Timestamp>,
+    /// `running`, `stopped` or `silent` (no heartbeat for [`crate::domain::node::SILENT_AFTER_INTERVALS`]
+    /// sweep intervals and no clean stop).
+    pub state: &'static str,
+}
+
+impl NodeView {
+    /// Judges each row at `now`: silent past `silent_after` without a clean stop.
+    pub fn judge(rows: &[NodeRow], now: Timestamp, silent_after: std::time::Duration) -> Vec<Self> {
+        rows.iter()
+            .map(|r| Self {
+                name: r.name.clone(),
+                host: r.host.clone(),
+                pid: r.pid,
+                version: r.version.clone(),
+                started_at: r.started_at,
+                heartbeat_at: r.heartbeat_at,
+                heartbeat_age_s: (now - r.heartbeat_at).num_seconds().max(0),
+                stopped_at: r.stopped_at,
+                state: node_state(r.heartbeat_at, r.stopped_at, now, silent_after).as_str(),
+            })
+            .collect()
+    }
+}
+
+/// `status`'s node list for people: one line per node, its state, host and heartbeat age.
+pub fn nodes_table(nodes: &[NodeView]) -> String {
+    let mut out = String::new();
+    if nodes.is_empty() {
+        let _ = writeln!(out, "\nnodes: none has run on this ledger yet");
+        return out;
+    }
+    let _ = writeln!(out, "\nnodes:");
+    for n in nodes {
+        let stop = match n.stopped_at {
+            Some(at) => format!(", stopped {}", format_ts(at)),
+            None if n.state == "silent" => {
+                ", never stopped cleanly: killed, hung or cut off?".to_owned()
+            }
+            None => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<24}{:<9}host {}, pid {}, version {}, last heartbeat {} ago{}",
+            escape(&n.name),
+            n.state,
+            escape(&n.host),
+            n.pid,
+            escape(&n.version),
+            age(n.heartbeat_age_s),
+            stop
+        );
+    }
+    out
 }
 
 /// One finding for scripts.
@@ -724,7 +806,14 @@ impl<'a> HealthView<'a> {
                 })
                 .collect(),
             needs_human: h.needs_human(),
+            nodes: Vec::new(),
         }
+    }
+
+    /// The same view with the ledger's nodes.
+    pub fn with_nodes(mut self, nodes: Vec<NodeView>) -> Self {
+        self.nodes = nodes;
+        self
     }
 }
 
@@ -867,6 +956,9 @@ pub struct EventView {
     /// `query`: the sweep that made it (`sweeps.id`, the `sweep` field of the daemon's logs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep_id: Option<i64>,
+    /// `query`: the node that made it (`attempts.node`; absent before schema version 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// `operator`, `discrepancy_resolved`: the operator.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
@@ -930,6 +1022,7 @@ fn event_view(e: &TimelineEvent) -> EventView {
         outcome: None,
         latency_ms: None,
         sweep_id: None,
+        node: None,
         actor: None,
         discrepancy_id: None,
     };
@@ -938,6 +1031,7 @@ fn event_view(e: &TimelineEvent) -> EventView {
             v.outcome = Some(a.outcome.as_str());
             v.latency_ms = Some(a.latency_ms);
             v.sweep_id = a.sweep_id;
+            v.node = a.node.clone();
         }
         Happened::DiscrepancyDetected(d) => v.discrepancy_id = Some(d.id),
         Happened::DiscrepancyResolved(d) => {
@@ -1028,8 +1122,17 @@ fn query_summary(a: &AttemptRow) -> String {
         let _ = write!(s, " status={d}");
     }
     let _ = write!(s, " in {} ms", a.latency_ms);
-    if let Some(sweep) = a.sweep_id {
-        let _ = write!(s, " (sweep {sweep})");
+    match (a.sweep_id, &a.node) {
+        (Some(sweep), Some(node)) => {
+            let _ = write!(s, " (node {}, sweep {sweep})", escape(node));
+        }
+        (Some(sweep), None) => {
+            let _ = write!(s, " (sweep {sweep})");
+        }
+        (None, Some(node)) => {
+            let _ = write!(s, " (node {})", escape(node));
+        }
+        (None, None) => {}
     }
     if let Some(e) = &a.error {
         let _ = write!(s, ": {e}");

@@ -10,8 +10,13 @@ use checus_reconciler::cli::{
     AuditArgs, DiscrepanciesArgs, ExitCode, FailedArgs, LedgerArgs, ListArgs, RefundArgs,
     StatusArgs, StuckArgs,
 };
-use checus_reconciler::config::Environment;
-use checus_reconciler::domain::{Clock, OutRefundNo, Policy, RefundStatus, SystemClock};
+use std::time::Duration;
+
+use checus_reconciler::config::{Environment, WorkerSettings};
+use checus_reconciler::daemon::sweep_interval;
+use checus_reconciler::domain::{
+    Clock, OutRefundNo, Policy, RefundStatus, SystemClock, silent_after,
+};
 use checus_reconciler::ledger::{
     self, AuditFilter, Ledger, LedgerTarget, ListFilter, OpenMode, Readout,
 };
@@ -23,10 +28,17 @@ use super::{Failure, Outcome};
 
 /// `status`: the health summary; exit 8 when something needs a human.
 pub fn status(args: StatusArgs, env: &Environment) -> Outcome {
-    let (l, policy) = ledger_and_policy(&args.ledger, env)?;
-    let health = l.health_with(SystemClock.now(), args.stale_after, &policy)?;
-    emit(args.json, &report::HealthView::new(&health), |_| {
-        report::health_table(&health)
+    let (l, policy, interval) = ledger_and_policy(&args.ledger, env)?;
+    let now = SystemClock.now();
+    let health = l.health_with(now, args.stale_after, &policy)?;
+    let nodes = report::NodeView::judge(&l.nodes()?, now, silent_after(interval));
+    let view = report::HealthView::new(&health).with_nodes(nodes);
+    emit(args.json, &view, |v| {
+        format!(
+            "{}{}",
+            report::health_table(&health),
+            report::nodes_table(&v.nodes)
+        )
     })?;
     Ok(if health.needs_human() {
         ExitCode::NeedsHuman
@@ -35,18 +47,29 @@ pub fn status(args: StatusArgs, env: &Environment) -> Outcome {
     })
 }
 
-/// The ledger and the schedule the daemon runs: the config, when one is named, is read once
-/// for both (`--ledger` still wins for the path); without one, the documented defaults.
-fn ledger_and_policy(args: &LedgerArgs, env: &Environment) -> Result<(Ledger, Policy), Failure> {
+/// The ledger, the schedule the daemon runs and its sweep interval (a node is silent after
+/// three): the config, when one is named, is read once for all (`--ledger` still wins for
+/// the path); without one, the documented defaults.
+fn ledger_and_policy(
+    args: &LedgerArgs,
+    env: &Environment,
+) -> Result<(Ledger, Policy, Duration), Failure> {
+    let now = SystemClock.now();
     let Some(config) = &args.config else {
-        return Ok((open_for_reading(args, env)?, Policy::default()));
+        let interval = sweep_interval(&WorkerSettings::default().sweep_cron, now);
+        return Ok((open_for_reading(args, env)?, Policy::default(), interval));
     };
     let config = load_config(config, env)?;
+    let interval = sweep_interval(&config.worker.sweep_cron, now);
     let target = match &args.ledger {
         Some(path) => LedgerTarget::sqlite(path),
         None => config.ledger,
     };
-    Ok((ledger::open(&target, OpenMode::Reading)?, config.policy))
+    Ok((
+        ledger::open(&target, OpenMode::Reading)?,
+        config.policy,
+        interval,
+    ))
 }
 
 /// `stuck`: pending refunds created before the cutoff, oldest first.

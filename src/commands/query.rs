@@ -41,7 +41,9 @@ pub async fn query(args: QueryArgs, env: Environment) -> Outcome {
     })?;
     let target = cfg.ledger.clone();
     warn_if_root_on_service_ledger(&target);
-    let ledger = ledger::open(&target, OpenMode::Existing)?;
+    let mut ledger = ledger::open(&target, OpenMode::Existing)?;
+    // The attempt is this host's node's (`worker.node_name`), like the daemon's.
+    ledger.set_node(cfg.worker.node_name.clone());
     // A client the config cannot build is a config error (exit 3), as for `run`.
     let worker = build_worker(
         &cfg,

@@ -27,11 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError, LoadedKeys};
-use crate::domain::{Clock, Timestamp, format_ts};
+use crate::domain::{Clock, NodeName, Timestamp, format_ts};
 use crate::gateway::{GatewayClient, GatewayError};
 use crate::http::notify::Inbox;
 use crate::http::{AppState, HttpError, Listener, Server};
-use crate::ledger::{self, Ledger, LedgerError, LedgerTarget, OpenMode};
+use crate::ledger::{self, Ledger, LedgerError, LedgerTarget, NodeStart, OpenMode};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::webhook::{Delivery, Target};
@@ -179,6 +179,8 @@ struct Parts {
     webhook_stop: CancellationToken,
     /// The webhook delivery task, awaited in [`Parts::stop`].
     webhook_task: JoinHandle<()>,
+    /// This daemon's node, whose `nodes` row records the clean stop.
+    node: NodeName,
 }
 
 /// The serving HTTP listener, if any. Shared by the sweep loop (a reload replaces it) and
@@ -285,6 +287,7 @@ impl Daemon {
             lock = %opened.lock.path().display(),
             gateway = %config.gateway.base_url,
             sweep_cron = %config.worker.sweep_cron,
+            node = %config.worker.node_name,
             concurrency = config.worker.concurrency,
             rate_per_second = config.worker.rate_per_second,
             "daemon ready"
@@ -300,6 +303,7 @@ impl Daemon {
         }
         let totals = Arc::new(Mutex::new(Totals::default()));
         let deadline = config.worker.shutdown_deadline;
+        let node = config.worker.node_name.clone();
         let sweeps = SweepLoop {
             worker: opened.worker,
             ledger: opened.ledger.clone(),
@@ -315,6 +319,7 @@ impl Daemon {
             http: Arc::clone(&http),
             interval,
             webhook: webhook_tx,
+            heartbeat_at: Mutex::new(None),
         };
         let parts = Parts {
             lock: opened.lock,
@@ -327,6 +332,7 @@ impl Daemon {
             http,
             webhook_stop,
             webhook_task,
+            node,
         };
         Ok(Self { parts, sweeps })
     }
@@ -413,6 +419,11 @@ impl Parts {
             std::panic::resume_unwind(e.into_panic());
         }
         let _ = self.scheduler.shutdown().await;
+        // A clean stop: `status` shows the node stopped, not silent.
+        let (node, at) = (self.node.clone(), self.clock.now());
+        if let Err(e) = self.ledger.call(move |l| l.node_stopped(&node, at)).await {
+            warn!(node = %self.node, error = %e, "could not record the node's stop");
+        }
         let t = self
             .totals
             .lock()
@@ -457,8 +468,17 @@ async fn open(
     let metrics = Arc::clone(metrics);
     let opening = tokio::task::spawn_blocking(move || {
         let target = &config.ledger;
-        let ledger = ledger::open(target, OpenMode::Create)?;
+        let mut ledger = ledger::open(target, OpenMode::Create)?;
         let lock = lock(target)?;
+        // Every attempt the worker's connection records is this node's.
+        ledger.set_node(config.worker.node_name.clone());
+        ledger.node_started(&NodeStart {
+            name: config.worker.node_name.clone(),
+            host: config.worker.host.clone(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            at: clock.now(),
+        })?;
         // What is already final or recorded when the daemon starts is not logged again (a
         // restart does not repeat lines); what lands from here on is logged once each.
         let watermark = ledger.finalized_watermark()?;

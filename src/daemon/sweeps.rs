@@ -78,6 +78,8 @@ pub(super) struct SweepLoop {
     pub(super) interval: Duration,
     /// The webhook delivery task's target: a reload sends the new `[webhook]` here.
     pub(super) webhook: tokio::sync::watch::Sender<Option<Arc<crate::webhook::Target>>>,
+    /// When this node's `nodes` row last got a heartbeat (`None`: not since start).
+    pub(super) heartbeat_at: Mutex<Option<Timestamp>>,
 }
 
 /// What the loop does next.
@@ -95,6 +97,12 @@ enum Event {
     /// Idle for a sweep interval: the loop is alive (for `/healthz`).
     Tick,
 }
+
+/// The least time between two heartbeats of the node's `nodes` row: the loop goes round
+/// every second while halted and on every event, and one write per turn would be waste.
+/// Between sweeps the loop ticks at least once a sweep interval, and a long sweep
+/// heartbeats on its progress timer, so a live node is never silent (3 sweep intervals).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
 /// How often a halted daemon looks for an operator's `resume` request in the ledger. The
 /// request travels through the ledger, where its audit row is anyway (see
@@ -170,6 +178,7 @@ impl SweepLoop {
                 )
                 .await;
             self.live.ticked();
+            self.heartbeat().await;
             let event = match event {
                 Event::CheckResume if self.resume_requested().await => Event::Sweep,
                 Event::CheckResume => continue,
@@ -229,6 +238,35 @@ impl SweepLoop {
         }
     }
 
+    /// Records this node's heartbeat, at most every [`HEARTBEAT_EVERY`]. A ledger error is
+    /// logged and the loop goes on (the next sweep meets it and reports it).
+    async fn heartbeat(&self) {
+        let now = self.clock.now();
+        {
+            let mut last = self.heartbeat_at.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|at| {
+                now < at || (now - at).to_std().unwrap_or(Duration::ZERO) >= HEARTBEAT_EVERY
+            });
+            if !due {
+                return;
+            }
+            *last = Some(now);
+        }
+        let node = self.config.worker.node_name.clone();
+        match self
+            .ledger
+            .call(move |l| l.node_heartbeat(&node, now))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => warn!(
+                node = %self.config.worker.node_name,
+                "the node's row is gone from the ledger; it is written again at the next start"
+            ),
+            Err(e) => warn!(error = %e, "could not record the node's heartbeat"),
+        }
+    }
+
     /// Whether an operator asked to resume; a ledger error is logged and read as "no" (the
     /// next sweep meets it and reports it).
     async fn resume_requested(&self) -> bool {
@@ -272,6 +310,7 @@ impl SweepLoop {
                     if now != ticked_at {
                         ticked_at = now;
                         self.live.ticked();
+                        self.heartbeat().await;
                     }
                 }
             }
@@ -352,6 +391,7 @@ impl SweepLoop {
             self.jitter.clone(),
         );
         let in_use = self.config.ledger.clone();
+        let node_in_use = self.config.worker.node_name.clone();
         let metrics = self.live.metrics();
         let loaded = tokio::task::spawn_blocking(move || {
             let (mut config, keys) = reloader()?;
@@ -363,6 +403,15 @@ impl SweepLoop {
                 );
             }
             config.ledger = in_use;
+            // The node's name is its rows' and its connection's: a restart changes it.
+            if config.worker.node_name != node_in_use {
+                warn!(
+                    configured = %config.worker.node_name,
+                    in_use = %node_in_use,
+                    "worker.node_name changes need a restart; keeping the running name"
+                );
+            }
+            config.worker.node_name = node_in_use;
             let mut worker = build_worker(&config, &keys, ledger, clock)?.with_metrics(metrics);
             if let Some(j) = jitter {
                 worker = worker.with_jitter(j);

@@ -28,6 +28,12 @@ use crate::domain::{Clock, OutRefundNo, QueryOutcome, QueryReport, RetryReason};
 /// How much later than reqwest's own total timeout the outer backstop fires.
 const BACKSTOP_MARGIN: Duration = Duration::from_millis(250);
 
+/// The longest one query can take with `request_timeout`: reqwest's timeout, then the
+/// backstop's margin. Claim leases are sized from it.
+pub fn query_timeout(request_timeout: Duration) -> Duration {
+    request_timeout + BACKSTOP_MARGIN
+}
+
 /// Why a [`GatewayClient`] could not be built. Nothing the gateway does at query time is an
 /// error, and the settings were checked before (they arrive as [`ValidGatewaySettings`]), so
 /// what is left is the local TLS stack; it is found at start-up and is not retryable.
@@ -130,7 +136,7 @@ impl GatewayClient {
         // guarantee independent of how any reqwest version scopes its timer. It is a backstop
         // a little later than reqwest's own timer: with equal deadlines the two raced, and
         // when the backstop won, an answer whose head had arrived lost its HTTP status.
-        let backstop = self.settings.request_timeout + BACKSTOP_MARGIN;
+        let backstop = query_timeout(self.settings.request_timeout);
         let exchanged = tokio::time::timeout(backstop, self.exchange(signed)).await;
         let latency = started.elapsed();
         let (http_status, result) = match exchanged {

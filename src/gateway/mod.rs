@@ -18,7 +18,7 @@ pub mod settings;
 /// The client's answer is the domain's attempt type; re-exported where `query` returns it.
 pub use crate::domain::QueryReport;
 pub use classify::{APPLY_SUCCESS, Classified, CodeClass, classify, classify_code, classify_with};
-pub use client::{GatewayClient, GatewayError};
+pub use client::{GatewayClient, GatewayError, query_timeout};
 pub use envelope::{SignedRequest, format_request_time, query_body, sign_query};
 pub use keys::{GatewayKey, KeyError, MerchantKey, PrivateKeyFormat, SignatureError};
 pub use reader::{Read, read_amount, read_currency, read_finish_time, read_time, read_trade_no};

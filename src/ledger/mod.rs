@@ -11,7 +11,7 @@
 //!
 //! Files:
 //! - `store.rs`: the interface, one trait per kind of caller (the worker's queue, intake,
-//!   reads, operator actions, the webhook outbox, maintenance);
+//!   reads, the daemon's node presence, operator actions, the webhook outbox, maintenance);
 //! - `sqlite/`: the SQLite engine ([`SqliteLedger`]), its opening, verification and
 //!   migrations;
 //! - `types.rs`: records, typed rows, the enums stored as TEXT; `health.rs` (`status`'s
@@ -41,15 +41,17 @@ pub use health::{Finding, Health};
 pub use sqlite::{
     Difference, ObjectKind, SCHEMA_SQL, SchemaCheck, SchemaDifference, SqliteLedger, migrate,
 };
-pub use store::{Intake, LedgerStore, Maintenance, OperatorActions, Outbox, Reads, WorkQueue};
+pub use store::{
+    Intake, LedgerStore, Maintenance, NodePresence, OperatorActions, Outbox, Reads, WorkQueue,
+};
 pub use timeline::{EventKind, Happened, Timeline, TimelineEvent};
 pub use types::{
     Applied, AttemptRow, AuditFilter, BackupReport, DiscrepancyRow, DiscrepancySource,
-    IMPORT_PROGRESS_EVERY, LedgerGauges, ListFilter, LoggedDiscrepancy, MAX_ERROR_CHARS,
-    NotificationEffect, NotificationRecord, NotificationRow, OpenDiscrepancy, OperatorAction,
-    OperatorActionRow, PruneCounts, PruneReport, PrunedRefund, Readout, RecordedKind, RefundDetail,
-    RefundRow, Registered, ResumeAction, ResumeRequest, SkipList, StatusSummary, SweepCounts,
-    SweepEnd, SweepRow, UnreadableRow, Watermark,
+    IMPORT_PROGRESS_EVERY, LedgerGauges, ListFilter, LoggedDiscrepancy, MAX_ERROR_CHARS, NodeRow,
+    NodeStart, NotificationEffect, NotificationRecord, NotificationRow, OpenDiscrepancy,
+    OperatorAction, OperatorActionRow, PruneCounts, PruneReport, PrunedRefund, Readout,
+    RecordedKind, RefundDetail, RefundRow, Registered, ResumeAction, ResumeRequest, SkipList,
+    StatusSummary, SweepCounts, SweepEnd, SweepRow, UnreadableRow, Watermark,
 };
 pub use webhooks::{
     DeliveryOutcome, DeliveryResult, DueWebhook, WebhookEventRow, WebhookFilter, WebhookState,
@@ -57,9 +59,9 @@ pub use webhooks::{
 
 /// The schema version this build reads and writes, the same number on every engine (SQLite
 /// keeps it in `PRAGMA user_version`). Older ledgers are migrated to it.
-pub const SCHEMA_VERSION: i32 = 9;
+pub const SCHEMA_VERSION: i32 = 10;
 
-/// The PostgreSQL form of the ledger's DDL at schema version 9 (`schema.postgres.sql`),
+/// The PostgreSQL form of the ledger's DDL (`schema.postgres.sql`, schema version 10),
 /// applied in one transaction to an empty schema.
 pub const SCHEMA_POSTGRES_SQL: &str = include_str!("../../schema.postgres.sql");
 

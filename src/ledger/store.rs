@@ -22,15 +22,15 @@ use super::error::LedgerError;
 use super::health::Health;
 use super::timeline::Timeline;
 use super::types::{
-    Applied, AuditFilter, BackupReport, LedgerGauges, ListFilter, LoggedDiscrepancy,
-    NotificationEffect, NotificationRecord, OpenDiscrepancy, OperatorActionRow, PruneCounts,
-    PruneReport, PrunedRefund, Readout, RefundDetail, RefundRow, Registered, ResumeAction,
-    ResumeRequest, SkipList, StatusSummary, SweepEnd, SweepRow, Watermark,
+    Applied, AuditFilter, BackupReport, LedgerGauges, ListFilter, LoggedDiscrepancy, NodeRow,
+    NodeStart, NotificationEffect, NotificationRecord, OpenDiscrepancy, OperatorActionRow,
+    PruneCounts, PruneReport, PrunedRefund, Readout, RefundDetail, RefundRow, Registered,
+    ResumeAction, ResumeRequest, SkipList, StatusSummary, SweepEnd, SweepRow, Watermark,
 };
 use super::webhooks::{DeliveryResult, DueWebhook, WebhookEventRow, WebhookFilter};
 use crate::domain::{
-    Decision, FinalStatus, NewRefund, OutRefundNo, OutcomeClass, Policy, QueryReport, RefundState,
-    RefundStatus, Timestamp,
+    Decision, FinalStatus, NewRefund, NodeName, OutRefundNo, OutcomeClass, Policy, QueryReport,
+    RefundState, RefundStatus, Timestamp,
 };
 
 /// The worker's sweep and the daemon's watches: schedule, take due work, record what the
@@ -41,8 +41,19 @@ pub trait WorkQueue {
     /// `created_at + grace`. Returns how many were scheduled.
     fn schedule_new(&self, grace: Duration) -> Result<usize, LedgerError>;
 
-    /// Pending, unflagged refunds due at `now`, the longest-due first, at most `limit`.
-    fn due(&self, now: Timestamp, limit: usize) -> Result<Readout<RefundState>, LedgerError>;
+    /// The worker's claim: pending refunds due at `now`, the longest-due first, at most
+    /// `limit`, leaving out rows flagged unusable and rows another node holds a lease on that
+    /// ends after `now`; each row returned is leased to `node` until `lease_until` in the same
+    /// transaction (`refunds.claimed_by`/`claimed_until`). A lease of `node`'s own is taken
+    /// again. Recording the refund's attempt clears the lease. (On PostgreSQL: `FOR UPDATE
+    /// SKIP LOCKED`, so two nodes claiming at once never get the same row.)
+    fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        node: &NodeName,
+        lease_until: Timestamp,
+    ) -> Result<Readout<RefundState>, LedgerError>;
 
     /// Final refunds whose confirming query is due (finalized `confirm_after` ago or more,
     /// not yet confirmed), at most `limit`.
@@ -53,8 +64,13 @@ pub trait WorkQueue {
         limit: usize,
     ) -> Result<Readout<(RefundStatus, RefundState)>, LedgerError>;
 
-    /// When the next pending refund not in `skip` is due, if any is scheduled.
-    fn next_due_at(&self, skip: &SkipList) -> Result<Option<Timestamp>, LedgerError>;
+    /// When the next pending refund not in `skip` that `node` may claim falls due, if any is
+    /// scheduled: its `next_query_at`, or the end of another node's lease on it if later.
+    fn next_due_at(
+        &self,
+        skip: &SkipList,
+        node: &NodeName,
+    ) -> Result<Option<Timestamp>, LedgerError>;
 
     /// One refund's status and worker state, `None` when it is not in the ledger.
     fn state(
@@ -62,8 +78,13 @@ pub trait WorkQueue {
         out_refund_no: &OutRefundNo,
     ) -> Result<Option<(RefundStatus, RefundState)>, LedgerError>;
 
-    /// Starts a sweep row; returns its id.
-    fn begin_sweep(&self, started_at: Timestamp) -> Result<i64, LedgerError>;
+    /// Starts a sweep row run by `node`; returns its id.
+    fn begin_sweep(&self, started_at: Timestamp, node: &NodeName) -> Result<i64, LedgerError>;
+
+    /// Names the node whose attempts this connection records (`attempts.node`): the worker's
+    /// connection belongs to one node, so every attempt it records, grouped or not, is that
+    /// node's. Set once, before the connection records anything.
+    fn set_node(&mut self, node: NodeName);
 
     /// Records how the sweep `id` ended.
     fn finish_sweep(
@@ -87,8 +108,9 @@ pub trait WorkQueue {
     }
 
     /// Records one query attempt of the sweep `sweep` and applies `decision` in one
-    /// transaction: the attempt row, the change as a compare-and-set on the pending status,
-    /// then the decision's discrepancies.
+    /// transaction: the attempt row (with the connection's node), the change as a
+    /// compare-and-set on the pending status that also clears the refund's claim lease, then
+    /// the decision's discrepancies.
     fn record_attempt_in(
         &mut self,
         sweep: Option<i64>,
@@ -251,6 +273,23 @@ pub trait Reads {
 
     /// The first sweep that finished after the sweep id `after`, if any.
     fn first_finished_sweep_after(&self, after: i64) -> Result<Option<SweepRow>, LedgerError>;
+
+    /// Every daemon node the ledger has seen, by name (`status`).
+    fn nodes(&self) -> Result<Vec<NodeRow>, LedgerError>;
+}
+
+/// The daemon's own row in `nodes`: upserted at start, heartbeat while it runs, stopped on a
+/// clean stop. Rows are never deleted by the daemon.
+pub trait NodePresence {
+    /// Upserts the node's row at its start (`stopped_at` cleared).
+    fn node_started(&self, node: &NodeStart) -> Result<(), LedgerError>;
+
+    /// Records a heartbeat at `at` (never before the node's start); false when the node has
+    /// no row (removed by hand).
+    fn node_heartbeat(&self, name: &NodeName, at: Timestamp) -> Result<bool, LedgerError>;
+
+    /// Records the node's clean stop at `at`.
+    fn node_stopped(&self, name: &NodeName, at: Timestamp) -> Result<(), LedgerError>;
 }
 
 /// The operator commands that change the ledger, each audited in `operator_actions`.
@@ -367,11 +406,19 @@ pub trait Maintenance {
 /// The whole ledger interface: every engine implements each part. `Send` so a connection can
 /// move to the blocking thread that uses it.
 pub trait LedgerStore:
-    WorkQueue + Intake + Reads + OperatorActions + Outbox + Maintenance + Send + Debug
+    WorkQueue + Intake + Reads + NodePresence + OperatorActions + Outbox + Maintenance + Send + Debug
 {
 }
 
 impl<T> LedgerStore for T where
-    T: WorkQueue + Intake + Reads + OperatorActions + Outbox + Maintenance + Send + Debug
+    T: WorkQueue
+        + Intake
+        + Reads
+        + NodePresence
+        + OperatorActions
+        + Outbox
+        + Maintenance
+        + Send
+        + Debug
 {
 }

@@ -14,7 +14,8 @@ use serde::Serialize;
 use super::error::LedgerError;
 use crate::domain::{
     Change, Currency, Decision, DiscrepancyKind, FinalSource, FinalStatus, Halt, HaltCode,
-    OutRefundNo, OutcomeClass, RefundStatus, ReviewReason, Timestamp, format_ts, parse_ts,
+    NodeName, OutRefundNo, OutcomeClass, RefundStatus, ReviewReason, Timestamp, format_ts,
+    parse_ts,
 };
 
 /// Longest error text stored per attempt; longer text is cut at a character boundary.
@@ -379,6 +380,9 @@ pub struct AttemptRow {
     /// The sweep that made it (`sweeps.id`, the `sweep` field of the daemon's log lines);
     /// `None` for an attempt of `query`, or one recorded before schema version 6.
     pub sweep_id: Option<i64>,
+    /// The node that made it (`attempts.node`); `None` for one recorded before schema
+    /// version 10.
+    pub node: Option<String>,
 }
 
 /// One `discrepancies` row.
@@ -468,6 +472,44 @@ pub struct SweepRow {
     /// Since when the circuit breaker had querying paused when it ended (`None`: closed).
     #[serde(serialize_with = "ser::opt_ts")]
     pub breaker_open_since: Option<Timestamp>,
+}
+
+/// A daemon's start, as its `nodes` row records it (upserted: a restart replaces the last
+/// start and clears `stopped_at`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStart {
+    /// The node's name (`worker.node_name`).
+    pub name: NodeName,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// The daemon's version.
+    pub version: String,
+    /// When it started (also its first heartbeat).
+    pub at: Timestamp,
+}
+
+/// One `nodes` row: a daemon node as its last start, heartbeat and stop left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRow {
+    /// The node's name.
+    pub name: String,
+    /// The host it last ran on.
+    pub host: String,
+    /// Its process id at its last start.
+    pub pid: i64,
+    /// The daemon's version at its last start.
+    pub version: String,
+    /// Its last start.
+    #[serde(serialize_with = "ser::ts")]
+    pub started_at: Timestamp,
+    /// Its last heartbeat.
+    #[serde(serialize_with = "ser::ts")]
+    pub heartbeat_at: Timestamp,
+    /// Its clean stop (`None`: running, or killed).
+    #[serde(serialize_with = "ser::opt_ts")]
+    pub stopped_at: Option<Timestamp>,
 }
 
 /// One `operator_actions` row: the audit of an operator's command.

@@ -17,6 +17,7 @@ mod skip;
 pub use commit::LedgerHandle;
 pub use halt::HaltState;
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -26,8 +27,8 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::WorkerSettings;
 use crate::domain::{
-    Change, Clock, Decision, DiscrepancyKind, FinalSource, Halt, OutRefundNo, Policy, QueryOutcome,
-    RefundState, RefundStatus, Timestamp, decide, format_ts,
+    Change, Clock, Decision, DiscrepancyKind, FinalSource, Halt, LeaseTerms, OutRefundNo, Policy,
+    QueryOutcome, RefundState, RefundStatus, Timestamp, decide, format_ts,
 };
 use crate::gateway::{GatewayClient, QueryReport};
 use crate::ledger::{Applied, LedgerError, Readout, SweepCounts, SweepEnd, Watermark};
@@ -163,6 +164,8 @@ impl WorkerView {
 /// The worker's state, shared with the per-refund tasks a sweep spawns.
 struct Inner {
     ledger: LedgerHandle,
+    /// The claim lease and what one refund's query needs of it (see [`LeaseTerms`]).
+    lease: LeaseTerms,
     client: Arc<GatewayClient>,
     policy: Policy,
     settings: WorkerSettings,
@@ -205,8 +208,14 @@ impl Worker {
             policy.halt_recheck,
             policy.halt_after_rejected_refunds,
         ));
+        let lease = LeaseTerms::new(
+            settings.claim_lease,
+            crate::gateway::query_timeout(client.settings().request_timeout),
+            commit::GATHER_WINDOW,
+        );
         Self::from_inner(Inner {
             ledger,
+            lease,
             client: Arc::new(client),
             policy,
             settings,
@@ -459,7 +468,11 @@ impl Inner {
     ) -> Result<SweepReport, WorkerError> {
         let started = self.clock.now();
         *self.last_sweep.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let sweep_id = self.ledger.call(move |l| l.begin_sweep(started)).await?;
+        let node = self.settings.node_name.clone();
+        let sweep_id = self
+            .ledger
+            .call(move |l| l.begin_sweep(started, &node))
+            .await?;
         *self.last_sweep.lock().unwrap_or_else(|p| p.into_inner()) = Some(sweep_id);
         // Every line the sweep logs carries its `sweeps.id`, the id its attempt rows carry,
         // so a log line leads to the ledger's rows and back across restarts.
@@ -500,7 +513,11 @@ impl Inner {
             .await?;
         result?;
         let skip = self.skipping.snapshot();
-        report.next_due_at = self.ledger.call(move |l| l.next_due_at(&skip)).await?;
+        let node = self.settings.node_name.clone();
+        report.next_due_at = self
+            .ledger
+            .call(move |l| l.next_due_at(&skip, &node))
+            .await?;
         // Deferred refunds stay due; while the breaker is open the next sweep worth running
         // is the probe, not the (past) due time, or the daemon would spin.
         let paused_until = self.breaker_lock().open_until();
@@ -532,9 +549,7 @@ impl Inner {
         {
             return Ok(());
         }
-        let due = self.claim_due(now, report).await?;
-        report.claimed += due.len() as u64;
-        let tasks = self.dispatch(due, sweep, shutdown).await;
+        let tasks = self.claim_and_dispatch(sweep, shutdown, report).await?;
         let result = self.collect(tasks, report).await;
         if result.slowed {
             let rate = self.limiter.slow_down();
@@ -576,7 +591,7 @@ impl Inner {
         }
         let skip = self.skipping.snapshot();
         let room = 1 + skip.len();
-        let due = self.ledger.call(move |l| l.due(now, room)).await?;
+        let due = self.claim(now, room).await?;
         let due = self.usable(due, now, report).await?;
         let Some(state) = due.into_iter().next() else {
             match pause {
@@ -614,40 +629,85 @@ impl Inner {
         }
     }
 
-    /// Claims the sweep's batch: pending refunds first; then final outcomes from
-    /// notifications waiting for their one confirming query (a contradiction becomes a
-    /// discrepancy).
-    ///
-    /// Rows that cannot be read are flagged and skipped (see [`skip`]); rows on the skip list
-    /// are passed without taking a place in the batch.
-    async fn claim_due(
+    /// Claims up to `limit` due refunds leased to this node for [`LeaseTerms::lease`] from
+    /// `now`; the lease's end comes with them.
+    async fn claim(
         &self,
         now: Timestamp,
-        report: &mut SweepReport,
-    ) -> Result<Claimed, WorkerError> {
-        let batch = self.settings.batch_size;
-        let confirm_after = self.policy.confirm_after;
-        let skip = self.skipping.snapshot();
-        let room = batch.saturating_add(skip.len());
-        let pending = self
+        limit: usize,
+    ) -> Result<Readout<RefundState>, WorkerError> {
+        let node = self.settings.node_name.clone();
+        let until = self.lease.lease_until(now);
+        Ok(self
             .ledger
-            .call(move |l| l.due(now, room))
-            .await?
-            .map(|s| (RefundStatus::Pending, s));
-        let mut due = self.usable(pending, now, report).await?;
-        due.truncate(batch);
-        let left = batch.saturating_sub(due.len());
-        if left > 0 {
-            let room = left.saturating_add(skip.len());
+            .call(move |l| l.claim_due(now, limit, &node, until))
+            .await?)
+    }
+
+    /// Claims the sweep's batch and sends it: pending refunds first, claimed in chunks the
+    /// rate limiter can send well within their lease ([`LeaseTerms::chunk`]), each chunk
+    /// dispatched before the next is claimed; then final outcomes from notifications waiting
+    /// for their one confirming query (a contradiction becomes a discrepancy; final rows take
+    /// no lease).
+    ///
+    /// Rows that cannot be read are flagged and skipped (see [`skip`]); rows on the skip list
+    /// are passed without taking a place in the batch. A claim returns this node's own leases
+    /// too (a restart's, or a refund left unsent), so the refunds this sweep already took are
+    /// passed the same way.
+    async fn claim_and_dispatch(
+        self: &Arc<Self>,
+        sweep: i64,
+        shutdown: &CancellationToken,
+        report: &mut SweepReport,
+    ) -> Result<Dispatched, WorkerError> {
+        let batch = self.settings.batch_size;
+        let mut sender = Sender::new(self.settings.concurrency);
+        let mut taken: HashSet<OutRefundNo> = HashSet::new();
+        let mut first = true;
+        while taken.len() < batch && !shutdown.is_cancelled() && !self.is_stopped() {
+            let now = self.clock.now();
+            let want = self
+                .lease
+                .chunk(self.limiter.rate(), sender.queued(), batch - taken.len());
+            let skip = self.skipping.snapshot();
+            let room = want.saturating_add(skip.len()).saturating_add(taken.len());
+            let read = self.claim(now, room).await?;
+            let full = read.rows.len() + read.unreadable.len() >= room;
+            let lease_until = self.lease.lease_until(now);
+            let usable = self
+                .usable_counted(read.map(|s| (RefundStatus::Pending, s)), now, report, first)
+                .await?;
+            first = false;
+            let mut fresh: Claimed = usable
+                .into_iter()
+                .filter(|(_, s)| !taken.contains(&s.out_refund_no))
+                .collect();
+            fresh.truncate(want);
+            report.claimed += fresh.len() as u64;
+            taken.extend(fresh.iter().map(|(_, s)| s.out_refund_no.clone()));
+            let got = fresh.len();
+            sender
+                .send(self, fresh, Some(lease_until), sweep, shutdown)
+                .await;
+            if !full || got == 0 {
+                break;
+            }
+        }
+        let left = batch.saturating_sub(taken.len());
+        if left > 0 && !shutdown.is_cancelled() && !self.is_stopped() {
+            let now = self.clock.now();
+            let confirm_after = self.policy.confirm_after;
+            let room = left.saturating_add(self.skipping.snapshot().len());
             let confirming = self
                 .ledger
                 .call(move |l| l.due_confirmations(now, confirm_after, room))
                 .await?;
             let mut confirming = self.usable(confirming, now, report).await?;
             confirming.truncate(left);
-            due.extend(confirming);
+            report.claimed += confirming.len() as u64;
+            sender.send(self, confirming, None, sweep, shutdown).await;
         }
-        Ok(due)
+        Ok(sender.tasks)
     }
 
     /// The rows of a lenient read the worker can use: unreadable ones are flagged and
@@ -658,6 +718,18 @@ impl Inner {
         now: Timestamp,
         report: &mut SweepReport,
     ) -> Result<Vec<T>, WorkerError> {
+        self.usable_counted(read, now, report, true).await
+    }
+
+    /// [`Inner::usable`], counting the skip list's rows only when `count_skipped` (a sweep
+    /// that claims in chunks meets them in every chunk, and counts them once).
+    async fn usable_counted<T: AsRefundNo>(
+        &self,
+        read: Readout<T>,
+        now: Timestamp,
+        report: &mut SweepReport,
+        count_skipped: bool,
+    ) -> Result<Vec<T>, WorkerError> {
         report.unreadable += self
             .skipping
             .unreadable(&self.ledger, read.unreadable, now)
@@ -667,60 +739,10 @@ impl Inner {
             .rows
             .into_iter()
             .partition(|row| !skip.refund_nos.contains(row.refund_no()));
-        report.unreadable += skipped.len() as u64;
-        Ok(usable)
-    }
-
-    /// Sends the claimed queries, `concurrency` at a time at the limiter's rate, until the
-    /// batch is done, `shutdown` fires, or a pause stops querying.
-    async fn dispatch(
-        self: &Arc<Self>,
-        due: Claimed,
-        sweep: i64,
-        shutdown: &CancellationToken,
-    ) -> Dispatched {
-        let semaphore = Arc::new(Semaphore::new(self.settings.concurrency));
-        // Answers not yet committed are bounded too: a task holds one of these from dispatch
-        // until its attempt is committed, so at most `concurrency` queries are on the wire and
-        // at most as many more answers wait for the group commit. A crash can therefore cost
-        // at most 2 × concurrency answers (re-queried after restart), however slow the disk.
-        let uncommitted = Arc::new(Semaphore::new(2 * self.settings.concurrency));
-        let mut tasks = Dispatched::new();
-        for (recorded, state) in due {
-            // Refunds left undispatched stay due, untouched: deferred, no attempt spent.
-            if shutdown.is_cancelled() || self.is_stopped() {
-                break;
-            }
-            let pending_commit = tokio::select! {
-                p = Arc::clone(&uncommitted).acquire_owned() => p.expect("semaphore is never closed"),
-                () = shutdown.cancelled() => break,
-            };
-            let permit = tokio::select! {
-                p = Arc::clone(&semaphore).acquire_owned() => p.expect("semaphore is never closed"),
-                () = shutdown.cancelled() => break,
-            };
-            let me = Arc::clone(self);
-            let shutdown = shutdown.clone();
-            tasks.spawn(
-                async move {
-                    let _pending_commit = pending_commit;
-                    tokio::select! {
-                        () = me.limiter.acquire() => {}
-                        () = shutdown.cancelled() => return Ok(None),
-                    }
-                    // Re-check at the last moment: a sibling may have halted querying, or
-                    // tripped the circuit breaker.
-                    if me.is_stopped() {
-                        return Ok(None);
-                    }
-                    me.process(recorded, state, Some(permit), Some(sweep))
-                        .await
-                        .map(Some)
-                }
-                .in_current_span(),
-            );
+        if count_skipped {
+            report.unreadable += skipped.len() as u64;
         }
-        tasks
+        Ok(usable)
     }
 
     /// Waits for every dispatched query and tallies it; a panic in one is re-raised here.
@@ -969,6 +991,97 @@ impl Inner {
                 "querying halted: fix the configuration; the daemon keeps running and re-checks periodically"
             ),
             halt::Transition::StillHalted => error!(reason = %halt, "querying still halted"),
+        }
+    }
+}
+
+/// Sends a sweep's claimed queries, chunk after chunk, `concurrency` at a time at the
+/// limiter's rate, into one set of tasks.
+struct Sender {
+    /// Bounds queries on the wire: a task holds a slot from dispatch until its last answer.
+    slots: Arc<Semaphore>,
+    /// Answers not yet committed are bounded too: a task holds one of these from dispatch
+    /// until its attempt is committed, so at most `concurrency` queries are on the wire and
+    /// at most as many more answers wait for the group commit. A crash can therefore cost at
+    /// most 2 × concurrency answers (re-queried after restart), however slow the disk.
+    uncommitted: Arc<Semaphore>,
+    /// How many `uncommitted` permits there are.
+    limit: usize,
+    /// The tasks, collected when the sweep's dispatching is done.
+    tasks: Dispatched,
+}
+
+impl Sender {
+    fn new(concurrency: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(concurrency)),
+            uncommitted: Arc::new(Semaphore::new(2 * concurrency)),
+            limit: 2 * concurrency,
+            tasks: Dispatched::new(),
+        }
+    }
+
+    /// Queries dispatched and not yet committed: those a new claim's refunds queue behind.
+    fn queued(&self) -> usize {
+        self.limit
+            .saturating_sub(self.uncommitted.available_permits())
+    }
+
+    /// Dispatches `due` until it is done, `shutdown` fires, or a pause stops querying. A
+    /// refund leased until `lease_until` is sent only while its answer can still be recorded
+    /// within the lease ([`LeaseTerms::may_send`]); otherwise it is left, still due, for the
+    /// next claim.
+    async fn send(
+        &mut self,
+        worker: &Arc<Inner>,
+        due: Claimed,
+        lease_until: Option<Timestamp>,
+        sweep: i64,
+        shutdown: &CancellationToken,
+    ) {
+        for (recorded, state) in due {
+            // Refunds left undispatched stay due, untouched: deferred, no attempt spent.
+            if shutdown.is_cancelled() || worker.is_stopped() {
+                break;
+            }
+            let pending_commit = tokio::select! {
+                p = Arc::clone(&self.uncommitted).acquire_owned() => p.expect("semaphore is never closed"),
+                () = shutdown.cancelled() => break,
+            };
+            let permit = tokio::select! {
+                p = Arc::clone(&self.slots).acquire_owned() => p.expect("semaphore is never closed"),
+                () = shutdown.cancelled() => break,
+            };
+            let me = Arc::clone(worker);
+            let shutdown = shutdown.clone();
+            self.tasks.spawn(
+                async move {
+                    let _pending_commit = pending_commit;
+                    tokio::select! {
+                        () = me.limiter.acquire() => {}
+                        () = shutdown.cancelled() => return Ok(None),
+                    }
+                    // Re-check at the last moment: a sibling may have halted querying, or
+                    // tripped the circuit breaker.
+                    if me.is_stopped() {
+                        return Ok(None);
+                    }
+                    if let Some(until) = lease_until
+                        && !me.lease.may_send(until, me.clock.now())
+                    {
+                        debug!(
+                            out_refund_no = %state.out_refund_no,
+                            lease_until = %format_ts(until),
+                            "claim lease too short to query; left for the next claim"
+                        );
+                        return Ok(None);
+                    }
+                    me.process(recorded, state, Some(permit), Some(sweep))
+                        .await
+                        .map(Some)
+                }
+                .in_current_span(),
+            );
         }
     }
 }

@@ -80,6 +80,8 @@ pub fn worker_settings() -> WorkerSettings {
         rate_per_second: 1000.0,
         batch_size: 500,
         shutdown_deadline: Duration::from_secs(5),
+        node_name: checus_reconciler::domain::NodeName::parse("test-node").unwrap(),
+        ..WorkerSettings::default()
     }
 }
 

@@ -1026,7 +1026,9 @@ fn status_summarizes_the_ledger_and_sweeps() {
         .record_notification(&note("GHOST", FinalStatus::Success, "1", "USD"))
         .unwrap();
 
-    let id = ledger.begin_sweep(ts("2026-01-04T00:00:00.000Z")).unwrap();
+    let id = ledger
+        .begin_sweep(ts("2026-01-04T00:00:00.000Z"), None)
+        .unwrap();
     let counts = SweepCounts {
         claimed: 3,
         finalized: 1,
@@ -1277,7 +1279,7 @@ fn status_classifies_a_halt_by_its_code_never_by_the_reason_text() {
     let at = ts("2026-01-04T00:00:00.000Z");
     // Written directly, so the reason can say anything: the worker always writes both.
     let halt = |code: Option<&str>, reason: Option<&str>| {
-        let id = ledger.begin_sweep(at).unwrap();
+        let id = ledger.begin_sweep(at, None).unwrap();
         raw.execute(
             "UPDATE sweeps SET finished_at = ?2, halted_reason = ?3, halt_code = ?4 WHERE id = ?1",
             rusqlite::params![id, format_ts(at), reason, code],
@@ -1308,7 +1310,7 @@ fn status_classifies_a_halt_by_its_code_never_by_the_reason_text() {
     assert!(!h.needs_human(), "{h:?}");
 
     // The column takes only the codes `HaltCode` knows.
-    let id = ledger.begin_sweep(at).unwrap();
+    let id = ledger.begin_sweep(at, None).unwrap();
     for code in HaltCode::ALL {
         raw.execute(
             "UPDATE sweeps SET halt_code = ?2 WHERE id = ?1",

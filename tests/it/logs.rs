@@ -117,7 +117,7 @@ fn sweep_ids_tie_log_lines_to_rows(d: &Path, ledger: &Path, daemon: &mut Proc) {
     assert_eq!(query["sweep_id"], sweep, "{query}");
     let o = run(d, &["explain", "--ledger", l, "R-LOG-1"]);
     assert!(
-        stdout(&o).contains(&format!("(sweep {sweep})")),
+        stdout(&o).contains(&format!(", sweep {sweep})")),
         "{}",
         stdout(&o)
     );

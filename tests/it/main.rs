@@ -20,6 +20,7 @@ mod ledger;
 mod logs;
 mod migrate;
 mod monitoring;
+mod nodes;
 mod notify;
 mod observe;
 mod operations;

@@ -47,11 +47,19 @@ const V1_SWEEP_COLUMNS: &str =
 const V1_ATTEMPT_COLUMNS: &str = "id, out_refund_no, attempted_at, outcome, http_status, \
      gateway_code, data_status, latency_ms, error, decision";
 
+/// The columns of refunds before version 9, which v9 keeps as they were (and adds the claim
+/// lease, `claimed_by` and `claimed_until`, NULL on old rows).
+const V8_REFUND_COLUMNS: &str = "id, out_refund_no, refund_trade_no, out_trade_no, amount, \
+     currency, status, created_at, notified_at, finalized_at, final_source, refund_finish_time, \
+     next_query_at, attempts, unknown_since, last_attempt_at, last_outcome, last_error, \
+     review_flag, review_reason, flagged_at, confirm_at";
+
 /// The columns of `table` that every migration keeps as they were.
 fn kept_columns(table: &str) -> &'static str {
     match table {
         "sweeps" => V1_SWEEP_COLUMNS,
         "attempts" => V1_ATTEMPT_COLUMNS,
+        "refunds" => V8_REFUND_COLUMNS,
         _ => "*",
     }
 }
@@ -259,7 +267,8 @@ fn the_v1_demo_ledger_migrates_with_every_row_intact_and_a_checked_backup() {
             "0006_sweep_ids_and_lasting_discrepancy_ids",
             "0007_operator_resume",
             "0008_webhook_outbox",
-            "0009_cheaper_checks"
+            "0009_cheaper_checks",
+            "0010_nodes_and_leases"
         ]
     );
     let backup = report.backup.clone().unwrap();
@@ -301,7 +310,7 @@ fn the_v1_demo_ledger_migrates_with_every_row_intact_and_a_checked_backup() {
     // The library works on it: a sweep with the new column, the health check.
     let ledger = SqliteLedger::open_existing(&path).unwrap();
     let now = parse_ts("2026-12-01T05:00:00.000Z").unwrap();
-    let id = ledger.begin_sweep(now).unwrap();
+    let id = ledger.begin_sweep(now, None).unwrap();
     ledger.finish_sweep(id, now, &SweepEnd::default()).unwrap();
     let health = ledger.health(now, Duration::from_secs(300)).unwrap();
     assert_eq!(health.summary.succeeded + health.summary.failed, 276);
@@ -501,6 +510,11 @@ fn migrate_dry_run_prints_the_steps_and_changes_nothing() {
         "0007_operator_resume (6 -> 7)",
         "0008_webhook_outbox (7 -> 8)",
         "create webhook_events, its indexes and triggers",
+        "0009_cheaper_checks (8 -> 9)",
+        "write enum CHECKs of three or more values as OR chains",
+        "0010_nodes_and_leases (9 -> 10)",
+        "add refunds.claimed_by",
+        "create nodes, one row per daemon node",
         "create refunds with the new review reasons",
         "copy every row of every table, unchanged",
         "recreate the trigger sweeps_finished_are_immutable",

@@ -603,7 +603,7 @@ fn status_names_each_condition_that_needs_a_human() {
     assert!(h.needs_human());
     assert_eq!(h.findings[0].code(), "worker_never_ran");
 
-    let id = ledger.begin_sweep(now).unwrap();
+    let id = ledger.begin_sweep(now, None).unwrap();
     ledger.finish_sweep(id, now, &SweepEnd::default()).unwrap();
     let h = ledger.health(now, stale).unwrap();
     assert!(!h.needs_human(), "{h:?}");
@@ -622,7 +622,7 @@ fn status_names_each_condition_that_needs_a_human() {
         ),
         (Halt::ClockSkew, "clock_skew"),
     ] {
-        let id = ledger.begin_sweep(later).unwrap();
+        let id = ledger.begin_sweep(later, None).unwrap();
         ledger
             .finish_sweep(
                 id,

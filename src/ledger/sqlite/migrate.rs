@@ -48,7 +48,7 @@ type CodeStep = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Every migration, oldest first, one per version after [`OLDEST_MIGRATABLE`]. The last one
 /// must leave exactly what `schema.sql` creates (tests/it/migrate.rs compares sqlite_master).
-const MIGRATIONS: [Migration; 8] = [
+const MIGRATIONS: [Migration; 9] = [
     Migration {
         to: 2,
         name: "0002_sweeps_halt_code",
@@ -96,6 +96,12 @@ const MIGRATIONS: [Migration; 8] = [
         name: "0009_cheaper_checks",
         sql: include_str!("migrations/0009_cheaper_checks.sql"),
         code: Some(write_enum_checks_as_comparisons),
+    },
+    Migration {
+        to: 10,
+        name: "0010_nodes_and_leases",
+        sql: include_str!("migrations/0010_nodes_and_leases.sql"),
+        code: None,
     },
 ];
 
@@ -532,8 +538,12 @@ mod tests {
 
     /// Time columns added after version 3: born with their round-trip CHECK, so no older
     /// ledger can hold a bad value in them, and [`TIME_COLUMNS`] leaves them out.
-    const ADDED_AFTER_V3: [(&str, &str); 5] = [
+    const ADDED_AFTER_V3: [(&str, &str); 9] = [
+        ("refunds", "claimed_until"),
         ("sweeps", "breaker_open_since"),
+        ("nodes", "started_at"),
+        ("nodes", "heartbeat_at"),
+        ("nodes", "stopped_at"),
         ("webhook_events", "queued_at"),
         ("webhook_events", "first_attempt_at"),
         ("webhook_events", "next_attempt_at"),
@@ -543,20 +553,24 @@ mod tests {
     #[test]
     fn time_columns_are_every_round_trip_check_of_schema_sql_in_order() {
         let marker = " IS strftime('%Y-%m-%dT%H:%M:%fZ', julianday(";
-        let checked: Vec<&str> = SCHEMA_SQL
-            .split("CHECK (")
+        // (table, column) of every round-trip CHECK, table by table in schema.sql's order.
+        let checked: Vec<(&str, &str)> = SCHEMA_SQL
+            .split("CREATE TABLE ")
             .skip(1) // the header comment
-            .filter_map(|rest| rest.split_once(marker).map(|(column, _)| column))
+            .flat_map(|table| {
+                let name = table.split_whitespace().next().unwrap_or("");
+                table
+                    .split("CHECK (")
+                    .skip(1)
+                    .filter_map(|rest| rest.split_once(marker).map(|(column, _)| column))
+                    .map(move |column| (name, column))
+            })
             .collect();
-        let later: Vec<&str> = ADDED_AFTER_V3.iter().map(|(_, column)| *column).collect();
-        let checked: Vec<&str> = checked.into_iter().filter(|c| !later.contains(c)).collect();
-        let listed: Vec<&str> = TIME_COLUMNS.iter().map(|(_, column)| *column).collect();
-        assert_eq!(checked, listed);
-        assert!(
-            later
-                .iter()
-                .all(|c| SCHEMA_SQL.contains(&format!("{c} IS strftime")))
-        );
+        let (later, kept): (Vec<_>, Vec<_>) = checked
+            .into_iter()
+            .partition(|c| ADDED_AFTER_V3.contains(c));
+        assert_eq!(kept, TIME_COLUMNS);
+        assert_eq!(later.len(), ADDED_AFTER_V3.len());
     }
 
     #[test]

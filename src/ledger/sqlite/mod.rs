@@ -19,6 +19,7 @@
 //!   `migrate.rs` and `migrations/`: upgrading an older ledger (backup, one transaction per
 //!   upgrade);
 //! - `write.rs`: inserts, attempts, sweeps; `inbox.rs`: the daemon's notifications, grouped;
+//!   `nodes.rs`: the worker's claim with its lease, the daemons' `nodes` rows;
 //!   `read.rs`: due work, `status`, `list`, `show`;
 //! - `rows.rs`: how every table's rows are read (read the stored values, then parse them);
 //! - the operator commands: `views.rs` (`stuck`, `failed`, `export`, `discrepancies`),
@@ -36,6 +37,7 @@ mod gauges;
 mod health;
 mod inbox;
 pub mod migrate;
+mod nodes;
 mod open;
 mod operator;
 mod prune;
@@ -82,6 +84,9 @@ pub struct SqliteLedger {
     path: PathBuf,
     /// Whether this ledger may be written through; checked before every write transaction.
     access: Access,
+    /// The node whose attempts this connection records (`attempts.node`), set by
+    /// [`SqliteLedger::set_node`]; `None`: none named.
+    node: Option<crate::domain::NodeName>,
 }
 
 /// What an open ledger may be used for.

@@ -106,6 +106,7 @@ impl SqliteLedger {
             conn,
             path: path.to_owned(),
             access: Access::ReadOnly,
+            node: None,
         })
     }
 
@@ -229,6 +230,7 @@ impl SqliteLedger {
             conn,
             path: owned,
             access,
+            node: None,
         };
         Ok((ledger, report))
     }

@@ -36,14 +36,15 @@ pub(crate) const DUE: &str = "\
      ORDER BY next_query_at, id
      LIMIT ?2";
 
-/// The earliest scheduled query with its row id (walks `refunds_due`, passing rows flagged
-/// unusable, which the due query leaves out too, so the daemon never wakes for a row it will
-/// not query); the worker passes the rows it skipped itself.
+/// Pending refunds in due order with their row ids and claim leases (walks `refunds_due`,
+/// passing rows flagged unusable, which the due query leaves out too, so the daemon never
+/// wakes for a row it will not query); the worker passes the rows it skipped itself, and
+/// [`SqliteLedger::next_due_at_for`] reads only as far as it needs.
 pub(crate) const NEXT_DUE: &str = "\
-    SELECT next_query_at, id, CAST(out_refund_no AS TEXT) FROM refunds
+    SELECT next_query_at, id, CAST(out_refund_no AS TEXT), claimed_by, claimed_until FROM refunds
      WHERE status = 'REFUND_PENDING' AND next_query_at IS NOT NULL
        AND review_reason IS NOT 'row_unreadable' AND review_reason IS NOT 'row_unwritable'
-     ORDER BY next_query_at, id LIMIT ?1";
+     ORDER BY next_query_at, id";
 
 impl SqliteLedger {
     /// Pending refunds whose `next_query_at` is at or before `now`, most overdue first, at most
@@ -88,34 +89,10 @@ impl SqliteLedger {
 
     /// When the earliest pending refund is due (`None`: nothing scheduled), passing rows
     /// flagged unusable and the rows whose ids are in `skip` (rows the worker skipped because
-    /// it could not flag them). Walks `refunds_due` from its start.
+    /// it could not flag them), whoever holds a lease on it. Walks `refunds_due` from its
+    /// start. The worker asks [`SqliteLedger::next_due_at_for`] its node.
     pub fn next_due_at(&self, skip: &SkipList) -> Result<Option<Timestamp>, LedgerError> {
-        const OP: &str = "read next due time";
-        let mut stmt = self.conn.prepare_cached(NEXT_DUE).during(OP)?;
-        let rows = stmt
-            .query_map([limit_arg(skip.len().saturating_add(1))], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .during(OP)?;
-        for row in rows {
-            let (text, id, no) = row.during(OP)?;
-            if skip.contains(id, &no) {
-                continue;
-            }
-            let cell = Cell {
-                out_refund_no: "(next due)",
-            };
-            // A time that does not parse is due now: the sweep claims the row and flags it.
-            return Ok(Some(
-                cell.ts("next_query_at", &text)
-                    .unwrap_or(Timestamp::MIN_UTC),
-            ));
-        }
-        Ok(None)
+        self.next_due_at_for(skip, None)
     }
 
     /// Refunds finalized by anyone but this daemon's queries (notifications, `/refund`
@@ -420,7 +397,7 @@ fn list_clause(filter: &ListFilter) -> (String, Vec<Value>) {
 }
 
 /// The state `decide` needs, from a full row.
-fn state_of(row: &RefundRow) -> RefundState {
+pub(super) fn state_of(row: &RefundRow) -> RefundState {
     RefundState {
         out_refund_no: row.out_refund_no.clone(),
         refund_trade_no: row.refund_trade_no.clone(),

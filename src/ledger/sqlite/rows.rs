@@ -286,12 +286,13 @@ pub(super) struct RawAttempt {
     error: Option<String>,
     decision: Option<String>,
     sweep_id: Option<i64>,
+    node: Option<String>,
 }
 
 impl RawRow for RawAttempt {
     type Parsed = AttemptRow;
     const COLUMNS: &'static str = "id, out_refund_no, attempted_at, outcome, http_status, \
-        gateway_code, data_status, latency_ms, error, decision, sweep_id";
+        gateway_code, data_status, latency_ms, error, decision, sweep_id, node";
     const TABLE: &'static str = "attempts";
     const ID_AT: usize = 0;
     const REFUND_NO_AT: Option<usize> = Some(1);
@@ -309,6 +310,7 @@ impl RawRow for RawAttempt {
             error: r.get(8)?,
             decision: r.get(9)?,
             sweep_id: r.get(10)?,
+            node: r.get(11)?,
         })
     }
 
@@ -331,6 +333,7 @@ impl RawRow for RawAttempt {
             error: self.error,
             decision: self.decision,
             sweep_id: self.sweep_id,
+            node: self.node,
         })
     }
 }

@@ -6,25 +6,48 @@ use std::time::Duration;
 
 use super::SqliteLedger;
 use crate::domain::{
-    Decision, FinalStatus, NewRefund, OutRefundNo, OutcomeClass, Policy, QueryReport, RefundState,
-    RefundStatus, Timestamp,
+    Decision, FinalStatus, NewRefund, NodeName, OutRefundNo, OutcomeClass, Policy, QueryReport,
+    RefundState, RefundStatus, Timestamp,
 };
-use crate::ledger::store::{Intake, Maintenance, OperatorActions, Outbox, Reads, WorkQueue};
+use crate::ledger::store::{
+    Intake, Maintenance, NodePresence, OperatorActions, Outbox, Reads, WorkQueue,
+};
 use crate::ledger::webhooks::{DeliveryResult, DueWebhook, WebhookEventRow, WebhookFilter};
 use crate::ledger::{
     Applied, AuditFilter, BackupReport, Health, LedgerError, LedgerGauges, ListFilter,
-    LoggedDiscrepancy, NotificationEffect, NotificationRecord, OpenDiscrepancy, OperatorActionRow,
-    PruneCounts, PruneReport, PrunedRefund, Readout, RefundDetail, RefundRow, Registered,
-    ResumeAction, ResumeRequest, SkipList, StatusSummary, SweepEnd, SweepRow, Timeline, Watermark,
+    LoggedDiscrepancy, NodeRow, NodeStart, NotificationEffect, NotificationRecord, OpenDiscrepancy,
+    OperatorActionRow, PruneCounts, PruneReport, PrunedRefund, Readout, RefundDetail, RefundRow,
+    Registered, ResumeAction, ResumeRequest, SkipList, StatusSummary, SweepEnd, SweepRow, Timeline,
+    Watermark,
 };
+
+impl NodePresence for SqliteLedger {
+    fn node_started(&self, node: &NodeStart) -> Result<(), LedgerError> {
+        SqliteLedger::node_started(self, node)
+    }
+
+    fn node_heartbeat(&self, name: &NodeName, at: Timestamp) -> Result<bool, LedgerError> {
+        SqliteLedger::node_heartbeat(self, name, at)
+    }
+
+    fn node_stopped(&self, name: &NodeName, at: Timestamp) -> Result<(), LedgerError> {
+        SqliteLedger::node_stopped(self, name, at)
+    }
+}
 
 impl WorkQueue for SqliteLedger {
     fn schedule_new(&self, grace: Duration) -> Result<usize, LedgerError> {
         SqliteLedger::schedule_new(self, grace)
     }
 
-    fn due(&self, now: Timestamp, limit: usize) -> Result<Readout<RefundState>, LedgerError> {
-        SqliteLedger::due(self, now, limit)
+    fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        node: &NodeName,
+        lease_until: Timestamp,
+    ) -> Result<Readout<RefundState>, LedgerError> {
+        SqliteLedger::claim_due(self, now, limit, node, lease_until)
     }
 
     fn due_confirmations(
@@ -36,8 +59,12 @@ impl WorkQueue for SqliteLedger {
         SqliteLedger::due_confirmations(self, now, confirm_after, limit)
     }
 
-    fn next_due_at(&self, skip: &SkipList) -> Result<Option<Timestamp>, LedgerError> {
-        SqliteLedger::next_due_at(self, skip)
+    fn next_due_at(
+        &self,
+        skip: &SkipList,
+        node: &NodeName,
+    ) -> Result<Option<Timestamp>, LedgerError> {
+        SqliteLedger::next_due_at_for(self, skip, Some(node))
     }
 
     fn state(
@@ -47,8 +74,12 @@ impl WorkQueue for SqliteLedger {
         SqliteLedger::state(self, out_refund_no)
     }
 
-    fn begin_sweep(&self, started_at: Timestamp) -> Result<i64, LedgerError> {
-        SqliteLedger::begin_sweep(self, started_at)
+    fn begin_sweep(&self, started_at: Timestamp, node: &NodeName) -> Result<i64, LedgerError> {
+        SqliteLedger::begin_sweep(self, started_at, Some(node))
+    }
+
+    fn set_node(&mut self, node: NodeName) {
+        SqliteLedger::set_node(self, Some(node));
     }
 
     fn finish_sweep(
@@ -248,6 +279,10 @@ impl Reads for SqliteLedger {
 
     fn first_finished_sweep_after(&self, after: i64) -> Result<Option<SweepRow>, LedgerError> {
         SqliteLedger::first_finished_sweep_after(self, after)
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeRow>, LedgerError> {
+        SqliteLedger::nodes(self)
     }
 }
 

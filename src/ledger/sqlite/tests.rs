@@ -78,7 +78,16 @@ fn due_query_walks_the_partial_due_index_in_order() {
             !p.contains("TEMP B-TREE"),
             "analyzed={analyzed}: sorts: {p}"
         );
-        let p = plan(&ledger.conn, NEXT_DUE, &[&1]);
+        let p = plan(
+            &ledger.conn,
+            super::nodes::CLAIM_DUE,
+            &[&"2026-01-02T00:00:00.000Z", &10, &"node-1"],
+        );
+        assert!(
+            p.contains("USING INDEX refunds_due") && !p.contains("TEMP B-TREE"),
+            "analyzed={analyzed}: the claim: {p}"
+        );
+        let p = plan(&ledger.conn, NEXT_DUE, &[]);
         assert!(p.contains("refunds_due"), "analyzed={analyzed}: {p}");
         assert!(!p.contains("TEMP B-TREE"), "analyzed={analyzed}: {p}");
     }
@@ -353,7 +362,7 @@ fn hours(h: i64) -> chrono::TimeDelta {
 
 /// A finished sweep from `at` to `at`, ending as `end` says.
 fn swept(ledger: &SqliteLedger, at: Timestamp, end: SweepEnd) {
-    let id = ledger.begin_sweep(at).unwrap();
+    let id = ledger.begin_sweep(at, None).unwrap();
     ledger.finish_sweep(id, at, &end).unwrap();
 }
 
@@ -403,7 +412,7 @@ fn the_latest_finished_sweep_reports_the_breaker_its_error_and_skipped_rows() {
         );
     }
     // A sweep still running hides nothing: the facts are the latest finished sweep's.
-    ledger.begin_sweep(t).unwrap();
+    ledger.begin_sweep(t, None).unwrap();
     let want = [
         Finding::GatewayUnavailable {
             since: opened,
@@ -719,7 +728,7 @@ fn rows_status_cannot_read_are_unreadable_rows_not_a_worker_that_never_ran() {
     let path = dir.path().join("ledger.sqlite");
     let ledger = SqliteLedger::open(&path).unwrap();
     let t = parse_ts("2026-11-25T10:00:00.000Z").unwrap();
-    ledger.begin_sweep(t).unwrap();
+    ledger.begin_sweep(t, None).unwrap();
     ledger
         .insert_refund(&refund("R-1", "1.00", &format_ts(t)))
         .unwrap();

@@ -252,11 +252,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn schema_sql_defines_the_nine_tables_and_every_trigger() {
+    fn schema_sql_defines_the_ten_tables_and_every_trigger() {
         let count = |kind| expected().iter().filter(|e| e.kind == kind).count();
-        // The seven tables of the ledger, refund_counts (kept by triggers, for /metrics) and
-        // webhook_events (the outbox).
-        assert_eq!(count(ObjectKind::Table), 9);
+        // The seven tables of the ledger, refund_counts (kept by triggers, for /metrics),
+        // webhook_events (the outbox) and nodes (the daemons that work on it).
+        assert_eq!(count(ObjectKind::Table), 10);
         assert_eq!(
             count(ObjectKind::Trigger),
             SCHEMA_SQL.matches("CREATE TRIGGER").count()

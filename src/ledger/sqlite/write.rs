@@ -12,8 +12,8 @@ use super::types::{
     Applied, Cell, NotificationRecord, SweepEnd, clip_error, decision_text, ts_text,
 };
 use crate::domain::{
-    Change, Decision, FinalSource, FinalStatus, Halt, InvalidValue, NewRefund, OutcomeClass,
-    QueryReport, RefundStatus, ReviewReason, Timestamp, validate_amount,
+    Change, Decision, FinalSource, FinalStatus, Halt, InvalidValue, NewRefund, NodeName,
+    OutcomeClass, QueryReport, RefundStatus, ReviewReason, Timestamp, validate_amount,
 };
 use crate::ledger::{IMPORT_PROGRESS_EVERY, Registered};
 
@@ -104,7 +104,9 @@ impl SqliteLedger {
     /// Records one query attempt and applies `decision` to the refund, in one transaction:
     /// the attempt row (outcome = `decision.class`), then the change as a compare-and-set on
     /// `status = 'REFUND_PENDING'` (a notification may have finalized the refund since it was
-    /// claimed), then `decision.discrepancies` (source `query`).
+    /// claimed), then `decision.discrepancies` (source `query`). The refund's claim lease is
+    /// cleared in the same UPDATE (or by itself, when the row went final meanwhile), and the
+    /// attempt row names the connection's node ([`SqliteLedger::set_node`]).
     ///
     /// Discrepancies are recorded even when the refund went final meanwhile: they are
     /// observations about the gateway's answer, never applied to the row.
@@ -128,8 +130,9 @@ impl SqliteLedger {
         attempt: &QueryReport,
         decision: &Decision,
     ) -> Result<Applied, LedgerError> {
+        let node = self.node();
         self.write(RECORD_ATTEMPT, |tx| {
-            apply_attempt(tx, sweep, attempt, decision)
+            apply_attempt(tx, sweep, node, attempt, decision)
         })
     }
 
@@ -147,6 +150,7 @@ impl SqliteLedger {
         batch: &[(Option<i64>, QueryReport, Decision)],
     ) -> Result<Vec<Result<Applied, LedgerError>>, LedgerError> {
         const OP: &str = RECORD_ATTEMPT;
+        let node = self.node();
         self.write(OP, |tx| {
             let mut out = Vec::with_capacity(batch.len());
             for (sweep, attempt, decision) in batch {
@@ -154,7 +158,7 @@ impl SqliteLedger {
                     .during(OP)?
                     .execute([])
                     .during(OP)?;
-                let result = apply_attempt(tx, *sweep, attempt, decision);
+                let result = apply_attempt(tx, *sweep, node, attempt, decision);
                 if result.is_err() {
                     tx.prepare_cached("ROLLBACK TO record_attempt")
                         .during(OP)?
@@ -210,11 +214,12 @@ impl SqliteLedger {
         const OP: &str = "record a refused attempt";
         let at = ts_text(attempt.attempted_at);
         let error = clip_error(refusal);
+        let node = self.node();
         self.write(OP, |tx| {
             tx.prepare_cached(
                 "INSERT INTO attempts (out_refund_no, attempted_at, outcome, latency_ms, error,
-                                       decision, sweep_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'not applied: the ledger refused it; flag row_unwritable', ?6)",
+                                       decision, sweep_id, node)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'not applied: the ledger refused it; flag row_unwritable', ?6, ?7)",
             )
             .during(OP)?
             .execute(params![
@@ -224,11 +229,13 @@ impl SqliteLedger {
                 i64::try_from(attempt.latency.as_millis()).unwrap_or(i64::MAX),
                 error,
                 sweep,
+                node,
             ])
             .during(OP)?;
+            // The flag leaves the refund out of every claim: its lease is done with too.
             tx.prepare_cached(
                 "UPDATE refunds SET review_flag = 1, review_reason = 'row_unwritable',
-                        flagged_at = ?2, last_error = ?3
+                        flagged_at = ?2, last_error = ?3, claimed_by = NULL, claimed_until = NULL
                   WHERE out_refund_no = ?1",
             )
             .during(OP)?
@@ -263,13 +270,18 @@ impl SqliteLedger {
         })
     }
 
-    /// Records the start of a sweep; returns its id for [`SqliteLedger::finish_sweep`].
-    pub fn begin_sweep(&self, started_at: Timestamp) -> Result<i64, LedgerError> {
+    /// Records the start of a sweep run by `node` (`None`: not named); returns its id for
+    /// [`SqliteLedger::finish_sweep`].
+    pub fn begin_sweep(
+        &self,
+        started_at: Timestamp,
+        node: Option<&NodeName>,
+    ) -> Result<i64, LedgerError> {
         const OP: &str = "begin sweep";
         self.write(OP, |tx| {
             tx.execute(
-                "INSERT INTO sweeps (started_at) VALUES (?1)",
-                [ts_text(started_at)],
+                "INSERT INTO sweeps (started_at, node) VALUES (?1, ?2)",
+                params![ts_text(started_at), node.map(NodeName::as_str)],
             )
             .during(OP)?;
             Ok(tx.last_insert_rowid())
@@ -407,6 +419,7 @@ const RECORD_ATTEMPT: &str = "record attempt";
 fn apply_attempt(
     tx: &rusqlite::Transaction<'_>,
     sweep: Option<i64>,
+    node: Option<&str>,
     attempt: &QueryReport,
     decision: &Decision,
 ) -> Result<Applied, LedgerError> {
@@ -425,6 +438,7 @@ fn apply_attempt(
     let w = AttemptWrite {
         tx,
         sweep,
+        node,
         attempt,
         no,
         at: ts_text(attempt.attempted_at),
@@ -453,7 +467,10 @@ fn apply_attempt(
             refund_trade_no,
             flag,
         } => match w.recorded.as_final() {
-            Some(held) => Applied::AlreadyFinal(held),
+            Some(held) => {
+                w.release()?;
+                Applied::AlreadyFinal(held)
+            }
             None => {
                 let newly_flagged = flag.filter(|_| review_flag == 0);
                 w.reschedule(
@@ -488,6 +505,8 @@ struct AttemptWrite<'a, 't> {
     tx: &'a rusqlite::Transaction<'t>,
     /// The sweep that made the attempt (`attempts.sweep_id`).
     sweep: Option<i64>,
+    /// The node that made it (`attempts.node`).
+    node: Option<&'a str>,
     attempt: &'a QueryReport,
     no: &'a str,
     at: String,
@@ -503,8 +522,8 @@ impl AttemptWrite<'_, '_> {
         self.tx
             .prepare_cached(
                 "INSERT INTO attempts (out_refund_no, attempted_at, outcome, http_status, gateway_code,
-                                   data_status, latency_ms, error, decision, sweep_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                   data_status, latency_ms, error, decision, sweep_id, node)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )
             .during(RECORD_ATTEMPT)?
             .execute(params![
@@ -518,6 +537,7 @@ impl AttemptWrite<'_, '_> {
                 self.error,
                 decision_text(decision),
                 self.sweep,
+                self.node,
             ])
             .during(RECORD_ATTEMPT)?;
         Ok(())
@@ -543,7 +563,8 @@ impl AttemptWrite<'_, '_> {
                             last_attempt_at = ?4, last_outcome = ?7, last_error = ?8,
                             review_flag = CASE WHEN ?9 IS NULL THEN review_flag ELSE 1 END,
                             review_reason = coalesce(?9, review_reason),
-                            flagged_at = CASE WHEN ?9 IS NULL THEN flagged_at ELSE ?4 END
+                            flagged_at = CASE WHEN ?9 IS NULL THEN flagged_at ELSE ?4 END,
+                            claimed_by = NULL, claimed_until = NULL
                       WHERE out_refund_no = ?1 AND status = 'REFUND_PENDING'",
             )
             .during(RECORD_ATTEMPT)?
@@ -562,10 +583,13 @@ impl AttemptWrite<'_, '_> {
         if changed == 0 && self.recorded.is_final() {
             // A notification finalized the refund while this query was in flight: this
             // verified final answer is its confirmation (agreeing, or recorded below).
-            tx.prepare_cached("UPDATE refunds SET confirm_at = NULL WHERE out_refund_no = ?1")
-                .during(RECORD_ATTEMPT)?
-                .execute([no])
-                .during(RECORD_ATTEMPT)?;
+            tx.prepare_cached(
+                "UPDATE refunds SET confirm_at = NULL, claimed_by = NULL, claimed_until = NULL
+                  WHERE out_refund_no = ?1",
+            )
+            .during(RECORD_ATTEMPT)?
+            .execute([no])
+            .during(RECORD_ATTEMPT)?;
         }
         match (changed, self.recorded.as_final()) {
             (1, _) => Ok(Applied::Finalized(status)),
@@ -609,7 +633,8 @@ impl AttemptWrite<'_, '_> {
         self.tx
             .prepare_cached(
                 "UPDATE refunds SET last_attempt_at = ?2, last_outcome = ?3, last_error = ?4,
-                        confirm_at = CASE WHEN confirm_at IS NULL THEN NULL ELSE ?5 END
+                        confirm_at = CASE WHEN confirm_at IS NULL THEN NULL ELSE ?5 END,
+                        claimed_by = NULL, claimed_until = NULL
                       WHERE out_refund_no = ?1",
             )
             .during(RECORD_ATTEMPT)?
@@ -622,6 +647,20 @@ impl AttemptWrite<'_, '_> {
             ])
             .during(RECORD_ATTEMPT)?;
         Ok(Applied::AlreadyFinal(held))
+    }
+
+    /// Clears the claim lease of a refund that went final while its query was in flight
+    /// (the attempt is recorded; nothing else of the row changes). Touches only leased rows.
+    fn release(&self) -> Result<(), LedgerError> {
+        self.tx
+            .prepare_cached(
+                "UPDATE refunds SET claimed_by = NULL, claimed_until = NULL
+                  WHERE out_refund_no = ?1 AND claimed_by IS NOT NULL",
+            )
+            .during(RECORD_ATTEMPT)?
+            .execute([self.no])
+            .during(RECORD_ATTEMPT)?;
+        Ok(())
     }
 
     /// A pending refund's next query, its counters, and a flag if one is newly raised.
@@ -641,7 +680,8 @@ impl AttemptWrite<'_, '_> {
                             last_attempt_at = ?6, last_outcome = ?7, last_error = ?8,
                             review_flag = CASE WHEN ?9 IS NULL THEN review_flag ELSE 1 END,
                             review_reason = coalesce(?9, review_reason),
-                            flagged_at = CASE WHEN ?9 IS NULL THEN flagged_at ELSE ?6 END
+                            flagged_at = CASE WHEN ?9 IS NULL THEN flagged_at ELSE ?6 END,
+                            claimed_by = NULL, claimed_until = NULL
                       WHERE out_refund_no = ?1 AND status = 'REFUND_PENDING'",
             )
             .during(RECORD_ATTEMPT)?

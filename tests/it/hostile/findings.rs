@@ -29,7 +29,7 @@ fn new_ledger(dir: &Path) -> PathBuf {
 /// A sweep from `at` to `at` that ended as `end` says, recorded as the daemon records one.
 fn sweep(path: &Path, at: Timestamp, end: SweepEnd) {
     let ledger = SqliteLedger::open_existing(path).unwrap();
-    let id = ledger.begin_sweep(at).unwrap();
+    let id = ledger.begin_sweep(at, None).unwrap();
     ledger.finish_sweep(id, at, &end).unwrap();
 }
 
