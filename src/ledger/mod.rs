@@ -14,6 +14,7 @@
 //!   reads, operator actions, the webhook outbox, maintenance);
 //! - `sqlite/`: the SQLite engine ([`SqliteLedger`]), its opening, verification and
 //!   migrations;
+//! - `postgres/`: the PostgreSQL engine ([`PgLedger`]) of a ledger several daemons share;
 //! - `types.rs`: records, typed rows, the enums stored as TEXT; `health.rs` (`status`'s
 //!   findings), `timeline.rs` (`explain`'s events), `webhooks.rs` (the outbox's values);
 //! - `error.rs`; `contract.rs`/`contract.sql` (the merchant app's SQL).
@@ -26,6 +27,7 @@
 pub mod contract;
 mod error;
 mod health;
+pub mod postgres;
 pub mod sqlite;
 mod store;
 mod timeline;
@@ -36,8 +38,9 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 
-pub use error::LedgerError;
+pub use error::{EngineError, LedgerError};
 pub use health::{Finding, Health};
+pub use postgres::{PgLedger, PgSchemaCheck};
 pub use sqlite::{
     Difference, ObjectKind, SCHEMA_SQL, SchemaCheck, SchemaDifference, SqliteLedger, migrate,
 };

@@ -25,6 +25,7 @@ mod observe;
 mod operations;
 mod operator;
 mod papercuts;
+mod pg_ledger;
 mod pg_schema;
 mod reconcile;
 mod sandbox;
