@@ -150,9 +150,9 @@ pub fn open(target: &LedgerTarget, mode: OpenMode) -> Result<Ledger, LedgerError
             };
             Ok(Ledger::from(ledger))
         }
-        LedgerTarget::Postgres(_) => Err(LedgerError::EngineNotBuilt {
-            key: "ledger.url",
-            engine: target.engine(),
+        LedgerTarget::Postgres(pg) => Ok(Ledger {
+            store: Box::new(PgLedger::open(pg, mode)?),
+            target: target.clone(),
         }),
     }
 }

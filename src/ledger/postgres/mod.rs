@@ -26,9 +26,13 @@
 //! `inbox.rs` (notifications through the contract), `webhooks.rs` (the outbox).
 
 mod inbox;
+mod maintenance;
 mod open;
+mod operator;
 mod queue;
+mod read;
 mod rows;
+mod store;
 mod webhooks;
 mod write;
 
@@ -38,7 +42,7 @@ use std::fmt;
 use std::time::Duration;
 
 use postgres::types::ToSql;
-use postgres::{Client, Row, Statement, Transaction};
+use postgres::{Client, IsolationLevel, Row, Statement, Transaction};
 
 use super::error::{During, LedgerError};
 use crate::domain::Timestamp;
@@ -48,6 +52,11 @@ pub use open::PgSchemaCheck;
 /// How many times one transaction runs when PostgreSQL aborts it as a serialization failure or
 /// a deadlock (a rare event: two transactions took the same rows in opposite orders).
 pub const MAX_TRIES: u32 = 5;
+
+/// How long a refund claimed through the ledger interface's `due` stays leased to this node:
+/// far longer than one query with its retries and the group commit that records it, so a live
+/// node never loses a refund it is querying; a dead node's refunds return to the pool after it.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
 
 /// The node-name rule of schema version 9: 1..64 of `[A-Za-z0-9._-]`.
 pub fn is_node_name(name: &str) -> bool {
@@ -64,8 +73,10 @@ pub struct PgLedger {
     config: postgres::Config,
     /// `ledger.url`, for messages (no password in it).
     url: String,
-    /// The node this daemon runs as (`attempts.node`, `sweeps.node`); `None` for a command.
-    node: Option<String>,
+    /// The node this ledger's attempts, sweeps and claims are made as (`attempts.node`,
+    /// `sweeps.node`, `refunds.claimed_by`): [`PgLedger::set_node`]'s, by default this host's
+    /// name made to fit the rule (the default).
+    node: String,
     /// Opened for reading: writes are refused before the server is asked.
     read_only: bool,
 }
@@ -188,8 +199,8 @@ impl PgLedger {
     }
 
     /// The node this ledger writes into `attempts.node` and `sweeps.node`.
-    pub fn node(&self) -> Option<&str> {
-        self.node.as_deref()
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Sets the node name the attempts and sweeps written through this ledger carry; refused
@@ -203,7 +214,7 @@ impl PgLedger {
                 ),
             });
         }
-        self.node = Some(node.to_owned());
+        node.clone_into(&mut self.node);
         Ok(())
     }
 
@@ -222,7 +233,9 @@ impl PgLedger {
         self.run(op, false, f)
     }
 
-    /// A read-only transaction: every statement sees one snapshot.
+    /// A read-only REPEATABLE READ transaction: every statement sees one snapshot, so the
+    /// numbers of a multi-statement read agree (PostgreSQL's READ COMMITTED would give each
+    /// statement its own). A read-only transaction is never a serialization failure.
     fn read<T>(
         &self,
         op: &'static str,
@@ -271,9 +284,15 @@ impl PgLedger {
         }
         let Session { client, cache, .. } = &mut *session;
         let result = (|| {
+            let isolation = if read_only {
+                IsolationLevel::RepeatableRead
+            } else {
+                IsolationLevel::ReadCommitted
+            };
             let tx = client
                 .build_transaction()
                 .read_only(read_only)
+                .isolation_level(isolation)
                 .start()
                 .during(op)?;
             let mut db = Db { tx, cache };
@@ -307,6 +326,32 @@ fn is_connection_lost(e: &postgres::Error) -> bool {
         || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
         || e.code()
             .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P"))
+}
+
+/// This host's name as a node name: `/proc/sys/kernel/hostname` with every character outside
+/// `[A-Za-z0-9._-]` replaced by '-', cut to 64 (read once).
+pub(crate) fn host_node_name() -> &'static str {
+    static NAME: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let name: String = raw
+            .trim()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect();
+        if name.is_empty() {
+            "checus-reconciler".to_owned()
+        } else {
+            name
+        }
+    });
+    NAME.as_str()
 }
 
 /// A random pause before try `tries + 1`: 1..=10 ms times the tries so far, so two

@@ -87,7 +87,7 @@ impl PgLedger {
             session: RefCell::new(Session::new(client)),
             config,
             url,
-            node: None,
+            node: super::host_node_name().to_owned(),
             read_only,
         };
         if mode == OpenMode::Create {
