@@ -12,9 +12,9 @@ use checus_reconciler::domain::{
     OutcomeClass, RefundStatus, ReviewReason,
 };
 use checus_reconciler::ledger::{
-    Applied, DeliveryOutcome, DeliveryResult, LedgerError, NotificationEffect, NotificationRecord,
-    OpenMode, PgLedger, PostgresTarget, Registered, SweepCounts, SweepEnd, WebhookFilter,
-    WebhookState,
+    Applied, AuditFilter, DeliveryOutcome, DeliveryResult, Finding, Ledger, LedgerError,
+    LedgerTarget, ListFilter, NotificationEffect, NotificationRecord, OpenMode, PgLedger,
+    PostgresTarget, Registered, SweepCounts, SweepEnd, WebhookFilter, WebhookState,
 };
 use postgres::Client;
 use rust_decimal::Decimal;
@@ -888,4 +888,399 @@ fn pg_outbox_rows_are_written_by_the_change_and_delivered_in_order() {
     );
     assert_eq!(ledger.next_webhook_at().unwrap(), Some(at));
     assert_eq!(ledger.operator_actions_watermark().unwrap(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the whole interface through ledger::open: reads, operator actions, maintenance
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh database, the ledger opened as callers open it (`ledger::open`, the interface), and
+/// an outside session. `None`: skipped.
+fn new_interface() -> Option<(DropDb, Ledger, Client)> {
+    let (url, db) = pg::fresh_db()?;
+    let target = LedgerTarget::Postgres(target(&url));
+    let ledger = checus_reconciler::ledger::open(&target, OpenMode::Create).unwrap();
+    assert_eq!(ledger.target(), &target);
+    let outside = pg::connect(&url).unwrap();
+    Some((db, ledger, outside))
+}
+
+#[test]
+fn pg_status_summarizes_the_ledger_and_sweeps() {
+    let Some((_db, mut ledger, _c)) = new_interface() else {
+        return;
+    };
+    let empty = ledger.status(ts("2026-01-01T00:00:00.000Z")).unwrap();
+    assert_eq!(
+        (empty.pending, empty.succeeded, empty.failed, empty.due_now),
+        (0, 0, 0, 0)
+    );
+    assert!(empty.last_sweep.is_none() && empty.oldest_pending_created_at.is_none());
+    let h = ledger
+        .health(ts("2026-01-01T00:00:00.000Z"), Duration::from_secs(60))
+        .unwrap();
+    assert!(
+        h.findings.contains(&Finding::WorkerNeverRan),
+        "{:?}",
+        h.findings
+    );
+
+    let mut rows = Vec::new();
+    for i in 0..6 {
+        let mut r = refund(&format!("R{i}"), "1");
+        r.created_at = ts(&format!("2026-01-01T0{i}:00:00.000Z"));
+        rows.push(r);
+    }
+    rows[5].status = RefundStatus::Failed;
+    ledger.import(&rows, &mut |_| {}).unwrap();
+    ledger.schedule_new(Duration::from_secs(600)).unwrap();
+    ledger
+        .record_notification(&note("R0", FinalStatus::Success, "1", "USD"))
+        .unwrap();
+    ledger.insert_refund(&refund("UNSCHEDULED", "1")).unwrap();
+    ledger
+        .record_attempt(
+            &success_answer("R1", "2026-01-04T00:00:00.000Z"),
+            &reschedule(
+                "2026-01-05T00:00:00.000Z",
+                1,
+                Some(ReviewReason::PendingTooLong),
+            ),
+        )
+        .unwrap();
+    ledger
+        .record_notification(&note("GHOST", FinalStatus::Success, "1", "USD"))
+        .unwrap();
+    let id = ledger.begin_sweep(ts("2026-01-04T00:00:00.000Z")).unwrap();
+    let counts = SweepCounts {
+        claimed: 3,
+        finalized: 1,
+        rescheduled: 1,
+        failed: 1,
+        unreadable: 0,
+    };
+    let end = SweepEnd {
+        counts,
+        halt: Some(checus_reconciler::domain::Halt::ClockSkew),
+        error: None,
+        breaker_open_since: None,
+    };
+    ledger
+        .finish_sweep(id, ts("2026-01-04T00:00:01.000Z"), &end)
+        .unwrap();
+    assert!(
+        ledger
+            .finish_sweep(id, ts("2026-01-04T00:00:02.000Z"), &end)
+            .is_err(),
+        "a finished sweep is immutable"
+    );
+
+    let s = ledger.status(ts("2026-01-01T03:10:00.000Z")).unwrap();
+    assert_eq!((s.pending, s.succeeded, s.failed), (5, 1, 1));
+    assert_eq!(s.due_now, 2, "R2 and R3");
+    assert_eq!(s.unscheduled, 1);
+    assert_eq!(s.flagged, 1);
+    assert_eq!(
+        s.oldest_pending_created_at,
+        Some(ts("2026-01-01T00:00:00.000Z"))
+    );
+    assert_eq!(s.unresolved_discrepancies, 1);
+    let sweep = s.last_sweep.unwrap();
+    assert_eq!((sweep.id, sweep.counts), (id, counts));
+    assert_eq!(
+        sweep.halted_reason.as_deref(),
+        Some("clock skew: requestTime off by more than 2 minutes (check NTP)")
+    );
+
+    let h = ledger
+        .health(ts("2026-01-04T00:00:30.000Z"), Duration::from_secs(60))
+        .unwrap();
+    assert!(h.findings.contains(&Finding::FlaggedRefunds { count: 1 }));
+    assert!(
+        h.findings
+            .contains(&Finding::UnresolvedDiscrepancies { count: 1 })
+    );
+    assert!(
+        h.findings
+            .iter()
+            .any(|f| matches!(f, Finding::Halted { .. })),
+        "{:?}",
+        h.findings
+    );
+    let g = ledger.gauges(ts("2026-01-01T03:10:00.000Z")).unwrap();
+    assert_eq!(g.due, 2);
+    assert_eq!(g.flagged, 1);
+    assert!(g.refunds.contains(&(RefundStatus::Pending, 5)));
+    assert_eq!(g.unresolved_discrepancies, 1);
+    assert_eq!(
+        ledger.latest_finished_sweep().unwrap().map(|s| s.id),
+        Some(id)
+    );
+    assert_eq!(ledger.first_finished_sweep_after(id).unwrap(), None);
+}
+
+#[test]
+fn pg_list_show_explain_and_the_operator_views() {
+    let Some((_db, mut ledger, _c)) = new_interface() else {
+        return;
+    };
+    let mut rows = Vec::new();
+    for i in 0..5 {
+        let mut r = refund(&format!("R{i}"), "12.50");
+        r.created_at = ts(&format!("2026-01-01T0{i}:00:00.000Z"));
+        rows.push(r);
+    }
+    rows[4].status = RefundStatus::Failed;
+    ledger.import(&rows, &mut |_| {}).unwrap();
+    ledger
+        .record_attempt(
+            &success_answer("R1", "2026-01-02T00:00:00.000Z"),
+            &reschedule(
+                "2026-01-03T00:00:00.000Z",
+                1,
+                Some(ReviewReason::PendingTooLong),
+            ),
+        )
+        .unwrap();
+    ledger
+        .record_notification(&note("R2", FinalStatus::Failed, "12.5", "USD"))
+        .unwrap();
+
+    let pending = ListFilter {
+        status: Some(RefundStatus::Pending),
+        flagged: None,
+        since: None,
+        limit: 2,
+    };
+    let listed = ledger.list(&pending).unwrap();
+    let names: Vec<_> = listed
+        .rows
+        .iter()
+        .map(|r| r.out_refund_no.as_str())
+        .collect();
+    assert_eq!(names, vec!["R0", "R1"], "oldest first, limited");
+    assert_eq!(ledger.list_total(&pending).unwrap(), 3);
+    let flagged = ListFilter {
+        flagged: Some(true),
+        status: None,
+        since: Some(ts("2026-01-01T01:00:00.000Z")),
+        limit: 10,
+    };
+    assert_eq!(ledger.list_total(&flagged).unwrap(), 1);
+
+    let d = ledger.show(&no("R1")).unwrap().unwrap();
+    assert_eq!(d.refund.amount.to_string(), "12.50");
+    assert_eq!(d.attempts.len(), 1);
+    assert_eq!(
+        d.attempts[0]
+            .decision
+            .as_deref()
+            .map(|t| t.starts_with("reschedule")),
+        Some(true)
+    );
+    let d = ledger.show(&no("R2")).unwrap().unwrap();
+    assert_eq!(d.notifications.len(), 1);
+    assert_eq!(d.notifications[0].amount.to_string(), "12.5");
+    assert_eq!(
+        d.notifications[0].effect,
+        Some(NotificationEffect::Finalized)
+    );
+    assert!(ledger.show(&no("NOPE")).unwrap().is_none());
+
+    let t = ledger.timeline(&no("R1")).unwrap().unwrap();
+    assert!(
+        t.events.windows(2).all(|w| w[0].at <= w[1].at),
+        "time order"
+    );
+    assert!(t.events.len() >= 4, "{:?}", t.events);
+
+    let stuck = ledger.stuck(ts("2026-01-01T01:00:00.000Z"), 10).unwrap();
+    assert_eq!(stuck.rows.len(), 2);
+    assert_eq!(
+        ledger.stuck_total(ts("2026-01-01T01:00:00.000Z")).unwrap(),
+        2
+    );
+    let failed = ledger
+        .failed_since(ts("2000-01-01T00:00:00.000Z"), 10)
+        .unwrap();
+    assert_eq!(failed.rows.len(), 2, "R4 at insert, R2 by notification");
+    assert_eq!(
+        ledger.failed_total(ts("2000-01-01T00:00:00.000Z")).unwrap(),
+        2
+    );
+    assert_eq!(
+        ledger
+            .export_since(ts("2026-01-01T02:00:00.000Z"))
+            .unwrap()
+            .rows
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn pg_operator_actions_are_audited_and_a_final_status_is_refused() {
+    let Some((_db, ledger, mut c)) = new_interface() else {
+        return;
+    };
+    let now = ts("2026-01-02T00:00:00.000Z");
+    for n in ["P", "F"] {
+        ledger.insert_refund(&refund(n, "5")).unwrap();
+    }
+    ledger
+        .record_notification(&note("F", FinalStatus::Success, "5", "USD"))
+        .unwrap();
+
+    ledger.retry_now(&no("P"), "ops", now).unwrap();
+    let row = ledger.refund(&no("P")).unwrap().unwrap();
+    assert_eq!(row.next_query_at, Some(now));
+    assert!(matches!(
+        ledger.retry_now(&no("F"), "ops", now),
+        Err(LedgerError::AlreadyFinal { .. })
+    ));
+    assert!(matches!(
+        ledger.retry_now(&no("NOPE"), "ops", now),
+        Err(LedgerError::NotFound { .. })
+    ));
+    assert!(matches!(
+        ledger.clear_flag(&no("P"), "ops", "looked", now),
+        Err(LedgerError::NotFlagged { .. })
+    ));
+
+    let row = ledger
+        .resolve(
+            &no("P"),
+            FinalStatus::Failed,
+            "ops",
+            "confirmed by phone",
+            now,
+        )
+        .unwrap();
+    assert_eq!(row.status, RefundStatus::Failed);
+    assert_eq!(row.final_source, Some(FinalSource::Operator));
+    match ledger.resolve(&no("F"), FinalStatus::Failed, "ops", "oops", now) {
+        Err(LedgerError::AlreadyFinal { status, .. }) => {
+            assert_eq!(status, RefundStatus::Success)
+        }
+        other => panic!("expected AlreadyFinal, got {other:?}"),
+    }
+
+    ledger
+        .record_notification(&note("F", FinalStatus::Failed, "5", "USD"))
+        .unwrap();
+    let open = ledger.discrepancies(false).unwrap();
+    assert_eq!(open.len(), 1);
+    ledger
+        .resolve_discrepancy(open[0].id, "ops", "gateway confirmed success", now)
+        .unwrap();
+    assert!(matches!(
+        ledger.resolve_discrepancy(open[0].id, "ops", "again", now),
+        Err(LedgerError::DiscrepancyNotOpen { .. })
+    ));
+    assert!(ledger.discrepancies(false).unwrap().is_empty());
+    assert_eq!(ledger.discrepancies(true).unwrap().len(), 1);
+    assert!(ledger.discrepancy(open[0].id).unwrap().is_some());
+
+    let req = ledger.request_resume("ops", "NTP fixed", now).unwrap();
+    assert_eq!(
+        ledger.resume_requested_after(0).unwrap().map(|a| a.id),
+        Some(req.action_id)
+    );
+    let all = AuditFilter {
+        refund: None,
+        since: None,
+        limit: 2,
+    };
+    let audit = ledger.audit(&all).unwrap();
+    assert_eq!(audit.rows.len(), 2, "the latest two");
+    assert_eq!(
+        audit.rows[1].id, req.action_id,
+        "in the order they happened"
+    );
+    assert_eq!(ledger.audit_total(&all).unwrap(), 4);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM operator_actions WHERE action = 'resolve'"
+        ),
+        1,
+        "the refused resolve wrote no audit row"
+    );
+}
+
+#[test]
+fn pg_prune_archives_then_deletes_and_a_pruned_refund_is_found() {
+    let Some((_db, ledger, mut c)) = new_interface() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for n in ["OLD", "DISPUTED", "PENDING"] {
+        ledger.insert_refund(&refund(n, "10.10")).unwrap();
+    }
+    ledger
+        .record_notification(&note("OLD", FinalStatus::Success, "10.10", "USD"))
+        .unwrap();
+    ledger
+        .record_notification(&note("DISPUTED", FinalStatus::Success, "10.10", "USD"))
+        .unwrap();
+    ledger
+        .record_notification(&note("DISPUTED", FinalStatus::Failed, "10.10", "USD"))
+        .unwrap();
+    let cutoff = ts("2099-01-01T00:00:00.000Z");
+    let now = ts("2026-06-01T00:00:00.000Z");
+    let plan = ledger.prune_plan(cutoff).unwrap();
+    assert_eq!(
+        (plan.refunds, plan.notifications, plan.kept_unresolved),
+        (1, 1, 1)
+    );
+
+    let archive = dir.path().join("prune.jsonl");
+    let report = ledger
+        .prune(cutoff, "ops", "retention", Some(&archive), now)
+        .unwrap();
+    assert_eq!(report.counts.refunds, 1);
+    let text = std::fs::read_to_string(&archive).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let refund_line = lines
+        .iter()
+        .find(|l| l["table"] == "refunds")
+        .expect("the refund row is archived");
+    assert_eq!(
+        refund_line["row"]["amount"], "10.10",
+        "exact text, not a number"
+    );
+    assert!(lines.iter().any(|l| l["table"] == "notifications"));
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(report.archive_sha256.as_deref(), Some(hex.as_str()));
+
+    assert!(ledger.refund(&no("OLD")).unwrap().is_none());
+    assert!(
+        ledger.refund(&no("DISPUTED")).unwrap().is_some(),
+        "kept: unresolved"
+    );
+    assert!(ledger.refund(&no("PENDING")).unwrap().is_some());
+    let gone = ledger.pruned(&no("OLD")).unwrap().unwrap();
+    assert_eq!(gone.prune_id, report.prune_id.unwrap());
+    assert_eq!(gone.archive.as_deref(), Some(archive.as_path()));
+    assert!(ledger.pruned(&no("NEVER")).unwrap().is_none());
+    assert!(matches!(
+        ledger.prune(cutoff, "ops", "again", Some(&archive), now),
+        Err(LedgerError::TargetExists { .. })
+    ));
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM operator_actions WHERE action = 'prune'"
+        ),
+        1
+    );
+    assert!(matches!(
+        ledger.backup(&dir.path().join("copy")),
+        Err(LedgerError::NotOnThisEngine { .. })
+    ));
+    ledger.recheck_schema().unwrap();
 }
