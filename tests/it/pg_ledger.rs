@@ -1352,3 +1352,89 @@ fn pg_concurrent_claims_never_hand_one_refund_to_two_nodes() {
         .unwrap()
     );
 }
+
+/// A final refund's confirming query is claimed once too (its `confirm_at` pushed to the lease
+/// end), and settled by the attempt that confirms it; claims a node will not use are released.
+#[test]
+fn pg_confirmations_are_claimed_once_and_unused_claims_released() {
+    let Some((db, mut ledger, mut c)) = new_ledger() else {
+        return;
+    };
+    for n in ["C1", "C2", "P1"] {
+        ledger.insert_refund(&refund(n, "3")).unwrap();
+    }
+    for n in ["C1", "C2"] {
+        ledger
+            .record_notification(&note(n, FinalStatus::Success, "3", "USD"))
+            .unwrap();
+    }
+    let url = pg::with_database(&pg::server_url(), db.name());
+    let mut b = PgLedger::open(&target(&url), OpenMode::Existing).unwrap();
+    b.set_node("node-b").unwrap();
+    let now = ts("2099-01-01T00:00:00.000Z");
+    let lease = ts("2099-01-01T00:05:00.000Z");
+    let after = Duration::from_secs(60);
+    let a_got = ledger.claim_confirmations(now, after, 1, lease).unwrap();
+    let b_got = b.claim_confirmations(now, after, 10, lease).unwrap();
+    assert_eq!(a_got.rows.len(), 1);
+    assert_eq!(b_got.rows.len(), 1, "the other one only");
+    assert_ne!(
+        a_got.rows[0].1.out_refund_no, b_got.rows[0].1.out_refund_no,
+        "never the same refund"
+    );
+    assert!(
+        b.claim_confirmations(now, after, 10, lease)
+            .unwrap()
+            .rows
+            .is_empty()
+    );
+    // The confirming answer settles it; the lease end makes an unconfirmed one due again.
+    let first = a_got.rows[0].1.out_refund_no.as_str().to_owned();
+    let keep = Decision {
+        class: OutcomeClass::Final,
+        change: Change::Keep {
+            confirm_again_at: None,
+        },
+        discrepancies: Vec::new(),
+        halt: None,
+        slow_down: false,
+    };
+    ledger
+        .record_attempt(&success_answer(&first, "2099-01-01T00:00:01.000Z"), &keep)
+        .unwrap();
+    let again = ledger
+        .claim_confirmations(lease, after, 10, ts("2099-01-01T00:10:00.000Z"))
+        .unwrap();
+    let names: Vec<_> = again
+        .rows
+        .iter()
+        .map(|r| r.1.out_refund_no.as_str())
+        .collect();
+    assert_eq!(names, vec![b_got.rows[0].1.out_refund_no.as_str()]);
+
+    // Claimed and not used: released, due again for any node; another node's lease stays.
+    ledger.schedule_new(Duration::ZERO).unwrap();
+    let got = b.claim_due(now, 10, "node-b", lease).unwrap();
+    assert_eq!(got.rows.len(), 1);
+    assert_eq!(
+        ledger.release_claims(&[no("P1")]).unwrap(),
+        0,
+        "node-b's lease"
+    );
+    assert_eq!(b.release_claims(&[no("P1")]).unwrap(), 1);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM refunds WHERE claimed_by IS NOT NULL"
+        ),
+        0
+    );
+    assert_eq!(
+        ledger
+            .claim_due(now, 10, "node-a", lease)
+            .unwrap()
+            .rows
+            .len(),
+        1
+    );
+}

@@ -35,13 +35,18 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
          UPDATE refunds AS r SET claimed_by = $3, claimed_until = $4
            FROM due WHERE r.id = due.id
          RETURNING {}",
-        REFUND_COLUMNS
-            .split(", ")
-            .map(|c| format!("r.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        returning()
     )
 });
+
+/// [`REFUND_COLUMNS`] of the row an `UPDATE refunds AS r ... RETURNING` changed.
+fn returning() -> String {
+    REFUND_COLUMNS
+        .split(", ")
+        .map(|c| format!("r.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 impl PgLedger {
     /// Claims the pending, unflagged refunds due at `now` for `node` until `lease_until`, the
@@ -86,29 +91,73 @@ impl PgLedger {
         })
     }
 
-    /// Final refunds whose confirming query is due (see the SQLite engine's).
-    pub fn due_confirmations(
+    /// Ends this ledger's node's leases on the refunds `numbers` it claimed but will not query
+    /// (a batch cut short, a probe that needed one): they are due again at once, for any node.
+    /// A lease another node holds is left alone. Returns how many were released.
+    pub fn release_claims(&self, numbers: &[OutRefundNo]) -> Result<usize, LedgerError> {
+        const OP: &str = "release claims";
+        let numbers: Vec<&str> = numbers.iter().map(OutRefundNo::as_str).collect();
+        let node = self.node.clone();
+        self.write(OP, |db| {
+            let n = db.execute(
+                OP,
+                "UPDATE refunds SET claimed_by = NULL, claimed_until = NULL
+                  WHERE claimed_by = $1 AND out_refund_no = ANY($2)",
+                &[&node, &numbers],
+            )?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+
+    /// Final refunds whose confirming query is due (finalized `confirm_after` ago or more, not
+    /// confirmed, not pushed back past `now`), oldest first, at most `limit`, claimed the way a
+    /// final refund can be (it holds no lease, by the schema's CHECK): under `FOR UPDATE SKIP
+    /// LOCKED`, each one's `confirm_at` is pushed to `lease_until` in the same statement, so no
+    /// other node finds it due until then. Recording the confirming attempt settles
+    /// `confirm_at` (done, or the answer's next time); a node that dies leaves it due again at
+    /// `lease_until`.
+    pub fn claim_confirmations(
         &self,
         now: Timestamp,
         confirm_after: std::time::Duration,
         limit: usize,
+        lease_until: Timestamp,
     ) -> Result<Readout<(RefundStatus, RefundState)>, LedgerError> {
-        const OP: &str = "list due confirmations";
+        const OP: &str = "claim due confirmations";
         static SQL: LazyLock<String> = LazyLock::new(|| {
             format!(
-                "SELECT {REFUND_COLUMNS} FROM refunds
-                  WHERE confirm_at IS NOT NULL AND confirm_at <= $1 AND finalized_at <= $2
-                    AND review_reason IS DISTINCT FROM 'row_unreadable'
-                    AND review_reason IS DISTINCT FROM 'row_unwritable'
-                  ORDER BY confirm_at, id LIMIT $3"
+                "WITH due AS (
+                    SELECT id, confirm_at AS was FROM refunds
+                     WHERE confirm_at IS NOT NULL AND confirm_at <= $1 AND finalized_at <= $2
+                       AND review_reason IS DISTINCT FROM 'row_unreadable'
+                       AND review_reason IS DISTINCT FROM 'row_unwritable'
+                     ORDER BY confirm_at, id LIMIT $3
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE refunds AS r SET confirm_at = $4
+                   FROM due WHERE r.id = due.id
+                 RETURNING {}, due.was",
+                returning()
             )
         });
         let settled =
             now - chrono::TimeDelta::from_std(confirm_after).unwrap_or(chrono::TimeDelta::MAX);
-        let (now, settled, limit) = (ms(now), ms(settled), limit_arg(limit));
-        self.read(OP, |db| {
-            let rows = db.query(OP, SQL.as_str(), &[&now, &settled, &limit])?;
-            Ok(Readout::of(rows.iter().map(refund_or_unreadable).collect())
+        let (now, settled, limit, until) =
+            (ms(now), ms(settled), limit_arg(limit), ms(lease_until));
+        self.write(OP, |db| {
+            let rows = db.query(OP, SQL.as_str(), &[&now, &settled, &limit, &until])?;
+            // RETURNING keeps no order: by the confirm_at the claim found, then id.
+            let mut rows: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    let key = (
+                        r.try_get::<_, Option<Timestamp>>(21).ok().flatten(),
+                        r.try_get::<_, i64>(20).unwrap_or(-1),
+                    );
+                    (key, refund_or_unreadable(r))
+                })
+                .collect();
+            rows.sort_by_key(|(key, _)| *key);
+            Ok(Readout::of(rows.into_iter().map(|(_, r)| r).collect())
                 .map(|row| (row.status, state_of(&row))))
         })
     }

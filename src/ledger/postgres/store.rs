@@ -1,7 +1,8 @@
 //! The PostgreSQL engine behind the ledger interface: each trait method is the inherent method
 //! of the same name (one file per subject in this folder), so the PostgreSQL tests call them
-//! directly. `due` is the lease claim ([`PgLedger::claim_due`]) for this ledger's node, with
-//! [`DEFAULT_LEASE`] until the interface passes the lease itself.
+//! directly. `due` is the lease claim ([`PgLedger::claim_due`]) for this ledger's node and
+//! `due_confirmations` its counterpart for final refunds ([`PgLedger::claim_confirmations`]),
+//! both with [`DEFAULT_LEASE`] until the interface passes the lease itself.
 
 use std::path::Path;
 use std::time::Duration;
@@ -37,7 +38,9 @@ impl WorkQueue for PgLedger {
         confirm_after: Duration,
         limit: usize,
     ) -> Result<Readout<(RefundStatus, RefundState)>, LedgerError> {
-        PgLedger::due_confirmations(self, now, confirm_after, limit)
+        let until =
+            now + chrono::TimeDelta::from_std(DEFAULT_LEASE).unwrap_or(chrono::TimeDelta::MAX);
+        PgLedger::claim_confirmations(self, now, confirm_after, limit, until)
     }
 
     fn next_due_at(&self, skip: &SkipList) -> Result<Option<Timestamp>, LedgerError> {

@@ -710,7 +710,7 @@ impl AttemptWrite<'_, '_, '_> {
         self.db.execute(
             RECORD_ATTEMPT,
             "UPDATE refunds SET last_attempt_at = $2, last_outcome = $3, last_error = $4,
-                    confirm_at = CASE WHEN confirm_at IS NULL THEN NULL ELSE $5 END
+                    confirm_at = CASE WHEN confirm_at IS NULL THEN NULL ELSE $5::timestamptz END
               WHERE out_refund_no = $1",
             &[
                 &self.no,
