@@ -363,14 +363,15 @@ pub enum LedgerError {
     /// disabled), so its guarantees may no longer hold: refused, unchanged.
     #[error(
         "PostgreSQL ledger {url} does not have the schema this build defines \
-         (schema.postgres.sql): {}; its guarantees may no longer hold, so it is refused",
-        differences.join("; ")
+         (schema.postgres.sql): {}; its guarantees may no longer hold, so it is refused; \
+         `checus-reconciler verify-ledger` lists what differs",
+        differences.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
     )]
     PgSchemaAltered {
         /// `ledger.url`.
         url: String,
-        /// Each object that is missing or disabled, e.g. `trigger x: missing`.
-        differences: Vec<String>,
+        /// Each object that is missing, or a trigger that is disabled (altered).
+        differences: Vec<SchemaDifference>,
     },
     /// A PostgreSQL ledger statement failed.
     #[error("ledger: {op} failed")]

@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{EngineError, LedgerError};
 pub use health::{Finding, Health};
-pub use postgres::{PgLedger, PgSchemaCheck};
+pub use postgres::PgLedger;
 pub use sqlite::{
     Difference, ObjectKind, SCHEMA_SQL, SchemaCheck, SchemaDifference, SqliteLedger, migrate,
 };
@@ -192,10 +192,7 @@ pub fn migrate_apply(
 pub fn verify(target: &LedgerTarget) -> Result<SchemaCheck, LedgerError> {
     match target {
         LedgerTarget::Sqlite(path) => SqliteLedger::verify(path),
-        LedgerTarget::Postgres(_) => Err(LedgerError::EngineNotBuilt {
-            key: "ledger.url",
-            engine: target.engine(),
-        }),
+        LedgerTarget::Postgres(pg) => PgLedger::verify(pg),
     }
 }
 

@@ -155,9 +155,31 @@ fn pg_open_refuses_a_newer_version_and_an_altered_schema() {
         }
         other => panic!("expected PgSchemaAltered, got {other:?}"),
     }
-    c.batch_execute("ALTER TABLE refunds ENABLE TRIGGER refunds_final_status_is_immutable")
-        .unwrap();
+    // verify-ledger reports what open refuses: a disabled trigger is altered, a dropped index
+    // missing; nothing is changed.
+    c.batch_execute("DROP INDEX refunds_flagged").unwrap();
+    let check = checus_reconciler::ledger::verify(&LedgerTarget::Postgres(target(&url))).unwrap();
+    assert_eq!(check.version, 9);
+    assert!(check.compared > 60, "{}", check.compared);
+    let found: Vec<String> = check.differences.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        found,
+        vec![
+            "missing index refunds_flagged",
+            "altered trigger refunds_final_status_is_immutable"
+        ]
+    );
+    c.batch_execute(
+        "ALTER TABLE refunds ENABLE TRIGGER refunds_final_status_is_immutable;
+         CREATE INDEX refunds_flagged ON refunds (status, created_at) WHERE review_flag = 1;",
+    )
+    .unwrap();
     PgLedger::open(&target(&url), OpenMode::Existing).unwrap();
+    assert!(
+        checus_reconciler::ledger::verify(&LedgerTarget::Postgres(target(&url)))
+            .unwrap()
+            .is_intact()
+    );
 
     c.batch_execute("INSERT INTO schema_version (version) VALUES (10)")
         .unwrap();

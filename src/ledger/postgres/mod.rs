@@ -47,7 +47,7 @@ use postgres::{Client, IsolationLevel, Row, Statement, Transaction};
 use super::error::{During, LedgerError};
 use crate::domain::Timestamp;
 
-pub use open::PgSchemaCheck;
+pub use open::PG_SCHEMA_VERSION;
 
 /// How many times one transaction runs when PostgreSQL aborts it as a serialization failure or
 /// a deadlock (a rare event: two transactions took the same rows in opposite orders).

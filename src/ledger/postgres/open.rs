@@ -4,14 +4,17 @@
 //! (and no trigger is disabled), on every open and on demand.
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use postgres::{Client, NoTls};
 
 use super::{PgLedger, Session};
 use crate::ledger::error::{During, LedgerError};
-use crate::ledger::{OpenMode, PostgresTarget, SCHEMA_POSTGRES_SQL};
+use crate::ledger::{
+    Difference, ObjectKind, OpenMode, PostgresTarget, SCHEMA_POSTGRES_SQL, SchemaCheck,
+    SchemaDifference,
+};
 
 /// The PostgreSQL schema version this build reads and writes (`schema_version`).
 pub const PG_SCHEMA_VERSION: i32 = 9;
@@ -22,16 +25,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// One advisory-lock key for "creating the ledger's schema", so two daemons starting on an
 /// empty database at once create it once: the second waits, then finds it made.
 const CREATE_LOCK: i64 = 0x6368_6563_7573_0009;
-
-/// What [`PgLedger::verify_schema`] found: every object schema.postgres.sql creates that is
-/// missing or disabled (empty: the ledger's guarantees hold).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PgSchemaCheck {
-    /// The ledger's version (`max(schema_version.version)`).
-    pub version: i32,
-    /// Each difference, e.g. `trigger refunds_final_status_is_immutable: disabled`.
-    pub differences: Vec<String>,
-}
 
 /// Connects with `config` (a 10 s connect timeout unless the URL sets one). `read_only` makes
 /// every transaction of the session read-only on the server too.
@@ -59,6 +52,23 @@ impl PgLedger {
     /// an empty database (its first `search_path` schema); the others need a ledger there.
     /// Every mode refuses a version other than this build's and a schema that lost an object.
     pub fn open(target: &PostgresTarget, mode: OpenMode) -> Result<Self, LedgerError> {
+        let ledger = Self::connect(target, mode == OpenMode::Reading)?;
+        if mode == OpenMode::Create {
+            ledger.create_if_empty()?;
+        }
+        ledger.recheck_schema()?;
+        Ok(ledger)
+    }
+
+    /// `verify-ledger`: the ledger's version and every object of schema.postgres.sql that is
+    /// missing (or a trigger that is disabled), read-only; a ledger that lost objects is
+    /// reported, not refused.
+    pub fn verify(target: &PostgresTarget) -> Result<SchemaCheck, LedgerError> {
+        Self::connect(target, true)?.verify_schema()
+    }
+
+    /// Connects (no schema check yet).
+    fn connect(target: &PostgresTarget, read_only: bool) -> Result<Self, LedgerError> {
         let url = target.url.clone();
         let mut config: postgres::Config =
             url.parse().map_err(|source| LedgerError::PgConnect {
@@ -81,20 +91,14 @@ impl PgLedger {
         if config.get_application_name().is_none() {
             config.application_name("checus-reconciler");
         }
-        let read_only = mode == OpenMode::Reading;
         let client = connect(&config, &url, read_only)?;
-        let ledger = Self {
+        Ok(Self {
             session: RefCell::new(Session::new(client)),
             config,
             url,
             node: super::host_node_name().to_owned(),
             read_only,
-        };
-        if mode == OpenMode::Create {
-            ledger.create_if_empty()?;
-        }
-        ledger.recheck_schema()?;
-        Ok(ledger)
+        })
     }
 
     /// Applies schema.postgres.sql when the first `search_path` schema holds no ledger, in one
@@ -132,7 +136,7 @@ impl PgLedger {
 
     /// The ledger's version (refused unless it is this build's) and what differs from
     /// schema.postgres.sql's objects, by name.
-    pub fn verify_schema(&self) -> Result<PgSchemaCheck, LedgerError> {
+    pub fn verify_schema(&self) -> Result<SchemaCheck, LedgerError> {
         const OP: &str = "check the ledger schema";
         let url = self.url.clone();
         self.run(OP, true, |db| {
@@ -179,8 +183,10 @@ impl PgLedger {
                     supported: PG_SCHEMA_VERSION,
                 });
             }
-            Ok(PgSchemaCheck {
+            Ok(SchemaCheck {
+                ledger: url.clone().into(),
                 version: found,
+                compared: ObjectKind::ALL.iter().map(|k| expected(*k).len()).sum(),
                 differences: differences(db)?,
             })
         })
@@ -204,15 +210,14 @@ fn ledger_tables(db: &mut super::Db<'_>) -> Result<i64, LedgerError> {
         .get(0))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ObjectKind {
-    Table,
-    Index,
-    Function,
-    Trigger,
+/// What schema.postgres.sql creates, by kind, and how to find it in the catalog.
+trait Catalog: Sized {
+    const ALL: [Self; 4];
+    fn creates(self, line: &str) -> Option<&str>;
+    fn present_sql(self) -> &'static str;
 }
 
-impl ObjectKind {
+impl Catalog for ObjectKind {
     const ALL: [Self; 4] = [Self::Table, Self::Index, Self::Function, Self::Trigger];
 
     /// The `CREATE ...` that makes one in schema.postgres.sql.
@@ -230,38 +235,28 @@ impl ObjectKind {
             .filter(|n| !n.is_empty())
     }
 
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Table => "table",
-            Self::Index => "index",
-            Self::Function => "function",
-            Self::Trigger => "trigger",
-        }
-    }
-
-    /// The names of this kind present in the first `search_path` schema (triggers: enabled
-    /// ones; a disabled trigger guards nothing).
+    /// The names of this kind present in the first `search_path` schema, each with whether
+    /// it is in force (a disabled trigger guards nothing).
     fn present_sql(self) -> &'static str {
         match self {
             Self::Table => {
-                "SELECT tablename::text FROM pg_catalog.pg_tables
+                "SELECT tablename::text, true FROM pg_catalog.pg_tables
                   WHERE schemaname = pg_catalog.current_schema()"
             }
             Self::Index => {
-                "SELECT indexname::text FROM pg_catalog.pg_indexes
+                "SELECT indexname::text, true FROM pg_catalog.pg_indexes
                   WHERE schemaname = pg_catalog.current_schema()"
             }
             Self::Function => {
-                "SELECT p.proname::text FROM pg_catalog.pg_proc AS p
+                "SELECT p.proname::text, true FROM pg_catalog.pg_proc AS p
                    JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
                   WHERE n.nspname = pg_catalog.current_schema()"
             }
             Self::Trigger => {
-                "SELECT t.tgname::text FROM pg_catalog.pg_trigger AS t
+                "SELECT t.tgname::text, t.tgenabled <> 'D' FROM pg_catalog.pg_trigger AS t
                    JOIN pg_catalog.pg_class AS c ON c.oid = t.tgrelid
                    JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-                  WHERE n.nspname = pg_catalog.current_schema() AND NOT t.tgisinternal
-                    AND t.tgenabled <> 'D'"
+                  WHERE n.nspname = pg_catalog.current_schema() AND NOT t.tgisinternal"
             }
         }
     }
@@ -275,26 +270,29 @@ fn expected(kind: ObjectKind) -> Vec<&'static str> {
         .collect()
 }
 
-/// Every expected object that is missing (a trigger: missing or disabled).
-fn differences(db: &mut super::Db<'_>) -> Result<Vec<String>, LedgerError> {
+/// Every expected object that is missing, or present but not in force (a disabled trigger:
+/// [`Difference::Altered`]), in schema.postgres.sql's order within each kind.
+fn differences(db: &mut super::Db<'_>) -> Result<Vec<SchemaDifference>, LedgerError> {
     let mut out = Vec::new();
     for kind in ObjectKind::ALL {
-        let present: BTreeSet<String> = db
+        let present: BTreeMap<String, bool> = db
             .tx
             .query(kind.present_sql(), &[])
             .during("check the ledger schema")?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| (r.get(0), r.get(1)))
             .collect();
         for name in expected(kind) {
-            if !present.contains(name) {
-                let what = if kind == ObjectKind::Trigger {
-                    "missing or disabled"
-                } else {
-                    "missing"
-                };
-                out.push(format!("{} {name}: {what}", kind.as_str()));
-            }
+            let difference = match present.get(name) {
+                None => Difference::Missing,
+                Some(false) => Difference::Altered,
+                Some(true) => continue,
+            };
+            out.push(SchemaDifference {
+                difference,
+                kind,
+                name: name.to_owned(),
+            });
         }
     }
     Ok(out)
