@@ -165,10 +165,7 @@ pub fn migrate_plan(
 ) -> Result<migrate::MigrationReport, LedgerError> {
     match target {
         LedgerTarget::Sqlite(path) => migrate::plan(path, now),
-        LedgerTarget::Postgres(_) => Err(LedgerError::EngineNotBuilt {
-            key: "ledger.url",
-            engine: target.engine(),
-        }),
+        LedgerTarget::Postgres(_) => Err(pg_nothing_to_migrate()),
     }
 }
 
@@ -180,10 +177,18 @@ pub fn migrate_apply(
 ) -> Result<migrate::MigrationReport, LedgerError> {
     match target {
         LedgerTarget::Sqlite(path) => migrate::apply(path, now),
-        LedgerTarget::Postgres(_) => Err(LedgerError::EngineNotBuilt {
-            key: "ledger.url",
-            engine: target.engine(),
-        }),
+        LedgerTarget::Postgres(_) => Err(pg_nothing_to_migrate()),
+    }
+}
+
+/// `migrate` of a PostgreSQL ledger: it is created at its first version (9) and no later one
+/// exists yet, so there is nothing to upgrade.
+fn pg_nothing_to_migrate() -> LedgerError {
+    LedgerError::NotOnThisEngine {
+        what: "migrate",
+        engine: "PostgreSQL",
+        instead: "a PostgreSQL ledger is created at schema version 9, the only one so far; \
+                  there is nothing to migrate (verify-ledger checks it)",
     }
 }
 

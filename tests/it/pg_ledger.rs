@@ -1460,3 +1460,72 @@ fn pg_confirmations_are_claimed_once_and_unused_claims_released() {
         1
     );
 }
+
+/// A deadlock (40P01) PostgreSQL breaks by aborting the engine's group commit is run again
+/// from the start: every attempt is recorded once, none lost, none twice.
+#[test]
+fn pg_a_deadlocked_group_commit_is_run_again_and_writes_each_attempt_once() {
+    let Some((db, mut ledger, mut c)) = new_ledger() else {
+        return;
+    };
+    for n in ["D1", "D2"] {
+        ledger.insert_refund(&refund(n, "1")).unwrap();
+    }
+    let url = pg::with_database(&pg::server_url(), db.name());
+    // The outside session waits long before it looks for deadlocks, so the engine's session
+    // (the server's default, 1 s) is the one PostgreSQL aborts.
+    let mut outside = pg::connect(&url).unwrap();
+    let mut tx = outside.transaction().unwrap();
+    tx.batch_execute(
+        "SET LOCAL deadlock_timeout = '60s';
+         SELECT 1 FROM refunds WHERE out_refund_no = 'D2' FOR UPDATE;",
+    )
+    .unwrap();
+    let batch = vec![
+        (
+            None,
+            success_answer("D1", "2026-01-01T00:15:00.000Z"),
+            finalize(FinalStatus::Success),
+        ),
+        (
+            None,
+            success_answer("D2", "2026-01-01T00:15:00.000Z"),
+            finalize(FinalStatus::Failed),
+        ),
+    ];
+    let engine = std::thread::spawn(move || {
+        let results = ledger.record_attempts(&batch).unwrap();
+        results.into_iter().map(Result::unwrap).collect::<Vec<_>>()
+    });
+    // Wait until the engine holds D1 and waits for D2 (a readiness wait, bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while count(
+        &mut c,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+            AND application_name = 'checus-reconciler' AND wait_event_type = 'Lock'",
+    ) == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the engine never waited"
+        );
+        std::thread::yield_now();
+    }
+    // Now take D1: a cycle. The engine is aborted (40P01), which frees D1 for us.
+    tx.batch_execute("SELECT 1 FROM refunds WHERE out_refund_no = 'D1' FOR UPDATE")
+        .unwrap();
+    tx.commit().unwrap();
+    let applied = engine.join().unwrap();
+    assert_eq!(
+        applied,
+        vec![
+            Applied::Finalized(FinalStatus::Success),
+            Applied::Finalized(FinalStatus::Failed)
+        ]
+    );
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM attempts"),
+        2,
+        "each once"
+    );
+}
