@@ -373,6 +373,13 @@ pub enum LedgerError {
         /// Each object that is missing, or a trigger that is disabled (altered).
         differences: Vec<SchemaDifference>,
     },
+    /// A node name that breaks schema version 9's rule (1 to 64 of `[A-Za-z0-9._-]`), given
+    /// for a claim or as this ledger's node. Nothing was written.
+    #[error("node name {name:?} is not 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'")]
+    InvalidNodeName {
+        /// The name as given.
+        name: String,
+    },
     /// A PostgreSQL ledger statement failed.
     #[error("ledger: {op} failed")]
     Postgres {

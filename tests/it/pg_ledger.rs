@@ -723,7 +723,7 @@ fn pg_claim_returns_due_rows_oldest_first_and_skips_leased_and_locked_rows() {
     );
     assert!(matches!(
         ledger.claim_due(now, 1, "bad name!", lease),
-        Err(LedgerError::PgNotALedger { .. })
+        Err(LedgerError::InvalidNodeName { .. })
     ));
 }
 
@@ -1528,4 +1528,49 @@ fn pg_a_deadlocked_group_commit_is_run_again_and_writes_each_attempt_once() {
         2,
         "each once"
     );
+}
+
+/// Measured, not asserted in CI (`--run-ignored only`): what claiming 1 000 due refunds costs
+/// through the engine's claim at two ledger sizes, 1 % pending (all due), the rest final.
+/// Prints the median of 5 claims (each released again) per size.
+#[test]
+#[ignore = "a measurement: cargo nextest run --run-ignored only -E 'test(/pg_claim_cost/)' --no-capture"]
+fn pg_claim_cost_does_not_grow_with_the_ledger() {
+    for size in [100_000_i64, 1_000_000] {
+        let Some((_db, ledger, mut c)) = new_ledger() else {
+            return;
+        };
+        let pending = size / 100;
+        c.batch_execute(&format!(
+            "INSERT INTO refunds (out_refund_no, amount, currency, status, created_at,
+                                  final_source, finalized_at, next_query_at)
+             SELECT 'S' || g, 1, 'USD',
+                    CASE WHEN g <= {pending} THEN 'REFUND_PENDING' ELSE 'REFUND_SUCCESS' END,
+                    '2026-01-01Z'::timestamptz + g * interval '1 millisecond',
+                    CASE WHEN g <= {pending} THEN NULL ELSE 'query' END,
+                    CASE WHEN g <= {pending} THEN NULL
+                         ELSE '2026-01-02Z'::timestamptz END,
+                    CASE WHEN g <= {pending}
+                         THEN '2026-01-01Z'::timestamptz + g * interval '1 millisecond' END
+               FROM generate_series(1, {size}) AS g;
+             ANALYZE refunds;"
+        ))
+        .unwrap();
+        let now = ts("2026-02-01T00:00:00.000Z");
+        let lease = ts("2026-02-01T00:05:00.000Z");
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let start = std::time::Instant::now();
+            let got = ledger.claim_due(now, 1_000, "node-a", lease).unwrap();
+            times.push(start.elapsed());
+            assert_eq!(got.rows.len(), 1_000);
+            let numbers: Vec<_> = got.rows.iter().map(|s| s.out_refund_no.clone()).collect();
+            assert_eq!(ledger.release_claims(&numbers).unwrap(), 1_000);
+        }
+        times.sort();
+        eprintln!(
+            "claim 1000 of {pending} due, {size} refunds: median {:?} (min {:?}, max {:?})",
+            times[2], times[0], times[4]
+        );
+    }
 }

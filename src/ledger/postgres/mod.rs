@@ -207,11 +207,8 @@ impl PgLedger {
     /// when it breaks the rule (1..64 of `[A-Za-z0-9._-]`).
     pub fn set_node(&mut self, node: &str) -> Result<(), LedgerError> {
         if !is_node_name(node) {
-            return Err(LedgerError::PgNotALedger {
-                url: self.url.clone(),
-                detail: format!(
-                    "node name {node:?} is not 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '-'"
-                ),
+            return Err(LedgerError::InvalidNodeName {
+                name: node.to_owned(),
             });
         }
         node.clone_into(&mut self.node);

@@ -64,9 +64,8 @@ impl PgLedger {
     ) -> Result<Readout<RefundState>, LedgerError> {
         const OP: &str = "claim due refunds";
         if !super::is_node_name(node) {
-            return Err(LedgerError::PgNotALedger {
-                url: self.url.clone(),
-                detail: format!("node name {node:?} breaks the rule 1..64 of [A-Za-z0-9._-]"),
+            return Err(LedgerError::InvalidNodeName {
+                name: node.to_owned(),
             });
         }
         let (now, until, limit) = (ms(now), ms(lease_until), limit_arg(limit));
