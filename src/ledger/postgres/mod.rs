@@ -17,13 +17,18 @@
 //! exact text (`amount::text`, `$n::text::numeric`), so 12.50 stays 12.50 and never meets a
 //! float.
 //!
-//! TLS: this build connects with `NoTls`. rustls would come through `tokio-postgres-rustls`
-//! (a `MakeTlsConnect` for the client; `Config::ssl_mode` from the URL then applies), with the
-//! same aws-lc-rs provider reqwest uses; no native TLS.
+//! TLS: this build connects with `NoTls`. rustls would come through `tokio-postgres-rustls`'s
+//! `MakeRustlsConnect` (a `MakeTlsConnect`, which the synchronous client's `Config::connect`
+//! takes as it takes `NoTls`; `sslmode` in the URL then applies), built from a
+//! `rustls::ClientConfig` on the aws-lc-rs provider reqwest already uses, with the system roots
+//! or a CA file named in the config; no native TLS.
 //!
-//! Files: `open.rs` (connect, create, version, the schema check), `rows.rs` (typed rows),
-//! `write.rs` (refunds, attempts, sweeps), `queue.rs` (the claim and the worker's reads),
-//! `inbox.rs` (notifications through the contract), `webhooks.rs` (the outbox).
+//! Files: `open.rs` (connect, create, version, the schema check, `verify-ledger`), `rows.rs`
+//! (typed rows), `write.rs` (refunds, attempts, sweeps), `queue.rs` (the claims and the
+//! watermarks), `inbox.rs` (notifications through the contract), `webhooks.rs` (the outbox),
+//! `read.rs` (`status`, health, gauges, the read commands), `operator.rs` (the audited
+//! operator actions), `maintenance.rs` (prune, pruned, backup), `store.rs` (the interface's
+//! traits, each method the inherent one of the same name).
 
 mod inbox;
 mod maintenance;
