@@ -1761,6 +1761,23 @@ impl fmt::Debug for WebhookSecret {
 }
 
 impl KeySource {
+    /// Reads a secret that is not a key (`ledger.password`): the text with one trailing
+    /// newline removed (a file written by `echo`). Errors name `key` and never hold the value.
+    pub fn read_secret(&self, key: &str) -> Result<String, ConfigError> {
+        let mut warnings = Vec::new();
+        let mut text = self.read(key, true, &mut warnings)?;
+        for w in warnings {
+            tracing::warn!(key, warning = %w, "secret file accepted with a warning");
+        }
+        if text.ends_with('\n') {
+            text.pop();
+            if text.ends_with('\r') {
+                text.pop();
+            }
+        }
+        Ok(text)
+    }
+
     /// Reads the key text. Private key files readable or writable by "other" are refused;
     /// group-readable ones are accepted with a warning (systemd credentials are 0400/0440).
     fn read(

@@ -22,8 +22,17 @@ const MARKER: &str = "-- contract: ";
 /// marker or the end of the file, with surrounding blank lines trimmed. `None` for an unknown
 /// name.
 pub fn snippet(name: &str) -> Option<&'static str> {
-    let start = CONTRACT_SQL.find(&format!("{MARKER}{name}\n"))?;
-    let rest = &CONTRACT_SQL[start..];
+    snippet_of(CONTRACT_SQL, name)
+}
+
+/// [`snippet`] of the PostgreSQL contract ([`CONTRACT_POSTGRES_SQL`]).
+pub fn postgres_snippet(name: &str) -> Option<&'static str> {
+    snippet_of(CONTRACT_POSTGRES_SQL, name)
+}
+
+fn snippet_of(file: &'static str, name: &str) -> Option<&'static str> {
+    let start = file.find(&format!("{MARKER}{name}\n"))?;
+    let rest = &file[start..];
     let end = rest[MARKER.len()..]
         .find(MARKER)
         .map_or(rest.len(), |i| i + MARKER.len());

@@ -1,11 +1,14 @@
-//! Ledger errors: one typed enum that keeps every SQLite cause as its source (`Sqlite` names
-//! the operation), plus the `is_refusal` classifier the binary maps to its "ledger refused"
-//! exit code. There is no busy classifier: a statement that still finds the file locked after
-//! the busy timeout fails like any other, and the daemon retries every failed sweep alike, at
-//! its next tick.
+//! Ledger errors: one typed enum that keeps every engine's cause as its source (`Sqlite` and
+//! `Postgres` name the operation), plus the `is_refusal` classifier the binary maps to its
+//! "ledger refused" exit code. There is no busy classifier: a statement that still finds the
+//! file locked after the busy timeout fails like any other, and the daemon retries every failed
+//! sweep alike, at its next tick. PostgreSQL's serialization failures and deadlocks (40001,
+//! 40P01) are retried inside the engine ([`is_pg_retryable`]); what still fails is
+//! `is_unavailable`.
 
 use std::path::PathBuf;
 
+use postgres::error::SqlState;
 use rusqlite::ErrorCode;
 
 use super::sqlite::SchemaDifference;
@@ -327,7 +330,64 @@ pub enum LedgerError {
         out_refund_no: OutRefundNo,
         /// The trigger's refusal.
         #[source]
-        source: rusqlite::Error,
+        source: EngineError,
+    },
+    /// The PostgreSQL server could not be reached, or refused the login.
+    #[error("cannot connect to the PostgreSQL ledger {url}")]
+    PgConnect {
+        /// `ledger.url` (it holds no password).
+        url: String,
+        /// What the client said.
+        #[source]
+        source: postgres::Error,
+    },
+    /// `ledger.password` could not be read (its file, variable or credential).
+    #[error("cannot read the password of the PostgreSQL ledger {url}")]
+    PgPassword {
+        /// `ledger.url`.
+        url: String,
+        /// Why (names `ledger.password`, never the value).
+        #[source]
+        source: Box<crate::config::ConfigError>,
+    },
+    /// The PostgreSQL database (its first `search_path` schema) holds no ledger where one is
+    /// needed, or holds tables that are not one. Nothing was changed.
+    #[error("PostgreSQL ledger {url}: {detail}")]
+    PgNotALedger {
+        /// `ledger.url`.
+        url: String,
+        /// What was found, and what to do.
+        detail: String,
+    },
+    /// The PostgreSQL ledger lacks objects schema.postgres.sql creates (or has a trigger
+    /// disabled), so its guarantees may no longer hold: refused, unchanged.
+    #[error(
+        "PostgreSQL ledger {url} does not have the schema this build defines \
+         (schema.postgres.sql): {}; its guarantees may no longer hold, so it is refused; \
+         `checus-reconciler verify-ledger` lists what differs",
+        differences.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    PgSchemaAltered {
+        /// `ledger.url`.
+        url: String,
+        /// Each object that is missing, or a trigger that is disabled (altered).
+        differences: Vec<SchemaDifference>,
+    },
+    /// A node name that breaks schema version 9's rule (1 to 64 of `[A-Za-z0-9._-]`), given
+    /// for a claim or as this ledger's node. Nothing was written.
+    #[error("node name {name:?} is not 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'")]
+    InvalidNodeName {
+        /// The name as given.
+        name: String,
+    },
+    /// A PostgreSQL ledger statement failed.
+    #[error("ledger: {op} failed")]
+    Postgres {
+        /// What the ledger was doing, e.g. "record attempt".
+        op: &'static str,
+        /// What the server (or the client) said.
+        #[source]
+        source: postgres::Error,
     },
     /// No such sweep.
     #[error("sweep {id} is not in the ledger")]
@@ -405,6 +465,17 @@ pub enum LedgerError {
     },
 }
 
+/// The engine's own error behind a typed refusal ([`LedgerError::FinalImmutable`]).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// SQLite's.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL's.
+    #[error(transparent)]
+    Postgres(#[from] postgres::Error),
+}
+
 fn backup_note(backup: Option<&std::path::Path>) -> String {
     backup
         .map(|b| format!(" (backup taken first: {})", b.display()))
@@ -453,6 +524,9 @@ impl LedgerError {
                 | Self::ReadOnly { .. }
                 | Self::WalNotMerged { .. }
                 | Self::OpenedForReading { .. }
+                | Self::PgPassword { .. }
+                | Self::PgNotALedger { .. }
+                | Self::PgSchemaAltered { .. }
         )
     }
 }
@@ -469,6 +543,13 @@ impl LedgerError {
                 source: rusqlite::Error::SqliteFailure(f, _),
                 ..
             } => f.code == ErrorCode::ConstraintViolation,
+            // Class 23 (a CHECK, NOT NULL, UNIQUE, foreign key), class 22 (a value the column
+            // cannot take), or a trigger's RAISE (P0001): this row's fault.
+            Self::Postgres { source, .. } => source.code().is_some_and(|c| {
+                c.code().starts_with("23")
+                    || c.code().starts_with("22")
+                    || *c == SqlState::RAISE_EXCEPTION
+            }),
             _ => false,
         }
     }
@@ -486,6 +567,8 @@ impl LedgerError {
                 f.code,
                 ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull
             ),
+            Self::PgConnect { .. } => true,
+            Self::Postgres { source, .. } => is_pg_unavailable(source),
             _ => false,
         }
     }
@@ -509,6 +592,62 @@ pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
                 || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
         }
         _ => false,
+    }
+}
+
+/// True when `e` is the RAISE of the PostgreSQL trigger whose message is `msg`
+/// (schema.postgres.sql raises schema.sql's texts, SQLSTATE P0001).
+pub(crate) fn is_pg_trigger(e: &postgres::Error, msg: &str) -> bool {
+    e.as_db_error()
+        .is_some_and(|d| *d.code() == SqlState::RAISE_EXCEPTION && d.message().contains(msg))
+}
+
+/// True when `e` is a UNIQUE or PRIMARY KEY violation (23505).
+pub(crate) fn is_pg_unique_violation(e: &postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+/// True for a serialization failure (40001) or a deadlock (40P01): PostgreSQL aborted the
+/// transaction for another's sake, and running it again is the documented answer.
+pub(crate) fn is_pg_retryable(e: &postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    )
+}
+
+/// True when the server cannot take the work now but may later: the connection is gone
+/// (class 08, a closed client, a shutdown), the server is short of resources (class 53, a
+/// full disk) or a conflict outlived the engine's retries.
+fn is_pg_unavailable(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        // No SQLSTATE: an I/O error of the client, the connection is gone.
+        None => e.as_db_error().is_none(),
+        Some(c) => {
+            let c = c.code();
+            c.starts_with("08")
+                || c.starts_with("53")
+                || c.starts_with("57P")
+                || c == "40001"
+                || c == "40P01"
+        }
+    }
+}
+
+impl LedgerError {
+    /// True when this is a PostgreSQL serialization failure or deadlock (see
+    /// [`is_pg_retryable`]): the engine runs the transaction again.
+    pub(crate) fn is_pg_retryable(&self) -> bool {
+        matches!(self, Self::Postgres { source, .. } if is_pg_retryable(source))
+    }
+}
+
+impl<T> During<T> for Result<T, postgres::Error> {
+    fn during(self, op: &'static str) -> Result<T, LedgerError> {
+        self.map_err(|source| LedgerError::Postgres { op, source })
     }
 }
 

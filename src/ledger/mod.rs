@@ -14,6 +14,7 @@
 //!   reads, the daemon's node presence, operator actions, the webhook outbox, maintenance);
 //! - `sqlite/`: the SQLite engine ([`SqliteLedger`]), its opening, verification and
 //!   migrations;
+//! - `postgres/`: the PostgreSQL engine ([`PgLedger`]) of a ledger several daemons share;
 //! - `types.rs`: records, typed rows, the enums stored as TEXT; `health.rs` (`status`'s
 //!   findings), `timeline.rs` (`explain`'s events), `webhooks.rs` (the outbox's values);
 //! - `error.rs`; `contract.rs`/`contract.sql` (the merchant app's SQL).
@@ -26,6 +27,7 @@
 pub mod contract;
 mod error;
 mod health;
+pub mod postgres;
 pub mod sqlite;
 mod store;
 mod timeline;
@@ -36,8 +38,9 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 
-pub use error::LedgerError;
+pub use error::{EngineError, LedgerError};
 pub use health::{Finding, Health};
+pub use postgres::PgLedger;
 pub use sqlite::{
     Difference, ObjectKind, SCHEMA_SQL, SchemaCheck, SchemaDifference, SqliteLedger, migrate,
 };
@@ -149,9 +152,9 @@ pub fn open(target: &LedgerTarget, mode: OpenMode) -> Result<Ledger, LedgerError
             };
             Ok(Ledger::from(ledger))
         }
-        LedgerTarget::Postgres(_) => Err(LedgerError::EngineNotBuilt {
-            key: "ledger.url",
-            engine: target.engine(),
+        LedgerTarget::Postgres(pg) => Ok(Ledger {
+            store: Box::new(PgLedger::open(pg, mode)?),
+            target: target.clone(),
         }),
     }
 }
@@ -164,10 +167,7 @@ pub fn migrate_plan(
 ) -> Result<migrate::MigrationReport, LedgerError> {
     match target {
         LedgerTarget::Sqlite(path) => migrate::plan(path, now),
-        LedgerTarget::Postgres(_) => Err(LedgerError::EngineNotBuilt {
-            key: "ledger.url",
-            engine: target.engine(),
-        }),
+        LedgerTarget::Postgres(_) => Err(pg_nothing_to_migrate()),
     }
 }
 
@@ -179,10 +179,18 @@ pub fn migrate_apply(
 ) -> Result<migrate::MigrationReport, LedgerError> {
     match target {
         LedgerTarget::Sqlite(path) => migrate::apply(path, now),
-        LedgerTarget::Postgres(_) => Err(LedgerError::EngineNotBuilt {
-            key: "ledger.url",
-            engine: target.engine(),
-        }),
+        LedgerTarget::Postgres(_) => Err(pg_nothing_to_migrate()),
+    }
+}
+
+/// `migrate` of a PostgreSQL ledger: it is created at its first version (9) and no later one
+/// exists yet, so there is nothing to upgrade.
+fn pg_nothing_to_migrate() -> LedgerError {
+    LedgerError::NotOnThisEngine {
+        what: "migrate",
+        engine: "PostgreSQL",
+        instead: "a PostgreSQL ledger is created at schema version 9, the only one so far; \
+                  there is nothing to migrate (verify-ledger checks it)",
     }
 }
 
@@ -191,10 +199,7 @@ pub fn migrate_apply(
 pub fn verify(target: &LedgerTarget) -> Result<SchemaCheck, LedgerError> {
     match target {
         LedgerTarget::Sqlite(path) => SqliteLedger::verify(path),
-        LedgerTarget::Postgres(_) => Err(LedgerError::EngineNotBuilt {
-            key: "ledger.url",
-            engine: target.engine(),
-        }),
+        LedgerTarget::Postgres(pg) => PgLedger::verify(pg),
     }
 }
 

@@ -23,7 +23,7 @@ use crate::ledger::{Finding, Health};
 /// What `status` judges the ledger against: the daemon's configured schedule (read once from
 /// the config `status` is given, else the documented defaults) and the stale threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Thresholds {
+pub(in crate::ledger) struct Thresholds {
     /// The worker is stale when it has not swept for longer than this.
     pub stale_after: Duration,
     /// `schedule.grace`: a refund is first queried this long after its creation.
@@ -38,7 +38,7 @@ pub(super) struct Thresholds {
 
 impl Thresholds {
     /// The thresholds for a daemon running `policy`.
-    pub(super) fn new(stale_after: Duration, policy: &Policy) -> Self {
+    pub(in crate::ledger) fn new(stale_after: Duration, policy: &Policy) -> Self {
         Self {
             stale_after,
             grace: policy.schedule.grace,
@@ -54,7 +54,7 @@ impl Thresholds {
     /// Why not `pending_flag_after` alone: the flag is set by the first query after it, and
     /// with the default ladder a refund is then on its 24 h (± 10 %) steady cadence, so a
     /// healthy refund stays unflagged for up to a day past 72 h.
-    pub(super) fn overdue_after(&self) -> Duration {
+    pub(in crate::ledger) fn overdue_after(&self) -> Duration {
         self.pending_flag_after
             .saturating_add(self.longest_gap)
             .saturating_add(self.stale_after)

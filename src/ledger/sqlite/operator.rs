@@ -100,7 +100,7 @@ impl SqliteLedger {
                 if is_trigger(&source, trigger_msg::FINAL_IMMUTABLE) {
                     LedgerError::FinalImmutable {
                         out_refund_no: out_refund_no.clone(),
-                        source,
+                        source: source.into(),
                     }
                 } else {
                     LedgerError::Sqlite { op: OP, source }

@@ -116,7 +116,7 @@ impl SqliteLedger {
 
 /// The line of `no`'s `refunds` row in a prune archive, if the file can be read and holds it.
 /// Lines that cannot hold it are passed over by a substring test before any parsing.
-fn archive_line_of(path: &Path, no: &OutRefundNo) -> Option<u64> {
+pub(in crate::ledger) fn archive_line_of(path: &Path, no: &OutRefundNo) -> Option<u64> {
     let file = std::fs::File::open(path).ok()?;
     let needle = serde_json::to_string(no.as_str()).ok()?;
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {

@@ -53,13 +53,13 @@ impl SqliteLedger {
     }
 }
 
-fn event(at: Timestamp, what: Happened) -> TimelineEvent {
+pub(in crate::ledger) fn event(at: Timestamp, what: Happened) -> TimelineEvent {
     TimelineEvent { at, what }
 }
 
 /// The events the refund row itself records: its creation, its flag, its final status or,
 /// while pending, its next query.
-fn refund_events(refund: &RefundRow) -> Vec<TimelineEvent> {
+pub(in crate::ledger) fn refund_events(refund: &RefundRow) -> Vec<TimelineEvent> {
     let mut events = vec![event(
         refund.created_at,
         Happened::Created {

@@ -33,6 +33,8 @@ pub enum ObjectKind {
     Index,
     /// A trigger (the rules that protect money).
     Trigger,
+    /// A function (PostgreSQL only: the triggers' bodies and the contract's helpers).
+    Function,
 }
 
 impl ObjectKind {
@@ -42,6 +44,7 @@ impl ObjectKind {
             Self::Table => "table",
             Self::Index => "index",
             Self::Trigger => "trigger",
+            Self::Function => "function",
         }
     }
 

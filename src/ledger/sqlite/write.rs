@@ -724,7 +724,7 @@ fn final_or(source: rusqlite::Error, attempt: &QueryReport, op: &'static str) ->
     if is_trigger(&source, trigger_msg::FINAL_IMMUTABLE) {
         LedgerError::FinalImmutable {
             out_refund_no: attempt.out_refund_no.clone(),
-            source,
+            source: source.into(),
         }
     } else {
         LedgerError::Sqlite { op, source }

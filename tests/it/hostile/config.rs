@@ -411,12 +411,13 @@ fn key_files_that_are_not_small_regular_files_are_refused_at_once() {
     );
 }
 
-/// `ledger.url` (PostgreSQL, issue 14) is a valid setting, but this build has no PostgreSQL
-/// engine yet: `check-config` accepts it, and every command that opens the ledger (`run`,
-/// `status`, `backup`) exits 3 with one line naming `ledger.url`, saying the engine is not in
-/// this build, and showing no password. No SQLite file is created instead.
+/// `ledger.url` (PostgreSQL, issue 14) selects the PostgreSQL engine: `check-config` accepts
+/// it, and every command that opens the ledger (`run`, `status`, `backup`) connects to it. A
+/// server that refuses the connection (here: a role that does not exist, or no server at all)
+/// fails the command with one error naming the URL, never the password, and no SQLite file is
+/// created instead.
 #[test]
-fn a_postgresql_ledger_url_is_refused_at_start_until_the_engine_is_built() {
+fn a_postgresql_ledger_url_that_cannot_be_connected_to_fails_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = config_with(dir.path(), |text| {
         let path_line = text
@@ -426,13 +427,13 @@ fn a_postgresql_ledger_url_is_refused_at_start_until_the_engine_is_built() {
             .to_owned();
         text.replace(
             &path_line,
-            "url = \"postgres://checus@127.0.0.1:5432/refunds\"\npassword = \"env:PGPW\"",
+            "url = \"postgres://checus_no_such_role@127.0.0.1:5432/refunds?connect_timeout=5\"\npassword = \"env:PGPW\"",
         )
     });
     let cfg = config.to_str().unwrap();
     let ok = run(dir.path(), &["check-config", "--config", cfg]);
     assert_eq!(code(&ok), 0, "{}", stderr(&ok));
-    assert!(stdout(&ok).contains("postgres://checus@127.0.0.1:5432/refunds"));
+    assert!(stdout(&ok).contains("postgres://checus_no_such_role@127.0.0.1:5432/refunds"));
     for args in [
         vec!["run", "--config", cfg],
         vec!["status", "--config", cfg],
@@ -442,14 +443,42 @@ fn a_postgresql_ledger_url_is_refused_at_start_until_the_engine_is_built() {
         c.args(&args).env("PGPW", "hunter2");
         let o = c.output().unwrap();
         let msg = stderr(&o);
-        assert_eq!(code(&o), 3, "{args:?}: {msg}");
+        assert_eq!(code(&o), 1, "{args:?}: {msg}");
         assert!(
-            msg.contains("ledger.url")
-                && msg.contains("PostgreSQL")
-                && msg.contains("not in this build"),
+            msg.contains("cannot connect to the PostgreSQL ledger")
+                && msg.contains("postgres://checus_no_such_role@127.0.0.1:5432/refunds"),
             "{args:?}: {msg}"
         );
         assert!(!msg.contains("hunter2"), "{args:?}: {msg}");
     }
     assert!(!dir.path().join("ledger.sqlite").exists());
+}
+
+/// On a reachable PostgreSQL ledger, `backup` is refused with exit 3 (the configuration chose
+/// an engine whose copies are pg_dump's), naming what to use; nothing is written.
+#[test]
+fn pg_backup_of_a_postgresql_ledger_says_to_use_pg_dump() {
+    let Some((url, _db)) = crate::common::pg::fresh_db() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(dir.path(), |text| {
+        let path_line = text
+            .lines()
+            .find(|l| l.starts_with("path = "))
+            .unwrap()
+            .to_owned();
+        text.replace(&path_line, &format!("url = \"{url}\""))
+    });
+    let cfg = config.to_str().unwrap();
+    let init = run(dir.path(), &["init", "--config", cfg]);
+    assert_eq!(code(&init), 0, "{}", stderr(&init));
+    let o = run(dir.path(), &["backup", "--config", cfg, "copy.sqlite"]);
+    let msg = stderr(&o);
+    assert_eq!(code(&o), 3, "{msg}");
+    assert!(
+        msg.contains("PostgreSQL") && msg.contains("pg_dump"),
+        "{msg}"
+    );
+    assert!(!dir.path().join("copy.sqlite").exists());
 }

@@ -1,0 +1,370 @@
+//! The PostgreSQL engine (`ledger.url`): a ledger several daemons share. One [`PgLedger`] is
+//! one connection (the synchronous `postgres` client, on the same blocking-thread pattern as
+//! rusqlite); it reconnects when the server closed it, and every public method is one short
+//! transaction, so no transaction ever stays open across a network call to the gateway.
+//!
+//! The rules that protect money are schema.postgres.sql's CHECKs and PL/pgSQL triggers, as on
+//! SQLite; this code classifies their refusals into the same [`LedgerError`] variants. What the
+//! Rust side adds for PostgreSQL (schema.postgres.sql's header):
+//! - a serialization failure (40001) or deadlock (40P01) aborts the transaction for another's
+//!   sake: the whole transaction runs again, a few times ([`MAX_TRIES`]);
+//! - a duplicate refund can also surface as a unique violation (23505) when two inserts race;
+//! - work is claimed with a lease (`claimed_by`, `claimed_until`) under
+//!   `FOR UPDATE SKIP LOCKED`, so no refund is queried by two nodes at once (`queue.rs`).
+//!
+//! Values: instants bind and read as `Timestamp` (timestamptz, milliseconds: bound values are
+//! cut to the millisecond first, as SQLite's text form cuts them); amounts travel as their
+//! exact text (`amount::text`, `$n::text::numeric`), so 12.50 stays 12.50 and never meets a
+//! float.
+//!
+//! TLS: this build connects with `NoTls`. rustls would come through `tokio-postgres-rustls`'s
+//! `MakeRustlsConnect` (a `MakeTlsConnect`, which the synchronous client's `Config::connect`
+//! takes as it takes `NoTls`; `sslmode` in the URL then applies), built from a
+//! `rustls::ClientConfig` on the aws-lc-rs provider reqwest already uses, with the system roots
+//! or a CA file named in the config; no native TLS.
+//!
+//! Files: `open.rs` (connect, create, version, the schema check, `verify-ledger`), `rows.rs`
+//! (typed rows), `write.rs` (refunds, attempts, sweeps), `queue.rs` (the claims and the
+//! watermarks), `inbox.rs` (notifications through the contract), `webhooks.rs` (the outbox),
+//! `read.rs` (`status`, health, gauges, the read commands), `operator.rs` (the audited
+//! operator actions), `maintenance.rs` (prune, pruned, backup), `store.rs` (the interface's
+//! traits, each method the inherent one of the same name).
+
+mod inbox;
+mod maintenance;
+mod open;
+mod operator;
+mod queue;
+mod read;
+mod rows;
+mod store;
+mod webhooks;
+mod write;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use postgres::types::ToSql;
+use postgres::{Client, IsolationLevel, Row, Statement, Transaction};
+
+use super::error::{During, LedgerError};
+use crate::domain::Timestamp;
+
+pub use open::PG_SCHEMA_VERSION;
+
+/// How many times one transaction runs when PostgreSQL aborts it as a serialization failure or
+/// a deadlock (a rare event: two transactions took the same rows in opposite orders).
+pub const MAX_TRIES: u32 = 5;
+
+/// How long a refund claimed through the ledger interface's `due` stays leased to this node:
+/// far longer than one query with its retries and the group commit that records it, so a live
+/// node never loses a refund it is querying; a dead node's refunds return to the pool after it.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
+
+/// The node-name rule of schema version 9: 1..64 of `[A-Za-z0-9._-]`.
+pub fn is_node_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// An open PostgreSQL ledger: one connection and its prepared statements.
+pub struct PgLedger {
+    session: RefCell<Session>,
+    /// How to connect again when the server closed the connection (password included).
+    config: postgres::Config,
+    /// `ledger.url`, for messages (no password in it).
+    url: String,
+    /// The node this ledger's attempts, sweeps and claims are made as (`attempts.node`,
+    /// `sweeps.node`, `refunds.claimed_by`): [`PgLedger::set_node`]'s, by default this host's
+    /// name made to fit the rule (the default).
+    node: String,
+    /// Opened for reading: writes are refused before the server is asked.
+    read_only: bool,
+}
+
+/// The connection and the statements prepared on it (they die with it).
+struct Session {
+    client: Client,
+    cache: HashMap<&'static str, Statement>,
+    /// The connection failed under us (an I/O error): opened again before the next use, even
+    /// if the client has not noticed yet.
+    broken: bool,
+}
+
+impl fmt::Debug for PgLedger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgLedger")
+            .field("url", &self.url)
+            .field("node", &self.node)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One transaction and the connection's statement cache: what every method's body works with.
+pub(crate) struct Db<'a> {
+    tx: Transaction<'a>,
+    cache: &'a mut HashMap<&'static str, Statement>,
+}
+
+impl Db<'_> {
+    /// `sql` prepared once per connection.
+    fn prepared(&mut self, op: &'static str, sql: &'static str) -> Result<Statement, LedgerError> {
+        if let Some(s) = self.cache.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.tx.prepare(sql).during(op)?;
+        self.cache.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    /// Runs the cached statement `sql`; returns the rows it changed.
+    pub(crate) fn execute(
+        &mut self,
+        op: &'static str,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, LedgerError> {
+        let s = self.prepared(op, sql)?;
+        self.tx.execute(&s, params).during(op)
+    }
+
+    /// The rows of the cached statement `sql`.
+    pub(crate) fn query(
+        &mut self,
+        op: &'static str,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, LedgerError> {
+        let s = self.prepared(op, sql)?;
+        self.tx.query(&s, params).during(op)
+    }
+
+    /// The one row of the cached statement `sql`, or none.
+    pub(crate) fn query_opt(
+        &mut self,
+        op: &'static str,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, LedgerError> {
+        let s = self.prepared(op, sql)?;
+        self.tx.query_opt(&s, params).during(op)
+    }
+
+    /// The one row of the cached statement `sql`.
+    pub(crate) fn query_one(
+        &mut self,
+        op: &'static str,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, LedgerError> {
+        let s = self.prepared(op, sql)?;
+        self.tx.query_one(&s, params).during(op)
+    }
+
+    /// The rows of a statement built at run time (not cached).
+    pub(crate) fn query_dyn(
+        &mut self,
+        op: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, LedgerError> {
+        self.tx.query(sql, params).during(op)
+    }
+
+    /// Runs `f` inside a savepoint: rolled back alone when `f` fails, so the transaction goes
+    /// on (the group commits' one-record-one-result rule).
+    pub(crate) fn savepoint<T>(
+        &mut self,
+        op: &'static str,
+        f: impl FnOnce(&mut Db<'_>) -> Result<T, LedgerError>,
+    ) -> Result<Result<T, LedgerError>, LedgerError> {
+        let sp = self.tx.savepoint("one_record").during(op)?;
+        let mut inner = Db {
+            tx: sp,
+            cache: &mut *self.cache,
+        };
+        let result = f(&mut inner);
+        match &result {
+            Ok(_) => inner.tx.commit().during(op)?,
+            Err(_) => inner.tx.rollback().during(op)?,
+        }
+        Ok(result)
+    }
+}
+
+impl PgLedger {
+    /// `ledger.url`, as messages name the ledger.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The node this ledger writes into `attempts.node` and `sweeps.node`.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Sets the node name the attempts and sweeps written through this ledger carry; refused
+    /// when it breaks the rule (1..64 of `[A-Za-z0-9._-]`).
+    pub fn set_node(&mut self, node: &str) -> Result<(), LedgerError> {
+        if !is_node_name(node) {
+            return Err(LedgerError::InvalidNodeName {
+                name: node.to_owned(),
+            });
+        }
+        node.clone_into(&mut self.node);
+        Ok(())
+    }
+
+    /// A write transaction (see [`PgLedger::run`]); refused on a ledger opened for reading.
+    fn write<T>(
+        &self,
+        op: &'static str,
+        f: impl FnMut(&mut Db<'_>) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        if self.read_only {
+            return Err(LedgerError::OpenedForReading {
+                path: self.url.clone().into(),
+                op,
+            });
+        }
+        self.run(op, false, f)
+    }
+
+    /// A read-only REPEATABLE READ transaction: every statement sees one snapshot, so the
+    /// numbers of a multi-statement read agree (PostgreSQL's READ COMMITTED would give each
+    /// statement its own). A read-only transaction is never a serialization failure.
+    fn read<T>(
+        &self,
+        op: &'static str,
+        f: impl FnMut(&mut Db<'_>) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        self.run(op, true, f)
+    }
+
+    /// Runs `f` in one transaction (READ COMMITTED, the server's default), committing when it
+    /// returns `Ok`. A serialization failure or deadlock runs it again from the start, up to
+    /// [`MAX_TRIES`] times, after a short random pause; anything else is returned. A closed
+    /// connection is opened again first. A connection lost mid-way is NOT retried: whether a
+    /// COMMIT took effect is then unknown, and running a write twice could write an attempt
+    /// twice; the caller's next call reconnects.
+    fn run<T>(
+        &self,
+        op: &'static str,
+        read_only: bool,
+        mut f: impl FnMut(&mut Db<'_>) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let outcome = self.once(op, read_only, &mut f);
+            match outcome {
+                Err(e) if e.is_pg_retryable() && tries < MAX_TRIES => {
+                    tracing::debug!(op, tries, error = %e, "ledger transaction retried");
+                    std::thread::sleep(retry_pause(tries));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn once<T>(
+        &self,
+        op: &'static str,
+        read_only: bool,
+        f: &mut impl FnMut(&mut Db<'_>) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let mut session = self.session.borrow_mut();
+        if session.broken || session.client.is_closed() {
+            let client = open::connect(&self.config, &self.url, self.read_only)?;
+            *session = Session::new(client);
+            tracing::info!(url = %self.url, "ledger reconnected");
+        }
+        let Session { client, cache, .. } = &mut *session;
+        let result = (|| {
+            let isolation = if read_only {
+                IsolationLevel::RepeatableRead
+            } else {
+                IsolationLevel::ReadCommitted
+            };
+            let tx = client
+                .build_transaction()
+                .read_only(read_only)
+                .isolation_level(isolation)
+                .start()
+                .during(op)?;
+            let mut db = Db { tx, cache };
+            let out = f(&mut db)?;
+            db.tx.commit().during(op)?;
+            Ok(out)
+        })();
+        if let Err(LedgerError::Postgres { source, .. }) = &result
+            && is_connection_lost(source)
+        {
+            session.broken = true;
+        }
+        result
+    }
+}
+
+impl Session {
+    fn new(client: Client) -> Self {
+        Self {
+            client,
+            cache: HashMap::new(),
+            broken: false,
+        }
+    }
+}
+
+/// True when `e` says the connection itself is gone (closed, or an I/O error on its socket),
+/// not that a statement failed.
+fn is_connection_lost(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        || e.code()
+            .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P"))
+}
+
+/// This host's name as a node name: `/proc/sys/kernel/hostname` with every character outside
+/// `[A-Za-z0-9._-]` replaced by '-', cut to 64 (read once).
+pub(crate) fn host_node_name() -> &'static str {
+    static NAME: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let name: String = raw
+            .trim()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect();
+        if name.is_empty() {
+            "checus-reconciler".to_owned()
+        } else {
+            name
+        }
+    });
+    NAME.as_str()
+}
+
+/// A random pause before try `tries + 1`: 1..=10 ms times the tries so far, so two
+/// transactions that deadlocked do not meet again in step.
+fn retry_pause(tries: u32) -> Duration {
+    let ms = rand::random_range(1..=10u64) * u64::from(tries);
+    Duration::from_millis(ms)
+}
+
+/// `t` cut to the millisecond, as the ledger keeps instants (PostgreSQL would round a finer
+/// value; SQLite's text form cuts it).
+pub(crate) fn ms(t: Timestamp) -> Timestamp {
+    Timestamp::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
