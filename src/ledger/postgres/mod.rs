@@ -32,6 +32,7 @@
 
 mod inbox;
 mod maintenance;
+mod nodes;
 mod open;
 mod operator;
 mod queue;
@@ -63,7 +64,7 @@ pub const MAX_TRIES: u32 = 5;
 /// node never loses a refund it is querying; a dead node's refunds return to the pool after it.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
 
-/// The node-name rule of schema version 9: 1..64 of `[A-Za-z0-9._-]`.
+/// The node-name rule of schema version 10: 1..64 of `[A-Za-z0-9._-]`.
 pub fn is_node_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name

@@ -16,8 +16,9 @@ use crate::ledger::{
     SchemaDifference,
 };
 
-/// The PostgreSQL schema version this build reads and writes (`schema_version`).
-pub const PG_SCHEMA_VERSION: i32 = 9;
+/// The PostgreSQL schema version this build reads and writes (`schema_version`): the same
+/// number as SQLite's.
+pub const PG_SCHEMA_VERSION: i32 = crate::ledger::SCHEMA_VERSION;
 
 /// How long a connection attempt waits when the URL sets no `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,5 +1,5 @@
 //! The worker's queue on PostgreSQL: the lease claim of due refunds (`FOR UPDATE SKIP LOCKED`,
-//! `claimed_by`/`claimed_until`, schema version 9), due confirmations, the next wake-up, one
+//! `claimed_by`/`claimed_until`, schema version 10), due confirmations, the next wake-up, one
 //! refund's state, and the watermarks the daemon follows (refunds finalized elsewhere, new
 //! discrepancies, operator actions and `resume`).
 
@@ -26,7 +26,7 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
         "WITH due AS (
             SELECT id FROM refunds
              WHERE status = 'REFUND_PENDING' AND next_query_at <= $1
-               AND (claimed_until IS NULL OR claimed_until <= $1)
+               AND (claimed_until IS NULL OR claimed_until <= $1 OR claimed_by = $3)
                AND review_reason IS DISTINCT FROM 'row_unreadable'
                AND review_reason IS DISTINCT FROM 'row_unwritable'
              ORDER BY next_query_at
@@ -161,32 +161,51 @@ impl PgLedger {
         })
     }
 
-    /// When the earliest pending refund not in `skip` is due (`None`: nothing scheduled),
-    /// passing rows flagged unusable. Leased rows count: their lease may end before then.
-    pub fn next_due_at(&self, skip: &SkipList) -> Result<Option<Timestamp>, LedgerError> {
+    /// When `node` can next claim a pending refund not in `skip` (`None`: nothing
+    /// scheduled), passing rows flagged unusable: the earliest `next_query_at`, or, for a row
+    /// another node holds a lease on, the later of that and the lease's end (so the daemon
+    /// does not wake up for a row it cannot claim). Rows are read in due order, a bounded
+    /// number past the skipped ones; a run of rows all leased to others longer than that is
+    /// answered with the earliest wake-up among those read.
+    pub fn next_due_at(
+        &self,
+        skip: &SkipList,
+        node: &str,
+    ) -> Result<Option<Timestamp>, LedgerError> {
         const OP: &str = "read next due time";
-        let limit = limit_arg(skip.len().saturating_add(1));
+        const LOOK_PAST: usize = 256;
+        let limit = limit_arg(skip.len().saturating_add(LOOK_PAST));
         self.read(OP, |db| {
             let rows = db.query(
                 OP,
-                "SELECT next_query_at, id, out_refund_no FROM refunds
+                "SELECT next_query_at, id, out_refund_no, claimed_by, claimed_until FROM refunds
                   WHERE status = 'REFUND_PENDING' AND next_query_at IS NOT NULL
                     AND review_reason IS DISTINCT FROM 'row_unreadable'
                     AND review_reason IS DISTINCT FROM 'row_unwritable'
                   ORDER BY next_query_at, id LIMIT $1",
                 &[&limit],
             )?;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    (
-                        r.get::<_, Timestamp>(0),
-                        r.get::<_, i64>(1),
-                        r.get::<_, String>(2),
-                    )
-                })
-                .find(|(_, id, no)| !skip.contains(*id, no))
-                .map(|(at, _, _)| at))
+            let mut best: Option<Timestamp> = None;
+            for r in &rows {
+                let (due, id, no): (Timestamp, i64, String) = (r.get(0), r.get(1), r.get(2));
+                if skip.contains(id, &no) {
+                    continue;
+                }
+                if best.is_some_and(|b| due >= b) {
+                    break; // every later row is due later still
+                }
+                let claimed_by: Option<String> = r.get(3);
+                let claimed_until: Option<Timestamp> = r.get(4);
+                let foreign = claimed_by.as_deref().is_some_and(|c| c != node);
+                let at = claimed_until
+                    .filter(|_| foreign)
+                    .map_or(due, |end| end.max(due));
+                best = Some(best.map_or(at, |b| b.min(at)));
+                if at == due {
+                    break;
+                }
+            }
+            Ok(best)
         })
     }
 

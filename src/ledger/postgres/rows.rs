@@ -21,7 +21,7 @@ pub(super) const REFUND_COLUMNS: &str = "out_refund_no, refund_trade_no, out_tra
 
 /// Reads column `i`, naming the column when the server's type is not the one expected (a
 /// schema that changed under us).
-fn get<'a, T: FromSql<'a>>(
+pub(super) fn get<'a, T: FromSql<'a>>(
     r: &'a Row,
     i: usize,
     no: &str,
@@ -146,7 +146,7 @@ pub(super) fn sweep_or_unreadable(r: &Row) -> Result<SweepRow, UnreadableRow> {
 
 /// The `attempts` columns [`attempt`] reads, in its order.
 pub(super) const ATTEMPT_COLUMNS: &str = "id, out_refund_no, attempted_at, outcome, http_status, \
-    gateway_code, data_status, latency_ms, error, decision, sweep_id";
+    gateway_code, data_status, latency_ms, error, decision, sweep_id, node";
 
 /// One `attempts` row of [`ATTEMPT_COLUMNS`].
 pub(super) fn attempt(r: &Row) -> Result<AttemptRow, LedgerError> {
@@ -166,6 +166,7 @@ pub(super) fn attempt(r: &Row) -> Result<AttemptRow, LedgerError> {
         error: get(r, 8, &no, "error")?,
         decision: get(r, 9, &no, "decision")?,
         sweep_id: get(r, 10, &no, "sweep_id")?,
+        node: get(r, 11, &no, "node")?,
     })
 }
 

@@ -9,16 +9,19 @@ use std::time::Duration;
 
 use super::{DEFAULT_LEASE, PgLedger};
 use crate::domain::{
-    Decision, FinalStatus, NewRefund, OutRefundNo, OutcomeClass, Policy, QueryReport, RefundState,
-    RefundStatus, Timestamp,
+    Decision, FinalStatus, NewRefund, NodeName, OutRefundNo, OutcomeClass, Policy, QueryReport,
+    RefundState, RefundStatus, Timestamp,
 };
-use crate::ledger::store::{Intake, Maintenance, OperatorActions, Outbox, Reads, WorkQueue};
+use crate::ledger::store::{
+    Intake, Maintenance, NodePresence, OperatorActions, Outbox, Reads, WorkQueue,
+};
 use crate::ledger::webhooks::{DeliveryResult, DueWebhook, WebhookEventRow, WebhookFilter};
 use crate::ledger::{
     Applied, AuditFilter, BackupReport, Health, LedgerError, LedgerGauges, ListFilter,
-    LoggedDiscrepancy, NotificationEffect, NotificationRecord, OpenDiscrepancy, OperatorActionRow,
-    PruneCounts, PruneReport, PrunedRefund, Readout, RefundDetail, RefundRow, Registered,
-    ResumeAction, ResumeRequest, SkipList, StatusSummary, SweepEnd, SweepRow, Timeline, Watermark,
+    LoggedDiscrepancy, NodeRow, NodeStart, NotificationEffect, NotificationRecord, OpenDiscrepancy,
+    OperatorActionRow, PruneCounts, PruneReport, PrunedRefund, Readout, RefundDetail, RefundRow,
+    Registered, ResumeAction, ResumeRequest, SkipList, StatusSummary, SweepEnd, SweepRow, Timeline,
+    Watermark,
 };
 
 impl WorkQueue for PgLedger {
@@ -26,10 +29,14 @@ impl WorkQueue for PgLedger {
         PgLedger::schedule_new(self, grace)
     }
 
-    fn due(&self, now: Timestamp, limit: usize) -> Result<Readout<RefundState>, LedgerError> {
-        let until =
-            now + chrono::TimeDelta::from_std(DEFAULT_LEASE).unwrap_or(chrono::TimeDelta::MAX);
-        PgLedger::claim_due(self, now, limit, &self.node, until)
+    fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        node: &NodeName,
+        lease_until: Timestamp,
+    ) -> Result<Readout<RefundState>, LedgerError> {
+        PgLedger::claim_due(self, now, limit, node.as_str(), lease_until)
     }
 
     fn due_confirmations(
@@ -43,8 +50,12 @@ impl WorkQueue for PgLedger {
         PgLedger::claim_confirmations(self, now, confirm_after, limit, until)
     }
 
-    fn next_due_at(&self, skip: &SkipList) -> Result<Option<Timestamp>, LedgerError> {
-        PgLedger::next_due_at(self, skip)
+    fn next_due_at(
+        &self,
+        skip: &SkipList,
+        node: &NodeName,
+    ) -> Result<Option<Timestamp>, LedgerError> {
+        PgLedger::next_due_at(self, skip, node.as_str())
     }
 
     fn state(
@@ -54,8 +65,13 @@ impl WorkQueue for PgLedger {
         PgLedger::state(self, out_refund_no)
     }
 
-    fn begin_sweep(&self, started_at: Timestamp) -> Result<i64, LedgerError> {
-        PgLedger::begin_sweep(self, started_at)
+    fn begin_sweep(&self, started_at: Timestamp, node: &NodeName) -> Result<i64, LedgerError> {
+        PgLedger::begin_sweep(self, started_at, node.as_str())
+    }
+
+    fn set_node(&mut self, node: NodeName) {
+        // A NodeName already keeps the rule the PostgreSQL CHECK enforces.
+        node.as_str().clone_into(&mut self.node);
     }
 
     fn finish_sweep(
@@ -163,7 +179,25 @@ impl Intake for PgLedger {
     }
 }
 
+impl NodePresence for PgLedger {
+    fn node_started(&self, node: &NodeStart) -> Result<(), LedgerError> {
+        PgLedger::node_started(self, node)
+    }
+
+    fn node_heartbeat(&self, name: &NodeName, at: Timestamp) -> Result<bool, LedgerError> {
+        PgLedger::node_heartbeat(self, name, at)
+    }
+
+    fn node_stopped(&self, name: &NodeName, at: Timestamp) -> Result<(), LedgerError> {
+        PgLedger::node_stopped(self, name, at)
+    }
+}
+
 impl Reads for PgLedger {
+    fn nodes(&self) -> Result<Vec<NodeRow>, LedgerError> {
+        PgLedger::nodes(self)
+    }
+
     fn status(&self, now: Timestamp) -> Result<StatusSummary, LedgerError> {
         PgLedger::status(self, now)
     }

@@ -1,7 +1,7 @@
 //! Writes: new refunds (one, or an all-or-nothing import), scheduling, the outcome of query
 //! attempts (one, or a group commit with a savepoint per attempt), a refused attempt, and
 //! sweeps. The same statements as the SQLite engine's `write.rs`, in PostgreSQL's form, plus
-//! version 9's columns: the node that made an attempt or ran a sweep, and the lease that an
+//! version 10's columns: the node that made an attempt or ran a sweep, and the lease that an
 //! attempt's write releases.
 
 use std::collections::HashSet;
@@ -232,11 +232,11 @@ impl PgLedger {
         })
     }
 
-    /// Starts a sweep row (carrying this ledger's node); returns its id.
-    pub fn begin_sweep(&self, started_at: Timestamp) -> Result<i64, LedgerError> {
+    /// Starts a sweep row run by `node`; returns its id.
+    pub fn begin_sweep(&self, started_at: Timestamp, node: &str) -> Result<i64, LedgerError> {
         const OP: &str = "begin sweep";
         let at = ms(started_at);
-        let node = self.node.clone();
+        let node = node.to_owned();
         self.write(OP, |db| {
             Ok(db
                 .query_one(
