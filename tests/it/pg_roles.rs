@@ -385,3 +385,30 @@ fn pg_roles_the_daemon_claims_records_and_sweeps_but_no_ddl() {
         &["checus-reconciler: refunds are never deleted"],
     );
 }
+
+/// packaging/systemd/two-hosts: both example configs are valid, name the same PostgreSQL ledger
+/// and differ only in the node name. Needs no server.
+#[test]
+fn pg_two_hosts_example_configs_share_one_ledger_under_two_node_names() {
+    use checus_reconciler::config::{Config, Environment};
+    use checus_reconciler::ledger::LedgerTarget;
+
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/systemd/two-hosts");
+    let mut seen = Vec::new();
+    for host in ["refunds-a", "refunds-b"] {
+        let path = format!("{dir}/{host}.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config = Config::parse(&text, &path, &Environment::default())
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let LedgerTarget::Postgres(target) = &config.ledger else {
+            panic!("{path}: not a PostgreSQL ledger")
+        };
+        assert!(target.password.is_some(), "{path}: no ledger.password");
+        assert_eq!(config.worker.node_name.as_str(), host);
+        seen.push((text.replace(host, "HOST"), target.url.clone()));
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "the two configs differ beyond the node name"
+    );
+}
