@@ -68,7 +68,18 @@
 --   * "now" is statement_timestamp() (SQLite's 'now' is fixed for one statement too).
 --   * The rules are enforced by triggers; a role that owns the tables can disable them
 --     (ALTER TABLE ... DISABLE TRIGGER, session_replication_role). Neither the daemon nor the
---     merchant's app should own the ledger's tables.
+--     merchant's app should own the ledger's tables: packaging/postgres/roles.sql sets up an
+--     owner role that does, and a daemon role and an app role with only the grants they need
+--     (docs/postgres.md).
+--   * The trigger functions that write where the writer itself may not (the notification
+--     apply, refund_counts, the webhook outbox) are SECURITY DEFINER: they run as the ledger's
+--     owner, so the merchant's app needs INSERT on refunds and notifications and no right to
+--     UPDATE refunds, write refund_counts or forge webhook events. Trigger functions cannot be
+--     called directly, so they do only what the row that fired them says. Every function's
+--     search_path is the ledger's schema then pg_temp (set below for this transaction, kept by
+--     SET search_path FROM CURRENT): named last, a session's temporary tables can never stand
+--     in for the ledger's tables inside a function that runs as the owner. This is why the file
+--     must run in one transaction; the last statement checks it did.
 
 -- Refuse to apply over an existing ledger (the CREATE TABLEs would fail too, less clearly).
 DO $$
@@ -79,6 +90,16 @@ BEGIN
         RAISE EXCEPTION 'checus-reconciler: schema % already holds a ledger; schema.postgres.sql applies only to an empty schema (upgrade an older ledger with its migrations)',
             pg_catalog.current_schema();
     END IF;
+END
+$$;
+
+-- For the rest of this transaction: the ledger's schema, then pg_temp, named last so that no
+-- function created below resolves a table name to a session's temporary table (see the header).
+DO $$
+BEGIN
+    PERFORM pg_catalog.set_config('search_path',
+                                  pg_catalog.quote_ident(pg_catalog.current_schema()) || ', pg_temp',
+                                  true);
 END
 $$;
 
@@ -493,7 +514,7 @@ EXECUTE FUNCTION ledger_refuse('checus-reconciler: notifications are append-only
 --   conflicting_final  a discrepancy, nothing changed
 --   unknown_refund     a discrepancy that keeps what was said
 CREATE FUNCTION notifications_apply() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT SET enable_seqscan = off AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT SET enable_seqscan = off AS $$
 DECLARE
     r refunds%ROWTYPE;
     e text;
@@ -695,7 +716,7 @@ INSERT INTO refund_counts (status, n)
 VALUES ('REFUND_PENDING', 0), ('REFUND_SUCCESS', 0), ('REFUND_FAILED', 0);
 
 CREATE FUNCTION refund_counts_on_insert() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     -- ORDER BY: every statement takes the count rows in one order, fewer deadlocks.
     INSERT INTO refund_counts AS c (status, n)
@@ -710,7 +731,7 @@ REFERENCING NEW TABLE AS new_refunds
 FOR EACH STATEMENT EXECUTE FUNCTION refund_counts_on_insert();
 
 CREATE FUNCTION refund_counts_on_status_change() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     UPDATE refund_counts SET n = n - 1 WHERE status = OLD.status;
     INSERT INTO refund_counts AS c (status, n) VALUES (NEW.status, 1)
@@ -725,7 +746,7 @@ WHEN (NEW.status IS DISTINCT FROM OLD.status)
 EXECUTE FUNCTION refund_counts_on_status_change();
 
 CREATE FUNCTION refund_counts_on_delete() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     UPDATE refund_counts AS c SET n = c.n - d.n
       FROM (SELECT status, count(*) AS n FROM old_refunds GROUP BY status) AS d
@@ -809,7 +830,7 @@ FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse('checus-reconciler: webhook ev
 -- The events of one refund row: refund.finalized when it is (or became) final, then
 -- refund.flagged when it is (or became) flagged.
 CREATE FUNCTION refunds_webhook_events() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     was_pending boolean := true;
     was_flagged boolean := false;
@@ -855,7 +876,7 @@ WHEN ((OLD.status = 'REFUND_PENDING' AND NEW.status <> 'REFUND_PENDING')
 EXECUTE FUNCTION refunds_webhook_events();
 
 CREATE FUNCTION discrepancies_webhook_on_insert() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO webhook_events (type, out_refund_no, payload)
     VALUES ('discrepancy.recorded', NEW.out_refund_no,
@@ -900,3 +921,16 @@ CREATE TABLE schema_version (
 );
 
 INSERT INTO schema_version (version) VALUES (10);
+
+-- Every SECURITY DEFINER function searches pg_temp last (the header says why). Fails when the
+-- file did not run in one transaction, so the DO at the top no longer held.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_proc AS p
+                WHERE p.pronamespace = pg_catalog.current_schema()::regnamespace
+                  AND p.prosecdef
+                  AND NOT coalesce(p.proconfig @> ARRAY['search_path=' || pg_catalog.quote_ident(pg_catalog.current_schema()) || ', pg_temp'], false)) THEN
+        RAISE EXCEPTION 'checus-reconciler: schema.postgres.sql must be applied in one transaction (psql --single-transaction), or its SECURITY DEFINER functions would search pg_temp first';
+    END IF;
+END
+$$;

@@ -27,6 +27,7 @@ mod operations;
 mod operator;
 mod papercuts;
 mod pg_ledger;
+mod pg_roles;
 mod pg_schema;
 mod reconcile;
 mod sandbox;
