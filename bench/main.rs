@@ -893,9 +893,12 @@ fn attempt_span(ledger: &Path) -> Result<(Timestamp, Timestamp, i64)> {
 /// A ledger of `finals` final rows and `due` pending rows due an hour before it was made,
 /// cached under the data folder (read-only benchmarks leave it unchanged).
 fn cached_ledger(env: &Env, finals: u64, due: usize) -> Result<PathBuf> {
-    let path = env
-        .data
-        .join(format!("ledger-{finals}-final-{due}-due.sqlite"));
+    // The schema version is in the name: a ledger cached by an older build is not reused
+    // (the daemon would refuse it, or migrate it inside a measurement).
+    let path = env.data.join(format!(
+        "ledger-v{}-{finals}-final-{due}-due.sqlite",
+        checus_reconciler::ledger::SCHEMA_VERSION
+    ));
     if path.exists() {
         return Ok(path);
     }
