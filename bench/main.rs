@@ -139,11 +139,12 @@ fn main() -> Result<()> {
                 eprintln!("ledger kept in {}", dir.keep().display());
             }
             println!(
-                "{} refunds in {} commits of {batch}: {:.4} ms CPU per refund ({:.4} ms wall), {}",
+                "{} refunds in {} commits of {batch}: {:.4} ms CPU per refund ({:.4} ms wall; the claim that leased them: {:.4} ms each), {}",
                 cost.refunds,
                 cost.commits,
                 cost.cpu_per_refund * 1e3,
                 cost.wall_per_refund * 1e3,
+                cost.claim_per_refund * 1e3,
                 machine(),
             );
             Ok(())

@@ -16,10 +16,10 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use checus_reconciler::domain::FinalStatus;
 use checus_reconciler::domain::{
     Currency, ObservedRefund, Policy, QueryOutcome, QueryReport, RefundStatus, decide,
 };
+use checus_reconciler::domain::{FinalStatus, NodeName};
 use checus_reconciler::ledger::{NotificationEffect, NotificationRecord, SqliteLedger};
 use chrono::{TimeDelta, Utc};
 use rust_decimal::Decimal;
@@ -37,6 +37,8 @@ pub struct RecordCost {
     pub cpu_per_refund: f64,
     /// Wall time per refund, seconds (includes waiting for the disk).
     pub wall_per_refund: f64,
+    /// The claim's CPU per refund (its leases and its commit), seconds; 0 for notifications.
+    pub claim_per_refund: f64,
 }
 
 /// What to record for each pending refund.
@@ -70,7 +72,16 @@ pub fn run(
     if kind == Kind::Notifications {
         return notifications(&mut ledger, refunds, batch);
     }
-    let due = ledger.due(Utc::now(), refunds)?.rows;
+    // The worker's claim: each row leased to this node in the claim's own transaction (one
+    // write transaction, its commit not counted below), and each record clearing the lease.
+    let node = NodeName::parse_as("node", "bench-record")?;
+    ledger.set_node(Some(node.clone()));
+    let now = Utc::now();
+    let before = thread_cpu();
+    let due = ledger
+        .claim_due(now, refunds, &node, now + TimeDelta::minutes(10))?
+        .rows;
+    let claim_per_refund = (thread_cpu() - before) / refunds as f64;
     anyhow::ensure!(
         due.len() == refunds,
         "{} due, expected {refunds}",
@@ -110,6 +121,7 @@ pub fn run(
         commits,
         cpu_per_refund: cpu / refunds as f64,
         wall_per_refund: wall / refunds as f64,
+        claim_per_refund,
     })
 }
 
@@ -152,6 +164,7 @@ fn notifications(ledger: &mut SqliteLedger, refunds: usize, batch: usize) -> Res
         commits,
         cpu_per_refund: cpu / refunds as f64,
         wall_per_refund: wall / refunds as f64,
+        claim_per_refund: 0.0,
     })
 }
 
