@@ -138,13 +138,21 @@ fn main() -> Result<()> {
             if keep {
                 eprintln!("ledger kept in {}", dir.keep().display());
             }
+            // Notifications are not claimed: only the attempts' line names a claim.
+            let claim = if notifications {
+                String::new()
+            } else {
+                format!(
+                    "; the claim that leased them: {:.4} ms each",
+                    cost.claim_per_refund * 1e3
+                )
+            };
             println!(
-                "{} refunds in {} commits of {batch}: {:.4} ms CPU per refund ({:.4} ms wall; the claim that leased them: {:.4} ms each), {}",
+                "{} refunds in {} commits of {batch}: {:.4} ms CPU per refund ({:.4} ms wall{claim}), {}",
                 cost.refunds,
                 cost.commits,
                 cost.cpu_per_refund * 1e3,
                 cost.wall_per_refund * 1e3,
-                cost.claim_per_refund * 1e3,
                 machine(),
             );
             Ok(())

@@ -77,20 +77,17 @@ pub fn run(
     let node = NodeName::parse_as("node", "bench-record")?;
     ledger.set_node(Some(node.clone()));
     let now = Utc::now();
-    let before = thread_cpu();
-    let due = ledger
-        .claim_due(now, refunds, &node, now + TimeDelta::minutes(10))?
-        .rows;
-    let claim_per_refund = (thread_cpu() - before) / refunds as f64;
+    let (claimed, claim_cpu) =
+        cpu_of(|| ledger.claim_due(now, refunds, &node, now + TimeDelta::minutes(10)));
+    let due = claimed?.rows;
+    let claim_per_refund = claim_cpu / refunds.max(1) as f64;
     anyhow::ensure!(
         due.len() == refunds,
         "{} due, expected {refunds}",
         due.len()
     );
     let policy = Policy::default();
-    let (mut cpu, mut commits) = (0.0, 0);
-    let started = Instant::now();
-    for chunk in due.chunks(batch.max(1)) {
+    let mut cost = in_batches(&due, batch, |chunk| {
         let at = Utc::now();
         let work: Vec<_> = chunk
             .iter()
@@ -107,22 +104,44 @@ pub fn run(
                 (None, report, decision)
             })
             .collect();
-        let before = thread_cpu();
-        let results = ledger.record_attempts(&work)?;
-        cpu += thread_cpu() - before;
-        commits += 1;
-        for r in results {
+        let (results, cpu) = cpu_of(|| ledger.record_attempts(&work));
+        for r in results? {
             r.context("recording an attempt")?;
         }
+        Ok(cpu)
+    })?;
+    cost.claim_per_refund = claim_per_refund;
+    Ok(cost)
+}
+
+/// Records `items`, `batch` to a transaction, with `record`, which returns the CPU of its
+/// ledger call alone (what it builds beforehand is not the ledger's share).
+fn in_batches<T>(
+    items: &[T],
+    batch: usize,
+    mut record: impl FnMut(&[T]) -> Result<f64>,
+) -> Result<RecordCost> {
+    let (mut cpu, mut commits) = (0.0, 0);
+    let started = Instant::now();
+    for chunk in items.chunks(batch.max(1)) {
+        cpu += record(chunk)?;
+        commits += 1;
     }
-    let wall = started.elapsed().as_secs_f64();
+    let n = items.len().max(1) as f64;
     Ok(RecordCost {
-        refunds,
+        refunds: items.len(),
         commits,
-        cpu_per_refund: cpu / refunds as f64,
-        wall_per_refund: wall / refunds as f64,
-        claim_per_refund,
+        cpu_per_refund: cpu / n,
+        wall_per_refund: started.elapsed().as_secs_f64() / n,
+        claim_per_refund: 0.0,
     })
+}
+
+/// What `f` returns, and the calling thread's CPU it took.
+fn cpu_of<R>(f: impl FnOnce() -> R) -> (R, f64) {
+    let before = thread_cpu();
+    let out = f();
+    (out, thread_cpu() - before)
 }
 
 /// One verified REFUND_SUCCESS notification per generated pending refund, `batch` to a
@@ -144,27 +163,15 @@ fn notifications(ledger: &mut SqliteLedger, refunds: usize, batch: usize) -> Res
             })
         })
         .collect::<Result<_>>()?;
-    let (mut cpu, mut commits) = (0.0, 0);
-    let started = Instant::now();
-    for chunk in all.chunks(batch.max(1)) {
-        let before = thread_cpu();
-        let effects = ledger.record_notifications(chunk)?;
-        cpu += thread_cpu() - before;
-        commits += 1;
-        for e in effects {
+    in_batches(&all, batch, |chunk| {
+        let (effects, cpu) = cpu_of(|| ledger.record_notifications(chunk));
+        for e in effects? {
             anyhow::ensure!(
                 e? == NotificationEffect::Finalized,
                 "a notification did not finalize its refund"
             );
         }
-    }
-    let wall = started.elapsed().as_secs_f64();
-    Ok(RecordCost {
-        refunds,
-        commits,
-        cpu_per_refund: cpu / refunds as f64,
-        wall_per_refund: wall / refunds as f64,
-        claim_per_refund: 0.0,
+        Ok(cpu)
     })
 }
 
