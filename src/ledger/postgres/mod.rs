@@ -59,17 +59,16 @@ pub use open::PG_SCHEMA_VERSION;
 /// a deadlock (a rare event: two transactions took the same rows in opposite orders).
 pub const MAX_TRIES: u32 = 5;
 
-/// How long a refund claimed through the ledger interface's `due` stays leased to this node:
-/// far longer than one query with its retries and the group commit that records it, so a live
-/// node never loses a refund it is querying; a dead node's refunds return to the pool after it.
+/// How long a final refund's confirming query stays claimed by this node (`due_confirmations`,
+/// which has no lease argument; the worker's own claim passes its lease): far longer than one
+/// query with its retries and the group commit that records it, so a live node never loses a
+/// confirmation it is querying; a dead node's return to the pool after it.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
 
-/// The node-name rule of schema version 10: 1..64 of `[A-Za-z0-9._-]`.
+/// The node-name rule of schema version 10 (1..64 of `[A-Za-z0-9._-]`), as the domain's
+/// [`NodeName`](crate::domain::NodeName) keeps it.
 pub fn is_node_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    crate::domain::NodeName::parse(name).is_ok()
 }
 
 /// An open PostgreSQL ledger: one connection and its prepared statements.
