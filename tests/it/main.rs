@@ -28,6 +28,7 @@ mod operator;
 mod papercuts;
 mod pg_concurrency;
 mod pg_crash;
+mod pg_daemon;
 mod pg_ledger;
 mod pg_roles;
 mod pg_schema;
