@@ -1,7 +1,7 @@
 //! Concurrency on a PostgreSQL ledger (issue 14, part 4): while two real daemons (`node-a`,
 //! `node-b`) reconcile, this test process writes to the same database as the merchant's app
 //! does, through the PostgreSQL contract (src/ledger/contract.postgres.sql, verbatim, one
-//! transaction per write), paced at 250 writes per second: new refunds, notifications that
+//! transaction per write) on 6 connections, paced at 250 writes per second in all: new refunds, notifications that
 //! agree with the gateway, and notifications that contradict an outcome already recorded. The
 //! rate reached is printed, not asserted (a floor would time the machine, not the product).
 //! No write may fail on either side, nothing either side wrote may be lost, every conflict
@@ -23,6 +23,117 @@ use rand::{Rng, SeedableRng};
 const TARGET_RATE: f64 = 250.0;
 /// How many writes it makes: six seconds' worth at the target rate.
 const WRITES: u64 = 1_500;
+/// The app's connections writing at once: one connection waits for each commit's flush
+/// (`synchronous_commit = on`), so one alone measures the disk, not the ledger.
+const WRITERS: usize = 6;
+
+/// One writer's part of the load.
+struct Share<'a> {
+    url: &'a str,
+    seed: u64,
+    /// Refunds every writer may notify about.
+    initial: &'a [(String, RefundScript)],
+    /// The refunds this writer inserts (no other writer inserts them).
+    later: Vec<&'a (String, RefundScript)>,
+    scripts: &'a BTreeMap<&'a str, &'a RefundScript>,
+    truth: &'a BTreeMap<String, RefundStatus>,
+    writes: u64,
+    /// Writes per second for this writer.
+    rate: f64,
+    started: Instant,
+}
+
+/// What one writer wrote.
+#[derive(Debug, Default)]
+struct Tally {
+    writes: u64,
+    inserted: usize,
+    agreeing: usize,
+    conflicting: usize,
+    /// The refunds it sent a contradicting notification for.
+    conflicts: Vec<String>,
+    errors: Vec<String>,
+}
+
+/// One connection of the merchant's app: exactly the contract's statements, each its own
+/// transaction, paced at `share.rate`: 4 in 10 insert a refund, the rest notify about a
+/// refund it knows, agreeing with the gateway, or (2 in 10, when the ledger already holds an
+/// outcome) contradicting it.
+fn write_share(share: Share<'_>) -> Tally {
+    let mut rng = StdRng::seed_from_u64(share.seed);
+    let mut app = pg::connect(share.url).unwrap();
+    let insert = app
+        .prepare(postgres_snippet("insert_refund").unwrap())
+        .unwrap();
+    let notify = app
+        .prepare(postgres_snippet("record_notification").unwrap())
+        .unwrap();
+    let mut known: Vec<&str> = share.initial.iter().map(|(no, _)| no.as_str()).collect();
+    let mut t = Tally::default();
+    while t.writes < share.writes {
+        // Pace the writes (this is the load's rate, not synchronisation).
+        let slot = share.started + Duration::from_secs_f64(t.writes as f64 / share.rate);
+        if let Some(wait) = slot.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        t.writes += 1;
+        let roll = rng.random_range(0..10);
+        let result = if roll < 4 && t.inserted < share.later.len() {
+            let (no, s) = share.later[t.inserted];
+            t.inserted += 1;
+            known.push(no);
+            app.execute(
+                &insert,
+                &[
+                    no,
+                    &None::<String>,
+                    &s.out_trade_no,
+                    &s.amount.to_string(),
+                    &s.currency.as_str(),
+                ],
+            )
+        } else {
+            let no = known[rng.random_range(0..known.len())];
+            // Contradict only an outcome already recorded: that is a conflict the ledger can
+            // see (a final status never moves, so it is still final when the insert runs).
+            let contradict = roll >= 8 && {
+                let recorded: String = app
+                    .query_one(
+                        "SELECT status FROM refunds WHERE out_refund_no = $1",
+                        &[&no],
+                    )
+                    .unwrap()
+                    .get(0);
+                recorded != "REFUND_PENDING"
+            };
+            let status = if contradict {
+                t.conflicting += 1;
+                t.conflicts.push(no.to_owned());
+                other(share.truth[no])
+            } else {
+                t.agreeing += 1;
+                share.truth[no]
+            };
+            let s = share.scripts[no];
+            app.execute(
+                &notify,
+                &[
+                    &no,
+                    &status.as_str(),
+                    &s.refund_trade_no,
+                    &s.amount.to_string(),
+                    &s.currency.as_str(),
+                    &"2026-11-25T03:28:23.092Z",
+                    &"2026-11-25T11:28:24.000+08:00",
+                ],
+            )
+        };
+        if let Err(e) = result {
+            t.errors.push(format!("{e:?}"));
+        }
+    }
+    t
+}
 
 fn script(no: &str, rng: &mut StdRng) -> RefundScript {
     let mut steps = vec![Step::Pending; rng.random_range(0..=2)];
@@ -93,80 +204,37 @@ fn pg_merchant_writes_at_250_per_second_beside_two_nodes_lose_nothing_and_confli
     // Wait until the daemons are busy reconciling before the writer starts.
     nodes[0].wait_for("\"refund finalized\"");
 
-    // The merchant's writer: exactly the contract's statements, each its own transaction.
-    let mut app = pg::connect(&url).unwrap();
-    let insert = app
-        .prepare(postgres_snippet("insert_refund").unwrap())
-        .unwrap();
-    let notify = app
-        .prepare(postgres_snippet("record_notification").unwrap())
-        .unwrap();
-    let mut inserted = 0usize;
-    let (mut agreeing, mut conflicting) = (0usize, 0usize);
-    let mut errors: Vec<String> = Vec::new();
-    let mut known: Vec<String> = initial.iter().map(|(no, _)| no.clone()).collect();
-    let mut expected_conflicts: Vec<String> = Vec::new();
+    // The merchant's app: WRITERS connections (as its pool would have), each writing its
+    // share of the refunds and notifications at its share of the rate.
     let started = Instant::now();
-    let mut writes = 0u64;
-    while writes < WRITES {
-        // Pace the writes (this is the load's rate, not synchronisation).
-        let slot = started + Duration::from_secs_f64(writes as f64 / TARGET_RATE);
-        if let Some(wait) = slot.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        writes += 1;
-        let roll = rng.random_range(0..10);
-        let result = if roll < 4 && inserted < later.len() {
-            let (no, s) = &later[inserted];
-            inserted += 1;
-            known.push(no.clone());
-            app.execute(
-                &insert,
-                &[
-                    no,
-                    &None::<String>,
-                    &s.out_trade_no,
-                    &s.amount.to_string(),
-                    &s.currency.as_str(),
-                ],
-            )
-        } else {
-            let no = &known[rng.random_range(0..known.len())];
-            let recorded: String = app
-                .query_one("SELECT status FROM refunds WHERE out_refund_no = $1", &[no])
-                .unwrap()
-                .get(0);
-            // Contradict only an outcome already recorded: that is a conflict the ledger can
-            // see (a final status never moves, so it is still final when the insert runs).
-            let contradict = roll >= 8 && recorded != "REFUND_PENDING";
-            let status = if contradict {
-                conflicting += 1;
-                expected_conflicts.push(no.clone());
-                other(truth[no])
-            } else {
-                agreeing += 1;
-                truth[no]
-            };
-            let s = scripts[no.as_str()];
-            app.execute(
-                &notify,
-                &[
-                    no,
-                    &status.as_str(),
-                    &s.refund_trade_no,
-                    &s.amount.to_string(),
-                    &s.currency.as_str(),
-                    &"2026-11-25T03:28:23.092Z",
-                    &"2026-11-25T11:28:24.000+08:00",
-                ],
-            )
-        };
-        if let Err(e) = result {
-            errors.push(format!("{e:?}"));
-        }
-    }
+    let tallies: Vec<Tally> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let share = Share {
+                    url: &url,
+                    seed: seed.wrapping_add(w as u64 + 1),
+                    initial: &initial,
+                    later: later.iter().skip(w).step_by(WRITERS).collect(),
+                    scripts: &scripts,
+                    truth: &truth,
+                    writes: WRITES / WRITERS as u64,
+                    rate: TARGET_RATE / WRITERS as f64,
+                    started,
+                };
+                scope.spawn(move || write_share(share))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
     let elapsed = started.elapsed();
+    let writes: u64 = tallies.iter().map(|t| t.writes).sum();
+    let inserted: usize = tallies.iter().map(|t| t.inserted).sum();
+    let agreeing: usize = tallies.iter().map(|t| t.agreeing).sum();
+    let conflicting: usize = tallies.iter().map(|t| t.conflicting).sum();
+    let errors: Vec<&String> = tallies.iter().flat_map(|t| &t.errors).collect();
+    let expected_conflicts: Vec<&String> = tallies.iter().flat_map(|t| &t.conflicts).collect();
     let rate = writes as f64 / elapsed.as_secs_f64();
+    assert_eq!(writes, WRITES);
 
     // Let the daemons finish everything, watching a log.
     let mut c = pg::connect(&url).unwrap();
@@ -229,7 +297,7 @@ fn pg_merchant_writes_at_250_per_second_beside_two_nodes_lose_nothing_and_confli
         let n: i64 = c
             .query_one(
                 "SELECT count(*) FROM discrepancies WHERE out_refund_no = $1 AND kind = 'conflicting_final'",
-                &[no],
+                &[*no],
             )
             .unwrap()
             .get(0);
@@ -258,8 +326,8 @@ fn pg_merchant_writes_at_250_per_second_beside_two_nodes_lose_nothing_and_confli
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     eprintln!(
-        "pg concurrency: seed {seed}: merchant writer {writes} writes through the PostgreSQL \
-         contract in {elapsed:.1?} ({rate:.0}/s): {inserted} refunds inserted, {agreeing} agreeing \
+        "pg concurrency: seed {seed}: merchant app, {WRITERS} connections, {writes} writes \
+         through the PostgreSQL contract in {elapsed:.1?} ({rate:.0}/s): {inserted} refunds inserted, {agreeing} agreeing \
          and {conflicting} conflicting notifications; 2 nodes, {attempts} attempts (by node \
          {by_node:?}); 0 write errors, 0 lost, {conflicting} conflicts recorded as \
          discrepancies, overlapping queries 0"
