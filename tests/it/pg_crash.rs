@@ -363,7 +363,11 @@ fn pg_a_database_restart_and_outage_are_reported_and_nothing_is_lost() {
     let scripts = crash_scripts(600, seed, "R-PO-");
     let truth = truth_of(&scripts);
     let sandbox = LiveSandbox::start_with(scripts.clone(), |o| o.latency = LATENCY);
-    // Slow enough (2 × 100 queries/s) that the outage lands mid-run.
+    // Slow enough (2 × 100 queries/s) that the outage lands mid-run. The refunds a node had
+    // claimed when the server went away stay leased to it until their lease ends (the answers
+    // it could not record are lost with the connection), so the lease is short here: 10 s,
+    // just above the least a 2 s request timeout allows (2 × (2 × 2 s + the commit window)).
+    let worker = format!("{}\nclaim_lease = \"10s\"", worker_keys(100.0));
     let configs: Vec<PathBuf> = NODES[..2]
         .iter()
         .map(|n| {
@@ -372,7 +376,7 @@ fn pg_a_database_restart_and_outage_are_reported_and_nothing_is_lost() {
                 n,
                 &url,
                 &sandbox.base_url(),
-                &worker_keys(100.0),
+                &worker,
                 &http_on_loopback(),
             )
         })
