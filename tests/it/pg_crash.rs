@@ -82,6 +82,33 @@ fn pending(c: &mut Client) -> i64 {
     pg::count(c, "refunds WHERE status = 'REFUND_PENDING'")
 }
 
+/// Whether a session holds the node lock of `node` (the daemon's session advisory lock,
+/// src/ledger/postgres/lock.rs: the key is the server's hash of the node name).
+fn node_locked(c: &mut Client, node: &str) -> bool {
+    c.query_one(
+        "SELECT EXISTS (
+           SELECT 1 FROM pg_locks
+            WHERE locktype = 'advisory' AND granted AND objsubid = 1
+              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND ((classid::bigint << 32) | objid::bigint)
+                  = hashtextextended('checus-reconciler node ' || $1, 0))",
+        &[&node],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// Waits until the server has ended a killed daemon's session and so dropped its node lock,
+/// as systemd's `RestartSec=5s` waits before a restart: a daemon started while the dead
+/// session lingers would be refused (exit 4, the node is running).
+fn wait_node_unlocked(c: &mut Client, node: &str) {
+    poll_until(
+        &format!("the server to drop {node}'s lock"),
+        Duration::from_secs(30),
+        || (!node_locked(c, node)).then_some(()),
+    );
+}
+
 /// Per-refund line of the log that marks one recorded attempt.
 fn is_attempt_line(line: &str) -> bool {
     line.contains("\"out_refund_no\"")
@@ -161,6 +188,11 @@ fn crash_run(url: &str, refund_count: usize, kills: u32, seed: u64) -> Figures {
         }
         // Land between log lines, not just on them.
         std::thread::sleep(Duration::from_micros(rng.random_range(0..5_000)));
+        assert!(
+            node_locked(&mut c, NODES[v]),
+            "a ready {} holds its node lock",
+            NODES[v]
+        );
         victim.kill9();
         if idle {
             figures.kills_idle += 1;
@@ -170,6 +202,7 @@ fn crash_run(url: &str, refund_count: usize, kills: u32, seed: u64) -> Figures {
         *figures.kills_by_node.entry(NODES[v]).or_default() += 1;
         let k = figures.kills();
         snap = audit(&mut c, &truth, &snap, &format!("kill {k} ({})", NODES[v]));
+        wait_node_unlocked(&mut c, NODES[v]);
         nodes[v] = spawn_node(&configs[v]);
         if rng.random_range(0..8) == 0 && figures.kills() < kills {
             // Any instant of its start-up: connecting, taking its node lock, the first claim.
@@ -184,6 +217,7 @@ fn crash_run(url: &str, refund_count: usize, kills: u32, seed: u64) -> Figures {
                 &snap,
                 &format!("kill {k} ({}, start-up)", NODES[v]),
             );
+            wait_node_unlocked(&mut c, NODES[v]);
             nodes[v] = spawn_node(&configs[v]);
         }
     }
