@@ -104,6 +104,16 @@ pub enum Finding {
         /// How many events are dead.
         count: u64,
     },
+    /// Daemons of a shared (PostgreSQL) ledger that stopped heart-beating without a clean
+    /// stop: killed, hung or cut off. The other nodes take over their refunds once the leases
+    /// end, but the ledger runs with fewer daemons than the operator set up. (On SQLite, one
+    /// daemon per file, `worker_stale` covers a dead daemon instead.)
+    NodesSilent {
+        /// Their node names.
+        names: Vec<String>,
+        /// The silence threshold, in seconds.
+        silent_after_s: u64,
+    },
 }
 
 impl Finding {
@@ -111,7 +121,7 @@ impl Finding {
     /// `flagged_refunds`, `worker_never_ran`, `worker_stale`, `config_error`, `clock_skew`,
     /// `unresolved_discrepancies`, `gateway_unavailable`, `sweeps_failing`,
     /// `unreadable_rows`, `unscheduled_refunds`, `overdue_unflagged_refunds`,
-    /// `prune_left_running`, `dead_webhooks`.
+    /// `prune_left_running`, `dead_webhooks`, `nodes_silent`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::FlaggedRefunds { .. } => "flagged_refunds",
@@ -126,6 +136,7 @@ impl Finding {
             Self::OverdueUnflaggedRefunds { .. } => "overdue_unflagged_refunds",
             Self::PruneLeftRunning { .. } => "prune_left_running",
             Self::DeadWebhooks { .. } => "dead_webhooks",
+            Self::NodesSilent { .. } => "nodes_silent",
         }
     }
 }

@@ -80,10 +80,10 @@ pub struct PgLedger {
     config: postgres::Config,
     /// `ledger.url`, for messages (no password in it).
     url: String,
-    /// The node this ledger's attempts, sweeps and claims are made as (`attempts.node`,
-    /// `sweeps.node`, `refunds.claimed_by`): [`PgLedger::set_node`]'s, by default this host's
-    /// name made to fit the rule (the default).
-    node: String,
+    /// The node this ledger's attempts and sweeps are made as (`attempts.node`,
+    /// `sweeps.node`): [`PgLedger::set_node`]'s (the daemon's `worker.node_name`); `None`, as
+    /// on SQLite, for a ledger opened by a command that names no node (NULL in the rows).
+    node: Option<String>,
     /// Opened for reading: writes are refused before the server is asked.
     read_only: bool,
 }
@@ -205,9 +205,9 @@ impl PgLedger {
         &self.url
     }
 
-    /// The node this ledger writes into `attempts.node` and `sweeps.node`.
-    pub fn node(&self) -> &str {
-        &self.node
+    /// The node this ledger writes into `attempts.node` and `sweeps.node`, if one was set.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
     }
 
     /// Sets the node name the attempts and sweeps written through this ledger carry; refused
@@ -218,7 +218,7 @@ impl PgLedger {
                 name: node.to_owned(),
             });
         }
-        node.clone_into(&mut self.node);
+        self.node = Some(node.to_owned());
         Ok(())
     }
 
@@ -385,32 +385,6 @@ fn is_connection_lost(e: &postgres::Error) -> bool {
         || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
         || e.code()
             .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P"))
-}
-
-/// This host's name as a node name: `/proc/sys/kernel/hostname` with every character outside
-/// `[A-Za-z0-9._-]` replaced by '-', cut to 64 (read once).
-pub(crate) fn host_node_name() -> &'static str {
-    static NAME: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let name: String = raw
-            .trim()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .take(64)
-            .collect();
-        if name.is_empty() {
-            "checus-reconciler".to_owned()
-        } else {
-            name
-        }
-    });
-    NAME.as_str()
 }
 
 /// A random pause before try `tries + 1`: 1..=10 ms times the tries so far, so two

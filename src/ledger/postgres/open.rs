@@ -107,7 +107,7 @@ impl PgLedger {
             session: RefCell::new(Session::new(client)),
             config,
             url,
-            node: super::host_node_name().to_owned(),
+            node: None,
             read_only,
         })
     }

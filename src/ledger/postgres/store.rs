@@ -79,7 +79,7 @@ impl WorkQueue for PgLedger {
 
     fn set_node(&mut self, node: NodeName) {
         // A NodeName already keeps the rule the PostgreSQL CHECK enforces.
-        node.as_str().clone_into(&mut self.node);
+        self.node = Some(node.as_str().to_owned());
     }
 
     fn finish_sweep(
