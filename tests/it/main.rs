@@ -26,6 +26,8 @@ mod observe;
 mod operations;
 mod operator;
 mod papercuts;
+mod pg_concurrency;
+mod pg_crash;
 mod pg_daemon;
 mod pg_ledger;
 mod pg_roles;
