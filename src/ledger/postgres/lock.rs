@@ -39,6 +39,8 @@ pub struct NodeLock {
     config: Config,
     url: String,
     node: NodeName,
+    /// Taken again since [`NodeLock::take_retaken`] last asked: the session was lost.
+    retaken: bool,
 }
 
 impl std::fmt::Debug for NodeLock {
@@ -61,6 +63,7 @@ impl NodeLock {
             config,
             url,
             node: node.clone(),
+            retaken: false,
         };
         lock.take()?;
         Ok(lock)
@@ -88,12 +91,20 @@ impl NodeLock {
             }),
             other => {
                 if other.is_ok() {
+                    self.retaken = true;
                     tracing::warn!(node = %self.node, url = %self.url, op = OP,
                         "node lock taken again after the ledger connection was lost");
                 }
                 other
             }
         }
+    }
+
+    /// Whether the lock was taken again (its session lost) since the last call. The daemon
+    /// asks between sweeps, when none of its queries is in flight, and then ends the leases
+    /// its lost session held: their answers, if any came, were not recorded.
+    pub fn take_retaken(&mut self) -> bool {
+        std::mem::take(&mut self.retaken)
     }
 
     /// `pg_try_advisory_lock` on this session.

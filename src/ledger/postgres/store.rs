@@ -50,6 +50,10 @@ impl WorkQueue for PgLedger {
         PgLedger::claim_confirmations(self, now, confirm_after, limit, until)
     }
 
+    fn release_node_claims(&self, node: &NodeName) -> Result<usize, LedgerError> {
+        PgLedger::release_node_claims(self, node.as_str())
+    }
+
     fn release_claims(
         &self,
         node: &NodeName,
