@@ -541,6 +541,7 @@ fn pg_roles_the_daemon_role_runs_every_ledger_method_the_daemon_and_commands_cal
     let target = LedgerTarget::Postgres(PostgresTarget {
         url: l.url_as(&l.daemon),
         password: None,
+        ca_file: None,
     });
     let mut calls = Calls::default();
     let node = NodeName::parse_as("node", "node-a").unwrap();

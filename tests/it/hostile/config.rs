@@ -427,7 +427,7 @@ fn a_postgresql_ledger_url_that_cannot_be_connected_to_fails_naming_it() {
             .to_owned();
         text.replace(
             &path_line,
-            "url = \"postgres://checus_no_such_role@127.0.0.1:5432/refunds?connect_timeout=5\"\npassword = \"env:PGPW\"",
+            "url = \"postgres://checus_no_such_role@127.0.0.1:5432/refunds?connect_timeout=5&sslmode=disable\"\npassword = \"env:PGPW\"",
         )
     });
     let cfg = config.to_str().unwrap();
