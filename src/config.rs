@@ -82,8 +82,9 @@ pub enum ConfigError {
         reason: String,
     },
     /// `ledger.ca_file` names a file that cannot serve as the PostgreSQL server's roots. The
-    /// message is the key and the file; why is the source.
-    #[error("ledger.ca_file: {}", path.display())]
+    /// message is the key and the file (unless the value looks like a pasted key); why is the
+    /// source.
+    #[error("ledger.ca_file: {}", shown_path(path))]
     CaFile {
         /// The file it names.
         path: PathBuf,
@@ -1371,6 +1372,7 @@ const KEY_NAMES: &[&str] = &[
     "ledger",
     "path",
     "password",
+    "ca_file",
     "gateway",
     "base_url",
     "app_id",
