@@ -13,10 +13,11 @@ use checus_reconciler::domain::{
     OutcomeClass, Policy, RefundStatus, ReviewReason,
 };
 use checus_reconciler::ledger::contract::{CONTRACT_POSTGRES_SQL, SNIPPETS};
+use checus_reconciler::ledger::postgres::NodeLock;
 use checus_reconciler::ledger::{
     AuditFilter, DeliveryOutcome, DeliveryResult, LedgerError, LedgerTarget, ListFilter, NodeStart,
-    NotificationRecord, OpenMode, PostgresTarget, SkipList, SweepCounts, SweepEnd, WebhookFilter,
-    WebhookState,
+    NotificationRecord, OpenMode, PgLedger, PostgresTarget, SkipList, SweepCounts, SweepEnd,
+    WebhookFilter, WebhookState,
 };
 use rust_decimal::Decimal;
 
@@ -531,18 +532,19 @@ fn pending_decision(next: &str, flag: Option<ReviewReason>, mismatch: bool) -> D
 /// The engine itself, logged in as the daemon's role with exactly roles.sql's grants, runs every
 /// method of the ledger interface the daemon and its operator commands call (src/ledger/store.rs)
 /// as they call it: open (create-if-empty, existing, reading) and verify-ledger; the node's
-/// presence; intake; a sweep with its claim, single and grouped attempt records, an unreadable
+/// lock and presence; intake; a sweep with its claim, single and grouped attempt records, an unreadable
 /// row and a refused attempt; confirmations and the watches; every read; every operator action;
 /// the webhook outbox; prune with its archive. Only `backup` is refused, by the engine (pg_dump
 /// does it). A failure names the method and the server's refusal.
 #[test]
 fn pg_roles_the_daemon_role_runs_every_ledger_method_the_daemon_and_commands_call() {
     let Some(l) = Ledger::set_up() else { return };
-    let target = LedgerTarget::Postgres(PostgresTarget {
+    let pg_target = PostgresTarget {
         url: l.url_as(&l.daemon),
         password: None,
         ca_file: None,
-    });
+    };
+    let target = LedgerTarget::Postgres(pg_target.clone());
     let mut calls = Calls::default();
     let node = NodeName::parse_as("node", "node-a").unwrap();
     let t0 = ts("2026-01-01T00:10:00.000Z");
@@ -561,6 +563,20 @@ fn pg_roles_the_daemon_role_runs_every_ledger_method_the_daemon_and_commands_cal
         checus_reconciler::ledger::open(&target, OpenMode::Existing),
     );
     d.set_node(node.clone());
+
+    // `run` holds its node's lock on a session of its own; `retry-now` and `resume` ask whether
+    // a daemon holds it.
+    let mut lock = calls.ok("NodeLock::acquire", NodeLock::acquire(&pg_target, &node));
+    if let Some(lock) = &mut lock {
+        calls.ok("NodeLock::check", lock.check());
+    }
+    if let Some(pg) = calls.ok(
+        "PgLedger::open(Existing)",
+        PgLedger::open(&pg_target, OpenMode::Existing),
+    ) {
+        let held = calls.ok("node_lock_held", pg.node_lock_held(node.as_str()));
+        assert_eq!(held, lock.as_ref().map(|_| true), "the lock is seen held");
+    }
 
     // The node's presence and the start-up's cleanup.
     let start = NodeStart {
@@ -609,6 +625,8 @@ fn pg_roles_the_daemon_role_runs_every_ledger_method_the_daemon_and_commands_cal
     calls.ok("schedule_new", d.schedule_new(Duration::ZERO));
     let sweep = calls.ok("begin_sweep", d.begin_sweep(t0, &node));
     let claimed = calls.ok("claim_due", d.claim_due(later, 10, &node, later));
+    // R7 claimed, then not sent (a chunk cut short): its lease ends at once.
+    let released = calls.ok("release_claims", d.release_claims(&node, &[no("R7")]));
     calls.ok("next_due_at", d.next_due_at(&SkipList::default(), &node));
     calls.ok("state", d.state(&no("R1")));
     calls.ok(
@@ -810,6 +828,7 @@ fn pg_roles_the_daemon_role_runs_every_ledger_method_the_daemon_and_commands_cal
         Some(7),
         "R3 and R4 were final"
     );
+    assert_eq!(released, Some(1), "R7's lease");
     assert_eq!(
         retried,
         Some(vec![no("R8"), no("R9")]),
