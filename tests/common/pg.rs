@@ -24,7 +24,12 @@ use postgres::{Client, NoTls};
 pub const URL_ENV: &str = "CHECUS_TEST_POSTGRES_URL";
 
 /// The server the tests use when [`URL_ENV`] is unset: the development machines' and CI's.
-pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// `sslmode=disable`: the engine verifies the server's certificate whenever it uses TLS, and
+/// `prefer` (the client's default) uses it whenever the server offers it, so against a server
+/// with TLS on (Debian's default, a self-signed certificate for `localhost`) every connection
+/// to 127.0.0.1 would be refused on the host name. TLS has its own tests (pg_tls.rs); a URL in
+/// [`URL_ENV`] should say `sslmode=disable` too, unless its server's certificate is trusted.
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
 
 /// The server's URL: [`URL_ENV`], else [`DEFAULT_URL`].
 pub fn server_url() -> String {

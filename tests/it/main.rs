@@ -32,6 +32,7 @@ mod pg_daemon;
 mod pg_ledger;
 mod pg_roles;
 mod pg_schema;
+mod pg_tls;
 mod reconcile;
 mod sandbox;
 mod secrets;

@@ -29,6 +29,7 @@ fn target(url: &str) -> PostgresTarget {
     PostgresTarget {
         url: url.to_owned(),
         password: None,
+        ca_file: None,
     }
 }
 

@@ -13,6 +13,7 @@ use postgres::Config;
 use super::Conn;
 
 use super::open::connect;
+use super::tls::Tls;
 use crate::domain::NodeName;
 use crate::ledger::PostgresTarget;
 use crate::ledger::error::{During, LedgerError};
@@ -37,6 +38,8 @@ const HELD_ELSEWHERE: &str = "\
 pub struct NodeLock {
     client: Conn,
     config: Config,
+    /// TLS as the ledger's own connections use it.
+    tls: Tls,
     url: String,
     node: NodeName,
     /// Taken again since [`NodeLock::take_retaken`] last asked: the session was lost.
@@ -56,11 +59,12 @@ impl NodeLock {
     /// Takes the lock of `node` on the ledger `target` names, or says another daemon of that
     /// name holds it ([`LedgerError::NodeRunning`]).
     pub fn acquire(target: &PostgresTarget, node: &NodeName) -> Result<Self, LedgerError> {
-        let (config, url) = super::PgLedger::client_config(target)?;
-        let client = Conn::new(connect(&config, &url, false)?);
+        let (config, tls, url) = super::PgLedger::client_config(target)?;
+        let client = Conn::new(connect(&config, &tls, &url, false)?);
         let mut lock = Self {
             client,
             config,
+            tls,
             url,
             node: node.clone(),
             retaken: false,
@@ -83,7 +87,7 @@ impl NodeLock {
         if !self.client.is_closed() && self.client.simple_query("SELECT 1").is_ok() {
             return Ok(());
         }
-        self.client = Conn::new(connect(&self.config, &self.url, false)?);
+        self.client = Conn::new(connect(&self.config, &self.tls, &self.url, false)?);
         match self.take() {
             Err(LedgerError::NodeRunning { node, .. }) => Err(LedgerError::NodeLockLost {
                 node,

@@ -17,13 +17,12 @@
 //! exact text (`amount::text`, `$n::text::numeric`), so 12.50 stays 12.50 and never meets a
 //! float.
 //!
-//! TLS: this build connects with `NoTls`. rustls would come through `tokio-postgres-rustls`'s
-//! `MakeRustlsConnect` (a `MakeTlsConnect`, which the synchronous client's `Config::connect`
-//! takes as it takes `NoTls`; `sslmode` in the URL then applies), built from a
-//! `rustls::ClientConfig` on the aws-lc-rs provider reqwest already uses, with the system roots
-//! or a CA file named in the config; no native TLS.
+//! TLS (`tls.rs`): rustls on aws-lc-rs through `tokio-postgres-rustls`, as the URL's `sslmode`
+//! asks (`disable`, `prefer` by default, `require`); whenever TLS is used the server's
+//! certificate is verified, chain and host name, against `ledger.ca_file` or the system's
+//! roots. No TLS that trusts any certificate, and no native TLS.
 //!
-//! Files: `open.rs` (connect, create, version, the schema check, `verify-ledger`), `rows.rs`
+//! Files: `tls.rs` (the connector and its roots), `open.rs` (connect, create, version, the schema check, `verify-ledger`), `rows.rs`
 //! (typed rows), `write.rs` (refunds, attempts, sweeps), `queue.rs` (the claims and the
 //! watermarks), `inbox.rs` (notifications through the contract), `webhooks.rs` (the outbox),
 //! `read.rs` (`status`, health, gauges, the read commands), `operator.rs` (the audited
@@ -40,6 +39,7 @@ mod queue;
 mod read;
 mod rows;
 mod store;
+mod tls;
 mod webhooks;
 mod write;
 
@@ -56,6 +56,7 @@ use crate::domain::Timestamp;
 
 pub use lock::NodeLock;
 pub use open::PG_SCHEMA_VERSION;
+pub use tls::{CaFileError, Roots, read_ca_file};
 
 /// How many times one transaction runs when PostgreSQL aborts it as a serialization failure or
 /// a deadlock (a rare event: two transactions took the same rows in opposite orders).
@@ -78,6 +79,8 @@ pub struct PgLedger {
     session: RefCell<Session>,
     /// How to connect again when the server closed the connection (password included).
     config: postgres::Config,
+    /// How to connect again: TLS or not, and the roots, as the first connection was made.
+    tls: tls::Tls,
     /// `ledger.url`, for messages (no password in it).
     url: String,
     /// The node this ledger's attempts and sweeps are made as (`attempts.node`,
@@ -282,7 +285,7 @@ impl PgLedger {
     ) -> Result<T, LedgerError> {
         let mut session = self.session.borrow_mut();
         if session.broken || session.client.is_closed() {
-            let client = open::connect(&self.config, &self.url, self.read_only)?;
+            let client = open::connect(&self.config, &self.tls, &self.url, self.read_only)?;
             *session = Session::new(client);
             tracing::info!(url = %self.url, "ledger reconnected");
         }
