@@ -473,11 +473,40 @@ fn pg_cli_every_operator_command_runs_through_the_binary_on_a_postgres_ledger() 
     );
     let o = cli.ok(&["show", "R-CLI-ANCIENT"], 6);
     assert!(stderr(&o).contains("prune"), "{}", stderr(&o));
-    assert!(
-        cli.json(&["audit", "--json"], 0)
-            .to_string()
-            .contains("prune")
+    // Every operator action of this test is in the audit log, by who ran it.
+    let v = cli.json(&["audit", "--json"], 0);
+    let mut names: Vec<&str> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(
+        names,
+        [
+            "clear_flag",
+            "prune",
+            "redeliver_webhook",
+            "resolve",
+            "resolve_discrepancy",
+            "retry_now"
+        ],
+        "{v}"
     );
+
+    // The text forms of the listing commands read the same ledger.
+    for (args, token) in [
+        (&["stuck"][..], "R-CLI-OLD"),
+        (&["webhooks"], "refund.finalized"),
+        (&["discrepancies", "--all"], "conflicting_final"),
+        (&["explain", "R-CLI-RES"], "operator"),
+        (&["check-config"], "postgres"),
+    ] {
+        let o = cli.ok(args, 0);
+        assert!(stdout(&o).contains(token), "{args:?}: {}", stdout(&o));
+    }
 
     // status: counts from the ledger, and what needs a human: no daemon ever swept it (exit 8).
     let o = cli.ok(&["status", "--json"], 8);
