@@ -41,7 +41,14 @@ pub async fn query(args: QueryArgs, env: Environment) -> Outcome {
     })?;
     let target = cfg.ledger.clone();
     warn_if_root_on_service_ledger(&target);
-    let mut ledger = ledger::open(&target, OpenMode::Existing)?;
+    // On the blocking pool, as the daemon opens its own: the PostgreSQL engine's synchronous
+    // client runs a runtime of its own, which cannot start on this runtime's thread (it
+    // panicked: "Cannot start a runtime from within a runtime"); SQLite's open blocks too.
+    let opening = tokio::task::spawn_blocking(move || ledger::open(&target, OpenMode::Existing));
+    let mut ledger = match opening.await {
+        Ok(opened) => opened?,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
     // The attempt is this host's node's (`worker.node_name`), like the daemon's.
     ledger.set_node(cfg.worker.node_name.clone());
     // A client the config cannot build is a config error (exit 3), as for `run`.

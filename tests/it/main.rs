@@ -26,6 +26,7 @@ mod observe;
 mod operations;
 mod operator;
 mod papercuts;
+mod pg_cli;
 mod pg_concurrency;
 mod pg_crash;
 mod pg_daemon;
