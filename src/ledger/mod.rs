@@ -192,8 +192,9 @@ fn pg_nothing_to_migrate() -> LedgerError {
     LedgerError::NotOnThisEngine {
         what: "migrate",
         engine: "PostgreSQL",
-        instead: "a PostgreSQL ledger is created at schema version 9, the only one so far; \
-                  there is nothing to migrate (verify-ledger checks it)",
+        instead: "a PostgreSQL ledger is created at this build's schema version, the first \
+                  and only PostgreSQL version so far; there is nothing to migrate \
+                  (verify-ledger checks it); take copies with pg_dump",
     }
 }
 

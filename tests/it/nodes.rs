@@ -1,8 +1,8 @@
-//! Node names, heartbeats and claim leases (schema version 9): the claim leases what it
-//! returns and skips another node's live lease, recording the attempt clears it; the real
+//! Node names, heartbeats and claim leases (schema version 10): the claim leases what it
+//! returns and skips any live lease (its own too), recording the attempt clears it; the real
 //! daemon records its node on sweeps and attempts, heartbeats its `nodes` row and marks a
 //! clean stop; `status` shows each node and `explain` the node of each attempt; a version 8
-//! ledger migrates to 9 keeping every row; bad `worker.*` values exit 3 naming the key.
+//! ledger migrates to 10 keeping every row; bad `worker.*` values exit 3 naming the key.
 
 use std::path::Path;
 use std::str::FromStr;
