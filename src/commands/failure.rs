@@ -64,7 +64,8 @@ impl ExitCoded for LedgerError {
         }
         match self {
             // The configuration chose an engine that cannot do this (README "Exit codes").
-            Self::NotOnThisEngine { .. } | Self::EngineNotBuilt { .. } => ExitCode::Config,
+            Self::NotOnThisEngine { .. } => ExitCode::Config,
+            Self::NodeRunning { .. } => ExitCode::Ledger,
             Self::DuplicateRefund { .. }
             | Self::AlreadyFinal { .. }
             | Self::NotFlagged { .. }

@@ -1,20 +1,22 @@
 //! What the operator commands can say about the daemon from another process: whether one holds
-//! the ledger's lock (the kernel drops it when the process dies, so it never goes stale), and
+//! the ledger's lock (the kernel drops an SQLite ledger's file lock when the process dies, the
+//! server a PostgreSQL node's lock when its session ends, so neither goes stale), and
 //! how its latest finished sweep ended (halted, the gateway unavailable). `retry-now` words it
 //! as who will query the refunds and when; `resume` decides from it whether there is a halt
 //! to end.
 
-use std::path::PathBuf;
-
 use checus_reconciler::daemon::{self, Presence};
 use checus_reconciler::domain::format_ts;
-use checus_reconciler::ledger::{Ledger, LedgerError, SweepRow};
+use checus_reconciler::ledger::{Ledger, LedgerError, LedgerTarget, OpenMode, PgLedger, SweepRow};
 
-/// The daemon as seen from the ledger and its lock file.
+/// The daemon as seen from the ledger and its lock.
 #[derive(Debug)]
 pub struct Heartbeat {
-    /// `<ledger>.lock`.
-    pub lock: PathBuf,
+    /// The lock that was tested, for messages: `<ledger>.lock`, or the node locks on a
+    /// PostgreSQL ledger.
+    pub lock: String,
+    /// What "not running" rests on, in a few words: "`<ledger>.lock` is not locked".
+    pub unlocked: String,
     /// Whether a process holds it.
     pub presence: Presence,
     /// The newest finished sweep, if any.
@@ -22,18 +24,26 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Looks at the lock of the ledger `l` was opened from and at its newest finished sweep.
-    /// The lock is a file beside an SQLite ledger; another engine answers
-    /// [`LedgerError::NotOnThisEngine`].
+    /// Looks at the lock of the ledger `l` was opened from and at its newest finished sweep:
+    /// the file lock beside an SQLite ledger; on PostgreSQL, whether any node the ledger knows
+    /// holds its node lock.
     pub fn read(l: &Ledger) -> Result<Self, LedgerError> {
-        let path = l.target().path().ok_or(LedgerError::NotOnThisEngine {
-            what: "telling whether a daemon runs from its lock file",
-            engine: l.target().engine(),
-            instead: "see `status`",
-        })?;
+        let (lock, unlocked, presence) = match l.target() {
+            LedgerTarget::Sqlite(path) => {
+                let lock = daemon::lock_path(path).display().to_string();
+                let unlocked = format!("{lock} is not locked");
+                (lock, unlocked, daemon::presence(path))
+            }
+            LedgerTarget::Postgres(target) => (
+                format!("the node locks on {}", target.url),
+                format!("no node holds its lock on {}", target.url),
+                node_presence(l, target),
+            ),
+        };
         Ok(Self {
-            lock: daemon::lock_path(path),
-            presence: daemon::presence(path),
+            lock,
+            unlocked,
+            presence,
             last: l.latest_finished_sweep()?,
         })
     }
@@ -85,9 +95,9 @@ impl Heartbeat {
         match &self.presence {
             Presence::Running => when_running,
             Presence::NotRunning => format!(
-                "no daemon is running on this ledger ({} is not locked): {they} queried when \
-                 one starts (`systemctl start checus-reconciler`)",
-                self.lock.display()
+                "no daemon is running on this ledger ({}): {they} queried when one starts \
+                 (`systemctl start checus-reconciler`)",
+                self.unlocked
             ),
             Presence::Unknown(e) => {
                 let last = self.last.as_ref().and_then(|s| s.finished_at).map_or_else(
@@ -96,9 +106,29 @@ impl Heartbeat {
                 );
                 format!(
                     "cannot tell whether a daemon is running ({}: {e}); {last}",
-                    self.lock.display()
+                    self.lock
                 )
             }
         }
+    }
+}
+
+/// Whether a daemon of any node the ledger knows holds its node lock (asked on a connection of
+/// its own; an error is "cannot tell").
+fn node_presence(l: &Ledger, target: &checus_reconciler::ledger::PostgresTarget) -> Presence {
+    let asked = (|| {
+        let nodes = l.nodes()?;
+        let pg = PgLedger::open(target, OpenMode::Reading)?;
+        for n in &nodes {
+            if pg.node_lock_held(&n.name)? {
+                return Ok(true);
+            }
+        }
+        Ok::<_, LedgerError>(false)
+    })();
+    match asked {
+        Ok(true) => Presence::Running,
+        Ok(false) => Presence::NotRunning,
+        Err(e) => Presence::Unknown(std::io::Error::other(e.to_string())),
     }
 }

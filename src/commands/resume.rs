@@ -39,14 +39,13 @@ pub fn resume(args: ResumeArgs, env: &Environment) -> Outcome {
         Presence::Running => {}
         Presence::NotRunning => {
             return Err(nothing(format!(
-                "no daemon is running on this ledger ({} is not locked), and a daemon starts \
-                 with querying on",
-                heartbeat.lock.display()
+                "no daemon is running on this ledger ({}), and a daemon starts with querying on",
+                heartbeat.unlocked
             )));
         }
         // The lock cannot be tested (permissions): the sweeps still tell whether it halted.
         Presence::Unknown(e) => tracing::warn!(
-            lock = %heartbeat.lock.display(),
+            lock = %heartbeat.lock,
             error = %e,
             "cannot tell whether a daemon is running; going by the latest sweep"
         ),

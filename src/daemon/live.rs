@@ -222,7 +222,10 @@ impl Live {
                 detail: e,
             });
         }
-        if let Err(e) = self.guard.check().await {
+        // A server that cannot be reached is `ledger_unavailable` above, not a lost lock.
+        if let Err(e) = self.guard.check().await
+            && !e.is_transient()
+        {
             reasons.push(NotReady {
                 code: "lock_lost",
                 detail: e.to_string(),

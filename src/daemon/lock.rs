@@ -1,12 +1,66 @@
-//! The single-daemon lock: an exclusive file lock on `<ledger>.lock`, held for the daemon's life,
-//! and the [`Guard`] that notices when the lock file or the ledger at their paths are no longer
-//! the files this daemon opened.
+//! The single-daemon lock, held for the daemon's life: on an SQLite ledger an exclusive file
+//! lock on `<ledger>.lock`; on a PostgreSQL ledger several daemons share, the lock of this
+//! daemon's node name ([`NodeLock`], one daemon per node). And the [`Guard`] that checks before
+//! every sweep that the lock still holds: the lock file and the ledger at their paths are
+//! still the files this daemon opened, or the node lock's session is alive (taken again after
+//! the server restarted).
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::DaemonError;
+use crate::domain::NodeName;
+use crate::ledger::LedgerTarget;
+use crate::ledger::postgres::NodeLock;
+
+/// The lock a running daemon holds, by engine.
+#[derive(Debug)]
+pub(super) enum Held {
+    /// `<ledger>.lock` beside an SQLite file.
+    File(DaemonLock),
+    /// The node's lock on a PostgreSQL ledger, on its own connection.
+    Node(Arc<Mutex<NodeLock>>),
+}
+
+/// What the lock is, as "daemon ready" logs it: the lock file, or the node lock's name.
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(lock) => write!(f, "{}", lock.path().display()),
+            Self::Node(lock) => {
+                let node = lock
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .node()
+                    .clone();
+                write!(f, "node lock {node}")
+            }
+        }
+    }
+}
+
+impl Held {
+    /// Takes the lock for `target` as the node `node`, or says who holds it. Blocks (the
+    /// file lock's brief retry, or a connection to the server): called on the blocking pool.
+    pub(super) fn acquire(target: &LedgerTarget, node: &NodeName) -> Result<Self, DaemonError> {
+        match target {
+            LedgerTarget::Sqlite(path) => DaemonLock::acquire(path).map(Self::File),
+            LedgerTarget::Postgres(pg) => Ok(Self::Node(Arc::new(Mutex::new(NodeLock::acquire(
+                pg, node,
+            )?)))),
+        }
+    }
+
+    /// The guard that checks the lock still holds.
+    pub(super) fn guard(&self) -> Guard {
+        match self {
+            Self::File(lock) => Guard::Files(lock.guard.clone()),
+            Self::Node(lock) => Guard::Node(Arc::clone(lock)),
+        }
+    }
+}
 
 /// Holds the exclusive daemon lock on `<ledger>.lock` for as long as it lives. The kernel
 /// drops the lock when the process dies, even by SIGKILL, so no stale lock survives a crash.
@@ -15,7 +69,7 @@ pub struct DaemonLock {
     _file: File,
     path: PathBuf,
     /// The guard taken with the lock: the lock file's and the ledger's identities.
-    guard: Guard,
+    guard: Files,
 }
 
 /// A file's identity: the device and inode it had when the daemon opened it.
@@ -34,19 +88,49 @@ impl FileId {
     }
 }
 
+/// What the daemon checks before every sweep and on `/readyz`: that its lock still holds.
+#[derive(Debug, Clone)]
+pub(super) enum Guard {
+    /// The SQLite ledger's lock file and the ledger.
+    Files(Files),
+    /// The PostgreSQL node lock.
+    Node(Arc<Mutex<NodeLock>>),
+}
+
+impl Guard {
+    /// `Ok` while the lock holds. An error [`DaemonError::is_transient`] says the ledger's
+    /// server cannot be reached now (check again later); any other stops the daemon.
+    pub(super) async fn check(&self) -> Result<(), DaemonError> {
+        match self {
+            Self::Files(files) => files.check().await,
+            Self::Node(lock) => {
+                let lock = Arc::clone(lock);
+                let checked = tokio::task::spawn_blocking(move || {
+                    lock.lock().unwrap_or_else(|p| p.into_inner()).check()
+                })
+                .await;
+                match checked {
+                    Ok(r) => r.map_err(DaemonError::from),
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
+                }
+            }
+        }
+    }
+}
+
 /// The lock file and the ledger as the daemon opened them. An flock guards an inode, not a
 /// path: once `<ledger>.lock` is deleted, a second daemon locks a new file at the same path and
 /// runs beside the first; once the ledger is replaced, the daemon would keep writing to the
-/// moved-away file. [`Guard::check`] sees both before every sweep.
+/// moved-away file. [`Files::check`] sees both before every sweep.
 #[derive(Debug, Clone)]
-pub(super) struct Guard {
+pub(super) struct Files {
     lock: (PathBuf, FileId),
     ledger: (PathBuf, FileId),
 }
 
-impl Guard {
+impl Files {
     /// `Ok` while both paths still name the files this daemon opened.
-    pub(super) async fn check(&self) -> Result<(), DaemonError> {
+    async fn check(&self) -> Result<(), DaemonError> {
         for (what, (path, id)) in [("lock file", &self.lock), ("ledger", &self.ledger)] {
             let how = match tokio::fs::metadata(path).await {
                 Ok(meta) if FileId::of(&meta) == *id => continue,
@@ -130,7 +214,7 @@ impl DaemonLock {
                             source,
                         })
                 };
-                let guard = Guard {
+                let guard = Files {
                     lock: id(&path, file.metadata())?,
                     ledger: id(ledger_path, std::fs::metadata(ledger_path))?,
                 };
@@ -148,11 +232,6 @@ impl DaemonLock {
     /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// The guard over the lock file's and the ledger's identities.
-    pub(super) fn guard(&self) -> Guard {
-        self.guard.clone()
     }
 }
 

@@ -14,6 +14,7 @@ mod lock;
 mod sweeps;
 
 pub use live::{GAUGE_CACHE, Health, Live, NotReady};
+use lock::Held;
 pub use lock::{DaemonLock, Presence, lock_path, presence};
 
 use std::path::PathBuf;
@@ -31,7 +32,7 @@ use crate::domain::{Clock, NodeName, Timestamp, format_ts};
 use crate::gateway::{GatewayClient, GatewayError};
 use crate::http::notify::Inbox;
 use crate::http::{AppState, HttpError, Listener, Server};
-use crate::ledger::{self, Ledger, LedgerError, LedgerTarget, NodeStart, OpenMode};
+use crate::ledger::{self, Ledger, LedgerError, NodeStart, OpenMode};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::webhook::{Delivery, Target};
@@ -86,6 +87,15 @@ pub enum DaemonError {
         /// "deleted" or "replaced".
         how: &'static str,
     },
+}
+
+impl DaemonError {
+    /// True when the ledger's server cannot be reached now but may be later (PostgreSQL
+    /// restarting, a network cut): the daemon skips the sweep and tries again at the next
+    /// tick instead of stopping.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Ledger(e) if e.is_unavailable())
+    }
 }
 
 /// Re-reads the configuration for a SIGHUP reload. It reads files, so the daemon calls it on
@@ -159,7 +169,7 @@ pub struct Daemon {
 /// What the daemon runs besides the sweep loop, and needs again to drain and stop.
 struct Parts {
     /// Held until the daemon has stopped, so no second daemon sweeps this ledger meanwhile.
-    lock: DaemonLock,
+    lock: Held,
     /// The cron safety net; it pokes the sweep loop, and is shut down last.
     scheduler: JobScheduler,
     /// Closes the sweep row of a sweep abandoned at the drain deadline.
@@ -207,7 +217,7 @@ impl HttpSlot {
 
 /// What the start-up's blocking part hands back.
 struct Opened {
-    lock: DaemonLock,
+    lock: Held,
     ledger: LedgerHandle,
     worker: Worker,
     /// A second connection, for the HTTP endpoints' reads.
@@ -284,7 +294,7 @@ impl Daemon {
         let scheduler = start_scheduler(&config.worker.sweep_cron, poke_tx).await?;
         info!(
             ledger = %config.ledger,
-            lock = %opened.lock.path().display(),
+            lock = %opened.lock,
             gateway = %config.gateway.base_url,
             sweep_cron = %config.worker.sweep_cron,
             node = %config.worker.node_name,
@@ -443,18 +453,6 @@ impl Parts {
     }
 }
 
-/// The single-daemon lock: `<ledger>.lock` beside an SQLite file. (A PostgreSQL ledger is
-/// refused by `ledger::open` before this, in this build.)
-fn lock(target: &LedgerTarget) -> Result<DaemonLock, DaemonError> {
-    match target {
-        LedgerTarget::Sqlite(path) => DaemonLock::acquire(path),
-        LedgerTarget::Postgres(_) => Err(DaemonError::Ledger(LedgerError::EngineNotBuilt {
-            key: "ledger.url",
-            engine: target.engine(),
-        })),
-    }
-}
-
 /// Opens the ledger, takes the lock, closes sweep rows a previous run left open and builds
 /// the worker, all on the blocking pool (SQLite, the lock file and the TLS set-up block).
 async fn open(
@@ -469,7 +467,7 @@ async fn open(
     let opening = tokio::task::spawn_blocking(move || {
         let target = &config.ledger;
         let mut ledger = ledger::open(target, OpenMode::Create)?;
-        let lock = lock(target)?;
+        let lock = Held::acquire(target, &config.worker.node_name)?;
         // Every attempt the worker's connection records is this node's.
         ledger.set_node(config.worker.node_name.clone());
         ledger.node_started(&NodeStart {

@@ -14,6 +14,7 @@ use super::live::Live;
 use super::lock::Guard;
 use super::{DaemonError, HttpSlot, Reloader, build_worker, sweep_status};
 use crate::config::{Config, ConfigError, LoadedKeys};
+use crate::domain::node::HEARTBEAT_EVERY;
 use crate::domain::{Clock, Timestamp, format_ts};
 use crate::http::HttpError;
 use crate::notify::Notifier;
@@ -97,12 +98,6 @@ enum Event {
     /// Idle for a sweep interval: the loop is alive (for `/healthz`).
     Tick,
 }
-
-/// The least time between two heartbeats of the node's `nodes` row: the loop goes round
-/// every second while halted and on every event, and one write per turn would be waste.
-/// Between sweeps the loop ticks at least once a sweep interval, and a long sweep
-/// heartbeats on its progress timer, so a live node is never silent (3 sweep intervals).
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
 /// How often a halted daemon looks for an operator's `resume` request in the ledger. The
 /// request travels through the ledger, where its audit row is anyway (see
@@ -191,17 +186,33 @@ impl SweepLoop {
                 Event::Ping => self.notifier.watchdog(),
                 Event::CheckResume => {}
                 Event::Sweep => {
-                    if let Err(e) = self.guard.check().await {
-                        error!(error = %e, "ledger identity lost; stopping");
-                        self.notifier.status(&e.to_string());
-                        return Err(e);
+                    // The ledger's server away (PostgreSQL restarting): no sweep now, the
+                    // next tick tries again; `/readyz` says `ledger_unavailable` meanwhile.
+                    match self.guard.check().await {
+                        Err(DaemonError::Ledger(e)) if e.is_unavailable() => {
+                            wake_at = self.after_sweep(Err(e.into())).await;
+                            continue;
+                        }
+                        Err(e) => {
+                            error!(error = %e, "ledger identity lost; stopping");
+                            self.notifier.status(&e.to_string());
+                            return Err(e);
+                        }
+                        Ok(()) => {}
                     }
                     // A trigger dropped under a running daemon: nothing it writes from now on
                     // is protected, so it stops (exit 4, which systemd does not restart).
-                    if let Err(e) = self.ledger.call(|l| l.recheck_schema()).await {
-                        error!(error = %e, "ledger guarantees removed; stopping");
-                        self.notifier.status(&e.to_string());
-                        return Err(e.into());
+                    match self.ledger.call(|l| l.recheck_schema()).await {
+                        Err(e) if e.is_unavailable() => {
+                            wake_at = self.after_sweep(Err(e.into())).await;
+                            continue;
+                        }
+                        Err(e) => {
+                            error!(error = %e, "ledger guarantees removed; stopping");
+                            self.notifier.status(&e.to_string());
+                            return Err(e.into());
+                        }
+                        Ok(()) => {}
                     }
                     let result = self.sweep_watched(&shutdown, &mut watchdog).await;
                     wake_at = self.after_sweep(result).await;

@@ -90,13 +90,21 @@ impl NodeState {
     pub const ALL: [Self; 3] = [Self::Running, Self::Stopped, Self::Silent];
 }
 
-/// How many sweep intervals without a heartbeat make a running node silent.
+/// How many heartbeat periods without a heartbeat make a running node silent.
 pub const SILENT_AFTER_INTERVALS: u32 = 3;
 
+/// The least time between two heartbeats of a daemon's `nodes` row (one write per turn of its
+/// loop would be waste). Its loop turns at least once a sweep interval, so it heartbeats at
+/// least every `max(sweep interval, HEARTBEAT_EVERY)`.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
 /// The silence threshold for a daemon sweeping every `sweep_interval`:
-/// [`SILENT_AFTER_INTERVALS`] of them (the daemon heartbeats at least once an interval).
+/// [`SILENT_AFTER_INTERVALS`] of its heartbeat periods, the longer of the sweep interval and
+/// [`HEARTBEAT_EVERY`] (a 1 s cron still heartbeats only every 5 s).
 pub fn silent_after(sweep_interval: Duration) -> Duration {
-    sweep_interval.saturating_mul(SILENT_AFTER_INTERVALS)
+    sweep_interval
+        .max(HEARTBEAT_EVERY)
+        .saturating_mul(SILENT_AFTER_INTERVALS)
 }
 
 /// Judges a node at `now` from its last heartbeat and its clean stop, if any. A heartbeat
@@ -160,6 +168,11 @@ mod tests {
         let now = t("2026-11-25T10:01:30.000Z");
         let limit = silent_after(Duration::from_secs(30));
         assert_eq!(limit, Duration::from_secs(90));
+        // A sweep interval shorter than the heartbeat's period: the period counts.
+        assert_eq!(
+            silent_after(Duration::from_secs(1)),
+            Duration::from_secs(15)
+        );
         let table = [
             // heartbeat, stopped, state
             ("2026-11-25T10:01:29.000Z", None, NodeState::Running),

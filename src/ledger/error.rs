@@ -258,17 +258,31 @@ pub enum LedgerError {
         /// What to use instead, e.g. "use pg_dump".
         instead: &'static str,
     },
-    /// The configuration selects an engine this build does not have yet (`ledger.url`: the
-    /// PostgreSQL engine of issue 14 is not in this build). The binary exits 3.
+    /// Another daemon of the same node name holds the node's lock on this PostgreSQL ledger
+    /// (`worker.node_name`). The binary exits 2, as for a second daemon on an SQLite file.
     #[error(
-        "{key} selects a {engine} ledger, and the {engine} engine is not in this build yet; \
-         use ledger.path (SQLite) instead"
+        "another checus-reconciler daemon with node name {node} is already running on the \
+         ledger {url} (it holds the node's lock); stop it first, or give this one another \
+         worker.node_name"
     )]
-    EngineNotBuilt {
-        /// The config key that selected it.
-        key: &'static str,
-        /// The engine, e.g. "PostgreSQL".
-        engine: &'static str,
+    NodeRunning {
+        /// The node name.
+        node: String,
+        /// `ledger.url`.
+        url: String,
+    },
+    /// The daemon's session holding its node lock ended (the server restarted) and another
+    /// daemon of the same node name took the lock before this one could take it again: this
+    /// one stops, since two daemons of one name would share their leases.
+    #[error(
+        "the node lock of {node} on the ledger {url} was lost and another daemon of that node \
+         name holds it now; stopping"
+    )]
+    NodeLockLost {
+        /// The node name.
+        node: String,
+        /// `ledger.url`.
+        url: String,
     },
     /// The connection could not be set up (pragmas, schema creation).
     #[error("cannot set up ledger {}: {step}", path.display())]

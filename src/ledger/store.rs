@@ -44,8 +44,10 @@ pub trait WorkQueue {
     /// The worker's claim: pending refunds due at `now`, the longest-due first, at most
     /// `limit`, leaving out rows flagged unusable and rows another node holds a lease on that
     /// ends after `now`; each row returned is leased to `node` until `lease_until` in the same
-    /// transaction (`refunds.claimed_by`/`claimed_until`). A lease of `node`'s own is taken
-    /// again. Recording the refund's attempt clears the lease. (On PostgreSQL: `FOR UPDATE
+    /// transaction (`refunds.claimed_by`/`claimed_until`). A live lease of `node`'s own is
+    /// left out too (a refund this node is querying now): [`NodePresence::node_started`]
+    /// ends a previous run's leases, [`WorkQueue::release_claims`] those a sweep claimed and
+    /// did not send. Recording the refund's attempt clears the lease. (On PostgreSQL: `FOR UPDATE
     /// SKIP LOCKED`, so two nodes claiming at once never get the same row.)
     fn claim_due(
         &self,
@@ -64,8 +66,17 @@ pub trait WorkQueue {
         limit: usize,
     ) -> Result<Readout<(RefundStatus, RefundState)>, LedgerError>;
 
+    /// Ends `node`'s leases on the pending refunds `numbers` (claimed, then not sent: a
+    /// chunk cut short, a probe that needed one): they are due again at once, for any node.
+    /// A lease another node holds is left alone. Returns how many were released.
+    fn release_claims(
+        &self,
+        node: &NodeName,
+        numbers: &[OutRefundNo],
+    ) -> Result<usize, LedgerError>;
+
     /// When the next pending refund not in `skip` that `node` may claim falls due, if any is
-    /// scheduled: its `next_query_at`, or the end of another node's lease on it if later.
+    /// scheduled: its `next_query_at`, or the end of a live lease on it if later.
     fn next_due_at(
         &self,
         skip: &SkipList,
@@ -281,7 +292,8 @@ pub trait Reads {
 /// The daemon's own row in `nodes`: upserted at start, heartbeat while it runs, stopped on a
 /// clean stop. Rows are never deleted by the daemon.
 pub trait NodePresence {
-    /// Upserts the node's row at its start (`stopped_at` cleared).
+    /// Upserts the node's row at its start (`stopped_at` cleared) and ends the leases a
+    /// previous run of the node left (it holds the node's lock: none of them is in flight).
     fn node_started(&self, node: &NodeStart) -> Result<(), LedgerError>;
 
     /// Records a heartbeat at `at` (never before the node's start); false when the node has

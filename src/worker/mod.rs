@@ -592,7 +592,14 @@ impl Inner {
         let skip = self.skipping.snapshot();
         let room = 1 + skip.len();
         let due = self.claim(now, room).await?;
+        let leased: Vec<OutRefundNo> = due.rows.iter().map(|s| s.out_refund_no.clone()).collect();
         let due = self.usable(due, now, report).await?;
+        let probe: HashSet<OutRefundNo> = due
+            .first()
+            .map(|s| s.out_refund_no.clone())
+            .into_iter()
+            .collect();
+        self.release_unsent(&leased, &probe).await?;
         let Some(state) = due.into_iter().next() else {
             match pause {
                 Pause::Halt => {
@@ -629,6 +636,28 @@ impl Inner {
         }
     }
 
+    /// Ends this node's leases on the refunds of `leased` that are not in `sent`: claimed,
+    /// and left for the next claim of any node.
+    async fn release_unsent(
+        &self,
+        leased: &[OutRefundNo],
+        sent: &HashSet<OutRefundNo>,
+    ) -> Result<(), WorkerError> {
+        let unsent: Vec<OutRefundNo> = leased
+            .iter()
+            .filter(|no| !sent.contains(*no))
+            .cloned()
+            .collect();
+        if unsent.is_empty() {
+            return Ok(());
+        }
+        let node = self.settings.node_name.clone();
+        self.ledger
+            .call(move |l| l.release_claims(&node, &unsent))
+            .await?;
+        Ok(())
+    }
+
     /// Claims up to `limit` due refunds leased to this node for [`LeaseTerms::lease`] from
     /// `now`; the lease's end comes with them.
     async fn claim(
@@ -651,9 +680,9 @@ impl Inner {
     /// no lease).
     ///
     /// Rows that cannot be read are flagged and skipped (see [`skip`]); rows on the skip list
-    /// are passed without taking a place in the batch. A claim returns this node's own leases
-    /// too (a restart's, or a refund left unsent), so the refunds this sweep already took are
-    /// passed the same way.
+    /// are passed without taking a place in the batch. Every claimed refund that is not sent
+    /// (a skip-list row, one past the chunk) has its lease ended at once, so it is due again
+    /// for any node; a claim never returns a live lease, this node's own included.
     async fn claim_and_dispatch(
         self: &Arc<Self>,
         sweep: i64,
@@ -670,9 +699,11 @@ impl Inner {
                 .lease
                 .chunk(self.limiter.rate(), sender.queued(), batch - taken.len());
             let skip = self.skipping.snapshot();
-            let room = want.saturating_add(skip.len()).saturating_add(taken.len());
+            let room = want.saturating_add(skip.len());
             let read = self.claim(now, room).await?;
             let full = read.rows.len() + read.unreadable.len() >= room;
+            let leased: Vec<OutRefundNo> =
+                read.rows.iter().map(|s| s.out_refund_no.clone()).collect();
             let lease_until = self.lease.lease_until(now);
             let usable = self
                 .usable_counted(read.map(|s| (RefundStatus::Pending, s)), now, report, first)
@@ -685,6 +716,7 @@ impl Inner {
             fresh.truncate(want);
             report.claimed += fresh.len() as u64;
             taken.extend(fresh.iter().map(|(_, s)| s.out_refund_no.clone()));
+            self.release_unsent(&leased, &taken).await?;
             let got = fresh.len();
             sender
                 .send(self, fresh, Some(lease_until), sweep, shutdown)

@@ -82,6 +82,16 @@ gateway_public_key = "file:{public}"
     )
 }
 
+/// Writes `dir/<file>`: [`config_text`] with `[ledger] url = <url>` (a PostgreSQL ledger)
+/// instead of the SQLite path, and returns its path.
+pub fn write_pg_config(dir: &Path, file: &str, base_url: &str, url: &str, extra: &str) -> PathBuf {
+    let sqlite = format!("path = \"{}\"", dir.join("ledger.sqlite").display());
+    let text = config_text(dir, base_url, extra).replacen(&sqlite, &format!("url = {url:?}"), 1);
+    let path = dir.join(file);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// Writes `dir/config.toml` (see [`config_text`]) and returns its path.
 pub fn write_config(dir: &Path, base_url: &str, extra: &str) -> PathBuf {
     let path = dir.join("config.toml");

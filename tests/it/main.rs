@@ -26,6 +26,7 @@ mod observe;
 mod operations;
 mod operator;
 mod papercuts;
+mod pg_daemon;
 mod pg_ledger;
 mod pg_roles;
 mod pg_schema;

@@ -15,7 +15,7 @@ use crate::common::proc::{
 };
 use crate::common::ts;
 use checus_reconciler::domain::{Currency, FinalStatus, NewRefund, NodeName, RefundStatus};
-use checus_reconciler::ledger::{SCHEMA_VERSION, SqliteLedger};
+use checus_reconciler::ledger::{NodeStart, SCHEMA_VERSION, SqliteLedger};
 use checus_reconciler::sandbox::{RefundScript, Step};
 use rust_decimal::Decimal;
 
@@ -86,9 +86,15 @@ fn a_claim_leases_its_rows_skips_another_nodes_live_lease_and_recording_clears_i
     // Node B meanwhile gets only the unleased one.
     let b = claimed_nos(&l, now, "node-b", "2026-01-01T01:02:00.000Z");
     assert_eq!(b, ["R3"]);
-    // Node A's own leases are its to take again (a restart, or a refund it did not send).
-    let again = claimed_nos(&l, now, "node-a", "2026-01-01T01:03:00.000Z");
-    assert_eq!(again, ["R1", "R2"]);
+    // A live lease is not claimed again, the node's own included (a refund in flight).
+    assert!(claimed_nos(&l, now, "node-a", "2026-01-01T01:03:00.000Z").is_empty());
+    // Claimed and not sent: released, due again at once for any node; a release by another
+    // node leaves the lease alone.
+    assert_eq!(l.release_claims(&node("node-b"), &[no("R2")]).unwrap(), 0);
+    assert_eq!(l.release_claims(&node("node-a"), &[no("R2")]).unwrap(), 1);
+    assert_eq!(lease(&path, "R2"), (None, None));
+    let again = claimed_nos(&l, now, "node-a", "2026-01-01T01:02:00.000Z");
+    assert_eq!(again, ["R2"]);
     // Next due for node B: not now (everything is leased to others), but when A's leases end.
     l.set_node(Some(node("node-c")));
     assert_eq!(
@@ -139,6 +145,18 @@ fn a_claim_leases_its_rows_skips_another_nodes_live_lease_and_recording_clears_i
         let e = raw.execute(bad, []).unwrap_err().to_string();
         assert!(e.contains("CHECK constraint failed"), "{bad}: {e}");
     }
+
+    // A node's start ends the leases its previous run left (it holds the node's lock).
+    l.node_started(&NodeStart {
+        name: node("node-b"),
+        host: "h".into(),
+        pid: 1,
+        version: "0".into(),
+        at: ts(late),
+    })
+    .unwrap();
+    assert_eq!(lease(&path, "R2"), (None, None));
+    assert_eq!(lease(&path, "R3"), (None, None));
 }
 
 #[test]

@@ -635,20 +635,13 @@ fn pg_claim_returns_due_rows_oldest_first_and_skips_leased_and_locked_rows() {
         rows.push(r);
     }
     ledger.import(&rows, &mut |_| {}).unwrap();
-    assert_eq!(
-        ledger
-            .next_due_at(&Default::default(), ledger.node())
-            .unwrap(),
-        None
-    );
+    assert_eq!(ledger.next_due_at(&Default::default()).unwrap(), None);
     assert_eq!(
         ledger.schedule_new(Duration::from_millis(600_250)).unwrap(),
         3
     );
     assert_eq!(
-        ledger
-            .next_due_at(&Default::default(), ledger.node())
-            .unwrap(),
+        ledger.next_due_at(&Default::default()).unwrap(),
         Some(ts("2026-01-01T00:10:00.250Z"))
     );
 
@@ -1460,11 +1453,11 @@ fn pg_confirmations_are_claimed_once_and_unused_claims_released() {
     let got = b.claim_due(now, 10, "node-b", lease).unwrap();
     assert_eq!(got.rows.len(), 1);
     assert_eq!(
-        ledger.release_claims(&[no("P1")]).unwrap(),
+        ledger.release_claims("node-a", &[no("P1")]).unwrap(),
         0,
         "node-b's lease"
     );
-    assert_eq!(b.release_claims(&[no("P1")]).unwrap(), 1);
+    assert_eq!(b.release_claims("node-b", &[no("P1")]).unwrap(), 1);
     assert_eq!(
         count(
             &mut c,
@@ -1586,7 +1579,7 @@ fn pg_claim_cost_does_not_grow_with_the_ledger() {
             times.push(start.elapsed());
             assert_eq!(got.rows.len(), 1_000);
             let numbers: Vec<_> = got.rows.iter().map(|s| s.out_refund_no.clone()).collect();
-            assert_eq!(ledger.release_claims(&numbers).unwrap(), 1_000);
+            assert_eq!(ledger.release_claims("node-a", &numbers).unwrap(), 1_000);
         }
         times.sort();
         eprintln!(

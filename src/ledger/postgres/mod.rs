@@ -33,6 +33,7 @@
 
 mod bench;
 mod inbox;
+mod lock;
 mod maintenance;
 mod nodes;
 mod open;
@@ -55,6 +56,7 @@ use postgres::{Client, IsolationLevel, Row, Statement, Transaction};
 use super::error::{During, LedgerError};
 use crate::domain::Timestamp;
 
+pub use lock::NodeLock;
 pub use open::PG_SCHEMA_VERSION;
 
 /// How many times one transaction runs when PostgreSQL aborts it as a serialization failure or
@@ -90,7 +92,7 @@ pub struct PgLedger {
 
 /// The connection and the statements prepared on it (they die with it).
 struct Session {
-    client: Client,
+    client: Conn,
     cache: HashMap<&'static str, Statement>,
     /// The connection failed under us (an I/O error): opened again before the next use, even
     /// if the client has not noticed yet.
@@ -313,10 +315,65 @@ impl PgLedger {
     }
 }
 
+/// A client that may be dropped anywhere. The synchronous client closes its connection with
+/// its own `block_on`, which panics on a tokio worker thread, and the daemon drops ledgers in
+/// async code (its stop, a reload): the close runs on a thread of its own there.
+pub(crate) struct Conn(Option<Client>);
+
+impl Conn {
+    pub(crate) fn new(client: Client) -> Self {
+        Self(Some(client))
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        match &self.0 {
+            Some(c) => c,
+            None => unreachable!("a Conn holds its client until it is dropped"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        match &mut self.0 {
+            Some(c) => c,
+            None => unreachable!("a Conn holds its client until it is dropped"),
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let Some(client) = self.0.take() else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return drop(client);
+        }
+        // Off the runtime. If no thread can be started, the socket is left to the process's
+        // end (the server notices the closed socket) rather than panicking here.
+        let (tx, rx) = std::sync::mpsc::channel::<Client>();
+        let closer = std::thread::Builder::new()
+            .name("pg-close".into())
+            .spawn(move || drop(rx.recv()));
+        match closer {
+            Ok(_) => {
+                if let Err(unsent) = tx.send(client) {
+                    std::mem::forget(unsent.0);
+                }
+            }
+            Err(_) => std::mem::forget(client),
+        }
+    }
+}
+
 impl Session {
     fn new(client: Client) -> Self {
         Self {
-            client,
+            client: Conn::new(client),
             cache: HashMap::new(),
             broken: false,
         }

@@ -10,7 +10,7 @@ use crate::ledger::types::{NodeRow, NodeStart};
 
 impl PgLedger {
     /// Upserts the node's row at its start: host, pid, version, start and first heartbeat;
-    /// a previous clean stop is cleared.
+    /// a previous clean stop is cleared, and the leases a previous run left are ended.
     pub fn node_started(&self, node: &NodeStart) -> Result<(), LedgerError> {
         const OP: &str = "record node start";
         let at = ms(node.at);
@@ -25,6 +25,13 @@ impl PgLedger {
                         started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
                         stopped_at = NULL",
                 &[&node.name.as_str(), &node.host, &pid, &node.version, &at],
+            )?;
+            // A previous run's leases: it is gone (this daemon holds the node's lock).
+            db.execute(
+                OP,
+                "UPDATE refunds SET claimed_by = NULL, claimed_until = NULL
+                  WHERE status = 'REFUND_PENDING' AND claimed_by = $1",
+                &[&node.name.as_str()],
             )?;
             Ok(())
         })

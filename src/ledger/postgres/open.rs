@@ -68,8 +68,12 @@ impl PgLedger {
         Self::connect(target, true)?.verify_schema()
     }
 
-    /// Connects (no schema check yet).
-    fn connect(target: &PostgresTarget, read_only: bool) -> Result<Self, LedgerError> {
+    /// The client's settings for `target`: its URL, the password from `ledger.password`, a
+    /// 10 s connect timeout and the application name unless the URL sets them; and the URL
+    /// for messages.
+    pub(super) fn client_config(
+        target: &PostgresTarget,
+    ) -> Result<(postgres::Config, String), LedgerError> {
         let url = target.url.clone();
         let mut config: postgres::Config =
             url.parse().map_err(|source| LedgerError::PgConnect {
@@ -92,6 +96,12 @@ impl PgLedger {
         if config.get_application_name().is_none() {
             config.application_name("checus-reconciler");
         }
+        Ok((config, url))
+    }
+
+    /// Connects (no schema check yet).
+    fn connect(target: &PostgresTarget, read_only: bool) -> Result<Self, LedgerError> {
+        let (config, url) = Self::client_config(target)?;
         let client = connect(&config, &url, read_only)?;
         Ok(Self {
             session: RefCell::new(Session::new(client)),

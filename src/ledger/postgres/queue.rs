@@ -17,7 +17,7 @@ use crate::ledger::types::{
 
 /// The claim. The due rows are found by an ordered walk of the partial index `refunds_due`
 /// that stops after `$2` rows, skipping rows another transaction has locked (SKIP LOCKED) and
-/// rows another node holds a live lease on; each is leased to `$3` until `$4`, in the same
+/// rows under a live lease (another node's, or this node's own: a refund in flight); each is leased to `$3` until `$4`, in the same
 /// statement. Two conditions make it O(limit), not O(due) (schema.postgres.sql, `refunds_due`):
 /// the status is the literal 'REFUND_PENDING', and the transaction turns bitmap scans off.
 /// Rows flagged unusable (row_unreadable, row_unwritable) are left out, as on SQLite.
@@ -26,7 +26,7 @@ pub(super) static CLAIM: LazyLock<String> = LazyLock::new(|| {
         "WITH due AS (
             SELECT id FROM refunds
              WHERE status = 'REFUND_PENDING' AND next_query_at <= $1
-               AND (claimed_until IS NULL OR claimed_until <= $1 OR claimed_by = $3)
+               AND (claimed_until IS NULL OR claimed_until <= $1)
                AND review_reason IS DISTINCT FROM 'row_unreadable'
                AND review_reason IS DISTINCT FROM 'row_unwritable'
              ORDER BY next_query_at
@@ -90,13 +90,19 @@ impl PgLedger {
         })
     }
 
-    /// Ends this ledger's node's leases on the refunds `numbers` it claimed but will not query
+    /// Ends `node`'s leases on the refunds `numbers` it claimed but will not query
     /// (a batch cut short, a probe that needed one): they are due again at once, for any node.
     /// A lease another node holds is left alone. Returns how many were released.
-    pub fn release_claims(&self, numbers: &[OutRefundNo]) -> Result<usize, LedgerError> {
+    pub fn release_claims(
+        &self,
+        node: &str,
+        numbers: &[OutRefundNo],
+    ) -> Result<usize, LedgerError> {
         const OP: &str = "release claims";
+        if numbers.is_empty() {
+            return Ok(0);
+        }
         let numbers: Vec<&str> = numbers.iter().map(OutRefundNo::as_str).collect();
-        let node = self.node.clone();
         self.write(OP, |db| {
             let n = db.execute(
                 OP,
@@ -163,15 +169,12 @@ impl PgLedger {
 
     /// When `node` can next claim a pending refund not in `skip` (`None`: nothing
     /// scheduled), passing rows flagged unusable: the earliest `next_query_at`, or, for a row
-    /// another node holds a lease on, the later of that and the lease's end (so the daemon
+    /// under a lease (any node's: a claim leaves out live leases, its own too), the later of
+    /// that and the lease's end (so the daemon
     /// does not wake up for a row it cannot claim). Rows are read in due order, a bounded
     /// number past the skipped ones; a run of rows all leased to others longer than that is
     /// answered with the earliest wake-up among those read.
-    pub fn next_due_at(
-        &self,
-        skip: &SkipList,
-        node: &str,
-    ) -> Result<Option<Timestamp>, LedgerError> {
+    pub fn next_due_at(&self, skip: &SkipList) -> Result<Option<Timestamp>, LedgerError> {
         const OP: &str = "read next due time";
         const LOOK_PAST: usize = 256;
         let limit = limit_arg(skip.len().saturating_add(LOOK_PAST));
@@ -196,9 +199,9 @@ impl PgLedger {
                 }
                 let claimed_by: Option<String> = r.get(3);
                 let claimed_until: Option<Timestamp> = r.get(4);
-                let foreign = claimed_by.as_deref().is_some_and(|c| c != node);
+                // This node's own live lease counts too: the claim leaves it out.
                 let at = claimed_until
-                    .filter(|_| foreign)
+                    .filter(|_| claimed_by.is_some())
                     .map_or(due, |end| end.max(due));
                 best = Some(best.map_or(at, |b| b.min(at)));
                 if at == due {

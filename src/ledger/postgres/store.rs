@@ -50,12 +50,20 @@ impl WorkQueue for PgLedger {
         PgLedger::claim_confirmations(self, now, confirm_after, limit, until)
     }
 
+    fn release_claims(
+        &self,
+        node: &NodeName,
+        numbers: &[OutRefundNo],
+    ) -> Result<usize, LedgerError> {
+        PgLedger::release_claims(self, node.as_str(), numbers)
+    }
+
     fn next_due_at(
         &self,
         skip: &SkipList,
-        node: &NodeName,
+        _node: &NodeName,
     ) -> Result<Option<Timestamp>, LedgerError> {
-        PgLedger::next_due_at(self, skip, node.as_str())
+        PgLedger::next_due_at(self, skip)
     }
 
     fn state(

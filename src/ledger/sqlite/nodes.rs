@@ -11,11 +11,11 @@ use super::SqliteLedger;
 use super::error::{During, LedgerError};
 use super::rows::{RawRefund, select_each};
 use super::types::{Cell, NodeRow, NodeStart, Readout, SkipList, limit_arg, ts_text};
-use crate::domain::{NodeName, RefundState, Timestamp};
+use crate::domain::{NodeName, OutRefundNo, RefundState, Timestamp};
 
-/// The claim: the due query ([`super::read::DUE`]) leaving out refunds another node leased
-/// until later than now. A lease of this node's own (a claim it did not send, a restart)
-/// is taken again. `status = 'REFUND_PENDING'` stays a literal, so `refunds_due` applies.
+/// The claim: the due query ([`super::read::DUE`]) leaving out refunds under a lease that
+/// ends later than now, this node's own too (a refund in flight; the leases a previous run
+/// left are ended at the node's start, those a sweep did not send by `release_claims`). `status = 'REFUND_PENDING'` stays a literal, so `refunds_due` applies.
 pub(crate) const CLAIM_DUE: &str = "\
     SELECT out_refund_no, refund_trade_no, out_trade_no, amount, currency, status, created_at,
            notified_at, finalized_at, final_source, refund_finish_time, next_query_at, attempts,
@@ -24,9 +24,14 @@ pub(crate) const CLAIM_DUE: &str = "\
       FROM refunds
      WHERE status = 'REFUND_PENDING' AND next_query_at <= ?1
        AND review_reason IS NOT 'row_unreadable' AND review_reason IS NOT 'row_unwritable'
-       AND (claimed_by IS NULL OR claimed_by = ?3 OR claimed_until <= ?1)
+       AND (claimed_by IS NULL OR claimed_until <= ?1)
      ORDER BY next_query_at, id
      LIMIT ?2";
+
+/// Ends every lease a node holds (at its start: a previous run's claims, none in flight).
+/// The literal status lets the partial index `refunds_due` serve.
+const RELEASE_NODE: &str = "UPDATE refunds SET claimed_by = NULL, claimed_until = NULL
+                              WHERE status = 'REFUND_PENDING' AND claimed_by = ?1";
 
 impl SqliteLedger {
     /// Names the node whose attempts this connection records (`attempts.node`): the worker's
@@ -55,12 +60,8 @@ impl SqliteLedger {
         let now_text = ts_text(now);
         let until = ts_text(lease_until);
         self.write(OP, |tx| {
-            let rows = select_each::<RawRefund>(
-                tx,
-                OP,
-                CLAIM_DUE,
-                params![now_text, limit_arg(limit), node.as_str()],
-            )?;
+            let rows =
+                select_each::<RawRefund>(tx, OP, CLAIM_DUE, params![now_text, limit_arg(limit)])?;
             let read = Readout::of(rows);
             let mut lease = tx
                 .prepare_cached(
@@ -77,11 +78,39 @@ impl SqliteLedger {
         })
     }
 
+    /// Ends `node`'s leases on the pending refunds `numbers` (claimed and not sent): due
+    /// again at once. Returns how many were released.
+    pub fn release_claims(
+        &self,
+        node: &NodeName,
+        numbers: &[OutRefundNo],
+    ) -> Result<usize, LedgerError> {
+        const OP: &str = "release claims";
+        if numbers.is_empty() {
+            return Ok(0);
+        }
+        self.write(OP, |tx| {
+            let mut release = tx
+                .prepare_cached(
+                    "UPDATE refunds SET claimed_by = NULL, claimed_until = NULL
+                      WHERE out_refund_no = ?1 AND claimed_by = ?2",
+                )
+                .during(OP)?;
+            let mut n = 0;
+            for no in numbers {
+                n += release
+                    .execute(params![no.as_str(), node.as_str()])
+                    .during(OP)?;
+            }
+            Ok(n)
+        })
+    }
+
     /// When the next pending refund `node` may claim falls due (`None`: nothing scheduled),
-    /// passing rows flagged unusable and those in `skip`: its `next_query_at`, or, when
-    /// another node holds a lease on it that ends later, the lease's end. With no `node`,
-    /// leases are not looked at. Walks `refunds_due` from its start, past the rows leased by
-    /// others that end later than a row already found.
+    /// passing rows flagged unusable and those in `skip`: its `next_query_at`, or, when a
+    /// lease on it (any node's) ends later, the lease's end. With no `node`, leases are not
+    /// looked at. Walks `refunds_due` from its start, past the leased rows that end later
+    /// than a row already found.
     pub fn next_due_at_for(
         &self,
         skip: &SkipList,
@@ -112,10 +141,10 @@ impl SqliteLedger {
             }
             let claimed_by: Option<String> = r.get(3).during(OP)?;
             let claimed_until: Option<String> = r.get(4).during(OP)?;
-            let foreign =
-                node.is_some_and(|n| claimed_by.as_deref().is_some_and(|c| c != n.as_str()));
+            // Any live lease counts, this node's own too: the claim leaves it out.
+            let leased = node.is_some() && claimed_by.is_some();
             let lease_end = claimed_until
-                .filter(|_| foreign)
+                .filter(|_| leased)
                 .and_then(|t| cell.ts("claimed_until", &t).ok());
             let at = lease_end.map_or(due, |end| end.max(due));
             best = Some(best.map_or(at, |b| b.min(at)));
@@ -127,7 +156,8 @@ impl SqliteLedger {
     }
 
     /// Upserts the node's row at its start: host, pid, version, `started_at` and
-    /// `heartbeat_at` set to `node.at`, `stopped_at` cleared.
+    /// `heartbeat_at` set to `node.at`, `stopped_at` cleared; the leases a previous run of the
+    /// node left are ended (the daemon holds the node's lock: none is in flight).
     pub fn node_started(&self, node: &NodeStart) -> Result<(), LedgerError> {
         const OP: &str = "record node start";
         let at = ts_text(node.at);
@@ -149,6 +179,10 @@ impl SqliteLedger {
                 at
             ])
             .during(OP)?;
+            tx.prepare_cached(RELEASE_NODE)
+                .during(OP)?
+                .execute(params![node.name.as_str()])
+                .during(OP)?;
             Ok(())
         })
     }

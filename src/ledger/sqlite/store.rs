@@ -59,6 +59,14 @@ impl WorkQueue for SqliteLedger {
         SqliteLedger::due_confirmations(self, now, confirm_after, limit)
     }
 
+    fn release_claims(
+        &self,
+        node: &NodeName,
+        numbers: &[OutRefundNo],
+    ) -> Result<usize, LedgerError> {
+        SqliteLedger::release_claims(self, node, numbers)
+    }
+
     fn next_due_at(
         &self,
         skip: &SkipList,

@@ -81,7 +81,7 @@ fn due_query_walks_the_partial_due_index_in_order() {
         let p = plan(
             &ledger.conn,
             super::nodes::CLAIM_DUE,
-            &[&"2026-01-02T00:00:00.000Z", &10, &"node-1"],
+            &[&"2026-01-02T00:00:00.000Z", &10],
         );
         assert!(
             p.contains("USING INDEX refunds_due") && !p.contains("TEMP B-TREE"),
