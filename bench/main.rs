@@ -119,6 +119,12 @@ enum Cmd {
         /// `worker.concurrency` of each daemon.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// `worker.batch_size` of each daemon (default: the product's).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// `worker.sweep_cron` of each daemon (default: the product's), e.g. "* * * * * *".
+        #[arg(long)]
+        sweep_cron: Option<String>,
         /// Keep the working folder (configs, daemon and sandbox logs) and print its path.
         #[arg(long)]
         keep: bool,
@@ -198,13 +204,21 @@ fn main() -> Result<()> {
             refunds,
             latency,
             concurrency,
+            batch_size,
+            sweep_cron,
             keep,
         } => {
             let bin = release_bin()?;
             let work = tempfile::Builder::new()
                 .prefix("checus-pgnodes-")
                 .tempdir()?;
-            let result = pg::nodes(&bin, work.path(), &url, refunds, &latency, concurrency);
+            let workers = pg::Workers {
+                latency,
+                concurrency,
+                batch_size,
+                sweep_cron,
+            };
+            let result = pg::nodes(&bin, work.path(), &url, refunds, &workers);
             if keep {
                 eprintln!("working folder kept: {}", work.keep().display());
             }

@@ -21,7 +21,7 @@ use chrono::{TimeDelta, Utc};
 use postgres::{Client, NoTls};
 
 use crate::ledgergen::{AMOUNT, CURRENCY, DUE_AFTER_CREATED, pending_no, success_scripts};
-use crate::procs::{SandboxProc, Timed, daemon_totals};
+use crate::procs::{SandboxProc, Timed, daemon_totals, process_cpu};
 use crate::thousands;
 
 /// The variable naming the server (the tests' own, `tests/common/pg.rs`).
@@ -228,7 +228,7 @@ fn timed_claim(ledger: &PgLedger, now: Timestamp, lease_until: Timestamp) -> Res
         got.unreadable.len()
     );
     let numbers: Vec<OutRefundNo> = got.rows.into_iter().map(|s| s.out_refund_no).collect();
-    ensure!(ledger.release_claims(&numbers)? == CLAIM, "release");
+    ensure!(ledger.release_claims(NODE, &numbers)? == CLAIM, "release");
     Ok(elapsed)
 }
 
@@ -341,9 +341,46 @@ struct NodesRun {
     per_node: Vec<(String, i64)>,
     /// Each daemon's user+sys CPU over its life, seconds.
     cpu_s: Vec<f64>,
-    /// Share of the machine's CPU time busy (all processes) from the first finalized refund to
-    /// the last, from `/proc/stat`.
-    busy: f64,
+    /// What the machine spent while the refunds were being finalized.
+    window: Window,
+}
+
+/// CPU seconds used so far by each part of a run, and the machine's CPU ticks.
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    daemons: f64,
+    sandbox: f64,
+    /// The server processes serving the run's database (their process title names it).
+    server: f64,
+    busy_ticks: u64,
+    total_ticks: u64,
+}
+
+/// From the first poll that saw a refund finalized to the poll that saw none pending.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    /// Refunds finalized between the two samples.
+    refunds: usize,
+    start: CpuSample,
+    end: CpuSample,
+}
+
+impl Window {
+    /// The share of the machine's CPU busy (every process, other work included).
+    fn busy(&self) -> f64 {
+        (self.end.busy_ticks - self.start.busy_ticks) as f64
+            / (self.end.total_ticks - self.start.total_ticks).max(1) as f64
+    }
+
+    /// CPU per refund finalized in the window: daemons, sandbox, server, in seconds.
+    fn per_refund(&self) -> (f64, f64, f64) {
+        let n = self.refunds.max(1) as f64;
+        (
+            (self.end.daemons - self.start.daemons) / n,
+            (self.end.sandbox - self.start.sandbox) / n,
+            (self.end.server - self.start.server) / n,
+        )
+    }
 }
 
 impl NodesRun {
@@ -352,39 +389,43 @@ impl NodesRun {
     }
 }
 
+/// What every daemon of a `pg-nodes` run is given.
+pub struct Workers {
+    /// The sandbox's answer latency (`50ms`).
+    pub latency: String,
+    /// `worker.concurrency`.
+    pub concurrency: usize,
+    /// `worker.batch_size` (`None`: the product's default).
+    pub batch_size: Option<usize>,
+    /// `worker.sweep_cron` (`None`: the product's default).
+    pub sweep_cron: Option<String>,
+}
+
 /// `bench pg-nodes`: one daemon, then two, each run on a fresh database and a fresh sandbox.
-pub fn nodes(
-    bin: &Path,
-    work: &Path,
-    server: &str,
-    refunds: usize,
-    latency: &str,
-    concurrency: usize,
-) -> Result<()> {
+pub fn nodes(bin: &Path, work: &Path, server: &str, refunds: usize, w: &Workers) -> Result<()> {
     crate::write_keys(work)?;
-    let one = nodes_run(bin, work, server, &["a"], refunds, latency, concurrency)?;
-    print_nodes(&one, latency, concurrency);
-    let two = nodes_run(
-        bin,
-        work,
-        server,
-        &["a", "b"],
-        refunds,
-        latency,
-        concurrency,
-    )?;
-    print_nodes(&two, latency, concurrency);
+    let one = nodes_run(bin, work, server, &["a"], refunds, w)?;
+    print_nodes(&one, w);
+    let two = nodes_run(bin, work, server, &["a", "b"], refunds, w)?;
+    print_nodes(&two, w);
     println!(
         "ratio two daemons ÷ one: {:.2}× ({:.0} ÷ {:.0} refunds/s; the issue's target: 1.8× or more)",
         two.rate() / one.rate(),
         two.rate(),
         one.rate()
     );
-    println!("machine: {}", crate::machine());
+    println!(
+        "worker settings: batch_size {}, sweep_cron {}; machine: {}",
+        w.batch_size
+            .map_or_else(|| "default".to_owned(), |b| b.to_string()),
+        w.sweep_cron.as_deref().unwrap_or("default"),
+        crate::machine()
+    );
     Ok(())
 }
 
-fn print_nodes(run: &NodesRun, latency: &str, concurrency: usize) {
+fn print_nodes(run: &NodesRun, w: &Workers) {
+    let (latency, concurrency) = (&w.latency, w.concurrency);
     let nodes: Vec<String> = run
         .per_node
         .iter()
@@ -392,7 +433,7 @@ fn print_nodes(run: &NodesRun, latency: &str, concurrency: usize) {
         .collect();
     let cpu: f64 = run.cpu_s.iter().sum();
     println!(
-        "{} daemon(s), {latency} latency, concurrency {concurrency} each: {} refunds in {:.2} s of attempts, {:.0} refunds/s ({:.1} % of {} × {concurrency} ÷ {latency}); attempts by node {}; daemon CPU {:.3} ms per refund; machine {:.0} % busy meanwhile",
+        "{} daemon(s), {latency} latency, concurrency {concurrency} each: {} refunds in {:.2} s of attempts, {:.0} refunds/s ({:.1} % of {} × {concurrency} ÷ {latency}); attempts by node {}; daemon CPU {:.3} ms per refund (whole life)",
         run.cpu_s.len(),
         thousands(run.refunds as u64),
         run.span_s,
@@ -401,8 +442,30 @@ fn print_nodes(run: &NodesRun, latency: &str, concurrency: usize) {
         run.cpu_s.len(),
         nodes.join(", "),
         cpu / run.refunds as f64 * 1e3,
-        run.busy * 100.0,
     );
+    let (daemons, sandbox, server) = run.window.per_refund();
+    let total = daemons + sandbox + server;
+    println!(
+        "    while {} refunds were finalized: machine {:.0} % busy (all processes); CPU per refund: daemons {:.3} ms + sandbox {:.3} ms + PostgreSQL backends {:.3} ms = {:.3} ms, so {} cores sustain at most {:.0} refunds/s of this system",
+        thousands(run.window.refunds as u64),
+        run.window.busy() * 100.0,
+        daemons * 1e3,
+        sandbox * 1e3,
+        server * 1e3,
+        total * 1e3,
+        cores(),
+        cores() as f64 / total,
+    );
+}
+
+/// The machine's cores, as `/proc/cpuinfo` counts them.
+fn cores() -> usize {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count()
+        .max(1)
 }
 
 /// `nodes` daemons × `concurrency` queries each per round trip of `latency`, refunds/s.
@@ -428,8 +491,7 @@ fn nodes_run(
     server: &str,
     nodes: &[&str],
     n: usize,
-    latency: &str,
-    concurrency: usize,
+    w: &Workers,
 ) -> Result<NodesRun> {
     let dir = work.join(format!("nodes-{}", nodes.len()));
     std::fs::create_dir_all(&dir)?;
@@ -437,17 +499,14 @@ fn nodes_run(
     drop(PgLedger::open(&db.target(), OpenMode::Create)?);
     let scripts = dir.join("scripts.jsonl");
     std::fs::write(&scripts, success_scripts(n))?;
-    let sandbox = SandboxProc::start(bin, &scripts, latency, &dir.join("sandbox.log"))?;
+    let sandbox = SandboxProc::start(bin, &scripts, &w.latency, &dir.join("sandbox.log"))?;
     let mut client = connect(&db.url)?;
     let due = Utc::now() + START_MARGIN;
     load_pending(&mut client, n, due)?;
     let mut daemons = Vec::new();
     for node in nodes {
         let config = dir.join(format!("config-{node}.toml"));
-        std::fs::write(
-            &config,
-            config_text(work, &db.url, &sandbox.url, node, concurrency),
-        )?;
+        std::fs::write(&config, config_text(work, &db.url, &sandbox.url, node, w))?;
         let mut daemon = Timed::start(
             bin,
             &["run", "-c", config.to_str().context("path")?],
@@ -461,7 +520,9 @@ fn nodes_run(
         Utc::now() < due,
         "the daemons were ready only after the refunds fell due (raise START_MARGIN)"
     );
-    let busy = wait_all_final(&mut client, n, Duration::from_secs(900))?;
+    let window = wait_all_final(&mut client, n, Duration::from_secs(900), &mut || {
+        cpu_sample(&daemons, &sandbox, &db.name)
+    })?;
     let logs: Vec<_> = daemons.iter().map(|d| d.log.clone()).collect();
     let mut cpu_s = Vec::new();
     for daemon in daemons {
@@ -503,7 +564,7 @@ fn nodes_run(
         span_s: (last - first).as_seconds_f64(),
         per_node,
         cpu_s,
-        busy,
+        window,
     })
 }
 
@@ -527,11 +588,19 @@ fn load_pending(client: &mut Client, n: usize, due: Timestamp) -> Result<()> {
 /// A daemon's config: the ledger on PostgreSQL, the sandbox as the gateway, the INSECURE test
 /// keys under `work`, and the worker's rate limit raised far above what `concurrency` queries
 /// at the sandbox's latency can reach, so it never caps the throughput. `batch_size` stays the
-/// default (500): a node claims a sweep's batch at once, so at the end of the run one node can
-/// be left alone with its last batch; 500 keeps that tail under a second (5,000, figure 2's
-/// batch, would leave one node up to 7.8 s of work alone).
-fn config_text(work: &Path, url: &str, gateway: &str, node: &str, concurrency: usize) -> String {
+/// default (500) unless asked: a node claims a sweep's batch at once, so at the end of the run
+/// one node can be left alone with its last batch; 500 keeps that tail under a second (5,000,
+/// figure 2's batch, would leave one node up to 7.8 s of work alone).
+fn config_text(work: &Path, url: &str, gateway: &str, node: &str, w: &Workers) -> String {
     let keys = work.join("keys");
+    let concurrency = w.concurrency;
+    let mut extra = String::new();
+    if let Some(b) = w.batch_size {
+        extra.push_str(&format!("batch_size = {b}\n"));
+    }
+    if let Some(c) = &w.sweep_cron {
+        extra.push_str(&format!("sweep_cron = \"{c}\"\n"));
+    }
     format!(
         r#"[ledger]
 url = "{url}"
@@ -549,7 +618,7 @@ gateway_public_key = "file:{keys}/gateway_public.pem"
 concurrency = {concurrency}
 node_name = "{node}"
 rate_per_second = 100000.0
-
+{extra}
 [log]
 format = "text"
 level = "info"
@@ -559,11 +628,16 @@ level = "info"
 }
 
 /// Waits until no refund is pending (an O(1) read of `refund_counts`, a few times a second:
-/// the harness shares the two cores with the daemons, the sandbox and the server). Returns the
-/// share of the machine's CPU busy from the first poll that saw work done to the end.
-fn wait_all_final(client: &mut Client, n: usize, timeout: Duration) -> Result<f64> {
+/// the harness shares the two cores with the daemons, the sandbox and the server), sampling
+/// the CPU at the first poll that sees a refund finalized and at the end.
+fn wait_all_final(
+    client: &mut Client,
+    n: usize,
+    timeout: Duration,
+    sample: &mut dyn FnMut() -> Result<CpuSample>,
+) -> Result<Window> {
     let started = Instant::now();
-    let mut from: Option<(u64, u64)> = None;
+    let mut from: Option<(usize, CpuSample)> = None;
     loop {
         let pending: i64 = client
             .query_one(
@@ -571,19 +645,58 @@ fn wait_all_final(client: &mut Client, n: usize, timeout: Duration) -> Result<f6
                 &[],
             )?
             .get(0);
-        if from.is_none() && usize::try_from(pending)? < n {
-            from = Some(cpu_ticks()?);
+        let pending = usize::try_from(pending)?;
+        if from.is_none() && pending < n {
+            from = Some((pending, sample()?));
         }
         if pending == 0 {
-            let (busy0, total0) = from.context("no refund was seen pending")?;
-            let (busy1, total1) = cpu_ticks()?;
-            return Ok((busy1 - busy0) as f64 / (total1 - total0).max(1) as f64);
+            let (left, start) = from.context("no refund was seen pending")?;
+            return Ok(Window {
+                refunds: left,
+                start,
+                end: sample()?,
+            });
         }
         if started.elapsed() > timeout {
             bail!("{pending} refunds still pending after {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// The CPU used so far by the daemons, the sandbox, the server processes of database `db`,
+/// and the machine.
+fn cpu_sample(daemons: &[Timed], sandbox: &SandboxProc, db: &str) -> Result<CpuSample> {
+    let mut d = 0.0;
+    for daemon in daemons {
+        d += daemon.cpu_now()?;
+    }
+    let (busy_ticks, total_ticks) = cpu_ticks()?;
+    Ok(CpuSample {
+        daemons: d,
+        sandbox: sandbox.cpu_now()?,
+        server: server_cpu(db),
+        busy_ticks,
+        total_ticks,
+    })
+}
+
+/// CPU seconds used so far by the PostgreSQL backends serving database `db` on this machine
+/// (a backend's process title is `postgres: CLUSTER: USER DB HOST STATE`); 0 when the server
+/// runs elsewhere.
+fn server_cpu(db: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let title = String::from_utf8_lossy(&c);
+                title.starts_with("postgres: ") && title.split_whitespace().any(|w| w == db)
+            })
+        })
+        .filter_map(|pid| process_cpu(pid).ok())
+        .sum()
 }
 
 /// The machine's busy and total CPU ticks so far (`/proc/stat`'s first line; idle and iowait
