@@ -2,9 +2,9 @@
 # The PostgreSQL ledger's figures (issue 14, part 5; BENCHMARKS.md "PostgreSQL ledger"): builds
 # the release binary and the harness, then runs
 #   bench pg-claim   the claim of 1,000 due refunds at 100k and 10M refunds (1 % pending), the
-#                    ratio, and the claim's plan at 10M (the 10M load takes about 5 min on 2 cores)
+#                    ratio, and the claim's plan at 10M (the 10M load: 3 to 4 min on 2 cores)
 #   bench pg-nodes   refunds/s of one daemon and of two on one ledger, 50 ms latency,
-#                    concurrency 32 each, and the ratio (about 2 min)
+#                    concurrency 32 each, and the ratio (about 3 min)
 # Each on a database of its own, created on the server and dropped at the end. The server:
 # CHECUS_TEST_POSTGRES_URL (a role that may create databases, trusted: no password), else
 # postgres://postgres@127.0.0.1:5432/postgres, as the tests.
