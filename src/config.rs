@@ -81,6 +81,17 @@ pub enum ConfigError {
         /// What is wrong with the value.
         reason: String,
     },
+    /// `ledger.ca_file` names a file that cannot serve as the PostgreSQL server's roots. The
+    /// message is the key and the file (unless the value looks like a pasted key); why is the
+    /// source.
+    #[error("ledger.ca_file: {}", shown_path(path))]
+    CaFile {
+        /// The file it names.
+        path: PathBuf,
+        /// Why it cannot serve.
+        #[source]
+        source: crate::ledger::CaFileError,
+    },
     /// A `[gateway]` value that the gateway settings' own rules refuse. The message is the key;
     /// the reason is the source, so a printed cause chain says it once.
     #[error("{key}")]
@@ -105,6 +116,7 @@ impl ConfigError {
     fn key(&self) -> Option<&str> {
         match self {
             Self::Invalid { key, .. } | Self::Gateway { key, .. } => Some(key),
+            Self::CaFile { .. } => Some("ledger.ca_file"),
             _ => None,
         }
     }
@@ -457,6 +469,7 @@ struct RawLedger {
     path: Option<PathBuf>,
     url: Option<String>,
     password: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 impl RawLedger {
@@ -484,23 +497,54 @@ impl RawLedger {
                         "is for ledger.url (PostgreSQL); an SQLite ledger has no password",
                     ));
                 }
+                if self.ca_file.is_some() {
+                    return Err(ConfigError::invalid(
+                        "ledger.ca_file",
+                        "is for ledger.url (PostgreSQL); an SQLite ledger has no TLS",
+                    ));
+                }
                 Ok(LedgerTarget::Sqlite(path))
             }
             (None, Some(url)) => {
-                postgres_url(&url)?;
+                let parsed = postgres_url(&url)?;
                 let password = self
                     .password
                     .map(|p| key_source("ledger.password", &p, env))
                     .transpose()?;
-                Ok(LedgerTarget::Postgres(PostgresTarget { url, password }))
+                let ca_file = self.ca_file.map(|p| ca_file(p, &parsed)).transpose()?;
+                Ok(LedgerTarget::Postgres(PostgresTarget {
+                    url,
+                    password,
+                    ca_file,
+                }))
             }
         }
     }
 }
 
-/// Checks `ledger.url`: the scheme, what `postgres::Config` makes of it, and no password.
-/// The error never repeats the URL (it could hold a password).
-fn postgres_url(url: &str) -> Result<(), ConfigError> {
+/// Checks `ledger.ca_file`: a file of PEM certificates that can serve as roots (read now, so
+/// a wrong path or file stops the start naming the key), for a URL that may use TLS.
+fn ca_file(path: PathBuf, url: &postgres::Config) -> Result<PathBuf, ConfigError> {
+    const KEY: &str = "ledger.ca_file";
+    if path.as_os_str().is_empty() {
+        return Err(ConfigError::invalid(KEY, "is empty"));
+    }
+    if url.get_ssl_mode() == postgres::config::SslMode::Disable {
+        return Err(ConfigError::invalid(
+            KEY,
+            "ledger.url says sslmode=disable, so no certificate is ever checked; remove one of \
+             the two",
+        ));
+    }
+    match crate::ledger::read_ca_file(&path) {
+        Ok(_) => Ok(path),
+        Err(source) => Err(ConfigError::CaFile { path, source }),
+    }
+}
+
+/// Checks `ledger.url`: the scheme, what `postgres::Config` makes of it, and no password;
+/// returns what it parsed to. The error never repeats the URL (it could hold a password).
+fn postgres_url(url: &str) -> Result<postgres::Config, ConfigError> {
     const KEY: &str = "ledger.url";
     let scheme = url.split_once("://").map(|(s, _)| s);
     if !matches!(scheme, Some("postgres" | "postgresql")) {
@@ -531,7 +575,7 @@ fn postgres_url(url: &str) -> Result<(), ConfigError> {
             "names no database; write postgres://user@host:port/DATABASE",
         ));
     }
-    Ok(())
+    Ok(parsed)
 }
 
 #[derive(Debug, Deserialize)]
@@ -1328,6 +1372,7 @@ const KEY_NAMES: &[&str] = &[
     "ledger",
     "path",
     "password",
+    "ca_file",
     "gateway",
     "base_url",
     "app_id",
@@ -2160,6 +2205,7 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
                 LedgerTarget::Postgres(PostgresTarget {
                     url: url.to_owned(),
                     password: None,
+                    ca_file: None,
                 }),
                 "{url}"
             );
@@ -2174,6 +2220,77 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
         };
         assert!(
             matches!(pg.password, Some(KeySource::Credential { ref name, .. }) if name == "ledger-password")
+        );
+    }
+
+    /// The whole cause chain of `e`, as main prints it.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            text.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        text
+    }
+
+    #[test]
+    fn ledger_ca_file_is_read_at_load_and_refused_naming_the_key_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("not-a-cert.pem");
+        std::fs::write(
+            &not_pem,
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let public_key = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/INSECURE-test-keys/gateway_public.pem"
+        );
+        let missing = dir.path().join("missing.pem");
+        let cases = [
+            (missing.to_str().unwrap(), "cannot read it"),
+            (public_key, "holds no PEM certificate"),
+            (not_pem.to_str().unwrap(), "cannot be a root certificate"),
+        ];
+        for (path, says) in cases {
+            let e = parse(&with_ledger(&format!(
+                "url = \"postgres://u@h/db\"\nca_file = \"{path}\""
+            )))
+            .unwrap_err();
+            assert!(matches!(e, ConfigError::CaFile { .. }), "{path}: {e:?}");
+            let text = chain(&e);
+            assert!(
+                text.starts_with(&format!("ledger.ca_file: {path}: ")) && text.contains(says),
+                "{path}: {text}"
+            );
+        }
+        for (ledger, says) in [
+            ("url = \"postgres://u@h/db\"\nca_file = \"\"", "is empty"),
+            (
+                "url = \"postgres://u@h/db?sslmode=disable\"\nca_file = \"/ca.pem\"",
+                "sslmode=disable",
+            ),
+            ("path = \"/l.sqlite\"\nca_file = \"/ca.pem\"", "no TLS"),
+        ] {
+            let e = err(&with_ledger(ledger));
+            assert!(
+                e.starts_with("ledger.ca_file: ") && e.contains(says),
+                "{ledger:?}: {e}"
+            );
+        }
+        // Set by the environment: the message names the variable, the cause the key and file.
+        let env = Environment::from_pairs([(
+            "CHECUS_RECONCILER__LEDGER__CA_FILE",
+            missing.to_str().unwrap(),
+        )]);
+        let e = Config::parse(&with_ledger("url = \"postgres://u@h/db\""), "t", &env).unwrap_err();
+        let text = chain(&e);
+        assert!(
+            text.starts_with(
+                "environment variable CHECUS_RECONCILER__LEDGER__CA_FILE: ledger.ca_file: "
+            ) && text.contains("cannot read it"),
+            "{text}"
         );
     }
 

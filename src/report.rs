@@ -645,6 +645,21 @@ pub fn finding_message(f: &Finding) -> String {
              receiver, then `webhooks redeliver ID... --reason ...`)",
             are(*count, "webhook event", "webhook events")
         ),
+        Finding::NodesSilent {
+            names,
+            silent_after_s,
+        } => format!(
+            "{} of this shared ledger silent (no heartbeat for over {} and no clean stop: \
+             killed, hung or cut off): {}; the other nodes take over its refunds as the leases \
+             end; restart it, or remove the row of a node retired for good (docs/postgres.md)",
+            are(names.len() as u64, "daemon node", "daemon nodes"),
+            age(i64::try_from(*silent_after_s).unwrap_or(i64::MAX)),
+            names
+                .iter()
+                .map(|n| escape(n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -699,8 +714,9 @@ pub struct HealthView<'a> {
     pub warnings: Vec<Warning>,
     /// True when any warning is present (`status` then exits 8).
     pub needs_human: bool,
-    /// Every daemon node the ledger has seen, by name (a silent node is not a warning by
-    /// itself: on SQLite one daemon runs per file, and `worker_stale` covers a dead one).
+    /// Every daemon node the ledger has seen, by name (on SQLite a silent node is not a
+    /// warning by itself: one daemon runs per file, and `worker_stale` covers a dead one; on
+    /// PostgreSQL it is `nodes_silent`).
     pub nodes: Vec<NodeView>,
 }
 

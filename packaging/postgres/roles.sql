@@ -12,7 +12,9 @@
 --           INSERT the contract's columns of refunds and notifications, EXECUTE checus_instant,
 --           SELECT refunds and notifications to read outcomes. Nothing else.
 -- Identity columns need no grant on their sequences (PostgreSQL does not check them for the
--- column's own default), so none is given.
+-- column's own default). One sequence is read: the daemon's notification inbox reads back the
+-- effect of the row it just inserted by currval() of notifications' sequence, which needs
+-- SELECT on it (SELECT allows currval only, never nextval or setval).
 --
 -- Run it as a superuser or a role with CREATEROLE that may create schemas in the database, in
 -- the ledger's database:
@@ -169,6 +171,10 @@ GRANT UPDATE (status, final_source, finalized_at, refund_finish_time, refund_tra
    ON refunds TO :"daemon";
 -- History: appended by the worker, the listener and the operator commands.
 GRANT INSERT ON attempts, notifications, discrepancies, operator_actions TO :"daemon";
+-- The inbox's read-back of its own notification (currval; see the header).
+SELECT format('GRANT SELECT ON SEQUENCE %s TO %I',
+              pg_catalog.pg_get_serial_sequence(format('%I.%I', :'schema', 'notifications'), 'id'),
+              :'daemon') \gexec
 -- resolve-discrepancy.
 GRANT UPDATE (resolved_at, resolved_by, resolution) ON discrepancies TO :"daemon";
 -- Sweeps: started, then finished (or closed as interrupted at the next start).

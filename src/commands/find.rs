@@ -18,7 +18,7 @@ use checus_reconciler::domain::{
     Clock, OutRefundNo, Policy, RefundStatus, SystemClock, silent_after,
 };
 use checus_reconciler::ledger::{
-    self, AuditFilter, Ledger, LedgerTarget, ListFilter, OpenMode, Readout,
+    self, AuditFilter, Finding, Ledger, LedgerTarget, ListFilter, OpenMode, Readout,
 };
 use checus_reconciler::report::{self, Extent, Page};
 
@@ -30,8 +30,21 @@ use super::{Failure, Outcome};
 pub fn status(args: StatusArgs, env: &Environment) -> Outcome {
     let (l, policy, interval) = ledger_and_policy(&args.ledger, env)?;
     let now = SystemClock.now();
-    let health = l.health_with(now, args.stale_after, &policy)?;
-    let nodes = report::NodeView::judge(&l.nodes()?, now, silent_after(interval));
+    let mut health = l.health_with(now, args.stale_after, &policy)?;
+    let silent = silent_after(interval);
+    let nodes = report::NodeView::judge(&l.nodes()?, now, silent);
+    // On a shared ledger a dead daemon is a node gone quiet while the others sweep on.
+    let quiet: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.state == "silent")
+        .map(|n| n.name.clone())
+        .collect();
+    if matches!(l.target(), LedgerTarget::Postgres(_)) && !quiet.is_empty() {
+        health.findings.push(Finding::NodesSilent {
+            names: quiet,
+            silent_after_s: silent.as_secs(),
+        });
+    }
     let view = report::HealthView::new(&health).with_nodes(nodes);
     emit(args.json, &view, |v| {
         format!(

@@ -118,6 +118,20 @@ impl Guard {
     }
 }
 
+impl Guard {
+    /// Whether the node lock was taken again since the last call (its session was lost with
+    /// the server); never for the file lock.
+    pub(super) fn take_retaken(&self) -> bool {
+        match self {
+            Self::Files(_) => false,
+            Self::Node(lock) => lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take_retaken(),
+        }
+    }
+}
+
 /// The lock file and the ledger as the daemon opened them. An flock guards an inode, not a
 /// path: once `<ledger>.lock` is deleted, a second daemon locks a new file at the same path and
 /// runs beside the first; once the ledger is replaced, the daemon would keep writing to the

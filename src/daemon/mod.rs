@@ -246,6 +246,7 @@ impl Daemon {
             warn!(warning = %w, "key warning");
         }
         let metrics = Arc::new(Metrics::new());
+        metrics.set_node(&config.worker.node_name);
         let opened = open(&config, &keys, &clock, hooks.jitter.clone(), &metrics).await?;
         let interval = sweep_interval(&config.worker.sweep_cron, clock.now());
         let inbox = Inbox::start(

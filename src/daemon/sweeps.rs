@@ -200,6 +200,26 @@ impl SweepLoop {
                         }
                         Ok(()) => {}
                     }
+                    // The node lock was lost with its session and taken again: the refunds
+                    // the lost session had leased are this node's still, and no query of
+                    // them is in flight between sweeps. Due again now, for any node.
+                    if self.guard.take_retaken() {
+                        let node = self.config.worker.node_name.clone();
+                        match self
+                            .ledger
+                            .call(move |l| l.release_node_claims(&node))
+                            .await
+                        {
+                            Ok(count) => warn!(
+                                count,
+                                "node lock taken again; the leases of the lost session released"
+                            ),
+                            Err(e) => {
+                                wake_at = self.after_sweep(Err(e.into())).await;
+                                continue;
+                            }
+                        }
+                    }
                     // A trigger dropped under a running daemon: nothing it writes from now on
                     // is protected, so it stops (exit 4, which systemd does not restart).
                     match self.ledger.call(|l| l.recheck_schema()).await {

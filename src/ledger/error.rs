@@ -355,6 +355,56 @@ pub enum LedgerError {
         #[source]
         source: postgres::Error,
     },
+    /// The TLS handshake with the PostgreSQL server failed on rustls's side: most often its
+    /// certificate is not one the roots vouch for, or is not for the host `ledger.url` names.
+    #[error(
+        "TLS to the PostgreSQL ledger {url} was refused: the server's certificate is checked \
+         against {roots} and the host name in ledger.url (set ledger.ca_file to the CA that \
+         signed it, or sslmode=disable in ledger.url to connect without TLS)"
+    )]
+    PgTls {
+        /// `ledger.url`.
+        url: String,
+        /// Where the roots came from.
+        roots: super::postgres::Roots,
+        /// What the client said (rustls's refusal is in its chain).
+        #[source]
+        source: postgres::Error,
+    },
+    /// `ledger.ca_file` cannot serve as the roots when the ledger opens (it was fine when the
+    /// configuration was loaded, or the target was built by hand).
+    #[error("ledger.ca_file {} of the PostgreSQL ledger {url}", path.display())]
+    PgCaFile {
+        /// `ledger.url`.
+        url: String,
+        /// `ledger.ca_file`.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: super::postgres::CaFileError,
+    },
+    /// No `ledger.ca_file`, TLS may be used (`sslmode` is not `disable`), and the system has no
+    /// root certificate rustls can use.
+    #[error(
+        "no system root certificate could be loaded for TLS to the PostgreSQL ledger {url}: \
+         set ledger.ca_file, or sslmode=disable in ledger.url"
+    )]
+    PgNoSystemRoots {
+        /// `ledger.url`.
+        url: String,
+        /// The first error loading them, if one was reported.
+        #[source]
+        source: Option<rustls_native_certs::Error>,
+    },
+    /// rustls refused the TLS settings themselves (the provider's protocol versions).
+    #[error("cannot set up TLS for the PostgreSQL ledger {url}")]
+    PgTlsSetup {
+        /// `ledger.url`.
+        url: String,
+        /// What rustls said.
+        #[source]
+        source: rustls::Error,
+    },
     /// `ledger.password` could not be read (its file, variable or credential).
     #[error("cannot read the password of the PostgreSQL ledger {url}")]
     PgPassword {
@@ -519,7 +569,8 @@ impl LedgerError {
     /// True when the ledger file itself was refused (missing, unopenable, not SQLite, not
     /// ours, a schema this build does not know or that lost its guarantees, one that needs or
     /// failed a migration, read-only where a write was asked for, a `-wal` that cannot be read
-    /// here): the operator must act, retrying won't help (exit 4).
+    /// here; a PostgreSQL server whose TLS certificate is not vouched for, an unreadable
+    /// `ledger.ca_file`, no roots): the operator must act, retrying won't help (exit 4).
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
@@ -539,6 +590,10 @@ impl LedgerError {
                 | Self::WalNotMerged { .. }
                 | Self::OpenedForReading { .. }
                 | Self::PgPassword { .. }
+                | Self::PgTls { .. }
+                | Self::PgCaFile { .. }
+                | Self::PgNoSystemRoots { .. }
+                | Self::PgTlsSetup { .. }
                 | Self::PgNotALedger { .. }
                 | Self::PgSchemaAltered { .. }
         )

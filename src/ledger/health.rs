@@ -1,8 +1,13 @@
 //! `status`'s judgement as typed values: the counts plus findings of what needs a human. The
-//! engines decide what is wrong from stored facts (the SQLite engine in `sqlite/health.rs`);
-//! the CLI words it and adds the hints (`report.rs`).
+//! engines gather the stored facts (`sqlite/health.rs`, `postgres/read.rs`); what they mean
+//! is judged once, here ([`Thresholds`], [`judge_summary`]); the CLI words it and adds the
+//! hints (`report.rs`).
 
-use crate::domain::{HaltCode, Timestamp};
+use std::time::Duration;
+
+use chrono::TimeDelta;
+
+use crate::domain::{HaltCode, Policy, Schedule, Timestamp};
 
 use super::types::StatusSummary;
 
@@ -104,6 +109,16 @@ pub enum Finding {
         /// How many events are dead.
         count: u64,
     },
+    /// Daemons of a shared (PostgreSQL) ledger that stopped heart-beating without a clean
+    /// stop: killed, hung or cut off. The other nodes take over their refunds once the leases
+    /// end, but the ledger runs with fewer daemons than the operator set up. (On SQLite, one
+    /// daemon per file, `worker_stale` covers a dead daemon instead.)
+    NodesSilent {
+        /// Their node names.
+        names: Vec<String>,
+        /// The silence threshold, in seconds.
+        silent_after_s: u64,
+    },
 }
 
 impl Finding {
@@ -111,7 +126,7 @@ impl Finding {
     /// `flagged_refunds`, `worker_never_ran`, `worker_stale`, `config_error`, `clock_skew`,
     /// `unresolved_discrepancies`, `gateway_unavailable`, `sweeps_failing`,
     /// `unreadable_rows`, `unscheduled_refunds`, `overdue_unflagged_refunds`,
-    /// `prune_left_running`, `dead_webhooks`.
+    /// `prune_left_running`, `dead_webhooks`, `nodes_silent`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::FlaggedRefunds { .. } => "flagged_refunds",
@@ -126,6 +141,7 @@ impl Finding {
             Self::OverdueUnflaggedRefunds { .. } => "overdue_unflagged_refunds",
             Self::PruneLeftRunning { .. } => "prune_left_running",
             Self::DeadWebhooks { .. } => "dead_webhooks",
+            Self::NodesSilent { .. } => "nodes_silent",
         }
     }
 }
@@ -150,4 +166,115 @@ impl Health {
     pub fn needs_human(&self) -> bool {
         !self.findings.is_empty()
     }
+}
+
+/// What `status` judges the ledger against: the daemon's configured schedule (read once from
+/// the config `status` is given, else the documented defaults) and the stale threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::ledger) struct Thresholds {
+    /// The worker is stale when it has not swept for longer than this.
+    pub stale_after: Duration,
+    /// `schedule.grace`: a refund is first queried this long after its creation.
+    pub grace: Duration,
+    /// `schedule.pending_flag_after`: a refund still pending this long after its creation is
+    /// flagged at its next query.
+    pub pending_flag_after: Duration,
+    /// The longest wait between two queries of one refund that the schedule allows (see
+    /// [`longest_gap`]).
+    pub longest_gap: Duration,
+}
+
+impl Thresholds {
+    /// The thresholds for a daemon running `policy`.
+    pub(in crate::ledger) fn new(stale_after: Duration, policy: &Policy) -> Self {
+        Self {
+            stale_after,
+            grace: policy.schedule.grace,
+            pending_flag_after: policy.pending_flag_after,
+            longest_gap: longest_gap(&policy.schedule),
+        }
+    }
+
+    /// The age past which an unflagged pending refund is overdue: `pending_flag_after`, plus
+    /// the longest gap before the query that flags it, plus `stale_after` for the worker to
+    /// get to a due refund.
+    ///
+    /// Why not `pending_flag_after` alone: the flag is set by the first query after it, and
+    /// with the default ladder a refund is then on its 24 h (± 10 %) steady cadence, so a
+    /// healthy refund stays unflagged for up to a day past 72 h.
+    pub(in crate::ledger) fn overdue_after(&self) -> Duration {
+        self.pending_flag_after
+            .saturating_add(self.longest_gap)
+            .saturating_add(self.stale_after)
+    }
+}
+
+/// The longest wait between two queries of one refund under `schedule`: the largest of the
+/// grace window, every backoff step, the steady cadence and the retry delay, stretched by the
+/// full jitter.
+pub(in crate::ledger) fn longest_gap(schedule: &Schedule) -> Duration {
+    let longest = schedule
+        .steps
+        .iter()
+        .copied()
+        .chain([schedule.grace, schedule.steady, schedule.retry])
+        .max()
+        .unwrap_or(Duration::ZERO);
+    let stretch = 1.0 + schedule.jitter.max(0.0);
+    Duration::try_from_secs_f64(longest.as_secs_f64() * stretch).unwrap_or(Duration::MAX)
+}
+
+/// What the counts alone say at `now`: flagged refunds, a worker that never ran or went
+/// stale, a halt, unresolved discrepancies (in [`Finding`]'s order); and how long the worker
+/// has been idle (`None`: it never ran).
+pub(in crate::ledger) fn judge_summary(
+    summary: &StatusSummary,
+    now: Timestamp,
+    thresholds: &Thresholds,
+) -> (Vec<Finding>, Option<i64>) {
+    let stale_after_s = thresholds.stale_after.as_secs();
+    let mut findings = Vec::new();
+    if summary.flagged > 0 {
+        findings.push(Finding::FlaggedRefunds {
+            count: summary.flagged,
+        });
+    }
+    let mut worker_idle_s = None;
+    match &summary.last_sweep {
+        // Not "never ran" when the latest sweep's row is there but unreadable:
+        // `unreadable_rows` says so.
+        None if summary.unreadable.iter().any(|r| r.table == "sweeps") => {}
+        None => findings.push(Finding::WorkerNeverRan),
+        Some(sweep) => {
+            let last_active = sweep.finished_at.unwrap_or(sweep.started_at);
+            let idle_s = (now - last_active).num_seconds().max(0);
+            worker_idle_s = Some(idle_s);
+            if idle_s > i64::try_from(stale_after_s).unwrap_or(i64::MAX) {
+                findings.push(Finding::WorkerStale {
+                    last_active,
+                    idle_s,
+                    stale_after_s,
+                });
+            }
+            if let Some(code) = sweep.halt_code {
+                findings.push(Finding::Halted {
+                    code,
+                    reason: sweep.halted_reason.clone(),
+                });
+            }
+        }
+    }
+    if summary.unresolved_discrepancies > 0 {
+        findings.push(Finding::UnresolvedDiscrepancies {
+            count: summary.unresolved_discrepancies,
+        });
+    }
+    (findings, worker_idle_s)
+}
+
+/// `now - d`, or `None` when that is before any instant chrono can hold (nothing is older).
+pub(in crate::ledger) fn before(now: Timestamp, d: Duration) -> Option<Timestamp> {
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
 }

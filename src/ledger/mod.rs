@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{EngineError, LedgerError};
 pub use health::{Finding, Health};
-pub use postgres::PgLedger;
+pub use postgres::{CaFileError, PgLedger, Roots, read_ca_file};
 pub use sqlite::{
     Difference, ObjectKind, SCHEMA_SQL, SchemaCheck, SchemaDifference, SqliteLedger, migrate,
 };
@@ -86,6 +86,9 @@ pub struct PostgresTarget {
     pub url: String,
     /// `ledger.password`: a `file:`, `env:` or `credential:` source, read when connecting.
     pub password: Option<crate::config::KeySource>,
+    /// `ledger.ca_file`: the PEM certificates that vouch for the server's TLS certificate
+    /// instead of the system's roots (read when the config loads and again when connecting).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl LedgerTarget {

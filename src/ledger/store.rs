@@ -66,6 +66,11 @@ pub trait WorkQueue {
         limit: usize,
     ) -> Result<Readout<(RefundStatus, RefundState)>, LedgerError>;
 
+    /// Ends every lease `node` holds: only when none of its queries is in flight (between two
+    /// sweeps, after its node lock was lost with its session and taken again: the answers of
+    /// what it held then were not recorded). Returns how many were released.
+    fn release_node_claims(&self, node: &NodeName) -> Result<usize, LedgerError>;
+
     /// Ends `node`'s leases on the pending refunds `numbers` (claimed, then not sent: a
     /// chunk cut short, a probe that needed one): they are due again at once, for any node.
     /// A lease another node holds is left alone. Returns how many were released.

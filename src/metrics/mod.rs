@@ -26,7 +26,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::domain::{
-    DiscrepancyKind, FinalSource, HaltCode, OutcomeClass, RefundStatus, Timestamp,
+    DiscrepancyKind, FinalSource, HaltCode, NodeName, OutcomeClass, RefundStatus, Timestamp,
 };
 use crate::ledger::{Finding, LedgerGauges};
 
@@ -129,6 +129,11 @@ struct VersionLabel {
     version: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
+}
+
 /// A gauge of seconds or a rate.
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -156,6 +161,7 @@ pub struct Metrics {
     pending_flag_after: FloatGauge,
     webhooks_dead: Gauge,
     notifications: Family<ResultLabel, Counter>,
+    node_info: Family<NodeLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -190,6 +196,7 @@ impl Metrics {
             pending_flag_after: FloatGauge::default(),
             webhooks_dead: Gauge::default(),
             notifications: Family::default(),
+            node_info: Family::default(),
         };
         m.register();
         m.preset();
@@ -302,6 +309,20 @@ impl Metrics {
             "Always 1; the version label is the running build's",
             build_info,
         );
+        r.register(
+            "node_info",
+            "Always 1; the node label is this daemon's worker.node_name (the counters are this node's, the ledger gauges the whole ledger's)",
+            self.node_info.clone(),
+        );
+    }
+
+    /// Names this daemon's node on the page (`node_info{node}`), once at start.
+    pub fn set_node(&self, node: &NodeName) {
+        self.node_info
+            .get_or_create(&NodeLabel {
+                node: node.to_string(),
+            })
+            .set(1);
     }
 
     /// Puts every enum label value on the page at 0 (creating a series is enough).
@@ -497,6 +518,14 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert!(page.contains(&version), "{page}");
+        assert!(!page.contains("checus_reconciler_node_info{"), "{page}");
+        let m = Metrics::new();
+        m.set_node(&NodeName::parse("web-1").unwrap());
+        let page = m.render();
+        assert!(
+            page.contains("checus_reconciler_node_info{node=\"web-1\"} 1"),
+            "{page}"
+        );
     }
 
     #[test]

@@ -248,13 +248,27 @@ async fn answer(shared: &Shared, head: &RequestHead, body: &[u8]) -> Action {
         max_skew: shared.max_skew,
     };
     let checked = protocol::check_request(body, head.header("sign"), &expect, now);
+    let (planned, _in_flight) = {
+        let mut state = shared.lock();
+        let planned = state.plan(checked, now);
+        // Started under the same lock as the plan: a second query for the refund planned
+        // before this one is rendered is seen as an overlap, whatever the scheduling.
+        let in_flight = planned.out_refund_no.as_ref().map(|no| {
+            state.query_started(no);
+            InFlight {
+                shared,
+                out_refund_no: no.clone(),
+            }
+        });
+        (planned, in_flight)
+    };
     let Planned {
         plan,
         delay,
         latency,
         variance,
         out_refund_no,
-    } = shared.lock().plan(checked, now);
+    } = planned;
     let out_refund_no = out_refund_no.unwrap_or_default();
     match &plan {
         Plan::Reject(r) => debug!(
@@ -279,6 +293,20 @@ async fn answer(shared: &Shared, head: &RequestHead, body: &[u8]) -> Action {
         tokio::time::sleep(wait).await;
     }
     render(shared, plan, &variance)
+}
+
+/// One query of a refund being answered: from its plan until it is rendered, or until its
+/// connection task is dropped while it waits (shutdown). Dropping it ends the query in the
+/// state's in-flight count, so a cancelled wait never leaves a phantom query behind.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    out_refund_no: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.shared.lock().query_finished(&self.out_refund_no);
+    }
 }
 
 fn signed(key: &MerchantKey, body: Vec<u8>) -> Response {

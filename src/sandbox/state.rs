@@ -34,6 +34,13 @@ pub struct SandboxStats {
     pub queries: u64,
     /// Script steps consumed per scripted refund (refunds never queried are absent).
     pub queries_by_refund: BTreeMap<String, u64>,
+    /// Moments a query for a refund started while another query for the same refund was still
+    /// being answered (planned, waiting out its latency, not yet rendered): each such start
+    /// counts once, so three at once count two. Zero when no two clients (or no two tasks of
+    /// one client) ever had the same refund in flight.
+    pub overlaps: u64,
+    /// [`overlaps`](Self::overlaps) per refund (refunds never overlapped are absent).
+    pub overlaps_by_refund: BTreeMap<String, u64>,
 }
 
 impl SandboxStats {
@@ -48,6 +55,14 @@ impl SandboxStats {
     /// How many answers carried `code`.
     pub fn answered(&self, code: &str) -> u64 {
         self.answered_by_code.get(code).copied().unwrap_or(0)
+    }
+
+    /// Overlapping starts for `out_refund_no` (see [`overlaps`](Self::overlaps)).
+    pub fn overlaps_for(&self, out_refund_no: &str) -> u64 {
+        self.overlaps_by_refund
+            .get(out_refund_no)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -177,6 +192,9 @@ pub struct State {
     fault_rate: Option<FaultRate>,
     latency: Duration,
     realism: Option<Realism>,
+    /// Queries being answered right now, per refund number named: what an overlap is seen
+    /// against (an entry is removed when its count returns to zero).
+    in_flight: HashMap<String, u32>,
     stats: SandboxStats,
 }
 
@@ -190,6 +208,7 @@ impl State {
             fault_rate: None,
             latency,
             realism: None,
+            in_flight: HashMap::new(),
             stats: SandboxStats::default(),
         }
     }
@@ -324,6 +343,38 @@ impl State {
     /// Script steps consumed by one refund.
     pub fn queries_for(&self, out_refund_no: &str) -> u64 {
         self.refunds.get(out_refund_no).map_or(0, |e| e.queries)
+    }
+
+    /// Marks a query naming `out_refund_no` as being answered, from its plan until
+    /// [`query_finished`](Self::query_finished); counts an overlap when another query for the
+    /// same refund is already being answered.
+    pub fn query_started(&mut self, out_refund_no: &str) {
+        let n = self.in_flight.entry(out_refund_no.to_owned()).or_default();
+        *n += 1;
+        if *n > 1 {
+            self.stats.overlaps += 1;
+            *self
+                .stats
+                .overlaps_by_refund
+                .entry(out_refund_no.to_owned())
+                .or_default() += 1;
+        }
+    }
+
+    /// Ends one query of `out_refund_no` started by [`query_started`](Self::query_started).
+    pub fn query_finished(&mut self, out_refund_no: &str) {
+        if let Some(n) = self.in_flight.get_mut(out_refund_no) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(out_refund_no);
+            }
+        }
+    }
+
+    /// Queries for `out_refund_no` being answered right now (what the unit tests read).
+    #[cfg(test)]
+    fn in_flight(&self, out_refund_no: &str) -> u32 {
+        self.in_flight.get(out_refund_no).copied().unwrap_or(0)
     }
 
     /// Counts an accepted connection.
@@ -612,6 +663,37 @@ mod tests {
             "spaced".parse().unwrap()
         );
         assert_eq!(state.truth(&rejected), Some(RefundStatus::Success));
+    }
+
+    #[test]
+    fn a_query_started_while_one_for_the_same_refund_is_answered_is_an_overlap() {
+        let mut state = State::new(Duration::ZERO);
+        // One after the other: never an overlap.
+        state.query_started("R1");
+        state.query_finished("R1");
+        state.query_started("R1");
+        assert_eq!(state.stats().overlaps, 0);
+        // Other refunds in flight at the same time are not overlaps.
+        state.query_started("R2");
+        assert_eq!(state.stats().overlaps, 0);
+        // A second and a third R1 while the first is in flight: two overlapping starts.
+        state.query_started("R1");
+        state.query_started("R1");
+        assert_eq!(state.in_flight("R1"), 3);
+        let stats = state.stats();
+        assert_eq!(stats.overlaps, 2);
+        assert_eq!(stats.overlaps_for("R1"), 2);
+        assert_eq!(stats.overlaps_for("R2"), 0);
+        // Finishing them all and starting again is a fresh start, not an overlap.
+        for _ in 0..3 {
+            state.query_finished("R1");
+        }
+        assert_eq!(state.in_flight("R1"), 0);
+        state.query_started("R1");
+        assert_eq!(state.stats().overlaps, 2);
+        // A finish with nothing in flight (never started) changes nothing.
+        state.query_finished("R9");
+        assert_eq!(state.in_flight("R9"), 0);
     }
 
     #[test]

@@ -370,8 +370,8 @@ impl Worker {
 /// A sweep's claimed work: the status each refund had when claimed, and its state.
 type Claimed = Vec<(RefundStatus, RefundState)>;
 
-/// The tasks of a sweep's dispatched queries (`None`: not sent after all).
-type Dispatched = JoinSet<Result<Option<Processed>, WorkerError>>;
+/// The tasks of a sweep's dispatched queries (`Err`: the refund was not sent after all).
+type Dispatched = JoinSet<Result<Result<Processed, OutRefundNo>, WorkerError>>;
 
 impl Inner {
     fn halted(&self) -> Option<HaltState> {
@@ -549,8 +549,12 @@ impl Inner {
         {
             return Ok(());
         }
-        let tasks = self.claim_and_dispatch(sweep, shutdown, report).await?;
+        let (tasks, mut unsent) = self.claim_and_dispatch(sweep, shutdown, report).await?;
         let result = self.collect(tasks, report).await;
+        // Claimed and in the end not sent (a pause or the drain cut the sweep short, a lease
+        // too short to query): due again at once, for any node. Nothing is in flight now.
+        unsent.extend(result.unsent.iter().cloned());
+        self.release_unsent(&unsent, &HashSet::new()).await?;
         if result.slowed {
             let rate = self.limiter.slow_down();
             warn!(rate_per_second = rate, "gateway rate limited; slowing down");
@@ -688,7 +692,7 @@ impl Inner {
         sweep: i64,
         shutdown: &CancellationToken,
         report: &mut SweepReport,
-    ) -> Result<Dispatched, WorkerError> {
+    ) -> Result<(Dispatched, Vec<OutRefundNo>), WorkerError> {
         let batch = self.settings.batch_size;
         let mut sender = Sender::new(self.settings.concurrency);
         let mut taken: HashSet<OutRefundNo> = HashSet::new();
@@ -739,7 +743,7 @@ impl Inner {
             report.claimed += confirming.len() as u64;
             sender.send(self, confirming, None, sweep, shutdown).await;
         }
-        Ok(sender.tasks)
+        Ok((sender.tasks, sender.unsent))
     }
 
     /// The rows of a lenient read the worker can use: unreadable ones are flagged and
@@ -782,11 +786,11 @@ impl Inner {
         let mut out = Collected::default();
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok(Ok(Some(processed))) => {
+                Ok(Ok(Ok(processed))) => {
                     out.slowed |= processed.decision.slow_down;
                     tally(report, &processed);
                 }
-                Ok(Ok(None)) => {}
+                Ok(Ok(Err(no))) => out.unsent.push(no),
                 Ok(Err(WorkerError::RowRefused(_))) => report.unreadable += 1,
                 Ok(Err(e)) => {
                     error!(error = %e, "refund attempt not recorded");
@@ -1041,6 +1045,9 @@ struct Sender {
     limit: usize,
     /// The tasks, collected when the sweep's dispatching is done.
     tasks: Dispatched,
+    /// Refunds handed to [`Sender::send`] and not dispatched (the drain or a pause came
+    /// first): their leases are ended when the sweep's tasks are in.
+    unsent: Vec<OutRefundNo>,
 }
 
 impl Sender {
@@ -1050,6 +1057,7 @@ impl Sender {
             uncommitted: Arc::new(Semaphore::new(2 * concurrency)),
             limit: 2 * concurrency,
             tasks: Dispatched::new(),
+            unsent: Vec::new(),
         }
     }
 
@@ -1071,19 +1079,23 @@ impl Sender {
         sweep: i64,
         shutdown: &CancellationToken,
     ) {
-        for (recorded, state) in due {
-            // Refunds left undispatched stay due, untouched: deferred, no attempt spent.
+        let mut due = due.into_iter();
+        for (recorded, state) in due.by_ref() {
+            // Refunds left undispatched stay due, untouched: deferred, no attempt spent (their
+            // leases are ended once the sweep's tasks are in).
             if shutdown.is_cancelled() || worker.is_stopped() {
+                self.unsent.push(state.out_refund_no);
                 break;
             }
             let pending_commit = tokio::select! {
                 p = Arc::clone(&self.uncommitted).acquire_owned() => p.expect("semaphore is never closed"),
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => { self.unsent.push(state.out_refund_no); break }
             };
             let permit = tokio::select! {
                 p = Arc::clone(&self.slots).acquire_owned() => p.expect("semaphore is never closed"),
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => { self.unsent.push(state.out_refund_no); break }
             };
+            let no = state.out_refund_no.clone();
             let me = Arc::clone(worker);
             let shutdown = shutdown.clone();
             self.tasks.spawn(
@@ -1091,12 +1103,12 @@ impl Sender {
                     let _pending_commit = pending_commit;
                     tokio::select! {
                         () = me.limiter.acquire() => {}
-                        () = shutdown.cancelled() => return Ok(None),
+                        () = shutdown.cancelled() => return Ok(Err(no)),
                     }
                     // Re-check at the last moment: a sibling may have halted querying, or
                     // tripped the circuit breaker.
                     if me.is_stopped() {
-                        return Ok(None);
+                        return Ok(Err(no));
                     }
                     if let Some(until) = lease_until
                         && !me.lease.may_send(until, me.clock.now())
@@ -1106,15 +1118,16 @@ impl Sender {
                             lease_until = %format_ts(until),
                             "claim lease too short to query; left for the next claim"
                         );
-                        return Ok(None);
+                        return Ok(Err(no));
                     }
                     me.process(recorded, state, Some(permit), Some(sweep))
                         .await
-                        .map(Some)
+                        .map(Ok)
                 }
                 .in_current_span(),
             );
         }
+        self.unsent.extend(due.map(|(_, s)| s.out_refund_no));
     }
 }
 
@@ -1142,6 +1155,8 @@ struct Collected {
     slowed: bool,
     /// The first attempt that could not be recorded (the sweep fails with it).
     first_error: Option<WorkerError>,
+    /// Refunds whose task ended without sending (a pause, the drain, a lease too short).
+    unsent: Vec<OutRefundNo>,
 }
 
 fn tally(report: &mut SweepReport, p: &Processed) {

@@ -2,6 +2,7 @@
 //! all on one manual clock so hours of schedule pass instantly.
 #![allow(dead_code)]
 
+pub mod audit;
 pub mod fixtures;
 pub mod pg;
 pub mod proc;

@@ -60,10 +60,17 @@ pub fn keys_into(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// The config text for a daemon on `dir/ledger.sqlite` against `base_url`, plus `extra` TOML.
 pub fn config_text(dir: &Path, base_url: &str, extra: &str) -> String {
+    let ledger = format!("path = \"{}\"", dir.join("ledger.sqlite").display());
+    config_text_on(dir, &ledger, base_url, extra)
+}
+
+/// The config text for a daemon whose `[ledger]` section holds `ledger` (e.g. a PostgreSQL
+/// `url = "postgres://…"`), with its keys copied into `dir`, against `base_url`, plus `extra`.
+pub fn config_text_on(dir: &Path, ledger: &str, base_url: &str, extra: &str) -> String {
     let (private, public) = keys_into(dir);
     format!(
         r#"[ledger]
-path = "{ledger}"
+{ledger}
 
 [gateway]
 base_url = "{base_url}"
@@ -76,7 +83,6 @@ connect_timeout = "1s"
 merchant_private_key = "file:{private}"
 gateway_public_key = "file:{public}"
 {extra}"#,
-        ledger = dir.join("ledger.sqlite").display(),
         private = private.display(),
         public = public.display(),
     )
@@ -633,4 +639,21 @@ pub fn listening_addr(daemon: &mut Proc) -> std::net::SocketAddr {
     let line = daemon.wait_for("http listening");
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     v["address"].as_str().unwrap().parse().unwrap()
+}
+
+/// Polls `f` every 20 ms until it gives a value, for a condition nothing signals (a row count,
+/// a server coming back); panics naming `what` after `within`.
+pub fn poll_until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {within:?} waiting for {what}"
+        );
+        // Polling a condition with a deadline: nothing announces it.
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -11,82 +11,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::common::audit::{check_final, check_snapshot, crash_scripts, truth_of};
 use crate::common::proc::{
     AttemptSnap, LiveSandbox, Proc, RefundSnap, attempts, cmd, count, env_or, fast_schedule,
     import_scripts, integrity, refunds, seed_from_env, write_config,
 };
-use checus_reconciler::domain::{Currency, RefundStatus};
-use checus_reconciler::sandbox::{RefundScript, Step};
+use checus_reconciler::domain::RefundStatus;
 use rand::rngs::StdRng;
-use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
-use rust_decimal::Decimal;
 
 /// Queries in flight at once in the daemon under test (bounds what one kill can interrupt).
 const CONCURRENCY: u64 = 16;
-
-/// Seeded timelines that all end final: unknown at first (10 %), 0–3 pendings, one transient
-/// fault for 30 % (5xx, reset, SYSTEM_ERROR) somewhere before the end, then success (3 in 4)
-/// or failed. Every step consumed is one query the ledger may record.
-fn crash_scripts(n: usize, seed: u64, prefix: &str) -> Vec<(String, RefundScript)> {
-    const TRANSIENT: &[&str] = &[
-        "fault:http:500",
-        "fault:http:503",
-        "fault:reset",
-        "code:SYSTEM_ERROR",
-    ];
-    let mut rng = StdRng::seed_from_u64(seed);
-    (1..=n)
-        .map(|i| {
-            let no = format!("{prefix}{i:06}");
-            let mut steps = Vec::new();
-            if rng.random_range(0..10) == 0 {
-                steps.push(Step::Unknown);
-            }
-            steps.extend(vec![Step::Pending; rng.random_range(0..=3)]);
-            if rng.random_range(0..10) < 3 {
-                let at = rng.random_range(0..=steps.len());
-                let fault = TRANSIENT.choose(&mut rng).unwrap().parse().unwrap();
-                steps.insert(at, fault);
-            }
-            steps.push(if rng.random_range(0..4) == 0 {
-                Step::Failed
-            } else {
-                Step::Success
-            });
-            let (amount, currency) = if rng.random_range(0..5) == 0 {
-                (
-                    Decimal::new(rng.random_range(100..=20_000) * 100, 0),
-                    Currency::parse("IDR").unwrap(),
-                )
-            } else {
-                (
-                    Decimal::new(rng.random_range(100..=50_000), 2),
-                    Currency::parse("USD").unwrap(),
-                )
-            };
-            let script = RefundScript {
-                refund_trade_no: format!("T-{no}"),
-                out_trade_no: format!("O-{no}"),
-                amount,
-                currency,
-                steps,
-            };
-            (no, script)
-        })
-        .collect()
-}
-
-/// The attempt-log outcome each scripted step must produce.
-fn expected_outcome(step: &Step) -> &'static str {
-    match step {
-        Step::Pending => "pending",
-        Step::Success | Step::Failed => "final",
-        Step::Unknown => "unknown",
-        Step::Code(_) | Step::Fault(_) => "retryable",
-        Step::Delay(_, inner) | Step::Vary(_, inner) => expected_outcome(inner),
-    }
-}
 
 /// How the run went, for the report.
 #[derive(Debug, Default)]
@@ -118,36 +53,14 @@ fn audit_snapshot(
     assert_eq!(integrity(ledger), "ok", "{when}: integrity_check");
     let now_refunds = refunds(ledger);
     let now_attempts = attempts(ledger);
-    assert_eq!(
-        now_refunds.len(),
-        truth.len(),
-        "{when}: refunds lost or invented"
+    check_snapshot(
+        truth,
+        prev_refunds,
+        prev_attempts,
+        &now_refunds,
+        &now_attempts,
+        when,
     );
-    for (no, before) in prev_refunds {
-        if before.status != "REFUND_PENDING" {
-            assert_eq!(
-                now_refunds.get(no),
-                Some(before),
-                "{when}: final outcome of {no} changed"
-            );
-        }
-    }
-    for (no, snap) in &now_refunds {
-        if snap.status != "REFUND_PENDING" {
-            assert_eq!(
-                snap.status,
-                truth[no].as_str(),
-                "{when}: {no} finalized wrongly"
-            );
-        }
-    }
-    for (id, row) in prev_attempts {
-        assert_eq!(
-            now_attempts.get(id),
-            Some(row),
-            "{when}: attempt row {id} lost or rewritten"
-        );
-    }
     (now_refunds, now_attempts)
 }
 
@@ -166,15 +79,7 @@ fn crash_run(refund_count: usize, kills: u32, seed: u64) -> Figures {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let scripts = crash_scripts(refund_count, seed, "R-CR-");
-    let truth: BTreeMap<String, RefundStatus> = scripts
-        .iter()
-        .map(|(no, s)| {
-            (
-                no.clone(),
-                s.truth().expect("every crash script ends final"),
-            )
-        })
-        .collect();
+    let truth = truth_of(&scripts);
     let total_steps: usize = scripts.iter().map(|(_, s)| s.steps.len()).sum();
     let sandbox = LiveSandbox::start(scripts.clone());
     let config = write_config(
@@ -252,13 +157,6 @@ fn crash_run(refund_count: usize, kills: u32, seed: u64) -> Figures {
     assert_eq!(daemon.wait_exit(Duration::from_secs(30)), 0);
     let (final_r, final_a) = audit_snapshot(&ledger, &truth, &snap_r, &snap_a, "the end");
 
-    // Every refund at its true outcome, told by a verified query.
-    for (no, want) in &truth {
-        let got = &final_r[no];
-        assert_eq!(got.status, want.as_str(), "{no}");
-        assert_eq!(got.final_source.as_deref(), Some("query"), "{no}");
-        assert_eq!(got.review_flag, 0, "{no} flagged by a crash");
-    }
     assert_eq!(
         count(&ledger, "discrepancies"),
         0,
@@ -269,45 +167,7 @@ fn crash_run(refund_count: usize, kills: u32, seed: u64) -> Figures {
     // sandbox counts the steps it served; a query answered while the daemon died is served
     // but unrecorded (and re-asked later), never recorded twice.
     let stats = sandbox.stats();
-    let mut by_refund: BTreeMap<&str, Vec<&AttemptSnap>> = BTreeMap::new();
-    for row in final_a.values() {
-        by_refund.entry(&row.out_refund_no).or_default().push(row);
-    }
-    let mut interrupted = 0;
-    for (no, script) in &scripts {
-        let rows = by_refund.get(no.as_str()).cloned().unwrap_or_default();
-        let served = stats.queries_for(no) as usize;
-        assert!(
-            rows.len() <= served,
-            "{no}: {} attempts recorded for {served} queries served (written twice?)",
-            rows.len()
-        );
-        interrupted += (served - rows.len()) as u64;
-        // The recorded outcomes are a subsequence of the served steps, in order.
-        let served_steps: Vec<&Step> = (0..served)
-            .map(|i| &script.steps[i.min(script.steps.len() - 1)])
-            .collect();
-        let mut it = served_steps.iter();
-        for row in &rows {
-            assert!(
-                it.any(|s| expected_outcome(s) == row.outcome),
-                "{no}: attempt {row:?} matches no served step in order: {served_steps:?}"
-            );
-        }
-        let last = rows.last().expect("a final refund has attempts");
-        assert_eq!(last.outcome, "final", "{no}");
-        assert_eq!(
-            last.data_status.as_deref(),
-            Some(truth[no].as_str()),
-            "{no}"
-        );
-        // The counted-attempt total matches the counted rows: nothing counted twice.
-        let counted = rows
-            .iter()
-            .filter(|r| matches!(r.outcome.as_str(), "final" | "pending" | "unknown"))
-            .count() as i64;
-        assert_eq!(final_r[no].attempts, counted, "{no}: attempts counter");
-    }
+    let interrupted = check_final(&scripts, &truth, &final_r, &final_a, &stats);
     figures.queries_answered = stats.queries;
     figures.attempts_recorded = final_a.len() as u64;
     figures.interrupted_in_flight = interrupted;
@@ -321,10 +181,6 @@ fn crash_run(refund_count: usize, kills: u32, seed: u64) -> Figures {
         interrupted <= u64::from(figures.kills()) * 2 * CONCURRENCY,
         "{interrupted} unrecorded queries for {} kills",
         figures.kills()
-    );
-    assert_eq!(
-        figures.queries_answered,
-        interrupted + figures.attempts_recorded
     );
     figures
 }

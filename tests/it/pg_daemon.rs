@@ -147,4 +147,34 @@ fn two_nodes_share_a_postgres_ledger_and_one_node_name_runs_once() {
     assert_eq!(count(&url, "nodes WHERE stopped_at IS NULL"), 0);
     let said = resume(d);
     assert!(said.contains("no node holds its lock on"), "{said}");
+
+    // A node that stopped heart-beating without a clean stop needs a human on a shared
+    // ledger: `status` exits 8 with `nodes_silent`, naming it.
+    let o = run(d, &["status", "--config", a.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    pg::connect(&url)
+        .unwrap()
+        .batch_execute(
+            "INSERT INTO nodes (name, host, pid, version, started_at, heartbeat_at)
+             VALUES ('node-gone', 'dead-vm', 7, '0.0.1', '2026-01-01T00:00:00Z',
+                     '2026-01-01T00:00:00Z')",
+        )
+        .unwrap();
+    let o = run(d, &["status", "--json", "--config", a.to_str().unwrap()]);
+    assert_eq!(code(&o), 8, "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let codes: Vec<&str> = s["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["nodes_silent"], "{s}");
+    assert!(
+        s["warnings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("node-gone"),
+        "{s}"
+    );
 }

@@ -29,6 +29,7 @@ fn target(url: &str) -> PostgresTarget {
     PostgresTarget {
         url: url.to_owned(),
         password: None,
+        ca_file: None,
     }
 }
 
@@ -567,7 +568,7 @@ fn pg_group_commit_isolates_a_bad_attempt() {
         ledger.insert_refund(&refund(n, "10.00")).unwrap();
     }
     let sweep = ledger
-        .begin_sweep(ts("2026-01-01T00:14:00.000Z"), ledger.node())
+        .begin_sweep(ts("2026-01-01T00:14:00.000Z"), "node-a")
         .unwrap();
     let mut refused = success_answer("R2", "2026-01-01T00:15:00.000Z");
     refused.http_status = Some(700); // the attempts CHECK refuses it: this row's fault alone
@@ -740,10 +741,10 @@ fn pg_sweeps_carry_their_node_and_only_this_nodes_open_sweeps_are_closed() {
     let mut b = PgLedger::open(&target(&url), OpenMode::Existing).unwrap();
     b.set_node("node-b").unwrap();
     let mine = ledger
-        .begin_sweep(ts("2026-01-01T00:00:00.000Z"), ledger.node())
+        .begin_sweep(ts("2026-01-01T00:00:00.000Z"), "node-a")
         .unwrap();
     let theirs = b
-        .begin_sweep(ts("2026-01-01T00:00:00.000Z"), b.node())
+        .begin_sweep(ts("2026-01-01T00:00:00.000Z"), "node-b")
         .unwrap();
     assert_eq!(
         ledger

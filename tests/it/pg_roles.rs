@@ -5,7 +5,24 @@
 //! and what it must not do is refused by the server (permission denied), not merely by a
 //! trigger.
 
+use std::str::FromStr;
+use std::time::Duration;
+
+use checus_reconciler::domain::{
+    Change, Currency, Decision, Discrepancy, DiscrepancyKind, FinalStatus, NewRefund, NodeName,
+    OutcomeClass, Policy, RefundStatus, ReviewReason,
+};
 use checus_reconciler::ledger::contract::{CONTRACT_POSTGRES_SQL, SNIPPETS};
+use checus_reconciler::ledger::postgres::NodeLock;
+use checus_reconciler::ledger::{
+    AuditFilter, DeliveryOutcome, DeliveryResult, LedgerError, LedgerTarget, ListFilter, NodeStart,
+    NotificationRecord, OpenMode, PgLedger, PostgresTarget, SkipList, SweepCounts, SweepEnd,
+    WebhookFilter, WebhookState,
+};
+use rust_decimal::Decimal;
+
+use crate::common::fixtures::{finalize, no, success_answer};
+use crate::common::ts;
 
 use crate::common::pg::{self, DropDb, PsqlRun};
 use crate::common::tools::require_tool;
@@ -81,11 +98,16 @@ impl Ledger {
         Some(l)
     }
 
-    /// `script` through psql logged in as `role` (no search_path given: the role's own).
-    fn as_role(&self, role: &str, script: &str) -> PsqlRun {
+    /// The test database's URL logged in as `role` (no search_path given: the role's own).
+    fn url_as(&self, role: &str) -> String {
         let mut u = url::Url::parse(&self.url).unwrap();
         u.set_username(role).unwrap();
-        pg::psql_script(u.as_str(), script)
+        u.into()
+    }
+
+    /// `script` through psql logged in as `role`.
+    fn as_role(&self, role: &str, script: &str) -> PsqlRun {
+        pg::psql_script(&self.url_as(role), script)
     }
 
     /// `sql` as `role` must fail, with an error containing one of `expected`.
@@ -375,6 +397,9 @@ fn pg_roles_the_daemon_claims_records_and_sweeps_but_no_ddl() {
         "UPDATE refund_counts SET n = 0",
         "DELETE FROM nodes",
         "DELETE FROM operator_actions",
+        // It may read the notifications sequence's current value (currval), never move it.
+        "SELECT nextval(pg_get_serial_sequence('notifications', 'id'))",
+        "SELECT setval(pg_get_serial_sequence('notifications', 'id'), 1)",
     ] {
         l.refused_as(&l.daemon, &format!("{sql};"), DENIED);
     }
@@ -410,5 +435,417 @@ fn pg_two_hosts_example_configs_share_one_ledger_under_two_node_names() {
     assert_eq!(
         seen[0], seen[1],
         "the two configs differ beyond the node name"
+    );
+}
+
+/// Calls made as a role, each named by the ledger method it is: a failure is kept with the
+/// method's name and the server's whole answer, and the run goes on, so one run lists every
+/// grant that is missing rather than the first.
+#[derive(Default)]
+struct Calls {
+    failed: Vec<String>,
+}
+
+impl Calls {
+    /// `result` of the method `method`: its value, or `None` with the failure kept.
+    fn ok<T>(&mut self, method: &str, result: Result<T, LedgerError>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let mut text = format!("{method}: {e}");
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    text.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                self.failed.push(text);
+                None
+            }
+        }
+    }
+
+    /// Panics listing every failed method, if any failed.
+    fn assert_all_succeeded(&self, role: &str) {
+        assert!(
+            self.failed.is_empty(),
+            "as {role}, {} ledger method(s) failed (a grant missing from roles.sql?):\n  {}",
+            self.failed.len(),
+            self.failed.join("\n  ")
+        );
+    }
+}
+
+fn new_refund(n: &str, status: RefundStatus) -> NewRefund {
+    NewRefund {
+        out_refund_no: no(n),
+        refund_trade_no: None,
+        out_trade_no: Some(format!("O-{n}")),
+        amount: Decimal::from_str("10.00").unwrap(),
+        currency: Currency::parse("USD").unwrap(),
+        status,
+        created_at: ts("2026-01-01T00:00:00.000Z"),
+    }
+}
+
+fn notification(n: &str, status: FinalStatus) -> NotificationRecord {
+    NotificationRecord {
+        out_refund_no: no(n),
+        status,
+        refund_trade_no: Some(format!("T-{n}")),
+        amount: Decimal::from_str("10.00").unwrap(),
+        currency: Currency::parse("USD").unwrap(),
+        refund_finish_time: Some(ts("2026-01-01T00:05:00.000Z")),
+        notify_time: ts("2026-01-01T00:05:01.000Z"),
+    }
+}
+
+/// A pending answer's decision: query again at `next`, flagged with `flag`, recording `mismatch`
+/// as a discrepancy when given.
+fn pending_decision(next: &str, flag: Option<ReviewReason>, mismatch: bool) -> Decision {
+    Decision {
+        class: if mismatch {
+            OutcomeClass::Mismatch
+        } else {
+            OutcomeClass::Pending
+        },
+        change: Change::Reschedule {
+            next_query_at: ts(next),
+            attempts: 1,
+            unknown_since: None,
+            refund_trade_no: Some("T-Q".into()),
+            flag,
+        },
+        discrepancies: if mismatch {
+            vec![Discrepancy {
+                kind: DiscrepancyKind::AmountMismatch,
+                expected: "10.00".into(),
+                observed: "11.00".into(),
+            }]
+        } else {
+            Vec::new()
+        },
+        halt: None,
+        slow_down: false,
+    }
+}
+
+/// The engine itself, logged in as the daemon's role with exactly roles.sql's grants, runs every
+/// method of the ledger interface the daemon and its operator commands call (src/ledger/store.rs)
+/// as they call it: open (create-if-empty, existing, reading) and verify-ledger; the node's
+/// lock and presence; intake; a sweep with its claim, single and grouped attempt records, an unreadable
+/// row and a refused attempt; confirmations and the watches; every read; every operator action;
+/// the webhook outbox; prune with its archive. Only `backup` is refused, by the engine (pg_dump
+/// does it). A failure names the method and the server's refusal.
+#[test]
+fn pg_roles_the_daemon_role_runs_every_ledger_method_the_daemon_and_commands_call() {
+    let Some(l) = Ledger::set_up() else { return };
+    let pg_target = PostgresTarget {
+        url: l.url_as(&l.daemon),
+        password: None,
+        ca_file: None,
+    };
+    let target = LedgerTarget::Postgres(pg_target.clone());
+    let mut calls = Calls::default();
+    let node = NodeName::parse_as("node", "node-a").unwrap();
+    let t0 = ts("2026-01-01T00:10:00.000Z");
+    let later = ts("2099-01-01T00:00:00.000Z");
+
+    // `run` opens with Create (the ledger exists: it is only checked), then Existing.
+    let Some(mut d) = calls.ok(
+        "ledger::open(Create)",
+        checus_reconciler::ledger::open(&target, OpenMode::Create),
+    ) else {
+        calls.assert_all_succeeded(&l.daemon);
+        unreachable!()
+    };
+    calls.ok(
+        "ledger::open(Existing)",
+        checus_reconciler::ledger::open(&target, OpenMode::Existing),
+    );
+    d.set_node(node.clone());
+
+    // `run` holds its node's lock on a session of its own; `retry-now` and `resume` ask whether
+    // a daemon holds it.
+    let mut lock = calls.ok("NodeLock::acquire", NodeLock::acquire(&pg_target, &node));
+    if let Some(lock) = &mut lock {
+        calls.ok("NodeLock::check", lock.check());
+    }
+    if let Some(pg) = calls.ok(
+        "PgLedger::open(Existing)",
+        PgLedger::open(&pg_target, OpenMode::Existing),
+    ) {
+        let held = calls.ok("node_lock_held", pg.node_lock_held(node.as_str()));
+        assert_eq!(held, lock.as_ref().map(|_| true), "the lock is seen held");
+    }
+
+    // The node's presence and the start-up's cleanup.
+    let start = NodeStart {
+        name: node.clone(),
+        host: "host-a".into(),
+        pid: 42,
+        version: "0.1.0".into(),
+        at: t0,
+    };
+    calls.ok("node_started", d.node_started(&start));
+    calls.ok("node_heartbeat", d.node_heartbeat(&node, t0));
+    calls.ok("close_interrupted_sweeps", d.close_interrupted_sweeps(t0));
+
+    // Intake: `add`, the API, `import`, the listener's notifications.
+    calls.ok(
+        "insert_refund",
+        d.insert_refund(&new_refund("R1", RefundStatus::Pending)),
+    );
+    calls.ok(
+        "register_refund",
+        d.register_refund(&new_refund("R2", RefundStatus::Pending)),
+    );
+    let batch: Vec<_> = ["R3", "R4", "R5", "R6", "R7", "R8", "R9"]
+        .into_iter()
+        .map(|n| new_refund(n, RefundStatus::Pending))
+        .collect();
+    calls.ok("import", d.import(&batch, &mut |_| {}));
+    calls.ok(
+        "record_notification",
+        d.record_notification(&notification("R3", FinalStatus::Success)),
+    );
+    if let Some(effects) = calls.ok(
+        "record_notifications",
+        d.record_notifications(&[
+            notification("R4", FinalStatus::Success),
+            notification("R4", FinalStatus::Failed),
+        ]),
+    ) {
+        for e in effects {
+            calls.ok("record_notifications (one notification)", e);
+        }
+    }
+
+    // One sweep: schedule, claim under a lease, record (one, then a group commit), an
+    // unreadable row, an attempt the ledger refused, the sweep's end.
+    calls.ok("schedule_new", d.schedule_new(Duration::ZERO));
+    let sweep = calls.ok("begin_sweep", d.begin_sweep(t0, &node));
+    let claimed = calls.ok("claim_due", d.claim_due(later, 10, &node, later));
+    // R7 claimed, then not sent (a chunk cut short): its lease ends at once.
+    let released = calls.ok("release_claims", d.release_claims(&node, &[no("R7")]));
+    calls.ok("next_due_at", d.next_due_at(&SkipList::default(), &node));
+    calls.ok("state", d.state(&no("R1")));
+    calls.ok(
+        "record_attempt_in",
+        d.record_attempt_in(
+            sweep,
+            &success_answer("R1", "2026-01-01T00:15:00.000Z"),
+            &finalize(FinalStatus::Success),
+        ),
+    );
+    let group = vec![
+        (
+            sweep,
+            success_answer("R2", "2026-01-01T00:15:00.000Z"),
+            pending_decision(
+                "2026-01-02T00:00:00.000Z",
+                Some(ReviewReason::PendingTooLong),
+                true,
+            ),
+        ),
+        (
+            sweep,
+            success_answer("R5", "2026-01-01T00:15:00.000Z"),
+            finalize(FinalStatus::Failed),
+        ),
+    ];
+    if let Some(each) = calls.ok("record_attempts", d.record_attempts(&group)) {
+        for r in each {
+            calls.ok("record_attempts (one record)", r);
+        }
+    }
+    // `query`: an attempt outside any sweep.
+    calls.ok(
+        "record_attempt",
+        d.record_attempt(
+            &success_answer("R6", "2026-01-01T00:16:00.000Z"),
+            &pending_decision("2026-01-02T00:00:00.000Z", None, false),
+        ),
+    );
+    let r9 = l.admin("SELECT id FROM refunds WHERE out_refund_no = 'R9'");
+    calls.ok(
+        "flag_unreadable",
+        d.flag_unreadable(r9.parse().unwrap(), t0, "amount does not parse"),
+    );
+    calls.ok(
+        "record_refused_attempt",
+        d.record_refused_attempt(
+            sweep,
+            &success_answer("R8", "2026-01-01T00:16:00.000Z"),
+            OutcomeClass::Pending,
+            "checus-reconciler: refused by the ledger",
+        ),
+    );
+    if let Some(id) = sweep {
+        let end = SweepEnd {
+            counts: SweepCounts {
+                claimed: 3,
+                finalized: 2,
+                rescheduled: 1,
+                failed: 0,
+                unreadable: 1,
+            },
+            ..SweepEnd::default()
+        };
+        calls.ok("finish_sweep", d.finish_sweep(id, t0, &end));
+    }
+    calls.ok(
+        "due_confirmations",
+        d.due_confirmations(later, Duration::ZERO, 10),
+    );
+
+    // The daemon's watches.
+    calls.ok("finalized_watermark", d.finalized_watermark());
+    calls.ok(
+        "finalized_elsewhere_since",
+        d.finalized_elsewhere_since(None, 10),
+    );
+    calls.ok("discrepancy_watermark", d.discrepancy_watermark());
+    calls.ok("discrepancies_since", d.discrepancies_since(0, 10));
+    calls.ok("operator_actions_watermark", d.operator_actions_watermark());
+    calls.ok("resume_requested_after", d.resume_requested_after(0));
+
+    // The reads of status, /readyz, /metrics, the API and the read commands.
+    calls.ok("status", d.status(t0));
+    calls.ok("health", d.health(t0, Duration::from_secs(60)));
+    calls.ok(
+        "health_with",
+        d.health_with(t0, Duration::from_secs(60), &Policy::default()),
+    );
+    calls.ok("gauges", d.gauges(t0));
+    let every = ListFilter {
+        status: None,
+        flagged: None,
+        since: None,
+        limit: 100,
+    };
+    calls.ok("list", d.list(&every));
+    calls.ok("list_total", d.list_total(&every));
+    calls.ok("show", d.show(&no("R1")));
+    calls.ok("refund", d.refund(&no("R1")));
+    calls.ok("timeline", d.timeline(&no("R1")));
+    calls.ok("stuck", d.stuck(later, 10));
+    calls.ok("stuck_total", d.stuck_total(later));
+    calls.ok("failed_since", d.failed_since(t0, 10));
+    calls.ok("failed_total", d.failed_total(t0));
+    calls.ok("export_since", d.export_since(t0));
+    let open_discrepancies = calls.ok("discrepancies", d.discrepancies(false));
+    let all_actions = AuditFilter {
+        refund: None,
+        since: None,
+        limit: 100,
+    };
+    calls.ok("audit", d.audit(&all_actions));
+    calls.ok("audit_total", d.audit_total(&all_actions));
+    calls.ok("latest_finished_sweep", d.latest_finished_sweep());
+    calls.ok(
+        "first_finished_sweep_after",
+        d.first_finished_sweep_after(0),
+    );
+    calls.ok("nodes", d.nodes());
+
+    // The operator commands that write, each audited.
+    calls.ok("retry_now", d.retry_now(&no("R6"), "ops", t0));
+    calls.ok("clear_flag", d.clear_flag(&no("R2"), "ops", "looked", t0));
+    let retried = calls.ok("retry_all_flagged", d.retry_all_flagged("ops", t0));
+    calls.ok(
+        "resolve",
+        d.resolve(&no("R6"), FinalStatus::Failed, "ops", "by phone", t0),
+    );
+    for open in open_discrepancies.unwrap_or_default() {
+        calls.ok("discrepancy", d.discrepancy(open.id));
+        calls.ok(
+            "resolve_discrepancy",
+            d.resolve_discrepancy(open.id, "ops", "checked", t0),
+        );
+    }
+    calls.ok("request_resume", d.request_resume("ops", "NTP fixed", t0));
+
+    // The webhook outbox: the deliverer and `webhooks`.
+    if let Some(due) = calls.ok("due_webhooks", d.due_webhooks(later, 10)) {
+        let results: Vec<_> = due
+            .iter()
+            .map(|w| DeliveryResult {
+                id: w.id,
+                attempted_at: t0,
+                outcome: DeliveryOutcome::Dead {
+                    error: "HTTP 500".into(),
+                },
+            })
+            .collect();
+        calls.ok("record_webhook_results", d.record_webhook_results(&results));
+    }
+    calls.ok("next_webhook_at", d.next_webhook_at());
+    calls.ok("dead_webhook_count", d.dead_webhook_count());
+    let dead = WebhookFilter {
+        state: Some(WebhookState::Dead),
+        refund: None,
+        limit: 10,
+    };
+    if let Some(events) = calls.ok("webhook_events", d.webhook_events(&dead)) {
+        let ids: Vec<String> = events.rows.iter().map(|e| e.event_id.clone()).collect();
+        calls.ok(
+            "redeliver_webhooks",
+            d.redeliver_webhooks(&ids, "ops", "receiver fixed", t0),
+        );
+    }
+    calls.ok("webhook_events_total", d.webhook_events_total(&dead));
+
+    // prune, with its archive; then the pruned refund is found.
+    let dir = tempfile::tempdir().unwrap();
+    let plan = calls.ok("prune_plan", d.prune_plan(later));
+    let report = calls.ok(
+        "prune",
+        d.prune(
+            later,
+            "ops",
+            "retention",
+            Some(&dir.path().join("prune.jsonl")),
+            t0,
+        ),
+    );
+    calls.ok("pruned", d.pruned(&no("R1")));
+    calls.ok("recheck_schema", d.recheck_schema());
+    calls.ok("node_stopped", d.node_stopped(&node, t0));
+
+    // The read commands' own session, and verify-ledger.
+    if let Some(reading) = calls.ok(
+        "ledger::open(Reading)",
+        checus_reconciler::ledger::open(&target, OpenMode::Reading),
+    ) {
+        calls.ok("status (opened for reading)", reading.status(t0));
+    }
+    calls.ok("ledger::verify", checus_reconciler::ledger::verify(&target));
+    calls.assert_all_succeeded(&l.daemon);
+
+    // The calls did their work (so a method that silently did nothing is not a pass).
+    assert_eq!(
+        claimed.map(|c| c.rows.len()),
+        Some(7),
+        "R3 and R4 were final"
+    );
+    assert_eq!(released, Some(1), "R7's lease");
+    assert_eq!(
+        retried,
+        Some(vec![no("R8"), no("R9")]),
+        "flagged by the refused attempt and as unreadable; R2's flag was cleared first"
+    );
+    assert_eq!(plan.map(|p| p.refunds), Some(5), "R1, R3, R4, R5, R6");
+    assert_eq!(report.map(|r| r.counts.refunds), Some(5));
+    assert!(matches!(
+        d.backup(&dir.path().join("copy")),
+        Err(LedgerError::NotOnThisEngine { .. })
+    ));
+    assert_eq!(
+        l.admin(
+            "SELECT string_agg(DISTINCT action, ' ' ORDER BY action) FROM operator_actions;
+             SELECT string_agg(name || ' stopped=' || (stopped_at IS NOT NULL), ',') FROM nodes;"
+        ),
+        "clear_flag prune redeliver_webhook resolve resolve_discrepancy resume retry_now\n\
+         node-a stopped=true"
     );
 }

@@ -13,6 +13,7 @@ use postgres::Config;
 use super::Conn;
 
 use super::open::connect;
+use super::tls::Tls;
 use crate::domain::NodeName;
 use crate::ledger::PostgresTarget;
 use crate::ledger::error::{During, LedgerError};
@@ -37,8 +38,12 @@ const HELD_ELSEWHERE: &str = "\
 pub struct NodeLock {
     client: Conn,
     config: Config,
+    /// TLS as the ledger's own connections use it.
+    tls: Tls,
     url: String,
     node: NodeName,
+    /// Taken again since [`NodeLock::take_retaken`] last asked: the session was lost.
+    retaken: bool,
 }
 
 impl std::fmt::Debug for NodeLock {
@@ -54,13 +59,15 @@ impl NodeLock {
     /// Takes the lock of `node` on the ledger `target` names, or says another daemon of that
     /// name holds it ([`LedgerError::NodeRunning`]).
     pub fn acquire(target: &PostgresTarget, node: &NodeName) -> Result<Self, LedgerError> {
-        let (config, url) = super::PgLedger::client_config(target)?;
-        let client = Conn::new(connect(&config, &url, false)?);
+        let (config, tls, url) = super::PgLedger::client_config(target)?;
+        let client = Conn::new(connect(&config, &tls, &url, false)?);
         let mut lock = Self {
             client,
             config,
+            tls,
             url,
             node: node.clone(),
+            retaken: false,
         };
         lock.take()?;
         Ok(lock)
@@ -80,7 +87,7 @@ impl NodeLock {
         if !self.client.is_closed() && self.client.simple_query("SELECT 1").is_ok() {
             return Ok(());
         }
-        self.client = Conn::new(connect(&self.config, &self.url, false)?);
+        self.client = Conn::new(connect(&self.config, &self.tls, &self.url, false)?);
         match self.take() {
             Err(LedgerError::NodeRunning { node, .. }) => Err(LedgerError::NodeLockLost {
                 node,
@@ -88,12 +95,20 @@ impl NodeLock {
             }),
             other => {
                 if other.is_ok() {
+                    self.retaken = true;
                     tracing::warn!(node = %self.node, url = %self.url, op = OP,
                         "node lock taken again after the ledger connection was lost");
                 }
                 other
             }
         }
+    }
+
+    /// Whether the lock was taken again (its session lost) since the last call. The daemon
+    /// asks between sweeps, when none of its queries is in flight, and then ends the leases
+    /// its lost session held: their answers, if any came, were not recorded.
+    pub fn take_retaken(&mut self) -> bool {
+        std::mem::take(&mut self.retaken)
     }
 
     /// `pg_try_advisory_lock` on this session.

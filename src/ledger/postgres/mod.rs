@@ -17,13 +17,12 @@
 //! exact text (`amount::text`, `$n::text::numeric`), so 12.50 stays 12.50 and never meets a
 //! float.
 //!
-//! TLS: this build connects with `NoTls`. rustls would come through `tokio-postgres-rustls`'s
-//! `MakeRustlsConnect` (a `MakeTlsConnect`, which the synchronous client's `Config::connect`
-//! takes as it takes `NoTls`; `sslmode` in the URL then applies), built from a
-//! `rustls::ClientConfig` on the aws-lc-rs provider reqwest already uses, with the system roots
-//! or a CA file named in the config; no native TLS.
+//! TLS (`tls.rs`): rustls on aws-lc-rs through `tokio-postgres-rustls`, as the URL's `sslmode`
+//! asks (`disable`, `prefer` by default, `require`); whenever TLS is used the server's
+//! certificate is verified, chain and host name, against `ledger.ca_file` or the system's
+//! roots. No TLS that trusts any certificate, and no native TLS.
 //!
-//! Files: `open.rs` (connect, create, version, the schema check, `verify-ledger`), `rows.rs`
+//! Files: `tls.rs` (the connector and its roots), `open.rs` (connect, create, version, the schema check, `verify-ledger`), `rows.rs`
 //! (typed rows), `write.rs` (refunds, attempts, sweeps), `queue.rs` (the claims and the
 //! watermarks), `inbox.rs` (notifications through the contract), `webhooks.rs` (the outbox),
 //! `read.rs` (`status`, health, gauges, the read commands), `operator.rs` (the audited
@@ -42,6 +41,7 @@ mod queue;
 mod read;
 mod rows;
 mod store;
+mod tls;
 mod webhooks;
 mod write;
 
@@ -58,6 +58,7 @@ use crate::domain::Timestamp;
 
 pub use lock::NodeLock;
 pub use open::PG_SCHEMA_VERSION;
+pub use tls::{CaFileError, Roots, read_ca_file};
 
 /// How many times one transaction runs when PostgreSQL aborts it as a serialization failure or
 /// a deadlock (a rare event: two transactions took the same rows in opposite orders).
@@ -80,12 +81,14 @@ pub struct PgLedger {
     session: RefCell<Session>,
     /// How to connect again when the server closed the connection (password included).
     config: postgres::Config,
+    /// How to connect again: TLS or not, and the roots, as the first connection was made.
+    tls: tls::Tls,
     /// `ledger.url`, for messages (no password in it).
     url: String,
-    /// The node this ledger's attempts, sweeps and claims are made as (`attempts.node`,
-    /// `sweeps.node`, `refunds.claimed_by`): [`PgLedger::set_node`]'s, by default this host's
-    /// name made to fit the rule (the default).
-    node: String,
+    /// The node this ledger's attempts and sweeps are made as (`attempts.node`,
+    /// `sweeps.node`): [`PgLedger::set_node`]'s (the daemon's `worker.node_name`); `None`, as
+    /// on SQLite, for a ledger opened by a command that names no node (NULL in the rows).
+    node: Option<String>,
     /// Opened for reading: writes are refused before the server is asked.
     read_only: bool,
 }
@@ -207,9 +210,9 @@ impl PgLedger {
         &self.url
     }
 
-    /// The node this ledger writes into `attempts.node` and `sweeps.node`.
-    pub fn node(&self) -> &str {
-        &self.node
+    /// The node this ledger writes into `attempts.node` and `sweeps.node`, if one was set.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
     }
 
     /// Sets the node name the attempts and sweeps written through this ledger carry; refused
@@ -220,7 +223,7 @@ impl PgLedger {
                 name: node.to_owned(),
             });
         }
-        node.clone_into(&mut self.node);
+        self.node = Some(node.to_owned());
         Ok(())
     }
 
@@ -284,7 +287,7 @@ impl PgLedger {
     ) -> Result<T, LedgerError> {
         let mut session = self.session.borrow_mut();
         if session.broken || session.client.is_closed() {
-            let client = open::connect(&self.config, &self.url, self.read_only)?;
+            let client = open::connect(&self.config, &self.tls, &self.url, self.read_only)?;
             *session = Session::new(client);
             tracing::info!(url = %self.url, "ledger reconnected");
         }
@@ -387,32 +390,6 @@ fn is_connection_lost(e: &postgres::Error) -> bool {
         || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
         || e.code()
             .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P"))
-}
-
-/// This host's name as a node name: `/proc/sys/kernel/hostname` with every character outside
-/// `[A-Za-z0-9._-]` replaced by '-', cut to 64 (read once).
-pub(crate) fn host_node_name() -> &'static str {
-    static NAME: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let name: String = raw
-            .trim()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .take(64)
-            .collect();
-        if name.is_empty() {
-            "checus-reconciler".to_owned()
-        } else {
-            name
-        }
-    });
-    NAME.as_str()
 }
 
 /// A random pause before try `tries + 1`: 1..=10 ms times the tries so far, so two

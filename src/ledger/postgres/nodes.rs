@@ -8,7 +8,21 @@ use crate::domain::{NodeName, Timestamp};
 use crate::ledger::error::LedgerError;
 use crate::ledger::types::{NodeRow, NodeStart};
 
+/// Ends every lease a node holds; the literal status lets the partial index `refunds_due`
+/// serve.
+const RELEASE_NODE: &str = "UPDATE refunds SET claimed_by = NULL, claimed_until = NULL
+                             WHERE status = 'REFUND_PENDING' AND claimed_by = $1";
+
 impl PgLedger {
+    /// Ends every lease `node` holds (none of its queries in flight). Returns how many.
+    pub fn release_node_claims(&self, node: &str) -> Result<usize, LedgerError> {
+        const OP: &str = "release the node's claims";
+        self.write(OP, |db| {
+            let n = db.execute(OP, RELEASE_NODE, &[&node])?;
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+
     /// Upserts the node's row at its start: host, pid, version, start and first heartbeat;
     /// a previous clean stop is cleared, and the leases a previous run left are ended.
     pub fn node_started(&self, node: &NodeStart) -> Result<(), LedgerError> {
@@ -27,12 +41,7 @@ impl PgLedger {
                 &[&node.name.as_str(), &node.host, &pid, &node.version, &at],
             )?;
             // A previous run's leases: it is gone (this daemon holds the node's lock).
-            db.execute(
-                OP,
-                "UPDATE refunds SET claimed_by = NULL, claimed_until = NULL
-                  WHERE status = 'REFUND_PENDING' AND claimed_by = $1",
-                &[&node.name.as_str()],
-            )?;
+            db.execute(OP, RELEASE_NODE, &[&node.name.as_str()])?;
             Ok(())
         })
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use postgres::{Client, NoTls};
 
+use super::tls::{Tls, is_tls_refusal};
 use super::{PgLedger, Session};
 use crate::ledger::error::{During, LedgerError};
 use crate::ledger::{
@@ -27,19 +28,30 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// empty database at once create it once: the second waits, then finds it made.
 const CREATE_LOCK: i64 = 0x6368_6563_7573_0009;
 
-/// Connects with `config` (a 10 s connect timeout unless the URL sets one). `read_only` makes
-/// every transaction of the session read-only on the server too.
+/// Connects with `config` (a 10 s connect timeout unless the URL sets one) and `tls`.
+/// `read_only` makes every transaction of the session read-only on the server too.
 pub(super) fn connect(
     config: &postgres::Config,
+    tls: &Tls,
     url: &str,
     read_only: bool,
 ) -> Result<Client, LedgerError> {
-    let mut client = config
-        .connect(NoTls)
-        .map_err(|source| LedgerError::PgConnect {
+    let refused = |source: postgres::Error| match tls {
+        Tls::Rustls { roots, .. } if is_tls_refusal(&source) => LedgerError::PgTls {
+            url: url.to_owned(),
+            roots: roots.clone(),
+            source,
+        },
+        _ => LedgerError::PgConnect {
             url: url.to_owned(),
             source,
-        })?;
+        },
+    };
+    let mut client = match tls {
+        Tls::Off => config.connect(NoTls),
+        Tls::Rustls { connector, .. } => config.connect(connector.clone()),
+    }
+    .map_err(refused)?;
     if read_only {
         client
             .batch_execute("SET default_transaction_read_only = on")
@@ -69,11 +81,11 @@ impl PgLedger {
     }
 
     /// The client's settings for `target`: its URL, the password from `ledger.password`, a
-    /// 10 s connect timeout and the application name unless the URL sets them; and the URL
-    /// for messages.
+    /// 10 s connect timeout and the application name unless the URL sets them; TLS as its
+    /// `sslmode` and `ledger.ca_file` ask; and the URL for messages.
     pub(super) fn client_config(
         target: &PostgresTarget,
-    ) -> Result<(postgres::Config, String), LedgerError> {
+    ) -> Result<(postgres::Config, Tls, String), LedgerError> {
         let url = target.url.clone();
         let mut config: postgres::Config =
             url.parse().map_err(|source| LedgerError::PgConnect {
@@ -96,18 +108,20 @@ impl PgLedger {
         if config.get_application_name().is_none() {
             config.application_name("checus-reconciler");
         }
-        Ok((config, url))
+        let tls = Tls::for_target(&config, target)?;
+        Ok((config, tls, url))
     }
 
     /// Connects (no schema check yet).
     fn connect(target: &PostgresTarget, read_only: bool) -> Result<Self, LedgerError> {
-        let (config, url) = Self::client_config(target)?;
-        let client = connect(&config, &url, read_only)?;
+        let (config, tls, url) = Self::client_config(target)?;
+        let client = connect(&config, &tls, &url, read_only)?;
         Ok(Self {
             session: RefCell::new(Session::new(client)),
             config,
+            tls,
             url,
-            node: super::host_node_name().to_owned(),
+            node: None,
             read_only,
         })
     }

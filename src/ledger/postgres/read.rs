@@ -7,7 +7,6 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use chrono::TimeDelta;
 use postgres::types::ToSql;
 
 use super::rows::{
@@ -19,7 +18,7 @@ use super::write::refund_of;
 use super::{Db, PgLedger, ms};
 use crate::domain::{OutRefundNo, Policy, RefundStatus, Timestamp};
 use crate::ledger::error::LedgerError;
-use crate::ledger::sqlite::health::Thresholds;
+use crate::ledger::health::{Thresholds, before, judge_summary};
 use crate::ledger::sqlite::timeline::{event, refund_events};
 use crate::ledger::types::{
     ListFilter, OperatorActionRow, Readout, RefundDetail, RefundRow, StatusSummary, SweepRow,
@@ -113,41 +112,8 @@ impl PgLedger {
     ) -> Result<Health, LedgerError> {
         let thresholds = &Thresholds::new(stale_after, policy);
         let summary = self.status(now)?;
+        let (mut findings, worker_idle_s) = judge_summary(&summary, now, thresholds);
         let stale_after_s = thresholds.stale_after.as_secs();
-        let mut findings = Vec::new();
-        if summary.flagged > 0 {
-            findings.push(Finding::FlaggedRefunds {
-                count: summary.flagged,
-            });
-        }
-        let mut worker_idle_s = None;
-        match &summary.last_sweep {
-            None if summary.unreadable.iter().any(|r| r.table == "sweeps") => {}
-            None => findings.push(Finding::WorkerNeverRan),
-            Some(sweep) => {
-                let last_active = sweep.finished_at.unwrap_or(sweep.started_at);
-                let idle_s = (now - last_active).num_seconds().max(0);
-                worker_idle_s = Some(idle_s);
-                if idle_s > i64::try_from(stale_after_s).unwrap_or(i64::MAX) {
-                    findings.push(Finding::WorkerStale {
-                        last_active,
-                        idle_s,
-                        stale_after_s,
-                    });
-                }
-                if let Some(code) = sweep.halt_code {
-                    findings.push(Finding::Halted {
-                        code,
-                        reason: sweep.halted_reason.clone(),
-                    });
-                }
-            }
-        }
-        if summary.unresolved_discrepancies > 0 {
-            findings.push(Finding::UnresolvedDiscrepancies {
-                count: summary.unresolved_discrepancies,
-            });
-        }
         let unread = &summary.unreadable;
         findings.extend(self.read("read health", |db| stalls(db, now, thresholds, unread))?);
         Ok(Health {
@@ -684,11 +650,4 @@ fn sweep_findings(
         });
     }
     Ok(findings)
-}
-
-/// `now - d`, or `None` when that is before any instant chrono can hold.
-fn before(now: Timestamp, d: Duration) -> Option<Timestamp> {
-    TimeDelta::from_std(d)
-        .ok()
-        .and_then(|d| now.checked_sub_signed(d))
 }

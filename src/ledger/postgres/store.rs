@@ -50,6 +50,10 @@ impl WorkQueue for PgLedger {
         PgLedger::claim_confirmations(self, now, confirm_after, limit, until)
     }
 
+    fn release_node_claims(&self, node: &NodeName) -> Result<usize, LedgerError> {
+        PgLedger::release_node_claims(self, node.as_str())
+    }
+
     fn release_claims(
         &self,
         node: &NodeName,
@@ -79,7 +83,7 @@ impl WorkQueue for PgLedger {
 
     fn set_node(&mut self, node: NodeName) {
         // A NodeName already keeps the rule the PostgreSQL CHECK enforces.
-        node.as_str().clone_into(&mut self.node);
+        self.node = Some(node.as_str().to_owned());
     }
 
     fn finish_sweep(

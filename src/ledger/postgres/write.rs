@@ -137,7 +137,7 @@ impl PgLedger {
         let node = self.node.clone();
         self.write(RECORD_ATTEMPT, |db| {
             lock_refunds(db, std::slice::from_ref(&attempt.out_refund_no))?;
-            apply_attempt(db, &node, sweep, attempt, decision)
+            apply_attempt(db, node.as_deref(), sweep, attempt, decision)
         })
     }
 
@@ -160,7 +160,7 @@ impl PgLedger {
             let mut out = Vec::with_capacity(batch.len());
             for (sweep, attempt, decision) in batch {
                 let result = db.savepoint(RECORD_ATTEMPT, |db| {
-                    apply_attempt(db, &node, *sweep, attempt, decision)
+                    apply_attempt(db, node.as_deref(), *sweep, attempt, decision)
                 })?;
                 // A conflict PostgreSQL resolves by aborting runs the whole batch again.
                 if let Err(e) = &result
@@ -491,7 +491,7 @@ fn insert_one(db: &mut Db<'_>, r: &NewRefund, index: Option<usize>) -> Result<()
 /// locked: the attempt row, the refund row as the decision says, the discrepancies.
 fn apply_attempt(
     db: &mut Db<'_>,
-    node: &str,
+    node: Option<&str>,
     sweep: Option<i64>,
     attempt: &QueryReport,
     decision: &Decision,
@@ -572,7 +572,7 @@ fn apply_attempt(
 /// What every write of one attempt shares (see the SQLite engine's `AttemptWrite`).
 struct AttemptWrite<'d, 'a, 't> {
     db: &'d mut Db<'t>,
-    node: &'a str,
+    node: Option<&'a str>,
     attempt: &'a QueryReport,
     no: &'a str,
     at: Timestamp,

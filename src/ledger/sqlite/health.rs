@@ -10,71 +10,15 @@
 
 use std::time::Duration;
 
-use chrono::TimeDelta;
 use rusqlite::{OptionalExtension, Transaction};
 
 use super::SqliteLedger;
 use super::error::{During, LedgerError};
 use super::rows::{RawRow, RawSweep, select_each};
 use super::types::{Cell, SweepRow, UnreadableRow, to_u64, ts_text};
-use crate::domain::{Policy, Schedule, Timestamp, parse_ts};
+use crate::domain::{Policy, Timestamp, parse_ts};
+use crate::ledger::health::{Thresholds, before, judge_summary};
 use crate::ledger::{Finding, Health};
-
-/// What `status` judges the ledger against: the daemon's configured schedule (read once from
-/// the config `status` is given, else the documented defaults) and the stale threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::ledger) struct Thresholds {
-    /// The worker is stale when it has not swept for longer than this.
-    pub stale_after: Duration,
-    /// `schedule.grace`: a refund is first queried this long after its creation.
-    pub grace: Duration,
-    /// `schedule.pending_flag_after`: a refund still pending this long after its creation is
-    /// flagged at its next query.
-    pub pending_flag_after: Duration,
-    /// The longest wait between two queries of one refund that the schedule allows (see
-    /// [`longest_gap`]).
-    pub longest_gap: Duration,
-}
-
-impl Thresholds {
-    /// The thresholds for a daemon running `policy`.
-    pub(in crate::ledger) fn new(stale_after: Duration, policy: &Policy) -> Self {
-        Self {
-            stale_after,
-            grace: policy.schedule.grace,
-            pending_flag_after: policy.pending_flag_after,
-            longest_gap: longest_gap(&policy.schedule),
-        }
-    }
-
-    /// The age past which an unflagged pending refund is overdue: `pending_flag_after`, plus
-    /// the longest gap before the query that flags it, plus `stale_after` for the worker to
-    /// get to a due refund.
-    ///
-    /// Why not `pending_flag_after` alone: the flag is set by the first query after it, and
-    /// with the default ladder a refund is then on its 24 h (± 10 %) steady cadence, so a
-    /// healthy refund stays unflagged for up to a day past 72 h.
-    pub(in crate::ledger) fn overdue_after(&self) -> Duration {
-        self.pending_flag_after
-            .saturating_add(self.longest_gap)
-            .saturating_add(self.stale_after)
-    }
-}
-
-/// The longest wait between two queries of one refund under `schedule`: the largest of the
-/// grace window, every backoff step, the steady cadence and the retry delay, stretched by the
-/// full jitter.
-pub(super) fn longest_gap(schedule: &Schedule) -> Duration {
-    let longest = schedule
-        .steps
-        .iter()
-        .copied()
-        .chain([schedule.grace, schedule.steady, schedule.retry])
-        .max()
-        .unwrap_or(Duration::ZERO);
-    let stretch = 1.0 + schedule.jitter.max(0.0);
-    Duration::try_from_secs_f64(longest.as_secs_f64() * stretch).unwrap_or(Duration::MAX)
-}
 
 /// The newest sweep that finished (the running one, if any, is skipped). Rowid order is start
 /// order, so this walks back from the newest row and stops at the first finished one.
@@ -154,43 +98,8 @@ impl SqliteLedger {
     ) -> Result<Health, LedgerError> {
         let thresholds = &Thresholds::new(stale_after, policy);
         let summary = self.status(now)?;
+        let (mut findings, worker_idle_s) = judge_summary(&summary, now, thresholds);
         let stale_after_s = thresholds.stale_after.as_secs();
-        let mut findings = Vec::new();
-        if summary.flagged > 0 {
-            findings.push(Finding::FlaggedRefunds {
-                count: summary.flagged,
-            });
-        }
-        let mut worker_idle_s = None;
-        match &summary.last_sweep {
-            // Not "never ran" when the latest sweep's row is there but unreadable:
-            // `unreadable_rows` says so.
-            None if summary.unreadable.iter().any(|r| r.table == "sweeps") => {}
-            None => findings.push(Finding::WorkerNeverRan),
-            Some(sweep) => {
-                let last_active = sweep.finished_at.unwrap_or(sweep.started_at);
-                let idle_s = (now - last_active).num_seconds().max(0);
-                worker_idle_s = Some(idle_s);
-                if idle_s > i64::try_from(stale_after_s).unwrap_or(i64::MAX) {
-                    findings.push(Finding::WorkerStale {
-                        last_active,
-                        idle_s,
-                        stale_after_s,
-                    });
-                }
-                if let Some(code) = sweep.halt_code {
-                    findings.push(Finding::Halted {
-                        code,
-                        reason: sweep.halted_reason.clone(),
-                    });
-                }
-            }
-        }
-        if summary.unresolved_discrepancies > 0 {
-            findings.push(Finding::UnresolvedDiscrepancies {
-                count: summary.unresolved_discrepancies,
-            });
-        }
         let unread = &summary.unreadable;
         findings.extend(self.read("read health", |tx| stalls(tx, now, thresholds, unread))?);
         Ok(Health {
@@ -319,11 +228,4 @@ fn sweep_findings(
         });
     }
     Ok(findings)
-}
-
-/// `now - d`, or `None` when that is before any instant chrono can hold (nothing is older).
-fn before(now: Timestamp, d: Duration) -> Option<Timestamp> {
-    TimeDelta::from_std(d)
-        .ok()
-        .and_then(|d| now.checked_sub_signed(d))
 }

@@ -33,6 +33,18 @@ pub(crate) const CLAIM_DUE: &str = "\
 const RELEASE_NODE: &str = "UPDATE refunds SET claimed_by = NULL, claimed_until = NULL
                               WHERE status = 'REFUND_PENDING' AND claimed_by = ?1";
 
+/// [`RELEASE_NODE`] in the caller's transaction.
+fn release_node(
+    tx: &rusqlite::Transaction<'_>,
+    op: &'static str,
+    node: &NodeName,
+) -> Result<usize, LedgerError> {
+    tx.prepare_cached(RELEASE_NODE)
+        .during(op)?
+        .execute(params![node.as_str()])
+        .during(op)
+}
+
 impl SqliteLedger {
     /// Names the node whose attempts this connection records (`attempts.node`): the worker's
     /// connection is its node's.
@@ -76,6 +88,12 @@ impl SqliteLedger {
             }
             Ok(read.map(|row| super::read::state_of(&row)))
         })
+    }
+
+    /// Ends every lease `node` holds (none of its queries in flight): due again at once.
+    pub fn release_node_claims(&self, node: &NodeName) -> Result<usize, LedgerError> {
+        const OP: &str = "release the node's claims";
+        self.write(OP, |tx| release_node(tx, OP, node))
     }
 
     /// Ends `node`'s leases on the pending refunds `numbers` (claimed and not sent): due
@@ -179,10 +197,7 @@ impl SqliteLedger {
                 at
             ])
             .during(OP)?;
-            tx.prepare_cached(RELEASE_NODE)
-                .during(OP)?
-                .execute(params![node.name.as_str()])
-                .during(OP)?;
+            release_node(tx, OP, &node.name)?;
             Ok(())
         })
     }

@@ -59,6 +59,10 @@ impl WorkQueue for SqliteLedger {
         SqliteLedger::due_confirmations(self, now, confirm_after, limit)
     }
 
+    fn release_node_claims(&self, node: &NodeName) -> Result<usize, LedgerError> {
+        SqliteLedger::release_node_claims(self, node)
+    }
+
     fn release_claims(
         &self,
         node: &NodeName,

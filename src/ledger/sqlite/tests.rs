@@ -350,9 +350,10 @@ fn timeline_events_order_by_time_then_kind_then_row() {
 
 use super::health::{
     BAD_CREATED_AT, FAILING_RUN, OVERDUE_UNFLAGGED, PRUNE_RUNNING, UNREADABLE_FLAGGED,
-    UNSCHEDULED_BEFORE, latest_finished_sweep_sql, longest_gap,
+    UNSCHEDULED_BEFORE, latest_finished_sweep_sql,
 };
 use crate::domain::{Policy, Schedule, format_ts};
+use crate::ledger::health::longest_gap;
 
 const STALE: Duration = Duration::from_secs(300);
 

@@ -427,7 +427,7 @@ fn a_postgresql_ledger_url_that_cannot_be_connected_to_fails_naming_it() {
             .to_owned();
         text.replace(
             &path_line,
-            "url = \"postgres://checus_no_such_role@127.0.0.1:5432/refunds?connect_timeout=5\"\npassword = \"env:PGPW\"",
+            "url = \"postgres://checus_no_such_role@127.0.0.1:5432/refunds?connect_timeout=5&sslmode=disable\"\npassword = \"env:PGPW\"",
         )
     });
     let cfg = config.to_str().unwrap();
@@ -481,4 +481,74 @@ fn pg_backup_of_a_postgresql_ledger_says_to_use_pg_dump() {
         "{msg}"
     );
     assert!(!dir.path().join("copy.sqlite").exists());
+}
+
+/// `ledger.ca_file` through the binary: a file that is no CA stops `check-config` (exit 3,
+/// naming the key and the file); with the server's CA and `sslmode=require`, `init` and
+/// `verify-ledger` work over TLS; with a CA that did not sign the server's certificate,
+/// `status` is refused (exit 4) with one message naming `ledger.url` and `ledger.ca_file`.
+#[test]
+fn pg_tls_ledger_ca_file_is_checked_at_load_and_a_wrong_ca_is_refused_naming_it() {
+    let Some(server) = crate::pg_tls::TlsServer::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(stranger) = crate::pg_tls::stranger_ca(dir.path()) else {
+        return;
+    };
+    let url = server.url("localhost", &[("sslmode", "require")]);
+    let with_ca = |ca: &Path| {
+        config_with(dir.path(), |text| {
+            let path_line = text
+                .lines()
+                .find(|l| l.starts_with("path = "))
+                .unwrap()
+                .to_owned();
+            text.replace(
+                &path_line,
+                &format!("url = \"{url}\"\nca_file = \"{}\"", ca.display()),
+            )
+        })
+    };
+
+    let missing = dir.path().join("missing-ca.pem");
+    let config = with_ca(&missing);
+    let o = run(
+        dir.path(),
+        &["check-config", "--config", config.to_str().unwrap()],
+    );
+    let msg = stderr(&o);
+    assert_eq!(code(&o), 3, "{msg}");
+    assert!(
+        msg.contains(&format!("ledger.ca_file: {}", missing.display())),
+        "{msg}"
+    );
+
+    let config = with_ca(&server.cert);
+    let cfg = config.to_str().unwrap();
+    for sub in ["init", "verify-ledger"] {
+        let o = run(dir.path(), &[sub, "--config", cfg]);
+        assert_eq!(code(&o), 0, "{sub}: {}", stderr(&o));
+    }
+
+    let config = with_ca(&stranger);
+    let o = run(
+        dir.path(),
+        &["status", "--config", config.to_str().unwrap()],
+    );
+    let msg = stderr(&o);
+    assert_eq!(code(&o), 4, "{msg}");
+    assert!(
+        msg.starts_with("checus-reconciler: error: ") && msg.trim_end().lines().count() == 1,
+        "one error line: {msg}"
+    );
+    for says in [
+        "ledger.url",
+        url.as_str(),
+        "ledger.ca_file",
+        stranger.to_str().unwrap(),
+        "invalid peer certificate",
+    ] {
+        assert!(msg.contains(says), "no {says:?} in: {msg}");
+    }
 }
