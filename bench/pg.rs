@@ -72,11 +72,13 @@ impl ScratchDb {
         })
     }
 
-    /// The ledger target of this database (no password: the server must trust the harness).
+    /// The ledger target of this database (no password and no TLS: the server must trust the
+    /// harness on loopback).
     fn target(&self) -> PostgresTarget {
         PostgresTarget {
             url: self.url.clone(),
             password: None,
+            ca_file: None,
         }
     }
 }
