@@ -26,8 +26,10 @@ use crate::thousands;
 
 /// The variable naming the server (the tests' own, `tests/common/pg.rs`).
 pub const URL_ENV: &str = "CHECUS_TEST_POSTGRES_URL";
-/// The server when [`URL_ENV`] is unset: the development machines' and CI's.
-pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The server when [`URL_ENV`] is unset: the development machines' and CI's, without TLS (the
+/// engine verifies a server's certificate whenever it uses TLS, and a local server's is
+/// self-signed for `localhost`: the tests' reason, `tests/common/pg.rs`).
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
 
 /// Refunds per claim: the figure.
 const CLAIM: usize = 1_000;

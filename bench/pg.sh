@@ -7,7 +7,7 @@
 #                    concurrency 32 each, and the ratio (about 3 min)
 # Each on a database of its own, created on the server and dropped at the end. The server:
 # CHECUS_TEST_POSTGRES_URL (a role that may create databases, trusted: no password), else
-# postgres://postgres@127.0.0.1:5432/postgres, as the tests.
+# postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable, as the tests.
 # Usage: bench/pg.sh [claim|nodes]     (no argument: both)
 set -euo pipefail
 cd "$(dirname "$0")/.."
