@@ -3,10 +3,12 @@
 //! rewrites the results block of BENCHMARKS.md. Not a test: nothing here asserts.
 //!
 //! `bench run` runs everything; `bench gen` only generates a ledger (N rows, K due); `bench
-//! record` measures the ledger's share of a reconciled refund alone (`record.rs`).
+//! record` measures the ledger's share of a reconciled refund alone (`record.rs`); `bench
+//! pg-claim` and `bench pg-nodes` measure the PostgreSQL ledger (`pg.rs`, `bench/pg.sh`).
 
 mod ledgergen;
 mod notify;
+mod pg;
 mod procs;
 mod record;
 
@@ -88,6 +90,45 @@ enum Cmd {
         #[arg(long)]
         notifications: bool,
     },
+    /// PostgreSQL: the worker's claim of 1,000 due refunds at each ledger size (1 % of the
+    /// refunds pending and due), each size on a fresh database; the ratio largest ÷ smallest
+    /// and the claim's plan at the largest.
+    PgClaim {
+        /// The server: a database the harness may connect to as a role that creates databases.
+        #[arg(long, env = pg::URL_ENV, hide_env_values = true, default_value = pg::DEFAULT_URL)]
+        url: String,
+        /// Ledger sizes (refunds), comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [100_000u64, 10_000_000])]
+        sizes: Vec<u64>,
+        /// Timed claims per size (after the warm-up).
+        #[arg(long, default_value_t = 21)]
+        reps: usize,
+    },
+    /// PostgreSQL: refunds/s of one daemon, then of two on one ledger (node names a and b),
+    /// against the sandbox at LATENCY, CONCURRENCY each; the ratio two ÷ one.
+    PgNodes {
+        /// The server (as for pg-claim).
+        #[arg(long, env = pg::URL_ENV, hide_env_values = true, default_value = pg::DEFAULT_URL)]
+        url: String,
+        /// Pending refunds per run, each scripted `success`.
+        #[arg(long, default_value_t = 24_000)]
+        refunds: usize,
+        /// The sandbox's answer latency.
+        #[arg(long, default_value = "50ms")]
+        latency: String,
+        /// `worker.concurrency` of each daemon.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// `worker.batch_size` of each daemon (default: the product's).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// `worker.sweep_cron` of each daemon (default: the product's), e.g. "* * * * * *".
+        #[arg(long)]
+        sweep_cron: Option<String>,
+        /// Keep the working folder (configs, daemon and sandbox logs) and print its path.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 /// Everything the harness needs to find.
@@ -157,6 +198,32 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Cmd::PgClaim { url, sizes, reps } => pg::claim(&url, &sizes, reps),
+        Cmd::PgNodes {
+            url,
+            refunds,
+            latency,
+            concurrency,
+            batch_size,
+            sweep_cron,
+            keep,
+        } => {
+            let bin = release_bin()?;
+            let work = tempfile::Builder::new()
+                .prefix("checus-pgnodes-")
+                .tempdir()?;
+            let workers = pg::Workers {
+                latency,
+                concurrency,
+                batch_size,
+                sweep_cron,
+            };
+            let result = pg::nodes(&bin, work.path(), &url, refunds, &workers);
+            if keep {
+                eprintln!("working folder kept: {}", work.keep().display());
+            }
+            result
+        }
         Cmd::Run {
             quick,
             python,
@@ -165,14 +232,7 @@ fn main() -> Result<()> {
             keep,
             only,
         } => {
-            let exe = std::env::current_exe()?;
-            // target/release/examples/bench -> target/release/checus-reconciler
-            let bin = exe
-                .parent()
-                .and_then(Path::parent)
-                .context("exe path")?
-                .join("checus-reconciler");
-            anyhow::ensure!(bin.exists(), "build the binary first: {}", bin.display());
+            let bin = release_bin()?;
             std::fs::create_dir_all(&data)?;
             let env = Env {
                 bin,
@@ -181,7 +241,7 @@ fn main() -> Result<()> {
                 data,
                 python,
             };
-            write_keys(&env)?;
+            write_keys(env.work.path())?;
             let result = run_all(&env, quick, &out, &only);
             if keep {
                 eprintln!("working folder kept: {}", env.work.keep().display());
@@ -191,10 +251,24 @@ fn main() -> Result<()> {
     }
 }
 
-/// The INSECURE test keys as files the daemon accepts (a private key must be mode 600).
-fn write_keys(env: &Env) -> Result<()> {
+/// The release binary beside the harness (target/release/examples/bench ->
+/// target/release/checus-reconciler).
+fn release_bin() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("exe path")?
+        .join("checus-reconciler");
+    anyhow::ensure!(bin.exists(), "build the binary first: {}", bin.display());
+    Ok(bin)
+}
+
+/// The INSECURE test keys as files the daemon accepts (a private key must be mode 600), in
+/// `work/keys`.
+fn write_keys(work: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = env.work.path().join("keys");
+    let dir = work.join("keys");
     std::fs::create_dir_all(&dir)?;
     for (name, text) in [
         (

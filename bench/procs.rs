@@ -43,6 +43,23 @@ impl SandboxProc {
     }
 }
 
+impl SandboxProc {
+    /// CPU seconds the sandbox used so far (all threads).
+    pub fn cpu_now(&self) -> Result<f64> {
+        process_cpu(self.child.id())
+    }
+}
+
+/// CPU seconds process `pid` used so far (all threads, user + system), from `/proc/PID/stat`.
+pub fn process_cpu(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').context("stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    Ok(ticks as f64 / clock_ticks())
+}
+
 impl Drop for SandboxProc {
     fn drop(&mut self) {
         signal(self.child.id(), "TERM");
@@ -130,12 +147,7 @@ impl Timed {
 
     /// CPU seconds used so far (all threads), from `/proc/PID/stat`.
     pub fn cpu_now(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        let rest = &stat[stat.rfind(')').context("stat")? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-        Ok(ticks as f64 / clock_ticks())
+        process_cpu(self.pid)
     }
 
     /// Resident set now, KiB.

@@ -26,9 +26,11 @@
 //! (typed rows), `write.rs` (refunds, attempts, sweeps), `queue.rs` (the claims and the
 //! watermarks), `inbox.rs` (notifications through the contract), `webhooks.rs` (the outbox),
 //! `read.rs` (`status`, health, gauges, the read commands), `operator.rs` (the audited
-//! operator actions), `maintenance.rs` (prune, pruned, backup), `store.rs` (the interface's
-//! traits, each method the inherent one of the same name).
+//! operator actions), `maintenance.rs` (prune, pruned, backup), `bench.rs` (the claim's plan,
+//! for the benchmark harness), `store.rs` (the interface's traits, each method the inherent one
+//! of the same name).
 
+mod bench;
 mod inbox;
 mod lock;
 mod maintenance;

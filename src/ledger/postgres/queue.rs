@@ -21,7 +21,7 @@ use crate::ledger::types::{
 /// statement. Two conditions make it O(limit), not O(due) (schema.postgres.sql, `refunds_due`):
 /// the status is the literal 'REFUND_PENDING', and the transaction turns bitmap scans off.
 /// Rows flagged unusable (row_unreadable, row_unwritable) are left out, as on SQLite.
-static CLAIM: LazyLock<String> = LazyLock::new(|| {
+pub(super) static CLAIM: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH due AS (
             SELECT id FROM refunds
