@@ -1589,3 +1589,40 @@ fn pg_claim_cost_does_not_grow_with_the_ledger() {
         );
     }
 }
+
+#[test]
+fn pg_next_due_walks_past_a_long_run_of_leased_rows_to_the_first_free_one() {
+    let Some((_db, mut ledger, mut c)) = new_ledger() else {
+        return;
+    };
+    // 600 refunds another node has in flight, due first, then one nobody holds.
+    let rows: Vec<NewRefund> = (0..601)
+        .map(|i| {
+            let mut r = refund(&format!("L{i:04}"), "1.00");
+            r.created_at = ts("2026-01-01T00:00:00.000Z") + chrono::TimeDelta::seconds(i);
+            r
+        })
+        .collect();
+    ledger.import(&rows, &mut |_| {}).unwrap();
+    ledger.schedule_new(Duration::ZERO).unwrap();
+    c.batch_execute(
+        "UPDATE refunds SET claimed_by = 'node-b', claimed_until = '2026-01-01T02:00:00Z'
+          WHERE out_refund_no < 'L0600'",
+    )
+    .unwrap();
+    // The free one's due time, not the lease's end (a node must not sleep while it is due).
+    assert_eq!(
+        ledger.next_due_at(&Default::default()).unwrap(),
+        Some(ts("2026-01-01T00:10:00.000Z"))
+    );
+    // All leased: the earliest lease end (every lease ends at 02:00).
+    c.batch_execute(
+        "UPDATE refunds SET claimed_by = 'node-b', claimed_until = '2026-01-01T02:00:00Z'
+          WHERE out_refund_no = 'L0600'",
+    )
+    .unwrap();
+    assert_eq!(
+        ledger.next_due_at(&Default::default()).unwrap(),
+        Some(ts("2026-01-01T02:00:00.000Z"))
+    );
+}

@@ -120,7 +120,11 @@ pub(crate) struct Db<'a> {
 
 impl Db<'_> {
     /// `sql` prepared once per connection.
-    fn prepared(&mut self, op: &'static str, sql: &'static str) -> Result<Statement, LedgerError> {
+    pub(crate) fn prepared(
+        &mut self,
+        op: &'static str,
+        sql: &'static str,
+    ) -> Result<Statement, LedgerError> {
         if let Some(s) = self.cache.get(sql) {
             return Ok(s.clone());
         }

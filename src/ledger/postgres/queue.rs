@@ -10,7 +10,7 @@ use super::write::refund_of;
 use super::{PgLedger, ms};
 use crate::domain::{OutRefundNo, RefundState, RefundStatus, Timestamp};
 use crate::ledger::ResumeAction;
-use crate::ledger::error::LedgerError;
+use crate::ledger::error::{During, LedgerError};
 use crate::ledger::types::{
     LoggedDiscrepancy, Readout, RefundRow, SkipList, Watermark, limit_arg, ts_text,
 };
@@ -167,48 +167,55 @@ impl PgLedger {
         })
     }
 
-    /// When `node` can next claim a pending refund not in `skip` (`None`: nothing
+    /// When this node can next claim a pending refund not in `skip` (`None`: nothing
     /// scheduled), passing rows flagged unusable: the earliest `next_query_at`, or, for a row
     /// under a lease (any node's: a claim leaves out live leases, its own too), the later of
-    /// that and the lease's end (so the daemon
-    /// does not wake up for a row it cannot claim). Rows are read in due order, a bounded
-    /// number past the skipped ones; a run of rows all leased to others longer than that is
-    /// answered with the earliest wake-up among those read.
+    /// that and the lease's end, so the daemon does not wake up for a row it cannot claim.
+    /// Walks `refunds_due` in due order, a page at a time, past the leased rows until the
+    /// first unleased one: O(leased rows ahead of it), never the whole queue.
     pub fn next_due_at(&self, skip: &SkipList) -> Result<Option<Timestamp>, LedgerError> {
         const OP: &str = "read next due time";
-        const LOOK_PAST: usize = 256;
-        let limit = limit_arg(skip.len().saturating_add(LOOK_PAST));
+        /// Rows fetched per round trip of the walk.
+        const PAGE: i32 = 256;
         self.read(OP, |db| {
-            let rows = db.query(
+            let stmt = db.prepared(
                 OP,
                 "SELECT next_query_at, id, out_refund_no, claimed_by, claimed_until FROM refunds
                   WHERE status = 'REFUND_PENDING' AND next_query_at IS NOT NULL
                     AND review_reason IS DISTINCT FROM 'row_unreadable'
                     AND review_reason IS DISTINCT FROM 'row_unwritable'
-                  ORDER BY next_query_at, id LIMIT $1",
-                &[&limit],
+                  ORDER BY next_query_at, id",
             )?;
+            // A portal, read a page at a time: the walk goes on past leased rows (another
+            // node's batch in flight can be thousands long) until an unleased one, and no
+            // further.
+            let portal = db.tx.bind(&stmt, &[]).during(OP)?;
             let mut best: Option<Timestamp> = None;
-            for r in &rows {
-                let (due, id, no): (Timestamp, i64, String) = (r.get(0), r.get(1), r.get(2));
-                if skip.contains(id, &no) {
-                    continue;
+            loop {
+                let rows = db.tx.query_portal(&portal, PAGE).during(OP)?;
+                if rows.is_empty() {
+                    return Ok(best);
                 }
-                if best.is_some_and(|b| due >= b) {
-                    break; // every later row is due later still
-                }
-                let claimed_by: Option<String> = r.get(3);
-                let claimed_until: Option<Timestamp> = r.get(4);
-                // This node's own live lease counts too: the claim leaves it out.
-                let at = claimed_until
-                    .filter(|_| claimed_by.is_some())
-                    .map_or(due, |end| end.max(due));
-                best = Some(best.map_or(at, |b| b.min(at)));
-                if at == due {
-                    break;
+                for r in &rows {
+                    let (due, id, no): (Timestamp, i64, String) = (r.get(0), r.get(1), r.get(2));
+                    if skip.contains(id, &no) {
+                        continue;
+                    }
+                    if best.is_some_and(|b| due >= b) {
+                        return Ok(best); // every later row is due later still
+                    }
+                    let claimed_by: Option<String> = r.get(3);
+                    let claimed_until: Option<Timestamp> = r.get(4);
+                    // Any live lease counts, this node's own too: the claim leaves it out.
+                    let at = claimed_until
+                        .filter(|_| claimed_by.is_some())
+                        .map_or(due, |end| end.max(due));
+                    best = Some(best.map_or(at, |b| b.min(at)));
+                    if at == due {
+                        return Ok(best);
+                    }
                 }
             }
-            Ok(best)
         })
     }
 
