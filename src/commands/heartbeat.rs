@@ -37,7 +37,7 @@ impl Heartbeat {
             LedgerTarget::Postgres(target) => (
                 format!("the node locks on {}", target.url),
                 format!("no node holds its lock on {}", target.url),
-                node_presence(l, target),
+                node_presence(target),
             ),
         };
         Ok(Self {
@@ -115,17 +115,8 @@ impl Heartbeat {
 
 /// Whether a daemon of any node the ledger knows holds its node lock (asked on a connection of
 /// its own; an error is "cannot tell").
-fn node_presence(l: &Ledger, target: &checus_reconciler::ledger::PostgresTarget) -> Presence {
-    let asked = (|| {
-        let nodes = l.nodes()?;
-        let pg = PgLedger::open(target, OpenMode::Reading)?;
-        for n in &nodes {
-            if pg.node_lock_held(&n.name)? {
-                return Ok(true);
-            }
-        }
-        Ok::<_, LedgerError>(false)
-    })();
+fn node_presence(target: &checus_reconciler::ledger::PostgresTarget) -> Presence {
+    let asked = PgLedger::open(target, OpenMode::Reading).and_then(|pg| pg.any_node_lock_held());
     match asked {
         Ok(true) => Presence::Running,
         Ok(false) => Presence::NotRunning,

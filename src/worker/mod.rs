@@ -554,7 +554,7 @@ impl Inner {
         // Claimed and in the end not sent (a pause or the drain cut the sweep short, a lease
         // too short to query): due again at once, for any node. Nothing is in flight now.
         unsent.extend(result.unsent.iter().cloned());
-        self.release_unsent(&unsent, &HashSet::new()).await?;
+        self.release_claims(unsent).await?;
         if result.slowed {
             let rate = self.limiter.slow_down();
             warn!(rate_per_second = rate, "gateway rate limited; slowing down");
@@ -598,12 +598,9 @@ impl Inner {
         let due = self.claim(now, room).await?;
         let leased: Vec<OutRefundNo> = due.rows.iter().map(|s| s.out_refund_no.clone()).collect();
         let due = self.usable(due, now, report).await?;
-        let probe: HashSet<OutRefundNo> = due
-            .first()
-            .map(|s| s.out_refund_no.clone())
-            .into_iter()
-            .collect();
-        self.release_unsent(&leased, &probe).await?;
+        let probe = due.first().map(|s| &s.out_refund_no);
+        let unsent = leased.into_iter().filter(|no| Some(no) != probe).collect();
+        self.release_claims(unsent).await?;
         let Some(state) = due.into_iter().next() else {
             match pause {
                 Pause::Halt => {
@@ -640,18 +637,9 @@ impl Inner {
         }
     }
 
-    /// Ends this node's leases on the refunds of `leased` that are not in `sent`: claimed,
-    /// and left for the next claim of any node.
-    async fn release_unsent(
-        &self,
-        leased: &[OutRefundNo],
-        sent: &HashSet<OutRefundNo>,
-    ) -> Result<(), WorkerError> {
-        let unsent: Vec<OutRefundNo> = leased
-            .iter()
-            .filter(|no| !sent.contains(*no))
-            .cloned()
-            .collect();
+    /// Ends this node's leases on `unsent`: claimed and not sent, left for the next claim of
+    /// any node.
+    async fn release_claims(&self, unsent: Vec<OutRefundNo>) -> Result<(), WorkerError> {
         if unsent.is_empty() {
             return Ok(());
         }
@@ -720,7 +708,11 @@ impl Inner {
             fresh.truncate(want);
             report.claimed += fresh.len() as u64;
             taken.extend(fresh.iter().map(|(_, s)| s.out_refund_no.clone()));
-            self.release_unsent(&leased, &taken).await?;
+            let unsent = leased
+                .into_iter()
+                .filter(|no| !taken.contains(no))
+                .collect();
+            self.release_claims(unsent).await?;
             let got = fresh.len();
             sender
                 .send(self, fresh, Some(lease_until), sweep, shutdown)

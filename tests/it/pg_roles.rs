@@ -570,13 +570,6 @@ fn pg_roles_the_daemon_role_runs_every_ledger_method_the_daemon_and_commands_cal
     if let Some(lock) = &mut lock {
         calls.ok("NodeLock::check", lock.check());
     }
-    if let Some(pg) = calls.ok(
-        "PgLedger::open(Existing)",
-        PgLedger::open(&pg_target, OpenMode::Existing),
-    ) {
-        let held = calls.ok("node_lock_held", pg.node_lock_held(node.as_str()));
-        assert_eq!(held, lock.as_ref().map(|_| true), "the lock is seen held");
-    }
 
     // The node's presence and the start-up's cleanup.
     let start = NodeStart {
@@ -588,6 +581,14 @@ fn pg_roles_the_daemon_role_runs_every_ledger_method_the_daemon_and_commands_cal
     };
     calls.ok("node_started", d.node_started(&start));
     calls.ok("node_heartbeat", d.node_heartbeat(&node, t0));
+    // Once the node has its row, the lock is seen held.
+    if let Some(pg) = calls.ok(
+        "PgLedger::open(Existing)",
+        PgLedger::open(&pg_target, OpenMode::Existing),
+    ) {
+        let held = calls.ok("any_node_lock_held", pg.any_node_lock_held());
+        assert_eq!(held, lock.as_ref().map(|_| true), "the lock is seen held");
+    }
     calls.ok("close_interrupted_sweeps", d.close_interrupted_sweeps(t0));
 
     // Intake: `add`, the API, `import`, the listener's notifications.

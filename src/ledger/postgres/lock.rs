@@ -23,16 +23,17 @@ use crate::ledger::error::{During, LedgerError};
 const TRY_LOCK: &str =
     "SELECT pg_try_advisory_lock(hashtextextended('checus-reconciler node ' || $1, 0))";
 
-/// Whether a session other than the caller's holds the lock of the node `$1`: `pg_locks` shows
-/// a bigint advisory key as `classid` (high half) and `objid` (low half), `objsubid` 1.
-const HELD_ELSEWHERE: &str = "\
+/// Whether a session other than the caller's holds the lock of any node in `nodes`:
+/// `pg_locks` shows a bigint advisory key as `classid` (high half) and `objid` (low half),
+/// `objsubid` 1.
+const ANY_HELD_ELSEWHERE: &str = "\
     SELECT EXISTS (
-      SELECT 1 FROM pg_locks
-       WHERE locktype = 'advisory' AND granted AND objsubid = 1
-         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-         AND pid <> pg_backend_pid()
-         AND ((classid::bigint << 32) | objid::bigint)
-             = hashtextextended('checus-reconciler node ' || $1, 0))";
+      SELECT 1 FROM pg_locks l JOIN nodes n
+          ON ((l.classid::bigint << 32) | l.objid::bigint)
+             = hashtextextended('checus-reconciler node ' || n.name, 0)
+       WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+         AND l.pid <> pg_backend_pid())";
 
 /// The node lock, held on its own connection while the value lives.
 pub struct NodeLock {
@@ -131,14 +132,13 @@ impl NodeLock {
 }
 
 impl super::PgLedger {
-    /// Whether a daemon holds the node lock of `node` on this ledger right now (the server's
-    /// word, not a heartbeat's guess): what `retry-now` and `resume` tell the operator.
-    pub fn node_lock_held(&self, node: &str) -> Result<bool, LedgerError> {
-        const OP: &str = "look for the node lock";
+    /// Whether a daemon of any node the ledger knows holds its node lock right now (the
+    /// server's word, not a heartbeat's guess): what `retry-now` and `resume` tell the
+    /// operator. One query, however many nodes.
+    pub fn any_node_lock_held(&self) -> Result<bool, LedgerError> {
+        const OP: &str = "look for the node locks";
         self.read(OP, |db| {
-            Ok(db
-                .query_one(OP, HELD_ELSEWHERE, &[&node])?
-                .get::<_, bool>(0))
+            Ok(db.query_one(OP, ANY_HELD_ELSEWHERE, &[])?.get::<_, bool>(0))
         })
     }
 }

@@ -17,8 +17,8 @@ use crate::ledger::types::{
 
 /// The claim. The due rows are found by an ordered walk of the partial index `refunds_due`
 /// that stops after `$2` rows, skipping rows another transaction has locked (SKIP LOCKED) and
-/// rows under a live lease (another node's, or this node's own: a refund in flight); each is leased to `$3` until `$4`, in the same
-/// statement. Two conditions make it O(limit), not O(due) (schema.postgres.sql, `refunds_due`):
+/// rows under a live lease (another node's, or this node's own: a refund in flight); each is
+/// leased to `$3` until `$4`, in the same statement. Two conditions make it O(limit), not O(due) (schema.postgres.sql, `refunds_due`):
 /// the status is the literal 'REFUND_PENDING', and the transaction turns bitmap scans off.
 /// Rows flagged unusable (row_unreadable, row_unwritable) are left out, as on SQLite.
 pub(super) static CLAIM: LazyLock<String> = LazyLock::new(|| {

@@ -15,7 +15,8 @@ use crate::domain::{NodeName, OutRefundNo, RefundState, Timestamp};
 
 /// The claim: the due query ([`super::read::DUE`]) leaving out refunds under a lease that
 /// ends later than now, this node's own too (a refund in flight; the leases a previous run
-/// left are ended at the node's start, those a sweep did not send by `release_claims`). `status = 'REFUND_PENDING'` stays a literal, so `refunds_due` applies.
+/// left are ended at the node's start, those a sweep did not send by `release_claims`).
+/// `status = 'REFUND_PENDING'` stays a literal, so `refunds_due` applies.
 pub(crate) const CLAIM_DUE: &str = "\
     SELECT out_refund_no, refund_trade_no, out_trade_no, amount, currency, status, created_at,
            notified_at, finalized_at, final_source, refund_finish_time, next_query_at, attempts,
