@@ -1,4 +1,4 @@
--- checus-reconciler ledger, schema version 10. The ONLY DDL of the project.
+-- checus-reconciler ledger, schema version 11. The ONLY DDL of the project.
 --
 -- This file is embedded in the binary (src/ledger/sqlite/open.rs) and applied, in one transaction,
 -- to a new or empty SQLite file. An older ledger is upgraded by the migrations in
@@ -794,9 +794,14 @@ END;
 CREATE TABLE webhook_events (
     -- AUTOINCREMENT: an id is never reused after a prune, so "earlier event" stays id order.
     id               INTEGER PRIMARY KEY AUTOINCREMENT,
-    -- The id receivers deduplicate on: random, so a ledger restored from a backup never
-    -- gives an old id to a new event. Sent as the `Checus-Reconciler-Event-Id` header and `id`.
-    event_id         TEXT    NOT NULL UNIQUE DEFAULT ('evt_' || lower(hex(randomblob(16))))
+    -- The id receivers deduplicate on: the time in milliseconds (12 hex digits), then 80
+    -- random bits, so a ledger restored from a backup never gives an old id to a new event,
+    -- and a new id lands at the end of the UNIQUE index (schema version 11: an all-random id
+    -- dirtied one random index page per event). Sent as the `Checus-Reconciler-Event-Id`
+    -- header and `id`.
+    event_id         TEXT    NOT NULL UNIQUE
+                     DEFAULT ('evt_' || printf('%012x', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
+                              || lower(hex(randomblob(10))))
                      CHECK (event_id GLOB 'evt_*' AND length(event_id) BETWEEN 5 AND 64),
     type             TEXT    NOT NULL
                      CHECK ((type = 'refund.finalized' OR type = 'refund.flagged' OR type = 'discrepancy.recorded')),
@@ -931,4 +936,4 @@ BEGIN
                         'observed', NEW.observed, 'detected_at', NEW.detected_at));
 END;
 
-PRAGMA user_version = 10;
+PRAGMA user_version = 11;

@@ -9,7 +9,7 @@ use checus_reconciler::config::Environment;
 use checus_reconciler::domain::{Clock, SystemClock};
 use checus_reconciler::gateway::GatewayClient;
 use checus_reconciler::ledger::migrate::MigrationReport;
-use checus_reconciler::ledger::{self, SCHEMA_VERSION, SchemaCheck};
+use checus_reconciler::ledger::{self, SchemaCheck};
 
 use super::args::{load_config, open_or_create, resolve_ledger};
 use super::output::{emit, print, print_json};
@@ -18,14 +18,15 @@ use super::{Failure, Outcome};
 /// `init`: create the ledger (or open an existing one) at the current schema.
 pub fn init(args: InitArgs, env: &Environment) -> Outcome {
     let ledger = open_or_create(&args.ledger, env)?;
+    let version = ledger.target().schema_version();
     if args.json {
         print_json(&serde_json::json!({
             "ledger": ledger.target().to_string(),
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": version,
         }))?;
     } else {
         print(format!(
-            "ledger ready: {} (schema version {SCHEMA_VERSION})\n",
+            "ledger ready: {} (schema version {version})\n",
             ledger.target(),
         ))?;
     }

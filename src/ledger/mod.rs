@@ -60,9 +60,11 @@ pub use webhooks::{
     DeliveryOutcome, DeliveryResult, DueWebhook, WebhookEventRow, WebhookFilter, WebhookState,
 };
 
-/// The schema version this build reads and writes, the same number on every engine (SQLite
-/// keeps it in `PRAGMA user_version`). Older ledgers are migrated to it.
-pub const SCHEMA_VERSION: i32 = 10;
+/// The SQLite schema version this build reads and writes (`PRAGMA user_version`). Older
+/// ledgers are migrated to it. PostgreSQL counts its own versions
+/// ([`postgres::PG_SCHEMA_VERSION`]): version 11 changed only how SQLite lays out new webhook
+/// event ids, so a PostgreSQL ledger stayed at 10.
+pub const SCHEMA_VERSION: i32 = 11;
 
 /// The PostgreSQL form of the ledger's DDL (`schema.postgres.sql`, schema version 10),
 /// applied in one transaction to an empty schema.
@@ -76,6 +78,16 @@ pub enum LedgerTarget {
     Sqlite(PathBuf),
     /// A PostgreSQL database.
     Postgres(PostgresTarget),
+}
+
+impl LedgerTarget {
+    /// The schema version this build keeps a ledger of this engine at.
+    pub fn schema_version(&self) -> i32 {
+        match self {
+            Self::Sqlite(_) => SCHEMA_VERSION,
+            Self::Postgres(_) => postgres::PG_SCHEMA_VERSION,
+        }
+    }
 }
 
 /// A PostgreSQL ledger as the config names it: `ledger.url` (checked by `postgres::Config`,

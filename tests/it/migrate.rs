@@ -268,7 +268,8 @@ fn the_v1_demo_ledger_migrates_with_every_row_intact_and_a_checked_backup() {
             "0007_operator_resume",
             "0008_webhook_outbox",
             "0009_cheaper_checks",
-            "0010_nodes_and_leases"
+            "0010_nodes_and_leases",
+            "0011_time_ordered_event_ids"
         ]
     );
     let backup = report.backup.clone().unwrap();
@@ -518,6 +519,8 @@ fn migrate_dry_run_prints_the_steps_and_changes_nothing() {
         "create refunds with the new review reasons",
         "copy every row of every table, unchanged",
         "recreate the trigger sweeps_finished_are_immutable",
+        "0011_time_ordered_event_ids (10 -> 11)",
+        "give new webhook events time-ordered ids",
         "would be copied to",
         "dry run: nothing was changed",
     ] {
@@ -880,4 +883,72 @@ fn after_migrating_a_new_discrepancy_id_is_above_every_id_an_audit_row_names() {
         vec![vec![Value::Integer(1)], vec![Value::Integer(42)]],
         "kept rows keep their ids; the next one is above every id ever named"
     );
+}
+
+/// Schema version 11: a new event's id is `evt_`, the time in milliseconds (12 hex digits) and
+/// 20 random hex digits, so ids arrive in time order at the end of the UNIQUE index, on a
+/// fresh ledger and on one migrated from version 1 alike (whoever writes the change: here the
+/// merchant's SQL contract on a plain connection).
+#[test]
+fn new_webhook_event_ids_are_time_ordered_on_fresh_and_migrated_ledgers() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrated = v1_copy(dir.path());
+    migrate::apply(&migrated, parse_ts("2026-12-01T04:30:00.123Z").unwrap()).unwrap();
+    let fresh = dir.path().join("fresh.sqlite");
+    drop(SqliteLedger::open(&fresh).unwrap());
+    let now_ms = || {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        i64::try_from(d.as_millis()).unwrap()
+    };
+    for path in [&fresh, &migrated] {
+        let c = sql(path);
+        let before = now_ms();
+        for i in 0..40 {
+            c.execute_batch(&format!(
+                "BEGIN IMMEDIATE;
+                 INSERT INTO refunds (out_refund_no, amount, currency) VALUES ('ORD-{i}', '5.00', 'EUR');
+                 INSERT INTO notifications (out_refund_no, status, amount, currency, notify_time)
+                      VALUES ('ORD-{i}', 'REFUND_SUCCESS', '5.00', 'EUR', '2026-12-01T10:00:00.000Z');
+                 COMMIT;"
+            ))
+            .unwrap();
+        }
+        let after = now_ms();
+        let ids: Vec<String> = rows(
+            path,
+            "SELECT event_id FROM webhook_events WHERE out_refund_no GLOB 'ORD-*' ORDER BY id",
+        )
+        .into_iter()
+        .map(|r| match &r[0] {
+            Value::Text(t) => t.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+        assert_eq!(ids.len(), 40, "{}", path.display());
+        let mut last = 0;
+        for id in &ids {
+            let hex = id.strip_prefix("evt_").unwrap_or_else(|| panic!("{id}"));
+            assert_eq!(hex.len(), 32, "{id}");
+            assert!(
+                hex.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "{id}"
+            );
+            let ms = i64::from_str_radix(&hex[..12], 16).unwrap();
+            // julianday's double may round a millisecond down.
+            assert!(
+                (before - 1..=after).contains(&ms),
+                "{id}: {ms} not in {before}..={after}"
+            );
+            assert!(
+                ms >= last,
+                "ids in insertion order are in time order: {ids:?}"
+            );
+            last = ms;
+        }
+        let unique: std::collections::BTreeSet<&str> = ids.iter().map(|s| &s[16..]).collect();
+        assert_eq!(unique.len(), ids.len(), "the random part differs: {ids:?}");
+    }
 }

@@ -116,7 +116,7 @@ fn pg_open_creates_the_schema_once_and_reopens_it() {
     let mut c = pg::connect(&url).unwrap();
     assert_eq!(
         count(&mut c, "SELECT max(version)::bigint FROM schema_version"),
-        i64::from(checus_reconciler::ledger::SCHEMA_VERSION)
+        i64::from(checus_reconciler::ledger::postgres::PG_SCHEMA_VERSION)
     );
 
     // Create again, Existing and Reading all use it as it is.
@@ -160,7 +160,10 @@ fn pg_open_refuses_a_newer_version_and_an_altered_schema() {
     // missing; nothing is changed.
     c.batch_execute("DROP INDEX refunds_flagged").unwrap();
     let check = checus_reconciler::ledger::verify(&LedgerTarget::Postgres(target(&url))).unwrap();
-    assert_eq!(check.version, checus_reconciler::ledger::SCHEMA_VERSION);
+    assert_eq!(
+        check.version,
+        checus_reconciler::ledger::postgres::PG_SCHEMA_VERSION
+    );
     assert!(check.compared > 60, "{}", check.compared);
     let found: Vec<String> = check.differences.iter().map(ToString::to_string).collect();
     assert_eq!(
@@ -182,7 +185,7 @@ fn pg_open_refuses_a_newer_version_and_an_altered_schema() {
             .is_intact()
     );
 
-    let ours = checus_reconciler::ledger::SCHEMA_VERSION;
+    let ours = checus_reconciler::ledger::postgres::PG_SCHEMA_VERSION;
     c.batch_execute(&format!(
         "INSERT INTO schema_version (version) VALUES ({})",
         ours + 1

@@ -151,7 +151,7 @@ fn pg_schema_applies_once_and_a_second_apply_changes_nothing() {
     };
     assert_eq!(
         one_i64(&mut c, "SELECT max(version)::bigint FROM schema_version"),
-        i64::from(checus_reconciler::ledger::SCHEMA_VERSION)
+        i64::from(checus_reconciler::ledger::postgres::PG_SCHEMA_VERSION)
     );
     let objects = "SELECT (SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal)
                         + (SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace)";
@@ -269,7 +269,7 @@ fn pg_schema_applies_into_any_schema_and_each_ledger_keeps_to_its_own() {
             &mut c,
             "SELECT max(version)::bigint FROM merchant_c.schema_version"
         ),
-        i64::from(checus_reconciler::ledger::SCHEMA_VERSION)
+        i64::from(checus_reconciler::ledger::postgres::PG_SCHEMA_VERSION)
     );
     // A session whose search_path names merchant_b writes to merchant_a's tables: the triggers
     // read and write merchant_a's rows (their functions keep their own search_path).

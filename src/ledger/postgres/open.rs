@@ -17,9 +17,11 @@ use crate::ledger::{
     SchemaDifference,
 };
 
-/// The PostgreSQL schema version this build reads and writes (`schema_version`): the same
-/// number as SQLite's.
-pub const PG_SCHEMA_VERSION: i32 = crate::ledger::SCHEMA_VERSION;
+/// The PostgreSQL schema version this build reads and writes (`schema_version`). It was
+/// SQLite's number up to 10; SQLite's version 11 (time-ordered webhook event ids, a page
+/// layout matter of SQLite's B-tree) changed nothing in PostgreSQL, which has no migrations
+/// yet, so a PostgreSQL ledger made by the previous release stays current.
+pub const PG_SCHEMA_VERSION: i32 = 10;
 
 /// How long a connection attempt waits when the URL sets no `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

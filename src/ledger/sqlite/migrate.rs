@@ -48,7 +48,7 @@ type CodeStep = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Every migration, oldest first, one per version after [`OLDEST_MIGRATABLE`]. The last one
 /// must leave exactly what `schema.sql` creates (tests/it/migrate.rs compares sqlite_master).
-const MIGRATIONS: [Migration; 9] = [
+const MIGRATIONS: [Migration; 10] = [
     Migration {
         to: 2,
         name: "0002_sweeps_halt_code",
@@ -103,6 +103,12 @@ const MIGRATIONS: [Migration; 9] = [
         sql: include_str!("migrations/0010_nodes_and_leases.sql"),
         code: None,
     },
+    Migration {
+        to: 11,
+        name: "0011_time_ordered_event_ids",
+        sql: include_str!("migrations/0011_time_ordered_event_ids.sql"),
+        code: Some(give_events_time_ordered_ids),
+    },
 ];
 
 /// The tables of schema.sql whose CREATE text migration 0009 rewrites (the merchant app's own
@@ -140,12 +146,21 @@ fn write_enum_checks_as_comparisons(tx: &Transaction<'_>) -> rusqlite::Result<()
             }
         }
     }
+    rewrite_create_text(tx, &changed)
+}
+
+/// Stores each `(table, CREATE text)` of `changed` in sqlite_schema through `writable_schema`,
+/// then a new `schema_version` so every connection reloads the schema, and
+/// `writable_schema = RESET` so this one does now. Only for texts whose change needs no row
+/// rewritten (SQLite's "other kinds of table schema changes"): CHECKs that mean the same, a
+/// DEFAULT.
+fn rewrite_create_text(tx: &Transaction<'_>, changed: &[(&str, String)]) -> rusqlite::Result<()> {
     if changed.is_empty() {
         return Ok(());
     }
     let version: i64 = tx.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
     tx.pragma_update(None, "writable_schema", true)?;
-    for (table, sql) in &changed {
+    for (table, sql) in changed {
         tx.execute(
             "UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = ?2",
             [sql.as_str(), table],
@@ -153,6 +168,45 @@ fn write_enum_checks_as_comparisons(tx: &Transaction<'_>) -> rusqlite::Result<()
     }
     tx.pragma_update(None, "schema_version", version + 1)?;
     tx.execute_batch("PRAGMA writable_schema = RESET")
+}
+
+/// webhook_events.event_id as schema version 8 to 10 declared it (with its comment).
+const RANDOM_EVENT_ID: &str =
+    "    -- The id receivers deduplicate on: random, so a ledger restored from a backup never
+    -- gives an old id to a new event. Sent as the `Checus-Reconciler-Event-Id` header and `id`.
+    event_id         TEXT    NOT NULL UNIQUE DEFAULT ('evt_' || lower(hex(randomblob(16))))
+";
+
+/// webhook_events.event_id from schema version 11 on, exactly as schema.sql words it (a unit
+/// test ties the two).
+const TIME_ORDERED_EVENT_ID: &str = "    -- The id receivers deduplicate on: the time in milliseconds (12 hex digits), then 80
+    -- random bits, so a ledger restored from a backup never gives an old id to a new event,
+    -- and a new id lands at the end of the UNIQUE index (schema version 11: an all-random id
+    -- dirtied one random index page per event). Sent as the `Checus-Reconciler-Event-Id`
+    -- header and `id`.
+    event_id         TEXT    NOT NULL UNIQUE
+                     DEFAULT ('evt_' || printf('%012x', CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
+                              || lower(hex(randomblob(10))))
+";
+
+/// Migration 0011's Rust step: webhook_events' stored CREATE text gets the time-ordered
+/// DEFAULT of event_id ([`TIME_ORDERED_EVENT_ID`]) through [`rewrite_create_text`]. No row is
+/// read or written: ids already given stay. A text that does not hold version 10's column as
+/// this project wrote it fails the migration (rolled back whole) instead of being guessed at.
+fn give_events_time_ordered_ids(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let sql: String = tx.query_row(
+        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'webhook_events'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !sql.contains(RANDOM_EVENT_ID) {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some("webhook_events.event_id is not declared as schema version 10 declares it".into()),
+        ));
+    }
+    let rewritten = sql.replacen(RANDOM_EVENT_ID, TIME_ORDERED_EVENT_ID, 1);
+    rewrite_create_text(tx, &[("webhook_events", rewritten)])
 }
 
 /// The time columns (table, column) that version 3's round-trip CHECKs guard: every one that
@@ -579,5 +633,16 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.to, OLDEST_MIGRATABLE + 1 + i as i32, "{}", m.name);
         }
+    }
+
+    #[test]
+    fn migration_0011_writes_event_id_as_schema_sql_does() {
+        assert!(SCHEMA_SQL.contains(TIME_ORDERED_EVENT_ID));
+        assert!(!SCHEMA_SQL.contains(RANDOM_EVENT_ID));
+        let v8 = include_str!("migrations/0008_webhook_outbox.sql");
+        assert!(
+            v8.contains(RANDOM_EVENT_ID),
+            "0008 created the column this replaces"
+        );
     }
 }
