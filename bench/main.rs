@@ -90,6 +90,17 @@ enum Cmd {
         #[arg(long)]
         notifications: bool,
     },
+    /// One sign's CPU when signs are spaced apart, as a daemon spaces them while it waits for
+    /// the gateway: signs after sleeping GAP each (0: back to back). Against the reference's
+    /// tight loop, this shows what a sign costs once the CPU has slept in between.
+    SignGaps {
+        /// Gaps between signs, microseconds, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [0u64, 100, 1500, 20000])]
+        gaps_us: Vec<u64>,
+        /// Signs timed per gap.
+        #[arg(long, default_value_t = 300)]
+        count: u32,
+    },
     /// PostgreSQL: the worker's claim of 1,000 due refunds at each ledger size (1 % of the
     /// refunds pending and due), each size on a fresh database; the ratio largest ÷ smallest
     /// and the claim's plan at the largest.
@@ -198,6 +209,7 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Cmd::SignGaps { gaps_us, count } => sign_gaps(&gaps_us, count),
         Cmd::PgClaim { url, sizes, reps } => pg::claim(&url, &sizes, reps),
         Cmd::PgNodes {
             url,
@@ -780,6 +792,40 @@ fn crypto_reference(blocks: u32, per_block: u32) -> Result<(f64, f64)> {
         verifies.push((thread_cpu() - t0) / f64::from(per_block * 5));
     }
     Ok((median(&mut signs), median(&mut verifies)))
+}
+
+/// `bench sign-gaps`: one `/refundQuery` sign's CPU after each gap: the thread's CPU over
+/// COUNT rounds of (sleep GAP, sign) less that of COUNT rounds of (sleep GAP) alone, so the
+/// sleep's own system time is not counted; the median of 5 such pairs.
+fn sign_gaps(gaps_us: &[u64], count: u32) -> Result<()> {
+    let merchant = MerchantKey::from_text(test_keys::INSECURE_MERCHANT_PRIVATE_PEM)?;
+    let request = br#"{"version":"1.4","keyVersion":"1","requestTime":"2026-11-25T07:01:23.737+00:00","appId":"SANDBOX-APP","merchantNo":"SANDBOX-MERCHANT","data":{"outRefundNo":"P000000001"}}"#;
+    for _ in 0..100 {
+        std::hint::black_box(merchant.sign_b64(request));
+    }
+    println!("{}", machine());
+    let rounds = |gap: u64, sign: bool| {
+        let t0 = thread_cpu();
+        for _ in 0..count {
+            if gap > 0 {
+                std::thread::sleep(Duration::from_micros(gap));
+            }
+            if sign {
+                std::hint::black_box(merchant.sign_b64(std::hint::black_box(request)));
+            }
+        }
+        thread_cpu() - t0
+    };
+    for &gap in gaps_us {
+        let mut per_sign: Vec<f64> = (0..5)
+            .map(|_| (rounds(gap, true) - rounds(gap, false)) / f64::from(count))
+            .collect();
+        println!(
+            "gap {gap:>6} us: one sign = {:.4} ms CPU (median of 5 × {count})",
+            median(&mut per_sign) * 1e3
+        );
+    }
+    Ok(())
 }
 
 /// A daemon run that reconciles `n` due refunds (each answered `success` at once).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where a reconciled refund's CPU goes on this machine (BENCHMARKS.md, "Figure 1 per machine"):
-# runs `bench run --only 1`, records the first run's daemon with perf for 4 s of steady work
+# runs `bench run --only 1` (or the scenario given, e.g. `bench/profile.sh 2` for figure 1b), records the first run's daemon with perf for 4 s of steady work
 # (software clock, DWARF call stacks), and buckets the samples with bench/breakdown.py.
 # Needs perf (Debian: linux-perf); hardware counters are not needed.
 set -euo pipefail
@@ -9,7 +9,8 @@ command -v perf >/dev/null || { echo "perf is missing (Debian: apt-get install l
 cargo build --locked --release --bin checus-reconciler --example bench
 work=$(mktemp -d)
 bin="$PWD/target/release/checus-reconciler"
-target/release/examples/bench run --only 1 >"$work/bench.log" 2>&1 &
+scenario="${1:-1}"
+target/release/examples/bench run --only "$scenario" >"$work/bench.log" 2>&1 &
 bench=$!
 pid=""
 for _ in $(seq 1 600); do
@@ -21,7 +22,7 @@ done
 sleep 1.5
 perf record -q -F 1999 -e cpu-clock --call-graph dwarf,16384 -p "$pid" -o "$work/perf.data" -- sleep 4
 wait "$bench"
-grep -E "^Machine|^\| 1 " "$work/bench.log" || true
+grep -E "^Machine|^\| 1b? " "$work/bench.log" || true
 perf script -i "$work/perf.data" -F comm,tid,ip,sym --no-inline 2>/dev/null >"$work/perf.txt"
 python3 bench/breakdown.py "$work/perf.txt"
 echo "perf data kept in $work"

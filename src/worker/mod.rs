@@ -213,6 +213,8 @@ impl Worker {
             crate::gateway::query_timeout(client.settings().request_timeout),
             commit::GATHER_WINDOW,
         );
+        // A group commit is as big as the queries on the wire, at most.
+        ledger.set_batch_target(settings.concurrency);
         Self::from_inner(Inner {
             ledger,
             lease,

@@ -236,6 +236,59 @@ async fn announced_answers_are_committed_together_in_one_transaction() {
     }
 }
 
+/// Under load more queries are always announced than have answered, so "every announced
+/// answer is in" never comes: the batch target (the worker's concurrency) ends the wait, and
+/// the answers past it wait for the next batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_reaches_its_target_is_committed_while_more_answers_are_announced() {
+    let names = ["B1", "B2", "B3", "B4", "B5"];
+    let (_dir, path, handle) = patient_handle(&names);
+    handle.set_batch_target(2);
+    // Six queries on the wire; only five will answer within this test, one never does.
+    let guards: Vec<_> = (0..6).map(|_| handle.attempt_coming()).collect();
+    let before = handle.completed_calls();
+    let record = |n: &'static str| {
+        let h = handle.clone();
+        tokio::spawn(async move {
+            h.record_attempt(answered(n), finalize(FinalStatus::Success))
+                .await
+        })
+    };
+    // Without the target each of these would wait an hour for the sixth answer.
+    for pair in [["B1", "B2"], ["B3", "B4"]] {
+        let (a, b) = (record(pair[0]), record(pair[1]));
+        let within = |t| tokio::time::timeout(Duration::from_secs(30), t);
+        let (a, b) = (within(a).await, within(b).await);
+        for r in [a, b] {
+            let r = r.expect("a batch at its target waited for the sixth answer");
+            assert_eq!(
+                r.unwrap().unwrap(),
+                Applied::Finalized(FinalStatus::Success)
+            );
+        }
+    }
+    assert!(
+        (2..=4).contains(&(handle.completed_calls() - before)),
+        "four answers in batches of at most two"
+    );
+    // A fifth answer alone is below the target, with a sixth still announced: it waits until
+    // the sixth query ends without an answer.
+    let fifth = record("B5");
+    drop(guards);
+    assert_eq!(
+        fifth.await.unwrap().unwrap(),
+        Applied::Finalized(FinalStatus::Success)
+    );
+    let check = SqliteLedger::open_existing(&path).unwrap();
+    for n in names {
+        assert_eq!(
+            check.show(&no(n)).unwrap().unwrap().refund.status,
+            RefundStatus::Success,
+            "{n}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_answer_and_an_answer_whose_sibling_gave_up_are_committed_without_waiting() {
     let (_dir, _path, handle) = patient_handle(&["L1", "L2"]);
