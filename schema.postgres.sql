@@ -912,8 +912,9 @@ CREATE TABLE nodes (
 );
 
 -- ---------------------------------------------------------------------------------------------
--- schema_version: one row per applied version; the highest is the ledger's version (SQLite
--- keeps the same number in PRAGMA user_version). Migrations add a row in their transaction.
+-- schema_version: one row per applied version; the highest is the ledger's version. SQLite
+-- counts its own in PRAGMA user_version: the same numbers up to 10; SQLite's 11 (time-ordered
+-- webhook event ids) changed nothing here. Migrations add a row in their transaction.
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE schema_version (
     version    integer     NOT NULL PRIMARY KEY,
