@@ -761,6 +761,9 @@ struct Sizes {
     scrape_window_s: u64,
 }
 
+/// The `/refundQuery` body the reference and `sign-gaps` sign, as the daemon builds one.
+const REFUND_QUERY_BODY: &[u8] = br#"{"version":"1.4","keyVersion":"1","requestTime":"2026-11-25T07:01:23.737+00:00","appId":"SANDBOX-APP","merchantNo":"SANDBOX-MERCHANT","data":{"outRefundNo":"P000000001"}}"#;
+
 /// CPU seconds of one sign and one verify, measured on this thread: the median over
 /// `blocks` blocks of `per_block` signs (and 5 × as many verifies), so one block slowed by a
 /// neighbour on the shared machine does not move the floor.
@@ -768,7 +771,7 @@ fn crypto_reference(blocks: u32, per_block: u32) -> Result<(f64, f64)> {
     let merchant = MerchantKey::from_text(test_keys::INSECURE_MERCHANT_PRIVATE_PEM)?;
     let gateway_signer = MerchantKey::from_text(test_keys::INSECURE_GATEWAY_PRIVATE_PEM)?;
     let gateway = GatewayKey::from_text(test_keys::INSECURE_GATEWAY_PUBLIC_PEM)?;
-    let request = br#"{"version":"1.4","keyVersion":"1","requestTime":"2026-11-25T07:01:23.737+00:00","appId":"SANDBOX-APP","merchantNo":"SANDBOX-MERCHANT","data":{"outRefundNo":"P000000001"}}"#;
+    let request = REFUND_QUERY_BODY;
     let answer = br#"{"code":"APPLY_SUCCESS","msg":"Success.","data":{"outRefundNo":"P000000001","refundTradeNo":"TP000000001","refundAmount":12.50,"refundCurrency":"USD","status":"REFUND_SUCCESS","refundFinishTime":"2026-11-25T07:01:23.737+00:00"}}"#;
     let answer_sign = gateway_signer.sign_b64(answer);
     // Warm up caches and the CPU's frequency.
@@ -799,7 +802,7 @@ fn crypto_reference(blocks: u32, per_block: u32) -> Result<(f64, f64)> {
 /// sleep's own system time is not counted; the median of 5 such pairs.
 fn sign_gaps(gaps_us: &[u64], count: u32) -> Result<()> {
     let merchant = MerchantKey::from_text(test_keys::INSECURE_MERCHANT_PRIVATE_PEM)?;
-    let request = br#"{"version":"1.4","keyVersion":"1","requestTime":"2026-11-25T07:01:23.737+00:00","appId":"SANDBOX-APP","merchantNo":"SANDBOX-MERCHANT","data":{"outRefundNo":"P000000001"}}"#;
+    let request = REFUND_QUERY_BODY;
     for _ in 0..100 {
         std::hint::black_box(merchant.sign_b64(request));
     }

@@ -116,9 +116,7 @@ impl Guard {
             }
         }
     }
-}
 
-impl Guard {
     /// Whether the node lock was taken again since the last call (its session was lost with
     /// the server); never for the file lock.
     pub(super) fn take_retaken(&self) -> bool {

@@ -80,16 +80,6 @@ pub enum LedgerTarget {
     Postgres(PostgresTarget),
 }
 
-impl LedgerTarget {
-    /// The schema version this build keeps a ledger of this engine at.
-    pub fn schema_version(&self) -> i32 {
-        match self {
-            Self::Sqlite(_) => SCHEMA_VERSION,
-            Self::Postgres(_) => postgres::PG_SCHEMA_VERSION,
-        }
-    }
-}
-
 /// A PostgreSQL ledger as the config names it: `ledger.url` (checked by `postgres::Config`,
 /// with no password in it) and where the password comes from, if the server asks for one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +94,14 @@ pub struct PostgresTarget {
 }
 
 impl LedgerTarget {
+    /// The schema version this build keeps a ledger of this engine at.
+    pub fn schema_version(&self) -> i32 {
+        match self {
+            Self::Sqlite(_) => SCHEMA_VERSION,
+            Self::Postgres(_) => postgres::PG_SCHEMA_VERSION,
+        }
+    }
+
     /// The SQLite file at `path`.
     pub fn sqlite(path: impl Into<PathBuf>) -> Self {
         Self::Sqlite(path.into())

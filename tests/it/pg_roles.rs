@@ -22,7 +22,7 @@ use checus_reconciler::ledger::{
 use rust_decimal::Decimal;
 
 use crate::common::fixtures::{finalize, no, success_answer};
-use crate::common::ts;
+use crate::common::{cause_chain, ts};
 
 use crate::common::pg::{self, DropDb, PsqlRun};
 use crate::common::tools::require_tool;
@@ -452,13 +452,7 @@ impl Calls {
         match result {
             Ok(v) => Some(v),
             Err(e) => {
-                let mut text = format!("{method}: {e}");
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    text.push_str(&format!(": {s}"));
-                    source = s.source();
-                }
-                self.failed.push(text);
+                self.failed.push(format!("{method}: {}", cause_chain(&e)));
                 None
             }
         }

@@ -20,6 +20,7 @@ use std::process::Command;
 
 use checus_reconciler::ledger::{LedgerError, OpenMode, PgLedger, PostgresTarget, Roots};
 
+use crate::common::cause_chain as chain;
 use crate::common::pg::{self, DropDb};
 use crate::common::tools::{require, require_tool};
 
@@ -119,17 +120,6 @@ fn target(url: String, ca_file: Option<&Path>) -> PostgresTarget {
         password: None,
         ca_file: ca_file.map(Path::to_path_buf),
     }
-}
-
-/// The error's whole cause chain, as the binary prints it.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
 }
 
 #[test]
