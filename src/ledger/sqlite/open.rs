@@ -650,4 +650,22 @@ mod tests {
         }
         assert!(!cannot_write(&rusqlite::Error::InvalidQuery));
     }
+
+    #[test]
+    fn the_bundled_sqlite_keeps_no_global_memory_statistics() {
+        // .cargo/config.toml passes SQLITE_DEFAULT_MEMSTATUS=0 to the bundled SQLite's build:
+        // without it every sqlite3_malloc takes a process-wide mutex (BENCHMARKS.md).
+        let conn = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = conn
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
 }
