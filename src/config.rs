@@ -2223,17 +2223,6 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
         );
     }
 
-    /// The whole cause chain of `e`, as main prints it.
-    fn chain(e: &dyn std::error::Error) -> String {
-        let mut text = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            text.push_str(&format!(": {s}"));
-            source = s.source();
-        }
-        text
-    }
-
     #[test]
     fn ledger_ca_file_is_read_at_load_and_refused_naming_the_key_and_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -2259,7 +2248,7 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
             )))
             .unwrap_err();
             assert!(matches!(e, ConfigError::CaFile { .. }), "{path}: {e:?}");
-            let text = chain(&e);
+            let text = crate::logging::one_line_chain(&e);
             assert!(
                 text.starts_with(&format!("ledger.ca_file: {path}: ")) && text.contains(says),
                 "{path}: {text}"
@@ -2285,7 +2274,7 @@ gateway_public_key = "file:/etc/checus-reconciler/gateway-public.key"
             missing.to_str().unwrap(),
         )]);
         let e = Config::parse(&with_ledger("url = \"postgres://u@h/db\""), "t", &env).unwrap_err();
-        let text = chain(&e);
+        let text = crate::logging::one_line_chain(&e);
         assert!(
             text.starts_with(
                 "environment variable CHECUS_RECONCILER__LEDGER__CA_FILE: ledger.ca_file: "

@@ -30,17 +30,6 @@ pub fn ts(s: &str) -> Timestamp {
     parse_ts(s).unwrap()
 }
 
-/// An error and its whole cause chain on one line, as the binary prints it.
-pub fn cause_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
-}
-
 /// The sandbox's view of time: the shared manual clock plus a skew a test can set.
 pub struct SkewedClock {
     base: Arc<ManualClock>,

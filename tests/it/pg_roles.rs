@@ -19,10 +19,11 @@ use checus_reconciler::ledger::{
     NotificationRecord, OpenMode, PgLedger, PostgresTarget, SkipList, SweepCounts, SweepEnd,
     WebhookFilter, WebhookState,
 };
+use checus_reconciler::logging::one_line_chain;
 use rust_decimal::Decimal;
 
 use crate::common::fixtures::{finalize, no, success_answer};
-use crate::common::{cause_chain, ts};
+use crate::common::ts;
 
 use crate::common::pg::{self, DropDb, PsqlRun};
 use crate::common::tools::require_tool;
@@ -452,7 +453,8 @@ impl Calls {
         match result {
             Ok(v) => Some(v),
             Err(e) => {
-                self.failed.push(format!("{method}: {}", cause_chain(&e)));
+                self.failed
+                    .push(format!("{method}: {}", one_line_chain(&e)));
                 None
             }
         }

@@ -20,9 +20,9 @@ use std::process::Command;
 
 use checus_reconciler::ledger::{LedgerError, OpenMode, PgLedger, PostgresTarget, Roots};
 
-use crate::common::cause_chain as chain;
 use crate::common::pg::{self, DropDb};
 use crate::common::tools::{require, require_tool};
+use checus_reconciler::logging::one_line_chain as chain;
 
 /// A fresh database on a server that speaks TLS, and the server's certificate file.
 pub(crate) struct TlsServer {
